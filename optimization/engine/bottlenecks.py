@@ -1,0 +1,406 @@
+"""Bottleneck detectors: where the time goes and what is holding requests back.
+
+Each detector takes plain arrays or dataclasses and returns findings with the evidence a
+recommendation needs (how often, how strong, how much time is at stake):
+
+* :func:`rank_endpoints` - share of total request time and of database time per endpoint
+  (an endpoint with modest latency but huge traffic can cost more than a slow rare one);
+* :func:`saturation_links` - resources whose utilisation moves with latency, allowing a lag
+  because a pool filling up precedes the latency it causes;
+* :func:`find_repeated_shapes` / :func:`n_plus_one_from_requests` - N+1 query patterns, with
+  Sentry's N+1 DB detector thresholds (at least 5 consecutive repeats of one query shape
+  adding up to at least 50 ms in one request);
+* :func:`n_plus_one_from_series` - the same suspicion from per-endpoint series when only
+  query counts and DB time are known (weaker evidence, lower confidence);
+* :func:`slow_query_shapes` - query shapes whose mean time is above a threshold;
+* :func:`regressions` - endpoints whose recent latency sits above their hour-of-week baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from .baselines import HourOfWeekBaseline
+
+# Sentry's N+1 DB span detector defaults (sentry/utils/performance_issues/...): 5 repeats, 50 ms.
+N_PLUS_ONE_MIN_REPEATS = 5
+N_PLUS_ONE_MIN_TOTAL_MS = 50.0
+
+
+@dataclass(frozen=True)
+class EndpointLoad:
+    """What one endpoint costs over a period (typically a day)."""
+
+    endpoint: str
+    requests: float
+    mean_latency_ms: float
+    db_ms_per_request: float = 0.0
+    queries_per_request: float = 0.0
+
+
+@dataclass(frozen=True)
+class EndpointShare:
+    endpoint: str
+    requests: float
+    total_ms: float
+    db_ms: float
+    time_share: float
+    db_share: float
+
+
+def rank_endpoints(loads: Iterable[EndpointLoad]) -> list[EndpointShare]:
+    """Endpoints ranked by their share of all request time (then of DB time).
+
+    Time is requests x mean latency: the server time an endpoint consumes, which is what
+    capacity and user-facing wait both scale with.
+    """
+    rows = [
+        (
+            load,
+            max(load.requests, 0.0) * max(load.mean_latency_ms, 0.0),
+            max(load.requests, 0.0) * max(load.db_ms_per_request, 0.0),
+        )
+        for load in loads
+        if np.isfinite(load.requests) and np.isfinite(load.mean_latency_ms)
+    ]
+    total = sum(r[1] for r in rows)
+    total_db = sum(r[2] for r in rows)
+    shares = [
+        EndpointShare(
+            endpoint=load.endpoint,
+            requests=load.requests,
+            total_ms=time_ms,
+            db_ms=db_ms if np.isfinite(db_ms) else 0.0,
+            time_share=time_ms / total if total else 0.0,
+            db_share=db_ms / total_db if total_db and np.isfinite(db_ms) else 0.0,
+        )
+        for load, time_ms, db_ms in rows
+    ]
+    return sorted(shares, key=lambda s: (s.time_share, s.db_share), reverse=True)
+
+
+@dataclass(frozen=True)
+class ResourceLink:
+    """A resource whose utilisation moves with latency."""
+
+    resource: str
+    rho: float
+    p_value: float
+    lag_steps: int
+    points: int
+    utilization_p95: float
+    latency_ms_per_unit: float
+    significant: bool
+
+
+def _lagged(x: np.ndarray, y: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    if lag == 0:
+        return x, y
+    return x[:-lag], y[lag:]
+
+
+def saturation_links(
+    latency: np.ndarray,
+    resources: Mapping[str, np.ndarray],
+    *,
+    max_lag_steps: int = 3,
+    alpha: float = 0.01,
+    min_rho: float = 0.3,
+    min_points: int = 24,
+) -> list[ResourceLink]:
+    """Resources whose utilisation correlates with later latency, strongest first.
+
+    Arrays are aligned on one time grid (NaN for gaps). Spearman's rho is used because the
+    relation is monotone but far from linear (latency explodes near saturation). Each lag
+    0..``max_lag_steps`` is tried (resource leading latency) and the best kept; the p-value is
+    Bonferroni-corrected for the lags tried, so searching lags does not manufacture significance.
+    ``latency_ms_per_unit`` is the Theil-Sen slope of latency on utilisation at that lag: how
+    many ms a unit of utilisation costs, used to predict the gain of relieving the resource.
+    """
+    latency = np.asarray(latency, dtype=np.float64)
+    links = []
+    for name, series in resources.items():
+        series = np.asarray(series, dtype=np.float64)
+        if series.shape != latency.shape:
+            raise ValueError(f"resource {name!r} is not aligned with latency")
+        best = None
+        tries = 0
+        for lag in range(max_lag_steps + 1):
+            x, y = _lagged(series, latency, lag)
+            ok = np.isfinite(x) & np.isfinite(y)
+            if ok.sum() < min_points or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+                continue
+            tries += 1
+            rho, p = stats.spearmanr(x[ok], y[ok])
+            if best is None or rho > best[0]:
+                best = (float(rho), float(p), lag, x[ok], y[ok])
+        if best is None:
+            continue
+        rho, p, lag, x, y = best
+        p = min(1.0, p * tries)
+        slope = (
+            float(stats.theilslopes(y, x)[0]) if x.size <= 4000 else float(np.polyfit(x, y, 1)[0])
+        )
+        links.append(
+            ResourceLink(
+                resource=name,
+                rho=rho,
+                p_value=p,
+                lag_steps=lag,
+                points=int(x.size),
+                utilization_p95=float(np.percentile(x, 95)),
+                latency_ms_per_unit=slope,
+                significant=p < alpha and rho >= min_rho,
+            )
+        )
+    return sorted(links, key=lambda link: link.rho, reverse=True)
+
+
+@dataclass(frozen=True)
+class RepeatedShape:
+    """One run of the same query shape inside one request."""
+
+    shape: str
+    repeats: int
+    total_ms: float
+
+
+def find_repeated_shapes(
+    queries: Sequence[tuple[str, float]],
+    *,
+    min_repeats: int = N_PLUS_ONE_MIN_REPEATS,
+    min_total_ms: float = N_PLUS_ONE_MIN_TOTAL_MS,
+) -> list[RepeatedShape]:
+    """N+1 runs in one request's ordered ``(shape, duration_ms)`` list.
+
+    Like Sentry's detector, only *consecutive* repeats count: the same lookup done once at the
+    start and once at the end of a view is not a loop, while 20 identical statements in a row
+    are. A shape with several qualifying runs reports its longest.
+    """
+    found: dict[str, RepeatedShape] = {}
+    run_shape, run_count, run_ms = None, 0, 0.0
+
+    def close_run() -> None:
+        if run_shape is None or run_count < min_repeats or run_ms < min_total_ms:
+            return
+        previous = found.get(run_shape)
+        if previous is None or run_count > previous.repeats:
+            found[run_shape] = RepeatedShape(run_shape, run_count, run_ms)
+
+    for shape, ms in queries:
+        if shape == run_shape:
+            run_count += 1
+            run_ms += ms
+        else:
+            close_run()
+            run_shape, run_count, run_ms = shape, 1, ms
+    close_run()
+    return list(found.values())
+
+
+@dataclass(frozen=True)
+class NPlusOneFinding:
+    """An N+1 pattern of one endpoint (and shape, when known)."""
+
+    endpoint: str
+    shape: str
+    requests_with_pattern: int
+    requests_total: int
+    mean_repeats: float
+    mean_pattern_ms: float
+    source: str  # "requests" (seen per request) or "series" (inferred from aggregates)
+
+    @property
+    def share(self) -> float:
+        return self.requests_with_pattern / self.requests_total if self.requests_total else 0.0
+
+
+@dataclass(frozen=True)
+class ShapeStats:
+    """Aggregated N+1 observations of one (endpoint, shape), e.g. from the middleware."""
+
+    endpoint: str
+    shape: str
+    requests_with_pattern: int
+    requests_total: int
+    repeats_sum: float
+    pattern_ms_sum: float
+
+
+def n_plus_one_from_requests(observations: Iterable[ShapeStats]) -> list[NPlusOneFinding]:
+    """Findings from per-request detections aggregated per endpoint and shape."""
+    findings = [
+        NPlusOneFinding(
+            endpoint=o.endpoint,
+            shape=o.shape,
+            requests_with_pattern=o.requests_with_pattern,
+            requests_total=max(o.requests_total, o.requests_with_pattern),
+            mean_repeats=o.repeats_sum / o.requests_with_pattern,
+            mean_pattern_ms=o.pattern_ms_sum / o.requests_with_pattern,
+            source="requests",
+        )
+        for o in observations
+        if o.requests_with_pattern > 0
+    ]
+    return sorted(findings, key=lambda f: f.mean_pattern_ms * f.requests_with_pattern, reverse=True)
+
+
+def n_plus_one_from_series(
+    endpoint: str,
+    queries_per_request: np.ndarray,
+    db_ms_per_request: np.ndarray,
+    *,
+    peer_queries_per_request: Sequence[float] = (),
+    min_excess_queries: int = N_PLUS_ONE_MIN_REPEATS,
+    min_db_ms: float = N_PLUS_ONE_MIN_TOTAL_MS,
+    peer_factor: float = 3.0,
+) -> NPlusOneFinding | None:
+    """Suspect an N+1 from per-interval query counts and DB time when shapes are unknown.
+
+    An interval is suspicious when the endpoint runs at least ``min_excess_queries`` more
+    queries per request than the median of its peers (and ``peer_factor`` times as many) while
+    spending at least ``min_db_ms`` in the database: the shape-level evidence the middleware
+    collects is missing, so the finding says ``source="series"`` and earns less confidence.
+    """
+    queries = np.asarray(queries_per_request, dtype=np.float64)
+    db_ms = np.asarray(db_ms_per_request, dtype=np.float64)
+    ok = np.isfinite(queries) & np.isfinite(db_ms)
+    if not ok.any():
+        return None
+    queries, db_ms = queries[ok], db_ms[ok]
+    peers = [p for p in peer_queries_per_request if np.isfinite(p)]
+    peer_level = float(np.median(peers)) if peers else 1.0
+    suspicious = (
+        (queries - peer_level >= min_excess_queries)
+        & (queries >= peer_factor * max(peer_level, 1.0))
+        & (db_ms >= min_db_ms)
+    )
+    hits = int(suspicious.sum())
+    if hits == 0:
+        return None
+    return NPlusOneFinding(
+        endpoint=endpoint,
+        shape="",
+        requests_with_pattern=hits,
+        requests_total=int(queries.size),
+        mean_repeats=float(np.mean(queries[suspicious] - peer_level)),
+        mean_pattern_ms=float(np.mean(db_ms[suspicious] * (1 - peer_level / queries[suspicious]))),
+        source="series",
+    )
+
+
+@dataclass(frozen=True)
+class QueryStats:
+    endpoint: str
+    shape: str
+    count: int
+    total_ms: float
+    max_ms: float
+
+
+@dataclass(frozen=True)
+class SlowQuery:
+    endpoint: str
+    shape: str
+    count: int
+    mean_ms: float
+    max_ms: float
+    excess_ms: float  # total time above the threshold: what tuning could at most save
+
+
+def slow_query_shapes(
+    stats_rows: Iterable[QueryStats], *, threshold_ms: float = 100.0, min_count: int = 3
+) -> list[SlowQuery]:
+    """Query shapes whose mean duration exceeds ``threshold_ms``, largest excess first.
+
+    ``min_count`` keeps a single cold-cache outlier from becoming a recommendation.
+    """
+    slow = []
+    for row in stats_rows:
+        if row.count < min_count:
+            continue
+        mean = row.total_ms / row.count
+        if mean > threshold_ms:
+            slow.append(
+                SlowQuery(
+                    row.endpoint,
+                    row.shape,
+                    row.count,
+                    mean,
+                    row.max_ms,
+                    (mean - threshold_ms) * row.count,
+                )
+            )
+    return sorted(slow, key=lambda s: s.excess_ms, reverse=True)
+
+
+@dataclass(frozen=True)
+class Regression:
+    """An endpoint whose recent values sit above its baseline."""
+
+    endpoint: str
+    series: str
+    recent_median: float
+    expected_median: float
+    ratio: float
+    p_value: float
+    points: int
+    median_z: float
+
+
+def regression_against_baseline(
+    endpoint: str,
+    series: str,
+    baseline: HourOfWeekBaseline,
+    ts: np.ndarray,
+    values: np.ndarray,
+    *,
+    min_ratio: float = 1.2,
+    min_z: float = 3.0,
+    alpha: float = 0.01,
+    min_points: int = 6,
+) -> Regression | None:
+    """Compare recent points to their hour-of-week expectation.
+
+    A regression needs all three: the log ratio to the expectation is positive by a one-sided
+    Wilcoxon signed-rank test (a consistent shift, not one spike), the median ratio is at least
+    ``min_ratio`` (big enough to matter) and the median robust z is at least ``min_z`` (outside
+    the normal spread of that hour).
+    """
+    ts = np.asarray(ts, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    expected = baseline.expected(ts)
+    ok = np.isfinite(values) & np.isfinite(expected) & (expected > 0) & (values > 0)
+    if ok.sum() < min_points:
+        return None
+    log_ratio = np.log(values[ok] / expected[ok])
+    if np.all(log_ratio == 0):
+        return None
+    p_value = float(stats.wilcoxon(log_ratio, alternative="greater").pvalue)
+    ratio = float(np.exp(np.median(log_ratio)))
+    median_z = float(np.median(baseline.robust_z(ts[ok], values[ok])))
+    if p_value >= alpha or ratio < min_ratio or median_z < min_z:
+        return None
+    return Regression(
+        endpoint=endpoint,
+        series=series,
+        recent_median=float(np.median(values[ok])),
+        expected_median=float(np.median(expected[ok])),
+        ratio=ratio,
+        p_value=p_value,
+        points=int(ok.sum()),
+        median_z=median_z,
+    )
+
+
+def regressions(
+    candidates: Iterable[tuple[str, str, HourOfWeekBaseline, np.ndarray, np.ndarray]],
+    **kwargs: float,
+) -> list[Regression]:
+    """Run :func:`regression_against_baseline` over many series, worst ratio first."""
+    found = [regression_against_baseline(*c, **kwargs) for c in candidates]
+    return sorted([r for r in found if r], key=lambda r: r.ratio, reverse=True)

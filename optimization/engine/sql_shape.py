@@ -1,0 +1,55 @@
+"""Normalise SQL text into a *shape*: the same statement with different parameters has one shape.
+
+The middleware calls :func:`sql_shape` once per executed query, so it has to be cheap. Django
+already sends parameterised SQL (``%s`` placeholders) to ``execute_wrapper``, which means the
+same ORM call produces byte-identical text nearly every time; an LRU cache in front of the regex
+pipeline turns the common case into one dictionary lookup. The regexes handle what does vary
+between calls: inlined literals (raw SQL), ``IN (...)`` lists whose length follows the data, and
+multi-row ``VALUES`` lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+
+_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*", re.S)
+_STRING = re.compile(r"'(?:[^']|'')*'")
+_PLACEHOLDER = re.compile(r"%\(\w+\)s|%s|\$\d+|(?<!:):[A-Za-z_]\w*|\?")
+# A number that is not part of an identifier (t1, col_2) nor of a quoted name.
+_NUMBER = re.compile(r"(?<![\w.\"])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
+_WHITESPACE = re.compile(r"\s+")
+_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
+_ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
+
+
+def _normalise(sql: str) -> str:
+    text = _COMMENTS.sub(" ", sql)
+    text = _STRING.sub("?", text)
+    text = _PLACEHOLDER.sub("?", text)
+    text = _NUMBER.sub("?", text)
+    text = _WHITESPACE.sub(" ", text).strip()
+    text = _LIST.sub("(?)", text)
+    return _ROWS.sub("(?)", text)
+
+
+@lru_cache(maxsize=8192)
+def sql_shape(sql: str) -> str:
+    """Return the parameter-free shape of ``sql``.
+
+    Literals and placeholders become ``?``; ``IN (?, ?, ?)`` and multi-row ``VALUES`` lists
+    collapse to ``(?)`` so that fetching 3 or 30 ids is the same shape (an N+1 detector must
+    see them as one repeated statement). Comments and whitespace runs are dropped because ORMs
+    and tracers add them without changing what the database does.
+    """
+    return _normalise(sql)
+
+
+@lru_cache(maxsize=8192)
+def shape_key(shape: str) -> str:
+    """A short stable id for a shape, small enough to be a telemetry label value.
+
+    A hash rather than the text because shapes can be kilobytes long and labels are indexed.
+    """
+    return hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()

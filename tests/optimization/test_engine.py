@@ -1,0 +1,472 @@
+"""Engine tests on synthetic data with known answers; no database, no Django settings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from optimization.engine.baselines import (
+    SOURCE_HOUR_OF_DAY,
+    SOURCE_HOUR_OF_WEEK,
+    hour_of_week,
+    hour_of_week_baseline,
+)
+from optimization.engine.bottlenecks import (
+    EndpointLoad,
+    EndpointShare,
+    NPlusOneFinding,
+    QueryStats,
+    ShapeStats,
+    find_repeated_shapes,
+    n_plus_one_from_requests,
+    n_plus_one_from_series,
+    rank_endpoints,
+    regression_against_baseline,
+    saturation_links,
+    slow_query_shapes,
+)
+from optimization.engine.calibration import Outcome, brier_score, calibrate
+from optimization.engine.health import HealthPolicy, TrendSignal, health_score
+from optimization.engine.impact import FAILED, INCONCLUSIVE, SUCCEEDED, realised_impact
+from optimization.engine.recommendations import (
+    dedup_key,
+    rank_recommendations,
+    recommend_hotspot,
+    recommend_n_plus_one,
+    recommend_regression,
+    wilson_lower_bound,
+)
+from optimization.engine.sql_shape import shape_key, sql_shape
+from optimization.engine.trends import robust_trend
+
+STEP = 300.0
+MONDAY = datetime(2026, 1, 5, tzinfo=UTC).timestamp()  # a Monday, 00:00 UTC
+
+
+def weekly_series(weeks: float, *, seed: int = 0, noise: float = 5.0, start: float = MONDAY):
+    """Latency-like series: level depends on hour of day and weekday, plus noise."""
+    rng = np.random.default_rng(seed)
+    ts = start + np.arange(int(weeks * 7 * 24 * 3600 / STEP)) * STEP
+    how = hour_of_week(ts)
+    level = 100.0 + 60.0 * np.sin(np.pi * (how % 24) / 24.0) + np.where(how >= 120, -30.0, 0.0)
+    return ts, level + rng.normal(0, noise, ts.size), level
+
+
+# --- sql_shape -------------------------------------------------------------------------------
+
+
+def test_same_statement_with_different_parameters_has_one_shape():
+    a = sql_shape("SELECT * FROM book WHERE id = 42 AND title = 'Dune'")
+    b = sql_shape("SELECT *  FROM book\n WHERE id = 7 AND title = 'It''s'")
+    assert a == b
+    assert "42" not in a and "Dune" not in a
+
+
+def test_in_lists_and_multirow_values_collapse_whatever_their_length():
+    assert sql_shape("SELECT 1 FROM t WHERE id IN (%s, %s, %s)") == sql_shape(
+        "SELECT 1 FROM t WHERE id IN (%s)"
+    )
+    assert sql_shape("INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')") == sql_shape(
+        "INSERT INTO t (a, b) VALUES (%s, %s)"
+    )
+
+
+def test_identifiers_casts_and_distinct_statements_are_kept_apart():
+    shape = sql_shape('SELECT "t1"."col2", x::int FROM t1 WHERE t1.id = $1 -- trace 9')
+    assert '"t1"."col2"' in shape and "::int" in shape and "trace" not in shape
+    assert sql_shape("SELECT a FROM t WHERE id = 1") != sql_shape("SELECT b FROM t WHERE id = 1")
+    assert shape_key(shape) == shape_key(str(shape)) and len(shape_key(shape)) == 16
+
+
+# --- baselines -------------------------------------------------------------------------------
+
+
+def test_hour_of_week_matches_the_calendar():
+    rng = np.random.default_rng(3)
+    ts = rng.uniform(0, 2e9, 200)
+    expected = [
+        datetime.fromtimestamp(t, UTC).weekday() * 24 + datetime.fromtimestamp(t, UTC).hour
+        for t in ts
+    ]
+    assert hour_of_week(ts).tolist() == expected
+
+
+def test_baseline_recovers_the_weekly_profile_and_ignores_outliers():
+    ts, values, level = weekly_series(4, seed=1)
+    spiky = values.copy()
+    rng = np.random.default_rng(2)
+    spikes = rng.choice(values.size, values.size // 20, replace=False)
+    spiky[spikes] *= 10
+    baseline = hour_of_week_baseline(ts, spiky)
+    true_median = np.array([np.median(level[hour_of_week(ts) == h]) for h in range(168)])
+    assert np.max(np.abs(baseline.median - true_median)) < 6.0
+    assert np.all(baseline.source == SOURCE_HOUR_OF_WEEK)
+    # the mean would have been dragged far away by 5 % of 10x spikes
+    bucket_means = np.array([spiky[hour_of_week(ts) == h].mean() for h in range(168)])
+    assert np.max(np.abs(bucket_means - true_median)) > 20.0
+    assert np.all(baseline.p95 >= baseline.median)
+
+
+def test_baseline_fills_gaps_from_the_same_hour_of_day():
+    ts, values, _ = weekly_series(3, seed=4)
+    wednesday = (hour_of_week(ts) >= 48) & (hour_of_week(ts) < 72)
+    values = values.copy()
+    values[wednesday] = np.nan
+    baseline = hour_of_week_baseline(ts, values)
+    assert np.all(baseline.source[48:72] == SOURCE_HOUR_OF_DAY)
+    assert np.all(baseline.source[:48] == SOURCE_HOUR_OF_WEEK)
+    for hour in (50, 60):
+        same_hod = values[(hour_of_week(ts) % 24 == hour % 24) & np.isfinite(values)]
+        assert baseline.median[hour] == pytest.approx(np.median(same_hod))
+
+
+def test_baseline_refuses_a_series_without_values():
+    with pytest.raises(ValueError):
+        hour_of_week_baseline(np.arange(5.0), np.full(5, np.nan))
+
+
+# --- trends ----------------------------------------------------------------------------------
+
+
+def test_trend_finds_a_known_slope_despite_outliers():
+    rng = np.random.default_rng(5)
+    ts = MONDAY + np.arange(60) * 86400.0
+    values = 200.0 + 3.0 * np.arange(60) + rng.normal(0, 4, 60)
+    values[[5, 17, 40]] += 400.0
+    trend = robust_trend(ts, values)
+    assert trend.significant and trend.direction == "up"
+    assert trend.slope_low <= 3.0 <= trend.slope_high
+    assert abs(trend.slope_per_day - 3.0) < abs(np.polyfit(np.arange(60), values, 1)[0] - 3.0)
+
+
+def test_daily_buckets_keep_a_flat_seasonal_series_flat():
+    ts, values, _ = weekly_series(3, seed=6, noise=2.0)
+    trend = robust_trend(ts, values, bucket_seconds=86400.0)
+    assert trend.points == 21
+    assert not trend.significant and trend.direction == "flat"
+
+
+def test_trend_needs_enough_points():
+    assert robust_trend(np.arange(3.0), np.arange(3.0)) is None
+
+
+# --- health ----------------------------------------------------------------------------------
+
+
+def healthy_inputs(n: int = 288):
+    rng = np.random.default_rng(7)
+    return {
+        "latency_p95_ms": rng.uniform(100, 300, n),
+        "error_ratio": np.zeros(n),
+        "request_rate": rng.uniform(50, 150, n),
+        "saturation": {"cpu": rng.uniform(0.2, 0.5, n), "db": rng.uniform(0.1, 0.4, n)},
+        "trends": [
+            TrendSignal("latency", robust_trend(np.arange(28.0) * 86400, rng.normal(0, 1, 28)))
+        ],
+    }
+
+
+def test_healthy_system_scores_full_marks_and_breakdown_adds_up():
+    score = health_score(**healthy_inputs())
+    assert score.score == pytest.approx(100.0)
+    assert all(p.points_lost == 0 for p in score.parts)
+    assert set(score.breakdown()) == {"latency", "errors", "saturation", "availability", "trends"}
+
+
+def test_latency_violations_cost_latency_points_in_proportion_to_the_budget_burnt():
+    policy = HealthPolicy()
+    inputs = healthy_inputs()
+    lost = []
+    for violating in (0, 3, 7, 15):
+        latency = inputs["latency_p95_ms"].copy()
+        latency[:violating] = policy.latency_target_ms * 2
+        score = health_score(**{**inputs, "latency_p95_ms": latency}, policy=policy)
+        breakdown = score.breakdown()
+        lost.append(breakdown["latency"]["points_lost"])
+        assert score.score == pytest.approx(
+            100 - sum(b["points_lost"] for b in breakdown.values()), abs=0.01
+        )
+        assert all(breakdown[k]["points_lost"] == 0 for k in breakdown if k != "latency")
+    assert lost[0] == 0 and lost[1] < lost[2] < lost[3]
+    assert lost[3] == pytest.approx(policy.weights["latency"])  # 15/288 > 5 % budget: all gone
+
+
+def test_the_most_saturated_resource_sets_the_saturation_part():
+    inputs = healthy_inputs()
+    inputs["saturation"]["db"] = np.full(288, 0.9)
+    part = health_score(**inputs).breakdown()["saturation"]
+    assert "db" in part["explanation"]
+    assert 0 < part["points_lost"] < HealthPolicy().weights["saturation"]
+
+
+def test_outage_costs_availability_and_errors():
+    inputs = healthy_inputs()
+    inputs["error_ratio"] = inputs["error_ratio"].copy()
+    inputs["error_ratio"][100:103] = 1.0
+    breakdown = health_score(**inputs).breakdown()
+    assert breakdown["availability"]["points_lost"] > 0
+    assert breakdown["errors"]["points_lost"] > 0
+
+
+def test_only_significant_worsening_trends_cost_points():
+    ts = MONDAY + np.arange(28) * 86400.0
+    rng = np.random.default_rng(8)
+    rising = robust_trend(ts, 200 + 8 * np.arange(28) + rng.normal(0, 3, 28))
+    falling = robust_trend(ts, 400 - 8 * np.arange(28) + rng.normal(0, 3, 28))
+    inputs = healthy_inputs()
+    worse = health_score(**{**inputs, "trends": [TrendSignal("latency", rising)]})
+    better = health_score(**{**inputs, "trends": [TrendSignal("latency", falling)]})
+    assert worse.breakdown()["trends"]["points_lost"] > 0
+    assert better.score == pytest.approx(100.0)
+    good_news = health_score(
+        **{**inputs, "trends": [TrendSignal("rps", rising, worse_when="down")]}
+    )
+    assert good_news.score == pytest.approx(100.0)
+
+
+def test_missing_parts_are_reported_and_excluded():
+    inputs = healthy_inputs()
+    inputs["latency_p95_ms"] = inputs["latency_p95_ms"].copy()
+    inputs["latency_p95_ms"][:100] = 10_000
+    with_sat = health_score(**inputs)
+    without_sat = health_score(**{**inputs, "saturation": {}})
+    assert without_sat.breakdown()["saturation"]["score"] is None
+    # the latency loss weighs more when fewer parts are known
+    assert without_sat.score < with_sat.score
+    with pytest.raises(ValueError):
+        health_score()
+
+
+# --- bottlenecks ------------------------------------------------------------------------------
+
+
+def test_endpoints_rank_by_total_time_not_latency():
+    shares = rank_endpoints(
+        [
+            EndpointLoad("/slow-rare", requests=10, mean_latency_ms=2000, db_ms_per_request=100),
+            EndpointLoad("/busy", requests=10_000, mean_latency_ms=50, db_ms_per_request=40),
+            EndpointLoad("/mid", requests=1_000, mean_latency_ms=100, db_ms_per_request=10),
+        ]
+    )
+    assert [s.endpoint for s in shares] == ["/busy", "/mid", "/slow-rare"]
+    assert sum(s.time_share for s in shares) == pytest.approx(1.0)
+    assert sum(s.db_share for s in shares) == pytest.approx(1.0)
+
+
+def test_saturation_link_finds_the_leading_resource_and_its_lag():
+    rng = np.random.default_rng(9)
+    n = 600
+    db = np.clip(0.4 + 0.3 * np.sin(np.arange(n) / 15) + rng.normal(0, 0.03, n), 0, 1)
+    cpu = rng.uniform(0.2, 0.6, n)
+    latency = np.full(n, np.nan)
+    latency[2:] = 100 + 400 * db[:-2] ** 3 + rng.normal(0, 5, n - 2)
+    links = saturation_links(latency, {"db": db, "cpu": cpu})
+    assert links[0].resource == "db" and links[0].lag_steps == 2 and links[0].significant
+    assert links[0].latency_ms_per_unit > 0
+    assert not next(link for link in links if link.resource == "cpu").significant
+
+
+def test_repeated_shapes_follow_sentrys_thresholds():
+    loop = [("SELECT author WHERE id = ?", 12.0)] * 6
+    assert find_repeated_shapes([("SELECT 1", 1.0), *loop, ("SELECT 2", 1.0)])[0].repeats == 6
+    assert find_repeated_shapes(loop[:4]) == []  # fewer than 5 repeats
+    assert find_repeated_shapes([("q", 5.0)] * 6) == []  # 30 ms in total, under 50 ms
+    interleaved = [item for pair in zip(loop, [("other", 1.0)] * 6, strict=True) for item in pair]
+    assert find_repeated_shapes(interleaved) == []  # not consecutive
+
+
+def test_n_plus_one_findings_from_request_aggregates_rank_by_time():
+    findings = n_plus_one_from_requests(
+        [
+            ShapeStats("/a", "q1", 10, 100, repeats_sum=60, pattern_ms_sum=600),
+            ShapeStats("/b", "q2", 50, 60, repeats_sum=500, pattern_ms_sum=10_000),
+            ShapeStats("/c", "q3", 0, 60, repeats_sum=0, pattern_ms_sum=0),
+        ]
+    )
+    assert [f.endpoint for f in findings] == ["/b", "/a"]
+    assert findings[0].mean_repeats == 10 and findings[0].share == pytest.approx(50 / 60)
+
+
+def test_n_plus_one_suspected_from_series_only_for_the_outlier_endpoint():
+    rng = np.random.default_rng(10)
+    peers = [4.0, 5.0, 6.0, 5.0]
+    reports = n_plus_one_from_series(
+        "/api/reports",
+        rng.normal(45, 3, 100),
+        rng.normal(120, 10, 100),
+        peer_queries_per_request=peers,
+    )
+    normal = n_plus_one_from_series(
+        "/api/feed", rng.normal(6, 1, 100), rng.normal(20, 3, 100), peer_queries_per_request=peers
+    )
+    assert reports is not None and reports.share > 0.9 and reports.source == "series"
+    assert normal is None
+
+
+def test_slow_queries_need_repeated_evidence():
+    slow = slow_query_shapes(
+        [
+            QueryStats("/a", "q-slow", count=20, total_ms=20 * 300, max_ms=900),
+            QueryStats("/a", "q-fast", count=200, total_ms=200 * 5, max_ms=30),
+            QueryStats("/b", "q-once", count=1, total_ms=5000, max_ms=5000),
+        ],
+        threshold_ms=100,
+    )
+    assert [s.shape for s in slow] == ["q-slow"]
+    assert slow[0].excess_ms == pytest.approx(20 * 200)
+
+
+def test_regression_is_found_against_the_hour_of_week_baseline():
+    ts, values, _ = weekly_series(4, seed=11)
+    history, recent = ts < ts[-1] - 86400, ts >= ts[-1] - 86400
+    baseline = hour_of_week_baseline(ts[history], values[history])
+    slower = values[recent] * 1.5
+    found = regression_against_baseline("/x", "p95", baseline, ts[recent], slower)
+    assert found is not None and found.ratio == pytest.approx(1.5, rel=0.08)
+    assert regression_against_baseline("/x", "p95", baseline, ts[recent], values[recent]) is None
+
+
+# --- recommendations --------------------------------------------------------------------------
+
+
+def test_wilson_lower_bound_matches_scipy():
+    for k, n in [(3, 10), (50, 60), (0, 5), (20, 20)]:
+        expected = stats.binomtest(k, n).proportion_ci(method="wilson").low
+        assert wilson_lower_bound(k, n) == pytest.approx(expected, abs=1e-9)
+
+
+def n1(hits: int, total: int, source: str = "requests") -> NPlusOneFinding:
+    return NPlusOneFinding(
+        "/api/reports",
+        "SELECT ? FROM author WHERE id = ?",
+        hits,
+        total,
+        mean_repeats=20,
+        mean_pattern_ms=100,
+        source=source,
+    )
+
+
+def test_n_plus_one_confidence_grows_with_evidence_and_drops_for_inferred_shapes():
+    few, many = recommend_n_plus_one(n1(4, 5), 1000), recommend_n_plus_one(n1(400, 500), 1000)
+    assert few.confidence < many.confidence
+    assert recommend_n_plus_one(n1(400, 500, "series"), 1000).confidence < many.confidence
+    assert "400 of 500" in many.confidence_explanation
+    assert many.rollback_plan and many.complexity and many.risk
+
+
+def test_predicted_impact_scales_with_traffic_and_dedup_key_ignores_figures():
+    a, b = recommend_n_plus_one(n1(40, 50), 1000), recommend_n_plus_one(n1(45, 50), 2000)
+    assert a.dedup_key == b.dedup_key
+    c = recommend_n_plus_one(n1(40, 50), 2000)
+    assert c.predicted_ms_saved_per_day == pytest.approx(2 * a.predicted_ms_saved_per_day)
+    assert a.predicted_ms_saved_per_day < 50 * 100 * 1000  # never more than the pattern's time
+    assert dedup_key("n_plus_one", "/a") != dedup_key("n_plus_one", "/b")
+    ranked = rank_recommendations([a, b, recommend_n_plus_one(n1(1, 50), 10)])
+    assert len(ranked) == 1 and ranked[0] is b
+
+
+def test_hotspot_only_for_db_bound_endpoints_holding_a_large_share():
+    db_bound = EndpointShare("/r", 1000, total_ms=1e6, db_ms=8e5, time_share=0.5, db_share=0.7)
+    cpu_bound = EndpointShare("/c", 1000, total_ms=1e6, db_ms=1e5, time_share=0.5, db_share=0.1)
+    assert recommend_hotspot(db_bound, window_days=1, total_ms=2e6) is not None
+    assert recommend_hotspot(cpu_bound, window_days=1, total_ms=2e6) is None
+
+
+def test_regression_confidence_follows_effect_size():
+    ts, values, _ = weekly_series(4, seed=12)
+    history, recent = ts < ts[-1] - 86400, ts >= ts[-1] - 86400
+    baseline = hour_of_week_baseline(ts[history], values[history])
+    small = regression_against_baseline("/x", "p95", baseline, ts[recent], values[recent] * 1.3)
+    big = regression_against_baseline("/x", "p95", baseline, ts[recent], values[recent] * 1.9)
+    rec_small, rec_big = recommend_regression(small, 1000), recommend_regression(big, 1000)
+    assert rec_small.confidence < rec_big.confidence
+    assert rec_small.predicted_ms_saved_per_day < rec_big.predicted_ms_saved_per_day
+
+
+# --- impact and calibration -------------------------------------------------------------------
+
+
+def test_realised_impact_sees_a_real_improvement_and_its_size():
+    ts, values, _ = weekly_series(5, seed=13)
+    change = ts[0] + 28 * 86400
+    baseline = hour_of_week_baseline(ts[ts < change], values[ts < change])
+    before = (ts >= change - 2 * 86400) & (ts < change)
+    after = ts >= change
+    improved = values - 30.0
+    impact = realised_impact(
+        baseline=baseline,
+        before_ts=ts[before],
+        before_values=values[before],
+        after_ts=ts[after],
+        after_values=improved[after],
+        requests_per_day=1000,
+    )
+    assert impact.outcome == SUCCEEDED
+    assert impact.improvement_per_request == pytest.approx(30.0, abs=3.0)
+    assert impact.saved_per_day == pytest.approx(1000 * impact.improvement_per_request)
+
+
+def test_realised_impact_is_not_fooled_by_a_quiet_weekend():
+    ts, values, _ = weekly_series(4, seed=14)
+    baseline = hour_of_week_baseline(ts, values)
+    how = hour_of_week(ts)
+    last_week = ts >= ts[-1] - 7 * 86400
+    before = last_week & (how >= 72) & (how < 120)  # Thursday-Friday
+    after = last_week & (how >= 120)  # weekend: 30 ms lower by nature
+    assert np.median(values[after]) < np.median(values[before])
+    impact = realised_impact(
+        baseline=baseline,
+        before_ts=ts[before],
+        before_values=values[before],
+        after_ts=ts[after],
+        after_values=values[after],
+        requests_per_day=1000,
+    )
+    assert impact.outcome == FAILED and abs(impact.improvement_per_request) < 5
+
+
+def test_realised_impact_is_inconclusive_without_data():
+    ts, values, _ = weekly_series(2, seed=15)
+    baseline = hour_of_week_baseline(ts, values)
+    impact = realised_impact(
+        baseline=baseline,
+        before_ts=ts[:3],
+        before_values=values[:3],
+        after_ts=ts[-3:],
+        after_values=values[-3:],
+        requests_per_day=10,
+    )
+    assert impact.outcome == INCONCLUSIVE
+
+
+def test_impact_factor_moves_toward_the_realised_ratio_as_outcomes_accumulate():
+    def outcomes(n):
+        return [Outcome("n_plus_one", 1000, 500, 0.8, True) for _ in range(n)]
+
+    assert calibrate([]) == {}
+    factors = [calibrate(outcomes(n))["n_plus_one"].impact_factor for n in (1, 5, 50)]
+    assert 1.0 > factors[0] > factors[1] > factors[2] > 0.5
+    assert factors[2] == pytest.approx(0.5, abs=0.05)
+
+
+def test_confidence_calibration_fixes_overconfidence():
+    rng = np.random.default_rng(16)
+
+    def draw(n):
+        raw = rng.uniform(0.5, 1.0, n)
+        truth = raw - 0.4  # the detector is 40 points overconfident
+        return raw, rng.uniform(0, 1, n) < truth
+
+    raw, succeeded = draw(200)
+    cal = calibrate(
+        [Outcome("slow_query", 1, 1, c, bool(s)) for c, s in zip(raw, succeeded, strict=True)]
+    )["slow_query"]
+    test_raw, test_succeeded = draw(500)
+    calibrated = [cal.calibrate_confidence(c) for c in test_raw]
+    assert brier_score(calibrated, test_succeeded) < brier_score(test_raw, test_succeeded)
+    assert cal.calibrate_confidence(0.9) < 0.9
+    assert cal.calibrate_confidence(0.9) >= cal.calibrate_confidence(0.6)
