@@ -1,0 +1,325 @@
+"""Engine tests: pure numpy, no database, known answers from synthetic series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from forecasting.engine import choose_step, forecast, forecast_over, select_and_forecast
+from forecasting.engine.calendar import (
+    DAY,
+    aggregate,
+    detect_seasonality,
+    infer_step,
+    regularize,
+)
+from forecasting.engine.evaluate import evaluate_series, main, summarize
+from forecasting.engine.insights import (
+    detect_trend_change,
+    growth_rate,
+    threshold_crossing,
+)
+from forecasting.engine.metrics import coverage, mase, mase_scale, smape
+from forecasting.engine.models import (
+    DampedTrendSmoothing,
+    SeasonalMean,
+    SeasonalNaive,
+    SeriesContext,
+    Theta,
+    seasonal_profile,
+)
+from forecasting.engine.selection import plan_backtest
+from forecasting.engine.smoothing import damped_trend_states, ses_levels
+
+HOUR = 3600.0
+
+
+def hourly(days: int, *, seed: int = 0, noise: float = 3.0, slope: float = 0.05) -> tuple:
+    """Hourly series with a trend, a daily cycle, a weekend dip and Gaussian noise."""
+    rng = np.random.default_rng(seed)
+    i = np.arange(24 * days)
+    y = (
+        100
+        + slope * i
+        + 20 * np.sin(2 * np.pi * i / 24)
+        - 10 * ((i // 24) % 7 >= 5)
+        + rng.normal(0, noise, i.size)
+    )
+    return i * HOUR, y
+
+
+def ctx_of(y: np.ndarray, step: float = HOUR) -> SeriesContext:
+    return SeriesContext(values=y, timestamps=np.arange(y.size) * step, step=step)
+
+
+# --- calendar -------------------------------------------------------------------------
+
+
+def test_infer_step_ignores_a_few_gaps():
+    ts = np.arange(100) * 300.0
+    ts = np.delete(ts, [10, 11, 50])
+    assert infer_step(ts) == 300.0
+
+
+def test_regularize_interpolates_gaps_and_averages_duplicates():
+    ts = np.array([0, 60, 60, 180, 240], dtype=float)
+    ys = np.array([1.0, 2.0, 4.0, 9.0, 10.0])
+    grid, y = regularize(ts, ys, step=60.0)
+    np.testing.assert_allclose(grid, [0, 60, 120, 180, 240])
+    assert y[1] == pytest.approx(3.0)  # mean of the duplicates
+    assert y[2] == pytest.approx((3.0 + 9.0) / 2)  # interpolated hole
+
+
+def test_aggregate_averages_calendar_days():
+    ts = np.arange(48) * HOUR
+    ys = np.concatenate([np.full(24, 2.0), np.full(24, 6.0)])
+    days, means = aggregate(ts, ys, DAY)
+    np.testing.assert_allclose(days, [0, DAY])
+    np.testing.assert_allclose(means, [2.0, 6.0])
+
+
+def test_detects_daily_and_weekly_but_not_in_noise():
+    _, y = hourly(42)
+    assert detect_seasonality(y, HOUR) == [24, 168]
+    noise = np.random.default_rng(3).normal(size=24 * 42)
+    assert detect_seasonality(noise, HOUR) == []
+
+
+# --- smoothing recursions ---------------------------------------------------------------
+
+
+def test_damped_trend_filter_matches_the_textbook_recursion():
+    y = np.random.default_rng(1).normal(10, 2, 200).cumsum()
+    alpha, beta, phi, l0, b0 = 0.3, 0.1, 0.9, 5.0, 0.5
+    level, trend = damped_trend_states(y, alpha, beta, phi, l0, b0)
+    lv, tr = l0, b0
+    for t, obs in enumerate(y):
+        err = obs - lv - phi * tr
+        lv, tr = lv + phi * tr + alpha * err, phi * tr + alpha * beta * err
+        assert level[t] == pytest.approx(lv, rel=1e-9, abs=1e-9)
+        assert trend[t] == pytest.approx(tr, rel=1e-9, abs=1e-9)
+
+
+def test_ses_filter_matches_the_textbook_recursion():
+    y = np.random.default_rng(2).normal(size=50)
+    levels = ses_levels(y, 0.4, 1.5)
+    lv = 1.5
+    for t, obs in enumerate(y):
+        lv = 0.4 * obs + 0.6 * lv
+        assert levels[t] == pytest.approx(lv)
+
+
+# --- models -------------------------------------------------------------------------
+
+
+def test_seasonal_naive_and_mean_read_the_right_past_points():
+    y = np.arange(100, dtype=float)
+    origins = np.array([50, 60])
+    naive = SeasonalNaive(10).paths(ctx_of(y), 50, origins, 12)
+    np.testing.assert_allclose(naive[0, :10], y[40:50])
+    np.testing.assert_allclose(naive[0, 10:], y[40:42])  # wraps into the same season
+    mean = SeasonalMean(10, 3).paths(ctx_of(y), 50, origins, 5)
+    np.testing.assert_allclose(mean[1], (y[50:55] + y[40:45] + y[30:35]) / 3)
+
+
+def test_seasonal_profile_recovers_a_known_shape():
+    i = np.arange(24 * 20)
+    shape = 5 * np.cos(2 * np.pi * i / 24)
+    profile = seasonal_profile(100 + 0.3 * i + shape, 24)
+    np.testing.assert_allclose(profile, shape[:24], atol=0.05)
+
+
+@pytest.mark.parametrize("model_cls", [DampedTrendSmoothing, Theta])
+def test_smoothing_models_extrapolate_a_clean_trend(model_cls):
+    i = np.arange(24 * 20, dtype=float)
+    y = 50 + 0.5 * i + 8 * np.sin(2 * np.pi * i / 24)
+    model = model_cls(24)
+    path = model.paths(ctx_of(y), y.size, np.array([y.size]), 24)[0]
+    future = np.arange(y.size, y.size + 24)
+    truth = 50 + 0.5 * future + 8 * np.sin(2 * np.pi * future / 24)
+    naive = y[-24:]
+    # Theta carries half the fitted slope by design, so both are judged against the naive
+    assert np.mean(np.abs(path - truth)) < 0.35 * np.mean(np.abs(naive - truth))
+
+
+@pytest.mark.parametrize(
+    "model",
+    [SeasonalNaive(24), SeasonalMean(24, 3), DampedTrendSmoothing(24), Theta(24)],
+    ids=lambda m: m.name,
+)
+def test_backtest_paths_never_see_the_future(model):
+    """A forecast from origin o must not change when values at or after o change."""
+    _, y = hourly(30)
+    fit_end, origin = 400, 500
+    before = model.paths(ctx_of(y), fit_end, np.array([origin]), 48)
+    tampered = y.copy()
+    tampered[origin:] += 1e4
+    after = model.paths(ctx_of(tampered), fit_end, np.array([origin]), 48)
+    np.testing.assert_allclose(before, after)
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def test_metrics_follow_their_definitions():
+    actual = np.array([10.0, 20.0, 0.0])
+    fc = np.array([12.0, 20.0, 0.0])
+    assert smape(actual, fc) == pytest.approx(100 * (2 * 2 / 22) / 3)
+    assert mase(actual, fc, 2.0) == pytest.approx((2 / 3) / 2)
+    history = np.array([1.0, 2.0, 3.0, 5.0])
+    assert mase_scale(history, 2) == pytest.approx(np.mean([2.0, 3.0]))
+    assert coverage(actual, fc - 1, fc + 1) == pytest.approx(2 / 3)
+
+
+# --- selection -------------------------------------------------------------------------
+
+
+def test_backtest_plan_stays_inside_the_series():
+    for n, horizon, period in [(2160, 168, 24), (90, 365, 7), (40, 30, 1), (500, 24, 24)]:
+        plan = plan_backtest(n, horizon, period)
+        assert plan is not None
+        assert plan.origins.min() == plan.fit_end
+        assert plan.origins.max() + plan.horizon <= n
+        assert plan.horizon <= horizon
+
+
+def test_selection_beats_seasonal_naive_when_there_is_structure():
+    ts, y = hourly(60)
+    result = select_and_forecast(ts, y, 48)
+    assert result.model != result.baseline.model
+    assert result.chosen.mase < result.baseline.mase
+    assert {s.model for s in result.scores} >= {result.model, result.baseline.model}
+
+
+def test_perfectly_periodic_series_keeps_the_seasonal_naive():
+    i = np.arange(24 * 30)
+    y = np.tile(np.random.default_rng(5).normal(size=24), 30)
+    result = select_and_forecast(i * HOUR, y, 24)
+    assert result.model == "seasonal_naive[24]"
+    np.testing.assert_allclose(result.yhat, y[:24])
+
+
+def test_intervals_cover_about_their_level_on_fresh_data():
+    """Simulate the future from the same process and count how often it falls inside."""
+    inside80 = inside95 = total = 0
+    for seed in range(6):
+        ts, y = hourly(45, seed=seed, noise=5.0)
+        hist, fut = y[:-48], y[-48:]
+        result = select_and_forecast(ts[:-48], hist, 48)
+        inside80 += np.sum((fut >= result.lower80) & (fut <= result.upper80))
+        inside95 += np.sum((fut >= result.lower95) & (fut <= result.upper95))
+        total += fut.size
+    assert 0.68 <= inside80 / total <= 0.92
+    assert inside95 / total >= 0.85
+    assert inside95 >= inside80
+
+
+def test_forecast_returns_ordered_bands_after_the_last_sample():
+    ts, y = hourly(30)
+    future, yhat, lower, upper = forecast(ts, y, 36)
+    assert future.shape == yhat.shape == lower.shape == upper.shape == (36,)
+    np.testing.assert_allclose(np.diff(future), HOUR)
+    assert future[0] == pytest.approx(ts[-1] + HOUR)
+    assert np.all(lower <= yhat) and np.all(yhat <= upper)
+
+
+def test_forecast_accepts_datetimes_and_answers_in_kind():
+    ts, y = hourly(20)
+    stamps = (ts * 1e9).astype("datetime64[ns]")
+    future, *_ = forecast(stamps, y, 5)
+    assert np.issubdtype(future.dtype, np.datetime64)
+    assert future[0] - stamps[-1] == np.timedelta64(3600, "s")
+
+
+def test_nonnegative_series_get_nonnegative_forecasts():
+    rng = np.random.default_rng(4)
+    y = np.maximum(0, rng.normal(0.5, 1.0, 24 * 20))
+    _, yhat, lower, _ = forecast(np.arange(y.size) * HOUR, y, 24)
+    assert yhat.min() >= 0 and lower.min() >= 0
+
+
+def test_short_series_and_bad_horizon():
+    with pytest.raises(ValueError, match="at least"):
+        forecast(np.arange(3.0), np.arange(3.0), 2)
+    with pytest.raises(ValueError, match="horizon"):
+        forecast(np.arange(30.0), np.arange(30.0), 0)
+
+
+def test_long_horizons_move_to_coarser_grains():
+    assert choose_step(300.0, 7 * DAY) == HOUR
+    assert choose_step(300.0, DAY) == 300.0
+    assert choose_step(HOUR, 365 * DAY) == DAY
+    ts, y = hourly(90)
+    result = forecast_over(ts, y, 90 * DAY)
+    assert result.step == DAY
+    assert result.yhat.size == 90
+    assert result.history_points == 90
+
+
+# --- insights --------------------------------------------------------------------------
+
+
+def test_growth_rate_recovers_a_known_exponential_growth():
+    rng = np.random.default_rng(1)
+    t = np.arange(24 * 120) * HOUR
+    y = 1000 * np.exp(0.01 * t / DAY) * (1 + 0.2 * np.sin(2 * np.pi * t / DAY))
+    y *= 1 + rng.normal(0, 0.05, t.size)
+    growth = growth_rate(t, y, per_days=30)
+    truth = np.expm1(0.01 * 30)
+    assert growth.lower <= truth <= growth.upper
+    assert growth.relative and growth.confidence > 0.99
+
+
+def test_growth_rate_of_flat_noise_is_not_confident():
+    y = np.random.default_rng(2).normal(100, 5, 90)
+    growth = growth_rate(np.arange(90) * DAY, y)
+    assert growth.lower <= 0 <= growth.upper
+    assert growth.confidence < 0.95
+
+
+def test_threshold_crossing_of_a_straight_forecast():
+    ts = np.arange(1, 101) * DAY
+    yhat = 10 + 0.5 * np.arange(1, 101)
+    crossing = threshold_crossing(ts, yhat, yhat - 5, yhat + 5, threshold=40.0)
+    # yhat reaches 40 at step 60, upper bound at step 50, lower bound at step 70
+    assert crossing.expected == ts[59]
+    assert crossing.earliest == ts[49]
+    assert crossing.latest == ts[69]
+    never = threshold_crossing(ts, yhat, yhat - 5, yhat + 5, threshold=1e6)
+    assert never.expected is None and never.earliest is None
+    with pytest.raises(ValueError):
+        threshold_crossing(ts, yhat, yhat, yhat, 1.0, direction="sideways")
+
+
+def test_trend_change_is_found_where_it_happened_and_not_in_a_straight_line():
+    days = np.arange(120.0)
+    found, spurious = [], 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        straight = 50 + 0.2 * days + rng.normal(0, 3, days.size)
+        spurious += detect_trend_change(days * DAY, straight) is not None
+        bent = straight - np.where(days > 70, 0.6 * (days - 70), 0)
+        change = detect_trend_change(days * DAY, bent)
+        assert change is not None
+        assert change.slope_after < 0 < change.slope_before
+        found.append(change.at / DAY)
+    assert spurious <= 1
+    assert np.median(np.abs(np.array(found) - 70)) <= 3
+
+
+# --- evaluation ------------------------------------------------------------------------
+
+
+def test_evaluation_reports_the_engine_against_seasonal_naive(tmp_path, capsys):
+    ts, y = hourly(40, seed=9)
+    row = evaluate_series("synthetic", ts, y, horizon_seconds=DAY, origins=2)
+    assert row is not None and row.total == 48
+    summary = summarize([row])
+    assert summary["mase_ratio"] == pytest.approx(row.mase_engine / row.mase_naive)
+    assert summary["mase_ratio"] < 1.0
+    stamps = np.datetime_as_string((ts * 1e9).astype("datetime64[ns]"), unit="s")
+    csv = tmp_path / "s.csv"
+    csv.write_text("timestamp,value\n" + "\n".join(f"{a},{b}" for a, b in zip(stamps, y)))
+    assert main([str(tmp_path), "--origins", "1"]) == 0
+    assert "mase_ratio" in capsys.readouterr().out
+    assert main([str(tmp_path / "missing")]) == 2
