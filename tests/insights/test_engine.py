@@ -1,0 +1,400 @@
+"""Engine tests: no database, data with known answers from insights.engine.synthetic."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from scipy.stats.contingency import odds_ratio as scipy_odds_ratio
+
+from insights.engine import feature_impact as fi
+from insights.engine import performance_patterns as pp
+from insights.engine import priority as pr
+from insights.engine import registry as reg
+from insights.engine import segmentation as seg
+from insights.engine import synthetic as syn
+
+# ---------------------------------------------------------------- segmentation
+
+
+@pytest.fixture(scope="module")
+def population() -> syn.Population:
+    return syn.make_population({"explorer": 120, "optimizer": 120, "socializer": 120}, seed=3)
+
+
+@pytest.fixture(scope="module")
+def segmented(population: syn.Population) -> seg.SegmentationResult:
+    return seg.segment_users(population.features, population.feature_names, k_range=range(2, 6))
+
+
+def _majority_segment(result: seg.SegmentationResult, kinds: np.ndarray, kind: str) -> int:
+    return int(np.bincount(result.labels[kinds == kind]).argmax())
+
+
+def test_segmentation_finds_the_true_number_of_kinds(segmented, population):
+    assert segmented.k == len(set(population.kinds))
+    assert seg.agreement_with_truth(segmented.labels, population.kinds)["adjusted_rand"] > 0.8
+
+
+def test_k_is_the_silhouette_maximiser(segmented):
+    best = max(segmented.silhouette_by_candidate, key=segmented.silhouette_by_candidate.get)
+    assert best == f"{segmented.method}:{segmented.k}"
+    assert segmented.silhouette_train == pytest.approx(segmented.silhouette_by_candidate[best])
+
+
+def test_holdout_silhouette_is_lower_without_structure(segmented):
+    rng = np.random.default_rng(0)
+    blob = rng.poisson(5.0, size=(360, 11)).astype(float)
+    flat = seg.segment_users(blob, syn.BEHAVIOUR_FEATURES, k_range=range(2, 6))
+    assert flat.n_train + flat.n_holdout == 360
+    assert flat.silhouette_holdout < segmented.silhouette_holdout - 0.1
+
+
+def test_gmm_can_compete_and_the_winner_is_recorded(population):
+    result = seg.segment_users(
+        population.features, population.feature_names, k_range=(2, 3), methods=("kmeans", "gmm")
+    )
+    assert {"kmeans:2", "kmeans:3", "gmm:2", "gmm:3"} == set(result.silhouette_by_candidate)
+    assert result.params["method"] == result.method
+
+
+def test_segments_are_described_by_what_sets_them_apart(segmented, population):
+    optimizers = _majority_segment(segmented, population.kinds, "optimizer")
+    profile = next(p for p in segmented.profiles if p.label == optimizers)
+    top = profile.distinguishing[0]
+    assert top.feature in {"shortcuts", "tasks"} and top.direction == "high"
+    assert "shortcuts" in profile.name
+    socializers = _majority_segment(segmented, population.kinds, "socializer")
+    social = next(p for p in segmented.profiles if p.label == socializers)
+    actions = seg.recommend_targeting(social)
+    assert seg.DEFAULT_PLAYBOOK[("social", "high")] in actions
+
+
+def test_z_grows_with_segment_size_but_effect_does_not():
+    rng = np.random.default_rng(1)
+    x = rng.normal(10, 2, size=(200, 2))
+    x[:50, 0] += 3
+    labels = np.r_[np.zeros(50, int), np.ones(150, int)]
+    once = seg.describe_segments(x, labels, ["a", "b"])[0].deviations
+    twice = seg.describe_segments(np.vstack([x, x]), np.r_[labels, labels], ["a", "b"])[0]
+    a1 = next(d for d in once if d.feature == "a")
+    a2 = next(d for d in twice.deviations if d.feature == "a")
+    assert a2.effect == pytest.approx(a1.effect, rel=0.01)
+    assert a2.z / a1.z == pytest.approx(math.sqrt(2), rel=0.02)
+
+
+def test_typical_segment_gets_no_targeting():
+    flat = seg.SegmentProfile(
+        label=0,
+        size=10,
+        share=0.5,
+        deviations=(seg.FeatureDeviation("purchases", 1.0, 1.0, 0.05, 0.2),),
+        centroid=(0.0,),
+    )
+    assert flat.name == "typical users"
+    assert seg.recommend_targeting(flat) == []
+
+
+def test_match_segments_undoes_a_relabelling():
+    rng = np.random.default_rng(2)
+    previous = rng.normal(size=(4, 3)) * 5
+    perm = np.array([2, 0, 3, 1])
+    current = previous[perm] + rng.normal(0, 0.05, size=(4, 3))
+    assert seg.match_segments(previous, current) == {i: int(perm[i]) for i in range(4)}
+
+
+def test_segment_trend_detects_growth_and_ignores_noise():
+    rng = np.random.default_rng(4)
+    days = np.arange(14.0)
+    growing = seg.segment_trend(days, 0.2 + 0.01 * days + rng.normal(0, 0.004, 14))
+    assert growing.direction == "growing"
+    assert growing.slope_per_day == pytest.approx(0.01, abs=0.003)
+    noise = seg.segment_trend(days, 0.2 + rng.normal(0, 0.004, 14))
+    assert noise.direction == "stable"
+    assert seg.segment_trend(days[:2], [0.1, 0.5]).direction == "stable"
+
+
+def test_segment_shares_follow_the_population_mix(segmented, population):
+    optimizers = _majority_segment(segmented, population.kinds, "optimizer")
+    few = syn.make_population({"optimizer": 20, "explorer": 80}, seed=9).features
+    many = syn.make_population({"optimizer": 80, "explorer": 20}, seed=9).features
+    s_few = seg.segment_shares(segmented.model, few, segmented.k)
+    s_many = seg.segment_shares(segmented.model, many, segmented.k)
+    assert s_few.sum() == pytest.approx(1.0)
+    assert s_many[optimizers] > s_few[optimizers] + 0.4
+
+
+@pytest.mark.parametrize(
+    ("features", "names", "message"),
+    [
+        (np.full((50, 2), np.nan), ["a", "b"], "NaN"),
+        (np.ones((50, 2)), ["a"], "one column per feature"),
+        (np.ones((6, 2)), ["a", "b"], "too few users"),
+    ],
+)
+def test_segmentation_rejects_bad_input(features, names, message):
+    with pytest.raises(ValueError, match=message):
+        seg.segment_users(features, names, k_range=range(2, 5))
+
+
+# -------------------------------------------------------------- feature impact
+
+
+@pytest.fixture(scope="module")
+def usage() -> syn.FeatureUsage:
+    # f0 strong and rare, f1 strong and common, f2 harmful, f3/f4 no effect, f5 proxy of f0.
+    return syn.make_feature_usage(
+        4000,
+        adoption=[0.1, 0.6, 0.3, 0.5, 0.4, 0.15],
+        true_log_odds=[1.2, 0.8, -0.8, 0.0, 0.0, 0.0],
+        proxy_of={5: 0},
+        seed=5,
+    )
+
+
+def test_smoothed_odds_ratio_matches_scipy_on_the_smoothed_table():
+    table = fi.ContingencyTable("f", used_success=30, used_failure=10, unused_success=40,
+                                unused_failure=60)  # fmt: skip
+    (result,) = fi.odds_ratios([table], min_users=1)
+    smoothed = [[31, 11], [41, 61]]
+    assert result.odds_ratio == pytest.approx(scipy_odds_ratio(smoothed, kind="sample").statistic)
+    ci = scipy_odds_ratio(smoothed, kind="sample").confidence_interval(0.95)
+    # Woolf's interval is close to SciPy's exact conditional interval at these counts.
+    assert result.ci_low == pytest.approx(ci.low, rel=0.1)
+    assert result.ci_high == pytest.approx(ci.high, rel=0.1)
+
+
+def test_minimum_support_follows_posthog_rule():
+    n = 10_000  # 2% of users = 200 > 25, so the bar is 25 users
+    rare = fi.ContingencyTable("rare", 10, 14, 5000, n - 5024)
+    enough = fi.ContingencyTable("enough", 10, 15, 5000, n - 5025)
+    kept = {r.feature for r in fi.odds_ratios([rare, enough])}
+    assert kept == {"enough"}
+    small = 400  # 2% of users = 8 < 25, so the bar is 8 users
+    table = fi.ContingencyTable("f", 4, 4, 100, small - 108)
+    assert [r.feature for r in fi.odds_ratios([table])] == ["f"]
+
+
+def test_odds_ratios_recover_the_direction_of_true_effects(usage):
+    tables = fi.contingency_tables(usage.usage, usage.outcome, usage.feature_names)
+    assert all(t.total == len(usage.outcome) for t in tables)
+    ratios = {r.feature: r for r in fi.odds_ratios(tables)}
+    for j, name in enumerate(usage.feature_names[:5]):
+        beta = usage.true_log_odds[j]
+        if beta > 0:
+            assert ratios[name].significant and ratios[name].odds_ratio > 1
+        elif beta < 0:
+            assert ratios[name].significant and ratios[name].odds_ratio < 1
+        else:
+            assert not ratios[name].significant
+    # The proxy of a real effect looks like an effect in a 2x2 table.
+    assert ratios["feature_05"].significant
+
+
+@pytest.fixture(scope="module")
+def impact_model(usage) -> fi.ImpactModelResult:
+    return fi.fit_impact_model(
+        usage.usage, usage.outcome, usage.feature_names, model_kind="logistic", n_repeats=5
+    )
+
+
+def test_impact_model_ranks_real_effects_above_proxies_and_nulls(usage, impact_model):
+    assert impact_model.auc_holdout > 0.6
+    by_name = {f.feature: f for f in impact_model.importances}
+    for real in ("feature_00", "feature_01", "feature_02"):
+        assert by_name[real].reliable
+        for fake in ("feature_03", "feature_04", "feature_05"):
+            assert by_name[real].importance > by_name[fake].importance
+    assert not by_name["feature_05"].reliable
+    assert impact_model.n_train + impact_model.n_holdout == len(usage.outcome)
+
+
+def test_impact_model_auc_drops_when_the_outcome_is_noise(usage):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 2, size=len(usage.outcome))
+    result = fi.fit_impact_model(
+        usage.usage, noise, usage.feature_names, model_kind="gradient_boosting", n_repeats=2
+    )
+    assert result.auc_holdout < 0.56
+
+
+def test_suggestions_promote_rare_winners_and_review_costly_nulls(usage, impact_model):
+    ratios = fi.odds_ratios(fi.contingency_tables(usage.usage, usage.outcome, usage.feature_names))
+    costs = {name: 1.0 for name in usage.feature_names}
+    costs["feature_03"] = 50.0  # a costly feature with no effect
+    suggestions = fi.suggest_feature_actions(ratios, impact_model.importances, costs=costs)
+    actions = {(s.feature, s.action) for s in suggestions}
+    assert ("feature_00", "promote") in actions  # strong, 10% adoption
+    assert ("feature_01", "promote") not in actions  # strong but already common
+    assert ("feature_05", "promote") not in actions  # only a proxy
+    assert ("feature_03", "review") in actions
+    assert ("feature_04", "review") not in actions  # no effect, but cheap
+
+
+def test_feature_impact_rejects_bad_input(usage):
+    with pytest.raises(ValueError, match="at least 5 successes"):
+        fi.fit_impact_model(usage.usage, np.zeros(len(usage.outcome)), usage.feature_names)
+    with pytest.raises(ValueError, match="matching"):
+        fi.contingency_tables(usage.usage, usage.outcome[:10], usage.feature_names)
+    with pytest.raises(ValueError, match="unknown model kind"):
+        fi.fit_impact_model(usage.usage, usage.outcome, usage.feature_names, model_kind="svm")
+
+
+# --------------------------------------------------------- performance patterns
+
+
+@pytest.fixture(scope="module")
+def history() -> syn.SystemHistory:
+    return syn.make_system_history(days=21, seed=7, decoupled_incidents=5)
+
+
+@pytest.fixture(scope="module")
+def state_model(history) -> pp.StateModelResult:
+    return pp.fit_state_model(history.ts, history.states, history.columns, n_estimators=100)
+
+
+def test_forest_finds_states_that_no_single_series_shows(history, state_model):
+    held = pp.evaluate_against_incidents(
+        state_model.holdout_ts,
+        state_model.holdout_scores,
+        state_model.model.threshold,
+        history.incidents,
+    )
+    assert held["incidents"] >= 2
+    assert held["incident_recall"] == 1.0
+    assert held["auc"] > 0.95
+    n = state_model.n_train
+    single = pp.single_series_scores(history.states[:n], history.states[n:])
+    baseline = pp.evaluate_against_incidents(
+        state_model.holdout_ts, single, np.inf, history.incidents
+    )
+    assert baseline["auc"] < held["auc"] - 0.15
+
+
+def test_split_is_time_ordered(state_model):
+    assert state_model.train_end_ts < state_model.holdout_ts.min()
+    assert state_model.n_holdout == len(state_model.holdout_ts)
+
+
+def test_point_metrics_on_a_hand_made_case():
+    ts = np.arange(10.0)
+    scores = np.array([0, 0, 5, 5, 0, 0, 5, 0, 0, 0], dtype=float)
+    windows = [(2.0, 4.0), (8.0, 9.0)]  # steps 2,3,4 and 8,9
+    m = pp.evaluate_against_incidents(ts, scores, 1.0, windows)
+    assert m["precision"] == pytest.approx(2 / 3)  # flagged 2,3,6
+    assert m["recall"] == pytest.approx(2 / 5)
+    assert m["incident_recall"] == pytest.approx(1 / 2)
+    empty = pp.evaluate_against_incidents(ts, scores, 1.0, [])
+    assert math.isnan(empty["auc"]) and math.isnan(empty["recall"])
+
+
+def test_recurring_patterns_are_grouped_and_the_weekly_one_is_dated(history, state_model):
+    episodes = pp.find_episodes(history.ts, history.states, state_model.model)
+    patterns = pp.group_patterns(episodes, history.columns)
+    weekly_starts = [a for a, k in zip(history.incidents, history.incident_kinds, strict=True)
+                     if k == "weekly_job"]  # fmt: skip
+    injected_hour = pp.hour_of_week(weekly_starts[0][0])
+    weekly = [p for p in patterns if p.weekly_recurring]
+    assert len(weekly) == 1
+    assert weekly[0].weekly_hour == injected_hour
+    assert weekly[0].count == len(weekly_starts)
+    assert "cpu higher" in weekly[0].describe()
+    decoupled = [p for p in patterns if not p.weekly_recurring]
+    assert decoupled and "traffic lower" in decoupled[0].describe()
+
+
+def test_hour_of_week_counts_from_monday_midnight_utc():
+    ts = datetime(2026, 11, 25, 14, 30, tzinfo=UTC)  # a Wednesday
+    assert pp.hour_of_week(ts.timestamp()) == ts.weekday() * 24 + ts.hour
+
+
+def test_state_model_rejects_gaps_in_data(history):
+    broken = history.states.copy()
+    broken[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        pp.fit_state_model(history.ts, broken, history.columns)
+    with pytest.raises(ValueError, match="at least 60 steps"):
+        pp.fit_state_model(history.ts[:30], history.states[:30], history.columns)
+
+
+# ------------------------------------------------------------------- priority
+
+
+def test_priority_is_the_product_of_its_parts_and_explains_them():
+    p = pr.priority(
+        impact=pr.impact_from_odds_ratio(3.0),
+        confidence=pr.confidence_from_p_value(0.01),
+        novelty=pr.novelty(previous_value=None, current_value=3.0, days_since_first_seen=0),
+    )
+    assert p.score == pytest.approx(p.impact.value * p.confidence.value * p.novelty.value)
+    for part in (p.impact, p.confidence, p.novelty):
+        assert f"{part.value:.2f}" in p.explanation
+    weaker = pr.priority(
+        impact=pr.impact_from_odds_ratio(1.5), confidence=p.confidence, novelty=p.novelty
+    )
+    assert weaker.score < p.score
+
+
+def test_odds_ratio_impact_is_symmetric_in_log_space():
+    assert pr.impact_from_odds_ratio(2.0).value == pytest.approx(
+        pr.impact_from_odds_ratio(0.5).value
+    )
+    assert pr.impact_from_odds_ratio(1.0).value == 0.0
+
+
+def test_confidence_sources_are_monotone():
+    assert pr.confidence_from_auc(0.5).value == 0.0
+    assert pr.confidence_from_auc(0.9).value > pr.confidence_from_auc(0.7).value
+    assert (
+        pr.confidence_from_count(100, half_at=50).value
+        > pr.confidence_from_count(10, half_at=50).value
+    )
+    assert pr.confidence_from_p_value(float("nan")).value == 0.0
+
+
+def test_novelty_decays_while_unchanged_and_returns_when_the_figure_moves():
+    fresh = pr.novelty(previous_value=None, current_value=1.0, days_since_first_seen=0).value
+    old = pr.novelty(previous_value=1.0, current_value=1.0, days_since_first_seen=14).value
+    older = pr.novelty(previous_value=1.0, current_value=1.0, days_since_first_seen=28).value
+    moved = pr.novelty(previous_value=1.0, current_value=2.0, days_since_first_seen=28).value
+    assert fresh == 1.0 > old > older
+    assert moved > older
+
+
+def test_dedup_key_is_stable_and_specific():
+    a = pr.dedup_key("feature_impact", "insights", "promote", "Search ")
+    assert a == pr.dedup_key("feature_impact", "insights", "promote", "search")
+    assert a != pr.dedup_key("feature_impact", "insights", "promote", "checkout")
+    long = pr.dedup_key("segment", "insights", "x" * 500)
+    assert len(long) <= 100
+    with pytest.raises(ValueError):
+        pr.dedup_key("", "insights")
+
+
+# ------------------------------------------------------------------- registry
+
+
+def test_artefact_roundtrip_keeps_predictions(segmented, population):
+    art = reg.artefact_dump(segmented.model)
+    loaded = reg.artefact_load(art.payload, sha256=art.sha256)
+    assert np.array_equal(loaded.predict(population.features), segmented.labels)
+
+
+def test_tampered_or_corrupt_artefacts_are_refused(segmented):
+    art = reg.artefact_dump(segmented.model)
+    with pytest.raises(reg.ArtefactError, match="checksum"):
+        reg.artefact_load(art.payload[:-1] + b"x", sha256=art.sha256)
+    with pytest.raises(reg.ArtefactError):
+        reg.artefact_load(b"not a model")
+
+
+def test_activation_policy_compares_primary_metrics():
+    kind = reg.KIND_CLUSTERING
+    assert reg.should_activate(kind, {"silhouette": 0.3}, None)
+    assert reg.should_activate(kind, {"silhouette": 0.29}, {"silhouette": 0.3})
+    assert not reg.should_activate(kind, {"silhouette": 0.2}, {"silhouette": 0.3})
+    assert not reg.should_activate(kind, {"silhouette": float("nan")}, None)
+    assert reg.should_activate(reg.KIND_ANOMALY, {"auc": 0.7}, {"precision": 0.9})
+    assert reg.clean_metrics({"auc": float("nan"), "x": 1}) == {"auc": None, "x": 1.0}
