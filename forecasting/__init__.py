@@ -1,0 +1,1 @@
+"""Forecasting: multi-horizon forecasts with intervals, measured accuracy and business insights."""

@@ -1,0 +1,64 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from .keys import api_key_create, api_key_revoke
+from .models import ApiKey, JobRun
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "prefix",
+        "role",
+        "active",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    list_filter = ["role", "revoked_at", "expires_at"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at", "created_by"]
+    fields = ["name", "role", "expires_at", *readonly_fields]
+    actions = ["revoke"]
+
+    @admin.display(boolean=True)
+    def active(self, obj: ApiKey) -> bool:
+        return obj.is_active
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = api_key_create(name=obj.name, role=obj.role, created_by=request.user)
+        if obj.expires_at:
+            issued.api_key.expires_at = obj.expires_at
+            issued.api_key.save(update_fields=["expires_at"])
+        obj.pk = issued.api_key.pk
+        obj.prefix = issued.api_key.prefix
+        self.message_user(
+            request,
+            f"Key created. Copy it now, it is not shown again: {issued.raw}",
+            level=messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset):
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(api_key=key)
+        self.message_user(request, f"Revoked at {timezone.now():%Y-%m-%d %H:%M}.")
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    list_display = ["task_name", "status", "started_at", "duration_ms", "counts", "worker"]
+    list_filter = ["status", "task_name"]
+    search_fields = ["task_name", "task_id", "error"]
+    date_hierarchy = "started_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -1,0 +1,15 @@
+SCHEDULES = [
+    {
+        "name": "phase3: heartbeat",
+        "task": "phase3.heartbeat",
+        "every_seconds": 60,
+        "expires_seconds": 55,
+        "description": "Shows that beat and at least one worker are alive.",
+    },
+    {
+        "name": "phase3: prune job runs",
+        "task": "phase3.prune_job_runs",
+        "crontab": "30 4 * * *",
+        "kwargs": {"days": 30},
+    },
+]

@@ -1,0 +1,105 @@
+"""The base class of every Celery task in the project, and the project's own jobs.
+
+Apps use plain ``@shared_task(name=...)``; the Celery app's ``task_cls`` makes this
+class their base, so locking, job records, late acks, time limits and retries are
+never forgotten. A task returns a dict of counts, which its ``JobRun`` keeps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import time
+from datetime import timedelta
+
+from celery import Task, shared_task
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from .locks import job_lock
+from .models import JobRun
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+
+class JobTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 5
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 5
+    #: set ``lock=False`` on a task that may safely run concurrently with itself
+    lock = True
+
+    def lock_key(self, args, kwargs) -> str:
+        payload = json.dumps([args, kwargs], sort_keys=True, default=str)
+        return f"{self.name}:{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
+
+    def __call__(self, *args, **kwargs):
+        if self.request.called_directly:
+            # A plain function call (tests, shell): no job record, no lock.
+            return self.run(*args, **kwargs)
+        run = JobRun.objects.create(
+            task_name=self.name,
+            task_id=self.request.id or "",
+            args=_jsonable(list(args)),
+            kwargs=_jsonable(kwargs),
+            worker=self.request.hostname or socket.gethostname(),
+        )
+        timeout = float(self.time_limit or self.app.conf.task_time_limit or 3600)
+        started = time.perf_counter()
+        if not self.lock:
+            return self._execute(run, started, args, kwargs)
+        with job_lock(self.lock_key(args, kwargs), timeout=timeout) as acquired:
+            if not acquired:
+                _finish(run, started, JobRun.Status.SKIPPED, error="already running")
+                return {"skipped": 1}
+            return self._execute(run, started, args, kwargs)
+
+    def _execute(self, run: JobRun, started: float, args, kwargs):
+        try:
+            result = self.run(*args, **kwargs)
+        except TRANSIENT_ERRORS as exc:
+            retrying = self.request.retries < self.max_retries
+            status = JobRun.Status.RETRYING if retrying else JobRun.Status.FAILED
+            _finish(run, started, status, error=f"{type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:
+            _finish(run, started, JobRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+            raise
+        counts = result if isinstance(result, dict) else {}
+        _finish(run, started, JobRun.Status.SUCCESS, counts=counts)
+        return result
+
+
+def _finish(run: JobRun, started: float, status: str, *, error: str = "", counts=None) -> None:
+    run.status = status
+    run.finished_at = timezone.now()
+    run.duration_ms = (time.perf_counter() - started) * 1000.0
+    run.error = error[:5000]
+    run.counts = _jsonable(counts or {})
+    run.save(update_fields=["status", "finished_at", "duration_ms", "error", "counts"])
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+@shared_task(name="phase3.prune_job_runs")
+def prune_job_runs(days: int = 30) -> dict:
+    """Job records are for recent operations; a month is enough to see patterns."""
+    cutoff = timezone.now() - timedelta(days=days)
+    deleted, _ = JobRun.objects.filter(started_at__lt=cutoff).delete()
+    return {"deleted": deleted}
+
+
+@shared_task(name="phase3.heartbeat", lock=False)
+def heartbeat() -> dict:
+    """A tiny scheduled job whose JobRun rows show that beat and a worker are alive."""
+    return {"ok": 1}

@@ -1,0 +1,3 @@
+"""Telemetry API: batch ingestion of samples and events, series reads."""
+
+urlpatterns: list = []

@@ -1,0 +1,112 @@
+"""The data every system reads: metric series and samples, end-user events, demo ground truth."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+
+class Series(models.Model):
+    """A metric identified by name + labels, e.g. ``http.latency.p95{endpoint=/api/search}``."""
+
+    class Kind(models.TextChoices):
+        GAUGE = "gauge"
+        COUNTER = "counter"
+
+    name = models.CharField(max_length=200, db_index=True)
+    labels = models.JSONField(default=dict, blank=True)
+    # A canonical text form of labels: JSON equality is not portable across databases.
+    labels_key = models.CharField(max_length=500, default="", editable=False)
+    unit = models.CharField(max_length=30, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.GAUGE)
+    description = models.TextField(blank=True)
+    importance = models.FloatField(
+        default=1.0, help_text="Weight of this series in severities and scores (1 = normal)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name_plural = "series"
+        ordering = ["name", "labels_key"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "labels_key"], name="series_name_labels_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}{{{self.labels_key}}}" if self.labels_key else self.name
+
+    def save(self, *args, **kwargs):
+        self.labels_key = labels_key(self.labels)
+        super().save(*args, **kwargs)
+
+
+def labels_key(labels: dict | None) -> str:
+    return ",".join(f"{k}={labels[k]}" for k in sorted(labels or {}))
+
+
+class Sample(models.Model):
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="samples")
+    ts = models.DateTimeField()
+    value = models.FloatField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["series", "ts"], name="sample_series_ts_uniq")
+        ]
+        # The unique index on (series, ts) serves range scans by series and time.
+
+    def __str__(self) -> str:
+        return f"{self.series_id}@{self.ts:%Y-%m-%d %H:%M}={self.value:g}"
+
+
+class Event(models.Model):
+    user_id = models.CharField(max_length=100, db_index=True)
+    name = models.CharField(max_length=100)
+    ts = models.DateTimeField()
+    session_id = models.CharField(max_length=100, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+    client_id = models.CharField(
+        max_length=100,
+        null=True,
+        blank=True,
+        unique=True,
+        help_text="Optional client-side id making re-sent events idempotent.",
+    )
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["ts"]),
+            models.Index(fields=["name", "ts"]),
+            models.Index(fields=["user_id", "ts"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.name} @ {self.ts:%Y-%m-%d %H:%M}"
+
+
+class DemoIncident(models.Model):
+    """Ground truth of an incident injected by ``seed_demo``: what the systems should find."""
+
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=50)
+    cause_series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="+")
+    effect_series = models.ManyToManyField(Series, related_name="+", blank=True)
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    description = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["start"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.start:%Y-%m-%d %H:%M})"
+
+
+class DemoUser(models.Model):
+    """Ground truth of a demo end user's behavioural kind, to measure persona accuracy."""
+
+    user_id = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.kind})"

@@ -1,0 +1,1 @@
+from .api import urlpatterns  # noqa: F401  (the routes live beside their views)

@@ -1,0 +1,107 @@
+"""Fixtures shared by every app's tests.
+
+Services: with DATABASE_URL / REDIS_URL set the suite runs on PostgreSQL and Redis.
+``REQUIRE_SERVICES=1`` (CI) turns "service not reachable → skip" into a failure, so a
+green CI run has really exercised them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from rest_framework.test import APIClient
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), 1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(what: str, reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (REQUIRE_SERVICES=1) but {reason}")
+    pytest.skip(f"{what} not available: {reason}")
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        need_service("Redis", "REDIS_URL is not set")
+    if not _reachable(url, 6379):
+        need_service("Redis", f"{url} is not reachable")
+    return url
+
+
+@pytest.fixture
+def postgres(settings) -> None:
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        need_service("PostgreSQL", "DATABASE_URL does not point at PostgreSQL")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(settings, tmp_path):
+    """Each test gets its own cache: throttles and cached configs must not leak between tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def api_key_factory(db):
+    from phase3.keys import api_key_create
+
+    def make(role: str = "viewer", **kwargs):
+        issued = api_key_create(name=kwargs.pop("name", f"test-{role}"), role=role, **kwargs)
+        return issued.api_key, issued.raw
+
+    return make
+
+
+@pytest.fixture
+def client_with_role(api_key_factory):
+    def make(role: str = "viewer") -> APIClient:
+        _, raw = api_key_factory(role)
+        client = APIClient()
+        client.credentials(HTTP_X_ADMIN_KEY=raw)
+        return client
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def _demo_seeded(django_db_setup, django_db_blocker):
+    from telemetry.demo import demo_ensure
+
+    with django_db_blocker.unblock():
+        demo_ensure(days=7, users=200, seed=1)
+
+
+@pytest.fixture
+def demo_world(_demo_seeded):
+    """A small seeded demo world (7 days, 200 users), built once per test session.
+
+    Tests that use it must not modify demo rows; they may add their own. A transactional
+    test flushes the database, so the world is rebuilt when it is found missing.
+    """
+    from telemetry.demo import demo_ensure
+
+    return demo_ensure(days=7, users=200, seed=1)
