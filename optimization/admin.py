@@ -1,0 +1,181 @@
+"""Admin pages: every model, searchable and filterable, operator actions, charts."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from . import charts, services
+from .models import (
+    AnalysisReport,
+    Baseline,
+    EndpointProfile,
+    HealthSnapshot,
+    QueryShapeStat,
+    Recommendation,
+)
+
+
+def _run_per_row(modeladmin, request, queryset, fn, verb: str, **kwargs) -> None:
+    done, refused = 0, []
+    for rec in queryset:
+        try:
+            fn(recommendation_id=rec.pk, actor=request.user.get_username(), **kwargs)
+            done += 1
+        except services.RecommendationStateError as exc:
+            refused.append(f"#{rec.pk}: {exc}")
+    if done:
+        modeladmin.message_user(request, f"{verb}: {done} recommendation(s).", messages.SUCCESS)
+    for line in refused:
+        modeladmin.message_user(request, line, messages.WARNING)
+
+
+@admin.register(Recommendation)
+class RecommendationAdmin(admin.ModelAdmin):
+    list_display = ["title", "category", "state", "confidence", "predicted_ms_saved_per_day",
+                    "realised_ms_saved_per_day", "complexity", "risk", "times_seen",
+                    "last_seen_at"]  # fmt: skip
+    list_filter = ["state", "category", "complexity", "risk"]
+    search_fields = ["title", "endpoint", "resource", "dedup_key", "confidence_explanation"]
+    date_hierarchy = "first_seen_at"
+    readonly_fields = [f.name for f in Recommendation._meta.fields]
+    actions = ["claim", "mark_applied", "dismiss", "rollback", "verify_now"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # recommendations come from the analysis, not from hand entry
+
+    @admin.action(description="Claim (I am working on it)")
+    def claim(self, request, queryset):
+        _run_per_row(self, request, queryset, services.recommendation_claim, "Claimed")
+
+    @admin.action(description="Mark applied now (starts verification)")
+    def mark_applied(self, request, queryset):
+        _run_per_row(self, request, queryset, services.recommendation_mark_applied, "Applied")
+
+    @admin.action(description="Dismiss")
+    def dismiss(self, request, queryset):
+        _run_per_row(self, request, queryset, services.recommendation_dismiss, "Dismissed")
+
+    @admin.action(description="Roll back (the change was reverted)")
+    def rollback(self, request, queryset):
+        _run_per_row(self, request, queryset, services.recommendation_rollback, "Rolled back")
+
+    @admin.action(description="Verify realised impact now")
+    def verify_now(self, request, queryset):
+        done, refused = 0, []
+        for rec in queryset:
+            try:
+                services.recommendation_verify(recommendation_id=rec.pk)
+                done += 1
+            except services.RecommendationStateError as exc:
+                refused.append(f"#{rec.pk}: {exc}")
+        self.message_user(request, f"Verified {done} recommendation(s).", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, line, messages.WARNING)
+
+
+@admin.register(Baseline)
+class BaselineAdmin(admin.ModelAdmin):
+    list_display = ["series", "metric", "endpoint", "points", "trend_relative_change_per_week",
+                    "trend_significant", "computed_at", "chart_link"]  # fmt: skip
+    list_filter = ["metric", "trend_significant"]
+    search_fields = ["metric", "endpoint"]
+    readonly_fields = [f.name for f in Baseline._meta.fields]
+    actions = ["recompute"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="chart")
+    def chart_link(self, obj: Baseline) -> str:
+        url = reverse("admin:optimization_baseline_chart", args=[obj.pk])
+        return format_html('<a href="{}">vs baseline</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.chart_view)
+        return [
+            path("<int:pk>/chart/", view, name="optimization_baseline_chart"),
+            *super().get_urls(),
+        ]
+
+    def chart_view(self, request, pk: int):
+        baseline = get_object_or_404(Baseline.objects.select_related("series"), pk=pk)
+        chart = charts.baseline_chart(baseline)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{baseline.series} vs baseline",
+            "charts": [chart] if chart else [],
+            "rows": [
+                ("points in baseline", baseline.points),
+                ("window", f"{baseline.window_start:%Y-%m-%d} .. {baseline.window_end:%Y-%m-%d}"),
+                ("trend per week", baseline.trend_relative_change_per_week),
+                ("trend significant", baseline.trend_significant),
+            ],
+        }
+        return TemplateResponse(request, "admin/phase3/chart_page.html", context)
+
+    @admin.action(description="Recompute the selected baselines now")
+    def recompute(self, request, queryset):
+        counts = services.baselines_recompute(
+            series_ids=list(queryset.values_list("series_id", flat=True))
+        )
+        self.message_user(request, f"Recomputed: {counts}", messages.SUCCESS)
+
+
+@admin.register(HealthSnapshot)
+class HealthSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["at", "score", "window_start", "window_end", "computed_at"]
+    date_hierarchy = "at"
+    search_fields = ["at"]
+    readonly_fields = [f.name for f in HealthSnapshot._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "health_chart": charts.health_chart()}
+        return super().changelist_view(request, extra_context=extra_context)
+
+
+@admin.register(AnalysisReport)
+class AnalysisReportAdmin(admin.ModelAdmin):
+    list_display = ["at", "health", "recommendations_seen", "recommendations_created",
+                    "computed_at"]  # fmt: skip
+    date_hierarchy = "at"
+    search_fields = ["at"]
+    readonly_fields = [f.name for f in AnalysisReport._meta.fields]
+    actions = ["run_now"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Run the analysis now (for the current hour)")
+    def run_now(self, request, queryset):
+        report = services.analysis_run()
+        self.message_user(request, f"Analysis stored for {report.at:%Y-%m-%d %H:00}.")
+
+
+@admin.register(EndpointProfile)
+class EndpointProfileAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "hour", "requests", "errors", "queries", "db_ms_sum"]
+    list_filter = ["endpoint"]
+    search_fields = ["endpoint"]
+    date_hierarchy = "hour"
+    readonly_fields = [f.name for f in EndpointProfile._meta.fields]
+
+
+@admin.register(QueryShapeStat)
+class QueryShapeStatAdmin(admin.ModelAdmin):
+    list_display = ["endpoint", "hour", "short_shape", "executions", "total_ms", "max_ms",
+                    "n_plus_one_requests"]  # fmt: skip
+    list_filter = ["endpoint"]
+    search_fields = ["endpoint", "shape", "shape_key"]
+    date_hierarchy = "hour"
+    readonly_fields = [f.name for f in QueryShapeStat._meta.fields]
+
+    @admin.display(description="shape")
+    def short_shape(self, obj: QueryShapeStat) -> str:
+        return obj.shape[:120]

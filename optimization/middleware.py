@@ -1,0 +1,115 @@
+"""Request profiler: per-endpoint latency, status, query count, DB time and query shapes.
+
+Each request runs inside ``connection.execute_wrapper`` with a wrapper that times every
+statement and keeps its shape (:func:`optimization.engine.sql_shape.sql_shape`). At the end of
+the request a handful of numbers go into the process-wide :data:`AGGREGATOR`; nothing touches the
+database. About once a minute a daemon thread drains the complete minutes and writes them with
+``optimization.services.performance_flush`` (one transaction per flush), so the request that
+crosses the minute does not pay for the write either.
+
+Works in any Django project: add ``"optimization.middleware.PerformanceMiddleware"`` to
+``MIDDLEWARE``. Settings (all optional): ``OPTIMIZATION_PROFILE_EXCLUDE`` (path prefixes not
+profiled, default static files), ``OPTIMIZATION_FLUSH_SECONDS`` (default 60),
+``OPTIMIZATION_FLUSH_IN_THREAD`` (default True; False leaves flushing to
+``manage.py optimization_flush`` or tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection, connections
+from django.http import HttpRequest, HttpResponse
+
+from .engine.sql_shape import sql_shape
+from .recording import PerformanceAggregator
+
+logger = logging.getLogger(__name__)
+
+AGGREGATOR = PerformanceAggregator()
+_flush_lock = threading.Lock()
+
+
+def endpoint_name(request: HttpRequest) -> str:
+    """The URL pattern that served the request, not its path, so ids do not explode the labels."""
+    match = getattr(request, "resolver_match", None)
+    route = getattr(match, "route", None) if match else None
+    if not route:
+        return "<unresolved>"
+    route = route.lstrip("^").rstrip("$")
+    if route.endswith("/?"):
+        route = route[:-2]
+    return "/" + route.rstrip("/")
+
+
+def flush_recorded(*, before: float | None = None) -> int:
+    """Write the complete minutes of :data:`AGGREGATOR`; returns the buckets written.
+
+    On failure the buckets are put back so the next flush retries them.
+    """
+    from .services import performance_flush  # services import models: keep startup light
+
+    with _flush_lock:
+        buckets = AGGREGATOR.drain(before=time.time() if before is None else before)
+        if not buckets:
+            return 0
+        try:
+            performance_flush(buckets=buckets)
+        except Exception:
+            AGGREGATOR.restore(buckets)
+            raise
+        return len(buckets)
+
+
+def _flush_in_background() -> None:
+    try:
+        flush_recorded()
+    except Exception:  # a monitoring failure must never break the product
+        logger.exception("optimization: flushing request profiles failed; will retry")
+    finally:
+        connections.close_all()
+
+
+class PerformanceMiddleware:
+    """Profile each request in memory; flush per-endpoint per-minute figures in the background."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.exclude = tuple(getattr(settings, "OPTIMIZATION_PROFILE_EXCLUDE", ("/static/",)))
+        self.flush_seconds = float(getattr(settings, "OPTIMIZATION_FLUSH_SECONDS", 60))
+        self.flush_in_thread = bool(getattr(settings, "OPTIMIZATION_FLUSH_IN_THREAD", True))
+        self._next_flush = time.time() + self.flush_seconds
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(self.exclude):
+            return self.get_response(request)
+        queries: list[tuple[str, float]] = []
+        append = queries.append
+        clock = time.perf_counter
+
+        def record_query(execute, sql, params, many, context):
+            started = clock()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                append((sql_shape(sql), (clock() - started) * 1000.0))
+
+        started = clock()
+        with connection.execute_wrapper(record_query):
+            response = self.get_response(request)
+        now = time.time()
+        AGGREGATOR.record(
+            endpoint=endpoint_name(request),
+            ts=now,
+            latency_ms=(clock() - started) * 1000.0,
+            status=response.status_code,
+            queries=queries,
+        )
+        if self.flush_in_thread and now >= self._next_flush:
+            self._next_flush = now + self.flush_seconds
+            threading.Thread(target=_flush_in_background, daemon=True).start()
+        return response

@@ -1,0 +1,413 @@
+"""The hourly analysis: health score, bottlenecks, baselines vs now, recommendations.
+
+:func:`analysis_compute` only reads (telemetry, stored baselines, profiler totals, verified
+outcomes) and runs the engine; :func:`analysis_run` persists its result in one transaction:
+the health snapshot of the hour, the report, and the recommendations (refreshed in place while
+their cause persists). Both are keyed by the hour, so running twice in an hour rewrites the same
+rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from telemetry import selectors as telemetry
+from telemetry.models import Series
+
+from ..engine import bottlenecks as detect
+from ..engine import recommendations as rec
+from ..engine.baselines import hour_of_week
+from ..engine.calibration import CategoryCalibration, Outcome, calibrate
+from ..engine.health import HealthScore, TrendSignal, health_score
+from ..engine.trends import robust_trend
+from ..models import AnalysisReport, Baseline, EndpointProfile, HealthSnapshot, QueryShapeStat
+from ..models import Recommendation as RecommendationModel
+from .baselines import baseline_from_row
+from .jsonable import jsonable
+from .recommendations import recommendations_upsert
+
+STEP_SECONDS = 300.0
+SATURATION_RESOURCES = (
+    "system.cpu.utilization",
+    "system.memory.utilization",
+    "db.connections.utilization",
+    "api.ratelimit.utilization",
+)
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+@dataclass
+class AnalysisResult:
+    at: datetime
+    window_start: datetime
+    health: HealthScore | None
+    baselines_vs_now: list[dict]
+    bottlenecks: dict
+    drafts: list[rec.RecommendationDraft]
+    calibration: dict[str, dict] = field(default_factory=dict)
+
+
+def _hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _endpoint_series(name: str) -> dict[str, Series]:
+    return {
+        s.labels["endpoint"]: s
+        for s in telemetry.series_list(name=name)
+        if (s.labels or {}).get("endpoint")
+    }
+
+
+def _values(series: Series | None, start: datetime, end: datetime) -> np.ndarray:
+    if series is None:
+        return np.empty(0)
+    return telemetry.series_values(series.pk, start, end)[1]
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)] if values.size else values
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def _grid(series: Series | None, start: datetime, end: datetime) -> np.ndarray:
+    """Values on the analysis grid [start, end) by STEP_SECONDS, NaN where data is missing."""
+    n = int((end - start).total_seconds() // STEP_SECONDS)
+    out = np.full(n, np.nan)
+    if series is None:
+        return out
+    ts, values = telemetry.series_values_resampled(series.pk, start, end, STEP_SECONDS)
+    index = ((ts - start.timestamp()) // STEP_SECONDS).astype(np.int64)
+    ok = (index >= 0) & (index < n)
+    out[index[ok]] = values[ok]
+    return out
+
+
+def _loads(start: datetime, end: datetime) -> tuple[list[detect.EndpointLoad], dict[str, float]]:
+    """Per-endpoint load over the window and requests per day (rate is per minute)."""
+    rates = _endpoint_series("http.requests.rate")
+    p50 = _endpoint_series("http.latency.p50")
+    p95 = _endpoint_series("http.latency.p95")
+    db_ms = _endpoint_series("db.time.ms")
+    queries = _endpoint_series("db.queries.per_request")
+    minutes = (end - start).total_seconds() / 60.0
+    loads, per_day = [], {}
+    for endpoint in sorted(set(rates) | set(p95)):
+        rate = _mean(_values(rates.get(endpoint), start, end))
+        latency = _mean(_values(p50.get(endpoint) or p95.get(endpoint), start, end))
+        if not np.isfinite(rate) or not np.isfinite(latency):
+            continue
+        per_day[endpoint] = rate * 1440.0
+        loads.append(
+            detect.EndpointLoad(
+                endpoint=endpoint,
+                requests=rate * minutes,
+                mean_latency_ms=latency,
+                db_ms_per_request=np.nan_to_num(_mean(_values(db_ms.get(endpoint), start, end))),
+                queries_per_request=np.nan_to_num(
+                    _mean(_values(queries.get(endpoint), start, end))
+                ),
+            )
+        )
+    return loads, per_day
+
+
+def _n_plus_one(start, end, loads) -> list[detect.NPlusOneFinding]:
+    """Shape-level findings from the profiler, else suspicions from per-endpoint series."""
+    requests = dict(
+        EndpointProfile.objects.filter(hour__gte=start, hour__lt=end)
+        .values_list("endpoint")
+        .annotate(n=Sum("requests"))
+        .order_by()
+    )
+    rows = (
+        QueryShapeStat.objects.filter(hour__gte=start, hour__lt=end, n_plus_one_requests__gt=0)
+        .values("endpoint", "shape_key")
+        .annotate(
+            hits=Sum("n_plus_one_requests"), repeats=Sum("repeats_sum"), ms=Sum("pattern_ms_sum")
+        )
+        .order_by()
+    )
+    shapes = dict(
+        QueryShapeStat.objects.filter(shape_key__in={r["shape_key"] for r in rows}).values_list(
+            "shape_key", "shape"
+        )
+    )
+    findings = detect.n_plus_one_from_requests(
+        detect.ShapeStats(
+            endpoint=r["endpoint"],
+            shape=shapes.get(r["shape_key"], ""),
+            requests_with_pattern=r["hits"],
+            requests_total=requests.get(r["endpoint"], r["hits"]),
+            repeats_sum=r["repeats"],
+            pattern_ms_sum=r["ms"],
+        )
+        for r in rows
+    )
+    seen = {f.endpoint for f in findings}
+    queries = _endpoint_series("db.queries.per_request")
+    db_ms = _endpoint_series("db.time.ms")
+    peers = {load.endpoint: load.queries_per_request for load in loads}
+    for endpoint, series in queries.items():
+        if endpoint in seen or endpoint not in db_ms:
+            continue
+        others = [q for e, q in peers.items() if e != endpoint]
+        q_ts, q_values = telemetry.series_values(series.pk, start, end)
+        d_ts, d_values = telemetry.series_values(db_ms[endpoint].pk, start, end)
+        common, qi, di = np.intersect1d(q_ts, d_ts, return_indices=True)
+        if common.size == 0:
+            continue
+        finding = detect.n_plus_one_from_series(
+            endpoint, q_values[qi], d_values[di], peer_queries_per_request=others
+        )
+        if finding:
+            findings.append(finding)
+    return findings
+
+
+def _slow_queries(start, end, threshold_ms) -> list[detect.SlowQuery]:
+    rows = (
+        QueryShapeStat.objects.filter(hour__gte=start, hour__lt=end)
+        .values("endpoint", "shape_key", "shape")
+        .annotate(count=Sum("executions"), total=Sum("total_ms"))
+        .order_by()
+    )
+    maxima = defaultdict(float)
+    for endpoint, key, max_ms in QueryShapeStat.objects.filter(
+        hour__gte=start, hour__lt=end
+    ).values_list("endpoint", "shape_key", "max_ms"):
+        maxima[(endpoint, key)] = max(maxima[(endpoint, key)], max_ms)
+    return detect.slow_query_shapes(
+        (
+            detect.QueryStats(
+                r["endpoint"],
+                r["shape"],
+                r["count"],
+                r["total"],
+                maxima[(r["endpoint"], r["shape_key"])],
+            )
+            for r in rows
+        ),
+        threshold_ms=threshold_ms,
+    )
+
+
+def _baseline_rows() -> dict[int, Baseline]:
+    return {b.series_id: b for b in Baseline.objects.select_related("series")}
+
+
+def _regressions_and_now(now, baselines: dict[int, Baseline], recent_hours: float):
+    start = now - timedelta(hours=recent_hours)
+    regressions, vs_now = [], []
+    for row in baselines.values():
+        ts, values = telemetry.series_values(row.series_id, start, now)
+        if not values.size:
+            continue
+        baseline = baseline_from_row(row)
+        last_hour = ts >= ts[-1] - 3600
+        current = float(np.median(values[last_hour]))
+        how = int(hour_of_week(np.array([ts[-1]]))[0])
+        z = float(np.median(baseline.robust_z(ts[last_hour], values[last_hour])))
+        vs_now.append(
+            {
+                "series_id": row.series_id,
+                "series": str(row.series),
+                "metric": row.metric,
+                "endpoint": row.endpoint,
+                "now": current,
+                "expected": row.median[how],
+                "expected_p95": row.p95[how],
+                "robust_z": z,
+                "trend_relative_change_per_week": row.trend_relative_change_per_week,
+                "trend_significant": row.trend_significant,
+            }
+        )
+        if row.metric == "http.latency.p95" and row.endpoint:
+            found = detect.regression_against_baseline(
+                row.endpoint, row.metric, baseline, ts, values
+            )
+            if found:
+                regressions.append(found)
+    vs_now.sort(key=lambda r: abs(r["robust_z"]), reverse=True)
+    return sorted(regressions, key=lambda r: r.ratio, reverse=True), vs_now
+
+
+def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
+    latency = telemetry.series_get("http.latency.p95")
+    errors = telemetry.series_get("http.errors.ratio")
+    rate = telemetry.series_get("http.requests.rate")
+    resources = {
+        name: series for name in SATURATION_RESOURCES if (series := telemetry.series_get(name))
+    }
+    trends = []
+    trend_start = now - timedelta(days=28)
+    for name, series in (("http.latency.p95", latency), ("http.errors.ratio", errors)):
+        if series is None:
+            continue
+        ts, values = telemetry.series_values(series.pk, trend_start, now)
+        trend = robust_trend(ts, values, bucket_seconds=86400.0)
+        if trend:
+            trends.append(TrendSignal(name, trend, "up"))
+    try:
+        score = health_score(
+            latency_p95_ms=_grid(latency, start, now),
+            error_ratio=_grid(errors, start, now),
+            request_rate=_grid(rate, start, now),
+            saturation={name: _grid(s, start, now) for name, s in resources.items()},
+            trends=trends,
+        )
+    except ValueError:  # no telemetry at all yet
+        score = None
+    corr_start = now - timedelta(days=int(_setting("OPTIMIZATION_CORRELATION_DAYS", 7)))
+    links = []
+    if latency is not None and resources:
+        links = detect.saturation_links(
+            _grid(latency, corr_start, now),
+            {name: _grid(s, corr_start, now) for name, s in resources.items()},
+        )
+    return score, links
+
+
+def _calibration() -> dict[str, CategoryCalibration]:
+    verified = RecommendationModel.objects.filter(
+        state__in=[RecommendationModel.State.SUCCEEDED, RecommendationModel.State.FAILED],
+        realised_ms_saved_per_day__isnull=False,
+    ).values_list(
+        "category",
+        "predicted_ms_saved_per_day",
+        "predicted_db_ms_saved_per_day",
+        "realised_ms_saved_per_day",
+        "confidence",
+        "calibration",
+        "state",
+        "metric_series__name",
+    )
+    outcomes = []
+    for category, ms, db_ms, realised, conf, cal, state, metric in verified:
+        predicted = db_ms if (metric or "").startswith("db.") else ms
+        # compare with what the detector said before calibration, or calibration feeds itself
+        raw_key = (
+            "raw_db_ms_saved_per_day"
+            if (metric or "").startswith("db.")
+            else "raw_ms_saved_per_day"
+        )
+        outcomes.append(
+            Outcome(
+                category=category,
+                predicted_per_day=(cal or {}).get(raw_key, predicted),
+                realised_per_day=realised,
+                confidence=(cal or {}).get("raw_confidence", conf),
+                succeeded=state == RecommendationModel.State.SUCCEEDED,
+            )
+        )
+    return calibrate(outcomes)
+
+
+def analysis_compute(*, now: datetime | None = None, window_hours: float = 24.0) -> AnalysisResult:
+    """Run every detector on current telemetry; reads only."""
+    now = now or timezone.now()
+    start = now - timedelta(hours=window_hours)
+    window_days = window_hours / 24.0
+    loads, per_day = _loads(start, now)
+    shares = detect.rank_endpoints(loads)
+    n_plus_one = _n_plus_one(start, now, loads)
+    threshold = _setting("OPTIMIZATION_SLOW_QUERY_MS", 100.0)
+    slow = _slow_queries(start, now, threshold)
+    regressions, vs_now = _regressions_and_now(
+        now, _baseline_rows(), _setting("OPTIMIZATION_REGRESSION_HOURS", 6)
+    )
+    health, links = _health(now, start)
+    total_rate = _mean(_values(telemetry.series_get("http.requests.rate"), start, now))
+    overall_per_day = total_rate * 1440.0 if np.isfinite(total_rate) else sum(per_day.values())
+
+    drafts: list[rec.RecommendationDraft] = []
+    drafts += [rec.recommend_n_plus_one(f, per_day.get(f.endpoint, 0.0)) for f in n_plus_one]
+    drafts += [
+        rec.recommend_slow_query(q, threshold_ms=threshold, window_days=window_days) for q in slow
+    ]
+    drafts += [rec.recommend_regression(r, per_day.get(r.endpoint, 0.0)) for r in regressions]
+    drafts += [
+        rec.recommend_saturation(link, requests_per_day=overall_per_day)
+        for link in links
+        if link.significant
+    ]
+    total_ms = sum(s.total_ms for s in shares)
+    drafts += [
+        d
+        for s in shares
+        if (d := rec.recommend_hotspot(s, window_days=window_days, total_ms=total_ms))
+    ]
+    calibration = _calibration()
+    calibrated = []
+    for draft in drafts:
+        cal = calibration.get(draft.category)
+        if cal is None:
+            calibrated.append(draft)
+            continue
+        calibrated.append(
+            rec.with_calibration(
+                draft,
+                impact_factor=cal.impact_factor,
+                confidence=cal.calibrate_confidence(draft.confidence),
+                detail={"outcomes": cal.outcomes, "success_rate": cal.success_rate},
+            )
+        )
+    return AnalysisResult(
+        at=_hour(now),
+        window_start=start,
+        health=health,
+        baselines_vs_now=vs_now,
+        bottlenecks={
+            "endpoints": [asdict(s) for s in shares],
+            "saturation": [asdict(link) for link in links],
+            "n_plus_one": [asdict(f) | {"share": f.share} for f in n_plus_one],
+            "slow_queries": [asdict(q) for q in slow],
+            "regressions": [asdict(r) for r in regressions],
+        },
+        drafts=rec.rank_recommendations(calibrated),
+        calibration={k: v.as_dict() for k, v in calibration.items()},
+    )
+
+
+@transaction.atomic
+def analysis_run(*, now: datetime | None = None, window_hours: float = 24.0) -> AnalysisReport:
+    """Compute the analysis and store it: health snapshot, report, recommendations."""
+    now = now or timezone.now()
+    result = analysis_compute(now=now, window_hours=window_hours)
+    snapshot = None
+    if result.health is not None:
+        snapshot, _ = HealthSnapshot.objects.update_or_create(
+            at=result.at,
+            defaults={
+                "score": result.health.score,
+                "breakdown": jsonable(result.health.breakdown()),
+                "window_start": result.window_start,
+                "window_end": now,
+                "computed_at": timezone.now(),
+            },
+        )
+    counts = recommendations_upsert(drafts=result.drafts, now=now)
+    report, _ = AnalysisReport.objects.update_or_create(
+        at=result.at,
+        defaults={
+            "computed_at": timezone.now(),
+            "health": snapshot,
+            "baselines_vs_now": jsonable(result.baselines_vs_now),
+            "bottlenecks": jsonable(result.bottlenecks),
+            "calibration": jsonable(result.calibration),
+            "recommendations_seen": counts["seen"],
+            "recommendations_created": counts["created"],
+        },
+    )
+    return report

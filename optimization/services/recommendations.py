@@ -1,0 +1,257 @@
+"""Recommendations: refresh from the analysis, operator actions, verification of applied ones.
+
+Lifecycle (Google Recommender): active -> claimed -> succeeded | failed, or dismissed.
+``recommendation_mark_applied`` records when the change went live; ``recommendations_verify``
+later measures the metric before and after against its baseline and decides success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from telemetry import selectors as telemetry
+from telemetry.models import Series
+
+from ..engine.baselines import hour_of_week_baseline
+from ..engine.impact import INCONCLUSIVE, SUCCEEDED, realised_impact
+from ..engine.recommendations import RecommendationDraft
+from ..models import Recommendation
+from .jsonable import jsonable
+
+State = Recommendation.State
+# A dismissed recommendation stays dismissed while its cause keeps being seen within this gap.
+DISMISSED_MEMORY = timedelta(hours=24)
+
+
+class RecommendationStateError(Exception):
+    """An operator action that the recommendation's state does not allow."""
+
+    def __init__(self, message: str, field: str = "state") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _metric_series(draft: RecommendationDraft) -> Series | None:
+    if not draft.metric:
+        return None
+    if draft.endpoint:
+        found = telemetry.series_get(draft.metric, {"endpoint": draft.endpoint})
+        if found:
+            return found
+    return telemetry.series_get(draft.metric)
+
+
+def _fields(draft: RecommendationDraft) -> dict:
+    return {
+        "category": draft.category,
+        "title": draft.title[:300],
+        "endpoint": draft.endpoint,
+        "resource": draft.resource,
+        "evidence": jsonable(draft.evidence),
+        "confidence": draft.confidence,
+        "confidence_explanation": draft.confidence_explanation,
+        "predicted_ms_saved_per_day": float(np.nan_to_num(draft.predicted_ms_saved_per_day)),
+        "predicted_db_ms_saved_per_day": float(np.nan_to_num(draft.predicted_db_ms_saved_per_day)),
+        "calibration": jsonable(draft.calibration),
+        "complexity": draft.complexity,
+        "risk": draft.risk,
+        "rollback_plan": draft.rollback_plan,
+    }
+
+
+@transaction.atomic
+def recommendations_upsert(
+    *, drafts: Sequence[RecommendationDraft], now: datetime
+) -> dict[str, int]:
+    """Refresh the open recommendation of each dedup key, or create one.
+
+    An open one (active or claimed) gets the new evidence and figures; a claimed one keeps its
+    state so an operator's work is not reset. A recently dismissed one is left dismissed (only
+    its ``last_seen_at`` moves) so a dismissal holds while the cause persists.
+    """
+    created = seen = 0
+    for draft in drafts:
+        seen += 1
+        latest = (
+            Recommendation.objects.select_for_update()
+            .filter(dedup_key=draft.dedup_key)
+            .order_by("-first_seen_at", "-pk")
+            .first()
+        )
+        if latest and (
+            latest.state in Recommendation.OPEN_STATES
+            or (latest.state == State.DISMISSED and now - latest.last_seen_at <= DISMISSED_MEMORY)
+        ):
+            if latest.state in Recommendation.OPEN_STATES and latest.applied_at is None:
+                for name, value in _fields(draft).items():
+                    setattr(latest, name, value)
+            latest.last_seen_at = now
+            latest.times_seen += 1
+            latest.save()
+            continue
+        Recommendation.objects.create(
+            dedup_key=draft.dedup_key,
+            metric_series=_metric_series(draft),
+            lower_is_better=True,
+            first_seen_at=now,
+            last_seen_at=now,
+            state_changed_at=now,
+            **_fields(draft),
+        )
+        created += 1
+    return {"seen": seen, "created": created}
+
+
+def _transition(recommendation_id: int, allowed: Sequence[str], action: str) -> Recommendation:
+    try:
+        recommendation = Recommendation.objects.select_for_update().get(pk=recommendation_id)
+    except Recommendation.DoesNotExist as exc:
+        raise RecommendationStateError("no such recommendation", field="id") from exc
+    if recommendation.state not in allowed:
+        raise RecommendationStateError(
+            f"cannot {action} a recommendation in state {recommendation.state!r} "
+            f"(allowed from: {', '.join(allowed)})"
+        )
+    return recommendation
+
+
+@transaction.atomic
+def recommendation_claim(*, recommendation_id: int, actor: str) -> Recommendation:
+    """An operator takes the recommendation: others see it is being worked on."""
+    rec = _transition(recommendation_id, [State.ACTIVE], "claim")
+    rec.state, rec.claimed_by, rec.state_changed_at = State.CLAIMED, actor[:150], timezone.now()
+    rec.save()
+    return rec
+
+
+@transaction.atomic
+def recommendation_mark_applied(
+    *, recommendation_id: int, actor: str, applied_at: datetime | None = None
+) -> Recommendation:
+    """The change is live; verification will compare the metric before and after ``applied_at``."""
+    rec = _transition(recommendation_id, [State.ACTIVE, State.CLAIMED], "mark applied")
+    now = timezone.now()
+    applied_at = applied_at or now
+    if applied_at > now:
+        raise RecommendationStateError("cannot be in the future", field="applied_at")
+    rec.state, rec.applied_at, rec.state_changed_at = State.CLAIMED, applied_at, now
+    rec.claimed_by = rec.claimed_by or actor[:150]
+    rec.save()
+    return rec
+
+
+@transaction.atomic
+def recommendation_dismiss(
+    *, recommendation_id: int, actor: str, reason: str = ""
+) -> Recommendation:
+    """Not worth doing; stays dismissed while the cause persists."""
+    rec = _transition(recommendation_id, [State.ACTIVE, State.CLAIMED], "dismiss")
+    rec.state, rec.state_changed_at = State.DISMISSED, timezone.now()
+    rec.note = f"dismissed by {actor}: {reason}".strip(": ")
+    rec.save()
+    return rec
+
+
+@transaction.atomic
+def recommendation_rollback(
+    *, recommendation_id: int, actor: str, reason: str = ""
+) -> Recommendation:
+    """The applied change was reverted (following its rollback plan): the outcome is a failure."""
+    rec = _transition(recommendation_id, [State.CLAIMED, State.SUCCEEDED], "roll back")
+    if rec.applied_at is None:
+        raise RecommendationStateError("was never marked applied", field="applied_at")
+    now = timezone.now()
+    rec.state, rec.rolled_back_at, rec.state_changed_at = State.FAILED, now, now
+    rec.note = f"rolled back by {actor}: {reason}".strip(": ")
+    rec.save()
+    return rec
+
+
+def _requests_per_day(rec: Recommendation, start: datetime, end: datetime) -> float:
+    labels = {"endpoint": rec.endpoint} if rec.endpoint else None
+    series = telemetry.series_get("http.requests.rate", labels)
+    if series is None:
+        return float(rec.evidence.get("requests_per_day") or 0.0)
+    values = telemetry.series_values(series.pk, start, end)[1]
+    values = values[np.isfinite(values)]
+    return float(values.mean() * 1440.0) if values.size else 0.0
+
+
+@transaction.atomic
+def recommendation_verify(
+    *,
+    recommendation_id: int,
+    now: datetime | None = None,
+    window_days: float = 3.0,
+    baseline_days: int = 28,
+    give_up_days: float = 14.0,
+) -> Recommendation:
+    """Measure the realised impact of one applied recommendation and decide its state.
+
+    The baseline is computed from data *before* ``applied_at`` only, so the change cannot make
+    its own baseline look good. Inconclusive results wait for more data until ``give_up_days``.
+    """
+    now = now or timezone.now()
+    rec = _transition(recommendation_id, [State.CLAIMED], "verify")
+    if rec.applied_at is None or rec.metric_series_id is None:
+        raise RecommendationStateError("needs applied_at and a metric series", field="applied_at")
+    applied = rec.applied_at
+    before_start = applied - timedelta(days=window_days)
+    after_end = min(now, applied + timedelta(days=window_days))
+    history_ts, history = telemetry.series_values(
+        rec.metric_series_id, applied - timedelta(days=baseline_days), applied
+    )
+    after_ts, after = telemetry.series_values(rec.metric_series_id, applied, after_end)
+    if not np.isfinite(history).any():
+        outcome_detail = {"outcome": INCONCLUSIVE, "reason": "no data before the change"}
+        outcome = INCONCLUSIVE
+        saved = None
+    else:
+        baseline = hour_of_week_baseline(history_ts, history)
+        before = history_ts >= before_start.timestamp()
+        impact = realised_impact(
+            baseline=baseline,
+            before_ts=history_ts[before],
+            before_values=history[before],
+            after_ts=after_ts,
+            after_values=after,
+            requests_per_day=_requests_per_day(rec, applied, after_end),
+            lower_is_better=rec.lower_is_better,
+        )
+        outcome, outcome_detail, saved = impact.outcome, impact.as_dict(), impact.saved_per_day
+    rec.realised = jsonable(outcome_detail)
+    if outcome == INCONCLUSIVE:
+        if now - applied < timedelta(days=give_up_days):
+            rec.save()
+            return rec
+        rec.state, rec.note = State.FAILED, "no conclusive data after the change"
+    else:
+        rec.state = State.SUCCEEDED if outcome == SUCCEEDED else State.FAILED
+        rec.realised_ms_saved_per_day = saved
+    rec.verified_at = rec.state_changed_at = now
+    rec.save()
+    return rec
+
+
+def recommendations_verify(
+    *, now: datetime | None = None, min_hours_after: float = 24.0
+) -> dict[str, int]:
+    """Verify every claimed recommendation applied at least ``min_hours_after`` ago."""
+    now = now or timezone.now()
+    due = Recommendation.objects.filter(
+        state=State.CLAIMED,
+        applied_at__lte=now - timedelta(hours=min_hours_after),
+        metric_series__isnull=False,
+    ).values_list("pk", flat=True)
+    counts = {"checked": 0, "succeeded": 0, "failed": 0, "waiting": 0}
+    for pk in list(due):
+        rec = recommendation_verify(recommendation_id=pk, now=now)
+        counts["checked"] += 1
+        key = {State.SUCCEEDED: "succeeded", State.FAILED: "failed"}.get(rec.state, "waiting")
+        counts[key] += 1
+    return counts
