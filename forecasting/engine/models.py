@@ -228,12 +228,15 @@ class ProphetModel(ForecastModel):
 
     def _fit_predict(self, ts: np.ndarray, y: np.ndarray, future: np.ndarray) -> np.ndarray:
         import logging
+        import warnings
 
         import pandas as pd
         from prophet import Prophet
 
         for noisy in ("prophet", "cmdstanpy"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+            logger = logging.getLogger(noisy)
+            logger.setLevel(logging.ERROR)
+            logger.propagate = False
         span = ts[-1] - ts[0]
         model = Prophet(
             uncertainty_samples=0,
@@ -242,8 +245,11 @@ class ProphetModel(ForecastModel):
             yearly_seasonality=bool(span >= 2 * 365 * 86_400),
         )
         frame = pd.DataFrame({"ds": pd.to_datetime(ts, unit="s"), "y": y})
-        model.fit(frame, seed=self.seed)
-        pred = model.predict(pd.DataFrame({"ds": pd.to_datetime(future, unit="s")}))
+        with warnings.catch_warnings():
+            # Prophet's own pandas deprecations are not ours to act on
+            warnings.simplefilter("ignore")
+            model.fit(frame, seed=self.seed)
+            pred = model.predict(pd.DataFrame({"ds": pd.to_datetime(future, unit="s")}))
         return pred["yhat"].to_numpy(dtype=float)
 
     def paths(self, ctx, fit_end, origins, horizon):

@@ -323,3 +323,49 @@ def test_evaluation_reports_the_engine_against_seasonal_naive(tmp_path, capsys):
     assert main([str(tmp_path), "--origins", "1"]) == 0
     assert "mase_ratio" in capsys.readouterr().out
     assert main([str(tmp_path / "missing")]) == 2
+
+
+# --- activity metrics from events ------------------------------------------------------
+
+
+def test_activity_series_counts_users_sessions_and_signups_per_day():
+    from forecasting.engine.activity import activity_series
+
+    # day 0: u1 (2 events, 1 session), u2 (1 event, signs up); day 1: u1 with 2 sessions
+    # day 2 is the partial last day and must be left out
+    ts = np.array([0.1, 0.2, 0.3, 1.1, 1.2, 2.5]) * DAY
+    users = np.array(["u1", "u1", "u2", "u1", "u1", "u3"])
+    sessions = np.array(["a", "a", "b", "c", "d", "e"])
+    names = np.array(["page_view", "feature_use", "signup_completed", "x", "y", "z"])
+    act = activity_series(ts, users, sessions, names)
+    np.testing.assert_allclose(act.timestamps, [0, DAY])
+    np.testing.assert_allclose(act.active_users, [2, 1])
+    np.testing.assert_allclose(act.new_users, [1, 0])
+    np.testing.assert_allclose(act.events_per_user, [1.5, 2.0])
+    np.testing.assert_allclose(act.sessions_per_user, [1.0, 2.0])
+    with pytest.raises(ValueError, match="unknown"):
+        act.metric("happiness")
+
+
+def test_activity_series_keeps_empty_days_as_zeros():
+    from forecasting.engine.activity import activity_series
+
+    ts = np.array([0.5, 3.5]) * DAY
+    act = activity_series(ts, ["u", "u"], ["s", "t"], ["a", "a"], end=4 * DAY)
+    np.testing.assert_allclose(act.active_users, [1, 0, 0, 1])
+
+
+def test_prophet_fits_are_deterministic_and_follow_a_weekly_pattern():
+    pytest.importorskip("prophet")
+    from forecasting.engine.models import ProphetModel
+
+    days = np.arange(84)
+    y = 100 + 0.5 * days + 15 * (days % 7 >= 5) + np.random.default_rng(0).normal(0, 1, 84)
+    ctx = SeriesContext(values=y, timestamps=1.7e9 + days * DAY, step=DAY)
+    origins = np.array([70, 77])
+    first = ProphetModel().paths(ctx, 70, origins, 7)
+    second = ProphetModel().paths(ctx, 70, origins, 7)
+    np.testing.assert_array_equal(first, second)
+    actual = y[origins[:, None] + np.arange(7)]
+    naive = SeasonalNaive(1).paths(ctx, 70, origins, 7)
+    assert np.mean(np.abs(first - actual)) < 0.5 * np.mean(np.abs(naive - actual))
