@@ -1,0 +1,201 @@
+"""Personalization rules: matching a user context and merging UI configuration fragments.
+
+A rule says "for users like this, set these UI keys". Several rules can match
+the same user, so resolution must be deterministic and explainable:
+
+- matching rules are applied from the lowest to the highest priority (ties by
+  key), each deep-merged into the result, so the highest priority wins a
+  conflicting key while non-conflicting keys from every rule survive;
+- every leaf key of the result remembers which rule set it (``provenance``), so
+  an operator can answer "why does this user see X?".
+
+Conditions are a small declarative document (validated by
+:func:`validate_conditions`, whose messages the API returns on a 400)::
+
+    {"persona": ["optimizer"],                  # any of these personas
+     "min_confidence": 0.6,                     # persona probability at least this
+     "segment": ["power_users"],                # any of these segments
+     "attributes": {"plan": "pro", "age_days": {"gte": 30}, "country": {"in": ["DE"]}},
+     "variant": {"checkout_flow": ["treatment"]}}   # experiment key -> variants
+
+All present conditions must hold; an empty document matches everyone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+CONDITION_KEYS = frozenset({"persona", "min_confidence", "segment", "attributes", "variant"})
+OPERATORS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"})
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    key: str
+    priority: int
+    conditions: Mapping[str, Any]
+    action: Mapping[str, Any]
+    enabled: bool = True
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class UserContext:
+    user_id: str
+    persona: str | None = None
+    persona_confidence: float | None = None
+    segments: frozenset[str] = frozenset()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    variants: Mapping[str, str] = field(default_factory=dict)  # experiment key -> variant
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    config: dict[str, Any]
+    provenance: dict[str, str]  # dotted leaf path -> rule key
+    matched_rules: list[str]  # in application order
+
+
+def _as_list(value: Any) -> list:
+    return list(value) if isinstance(value, list | tuple | set | frozenset) else [value]
+
+
+def _compare(actual: Any, op: str, expected: Any) -> bool:
+    if op == "exists":
+        return (actual is not None) == bool(expected)
+    if actual is None:
+        return op in ("ne", "not_in")
+    if op == "eq":
+        return actual == expected
+    if op == "ne":
+        return actual != expected
+    if op == "in":
+        return actual in _as_list(expected)
+    if op == "not_in":
+        return actual not in _as_list(expected)
+    try:
+        a, e = float(actual), float(expected)
+    except (TypeError, ValueError):
+        return False
+    return {"gt": a > e, "gte": a >= e, "lt": a < e, "lte": a <= e}[op]
+
+
+def _attribute_matches(actual: Any, expected: Any) -> bool:
+    if isinstance(expected, Mapping):
+        return all(_compare(actual, op, value) for op, value in expected.items())
+    return actual == expected
+
+
+def rule_is_live(rule: RuleSpec, now: datetime) -> bool:
+    """Enabled and inside its optional [starts_at, ends_at) window."""
+    if not rule.enabled:
+        return False
+    if rule.starts_at is not None and now < rule.starts_at:
+        return False
+    return not (rule.ends_at is not None and now >= rule.ends_at)
+
+
+def rule_matches(conditions: Mapping[str, Any], context: UserContext) -> bool:
+    """True when every present condition holds for ``context``."""
+    personas = conditions.get("persona")
+    if personas is not None and context.persona not in _as_list(personas):
+        return False
+    min_conf = conditions.get("min_confidence")
+    if min_conf is not None and (
+        context.persona_confidence is None or context.persona_confidence < float(min_conf)
+    ):
+        return False
+    segments = conditions.get("segment")
+    if segments is not None and not context.segments.intersection(_as_list(segments)):
+        return False
+    for name, expected in (conditions.get("attributes") or {}).items():
+        if not _attribute_matches(context.attributes.get(name), expected):
+            return False
+    for experiment, variants in (conditions.get("variant") or {}).items():
+        if context.variants.get(experiment) not in _as_list(variants):
+            return False
+    return True
+
+
+def validate_conditions(conditions: Any, *, personas: Sequence[str] = ()) -> list[str]:
+    """Human-readable problems with a conditions document (empty list: valid)."""
+    if not isinstance(conditions, Mapping):
+        return ["must be a JSON object"]
+    errors = [f"unknown condition '{k}'" for k in conditions if k not in CONDITION_KEYS]
+    if "persona" in conditions:
+        unknown = [p for p in _as_list(conditions["persona"]) if personas and p not in personas]
+        if unknown:
+            errors.append(f"unknown persona {unknown}; expected some of {list(personas)}")
+    if "min_confidence" in conditions:
+        value = conditions["min_confidence"]
+        if not isinstance(value, int | float) or not 0 <= value <= 1:
+            errors.append("min_confidence must be a number between 0 and 1")
+    attributes = conditions.get("attributes", {})
+    if not isinstance(attributes, Mapping):
+        errors.append("attributes must be an object")
+    else:
+        for name, expected in attributes.items():
+            if isinstance(expected, Mapping):
+                bad = [op for op in expected if op not in OPERATORS]
+                if bad:
+                    errors.append(
+                        f"attribute '{name}': unknown operator {bad}; use {sorted(OPERATORS)}"
+                    )
+    if "variant" in conditions and not isinstance(conditions["variant"], Mapping):
+        errors.append("variant must be an object of experiment key -> variant(s)")
+    return errors
+
+
+def deep_merge(
+    base: dict[str, Any],
+    fragment: Mapping[str, Any],
+    *,
+    source: str,
+    provenance: dict[str, str],
+    prefix: str = "",
+) -> None:
+    """Merge ``fragment`` into ``base`` in place, recording ``source`` for each leaf set.
+
+    Objects merge key by key; anything else (scalars, lists) replaces. When a
+    scalar replaces an object (or the reverse) the provenance of the replaced
+    subtree is dropped so it never points at keys that no longer exist.
+    """
+    for key, value in fragment.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value, source=source, provenance=provenance, prefix=f"{path}.")
+            continue
+        for stale in [p for p in provenance if p == path or p.startswith(f"{path}.")]:
+            del provenance[stale]
+        if isinstance(value, Mapping):
+            base[key] = {}
+            deep_merge(base[key], value, source=source, provenance=provenance, prefix=f"{path}.")
+            if not value:
+                provenance[path] = source
+        else:
+            base[key] = copy.deepcopy(value)
+            provenance[path] = source
+
+
+def resolve_config(
+    rules: Sequence[RuleSpec],
+    context: UserContext,
+    *,
+    now: datetime,
+    defaults: Mapping[str, Any] | None = None,
+) -> ResolvedConfig:
+    """Merge the actions of every live, matching rule; higher priority wins conflicts."""
+    config: dict[str, Any] = {}
+    provenance: dict[str, str] = {}
+    if defaults:
+        deep_merge(config, defaults, source="defaults", provenance=provenance)
+    matched = [r for r in rules if rule_is_live(r, now) and rule_matches(r.conditions, context)]
+    matched.sort(key=lambda r: (r.priority, r.key))
+    for rule in matched:
+        deep_merge(config, rule.action, source=rule.key, provenance=provenance)
+    return ResolvedConfig(config, provenance, [r.key for r in matched])
