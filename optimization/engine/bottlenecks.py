@@ -85,7 +85,15 @@ def rank_endpoints(loads: Iterable[EndpointLoad]) -> list[EndpointShare]:
 
 @dataclass(frozen=True)
 class ResourceLink:
-    """A resource whose utilisation moves with latency."""
+    """A resource whose utilisation moves with latency.
+
+    Two kinds of evidence, either of which makes the link significant: a monotone correlation
+    over the whole window (``rho``), or latency being higher while the resource is saturated
+    (``saturated_points`` intervals at or above the saturation level, latency there
+    ``saturated_latency_ratio`` times the rest, one-sided Mann-Whitney ``saturated_p_value``).
+    The second catches incidents: a pool exhausted for an hour drives latency hard, yet adds
+    too few points to move a month-long correlation.
+    """
 
     resource: str
     rho: float
@@ -94,13 +102,53 @@ class ResourceLink:
     points: int
     utilization_p95: float
     latency_ms_per_unit: float
+    saturated_points: int
+    saturated_latency_ratio: float
+    saturated_p_value: float
+    saturated_excess_ms: float  # median latency while saturated minus the rest
     significant: bool
+
+    @property
+    def strength(self) -> float:
+        """The stronger of the two kinds of evidence, 0..1, for ranking and confidence.
+
+        Episodes count as ``(1 - p) x effect x n / (n + 10)``: the latency ratio gives full
+        effect at 2x, and a handful of saturated intervals is weaker than dozens.
+        """
+        corr = (1 - self.p_value) * max(self.rho, 0.0)
+        episode = 0.0
+        if self.saturated_points and self.saturated_latency_ratio > 1:
+            effect = min(1.0, 2 * (1 - 1 / self.saturated_latency_ratio))  # full at 2x
+            support = self.saturated_points / (self.saturated_points + 10.0)
+            episode = (1 - self.saturated_p_value) * effect * support
+        return float(min(1.0, max(corr, episode)))
 
 
 def _lagged(x: np.ndarray, y: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
     if lag == 0:
         return x, y
     return x[:-lag], y[lag:]
+
+
+def _levels(x: np.ndarray, saturation_level: float, unusual_mads: float) -> list[float]:
+    """The absolute saturation level and the resource's own "unusually high" fence."""
+    median = float(np.median(x))
+    fence = median + unusual_mads * 1.4826 * float(np.median(np.abs(x - median)))
+    return [saturation_level] if fence >= saturation_level else [saturation_level, fence]
+
+
+def _episode_test(x, y, level: float, min_points: int) -> tuple[int, float, float, float, float]:
+    """Latency while saturated vs the rest: points, ratio, p-value, ms per unit, excess ms."""
+    high = x >= level
+    n_high = int(high.sum())
+    if n_high < min_points or (~high).sum() < min_points:
+        return n_high, 1.0, 1.0, 0.0, 0.0
+    y_high, y_low = np.median(y[high]), np.median(y[~high])
+    p = float(stats.mannwhitneyu(y[high], y[~high], alternative="greater").pvalue)
+    ratio = float(y_high / y_low) if y_low > 0 else 1.0
+    span = float(np.median(x[high]) - np.median(x[~high]))
+    slope = float((y_high - y_low) / span) if span > 0 else 0.0
+    return n_high, ratio, p, slope, float(y_high - y_low)
 
 
 def saturation_links(
@@ -111,15 +159,24 @@ def saturation_links(
     alpha: float = 0.01,
     min_rho: float = 0.3,
     min_points: int = 24,
+    saturation_level: float = 0.8,
+    min_saturated_points: int = 6,
+    min_latency_ratio: float = 1.2,
+    unusual_mads: float = 5.0,
 ) -> list[ResourceLink]:
-    """Resources whose utilisation correlates with later latency, strongest first.
+    """Resources whose utilisation goes with later latency, strongest first.
 
-    Arrays are aligned on one time grid (NaN for gaps). Spearman's rho is used because the
-    relation is monotone but far from linear (latency explodes near saturation). Each lag
-    0..``max_lag_steps`` is tried (resource leading latency) and the best kept; the p-value is
-    Bonferroni-corrected for the lags tried, so searching lags does not manufacture significance.
-    ``latency_ms_per_unit`` is the Theil-Sen slope of latency on utilisation at that lag: how
-    many ms a unit of utilisation costs, used to predict the gain of relieving the resource.
+    Arrays are aligned on one time grid (NaN for gaps). Each lag 0..``max_lag_steps`` is tried
+    (the resource leading latency: a pool fills up before requests queue) and the best kept;
+    p-values are Bonferroni-corrected for the lags tried, so searching lags does not
+    manufacture significance. Spearman's rho is used because the relation is monotone but far
+    from linear. ``saturation_level`` defaults to 0.8 because queueing delay grows as
+    1 / (1 - utilisation): at 80 % a request already waits about four service times. A
+    resource can also choke below that level (a pool sized for normal load), so intervals more
+    than ``unusual_mads`` robust deviations above its own median are tested as well; every
+    level and lag tried counts in the Bonferroni correction.
+    ``latency_ms_per_unit`` (ms of latency per unit of utilisation) comes from the saturated
+    episodes when there are any, else from a Theil-Sen fit; it prices relieving the resource.
     """
     latency = np.asarray(latency, dtype=np.float64)
     links = []
@@ -127,37 +184,50 @@ def saturation_links(
         series = np.asarray(series, dtype=np.float64)
         if series.shape != latency.shape:
             raise ValueError(f"resource {name!r} is not aligned with latency")
-        best = None
-        tries = 0
+        candidates = []
         for lag in range(max_lag_steps + 1):
             x, y = _lagged(series, latency, lag)
             ok = np.isfinite(x) & np.isfinite(y)
             if ok.sum() < min_points or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
                 continue
-            tries += 1
             rho, p = stats.spearmanr(x[ok], y[ok])
-            if best is None or rho > best[0]:
-                best = (float(rho), float(p), lag, x[ok], y[ok])
-        if best is None:
+            for level in _levels(x[ok], saturation_level, unusual_mads):
+                episode = _episode_test(x[ok], y[ok], level, min_saturated_points)
+                candidates.append((float(rho), float(p), lag, x[ok], y[ok], episode))
+        if not candidates:
             continue
-        rho, p, lag, x, y = best
-        p = min(1.0, p * tries)
-        slope = (
-            float(stats.theilslopes(y, x)[0]) if x.size <= 4000 else float(np.polyfit(x, y, 1)[0])
-        )
+        tries = len(candidates)
+        best_corr = max(candidates, key=lambda c: c[0])
+        best_episode = min(candidates, key=lambda c: (c[5][2], -c[5][1]))
+        n_high, ratio, p_episode, episode_slope, excess = best_episode[5]
+        p_episode = min(1.0, p_episode * tries)
+        p_corr = min(1.0, best_corr[1] * tries)
+        episode_ok = p_episode < alpha and ratio >= min_latency_ratio
+        corr_ok = p_corr < alpha and best_corr[0] >= min_rho
+        chosen = best_episode if episode_ok else best_corr
+        x, y = chosen[3], chosen[4]
+        if episode_ok and episode_slope > 0:
+            slope = episode_slope
+        else:
+            sample = slice(None) if x.size <= 3000 else slice(None, None, x.size // 3000 + 1)
+            slope = float(stats.theilslopes(y[sample], x[sample])[0])
         links.append(
             ResourceLink(
                 resource=name,
-                rho=rho,
-                p_value=p,
-                lag_steps=lag,
+                rho=best_corr[0],
+                p_value=p_corr,
+                lag_steps=chosen[2],
                 points=int(x.size),
                 utilization_p95=float(np.percentile(x, 95)),
                 latency_ms_per_unit=slope,
-                significant=p < alpha and rho >= min_rho,
+                saturated_points=n_high,
+                saturated_latency_ratio=ratio,
+                saturated_p_value=p_episode,
+                saturated_excess_ms=excess,
+                significant=episode_ok or corr_ok,
             )
         )
-    return sorted(links, key=lambda link: link.rho, reverse=True)
+    return sorted(links, key=lambda link: link.strength, reverse=True)
 
 
 @dataclass(frozen=True)

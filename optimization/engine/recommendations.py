@@ -236,15 +236,29 @@ def recommend_saturation(
 ) -> RecommendationDraft:
     """Add capacity to (or relieve) a resource whose saturation drives latency.
 
-    Bringing p95 utilisation down to ``target_utilization`` is predicted to save the Theil-Sen
-    slope (ms per unit of utilisation) times the reduction, for every request.
+    Bringing p95 utilisation down to ``target_utilization`` is predicted to save the latency
+    cost per unit of utilisation times the reduction, for every request. When the evidence is
+    saturated episodes, the saving is the latency excess while saturated over the share of
+    time spent saturated: what never saturating again would give back.
     """
     reduction = max(link.utilization_p95 - target_utilization, 0.0)
-    saving = max(link.latency_ms_per_unit, 0.0) * reduction
-    confidence = (1 - link.p_value) * max(link.rho, 0.0)
+    saving = max(link.latency_ms_per_unit, 0.0) * reduction * requests_per_day
+    if link.saturated_points and link.saturated_p_value < link.p_value:
+        share = link.saturated_points / max(link.points, 1)
+        saving = max(link.saturated_excess_ms, 0.0) * share * requests_per_day
+        explanation = (
+            f"latency x{link.saturated_latency_ratio:.2f} during {link.saturated_points} "
+            f"saturated intervals (Mann-Whitney p={link.saturated_p_value:.2g}, "
+            f"Bonferroni over lags); strength {link.strength:.2f}"
+        )
+    else:
+        explanation = (
+            f"Spearman rho {link.rho:.2f} at lag {link.lag_steps} on {link.points} points, "
+            f"p={link.p_value:.2g} (Bonferroni over lags)"
+        )
     return _draft(
         SATURATION,
-        title=f"{link.resource} saturation drives latency (rho {link.rho:.2f})",
+        title=f"{link.resource} saturation drives latency",
         resource=link.resource,
         evidence={
             "rho": link.rho,
@@ -253,14 +267,15 @@ def recommend_saturation(
             "points": link.points,
             "utilization_p95": link.utilization_p95,
             "latency_ms_per_unit": link.latency_ms_per_unit,
+            "saturated_points": link.saturated_points,
+            "saturated_latency_ratio": link.saturated_latency_ratio,
+            "saturated_p_value": link.saturated_p_value,
+            "saturated_excess_ms": link.saturated_excess_ms,
             "target_utilization": target_utilization,
         },
-        confidence=confidence,
-        confidence_explanation=(
-            f"Spearman rho {link.rho:.2f} at lag {link.lag_steps} on {link.points} points, "
-            f"p={link.p_value:.2g} (Bonferroni over lags)"
-        ),
-        predicted_ms_saved_per_day=saving * requests_per_day,
+        confidence=link.strength,
+        confidence_explanation=explanation,
+        predicted_ms_saved_per_day=saving,
         predicted_db_ms_saved_per_day=0.0,
         rollback_plan=(
             f"Return {link.resource} capacity to its previous setting; the change is a "

@@ -269,7 +269,7 @@ def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
         )
     except ValueError:  # no telemetry at all yet
         score = None
-    corr_start = now - timedelta(days=int(_setting("OPTIMIZATION_CORRELATION_DAYS", 7)))
+    corr_start = now - timedelta(days=int(_setting("OPTIMIZATION_CORRELATION_DAYS", 28)))
     links = []
     if latency is not None and resources:
         links = detect.saturation_links(

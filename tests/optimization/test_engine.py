@@ -269,6 +269,24 @@ def test_saturation_link_finds_the_leading_resource_and_its_lag():
     assert not next(link for link in links if link.resource == "cpu").significant
 
 
+def test_saturation_episodes_are_found_when_a_month_long_correlation_misses_them():
+    rng = np.random.default_rng(17)
+    n = 8000
+    pool = rng.normal(0.33, 0.03, n)
+    latency = rng.normal(200, 20, n)
+    for start in (1000, 5000):  # two one-hour exhaustions, latency follows 2 steps later
+        pool[start : start + 12] = 0.75
+        latency[start + 2 : start + 14] = 600
+    cpu = rng.uniform(0.2, 0.6, n)
+    links = {link.resource: link for link in saturation_links(latency, {"pool": pool, "cpu": cpu})}
+    assert links["pool"].rho < 0.3  # the whole-window correlation alone would miss it
+    assert links["pool"].significant and links["pool"].lag_steps == 2
+    assert links["pool"].saturated_latency_ratio == pytest.approx(3.0, rel=0.1)
+    assert links["pool"].saturated_excess_ms == pytest.approx(400, rel=0.1)
+    assert not links["cpu"].significant
+    assert links["pool"].strength > links["cpu"].strength
+
+
 def test_repeated_shapes_follow_sentrys_thresholds():
     loop = [("SELECT author WHERE id = ?", 12.0)] * 6
     assert find_repeated_shapes([("SELECT 1", 1.0), *loop, ("SELECT 2", 1.0)])[0].repeats == 6
