@@ -168,6 +168,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 CELERY_RESULT_BACKEND = None  # JobRun rows are the record of what ran.
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("PHASE3_CELERY_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -216,6 +217,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Optimization, personalization, forecasting, scaling, insights and anomalies.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["phase3.permissions.HasRole"],  # the schema is no exception
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -233,6 +235,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 _plotly_spec = importlib.util.find_spec("plotly")
 STATICFILES_DIRS = []
 if _plotly_spec and _plotly_spec.submodule_search_locations:

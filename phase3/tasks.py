@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from celery import Task, shared_task
+from celery.exceptions import Retry
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
@@ -65,10 +66,8 @@ class JobTask(Task):
     def _execute(self, run: JobRun, started: float, args, kwargs):
         try:
             result = self.run(*args, **kwargs)
-        except TRANSIENT_ERRORS as exc:
-            retrying = self.request.retries < self.max_retries
-            status = JobRun.Status.RETRYING if retrying else JobRun.Status.FAILED
-            _finish(run, started, status, error=f"{type(exc).__name__}: {exc}")
+        except Retry as exc:  # autoretry_for turned a transient error into a retry
+            _finish(run, started, JobRun.Status.RETRYING, error=str(exc))
             raise
         except Exception as exc:
             _finish(run, started, JobRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import shared_task
+from celery.exceptions import Retry
+from django.db import OperationalError
+from django_celery_beat.models import PeriodicTask
+
+from phase3.locks import job_lock
+from phase3.models import JobRun
+from phase3.scheduling import declared_schedules, schedules_sync
+
+pytestmark = pytest.mark.django_db
+
+CALLS = {"flaky": 0}
+
+
+@shared_task(name="tests.count_things")
+def count_things(n: int) -> dict:
+    return {"things": n}
+
+
+@shared_task(name="tests.explode")
+def explode() -> dict:
+    raise ValueError("boom")
+
+
+@shared_task(name="tests.flaky")
+def flaky() -> dict:
+    CALLS["flaky"] += 1
+    if CALLS["flaky"] < 3:
+        raise OperationalError("database went away")
+    return {"attempts": CALLS["flaky"]}
+
+
+def test_a_task_run_is_recorded_with_its_counts():
+    count_things.apply(args=[7])
+    run = JobRun.objects.get(task_name="tests.count_things")
+    assert run.status == JobRun.Status.SUCCESS
+    assert run.counts == {"things": 7}
+    assert run.args == [7]
+    assert run.finished_at >= run.started_at and run.duration_ms >= 0
+
+
+def test_a_failure_is_recorded_with_its_error():
+    with pytest.raises(ValueError):
+        explode.apply(throw=True)
+    run = JobRun.objects.get(task_name="tests.explode")
+    assert run.status == JobRun.Status.FAILED
+    assert "boom" in run.error
+
+
+def test_transient_errors_become_a_retry_with_backoff():
+    CALLS["flaky"] = 0
+    with pytest.raises(Retry) as raised:  # eager mode reports the retry instead of sleeping
+        flaky.apply()
+    assert isinstance(raised.value.exc, OperationalError)
+    assert raised.value.when and float(raised.value.when) > 0
+    runs = JobRun.objects.filter(task_name="tests.flaky")
+    assert list(runs.values_list("status", flat=True)) == ["retrying"]
+
+
+def test_a_non_transient_error_is_not_retried():
+    with pytest.raises(ValueError):
+        explode.apply()
+    assert JobRun.objects.filter(task_name="tests.explode", status="retrying").count() == 0
+
+
+@pytest.mark.parametrize("backend", ["database", "redis"])
+def test_a_job_never_overlaps_with_itself(backend, settings, request):
+    if backend == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
+    else:
+        settings.REDIS_URL = ""
+    key = count_things.lock_key((5,), {})
+    with job_lock(key, timeout=30) as held:
+        assert held
+        with job_lock(key, timeout=30) as second:
+            assert not second
+        count_things.apply(args=[5])
+    assert JobRun.objects.get(task_name="tests.count_things").status == JobRun.Status.SKIPPED
+    count_things.apply(args=[5])  # released: runs
+    assert JobRun.objects.filter(task_name="tests.count_things", status="success").count() == 1
+
+
+def test_different_arguments_do_not_block_each_other():
+    with job_lock(count_things.lock_key((1,), {}), timeout=30):
+        count_things.apply(args=[2])
+    assert JobRun.objects.get(task_name="tests.count_things").status == JobRun.Status.SUCCESS
+
+
+def test_sync_schedules_adds_missing_and_keeps_operator_edits():
+    first = schedules_sync()
+    declared = {s["name"] for s in declared_schedules()}
+    assert set(first.created) == declared
+    edited = PeriodicTask.objects.get(name="phase3: heartbeat")
+    edited.enabled = False
+    edited.kwargs = json.dumps({"note": "operator"})
+    edited.save()
+    PeriodicTask.objects.filter(name="phase3: prune job runs").delete()
+    second = schedules_sync()
+    assert second.created == ["phase3: prune job runs"]
+    edited.refresh_from_db()
+    assert edited.enabled is False and json.loads(edited.kwargs) == {"note": "operator"}
+
+
+def test_every_declared_schedule_names_a_registered_task():
+    from phase3.celery import app
+
+    app.loader.import_default_modules()
+    registered = set(app.tasks)
+    missing = [s["task"] for s in declared_schedules() if s["task"] not in registered]
+    assert not missing
+
+
+def test_operators_run_a_schedule_now(
+    client_with_role, django_capture_on_commit_callbacks, monkeypatch
+):
+    schedules_sync()
+    sent = []
+    from phase3 import api
+
+    monkeypatch.setattr(api.celery_app, "send_task", lambda name, **kw: sent.append(name))
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_with_role("operator").post(
+            "/admin/api/phase3/jobs/run", {"schedule": "phase3: heartbeat"}, format="json"
+        )
+    assert response.status_code == 202
+    assert sent == ["phase3.heartbeat"]
+    bad = client_with_role("operator").post(
+        "/admin/api/phase3/jobs/run", {"schedule": "nope"}, format="json"
+    )
+    assert bad.status_code == 400 and "schedule" in bad.json()
