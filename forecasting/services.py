@@ -1,0 +1,393 @@
+"""The writers of the forecasting system: telemetry -> engine -> models, one transaction each.
+
+Reading telemetry and running the engine happen before the transaction
+opens, so a slow fit never holds database locks, and a failure anywhere
+leaves the previous forecast in place: a forecast, its points, its backtest
+table and its insights are written together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from forecasting.catalog import DEFAULT_TARGETS
+from forecasting.engine import ForecastResult, forecast_over
+from forecasting.engine.activity import activity_series
+from forecasting.engine.calendar import DAY
+from forecasting.engine.insights import (
+    Crossing,
+    GrowthEstimate,
+    TrendChange,
+    detect_trend_change,
+    growth_rate,
+    threshold_crossing,
+)
+from forecasting.models import (
+    HORIZONS,
+    BacktestResult,
+    BusinessInsight,
+    Forecast,
+    ForecastPoint,
+    ForecastTarget,
+    HorizonGroup,
+    PredictionType,
+)
+from telemetry import selectors as telemetry
+
+#: history read for a forecast; a year of daily points is what the 365-day horizon needs
+MAX_HISTORY_DAYS = 400
+#: Prophet earns its cost only on long horizons, where the series is daily and short
+PROPHET_FROM_DAYS = 90
+
+
+class ForecastUnavailable(ValueError):
+    """The target cannot be forecast now (no data, too little history)."""
+
+
+@dataclass(frozen=True)
+class ForecastOutcome:
+    forecast: Forecast
+    points: int
+    insights: int
+
+
+def targets_sync() -> dict:
+    """Create the default targets whose telemetry exists; never touch existing ones.
+
+    A target an operator edited (threshold, switched off) or deleted and
+    recreated is theirs: only names that do not exist yet are added.
+    """
+    created = 0
+    existing = set(ForecastTarget.objects.values_list("name", flat=True))
+    for spec in DEFAULT_TARGETS:
+        if spec.name in existing:
+            continue
+        series = None
+        if spec.source == ForecastTarget.Source.SERIES:
+            series = telemetry.series_get(spec.series_name, spec.series_labels)
+            if series is None:
+                continue
+        ForecastTarget.objects.create(
+            name=spec.name,
+            prediction_type=spec.prediction_type,
+            source=spec.source,
+            series=series,
+            event_metric=spec.event_metric,
+            threshold=spec.threshold,
+            threshold_direction=spec.threshold_direction,
+        )
+        created += 1
+    return {"created": created, "targets": ForecastTarget.objects.count()}
+
+
+def target_history(
+    target: ForecastTarget, *, end: datetime | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The target's history as (epoch seconds, values), at most ``MAX_HISTORY_DAYS`` long."""
+    end = end or timezone.now()
+    start = end - timedelta(days=MAX_HISTORY_DAYS)
+    if target.source == ForecastTarget.Source.SERIES:
+        return telemetry.series_values(target.series_id, start, end)
+    frame = telemetry.events_frame(start=start, end=end, with_properties=False)
+    if frame["ts"].size == 0:
+        return np.empty(0), np.empty(0)
+    activity = activity_series(
+        frame["ts"],
+        frame["user_id"],
+        frame["session_id"],
+        frame["name"],
+        step=DAY,
+        end=end.timestamp(),
+    )
+    return activity.timestamps, activity.metric(target.event_metric)
+
+
+def _use_prophet(horizon_days: int) -> bool:
+    return bool(getattr(settings, "FORECASTING_USE_PROPHET", True)) and (
+        horizon_days >= PROPHET_FROM_DAYS
+    )
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return None if epoch is None else telemetry.to_datetime(epoch)
+
+
+def _pct(rate: float) -> str:
+    return f"{rate * 100:+.1f}%"
+
+
+def _growth_insight(target: ForecastTarget, growth: GrowthEstimate) -> BusinessInsight:
+    if growth.relative:
+        what = f"{_pct(growth.rate)} per {growth.per_days:g} days"
+        band = f"{_pct(growth.lower)} to {_pct(growth.upper)}"
+    else:
+        what = f"{growth.rate:+.4g} per {growth.per_days:g} days"
+        band = f"{growth.lower:+.4g} to {growth.upper:+.4g}"
+    return BusinessInsight(
+        target=target,
+        prediction_type=target.prediction_type,
+        kind=BusinessInsight.Kind.GROWTH,
+        summary=(
+            f"{target.name}: {what} ({band} at {growth.level:.0%}, "
+            f"trend confidence {growth.confidence:.0%})"
+        )[:300],
+        value=growth.rate,
+        lower=growth.lower,
+        upper=growth.upper,
+        confidence=growth.confidence,
+        details={
+            "per_days": growth.per_days,
+            "relative": growth.relative,
+            "level": growth.level,
+            "days": growth.points,
+        },
+    )
+
+
+def _crossing_insight(
+    target: ForecastTarget, forecast: Forecast, crossing: Crossing
+) -> BusinessInsight:
+    verb = "rise above" if crossing.direction == "above" else "fall below"
+    if crossing.expected is not None:
+        when = f"expected {_dt(crossing.expected):%Y-%m-%d %H:%M}"
+    elif crossing.earliest is not None:
+        when = f"possible from {_dt(crossing.earliest):%Y-%m-%d %H:%M} (upper 80% bound)"
+    else:
+        when = f"not expected within {forecast.horizon_days} days"
+    return BusinessInsight(
+        target=target,
+        forecast=forecast,
+        prediction_type=target.prediction_type,
+        kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
+        horizon_days=forecast.horizon_days,
+        summary=f"{target.name} to {verb} {crossing.threshold:g}: {when}"[:300],
+        threshold=crossing.threshold,
+        expected_at=_dt(crossing.expected),
+        earliest_at=_dt(crossing.earliest),
+        latest_at=_dt(crossing.latest),
+        details={"direction": crossing.direction, "interval": 0.8},
+    )
+
+
+def _trend_insight(target: ForecastTarget, change: TrendChange) -> BusinessInsight:
+    return BusinessInsight(
+        target=target,
+        prediction_type=target.prediction_type,
+        kind=BusinessInsight.Kind.TREND_CHANGE,
+        summary=(
+            f"{target.name}: trend changed around {_dt(change.at):%Y-%m-%d} "
+            f"from {change.slope_before:+.4g}/day to {change.slope_after:+.4g}/day"
+        )[:300],
+        value=change.slope_after - change.slope_before,
+        lower=change.slope_before,
+        upper=change.slope_after,
+        confidence=1.0 - change.p_value,
+        expected_at=_dt(change.at),
+        details={
+            "slope_before_per_day": change.slope_before,
+            "slope_after_per_day": change.slope_after,
+            "p_value": change.p_value,
+        },
+    )
+
+
+def _history_insights(
+    target: ForecastTarget, ts: np.ndarray, values: np.ndarray
+) -> list[BusinessInsight]:
+    """Growth and trend change read from the history (needs a few days of data)."""
+    out: list[BusinessInsight] = []
+    # fewer than 4 days: no growth figure is better than a wrong one
+    with contextlib.suppress(ValueError):
+        out.append(_growth_insight(target, growth_rate(ts, values)))
+    change = detect_trend_change(ts, values)
+    if change is not None:
+        out.append(_trend_insight(target, change))
+    return out
+
+
+def forecast_compute(
+    *,
+    target_id: int,
+    horizon_days: int,
+    include_prophet: bool | None = None,
+    end: datetime | None = None,
+) -> ForecastOutcome:
+    """Forecast one target over one horizon and store it with its backtests and insights.
+
+    Running it twice on the same history replaces the first result instead
+    of adding a second one, so a retried task writes the same thing.
+    """
+    if horizon_days not in HORIZONS:
+        raise ValueError(f"horizon_days must be one of {sorted(HORIZONS)}")
+    target = ForecastTarget.objects.select_related("series").get(pk=target_id)
+    ts, values = target_history(target, end=end)
+    if ts.size == 0:
+        raise ForecastUnavailable(f"{target.name}: no data")
+    use_prophet = _use_prophet(horizon_days) if include_prophet is None else include_prophet
+    try:
+        result = forecast_over(ts, values, horizon_days * DAY, include_prophet=use_prophet)
+    except ValueError as exc:
+        raise ForecastUnavailable(f"{target.name}: {exc}") from exc
+    history_insights = _history_insights(target, ts, values)
+    with transaction.atomic():
+        return _store(target, horizon_days, ts, result, history_insights)
+
+
+def _store(
+    target: ForecastTarget,
+    horizon_days: int,
+    ts: np.ndarray,
+    result: ForecastResult,
+    history_insights: list[BusinessInsight],
+) -> ForecastOutcome:
+    history_end = telemetry.to_datetime(ts.max())
+    Forecast.objects.filter(
+        target=target, horizon_days=horizon_days, history_end=history_end
+    ).delete()
+    Forecast.objects.filter(target=target, horizon_days=horizon_days, is_current=True).update(
+        is_current=False
+    )
+    chosen, baseline = result.chosen, result.baseline
+    forecast = Forecast.objects.create(
+        target=target,
+        prediction_type=target.prediction_type,
+        horizon_days=horizon_days,
+        horizon_group=HORIZONS[horizon_days],
+        model_name=result.model,
+        step_seconds=result.step,
+        seasonal_periods=list(result.periods),
+        history_start=telemetry.to_datetime(ts.min()),
+        history_end=history_end,
+        history_points=result.history_points,
+        backtest_mase=_finite(chosen.mase),
+        backtest_smape=_finite(chosen.smape),
+        backtest_coverage80=_finite(chosen.coverage80),
+        backtest_coverage95=_finite(chosen.coverage95),
+        baseline_model=baseline.model,
+        baseline_mase=_finite(baseline.mase),
+        backtest_horizon_steps=result.backtest_horizon,
+        backtest_origins=result.backtest_origins,
+    )
+    points = ForecastPoint.objects.bulk_create(
+        ForecastPoint(
+            forecast=forecast,
+            ts=telemetry.to_datetime(t),
+            yhat=float(y),
+            lower80=float(lo80),
+            upper80=float(hi80),
+            lower95=float(lo95),
+            upper95=float(hi95),
+        )
+        for t, y, lo80, hi80, lo95, hi95 in zip(
+            result.timestamps,
+            result.yhat,
+            result.lower80,
+            result.upper80,
+            result.lower95,
+            result.upper95,
+            strict=True,
+        )
+    )
+    BacktestResult.objects.bulk_create(
+        BacktestResult(
+            forecast=forecast,
+            model_name=score.model,
+            mase=score.mase,
+            smape=score.smape,
+            is_chosen=score.model == result.model,
+            is_baseline=score.model == baseline.model,
+            rank=rank,
+        )
+        for rank, score in enumerate(result.scores, start=1)
+        if np.isfinite(score.mase)
+    )
+    insights = list(history_insights)
+    if target.threshold is not None:
+        crossing = threshold_crossing(
+            result.timestamps,
+            result.yhat,
+            result.lower80,
+            result.upper80,
+            target.threshold,
+            target.threshold_direction,
+        )
+        insights.append(_crossing_insight(target, forecast, crossing))
+        BusinessInsight.objects.filter(
+            target=target,
+            kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
+            horizon_days=horizon_days,
+            is_current=True,
+        ).update(is_current=False)
+    kinds = [i.kind for i in history_insights]
+    if kinds:
+        BusinessInsight.objects.filter(target=target, kind__in=kinds, is_current=True).update(
+            is_current=False
+        )
+    for insight in history_insights:
+        insight.forecast = forecast
+    BusinessInsight.objects.bulk_create(insights)
+    return ForecastOutcome(forecast=forecast, points=len(points), insights=len(insights))
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def forecasts_plan(
+    *,
+    horizon_groups: Iterable[str] | None = None,
+    prediction_type: str | None = None,
+    horizons: Iterable[int] | None = None,
+) -> list[tuple[int, int]]:
+    """The (target id, horizon days) pairs to recompute, after adding missing default targets."""
+    targets_sync()
+    if prediction_type is not None and prediction_type not in PredictionType.values:
+        raise ValueError(f"unknown prediction type {prediction_type!r}")
+    chosen = set(HORIZONS) if horizons is None else set(horizons)
+    unknown = chosen - set(HORIZONS)
+    if unknown:
+        raise ValueError(f"unknown horizons {sorted(unknown)}; use {sorted(HORIZONS)}")
+    if horizon_groups is not None:
+        groups = set(horizon_groups)
+        if groups - set(HorizonGroup.values):
+            raise ValueError(f"unknown horizon groups {sorted(groups - set(HorizonGroup.values))}")
+        chosen = {h for h in chosen if HORIZONS[h] in groups}
+    qs = ForecastTarget.objects.filter(enabled=True)
+    if prediction_type:
+        qs = qs.filter(prediction_type=prediction_type)
+    ids = list(qs.order_by("id").values_list("id", flat=True))
+    return [(target_id, h) for target_id in ids for h in sorted(chosen)]
+
+
+def forecast_recompute(*, target_id: int, horizon_days: int) -> dict:
+    """Counts for a task: one forecast, or a skip with its reason when data is too short."""
+    try:
+        outcome = forecast_compute(target_id=target_id, horizon_days=horizon_days)
+    except ForecastUnavailable as exc:
+        return {"skipped": 1, "reason": str(exc)}
+    except ForecastTarget.DoesNotExist:
+        return {"skipped": 1, "reason": f"target {target_id} no longer exists"}
+    return {"forecasts": 1, "points": outcome.points, "insights": outcome.insights}
+
+
+def forecasts_recompute(
+    *, prediction_type: str | None = None, horizons: Iterable[int] | None = None
+) -> dict:
+    """Recompute in this process (the CLI face); the scheduler fans out over workers instead."""
+    totals = {"forecasts": 0, "points": 0, "insights": 0, "skipped": 0}
+    reasons = []
+    for target_id, horizon in forecasts_plan(prediction_type=prediction_type, horizons=horizons):
+        counts = forecast_recompute(target_id=target_id, horizon_days=horizon)
+        for key in totals:
+            totals[key] += counts.get(key, 0)
+        if "reason" in counts:
+            reasons.append(counts["reason"])
+    return {**totals, "reasons": sorted(set(reasons))}
