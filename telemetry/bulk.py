@@ -2,7 +2,9 @@
 
 PostgreSQL: COPY into a temporary staging table, then one ``INSERT … ON CONFLICT DO
 NOTHING``, so a re-sent batch changes nothing and a batch is one statement's worth of
-atomicity. SQLite (the embedded default): ``executemany`` of ``INSERT OR IGNORE``.
+atomicity. Samples go through COPY's *binary* format, built as one numpy structured
+array (no per-row Python), which is what lets the HTTP endpoint keep up with a raw COPY.
+SQLite (the embedded default): ``executemany`` of ``INSERT OR IGNORE``.
 Callers wrap the call in ``transaction.atomic()`` when it is part of a larger write.
 """
 
@@ -10,16 +12,46 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.db import connection
 
 from .models import Event, Sample
 
+US = 1_000_000
+#: PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC
+PG_EPOCH_US = 946_684_800 * US
+PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+PGCOPY_TRAILER = (-1).to_bytes(2, "big", signed=True)
+# One binary COPY row of (bigint, timestamptz, double precision): field count, then
+# (length, value) per field, all big-endian. The dtype is packed, as the format is.
+_SAMPLE_ROW = np.dtype(
+    [
+        ("fields", ">i2"),
+        ("len_series", ">i4"),
+        ("series", ">i8"),
+        ("len_ts", ">i4"),
+        ("ts", ">i8"),
+        ("len_value", ">i4"),
+        ("value", ">f8"),
+    ]
+)
+
 
 def _is_postgres() -> bool:
     return connection.vendor == "postgresql"
+
+
+def samples_copy_payload(series_ids: np.ndarray, ts_us: np.ndarray, values: np.ndarray) -> bytes:
+    """The binary COPY stream of (series_id, ts, value) rows, built in one numpy pass."""
+    rows = np.empty(series_ids.size, dtype=_SAMPLE_ROW)
+    rows["fields"] = 3
+    rows["len_series"] = rows["len_ts"] = rows["len_value"] = 8
+    rows["series"] = series_ids
+    rows["ts"] = ts_us - PG_EPOCH_US
+    rows["value"] = values
+    return PGCOPY_HEADER + rows.tobytes() + PGCOPY_TRAILER
 
 
 def insert_samples(
@@ -28,13 +60,22 @@ def insert_samples(
     values: Sequence[float] | np.ndarray,
 ) -> int:
     """Insert samples given as parallel arrays (ts in epoch seconds); returns rows written."""
+    tss = np.asarray(ts, dtype=np.float64)
+    return insert_samples_us(series_ids, np.round(tss * US).astype(np.int64), values)
+
+
+def insert_samples_us(
+    series_ids: Sequence[int] | np.ndarray,
+    ts_us: Sequence[int] | np.ndarray,
+    values: Sequence[float] | np.ndarray,
+) -> int:
+    """Insert samples (ts as int64 epoch microseconds); existing (series, ts) rows are kept."""
     table = Sample._meta.db_table
     sids = np.asarray(series_ids, dtype=np.int64)
-    tss = np.asarray(ts, dtype=np.float64)
+    tus = np.asarray(ts_us, dtype=np.int64)
     vals = np.asarray(values, dtype=np.float64)
     if sids.size == 0:
         return 0
-    stamps = [datetime.fromtimestamp(t, tz=UTC) for t in tss.tolist()]
     with connection.cursor() as cursor:
         if _is_postgres():
             raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
@@ -43,9 +84,10 @@ def insert_samples(
                 "(series_id bigint, ts timestamptz, value double precision) ON COMMIT DELETE ROWS"
             )
             raw.execute("TRUNCATE sample_stage")
-            with raw.copy("COPY sample_stage (series_id, ts, value) FROM STDIN") as copy:
-                for row in zip(sids.tolist(), stamps, vals.tolist(), strict=True):
-                    copy.write_row(row)
+            with raw.copy(
+                "COPY sample_stage (series_id, ts, value) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.write(samples_copy_payload(sids, tus, vals))
             raw.execute(
                 f"INSERT INTO {table} (series_id, ts, value) SELECT series_id, ts, value "
                 "FROM sample_stage ON CONFLICT (series_id, ts) DO NOTHING"
@@ -54,6 +96,7 @@ def insert_samples(
             raw.execute("TRUNCATE sample_stage")
             return written
         adapt = connection.ops.adapt_datetimefield_value
+        stamps = (_from_us(t) for t in tus.tolist())
         before = connection.connection.total_changes
         cursor.executemany(
             f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (%s, %s, %s)",
@@ -65,6 +108,10 @@ def insert_samples(
         return connection.connection.total_changes - before
 
 
+def _from_us(ts_us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
+
+
 EVENT_COLUMNS = ("user_id", "name", "ts", "session_id", "properties", "client_id")
 
 
@@ -72,23 +119,51 @@ def insert_events(rows: Sequence[tuple]) -> int:
     """Insert events as tuples in EVENT_COLUMNS order (ts a datetime, properties a dict)."""
     if not rows:
         return 0
+    users, names, stamps, sessions, props, clients = zip(*rows, strict=True)
+    ts_us = [round(t.timestamp() * US) for t in stamps]
+    return insert_event_columns(
+        user_id=users,
+        name=names,
+        ts_us=ts_us,
+        session_id=sessions,
+        properties_json=[json.dumps(p, sort_keys=True) for p in props],
+        client_id=clients,
+    )
+
+
+def insert_event_columns(
+    *,
+    user_id: Sequence[str],
+    name: Sequence[str],
+    ts_us: Sequence[int] | np.ndarray,
+    session_id: Sequence[str],
+    properties_json: Sequence[str],
+    client_id: Sequence[str | None],
+) -> int:
+    """Insert events given as columns; an existing ``client_id`` keeps its row."""
+    tus = np.asarray(ts_us, dtype=np.int64).tolist()
+    if not tus:
+        return 0
     table = Event._meta.db_table
     cols = ", ".join(EVENT_COLUMNS)
+    columns = (user_id, name, tus, session_id, properties_json, client_id)
     with connection.cursor() as cursor:
         if _is_postgres():
             raw = cursor.cursor
             raw.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS event_stage (user_id text, name text, "
-                "ts timestamptz, session_id text, properties jsonb, client_id text) "
+                "ts_us bigint, session_id text, properties jsonb, client_id text) "
                 "ON COMMIT DELETE ROWS"
             )
             raw.execute("TRUNCATE event_stage")
-            with raw.copy(f"COPY event_stage ({cols}) FROM STDIN") as copy:
-                for u, n, t, s, p, c in rows:
-                    copy.write_row((u, n, t, s, json.dumps(p), c))
+            stage_cols = "user_id, name, ts_us, session_id, properties, client_id"
+            with raw.copy(f"COPY event_stage ({stage_cols}) FROM STDIN") as copy:
+                for row in zip(*columns, strict=True):
+                    copy.write_row(row)
             raw.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {cols} FROM event_stage "
-                "ON CONFLICT (client_id) DO NOTHING"
+                f"INSERT INTO {table} ({cols}) SELECT user_id, name, "
+                "timestamptz 'epoch' + ts_us * interval '1 microsecond', session_id, "
+                "properties, client_id FROM event_stage ON CONFLICT (client_id) DO NOTHING"
             )
             written = raw.rowcount
             raw.execute("TRUNCATE event_stage")
@@ -97,6 +172,9 @@ def insert_events(rows: Sequence[tuple]) -> int:
         before = connection.connection.total_changes
         cursor.executemany(
             f"INSERT OR IGNORE INTO {table} ({cols}) VALUES (%s, %s, %s, %s, %s, %s)",
-            [(u, n, adapt(t), s, json.dumps(p), c) for u, n, t, s, p, c in rows],
+            [
+                (u, n, adapt(_from_us(t)), s, p, c)
+                for u, n, t, s, p, c in zip(*columns, strict=True)
+            ],
         )
         return connection.connection.total_changes - before

@@ -110,3 +110,46 @@ class DemoUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} ({self.kind})"
+
+
+class SampleRollup(models.Model):
+    """One hour of one series summarised, so long-range reads skip the raw samples.
+
+    Raw samples are deleted after the retention window; their rollups stay, so a year
+    of history costs 24 rows a day per series. count/sum/min/max combine exactly into
+    any coarser step; mean is kept for people reading the admin.
+    """
+
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="rollups")
+    bucket = models.DateTimeField(help_text="Start of the hour (UTC).")
+    count = models.PositiveIntegerField()
+    sum = models.FloatField()
+    min = models.FloatField()
+    max = models.FloatField()
+    mean = models.FloatField()
+
+    class Meta:
+        ordering = ["series", "bucket"]
+        constraints = [
+            models.UniqueConstraint(fields=["series", "bucket"], name="rollup_series_bucket_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.series_id}@{self.bucket:%Y-%m-%d %H:00} n={self.count} mean={self.mean:g}"
+
+
+class RollupState(models.Model):
+    """How far rollups are complete, and the earliest late sample that made them stale.
+
+    Every bucket before ``rolled_until`` is summarised, except from ``dirty_from`` on: a
+    sample ingested there after its hour was rolled up marks it, and the next rollup run
+    recomputes from that point. Raw samples are never deleted at or after either mark.
+    """
+
+    step_seconds = models.PositiveIntegerField(unique=True, default=3600)
+    rolled_until = models.DateTimeField(null=True, blank=True)
+    dirty_from = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"rollup {self.step_seconds}s until {self.rolled_until}"

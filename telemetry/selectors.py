@@ -6,13 +6,16 @@ never need a timezone object.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from django.db.models import Count, Max, Min, QuerySet
+from django.db import connection
+from django.db.models import Count, Max, Min, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
-from .models import Event, Sample, Series, labels_key
+from .downsample import AGGREGATIONS, Partials, finish, merge_partials, partials_from_samples
+from .models import Event, RollupState, Sample, SampleRollup, Series, labels_key
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -51,11 +54,43 @@ def _range(qs, start: datetime | None, end: datetime | None):
 
 
 def series_values(
-    series_id: int, start: datetime | None = None, end: datetime | None = None
+    series_id: int,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    limit: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All samples of a series in [start, end), oldest first."""
+    """Samples of a series in [start, end), oldest first (at most ``limit`` of them).
+
+    On PostgreSQL the database converts timestamps to epoch floats, so no datetime object
+    is built per row: a month of one-minute samples comes back in milliseconds.
+    """
+    if connection.vendor == "postgresql":
+        sql = (
+            f"SELECT extract(epoch FROM ts)::float8, value FROM {Sample._meta.db_table} "
+            "WHERE series_id = %s"
+        )
+        params: list = [series_id]
+        if start is not None:
+            sql += " AND ts >= %s"
+            params.append(start)
+        if end is not None:
+            sql += " AND ts < %s"
+            params.append(end)
+        sql += " ORDER BY ts"
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            pairs = np.array(cursor.fetchall(), dtype=np.float64).reshape(-1, 2)
+        return pairs[:, 0].copy(), pairs[:, 1].copy()
     rows = _range(Sample.objects.filter(series_id=series_id), start, end).order_by("ts")
-    pairs = list(rows.values_list("ts", "value"))
+    pairs = list(
+        rows.values_list("ts", "value")[:limit]
+        if limit is not None
+        else rows.values_list("ts", "value")
+    )
     if not pairs:
         return np.empty(0), np.empty(0)
     ts = np.fromiter((p[0].timestamp() for p in pairs), dtype=np.float64, count=len(pairs))
@@ -102,11 +137,98 @@ def series_values_resampled(
     step_seconds: float,
     agg: str = "mean",
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregated onto a grid of ``step_seconds``; empty buckets are dropped.
+
+    Whole-hour steps with start and end given read hourly rollups for the part they
+    cover (and so still see history older than the raw retention window).
+    """
+    if start is not None and end is not None and agg in AGGREGATIONS:
+        points = series_points(series_id, start=start, end=end, step_seconds=step_seconds, agg=agg)
+        return points.ts, points.values
     ts, values = series_values(series_id, start, end)
     origin = (
         None if start is None else float(np.floor(start.timestamp() / step_seconds)) * step_seconds
     )
     return resample(ts, values, step_seconds=step_seconds, agg=agg, origin=origin)
+
+
+@dataclass(frozen=True)
+class SeriesPoints:
+    ts: np.ndarray  # epoch seconds (bucket starts when downsampled)
+    values: np.ndarray
+    source: str  # "raw", "rollup" or "rollup+raw": where the figures were read from
+
+
+def rollup_horizon() -> datetime | None:
+    """Rollups are complete and current before this moment; raw samples hold the rest."""
+    state = RollupState.objects.filter(step_seconds=3600).values_list("rolled_until", "dirty_from")
+    row = state.first()
+    if not row or row[0] is None:
+        return None
+    return min(m for m in row if m is not None).replace(minute=0, second=0, microsecond=0)
+
+
+def series_rollup_partials(series_id: int, start: datetime, end: datetime) -> Partials:
+    rows = list(
+        SampleRollup.objects.filter(series_id=series_id, bucket__gte=start, bucket__lt=end)
+        .order_by("bucket")
+        .values_list("bucket", "count", "sum", "min", "max")
+    )
+    if not rows:
+        return Partials.empty()
+    buckets, counts, sums, lows, highs = zip(*rows, strict=True)
+    return Partials(
+        start=np.array([b.timestamp() for b in buckets]),
+        count=np.array(counts, dtype=np.float64),
+        sum=np.array(sums, dtype=np.float64),
+        min=np.array(lows, dtype=np.float64),
+        max=np.array(highs, dtype=np.float64),
+    )
+
+
+def series_points(
+    series_id: int,
+    *,
+    start: datetime,
+    end: datetime,
+    step_seconds: float | None = None,
+    agg: str = "mean",
+    limit: int | None = None,
+) -> SeriesPoints:
+    """Samples of [start, end), raw or downsampled to ``step_seconds`` buckets.
+
+    With a whole-hour step the stretch before the rollup horizon is read from hourly
+    rollups (24 rows a day instead of 1,440 at one-minute sampling) and the rest from raw
+    samples; partials combine exactly, so the figures equal a raw downsampling.
+    """
+    if step_seconds is None:
+        ts, values = series_values(series_id, start, end, limit=limit)
+        return SeriesPoints(ts, values, "raw")
+    origin = float(np.floor(start.timestamp() / step_seconds)) * step_seconds
+    horizon = rollup_horizon() if step_seconds % 3600 == 0 else None
+    split = min(max(horizon, start), end) if horizon is not None else start
+    parts = []
+    source = []
+    if split > start:
+        parts.append(series_rollup_partials(series_id, start, split))
+        source.append("rollup")
+    if split < end:
+        ts, values = series_values(series_id, split, end)
+        parts.append(partials_from_samples(ts, values, step=step_seconds, origin=origin))
+        source.append("raw")
+    out_ts, out_values = finish(merge_partials(parts, step=step_seconds, origin=origin), agg)
+    return SeriesPoints(out_ts, out_values, "+".join(source))
+
+
+def series_list_with_latest(
+    *, name: str | None = None, name_prefix: str | None = None, labels: dict | None = None
+) -> QuerySet[Series]:
+    """``series_list`` with ``last_ts`` and ``last_value``, each one index probe per series."""
+    latest = Sample.objects.filter(series=OuterRef("pk")).order_by("-ts")
+    return series_list(name=name, name_prefix=name_prefix, labels=labels).annotate(
+        last_ts=Subquery(latest.values("ts")[:1]),
+        last_value=Subquery(latest.values("value")[:1]),
+    )
 
 
 def series_latest(series_id: int) -> tuple[float, float] | None:
@@ -167,3 +289,21 @@ def telemetry_summary() -> dict:
         "events_last_at": events["last"],
         "users": Event.objects.values("user_id").distinct().count(),
     }
+
+
+def rollup_status(*, now: datetime | None = None) -> dict:
+    """How current rollups are: lag of the horizon behind the last closed hour."""
+    now = now or timezone.now()
+    state = RollupState.objects.filter(step_seconds=3600).first()
+    horizon = rollup_horizon()
+    closed = now.replace(minute=0, second=0, microsecond=0)
+    return {
+        "rolled_until": state.rolled_until if state else None,
+        "stale_from": state.dirty_from if state else None,
+        "lag_hours": None if horizon is None else max(0.0, (closed - horizon) / timedelta(hours=1)),
+    }
+
+
+def overview_section() -> dict:
+    """Telemetry's volume and freshness, and how far rollups have caught up."""
+    return {**telemetry_summary(), "rollups": rollup_status()}

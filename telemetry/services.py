@@ -1,13 +1,29 @@
-"""Writes of telemetry. Ingestion is bulk and idempotent on (series, ts)."""
+"""Writes of telemetry: ingestion (bulk, idempotent, all or nothing), rollups, retention.
+
+Every function here is the one place its write happens, each in one transaction: API
+views, tasks and commands validate their input and call these.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.db import transaction
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, OuterRef, Subquery, Sum
+from django.db.models.functions import TruncHour
+from django.utils import timezone
 
-from .models import Event, Sample, Series, labels_key
+from . import conf
+from .bulk import insert_event_columns, insert_samples_us
+from .models import Event, RollupState, Sample, SampleRollup, Series, labels_key
+from .validation import EventBatch, SampleBatch, TimeBounds, validate_events, validate_samples
+
+HOUR = timedelta(hours=1)
 
 
 def series_ensure(
@@ -29,11 +45,108 @@ def series_ensure(
     return series
 
 
+def series_ensure_many(*, series: Sequence[tuple[str, dict, str]]) -> tuple[np.ndarray, int]:
+    """Ids of (name, labels, unit) series, creating the missing ones in bulk.
+
+    Two or three queries whatever the batch holds: one read, and for unseen series one
+    ``INSERT … ON CONFLICT DO NOTHING`` (a concurrent batch may create the same series)
+    and a re-read. The unit of an existing series is kept.
+    """
+    keys = [(name, labels_key(labels)) for name, labels, _ in series]
+
+    def lookup() -> dict[tuple[str, str], int]:
+        rows = Series.objects.filter(
+            name__in={k[0] for k in keys}, labels_key__in={k[1] for k in keys}
+        ).values_list("name", "labels_key", "id")
+        return {(n, lk): pk for n, lk, pk in rows}
+
+    found = lookup()
+    missing = [i for i, key in enumerate(keys) if key not in found]
+    if missing:
+        Series.objects.bulk_create(
+            [
+                Series(
+                    name=series[i][0], labels=series[i][1], labels_key=keys[i][1], unit=series[i][2]
+                )
+                for i in missing
+            ],
+            ignore_conflicts=True,
+        )
+        found = lookup()
+    return np.array([found[key] for key in keys], dtype=np.int64), len(missing)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    received: int
+    written: int  # new rows; rows already stored (a re-sent batch) are not counted
+    series_created: int = 0
+
+
+def ingest_bounds(*, now: float | None = None) -> TimeBounds:
+    """Accepted sample timestamps: not in the future, not older than the raw retention.
+
+    Hours older than the retention window are summarised and their raw rows deleted, so
+    a sample there could never be rolled up consistently: it is refused instead.
+    """
+    now = time.time() if now is None else now
+    cutoff = _retention_cutoff(datetime.fromtimestamp(now, tz=UTC))
+    days = conf.raw_retention_days()
+    return TimeBounds(
+        newest=now + conf.max_future_seconds(),
+        oldest=cutoff.timestamp(),
+        oldest_reason=f"is older than the raw retention window ({days} days)",
+    )
+
+
+def event_bounds(*, now: float | None = None) -> TimeBounds:
+    now = time.time() if now is None else now
+    return TimeBounds(newest=now + conf.max_future_seconds())
+
+
+def samples_ingest(*, rows: Any) -> IngestResult:
+    """Validate and write samples ``[{"series", "labels"?, "ts", "value", "unit"?}]``.
+
+    Raises ``validation.BatchInvalid`` (nothing written) when any row is wrong.
+    """
+    return samples_write_batch(batch=validate_samples({"samples": rows}, bounds=ingest_bounds()))
+
+
+@transaction.atomic
+def samples_write_batch(*, batch: SampleBatch) -> IngestResult:
+    """Write a validated batch: series on first sight, samples by COPY, stale rollups marked."""
+    ids, created = series_ensure_many(series=batch.series)
+    written = insert_samples_us(ids[batch.series_index], batch.ts_us, batch.values)
+    if written:
+        rollups_mark_stale(since=_from_us(int(batch.ts_us.min())))
+    return IngestResult(received=len(batch), written=written, series_created=created)
+
+
+def events_ingest(*, rows: Any) -> IngestResult:
+    """Validate and write events; raises ``validation.BatchInvalid`` when any row is wrong."""
+    return events_write_batch(batch=validate_events({"events": rows}, bounds=event_bounds()))
+
+
+@transaction.atomic
+def events_write_batch(*, batch: EventBatch) -> IngestResult:
+    written = insert_event_columns(
+        user_id=batch.user_id,
+        name=batch.name,
+        ts_us=batch.ts_us,
+        session_id=batch.session_id,
+        properties_json=batch.properties_json,
+        client_id=batch.client_id,
+    )
+    return IngestResult(received=len(batch), written=written)
+
+
 @transaction.atomic
 def samples_write(*, series: Series, points: Iterable[tuple[datetime, float]]) -> int:
     """Write points of one series, keeping existing (series, ts) rows: re-sending changes nothing."""
     objs = [Sample(series=series, ts=ts, value=float(v)) for ts, v in points]
     Sample.objects.bulk_create(objs, batch_size=5000, ignore_conflicts=True)
+    if objs:
+        rollups_mark_stale(since=min(o.ts for o in objs))
     return len(objs)
 
 
@@ -42,3 +155,172 @@ def events_write(*, events: Iterable[Event]) -> int:
     objs = list(events)
     Event.objects.bulk_create(objs, batch_size=5000, ignore_conflicts=True)
     return len(objs)
+
+
+# --- Rollups ---------------------------------------------------------------------------
+
+
+def _from_us(ts_us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def rollups_mark_stale(*, since: datetime) -> None:
+    """Called inside an ingest transaction: samples at ``since`` or later were just written.
+
+    The state row is read ``FOR SHARE``: a rollup run (which takes it ``FOR UPDATE``)
+    either finished before, and this marks its hours stale, or starts after this batch
+    commits and sees the new samples. Concurrent batches do not block each other.
+    """
+    if connection.vendor == "postgresql":
+        table = RollupState._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id, rolled_until, dirty_from FROM {table} FOR SHARE")
+            rows = cursor.fetchall()
+    else:  # SQLite serialises writers: no lock needed
+        rows = list(RollupState.objects.values_list("id", "rolled_until", "dirty_from"))
+    for pk, rolled_until, dirty_from in rows:
+        if (
+            rolled_until is not None
+            and since < rolled_until
+            and (dirty_from is None or since < dirty_from)
+        ):
+            RollupState.objects.filter(pk=pk).update(dirty_from=since)
+
+
+def _first_sample_hour() -> datetime | None:
+    """The oldest sample's hour, read through each series' (series, ts) index."""
+    first = Sample.objects.filter(series=OuterRef("pk")).order_by("ts").values("ts")[:1]
+    oldest = Series.objects.annotate(first=Subquery(first)).aggregate(oldest=Min("first"))
+    return _floor_hour(oldest["oldest"]) if oldest["oldest"] else None
+
+
+def _rollup_window(start: datetime, end: datetime, series_chunk: int = 500) -> int:
+    """Recompute the hourly rollups of [start, end) from raw samples; returns rows upserted.
+
+    Filtering on series ids lets PostgreSQL range-scan the (series, ts) index instead of
+    needing a second index on ts that every ingest would pay for.
+    """
+    series_ids = list(Series.objects.order_by("pk").values_list("pk", flat=True))
+    upserted = 0
+    for i in range(0, len(series_ids), series_chunk):
+        rows = (
+            Sample.objects.filter(
+                series_id__in=series_ids[i : i + series_chunk], ts__gte=start, ts__lt=end
+            )
+            .annotate(bucket=TruncHour("ts", tzinfo=UTC))
+            .values("series_id", "bucket")
+            .annotate(n=Count("id"), total=Sum("value"), low=Min("value"), high=Max("value"))
+            .order_by()
+        )
+        objs = [
+            SampleRollup(
+                series_id=r["series_id"],
+                bucket=r["bucket"],
+                count=r["n"],
+                sum=r["total"],
+                min=r["low"],
+                max=r["high"],
+                mean=r["total"] / r["n"],
+            )
+            for r in rows
+        ]
+        SampleRollup.objects.bulk_create(
+            objs,
+            batch_size=5000,
+            update_conflicts=True,
+            unique_fields=["series", "bucket"],
+            update_fields=["count", "sum", "min", "max", "mean"],
+        )
+        upserted += len(objs)
+    return upserted
+
+
+def rollups_update(
+    *, now: datetime | None = None, window_hours: int = 24, max_windows: int = 30
+) -> dict[str, int]:
+    """Summarise closed hours not yet rolled up, and recompute hours made stale by late data.
+
+    Works in windows of ``window_hours``, one short transaction each (ingestion waits on
+    the state row only that long), and at most ``max_windows`` per call so a scheduled run
+    stays bounded; the next run continues where this one stopped. Running it twice
+    writes the same rows.
+    """
+    now = now or timezone.now()
+    closed = _floor_hour(now)  # the current hour is still filling up
+    counts = {"windows": 0, "hours": 0, "rollups": 0, "pending": 0}
+    first = None
+    for _ in range(max_windows):
+        with transaction.atomic():
+            state, _ = RollupState.objects.select_for_update().get_or_create(step_seconds=3600)
+            rolled, dirty = state.rolled_until, state.dirty_from
+            if rolled is None:
+                first = first or _first_sample_hour()
+                if first is None:
+                    return counts
+                rolled = first
+            start = _floor_hour(min(rolled, dirty) if dirty else rolled)
+            if start >= closed:
+                return counts
+            end = min(start + timedelta(hours=window_hours), closed)
+            counts["rollups"] += _rollup_window(start, end)
+            counts["windows"] += 1
+            counts["hours"] += int((end - start) / HOUR)
+            if dirty is not None and end < rolled:
+                state.dirty_from = end  # the stale stretch continues after this window
+            else:
+                state.dirty_from = None
+                state.rolled_until = max(rolled, end)
+            state.save(update_fields=["rolled_until", "dirty_from", "updated_at"])
+    state = RollupState.objects.get(step_seconds=3600)
+    start = min(filter(None, [state.rolled_until, state.dirty_from]))
+    counts["pending"] = int((closed - start) / HOUR)
+    return counts
+
+
+# --- Retention -------------------------------------------------------------------------
+
+
+def _retention_cutoff(now: datetime) -> datetime:
+    """Whole hours only, so an hour is never half deleted under its rollup."""
+    return _floor_hour(now - timedelta(days=conf.raw_retention_days()))
+
+
+def samples_enforce_retention(
+    *, now: datetime | None = None, batch_size: int = 20_000, max_batches: int = 500
+) -> dict[str, int]:
+    """Delete raw samples older than the retention window whose hours are rolled up.
+
+    Deletes in batches of ``batch_size`` rows, one short transaction each, so the table
+    is never locked for long and a big first run spreads over several scheduled runs.
+    """
+    now = now or timezone.now()
+    cutoff = _retention_cutoff(now)
+    counts = {"deleted": 0, "series": 0, "batches": 0}
+    state = RollupState.objects.filter(step_seconds=3600).first()
+    if state is None or state.rolled_until is None:  # nothing rolled up: deleting loses data
+        return counts
+    marks = (cutoff, state.rolled_until, state.dirty_from)
+    safe = _floor_hour(min(m for m in marks if m is not None))
+    for series_id in Series.objects.order_by("pk").values_list("pk", flat=True):
+        touched = False
+        while counts["batches"] < max_batches:
+            with transaction.atomic():
+                ids = list(
+                    Sample.objects.filter(series_id=series_id, ts__lt=safe)
+                    .order_by("ts")
+                    .values_list("pk", flat=True)[:batch_size]
+                )
+                if not ids:
+                    break
+                deleted, _ = Sample.objects.filter(pk__in=ids).delete()
+            counts["deleted"] += deleted
+            counts["batches"] += 1
+            touched = True
+            if len(ids) < batch_size:
+                break
+        counts["series"] += touched
+    return counts
