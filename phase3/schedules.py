@@ -1,5 +1,12 @@
 SCHEDULES = [
     {
+        "name": "telemetry: demo live feed",
+        "task": "phase3.demo_tick",
+        "every_seconds": 60,
+        "expires_seconds": 55,
+        "description": "Continues the demo world's metrics to now; does nothing without demo data.",
+    },
+    {
         "name": "phase3: heartbeat",
         "task": "phase3.heartbeat",
         "every_seconds": 60,

@@ -102,3 +102,11 @@ def prune_job_runs(days: int = 30) -> dict:
 def heartbeat() -> dict:
     """A tiny scheduled job whose JobRun rows show that beat and a worker are alive."""
     return {"ok": 1}
+
+
+@shared_task(name="phase3.demo_tick")
+def demo_tick() -> dict:
+    """Keep a demo world's metrics flowing up to now (no-op without a seeded demo)."""
+    from telemetry.demo import demo_extend
+
+    return {"samples": demo_extend()}

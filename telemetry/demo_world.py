@@ -103,26 +103,38 @@ def _bump(ts: np.ndarray, start: float, ramp: float, hold: float, height: float)
     return height * np.minimum(up, down)
 
 
+GROWTH_PER_DAY = 0.25 / 60  # a quarter more traffic every two months
+
+
 def build_metrics(
-    ts: np.ndarray, rng: np.random.Generator, step: float
+    ts: np.ndarray,
+    rng: np.random.Generator,
+    step: float,
+    *,
+    origin: float | None = None,
+    with_incidents: bool = True,
 ) -> tuple[list[SeriesData], list[Incident]]:
+    """Metrics on the grid ``ts``; ``origin`` anchors growth so a later extension continues it."""
     n = ts.size
-    days = (ts - ts[0]) / 86400.0
+    origin = float(ts[0]) if origin is None else origin
+    days = (ts - origin) / 86400.0
     hour = (ts % 86400.0) / 3600.0
     dow = ((ts // 86400.0) + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
     daily = 0.55 + 0.45 * np.exp(-((hour - 14.0) ** 2) / (2 * 4.0**2))
     weekly = np.where(dow >= 5, 0.72, 1.0)
-    growth = 1.0 + 0.25 * days / max(days[-1], 1.0)
+    growth = 1.0 + GROWTH_PER_DAY * days
     noise = np.exp(_smooth_noise(rng, n, 0.03) + rng.normal(0, 0.02, n))
     rate = 1200.0 * daily * weekly * growth * noise  # requests per minute
-    load = rate / np.percentile(rate, 99)
+    load = rate / (1200.0 * 1.25)  # share of a fixed peak, so any window is on one scale
 
     span = ts[-1] - ts[0]
-    incidents = _plan_incidents(ts, span, step)
+    incidents = _plan_incidents(ts, span, step) if with_incidents else []
     by_name = {i.name: i for i in incidents}
 
     def bump(name: str, lag: float = 0.0, height: float = 1.0, tail: float = 0.0) -> np.ndarray:
-        inc = by_name[name]
+        inc = by_name.get(name)
+        if inc is None:
+            return np.zeros(n)
         ramp = 2 * step
         hold = inc.end - inc.start - 2 * ramp
         return _bump(ts, inc.start + lag, ramp, hold + tail, height)
