@@ -130,16 +130,29 @@ def _lagged(x: np.ndarray, y: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndar
     return x[:-lag], y[lag:]
 
 
-def _levels(x: np.ndarray, saturation_level: float, unusual_mads: float) -> list[float]:
-    """The absolute saturation level and the resource's own "unusually high" fence."""
-    median = float(np.median(x))
-    fence = median + unusual_mads * 1.4826 * float(np.median(np.abs(x - median)))
-    return [saturation_level] if fence >= saturation_level else [saturation_level, fence]
+def _unusual(x: np.ndarray, ts: np.ndarray | None, mads: float) -> np.ndarray:
+    """Intervals where the resource is far above its normal for that hour of day.
+
+    Resources follow traffic, so 0.7 CPU is normal at noon and alarming at 3 a.m.; the robust
+    z-score is taken against the hour-of-day median and MAD when timestamps are given.
+    """
+    out = np.zeros(x.shape, dtype=bool)
+    groups = [np.isfinite(x)]
+    if ts is not None:
+        hour = (np.floor(np.asarray(ts, dtype=np.float64) / 3600) % 24).astype(np.int64)
+        groups = [np.isfinite(x) & (hour == h) for h in range(24)]
+    for members in groups:
+        values = x[members]
+        if values.size < 3:
+            continue
+        median = np.median(values)
+        mad = max(float(np.median(np.abs(values - median))), 1e-3)
+        out[members] = values >= median + mads * 1.4826 * mad
+    return out
 
 
-def _episode_test(x, y, level: float, min_points: int) -> tuple[int, float, float, float, float]:
+def _episode_test(x, y, high, min_points: int) -> tuple[int, float, float, float, float]:
     """Latency while saturated vs the rest: points, ratio, p-value, ms per unit, excess ms."""
-    high = x >= level
     n_high = int(high.sum())
     if n_high < min_points or (~high).sum() < min_points:
         return n_high, 1.0, 1.0, 0.0, 0.0
@@ -155,6 +168,7 @@ def saturation_links(
     latency: np.ndarray,
     resources: Mapping[str, np.ndarray],
     *,
+    ts: np.ndarray | None = None,
     max_lag_steps: int = 3,
     alpha: float = 0.01,
     min_rho: float = 0.3,
@@ -166,17 +180,16 @@ def saturation_links(
 ) -> list[ResourceLink]:
     """Resources whose utilisation goes with later latency, strongest first.
 
-    Arrays are aligned on one time grid (NaN for gaps). Each lag 0..``max_lag_steps`` is tried
-    (the resource leading latency: a pool fills up before requests queue) and the best kept;
-    p-values are Bonferroni-corrected for the lags tried, so searching lags does not
+    Arrays are aligned on one time grid ``ts`` (NaN for gaps). Each lag 0..``max_lag_steps`` is
+    tried (the resource leading latency: a pool fills up before requests queue) and the best
+    kept; p-values are Bonferroni-corrected for everything tried, so searching does not
     manufacture significance. Spearman's rho is used because the relation is monotone but far
-    from linear. ``saturation_level`` defaults to 0.8 because queueing delay grows as
-    1 / (1 - utilisation): at 80 % a request already waits about four service times. A
-    resource can also choke below that level (a pool sized for normal load), so intervals more
-    than ``unusual_mads`` robust deviations above its own median are tested as well; every
-    level and lag tried counts in the Bonferroni correction.
-    ``latency_ms_per_unit`` (ms of latency per unit of utilisation) comes from the saturated
-    episodes when there are any, else from a Theil-Sen fit; it prices relieving the resource.
+    from linear. Saturated episodes are intervals at or above ``saturation_level`` (0.8 by
+    default because queueing delay grows as 1 / (1 - utilisation): at 80 % a request already
+    waits about four service times) or ``unusual_mads`` robust deviations above the resource's
+    normal for that hour of day (a pool sized for normal load chokes below 80 %).
+    ``latency_ms_per_unit`` (ms of latency per unit of utilisation) comes from the episodes
+    when they are the evidence, else from a Theil-Sen fit; it prices relieving the resource.
     """
     latency = np.asarray(latency, dtype=np.float64)
     links = []
@@ -184,6 +197,8 @@ def saturation_links(
         series = np.asarray(series, dtype=np.float64)
         if series.shape != latency.shape:
             raise ValueError(f"resource {name!r} is not aligned with latency")
+        with np.errstate(invalid="ignore"):
+            masks = [series >= saturation_level, _unusual(series, ts, unusual_mads)]
         candidates = []
         for lag in range(max_lag_steps + 1):
             x, y = _lagged(series, latency, lag)
@@ -191,8 +206,9 @@ def saturation_links(
             if ok.sum() < min_points or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
                 continue
             rho, p = stats.spearmanr(x[ok], y[ok])
-            for level in _levels(x[ok], saturation_level, unusual_mads):
-                episode = _episode_test(x[ok], y[ok], level, min_saturated_points)
+            for mask in masks:
+                high = (mask[: x.size] if lag else mask)[ok]
+                episode = _episode_test(x[ok], y[ok], high, min_saturated_points)
                 candidates.append((float(rho), float(p), lag, x[ok], y[ok], episode))
         if not candidates:
             continue

@@ -272,9 +272,11 @@ def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
     corr_start = now - timedelta(days=int(_setting("OPTIMIZATION_CORRELATION_DAYS", 28)))
     links = []
     if latency is not None and resources:
+        grid = _grid(latency, corr_start, now)
         links = detect.saturation_links(
-            _grid(latency, corr_start, now),
+            grid,
             {name: _grid(s, corr_start, now) for name, s in resources.items()},
+            ts=corr_start.timestamp() + np.arange(grid.size) * STEP_SECONDS,
         )
     return score, links
 

@@ -1,0 +1,228 @@
+"""Services against the database: profiles flush, baselines, analysis, lifecycle, verification."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from optimization import selectors, services
+from optimization.engine.sql_shape import sql_shape
+from optimization.models import (
+    AnalysisReport,
+    Baseline,
+    EndpointProfile,
+    HealthSnapshot,
+    QueryShapeStat,
+    Recommendation,
+)
+from optimization.recording import PerformanceAggregator
+from telemetry import selectors as telemetry
+from telemetry.models import DemoIncident
+
+from .factories import grid, small_world, write
+
+pytestmark = pytest.mark.django_db
+
+
+# --- profiler flush ---------------------------------------------------------------------------
+
+
+def _requests(aggregator, ts, n, *, latency, status=200, loop=0):
+    lookup = sql_shape("SELECT * FROM author WHERE id = 1")
+    for _ in range(n):
+        queries = [(sql_shape("SELECT * FROM book"), 3.0)] + [(lookup, 12.0)] * loop
+        aggregator.record(endpoint="/books", ts=ts, latency_ms=latency, status=status,
+                          queries=queries)  # fmt: skip
+
+
+def test_flush_writes_minute_series_and_hourly_shapes_and_merges_a_second_process():
+    minute = np.floor(timezone.now().timestamp() / 3600) * 3600 - 3600 + 120
+    first, second = PerformanceAggregator(), PerformanceAggregator()
+    _requests(first, minute, 10, latency=100, loop=6)
+    _requests(second, minute, 30, latency=300, status=500)
+    services.performance_flush(buckets=first.drain())
+    services.performance_flush(buckets=second.drain())
+
+    def value(name):
+        series = telemetry.series_get(name, {"endpoint": "/books"})
+        return telemetry.series_values(series.pk)[1]
+
+    assert value("http.requests.rate").tolist() == [40.0]
+    assert value("http.errors.ratio")[0] == pytest.approx(30 / 40)
+    assert value("db.queries.per_request")[0] == pytest.approx((10 * 7 + 30 * 1) / 40)
+    assert value("http.latency.p95")[0] == pytest.approx(300)
+    profile = EndpointProfile.objects.get(endpoint="/books")
+    assert profile.requests == 40 and profile.errors == 30
+    loop_shape = QueryShapeStat.objects.get(shape__contains="author")
+    assert loop_shape.executions == 60 and loop_shape.n_plus_one_requests == 10
+    assert loop_shape.repeats_sum == 60 and loop_shape.max_ms == 12.0
+
+
+def test_a_failed_flush_writes_nothing_and_keeps_the_figures(monkeypatch):
+    from optimization.services import profiles
+
+    aggregator = PerformanceAggregator()
+    _requests(aggregator, timezone.now().timestamp() - 600, 5, latency=50, loop=6)
+    buckets = aggregator.drain()
+
+    def boom(_buckets):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(profiles, "_write_shapes", boom)
+    with pytest.raises(RuntimeError):
+        services.performance_flush(buckets=buckets)
+    assert not EndpointProfile.objects.exists()
+    assert telemetry.series_get("http.requests.rate", {"endpoint": "/books"}) is None
+    aggregator.restore(buckets)
+    assert aggregator.drain()[0].requests == 5
+
+
+# --- baselines --------------------------------------------------------------------------------
+
+
+def test_baselines_are_idempotent_and_follow_the_data():
+    ts = grid(14)
+    hour = (ts // 3600) % 24
+    series = write("http.latency.p95", ts, 100 + 50 * (hour >= 12), {"endpoint": "/x"})
+    first = services.baselines_recompute()
+    row = Baseline.objects.get(series=series)
+    assert first["baselines"] == 1
+    assert max(row.median) == pytest.approx(150) and min(row.median) == pytest.approx(100)
+    services.baselines_recompute()
+    assert Baseline.objects.count() == 1
+    assert Baseline.objects.get(series=series).median == row.median
+
+
+# --- analysis ---------------------------------------------------------------------------------
+
+
+def test_analysis_finds_the_n_plus_one_endpoint_and_is_idempotent_within_the_hour():
+    small_world()
+    services.baselines_recompute()
+    report = services.analysis_run()
+    recs = Recommendation.objects.filter(category="n_plus_one")
+    assert [r.endpoint for r in recs] == ["/r"]
+    assert report.health is not None and 0 <= report.health.score <= 100
+    assert report.bottlenecks["endpoints"][0]["endpoint"] in {"/r", "/f"}
+    services.analysis_run()
+    assert AnalysisReport.objects.count() == 1 and HealthSnapshot.objects.count() == 1
+    assert Recommendation.objects.filter(category="n_plus_one").count() == 1
+    assert Recommendation.objects.get(category="n_plus_one").times_seen == 2
+
+
+def test_health_score_drops_when_latency_breaks_the_slo():
+    small_world(seed=1)
+    healthy = services.analysis_compute().health.score
+    HealthSnapshot.objects.all().delete()
+    latency = telemetry.series_get("http.latency.p95")
+    recent = grid(0.25)  # overwrite the last 6 hours with 2 s latency
+    from telemetry.models import Sample
+
+    Sample.objects.filter(series=latency, ts__gte=telemetry.to_datetime(recent[0])).delete()
+    write("http.latency.p95", recent, 2000.0)
+    broken = services.analysis_compute().health
+    assert broken.score < healthy
+    assert broken.breakdown()["latency"]["points_lost"] > 0
+
+
+def test_dismissed_recommendation_stays_dismissed_while_its_cause_persists():
+    small_world(seed=2)
+    services.analysis_run()
+    rec = Recommendation.objects.get(category="n_plus_one")
+    services.recommendation_dismiss(recommendation_id=rec.pk, actor="ops", reason="known")
+    services.analysis_run(now=timezone.now() + timedelta(minutes=61))
+    assert list(Recommendation.objects.filter(category="n_plus_one").values_list("state")) == [
+        ("dismissed",)
+    ]
+
+
+def test_analysis_on_the_demo_world_points_at_the_injected_causes(demo_world):
+    services.baselines_recompute()
+    report = services.analysis_run()
+    n_plus_one = {f["endpoint"] for f in report.bottlenecks["n_plus_one"]}
+    assert "/api/reports" in n_plus_one  # the demo's documented N+1
+    linked = {s["resource"] for s in report.bottlenecks["saturation"] if s["significant"]}
+    causes = set(
+        DemoIncident.objects.filter(kind__in=["cpu", "db_connections"]).values_list(
+            "cause_series__name", flat=True
+        )
+    )
+    for cause in causes:  # e.g. db.connections.active -> db.connections.utilization
+        assert any(r.rsplit(".", 1)[0] == cause.rsplit(".", 1)[0] for r in linked), cause
+    assert linked <= {"system.cpu.utilization", "db.connections.utilization"}
+
+
+# --- lifecycle and verification ---------------------------------------------------------------
+
+
+def _applied_recommendation(*, improvement_ms: float) -> Recommendation:
+    """A claimed N+1 recommendation on db.time.ms{/v}, applied 3 days ago; after the change
+    the metric drops by ``improvement_ms``."""
+    now = timezone.now()
+    ts = grid(31)
+    applied = now - timedelta(days=3)
+    rng = np.random.default_rng(5)
+    hour = (ts // 3600) % 24
+    values = 100 + 20 * np.sin(hour / 24 * 2 * np.pi) + rng.normal(0, 3, ts.size)
+    values[ts >= applied.timestamp()] -= improvement_ms
+    series = write("db.time.ms", ts, values, {"endpoint": "/v"})
+    write("http.requests.rate", ts, 60.0, {"endpoint": "/v"})
+    rec = Recommendation.objects.create(
+        dedup_key="k", category="n_plus_one", title="t", endpoint="/v", confidence=0.8,
+        confidence_explanation="e", predicted_ms_saved_per_day=1e6,
+        predicted_db_ms_saved_per_day=1e6, complexity="low", risk="low", rollback_plan="r",
+        metric_series=series,
+    )  # fmt: skip
+    services.recommendation_claim(recommendation_id=rec.pk, actor="ops")
+    services.recommendation_mark_applied(recommendation_id=rec.pk, actor="ops", applied_at=applied)
+    return rec
+
+
+def test_verification_records_the_realised_saving_of_a_working_change():
+    rec = _applied_recommendation(improvement_ms=30)
+    counts = services.recommendations_verify()
+    rec.refresh_from_db()
+    assert counts["succeeded"] == 1 and rec.state == "succeeded"
+    per_request = rec.realised["improvement_per_request"]
+    assert per_request == pytest.approx(30, abs=3)
+    assert rec.realised_ms_saved_per_day == pytest.approx(per_request * 60 * 1440, rel=0.05)
+
+
+def test_verification_fails_a_change_that_did_nothing_and_calibration_learns_from_it():
+    rec = _applied_recommendation(improvement_ms=0)
+    services.recommendations_verify()
+    rec.refresh_from_db()
+    assert rec.state == "failed"
+    from optimization.services.analysis import _calibration
+
+    calibration = _calibration()["n_plus_one"]
+    assert calibration.outcomes == 1 and calibration.success_rate == 0
+    assert calibration.impact_factor < 1
+    assert calibration.calibrate_confidence(0.8) < 0.8
+
+
+def test_illegal_transitions_are_refused_with_the_field():
+    rec = _applied_recommendation(improvement_ms=0)
+    with pytest.raises(services.RecommendationStateError) as exc:
+        services.recommendation_claim(recommendation_id=rec.pk, actor="ops")
+    assert exc.value.field == "state"
+    rolled = services.recommendation_rollback(recommendation_id=rec.pk, actor="ops")
+    assert rolled.state == "failed" and rolled.rolled_back_at is not None
+    with pytest.raises(services.RecommendationStateError):
+        services.recommendation_dismiss(recommendation_id=rec.pk, actor="ops")
+
+
+# --- overview ---------------------------------------------------------------------------------
+
+
+def test_overview_section_follows_the_stored_state():
+    assert selectors.overview_section()["health_score"] is None
+    small_world(seed=3)
+    services.analysis_run()
+    section = selectors.overview_section()
+    assert section["health_score"] == pytest.approx(HealthSnapshot.objects.get().score, abs=0.01)
+    assert section["recommendations_by_state"]["active"] == Recommendation.objects.count()
+    assert section["success_rate"] is None
