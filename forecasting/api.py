@@ -66,7 +66,8 @@ class ForecastDetailSerializer(ForecastSerializer):
 
 
 class PredictionSerializer(ForecastSerializer):
-    points = ForecastPointSerializer(many=True, read_only=True)
+    # optional in the schema: ``?points=false`` leaves them out
+    points = ForecastPointSerializer(many=True, required=False)
 
     class Meta(ForecastSerializer.Meta):
         fields = [*ForecastSerializer.Meta.fields, "points"]
@@ -144,6 +145,11 @@ class RecomputeSerializer(serializers.Serializer):
     )
 
 
+class PredictionListSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = PredictionSerializer(many=True)
+
+
 class RecomputeResultSerializer(serializers.Serializer):
     type = serializers.CharField()
     horizons = serializers.ListField(child=serializers.IntegerField())
@@ -159,9 +165,7 @@ def _query(serializer_cls, request) -> dict:
 class PredictionsView(APIView):
     """Current forecasts with their points, intervals, model and backtest accuracy."""
 
-    @extend_schema(
-        parameters=[PredictionQuerySerializer], responses=PredictionSerializer(many=True)
-    )
+    @extend_schema(parameters=[PredictionQuerySerializer], responses=PredictionListSerializer)
     def get(self, request):
         query = _query(PredictionQuerySerializer, request)
         forecasts = selectors.forecasts_current(

@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: the most steps a forecast is made in at its grain; beyond it the series is aggregated
-MAX_STEPS = 400
+MAX_STEPS = 800
 #: grains a series may be aggregated to for long horizons
 GRAINS = (3600.0, DAY, 7 * DAY)
 
