@@ -1,1 +1,24 @@
-urlpatterns: list = []
+"""Anomaly routes, mounted under /admin/api/phase3/ (trailing slash optional)."""
+
+from django.urls import re_path
+
+from telemetry.routers import OptionalSlashRouter
+
+from .api import (
+    AnomalyDetectView,
+    AnomalyViewSet,
+    DetectionRuleViewSet,
+    ResponseExecutionViewSet,
+    ResponsePlaybookViewSet,
+)
+
+router = OptionalSlashRouter()
+router.register("anomaly/anomalies", AnomalyViewSet, basename="anomaly")
+router.register("anomaly/rules", DetectionRuleViewSet, basename="anomaly-rule")
+router.register("anomaly/playbooks", ResponsePlaybookViewSet, basename="anomaly-playbook")
+router.register("anomaly/executions", ResponseExecutionViewSet, basename="anomaly-execution")
+
+urlpatterns = [
+    re_path(r"^anomaly/detect/?$", AnomalyDetectView.as_view(), name="anomaly-detect"),
+    *router.urls,
+]

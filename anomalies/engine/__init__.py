@@ -1,0 +1,54 @@
+"""Anomaly detection engine: pure numpy / scipy / scikit-learn, no Django.
+
+Four method families score every point causally (statistical, learned, pattern, rules);
+each is calibrated to a tail probability on its own series and the strongest weighted one
+becomes the score in [0, 1]. `StreamingDetector` keeps the per-series state so that a
+scheduled job scores only new points; `score_series` is the offline entry point.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import FAMILIES, DetectorConfig
+from .rules import ThresholdRule
+from .streaming import ScoreResult, StreamingDetector
+
+__all__ = [
+    "FAMILIES",
+    "DetectorConfig",
+    "ScoreResult",
+    "StreamingDetector",
+    "ThresholdRule",
+    "score_many",
+    "score_series",
+]
+
+
+def score_series(
+    timestamps: np.ndarray, values: np.ndarray, config: DetectorConfig | None = None
+) -> np.ndarray:
+    """Anomaly score in [0, 1] for every point of one series (timestamps in epoch seconds)."""
+    return score_many([timestamps], [values], config)[0]
+
+
+def score_many(
+    timestamps: list[np.ndarray], values: list[np.ndarray], config: DetectorConfig | None = None
+) -> list[np.ndarray]:
+    """Score several series of different lengths in one vectorised pass."""
+    if len(timestamps) != len(values):
+        raise ValueError("timestamps and values must list the same number of series")
+    lengths = [len(v) for v in values]
+    for t, v in zip(timestamps, values, strict=True):
+        if len(t) != len(v):
+            raise ValueError("each series needs as many timestamps as values")
+    width = max(lengths, default=0)
+    ts = np.full((len(values), width), np.nan)
+    vs = np.full((len(values), width), np.nan)
+    for i, (t, v) in enumerate(zip(timestamps, values, strict=True)):
+        ts[i, : len(t)] = np.asarray(t, dtype=float)
+        vs[i, : len(v)] = np.asarray(v, dtype=float)
+    if width == 0:
+        return [np.zeros(0) for _ in values]
+    result = StreamingDetector(len(values), config).update(ts, vs)
+    return [result.scores[i, :n].astype(float) for i, n in enumerate(lengths)]

@@ -1,0 +1,79 @@
+"""Tunable constants of the detector, in one frozen dataclass.
+
+They live together so that a stored detector state can record the configuration it was
+built with, and so that an evaluation can vary one knob without touching the algorithms.
+Every window is expressed as an exponential-smoothing "span" in points (alpha = 2/(span+1))
+because the streaming state keeps running averages, not raw windows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+FAMILIES: tuple[str, ...] = ("statistical", "learned", "pattern", "rules")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    # Points scored 0 while the running statistics settle (NAB calls this probation).
+    burn_in: int = 48
+    # Expected-value predictors: a medium local level, a slow baseline and the
+    # hour-of-day / hour-of-week profiles of the deviation from that baseline.
+    level_span: float = 16.0
+    baseline_span: float = 512.0
+    profile_span: float = 12.0
+    error_span: float = 256.0
+    # Multi-scale averaging windows of the residual (short and medium).
+    short_span: float = 3.0
+    medium_span: float = 24.0
+    # Residual updates are clipped at this many scale units so that an anomaly does not
+    # drag the baseline it is being compared with.
+    winsor: float = 4.0
+    # CUSUM drift in scale units and the cap that keeps a long shift from growing forever.
+    cusum_drift: float = 0.5
+    cusum_cap: float = 40.0
+    # Calibration: each raw statistic is turned into a tail probability against its own
+    # running log-normal fit, over this span.
+    calibration_span: float = 2000.0
+    # Scale floor relative to the level, so that near-constant series do not produce
+    # infinite z-scores on the first wobble.
+    relative_scale_floor: float = 1e-3
+    # Combination: the weighted sum of the families' surprisals (-log10 tail probability),
+    # i.e. Fisher-style evidence accumulation: two methods agreeing at p=0.01 each count as
+    # much as one at p=0.0001. The forest's weight is lower because its calibration rests
+    # on a narrower, fleet-shared score distribution.
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"statistical": 1.0, "learned": 0.5, "pattern": 1.0, "rules": 1.0}
+    )
+    # A method votes when its own tail probability is below 10**-vote_surprisal.
+    vote_surprisal: float = 3.0
+    # Surprisal at which the combined score reaches 0.5 (score = 1 - 2**(-s/half)).
+    score_half_surprisal: float = 6.0
+    # After a detection (score >= alert_score) scores are damped for this many points,
+    # so one incident raises one alert instead of a burst.
+    alert_score: float = 0.65
+    cooldown: int = 96
+    cooldown_damping: float = 0.5
+    # Isolation forest shared by the series scored together: first fit once the reservoir
+    # holds `ml_min_train` windows, refitted every `ml_retrain_every` time steps (0: only
+    # when `retrain()` is called, the scheduled daily job) on up to `ml_reservoir` windows
+    # sampled at `ml_sample_rate` from everything scored.
+    ml_min_train: int = 256
+    ml_retrain_every: int = 2016
+    ml_reservoir: int = 4096
+    ml_sample_rate: float = 0.1
+    ml_trees: int = 24
+    ml_max_samples: int = 256
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DetectorConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def alpha(span: float) -> float:
+    """Smoothing factor of an exponential average whose centre of mass matches `span` points."""
+    return 2.0 / (span + 1.0)

@@ -1,0 +1,83 @@
+"""Pattern family: departures from the series' own shape rather than from its noise level.
+
+* profile deviation: distance from what this hour of the day / week usually looks like;
+* level shift: a two-sided CUSUM of the standardised residual (Page, 1954), which
+  accumulates small persistent deviations that no single point would reveal;
+* variance shift: log ratio of the recent residual variance to the long-run one;
+* flatline: how long the value has not moved at all (a stuck exporter);
+* missing data: a gap in the timestamps or a missing value.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import DetectorConfig, alpha
+
+STAT_NAMES: tuple[str, ...] = ("profile_z", "level_shift", "variance_shift", "flatline")
+# Tail thresholds for calibration: one scale unit off the profile, any CUSUM excess, a
+# variance ratio beyond e**0.5, any repeated value.
+HURDLES: tuple[float, ...] = (0.5, 0.0, 0.5, 0.0)
+
+
+def new_pattern_state(n_series: int) -> dict[str, np.ndarray]:
+    return {
+        "cusum_up": np.zeros(n_series),
+        "cusum_down": np.zeros(n_series),
+        "variance": np.zeros(n_series),
+        "flat_run": np.zeros(n_series),
+    }
+
+
+def pattern_statistics(
+    state: dict[str, np.ndarray],
+    y: np.ndarray,
+    previous: np.ndarray,
+    residual: np.ndarray,
+    scale: np.ndarray,
+    profile: np.ndarray,
+    profile_scale: np.ndarray,
+    valid: np.ndarray,
+    count: np.ndarray,
+    cfg: DetectorConfig,
+) -> np.ndarray:
+    """Raw pattern statistics, shape (series, 4), updating the running state in place."""
+    z = np.where(valid, residual / scale, 0.0)
+    zc = np.clip(z, -2.0 * cfg.winsor, 2.0 * cfg.winsor)
+    up = np.clip(state["cusum_up"] + zc - cfg.cusum_drift, 0.0, cfg.cusum_cap)
+    down = np.clip(state["cusum_down"] - zc - cfg.cusum_drift, 0.0, cfg.cusum_cap)
+    state["cusum_up"] = np.where(valid, up, state["cusum_up"])
+    state["cusum_down"] = np.where(valid, down, state["cusum_down"])
+
+    a = np.maximum(alpha(cfg.medium_span), 1.0 / (count + 1.0))
+    r2 = np.where(valid, residual * residual, 0.0)
+    state["variance"] = np.where(
+        valid, state["variance"] + a * (r2 - state["variance"]), state["variance"]
+    )
+    variance_shift = np.abs(np.log((state["variance"] + 1e-12) / (scale * scale + 1e-12)))
+
+    same = valid & (np.abs(y - previous) <= 1e-9 * (np.abs(y) + 1e-9))
+    state["flat_run"] = np.where(
+        valid, np.where(same, state["flat_run"] + 1.0, 0.0), state["flat_run"]
+    )
+
+    profile_z = np.where(np.isfinite(profile) & valid, np.abs(y - profile) / profile_scale, 0.0)
+    return np.stack(
+        [
+            np.nan_to_num(profile_z),
+            np.maximum(state["cusum_up"], state["cusum_down"]),
+            np.where(count > 8, variance_shift, 0.0),
+            state["flat_run"],
+        ],
+        axis=1,
+    )
+
+
+def missing_surprisal(gap_steps: np.ndarray, missing_value: np.ndarray) -> np.ndarray:
+    """Surprisal of missing data: 3 (p = 0.001) for one lost point, +1 per doubling of the gap.
+
+    Missing data is not a statistical question: a scrape that did not happen is a fact, and
+    its weight should grow with how much was lost, not with how often it happened before.
+    """
+    lost = np.where(missing_value, np.maximum(gap_steps, 1.0), gap_steps)
+    return np.where(lost >= 1.0, 3.0 + np.log2(np.maximum(lost, 1.0)), 0.0)

@@ -1,0 +1,302 @@
+"""The streaming detector: one state for many series, advanced over new points only.
+
+All per-series state lives in arrays whose first axis is the series, so one time step of
+10,000 series is a few dozen numpy operations, and a week of one-minute data for 1,000
+series is a loop of 10,080 such steps. The score of a point is computed from the state
+*before* the point is learned, so it uses only data up to that point (causal), and scoring
+a history in one call or in many small calls gives the same numbers: the scheduled job
+keeps each series' state and feeds it only what arrived since its last run.
+
+Batches are rectangular: series with fewer new points are padded at the end with NaN
+timestamps, which leave their state untouched. A NaN *value* at a real timestamp is
+missing data and is scored as such.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import baseline, learned, pattern, statistical
+from .calibration import TailCalibrator, score_from_surprisal
+from .config import FAMILIES, DetectorConfig
+from .rules import ThresholdRule, evaluate_rules
+
+_HURDLES = statistical.HURDLES + pattern.HURDLES
+_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left")
+
+
+@dataclass
+class ScoreResult:
+    """Scores of a (series, time) block plus what each method said about every point."""
+
+    scores: np.ndarray  # (S, T) combined score in [0, 1], NaN on padding
+    combined: np.ndarray  # (S, T) the same before repeats were damped: "still abnormal?"
+    surprisal: dict[str, np.ndarray]  # family -> (S, T) -log10 tail probability
+    expected: np.ndarray  # (S, T) expected value before the point was seen
+    scale: np.ndarray  # (S, T) one standard deviation around `expected`
+    vote_surprisal: float
+
+    def votes(self) -> dict[str, np.ndarray]:
+        """family -> (S, T) bool: did the method call this point anomalous on its own."""
+        return {f: s >= self.vote_surprisal for f, s in self.surprisal.items()}
+
+
+class StreamingDetector:
+    """Per-series detector state for S series, advanced by `update`."""
+
+    def __init__(self, n_series: int, config: DetectorConfig | None = None) -> None:
+        self.config = cfg = config or DetectorConfig()
+        self.n_series = n_series
+        self.count = np.zeros(n_series)
+        self.t_prev = np.full(n_series, np.nan)
+        self.y_prev = np.full(n_series, np.nan)
+        self.step = np.full(n_series, np.inf)
+        self.cooldown_left = np.zeros(n_series)
+        self.base = baseline.new_baseline_state(n_series)
+        self.stat = statistical.new_statistical_state(n_series)
+        self.pat = pattern.new_pattern_state(n_series)
+        self.z_lags = np.zeros((n_series, learned.FEATURE_LAGS))
+        self.calibrator = TailCalibrator(n_series, _HURDLES, cfg.calibration_span)
+        # Isolation scores live in (0, 1] with a narrow spread: fitted as they are.
+        self.learned_calibrator = TailCalibrator(
+            n_series, (learned.HURDLE,), cfg.calibration_span, log=False, min_sd=0.02
+        )
+        # Fleet-level model state (see learned.py): shared by the series scored together.
+        self.forest = None
+        self.reservoir = np.zeros((0, learned.N_FEATURES), np.float32)
+        self.steps = 0
+        self.rules: list[list[ThresholdRule]] = [[] for _ in range(n_series)]
+        self.breach_since: list[dict[str, float | None]] = [{} for _ in range(n_series)]
+
+    # ------------------------------------------------------------------ scoring
+    def update(self, ts: np.ndarray, values: np.ndarray, auto_retrain: bool = True) -> ScoreResult:
+        """Score new points (S, T) and learn from them. Trailing NaN timestamps are padding."""
+        ts = np.atleast_2d(np.asarray(ts, dtype=float))
+        values = np.atleast_2d(np.asarray(values, dtype=float))
+        if ts.shape != values.shape or ts.shape[0] != self.n_series:
+            raise ValueError(f"expected arrays of shape ({self.n_series}, T), got {ts.shape}")
+        n_s, n_t = ts.shape
+        families = {f: np.zeros((n_s, n_t), np.float32) for f in FAMILIES}
+        expected = np.full((n_s, n_t), np.nan, np.float32)
+        scale = np.full((n_s, n_t), np.nan, np.float32)
+        features = np.zeros((n_s, n_t, learned.N_FEATURES), np.float32)
+        valid_all = np.isfinite(values) & np.isfinite(ts)
+        seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
+        for j in range(n_t):
+            self._step(ts[:, j], values[:, j], j, families, expected, scale, features)
+        burned = seen_before >= self.config.burn_in
+        self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
+        self._rules_pass(ts, values, families["rules"])
+        combined = self._combine(families)
+        combined[~np.isfinite(ts)] = np.nan
+        scores = combined.copy()
+        self._suppress_repeats(scores, np.isfinite(ts))
+        return ScoreResult(scores, combined, families, expected, scale, self.config.vote_surprisal)
+
+    def _step(self, t, x, j, families, expected_out, scale_out, features) -> None:
+        cfg = self.config
+        active = np.isfinite(t)
+        valid = active & np.isfinite(x)
+        y = np.where(valid, x, np.nan_to_num(self.y_prev))
+        slots = baseline.hour_slots(t)
+
+        dt = t - self.t_prev
+        seen = np.isfinite(self.t_prev)
+        positive = active & seen & (dt > 0)
+        gap = np.where(positive & np.isfinite(self.step), dt / self.step - 1.0, 0.0)
+        gap = np.where(gap >= 0.5, np.round(gap), 0.0)
+
+        exp = baseline.Expectation(self.base, slots, cfg)
+        residual = y - exp.expected
+        raw = np.concatenate(
+            [
+                statistical.residual_statistics(
+                    self.stat, residual, exp.scale, valid, self.count, cfg
+                ),
+                pattern.pattern_statistics(
+                    self.pat,
+                    y,
+                    self.y_prev,
+                    residual,
+                    exp.scale,
+                    exp.profile,
+                    exp.profile_scale,
+                    valid,
+                    self.count,
+                    cfg,
+                ),
+            ],
+            axis=1,
+        )
+        surprisal = self.calibrator.surprisal_and_update(raw, valid)
+        n_stat = len(statistical.STAT_NAMES)
+        burned = self.count >= cfg.burn_in
+        missing = pattern.missing_surprisal(gap, active & ~valid)
+        families["statistical"][:, j] = np.where(burned, surprisal[:, :n_stat].max(axis=1), 0.0)
+        families["pattern"][:, j] = np.where(
+            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), missing), 0.0
+        )
+        expected_out[:, j] = np.where(active, exp.expected, np.nan)
+        scale_out[:, j] = np.where(active, exp.scale, np.nan)
+
+        z = np.clip(residual / exp.scale, -20.0, 20.0)
+        self.z_lags = np.where(valid[:, None], np.roll(self.z_lags, 1, axis=1), self.z_lags)
+        self.z_lags[:, 0] = np.where(valid, z, self.z_lags[:, 0])
+        var_ratio = np.log((self.pat["variance"] + 1e-12) / (exp.scale**2 + 1e-12))
+        features[:, j, : learned.FEATURE_LAGS] = self.z_lags
+        features[:, j, learned.FEATURE_LAGS] = np.clip(self.stat["medium"] / exp.scale, -20, 20)
+        features[:, j, learned.FEATURE_LAGS + 1] = np.clip(var_ratio, -20, 20)
+
+        baseline.update_baseline(self.base, y, valid, self.count, self.step, slots, exp, cfg)
+        self.step = np.where(positive, np.minimum(self.step, dt), self.step)
+        self.count = self.count + valid
+        self.t_prev = np.where(active, t, self.t_prev)
+        self.y_prev = np.where(valid, x, self.y_prev)
+
+    def _learned_pass(self, features, valid, burned, out, auto_retrain: bool) -> None:
+        """Score every valid point with the forest fitted before it; refit on schedule.
+
+        The block is cut at refit boundaries (counted in time steps since the detector
+        started, so one long call and many short calls cut at the same places).
+        """
+        cfg = self.config
+        n_s, n_t = valid.shape
+        rows = np.arange(n_s)[:, None]
+        steps = self.steps + np.arange(n_t)[None, :]
+        # Deterministic per (series, step) sampling: chunking does not change the sample.
+        sampled = valid & (((rows * 7919 + steps * 104729) % 1000) < cfg.ml_sample_rate * 1000)
+        cuts = {0, n_t}
+        if auto_retrain and cfg.ml_retrain_every > 0:
+            cuts.update(j for j in range(1, n_t) if (self.steps + j) % cfg.ml_retrain_every == 0)
+        if self.forest is None:
+            filled = self.reservoir.shape[0] + np.cumsum(sampled.sum(axis=0))
+            ready = np.flatnonzero(filled >= cfg.ml_min_train)
+            if ready.size:
+                cuts.add(int(ready[0]) + 1)
+        cuts = sorted(cuts)
+        raw = np.zeros((n_s, n_t))
+        for a, b in itertools.pairwise(cuts):
+            block_valid = valid[:, a:b]
+            block = features[:, a:b]
+            if self.forest is not None:
+                raw[:, a:b][block_valid] = learned.isolation_depth_score(
+                    self.forest, block[block_valid]
+                )
+            chosen = sampled[:, a:b].T  # time-major, so the reservoir keeps time order
+            self.reservoir = np.concatenate(
+                [self.reservoir, block.transpose(1, 0, 2)[chosen].astype(np.float32)]
+            )[-cfg.ml_reservoir :]
+            step_b = self.steps + b
+            due = auto_retrain and cfg.ml_retrain_every > 0 and step_b % cfg.ml_retrain_every == 0
+            if (due or self.forest is None) and self.reservoir.shape[0] >= cfg.ml_min_train:
+                self.forest = learned.fit_forest(self.reservoir, cfg)
+        self.steps += n_t
+        for j in range(n_t):
+            scored = valid[:, j] & (raw[:, j] > 0)
+            surprisal = self.learned_calibrator.surprisal_and_update(raw[:, j : j + 1], scored)
+            out[:, j] = np.where(scored & burned[:, j], surprisal[:, 0], 0.0)
+
+    def retrain(self) -> bool:
+        """Refit the forest on the reservoir now (the scheduled daily job)."""
+        if self.reservoir.shape[0] < self.config.ml_min_train:
+            return False
+        self.forest = learned.fit_forest(self.reservoir, self.config)
+        return True
+
+    def _rules_pass(self, ts, values, out) -> None:
+        for s, rules in enumerate(self.rules):
+            if not rules:
+                continue
+            act = np.isfinite(ts[s])
+            surprisal, _, self.breach_since[s] = evaluate_rules(
+                ts[s, act], values[s, act], rules, self.breach_since[s]
+            )
+            out[s, act] = surprisal
+
+    def _combine(self, families: dict[str, np.ndarray]) -> np.ndarray:
+        """One score per point: weighted sum of the families' surprisals, mapped to [0, 1)."""
+        w = self.config.weights
+        combined = sum(w[f] * families[f].astype(float) for f in FAMILIES)
+        return score_from_surprisal(combined, self.config.score_half_surprisal).astype(np.float32)
+
+    def _suppress_repeats(self, scores: np.ndarray, active: np.ndarray) -> None:
+        """Damp scores for `cooldown` points after each alert: one incident, one alert."""
+        cfg = self.config
+        for s in range(self.n_series):
+            n = int(active[s].sum())
+            row = scores[s, :n]
+            pos = min(int(self.cooldown_left[s]), n)
+            row[:pos] *= cfg.cooldown_damping
+            end = pos
+            while pos < n:
+                hits = np.flatnonzero(row[pos:] >= cfg.alert_score)
+                if hits.size == 0:
+                    break
+                j = pos + int(hits[0])
+                end = j + 1 + cfg.cooldown
+                row[j + 1 : end] *= cfg.cooldown_damping
+                pos = end
+            self.cooldown_left[s] = max(0, end - n)
+
+    # ------------------------------------------------------------- persistence
+    def series_state(self, s: int) -> bytes:
+        """The state of series `s` as a compressed .npz blob (numbers only, no pickle)."""
+        arrays = {k: getattr(self, k)[s] for k in _ARRAY_KEYS}
+        for prefix, group in self._state_groups().items():
+            arrays.update({f"{prefix}.{k}": v[s] for k, v in group.items()})
+        arrays["z_lags"] = self.z_lags[s]
+        names = sorted(self.breach_since[s])
+        arrays["breach_names"] = np.array(names, dtype=str)
+        arrays["breach_since"] = np.array(
+            [np.nan if self.breach_since[s][n] is None else self.breach_since[s][n] for n in names]
+        )
+        out = io.BytesIO()
+        np.savez_compressed(out, **arrays)
+        return out.getvalue()
+
+    def fleet_state(self) -> bytes:
+        """The shared learned model: forest, reservoir of windows and step counter."""
+        return learned.dump_fleet(self.forest, self.reservoir, self.steps)
+
+    def _state_groups(self) -> dict[str, dict[str, np.ndarray]]:
+        return {
+            "base": self.base,
+            "stat": self.stat,
+            "pat": self.pat,
+            "cal": self.calibrator.state(),
+            "lcal": self.learned_calibrator.state(),
+        }
+
+    @classmethod
+    def from_states(
+        cls,
+        states: list[bytes | None],
+        fleet: bytes | None = None,
+        rules: list[list[ThresholdRule]] | None = None,
+        config: DetectorConfig | None = None,
+    ) -> StreamingDetector:
+        """Stack stored per-series states (None = a new series) into one detector."""
+        det = cls(len(states), config)
+        for s, blob in enumerate(states):
+            if blob is None:
+                continue
+            data = np.load(io.BytesIO(blob), allow_pickle=False)
+            for k in _ARRAY_KEYS:
+                getattr(det, k)[s] = data[k]
+            for prefix, group in det._state_groups().items():
+                for k, target in group.items():
+                    target[s] = data[f"{prefix}.{k}"]
+            det.z_lags[s] = data["z_lags"]
+            det.breach_since[s] = {
+                str(n): (None if not np.isfinite(v) else float(v))
+                for n, v in zip(data["breach_names"], data["breach_since"], strict=True)
+            }
+        if fleet is not None:
+            det.forest, det.reservoir, det.steps = learned.load_fleet(fleet)
+        if rules is not None:
+            det.rules = [list(r) for r in rules]
+        return det

@@ -1,0 +1,211 @@
+"""State of the anomaly system: what it found, why, what it did about it, what it learned."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from telemetry.models import Series
+
+
+class DetectorState(models.Model):
+    """One series' streaming detector state, so each run scores only points it has not seen."""
+
+    series = models.OneToOneField(Series, on_delete=models.CASCADE, related_name="detector_state")
+    state = models.BinaryField(help_text="Compressed numpy arrays (anomalies.engine).")
+    last_ts = models.DateTimeField(help_text="Timestamp of the last point scored.")
+    points_scored = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["series_id"]
+
+    def __str__(self) -> str:
+        return f"detector state of {self.series} up to {self.last_ts:%Y-%m-%d %H:%M}"
+
+
+class LearnedModel(models.Model):
+    """The isolation forest shared by all series, with the reservoir it is retrained on."""
+
+    name = models.CharField(max_length=50, unique=True, default="fleet")
+    blob = models.BinaryField()
+    windows = models.PositiveIntegerField(default=0, help_text="Training windows in the reservoir.")
+    trained_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"learned model {self.name} ({self.windows} windows)"
+
+
+class Anomaly(models.Model):
+    """An abnormal episode of one series, from onset until recovery (open while ongoing)."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ACKNOWLEDGED = "acknowledged"
+        RESOLVED = "resolved"
+        FALSE_POSITIVE = "false_positive"
+
+    class Severity(models.TextChoices):
+        INFO = "info"
+        WARNING = "warning"
+        CRITICAL = "critical"
+
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="anomalies")
+    started_at = models.DateTimeField(db_index=True, help_text="Estimated onset.")
+    detected_at = models.DateTimeField(help_text="First point whose score crossed the alert.")
+    last_seen_at = models.DateTimeField(help_text="Last point that was still abnormal.")
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Recovery; empty if ongoing.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
+    peak_score = models.FloatField()
+    peak_surprisal = models.FloatField(help_text="-log10 tail probability at the peak.")
+    peak_z = models.FloatField(help_text="Largest |observed - expected| in scale units.")
+    direction = models.SmallIntegerField(help_text="+1 above expected, -1 below.")
+    observed = models.FloatField(help_text="Value at the peak.")
+    expected = models.FloatField(help_text="Expected value at the peak.")
+    methods = models.JSONField(default=list, help_text="Method families that voted.")
+    votes = models.JSONField(default=dict, help_text="Family -> peak surprisal.")
+    points = models.JSONField(
+        default=list, help_text="[ts, value, expected, scale, score] of the abnormal points."
+    )
+    note = models.TextField(blank=True)
+    acknowledged_by = models.CharField(max_length=150, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        verbose_name_plural = "anomalies"
+        indexes = [models.Index(fields=["status", "severity"])]
+
+    def __str__(self) -> str:
+        return f"{self.series} {self.severity} @ {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def is_ongoing(self) -> bool:
+        return self.ended_at is None
+
+
+class RootCauseCandidate(models.Model):
+    """A series that became abnormal around an anomaly's onset, ranked as a possible cause."""
+
+    anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="causes")
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="+")
+    cause_anomaly = models.ForeignKey(
+        Anomaly, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    rank = models.PositiveSmallIntegerField()
+    score = models.FloatField()
+    lead_seconds = models.FloatField(help_text="How long before the onset it moved.")
+    evidence = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["anomaly", "rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["anomaly", "series"], name="rootcause_anomaly_series")
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.rank} {self.series} for anomaly {self.anomaly_id}"
+
+
+class DismissedPattern(models.Model):
+    """The fingerprint of an anomaly an operator marked as a false positive."""
+
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="+")
+    anomaly = models.OneToOneField(Anomaly, on_delete=models.CASCADE, related_name="dismissal")
+    direction = models.SmallIntegerField()
+    peak_z = models.FloatField()
+    methods = models.JSONField(default=list)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    suppressed_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"dismissed pattern on {self.series} (|z| <= {self.peak_z:.1f})"
+
+
+class DetectionRule(models.Model):
+    """An operator threshold: value above/below a limit for at least a duration."""
+
+    name = models.CharField(max_length=100, unique=True)
+    series_name = models.CharField(max_length=200, help_text="Series name this rule applies to.")
+    labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    above = models.FloatField(null=True, blank=True)
+    below = models.FloatField(null=True, blank=True)
+    min_duration_seconds = models.PositiveIntegerField(default=0)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ResponsePlaybook(models.Model):
+    """What to do automatically when an anomaly matches: notify or start another system."""
+
+    class Action(models.TextChoices):
+        WEBHOOK = "webhook"
+        EMAIL = "email"
+        CELERY_TASK = "celery_task"
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    series_name = models.CharField(max_length=200, blank=True, help_text="Empty: any series.")
+    labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    min_severity = models.CharField(
+        max_length=10, choices=Anomaly.Severity.choices, default=Anomaly.Severity.WARNING
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    target = models.CharField(
+        max_length=500, help_text="Webhook URL, comma-separated e-mails or a Celery task name."
+    )
+    arguments = models.JSONField(default=dict, blank=True, help_text="Task kwargs / extra payload.")
+    max_attempts = models.PositiveSmallIntegerField(default=4)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.action})"
+
+
+class ResponseExecution(models.Model):
+    """One playbook run for one anomaly; repeats of the ongoing anomaly are grouped here."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        RETRYING = "retrying"
+
+    playbook = models.ForeignKey(ResponsePlaybook, on_delete=models.CASCADE, related_name="runs")
+    anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="responses")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    repeats = models.PositiveIntegerField(
+        default=0, help_text="Later matches of the same ongoing anomaly, grouped, not re-sent."
+    )
+    duration_ms = models.FloatField(null=True, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["playbook", "anomaly"], name="execution_once_per_anomaly"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.playbook} for anomaly {self.anomaly_id}: {self.status}"

@@ -1,0 +1,59 @@
+"""Reads of the anomaly system for the API, the admin and the overview."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from .models import Anomaly, ResponseExecution, RootCauseCandidate
+
+
+def anomalies_recent(
+    *,
+    series_id: int | None = None,
+    severity: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    status: str | None = None,
+) -> QuerySet[Anomaly]:
+    """Anomalies overlapping [since, until), newest first, with causes prefetched."""
+    qs = Anomaly.objects.select_related("series").prefetch_related(
+        Prefetch(
+            "causes",
+            queryset=RootCauseCandidate.objects.select_related("series").order_by("rank"),
+        )
+    )
+    if series_id is not None:
+        qs = qs.filter(series_id=series_id)
+    if severity:
+        qs = qs.filter(severity=severity)
+    if status:
+        qs = qs.filter(status=status)
+    if since is not None:
+        qs = qs.filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
+    if until is not None:
+        qs = qs.filter(started_at__lt=until)
+    return qs.order_by("-started_at")
+
+
+def overview_section() -> dict:
+    """Open anomalies by severity, method agreement and response outcomes, from the DB."""
+    by_status = dict(Anomaly.objects.values_list("status").annotate(n=Count("id")))
+    open_qs = Anomaly.objects.filter(status__in=[Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED])
+    open_by_severity = dict(open_qs.values_list("severity").annotate(n=Count("id")))
+    reviewed = by_status.get(Anomaly.Status.FALSE_POSITIVE, 0) + by_status.get(
+        Anomaly.Status.RESOLVED, 0
+    )
+    executions = dict(ResponseExecution.objects.values_list("status").annotate(n=Count("id")))
+    finished = executions.get("succeeded", 0) + executions.get("failed", 0)
+    return {
+        "open_anomalies": open_qs.count(),
+        "open_by_severity": {s: open_by_severity.get(s, 0) for s in Anomaly.Severity.values},
+        "anomalies_by_status": {s: by_status.get(s, 0) for s in Anomaly.Status.values},
+        "false_positive_rate": (
+            by_status.get(Anomaly.Status.FALSE_POSITIVE, 0) / reviewed if reviewed else None
+        ),
+        "responses_by_status": executions,
+        "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
+    }

@@ -1,0 +1,33 @@
+"""Celery entry points: each calls one service. Locking, JobRun records and transient-error
+retries come from the project's task base (phase3.tasks.JobTask via the Celery app)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+from .responses import ResponseActionError
+
+
+@shared_task(name="anomalies.score_recent", soft_time_limit=50, time_limit=58)
+def score_recent() -> dict:
+    return services.anomalies_score_recent()
+
+
+@shared_task(name="anomalies.retrain", soft_time_limit=600, time_limit=660)
+def retrain() -> dict:
+    return services.learned_model_retrain()
+
+
+@shared_task(
+    name="anomalies.execute_response",
+    autoretry_for=(ResponseActionError,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=5,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def execute_response(execution_id: int) -> dict:
+    return services.response_execute(execution_id=execution_id)

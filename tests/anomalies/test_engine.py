@@ -1,0 +1,217 @@
+"""The pure detection engine, on synthetic data whose anomalies we placed ourselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from anomalies.engine import DetectorConfig, StreamingDetector, ThresholdRule, score_series
+from anomalies.engine.calibration import TailCalibrator, score_from_surprisal
+from anomalies.engine.csv_runner import CsvInputError, run_csv_files
+from anomalies.engine.rules import evaluate_rules
+from anomalies.engine.statistical import esd_critical_value, generalized_esd
+
+STEP = 300.0
+START = 1_700_000_000.0 - (1_700_000_000.0 % 604800)  # a Thursday 00:00 UTC
+
+
+def seasonal(n: int, seed: int = 0, noise: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    ts = START + STEP * np.arange(n)
+    hours = (ts / 3600.0) % 24
+    values = 50 + 20 * np.sin(2 * np.pi * hours / 24) + rng.normal(0, noise, n)
+    return ts, values
+
+
+def test_scores_are_in_unit_interval_and_one_per_point():
+    ts, values = seasonal(2000)
+    scores = score_series(ts, values)
+    assert scores.shape == values.shape
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_score_at_t_uses_only_data_up_to_t():
+    ts, values = seasonal(1500, seed=1)
+    full = score_series(ts, values)
+    changed = values.copy()
+    changed[1000:] += 500.0  # the future changes completely
+    prefix = score_series(ts, changed)
+    np.testing.assert_allclose(prefix[:1000], full[:1000])
+
+
+def test_spike_gets_the_highest_score_and_crosses_the_alert_level():
+    ts, values = seasonal(2500, seed=2)
+    values[1800] += 15.0  # 15 noise standard deviations
+    scores = score_series(ts, values)
+    assert int(np.argmax(scores)) == 1800
+    assert scores[1800] >= DetectorConfig().alert_score
+
+
+def test_clean_series_rarely_alerts():
+    ts, values = seasonal(4000, seed=3)
+    scores = score_series(ts, values)
+    cfg = DetectorConfig()
+    assert np.mean(scores[cfg.burn_in :] >= cfg.alert_score) < 0.002
+
+
+def test_level_shift_is_detected_soon_after_onset():
+    ts, values = seasonal(3000, seed=4)
+    values[2000:] += 4.0  # four sigma, too small for a single-point test to be sure
+    scores = score_series(ts, values)
+    alert = DetectorConfig().alert_score
+    before = scores[1000:2000]
+    after = np.flatnonzero(scores[2000:] >= alert)
+    assert after.size and after[0] < 30
+    assert before.max() < scores[2000 + after[0]]
+
+
+def test_scores_do_not_depend_on_units():
+    ts, values = seasonal(2000, seed=5)
+    values[1500] += 10.0
+    a = score_series(ts, values)
+    b = score_series(ts, values * 1000.0 + 7.0)
+    assert int(np.argmax(a)) == int(np.argmax(b)) == 1500
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_flatline_and_missing_data_raise_pattern_votes():
+    ts, values = seasonal(2000, seed=6)
+    values[1500:1540] = values[1499]  # the exporter is stuck
+    values[1800] = np.nan  # a missing value
+    det = StreamingDetector(1)
+    result = det.update(ts[None, :], values[None, :])
+    pattern = result.votes()["pattern"][0]
+    assert pattern[1500:1540].any()
+    assert pattern[1800]
+    assert not pattern[1000:1400].any()
+
+
+def test_incremental_updates_match_one_batch_through_serialised_state():
+    ts, values = seasonal(3000, seed=7)
+    values[2500] += 12.0
+    cfg = DetectorConfig(ml_retrain_every=500)
+    batch = StreamingDetector(2, cfg).update(np.stack([ts, ts]), np.stack([values, values * 2]))
+
+    det = StreamingDetector(2, cfg)
+    pieces = []
+    for a, b in ((0, 1200), (1200, 1201), (1201, 2600), (2600, 3000)):
+        result = det.update(np.stack([ts[a:b], ts[a:b]]), np.stack([values[a:b], values[a:b] * 2]))
+        pieces.append(result.scores)
+        det = StreamingDetector.from_states(
+            [det.series_state(0), det.series_state(1)], fleet=det.fleet_state(), config=cfg
+        )
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), batch.scores, atol=1e-6)
+
+
+def test_padding_leaves_a_series_state_untouched():
+    ts, values = seasonal(600, seed=8)
+    det = StreamingDetector(2)
+    padded_ts = np.stack([ts, np.r_[ts[:300], np.full(300, np.nan)]])
+    det.update(padded_ts, np.stack([values, values]))
+    solo = StreamingDetector(1)
+    solo.update(ts[None, :300], values[None, :300])
+    assert det.count[1] == solo.count[0] == 300
+    assert det.base["level"][1] == pytest.approx(solo.base["level"][0])
+
+
+def test_recurring_weekly_pattern_becomes_expected():
+    n = 6 * 2016  # six weeks of five-minute points
+    ts, values = seasonal(n, seed=9)
+    week_hour = ((ts / 3600.0).astype(int) + 72) % 168
+    bump = week_hour == 40  # every week, the same hour: a batch job
+    values[bump] += 12.0
+    scores = score_series(ts, values)
+    weekly_peaks = [
+        scores[bump & (ts >= START + w * 604800) & (ts < START + (w + 1) * 604800)].max()
+        for w in range(6)
+    ]
+    assert weekly_peaks[0] >= DetectorConfig().alert_score
+    assert weekly_peaks[-1] < weekly_peaks[0]
+    assert weekly_peaks[-1] < DetectorConfig().alert_score
+
+
+def test_threshold_rule_fires_only_after_its_duration_even_across_runs():
+    ts = STEP * np.arange(20)
+    values = np.zeros(20)
+    values[5:15] = 10.0
+    rule = ThresholdRule(name="hot", above=5.0, min_duration_seconds=3 * STEP)
+    _, fired, since = evaluate_rules(ts[:7], values[:7], [rule], {})
+    assert not fired["hot"].any()
+    assert since["hot"] == ts[5]
+    _, fired, since = evaluate_rules(ts[7:], values[7:], [rule], since)
+    assert np.flatnonzero(fired["hot"])[0] + 7 == 8
+    assert since["hot"] is None
+
+
+def test_rule_breach_alone_reaches_the_alert_level():
+    ts, values = seasonal(400, seed=10)
+    det = StreamingDetector(1)
+    det.rules[0] = [ThresholdRule(name="cap", above=60.0, min_duration_seconds=0)]
+    result = det.update(ts[None, :], values[None, :])
+    fired = values > 60.0
+    assert result.votes()["rules"][0][fired].all()
+    assert not result.votes()["rules"][0][~fired].any()
+
+
+def test_rule_needs_a_bound():
+    with pytest.raises(ValueError, match="above"):
+        ThresholdRule(name="empty")
+
+
+def test_calibrated_surprisal_matches_gaussian_tail_rate():
+    rng = np.random.default_rng(11)
+    cal = TailCalibrator(1, 1, span=2000.0)
+    stats = np.abs(rng.normal(size=20000))
+    out = np.array(
+        [cal.surprisal_and_update(np.array([[s]]), np.array([True]))[0, 0] for s in stats]
+    )
+    rate = np.mean(out[1000:] >= 3.0)  # should be about one in a thousand
+    assert 0.0002 < rate < 0.005
+
+
+def test_score_mapping_is_monotone_and_bounded():
+    s = np.linspace(0, 100, 1001)
+    scores = score_from_surprisal(s, 6.0)
+    assert np.all(np.diff(scores) > 0) or np.all(np.diff(scores) >= 0)
+    assert scores[0] == 0 and scores[-1] <= 1.0
+    assert score_from_surprisal(np.array([6.0]), 6.0)[0] == pytest.approx(0.5)
+
+
+def test_esd_critical_value_matches_grubbs_table():
+    # Published two-sided Grubbs critical values at alpha = 0.05 (n = 10 and n = 20).
+    assert esd_critical_value(10, 1, 0.05) == pytest.approx(2.290, abs=2e-3)
+    assert esd_critical_value(20, 1, 0.05) == pytest.approx(2.709, abs=2e-3)
+
+
+def test_generalized_esd_finds_exactly_the_planted_outliers():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=200)
+    planted = [17, 88, 150]
+    x[planted] = [9.0, -8.0, 10.0]
+    found = generalized_esd(x, max_outliers=10)
+    assert sorted(found.tolist()) == planted
+    assert generalized_esd(rng.normal(size=200), max_outliers=10).size <= 1
+
+
+def test_csv_runner_writes_nab_layout(tmp_path):
+    src = tmp_path / "in" / "realThing"
+    src.mkdir(parents=True)
+    ts, values = seasonal(500, seed=13)
+    stamps = pd.to_datetime(ts, unit="s").strftime("%Y-%m-%d %H:%M:%S")
+    pd.DataFrame({"timestamp": stamps, "value": values}).to_csv(src / "a.csv", index=False)
+    out = run_csv_files([src / "a.csv"], tmp_path / "out")
+    frame = pd.read_csv(out[0])
+    assert out[0] == tmp_path / "out" / "realThing" / "a.csv"
+    assert list(frame.columns) == ["timestamp", "value", "anomaly_score"]
+    assert len(frame) == 500 and frame["anomaly_score"].between(0, 1).all()
+
+
+def test_csv_runner_rejects_bad_file_before_writing_anything(tmp_path):
+    good = tmp_path / "good.csv"
+    bad = tmp_path / "bad.csv"
+    good.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n")
+    bad.write_text("timestamp,value\nnot a date,1\n")
+    with pytest.raises(CsvInputError, match="line 2"):
+        run_csv_files([good, bad], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
