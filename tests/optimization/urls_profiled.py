@@ -1,0 +1,17 @@
+"""A tiny URLconf for the middleware tests: one view with an N+1 loop of slow statements."""
+
+from django.db import connection
+from django.http import JsonResponse
+from django.urls import path
+
+
+def books(request, pk: int):
+    """One list query, then 6 consecutive 10 ms lookups of one shape: an N+1 by Sentry's rule."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        for i in range(6):
+            cursor.execute("SELECT pg_sleep(0.01), %s", [i])
+    return JsonResponse({"pk": pk}, status=500 if pk == 0 else 200)
+
+
+urlpatterns = [path("books/<int:pk>/", books)]
