@@ -28,7 +28,6 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.ensemble import IsolationForest
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
-from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import RobustScaler
 
 from insights.engine.threads import single_threaded
@@ -71,21 +70,39 @@ class ConditionalDeviation:
         return (scaled - predicted) / self.spread
 
 
+STATE_INPUTS = ("levels", "residuals", "both")
+
+
 @dataclass
 class StateModel:
-    """Everything needed to score and explain new states: the stored artefact."""
+    """Everything needed to score and explain new states: the stored artefact.
 
-    pipeline: Pipeline  # RobustScaler -> IsolationForest
+    ``inputs`` says what the forest sees: robust-scaled levels, the conditional
+    residuals (each metric vs what the others imply), or both side by side.
+    """
+
+    scaler: RobustScaler
     explainer: ConditionalDeviation
+    forest: IsolationForest
     columns: tuple[str, ...]
     threshold: float  # score above which a state is unusual (training quantile)
+    inputs: str = "residuals"
+
+    def features(self, states: np.ndarray) -> np.ndarray:
+        scaled = self.scaler.transform(np.asarray(states, dtype=float))
+        if self.inputs == "levels":
+            return scaled
+        residuals = self.explainer.residual_z(scaled)
+        if self.inputs == "residuals":
+            return residuals
+        return np.hstack([scaled, residuals])
 
     def scores(self, states: np.ndarray) -> np.ndarray:
-        return state_scores(self.pipeline, states)
+        """Anomaly score per state; higher means more unusual (negated sklearn score)."""
+        return -self.forest.score_samples(self.features(states))
 
     def deviations(self, states: np.ndarray) -> np.ndarray:
-        scaled = self.pipeline[0].transform(np.asarray(states, dtype=float))
-        return self.explainer.residual_z(scaled)
+        return self.explainer.residual_z(self.scaler.transform(np.asarray(states, dtype=float)))
 
 
 @dataclass
@@ -100,11 +117,6 @@ class StateModelResult:
     params: dict[str, object] = field(default_factory=dict)
 
 
-def state_scores(model: Pipeline, states: np.ndarray) -> np.ndarray:
-    """Anomaly score per state; higher means more unusual (negated sklearn score)."""
-    return -model.score_samples(np.asarray(states, dtype=float))
-
-
 @single_threaded
 def fit_state_model(
     ts: np.ndarray,
@@ -114,12 +126,20 @@ def fit_state_model(
     train_share: float = 0.6,
     threshold_quantile: float = 0.99,
     n_estimators: int = 200,
+    inputs: str = "residuals",
     random_state: int = 0,
 ) -> StateModelResult:
     """Fit on the first ``train_share`` of time, score the rest (time-ordered split).
 
     A random split would leak: neighbouring steps are nearly identical, so the forest
     would have seen every held-out state's twin.
+
+    Why residuals: a forest over raw levels is diluted by noisy metrics and flags slow
+    growth as unusual (traffic above anything seen in training). Residuals (each metric
+    against what the others imply) are unchanged by growth the metrics share, and large
+    exactly when one metric leaves the company of the others. On the 28-day demo world
+    (bench and ``manage.py insights_evaluate``) residuals reached held-out AUC 0.93
+    against the known incidents where levels reached 0.72.
     """
     t = np.asarray(ts, dtype=float)
     x = np.asarray(states, dtype=float)
@@ -129,29 +149,27 @@ def fit_state_model(
         raise ValueError("states contain NaN or infinite values; fill or drop them first")
     if not 0 < train_share < 1:
         raise ValueError("train_share must be between 0 and 1")
+    if inputs not in STATE_INPUTS:
+        raise ValueError(f"inputs must be one of {STATE_INPUTS}")
     order = np.argsort(t)
     t, x = t[order], x[order]
     n_train = int(len(t) * train_share)
     if n_train < 50 or len(t) - n_train < 10:
         raise ValueError(f"need at least 60 steps of history, got {len(t)}")
-    pipeline = Pipeline(
-        [
-            ("scale", RobustScaler()),
-            (
-                "forest",
-                IsolationForest(
-                    n_estimators=n_estimators, contamination="auto", random_state=random_state
-                ),
-            ),
-        ]
-    ).fit(x[:n_train])
-    train_scores = state_scores(pipeline, x[:n_train])
+    scaler = RobustScaler().fit(x[:n_train])
+    scaled = scaler.transform(x[:n_train])
     model = StateModel(
-        pipeline=pipeline,
-        explainer=ConditionalDeviation.fit(pipeline[0].transform(x[:n_train])),
+        scaler=scaler,
+        explainer=ConditionalDeviation.fit(scaled),
+        forest=IsolationForest(
+            n_estimators=n_estimators, contamination="auto", random_state=random_state
+        ),
         columns=tuple(columns),
-        threshold=float(np.quantile(train_scores, threshold_quantile)),
+        threshold=float("inf"),
+        inputs=inputs,
     )
+    model.forest.fit(model.features(x[:n_train]))
+    model.threshold = float(np.quantile(model.scores(x[:n_train]), threshold_quantile))
     return StateModelResult(
         model=model,
         train_end_ts=float(t[n_train - 1]),
@@ -163,6 +181,7 @@ def fit_state_model(
             "train_share": train_share,
             "threshold_quantile": threshold_quantile,
             "n_estimators": n_estimators,
+            "inputs": inputs,
             "random_state": random_state,
         },
     )
@@ -225,11 +244,13 @@ def find_episodes(
     states: np.ndarray,
     model: StateModel,
     *,
+    step_seconds: float | None = None,
     max_gap_steps: int = 1,
 ) -> list[Episode]:
-    """Merge consecutive unusual steps (allowing ``max_gap_steps`` normal steps between).
+    """Merge unusual steps closer than ``max_gap_steps`` normal steps into episodes.
 
-    ``ts`` must be sorted and evenly stepped; a gap in the data splits an episode.
+    ``ts`` must be sorted. Closeness is measured in time (``step_seconds``, by default
+    the median spacing), so a hole in the data does not glue two distant episodes.
     """
     t = np.asarray(ts, dtype=float)
     if len(t) == 0:
@@ -240,9 +261,10 @@ def find_episodes(
     flagged = np.flatnonzero(scores > model.threshold)
     if len(flagged) == 0:
         return []
+    step = float(step_seconds or (np.median(np.diff(t)) if len(t) > 1 else 1.0))
     groups: list[list[int]] = [[int(flagged[0])]]
     for i in flagged[1:]:
-        if i - groups[-1][-1] <= max_gap_steps + 1:
+        if t[i] - t[groups[-1][-1]] <= (max_gap_steps + 1) * step + 1e-6:
             groups[-1].append(int(i))
         else:
             groups.append([int(i)])
@@ -308,7 +330,7 @@ def group_patterns(
     min_episodes: int = 2,
     weekly_tolerance_hours: int = 1,
     weekly_min_share: float = 0.5,
-    min_deviation: float = 3.0,
+    min_deviation: float = 4.0,
 ) -> list[AnomalyPattern]:
     """Cluster episodes by signature; keep groups that recur (``min_episodes`` or more).
 

@@ -95,6 +95,13 @@ def confidence_from_auc(auc: float) -> Part:
     return Part(_clip01(2 * (auc - 0.5)), f"held-out AUC {auc:.2f}")
 
 
+def confidence_from_silhouette(silhouette: float | None) -> Part:
+    """Segments are as trustworthy as they are separated: silhouette <= 0 means none."""
+    if silhouette is None or not math.isfinite(silhouette):
+        return Part(0.0, "silhouette unmeasured")
+    return Part(_clip01(silhouette), f"held-out silhouette {silhouette:.2f}")
+
+
 def confidence_from_count(n: float, *, half_at: float) -> Part:
     """More observations, more trust: n / (n + half_at) reaches 0.5 at ``half_at``."""
     if half_at <= 0:

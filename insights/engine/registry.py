@@ -87,15 +87,18 @@ def should_activate(
 ) -> bool:
     """Activate a new version unless it is worse than the active one by > tolerance.
 
-    A new version without a measurable primary metric is never auto-activated; with no
-    active version (or one without a measurable metric) a measurable new one wins.
+    With no active version, the new one is activated even when its metric cannot be
+    measured (an anomaly model where no incident is known yet): a model is needed to
+    work at all, and its score shows as unmeasured rather than invented. Otherwise an
+    unmeasurable new version never replaces a measured active one, and a measured one
+    always replaces an unmeasured one.
     """
     _, new = primary_metric(kind, new_metrics)
-    if not math.isfinite(new):
-        return False
+    old = primary_metric(kind, active_metrics)[1] if active_metrics is not None else math.nan
     if active_metrics is None:
         return True
-    _, old = primary_metric(kind, active_metrics)
+    if not math.isfinite(new):
+        return not math.isfinite(old)
     if not math.isfinite(old):
         return True
     return new >= old - tolerance

@@ -395,6 +395,8 @@ def test_activation_policy_compares_primary_metrics():
     assert reg.should_activate(kind, {"silhouette": 0.3}, None)
     assert reg.should_activate(kind, {"silhouette": 0.29}, {"silhouette": 0.3})
     assert not reg.should_activate(kind, {"silhouette": 0.2}, {"silhouette": 0.3})
-    assert not reg.should_activate(kind, {"silhouette": float("nan")}, None)
+    assert not reg.should_activate(kind, {"silhouette": float("nan")}, {"silhouette": 0.3})
+    assert reg.should_activate(kind, {"silhouette": float("nan")}, None)
+    assert reg.should_activate(kind, {"silhouette": 0.1}, {"silhouette": None})
     assert reg.should_activate(reg.KIND_ANOMALY, {"auc": 0.7}, {"precision": 0.9})
     assert reg.clean_metrics({"auc": float("nan"), "x": 1}) == {"auc": None, "x": 1.0}
