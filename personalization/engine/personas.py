@@ -4,7 +4,11 @@ Why this shape:
 
 - The *grouping* is learned without labels (a Gaussian mixture on standardised,
   log-transformed behaviour rates), so it follows the real population rather
-  than thresholds someone typed in.
+  than thresholds someone typed in. Diagonal covariances and EM started from
+  the users that lie furthest along each persona's signature: on 16 demo
+  windows of ~65 eligible users, full covariances with random starts fell into a
+  wrong partition in 2 of 16 (accuracy 0.58), this setting never went below 0.95
+  (``bench/personalization.py engine`` reproduces the comparison).
 - The *naming* of each mixture component is not an if-chain either: each persona
   has a documented behavioural signature (:data:`PERSONA_DEFINITIONS`, a direction
   in the standardised feature space) and components are matched to personas by
@@ -127,14 +131,18 @@ class PersonaModel:
         self,
         *,
         n_components: int = 4,
+        covariance_type: str = "diag",
+        seed_from_definitions: bool = True,
         min_sessions: int = 3,
-        min_events: int = 20,
+        min_events: int = 12,
         temperature: float = 1.0,
         random_state: int = 0,
     ) -> None:
         if n_components < len(PERSONAS):
             raise ValueError(f"n_components must be at least {len(PERSONAS)}")
         self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.seed_from_definitions = seed_from_definitions
         self.min_sessions = min_sessions
         self.min_events = min_events
         self.temperature = temperature
@@ -183,13 +191,32 @@ class PersonaModel:
         z = self._prep.fit_transform(self._raw(features)[mask])
         self._gmm = GaussianMixture(
             n_components=self.n_components,
-            covariance_type="full",
+            covariance_type=self.covariance_type,
             reg_covar=1e-2,
-            n_init=4,
+            means_init=self._means_init(z) if self.seed_from_definitions else None,
+            n_init=1 if self.seed_from_definitions else 4,
             random_state=self.random_state,
         ).fit(z)
         self.component_persona = self._name_components(self._gmm.means_)
         return self
+
+    def _means_init(self, z: np.ndarray) -> np.ndarray:
+        """EM starts from the documented persona prototypes, then follows the data.
+
+        Each persona's start is the mean of the users that lie furthest along its
+        signature (top quarter of the projection), so the start is a real region of
+        the data rather than a typed-in number; extra components start at random users.
+        Small windows (tens of users) otherwise let EM settle in a partition that
+        splits one persona and merges two others.
+        """
+        projections = z @ self.signature_matrix().T
+        starts = []
+        for p in range(len(PERSONAS)):
+            top = projections[:, p] >= np.quantile(projections[:, p], 0.75)
+            starts.append(z[top].mean(axis=0))
+        rng = np.random.default_rng(self.random_state)
+        extra = z[rng.choice(len(z), self.n_components - len(PERSONAS), replace=False)]
+        return np.vstack([*starts, *extra]) if len(extra) else np.vstack(starts)
 
     @staticmethod
     def signature_matrix() -> np.ndarray:
@@ -218,7 +245,7 @@ class PersonaModel:
         weighted = np.column_stack(
             [
                 np.log(gmm.weights_[c])
-                + multivariate_normal(gmm.means_[c], gmm.covariances_[c]).logpdf(z)
+                + multivariate_normal(gmm.means_[c], self._full_covariance(c)).logpdf(z)
                 for c in range(gmm.n_components)
             ]
         ).reshape(len(z), gmm.n_components)
@@ -227,6 +254,17 @@ class PersonaModel:
             cols = self.component_persona == p
             logits[:, p] = logsumexp(weighted[:, cols], axis=1)
         return logits
+
+    def _full_covariance(self, component: int) -> np.ndarray:
+        gmm = self._gmm
+        cov = gmm.covariances_
+        dim = gmm.means_.shape[1]
+        return {
+            "full": lambda: cov[component],
+            "tied": lambda: cov,
+            "diag": lambda: np.diag(cov[component]),
+            "spherical": lambda: np.eye(dim) * cov[component],
+        }[gmm.covariance_type]()
 
     def predict(self, features: UserFeatures) -> PersonaPrediction:
         mask = self.eligible(features)

@@ -96,7 +96,7 @@ def simulate_users(
         if kind == "casual":
             active_days = active_days[:1] if active_days.size else np.array([0])
         for day in active_days:
-            for s in range(1 + rng.poisson(0.3)):
+            for s in range(1 if kind == "casual" else 1 + rng.poisson(0.3)):
                 sid = f"{uid}-{day}-{s}"
                 t = start_ts + day * DAY_SECONDS + rng.uniform(6, 20) * 3600 + s * 1800
                 emit(uid, "session_start", t, sid)

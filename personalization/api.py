@@ -1,0 +1,239 @@
+"""DRF faces of the personalization app. Views validate and call services or selectors.
+
+Roles: reads need ``viewer``; editing rules and experiments needs ``admin``;
+starting, stopping and recomputing needs ``operator``.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, services, validation
+from .models import Experiment, ExperimentResult, PersonaChange, PersonalizationRule, UserProfile
+
+ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin",
+               "destroy": "admin"}  # fmt: skip
+
+
+def _check(errors: list[str]) -> None:
+    if errors:
+        raise serializers.ValidationError(errors)
+
+
+class UserProfileSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = UserProfile
+        fields = [
+            "id", "user_id", "persona", "persona_confidence", "persona_probabilities",
+            "segments", "attributes", "sessions", "event_count", "last_seen_at", "features",
+            "computed_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class PersonaChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PersonaChange
+        fields = ["previous_persona", "persona", "confidence", "changed_at"]
+
+
+class RuleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PersonalizationRule
+        fields = [
+            "id", "key", "name", "description", "conditions", "action", "priority", "enabled",
+            "starts_at", "ends_at", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["created_at", "updated_at"]
+
+    def validate_conditions(self, value):
+        _check(validation.conditions_errors(value))
+        return value
+
+    def validate_action(self, value):
+        _check(validation.action_errors(value))
+        return value
+
+    def validate(self, attrs):
+        starts = attrs.get("starts_at", getattr(self.instance, "starts_at", None))
+        ends = attrs.get("ends_at", getattr(self.instance, "ends_at", None))
+        if starts and ends and ends <= starts:
+            raise serializers.ValidationError({"ends_at": ["must be after starts_at"]})
+        return attrs
+
+
+class ExperimentSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Experiment
+        fields = [
+            "id", "key", "name", "description", "variants", "coverage", "targeting",
+            "primary_metric", "guardrail_metrics", "alpha", "planned_users", "status",
+            "starts_at", "ends_at", "created_at", "updated_at",
+        ]  # fmt: skip
+        read_only_fields = ["status", "created_at", "updated_at"]
+
+    def validate_variants(self, value):
+        _check(validation.variants_errors(value))
+        return value
+
+    def validate_targeting(self, value):
+        _check(validation.conditions_errors(value))
+        return value
+
+    def validate_primary_metric(self, value):
+        _check(validation.metric_errors(value))
+        return value
+
+    def validate_guardrail_metrics(self, value):
+        _check(validation.guardrails_errors(value))
+        return value
+
+    def validate(self, attrs):
+        if self.instance is not None and self.instance.status != Experiment.Status.DRAFT:
+            frozen = {"key", "variants", "coverage", "targeting", "primary_metric"} & set(attrs)
+            changed = [f for f in sorted(frozen) if attrs[f] != getattr(self.instance, f)]
+            if changed:
+                raise serializers.ValidationError(
+                    {changed[0]: ["cannot change once the experiment has started"]}
+                )
+        return attrs
+
+
+class ExperimentResultSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ExperimentResult
+        fields = [
+            "metric", "is_primary", "metric_kind", "computed_at", "users", "srm_p_value",
+            "srm_mismatch", "comparisons", "note",
+        ]  # fmt: skip
+
+
+class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
+    """End-user profiles with their persona; ``recompute`` runs the daily job now."""
+
+    serializer_class = UserProfileSerializer
+    lookup_field = "user_id"
+    lookup_value_regex = "[^/]+"
+    action_roles = {"recompute": "operator"}
+
+    def get_queryset(self):
+        queryset = UserProfile.objects.all()
+        if self.action == "list":
+            params = ProfileFilterSerializer(data=self.request.query_params)
+            params.is_valid(raise_exception=True)
+            if "persona" in params.validated_data:
+                queryset = queryset.filter(persona=params.validated_data["persona"])
+        return queryset
+
+    @extend_schema(responses=PersonaChangeSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request, user_id=None):
+        changes = self.get_object().changes.order_by("-changed_at")[:100]
+        return Response(PersonaChangeSerializer(changes, many=True).data)
+
+    @extend_schema(request=None, responses=dict)
+    @action(detail=False, methods=["post"])
+    def recompute(self, request):
+        body = RecomputeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        counts = services.profiles_recompute(days=body.validated_data["days"])
+        return Response(counts, status=status.HTTP_201_CREATED)
+
+
+class ProfileFilterSerializer(serializers.Serializer):
+    persona = serializers.ChoiceField(choices=[*UserProfile._meta.get_field("persona").choices,
+                                               ("", "none")], required=False)  # fmt: skip
+
+
+class RecomputeSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=28)
+
+
+class RuleViewSet(viewsets.ModelViewSet):
+    """Rules: admins create and edit; every write invalidates cached configurations."""
+
+    serializer_class = RuleSerializer
+    queryset = PersonalizationRule.objects.all()
+    action_roles = ADMIN_EDITS
+
+
+class ExperimentViewSet(viewsets.ModelViewSet):
+    """Experiments: admins edit; operators start, stop and recompute results."""
+
+    serializer_class = ExperimentSerializer
+    queryset = Experiment.objects.all()
+    action_roles = {**ADMIN_EDITS, "start": "operator", "stop": "operator",
+                    "recompute": "operator"}  # fmt: skip
+
+    def _transition(self, fn) -> Response:
+        try:
+            exp = fn(experiment_id=self.get_object().pk)
+        except services.ExperimentStateError as exc:
+            return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(ExperimentSerializer(exp).data)
+
+    @extend_schema(request=None, responses=ExperimentSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        return self._transition(services.experiment_start)
+
+    @extend_schema(request=None, responses=ExperimentSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        return self._transition(services.experiment_stop)
+
+    @extend_schema(responses=ExperimentResultSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        latest = selectors.experiment_latest_results(self.get_object())
+        return Response(ExperimentResultSerializer(latest, many=True).data)
+
+    @extend_schema(request=None, responses=ExperimentResultSerializer(many=True))
+    @action(detail=True, methods=["post"])
+    def recompute(self, request, pk=None):
+        exp = self.get_object()
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        latest = selectors.experiment_latest_results(exp)
+        return Response(
+            ExperimentResultSerializer(latest, many=True).data, status=status.HTTP_201_CREATED
+        )
+
+
+class ConfigQuerySerializer(serializers.Serializer):
+    user_id = serializers.RegexField(r"^[\w.@:+-]{1,100}$", help_text="The end user's id.")
+
+
+class StatusView(APIView):
+    """Persona distribution, active rules, running experiments with their current results."""
+
+    serializer_class = None
+
+    @extend_schema(responses=dict)
+    def get(self, request):
+        return Response(selectors.status_report())
+
+
+class UserConfigView(APIView):
+    """The user's merged UI configuration, the rules and variants behind it, and the persona.
+
+    Serving a variant *is* the exposure, so a first resolution records it
+    (idempotently: one row per user and experiment). Cached until a rule,
+    experiment or profile changes.
+    """
+
+    serializer_class = ConfigQuerySerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter("user_id", str, OpenApiParameter.PATH)], responses=dict
+    )
+    def get(self, request, user_id: str):
+        params = ConfigQuerySerializer(data={"user_id": user_id})
+        params.is_valid(raise_exception=True)
+        with transaction.atomic():
+            payload = services.config_resolve(user_id=params.validated_data["user_id"])
+        return Response(payload)

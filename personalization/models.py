@@ -1,0 +1,214 @@
+"""State of the personalization system: profiles and personas, rules, experiments.
+
+Every number stored here was computed by ``services`` from telemetry events;
+nothing is typed in except what an operator configures (rules, experiments).
+"""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+from .engine.personas import PERSONAS
+
+
+class Persona(models.TextChoices):
+    EXPLORER = "explorer"
+    OPTIMIZER = "optimizer"
+    ACHIEVER = "achiever"
+    SOCIALIZER = "socializer"
+
+
+assert tuple(Persona.values) == PERSONAS  # the engine and the database agree
+
+
+class PersonaModelRun(models.Model):
+    """One daily fit of the persona model, with its measured quality when labels exist."""
+
+    computed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    users_total = models.PositiveIntegerField(default=0)
+    users_classified = models.PositiveIntegerField(default=0)
+    distribution = models.JSONField(default=dict, blank=True)
+    temperature = models.FloatField(default=1.0)
+    labelled_users = models.PositiveIntegerField(
+        default=0, help_text="Users of known kind held out to measure accuracy and calibration."
+    )
+    accuracy = models.FloatField(null=True, blank=True)
+    ece = models.FloatField(null=True, blank=True, help_text="Expected calibration error.")
+    brier = models.FloatField(null=True, blank=True)
+    ece_uncalibrated = models.FloatField(null=True, blank=True)
+    brier_uncalibrated = models.FloatField(null=True, blank=True)
+    confusion = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-computed_at"]
+
+    def __str__(self) -> str:
+        return f"persona run {self.computed_at:%Y-%m-%d %H:%M} ({self.users_classified} users)"
+
+
+class UserProfile(models.Model):
+    """What we know about one end user: behaviour features and the persona they imply."""
+
+    user_id = models.CharField(max_length=100, unique=True)
+    features = models.JSONField(default=dict, blank=True)
+    persona = models.CharField(max_length=20, choices=Persona.choices, blank=True, db_index=True)
+    persona_confidence = models.FloatField(null=True, blank=True)
+    persona_probabilities = models.JSONField(default=dict, blank=True)
+    segments = models.JSONField(default=list, blank=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    sessions = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    model_run = models.ForeignKey(
+        PersonaModelRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["user_id"]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} ({self.persona or 'no persona'})"
+
+
+class PersonaChange(models.Model):
+    """History: a row each time a user's persona changes (including first assignment)."""
+
+    profile = models.ForeignKey(UserProfile, on_delete=models.CASCADE, related_name="changes")
+    previous_persona = models.CharField(max_length=20, blank=True)
+    persona = models.CharField(max_length=20, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    model_run = models.ForeignKey(
+        PersonaModelRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
+    )
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.profile.user_id}: {self.previous_persona or '-'} -> {self.persona or '-'}"
+
+
+class PersonalizationRule(models.Model):
+    """For users matching ``conditions``, merge ``action`` into their UI configuration."""
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    conditions = models.JSONField(
+        default=dict, blank=True, help_text="persona, min_confidence, segment, attributes, variant"
+    )
+    action = models.JSONField(default=dict, help_text="UI configuration fragment (JSON object)")
+    priority = models.IntegerField(default=100, help_text="Higher wins conflicting keys.")
+    enabled = models.BooleanField(default=True)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "key"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Experiment(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        RUNNING = "running"
+        STOPPED = "stopped"
+
+    class MetricKind(models.TextChoices):
+        CONVERSION = "conversion", "conversion (did the user send the event?)"
+        MEAN = "mean", "mean per user (count or sum of a property)"
+
+    key = models.SlugField(max_length=100, unique=True, help_text="Also the hashing seed.")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    variants = models.JSONField(
+        default=list, help_text='[{"name": "control", "weight": 0.5}, ...]; the first is control'
+    )
+    coverage = models.FloatField(
+        default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    targeting = models.JSONField(
+        default=dict, blank=True, help_text="Same shape as rule conditions."
+    )
+    primary_metric = models.JSONField(
+        default=dict, help_text='{"kind": "conversion"|"mean", "event": "purchase", "property": ""}'
+    )
+    guardrail_metrics = models.JSONField(default=list, blank=True)
+    alpha = models.FloatField(
+        default=0.05, validators=[MinValueValidator(0.001), MaxValueValidator(0.2)]
+    )
+    planned_users = models.PositiveIntegerField(
+        default=10_000, help_text="Sample size at which the sequential interval is tightest."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    ends_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def variant_names(self) -> list[str]:
+        return [v["name"] for v in self.variants]
+
+    @property
+    def weights(self) -> list[float]:
+        return [float(v.get("weight", 1.0)) for v in self.variants]
+
+
+class Exposure(models.Model):
+    """The first time a user was shown a variant: the unit of analysis."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exposures")
+    user_id = models.CharField(max_length=100)
+    variant = models.CharField(max_length=100)
+    exposed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "user_id"], name="exposure_once_per_user")
+        ]
+        indexes = [models.Index(fields=["experiment", "variant"])]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}:{self.user_id}={self.variant}"
+
+
+class ExperimentResult(models.Model):
+    """One analysis of one metric of one experiment (history: a row per recomputation)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="results")
+    metric = models.CharField(max_length=200)
+    is_primary = models.BooleanField(default=True)
+    metric_kind = models.CharField(max_length=10, choices=Experiment.MetricKind.choices)
+    computed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    users = models.JSONField(default=dict)
+    srm_p_value = models.FloatField(null=True, blank=True)
+    srm_mismatch = models.BooleanField(default=False)
+    comparisons = models.JSONField(default=list)
+    sequential_state = models.JSONField(default=dict, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-computed_at"]
+        indexes = [models.Index(fields=["experiment", "metric", "-computed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key} {self.metric} @ {self.computed_at:%Y-%m-%d %H:%M}"

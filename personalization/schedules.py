@@ -1,0 +1,16 @@
+"""Beat schedules of the personalization app (written to django-celery-beat by sync_schedules)."""
+
+SCHEDULES = [
+    {
+        "name": "personalization: recompute profiles and personas",
+        "task": "personalization.recompute_profiles",
+        "crontab": "30 2 * * *",
+        "expires_seconds": 6 * 3600,
+    },
+    {
+        "name": "personalization: recompute experiment results",
+        "task": "personalization.recompute_experiment_results",
+        "crontab": "10 * * * *",
+        "expires_seconds": 3000,
+    },
+]

@@ -1,0 +1,133 @@
+"""Reads of the personalization app for the API, the admin, other apps and the overview."""
+
+from __future__ import annotations
+
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from .models import (
+    Experiment,
+    ExperimentResult,
+    PersonalizationRule,
+    PersonaModelRun,
+    UserProfile,
+)
+
+
+def persona_distribution() -> dict[str, int]:
+    """Users per persona now; users without a persona are counted under ``none``."""
+    rows = UserProfile.objects.values_list("persona").annotate(n=Count("id")).order_by()
+    return {(persona or "none"): n for persona, n in rows}
+
+
+def rules_active(*, now=None) -> QuerySet[PersonalizationRule]:
+    """Enabled rules inside their time window."""
+    now = now or timezone.now()
+    return (
+        PersonalizationRule.objects.filter(enabled=True)
+        .exclude(starts_at__gt=now)
+        .exclude(ends_at__lte=now)
+    )
+
+
+def experiment_latest_results(experiment: Experiment) -> list[ExperimentResult]:
+    """The newest result of each metric of an experiment, primary first."""
+    seen: dict[str, ExperimentResult] = {}
+    for result in experiment.results.order_by("-computed_at")[:50]:
+        seen.setdefault(result.metric, result)
+    return sorted(seen.values(), key=lambda r: (not r.is_primary, r.metric))
+
+
+def experiments_running() -> QuerySet[Experiment]:
+    return Experiment.objects.filter(status=Experiment.Status.RUNNING)
+
+
+def persona_run_latest() -> PersonaModelRun | None:
+    return PersonaModelRun.objects.order_by("-computed_at").first()
+
+
+def result_summary(result: ExperimentResult) -> dict:
+    """The figures an operator reads first, from one stored result."""
+    return {
+        "metric": result.metric,
+        "primary": result.is_primary,
+        "computed_at": result.computed_at,
+        "users": result.users,
+        "srm_p_value": result.srm_p_value,
+        "srm_mismatch": result.srm_mismatch,
+        "note": result.note,
+        "comparisons": [
+            {
+                "variant": c["variant"],
+                "relative_lift": c["fixed"]["relative_lift"],
+                "relative_lift_ci": c["fixed"]["relative_lift_ci"],
+                "p_value": c["fixed"]["p_value"],
+                "p_value_holm": c["p_value_holm"],
+                "chance_to_beat_control": c["chance_to_beat_control"],
+                "sequential_p_value": c["sequential"]["p_value"],
+                "sequential_ci": c["sequential"]["ci"],
+                "sequential_significant": c["sequential"]["significant"],
+            }
+            for c in result.comparisons
+        ],
+    }
+
+
+def status_report() -> dict:
+    """GET personalization/status: personas, active rules, running experiments and results."""
+    run = persona_run_latest()
+    experiments = []
+    for exp in experiments_running().prefetch_related("results"):
+        experiments.append(
+            {
+                "key": exp.key,
+                "name": exp.name,
+                "variants": exp.variants,
+                "starts_at": exp.starts_at,
+                "exposures": exp.exposures.count(),
+                "results": [result_summary(r) for r in experiment_latest_results(exp)],
+            }
+        )
+    return {
+        "persona_distribution": persona_distribution(),
+        "persona_model": (
+            {
+                "computed_at": run.computed_at,
+                "users_total": run.users_total,
+                "users_classified": run.users_classified,
+                "temperature": run.temperature,
+                "labelled_users": run.labelled_users,
+                "accuracy": run.accuracy,
+                "ece": run.ece,
+                "brier": run.brier,
+                "note": run.note,
+            }
+            if run
+            else None
+        ),
+        "active_rules": [
+            {"key": r.key, "name": r.name, "priority": r.priority, "conditions": r.conditions}
+            for r in rules_active()
+        ],
+        "running_experiments": experiments,
+    }
+
+
+def overview_section() -> dict:
+    """A few aggregates for the overview; every figure counted from the database."""
+    run = persona_run_latest()
+    return {
+        "profiles": UserProfile.objects.count(),
+        "persona_distribution": persona_distribution(),
+        "persona_accuracy": run.accuracy if run else None,
+        "persona_ece": run.ece if run else None,
+        "active_rules": rules_active().count(),
+        "rules_total": PersonalizationRule.objects.count(),
+        "running_experiments": experiments_running().count(),
+        "experiments_with_srm": ExperimentResult.objects.filter(
+            experiment__status=Experiment.Status.RUNNING, srm_mismatch=True
+        )
+        .values("experiment")
+        .distinct()
+        .count(),
+    }

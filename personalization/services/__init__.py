@@ -1,0 +1,30 @@
+"""Services of the personalization app: the only code that writes its models.
+
+Split by subject; import from here.
+"""
+
+from .config import config_invalidate, config_resolve, config_version
+from .experiments import (
+    ExperimentStateError,
+    experiment_results_recompute,
+    experiment_start,
+    experiment_stop,
+    experiments_results_recompute,
+)
+from .profiles import personas_fit, profiles_recompute
+from .rules import default_rules_ensure, rules_set_enabled
+
+__all__ = [
+    "ExperimentStateError",
+    "config_invalidate",
+    "config_resolve",
+    "config_version",
+    "default_rules_ensure",
+    "experiment_results_recompute",
+    "experiment_start",
+    "experiment_stop",
+    "experiments_results_recompute",
+    "personas_fit",
+    "profiles_recompute",
+    "rules_set_enabled",
+]

@@ -1,0 +1,175 @@
+"""Real-time resolution of a user's UI configuration, cached and invalidated by version.
+
+Why a version number rather than deleting keys: a rule change affects every
+user, and enumerating cached users is neither cheap nor reliable across cache
+backends. Every cached entry carries the version in its key; bumping the version
+(``config_invalidate``, called after any rule, experiment or persona write)
+makes every old entry unreachable at once, and they expire on their own.
+
+A resolution without a cache hit costs three reads (profile, and the live
+rules + running experiments, themselves cached under the same version) and at
+most one write (new exposures, ``INSERT ... ON CONFLICT DO NOTHING``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from ..engine.assignment import assign_variant
+from ..engine.rules import RuleSpec, UserContext, resolve_config, rule_is_live, rule_matches
+from ..models import Experiment, Exposure, PersonalizationRule, UserProfile
+
+VERSION_KEY = "personalization:config-version"
+CONFIG_TTL_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    key: str
+    variants: tuple[str, ...]
+    weights: tuple[float, ...]
+    coverage: float
+    targeting: dict
+    starts_at: datetime | None
+    ends_at: datetime | None
+    pk: int
+
+
+def config_version() -> int:
+    version = cache.get(VERSION_KEY)
+    if version is None:
+        cache.add(VERSION_KEY, 1, timeout=None)
+        version = cache.get(VERSION_KEY, 1)
+    return int(version)
+
+
+def _bump_version() -> None:
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:  # not set yet (or evicted): any new value differs from 1
+        cache.set(VERSION_KEY, 2, timeout=None)
+
+
+def config_invalidate() -> None:
+    """Make every cached configuration stale: now, and again when the transaction commits.
+
+    The first bump lets reads inside the writing transaction see the change; the
+    second discards anything a concurrent reader cached from the not-yet-committed
+    state in between.
+    """
+    _bump_version()
+    transaction.on_commit(_bump_version)
+
+
+def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
+    key = f"personalization:specs:{version}"
+    specs = cache.get(key)
+    if specs is None:
+        rules = [
+            RuleSpec(
+                r.key,
+                r.priority,
+                r.conditions or {},
+                r.action or {},
+                r.enabled,
+                r.starts_at,
+                r.ends_at,
+            )
+            for r in PersonalizationRule.objects.filter(enabled=True)
+        ]
+        experiments = [
+            ExperimentSpec(
+                e.key,
+                tuple(e.variant_names),
+                tuple(e.weights),
+                e.coverage,
+                e.targeting or {},
+                e.starts_at,
+                e.ends_at,
+                e.pk,
+            )
+            for e in Experiment.objects.filter(status=Experiment.Status.RUNNING)
+        ]
+        specs = (rules, experiments)
+        cache.set(key, specs, timeout=CONFIG_TTL_SECONDS)
+    return specs
+
+
+def _ttl(rules: list[RuleSpec], experiments: list[ExperimentSpec], now: datetime) -> int:
+    """Never cache past the next moment a rule or experiment starts or ends."""
+    boundaries = [
+        t
+        for item in [*rules, *experiments]
+        for t in (item.starts_at, item.ends_at)
+        if t is not None and t > now
+    ]
+    if not boundaries:
+        return CONFIG_TTL_SECONDS
+    return max(1, min(CONFIG_TTL_SECONDS, int((min(boundaries) - now).total_seconds())))
+
+
+def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool = True) -> dict:
+    """The merged UI configuration of ``user_id``, with what produced it."""
+    now = now or timezone.now()
+    version = config_version()
+    key = f"personalization:config:{version}:{user_id}"
+    if use_cache:
+        cached = cache.get(key)
+        if cached is not None:
+            return {**cached, "cached": True}
+    rules, experiments = _live_specs(version)
+    profile = (
+        UserProfile.objects.filter(user_id=user_id)
+        .values("persona", "persona_confidence", "segments", "attributes")
+        .first()
+    ) or {}
+    context = UserContext(
+        user_id=user_id,
+        persona=profile.get("persona") or None,
+        persona_confidence=profile.get("persona_confidence"),
+        segments=frozenset(profile.get("segments") or ()),
+        attributes=profile.get("attributes") or {},
+    )
+    variants: dict[str, str] = {}
+    new_exposures = []
+    for exp in experiments:
+        if (exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at):
+            continue
+        if not rule_matches(exp.targeting, context):
+            continue
+        variant = assign_variant(
+            experiment_key=exp.key,
+            user_id=user_id,
+            variants=exp.variants,
+            weights=exp.weights,
+            coverage=exp.coverage,
+        )
+        if variant is not None:
+            variants[exp.key] = variant
+            new_exposures.append(
+                Exposure(experiment_id=exp.pk, user_id=user_id, variant=variant, exposed_at=now)
+            )
+    if new_exposures:
+        Exposure.objects.bulk_create(new_exposures, ignore_conflicts=True)
+    context = UserContext(**{**context.__dict__, "variants": variants})
+    live = [r for r in rules if rule_is_live(r, now)]
+    resolved = resolve_config(live, context, now=now)
+    payload = {
+        "user_id": user_id,
+        "persona": context.persona,
+        "persona_confidence": context.persona_confidence,
+        "config": resolved.config,
+        "provenance": resolved.provenance,
+        "rules": resolved.matched_rules,
+        "experiments": variants,
+        "resolved_at": now,
+        "cache_version": version,
+    }
+    if use_cache:
+        cache.set(key, payload, timeout=_ttl(rules, experiments, now))
+    return {**payload, "cached": False}

@@ -1,0 +1,182 @@
+"""Experiment lifecycle and result computation (frequentist, Bayesian, sequential, SRM)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from telemetry.selectors import events_queryset
+
+from ..engine.analysis import VariantSummary, analyse_experiment
+from ..engine.sequential import SequentialState
+from ..models import Experiment, ExperimentResult, Exposure
+from ..validation import metric_name
+from .config import config_invalidate
+
+
+class ExperimentStateError(Exception):
+    """A lifecycle move that is not allowed; ``field`` names what is wrong for a 400."""
+
+    def __init__(self, message: str, field: str = "status") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def experiment_start(*, experiment_id: int, now: datetime | None = None) -> Experiment:
+    """draft -> running. A stopped experiment is not restarted: its sequential
+    evidence and exposures belong to the old run; copy it under a new key instead."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if exp.status != Experiment.Status.DRAFT:
+            raise ExperimentStateError(f"only a draft experiment can start (it is {exp.status})")
+        exp.status = Experiment.Status.RUNNING
+        exp.starts_at = exp.starts_at or now
+        exp.save(update_fields=["status", "starts_at", "updated_at"])
+        config_invalidate()
+    return exp
+
+
+def experiment_stop(*, experiment_id: int, now: datetime | None = None) -> Experiment:
+    """running -> stopped; users fall back to the rules without the experiment's variant."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if exp.status != Experiment.Status.RUNNING:
+            raise ExperimentStateError(f"only a running experiment can stop (it is {exp.status})")
+        exp.status = Experiment.Status.STOPPED
+        exp.ends_at = now if exp.ends_at is None or exp.ends_at > now else exp.ends_at
+        exp.save(update_fields=["status", "ends_at", "updated_at"])
+        config_invalidate()
+    return exp
+
+
+def _per_user_values(
+    metric: dict, exposed_at: dict[str, datetime], start: datetime, end: datetime
+) -> dict[str, float]:
+    """Metric value of each exposed user, counting only events after their exposure."""
+    prop = metric.get("property") or ""
+    values: dict[str, float] = defaultdict(float)
+    rows = events_queryset(start=start, end=end, names=[metric["event"]]).values_list(
+        "user_id", "ts", "properties"
+    )
+    for user_id, ts, properties in rows.iterator(chunk_size=5000):
+        first = exposed_at.get(user_id)
+        if first is None or ts < first:
+            continue
+        if metric["kind"] == "conversion":
+            values[user_id] = 1.0
+        elif prop:
+            raw = (properties or {}).get(prop)
+            if isinstance(raw, int | float) and not isinstance(raw, bool):
+                values[user_id] += float(raw)
+        else:
+            values[user_id] += 1.0
+    return values
+
+
+def _state_from_json(data: dict | None) -> SequentialState | None:
+    if not data:
+        return None
+    lower, upper = data.get("lower"), data.get("upper")
+    return SequentialState(
+        p_value=float(data.get("p_value", 1.0)),
+        lower=-np.inf if lower is None else float(lower),
+        upper=np.inf if upper is None else float(upper),
+        looks=int(data.get("looks", 0)),
+    )
+
+
+def _state_to_json(state: SequentialState) -> dict:
+    return {
+        "p_value": state.p_value,
+        "lower": None if not np.isfinite(state.lower) else state.lower,
+        "upper": None if not np.isfinite(state.upper) else state.upper,
+        "looks": state.looks,
+    }
+
+
+def experiment_results_recompute(*, experiment_id: int, now: datetime | None = None) -> dict:
+    """Analyse the primary and guardrail metrics of one experiment; one result row each.
+
+    The sequential test carries its running p-value and interval from the previous
+    result of the same metric, so results may be recomputed as often as wanted.
+    """
+    now = now or timezone.now()
+    exp = Experiment.objects.get(pk=experiment_id)
+    names = exp.variant_names
+    exposures = list(
+        Exposure.objects.filter(experiment=exp, variant__in=names).values_list(
+            "user_id", "variant", "exposed_at"
+        )
+    )
+    exposed_at = {u: t for u, _, t in exposures}
+    variant_of = {u: v for u, v, _ in exposures}
+    end = min(now, exp.ends_at) if exp.ends_at else now
+    start = min(exposed_at.values()) if exposed_at else (exp.starts_at or now)
+    metrics = [(exp.primary_metric, True)] + [(m, False) for m in exp.guardrail_metrics or []]
+
+    written = 0
+    with transaction.atomic():
+        for metric, is_primary in metrics:
+            name = metric_name(metric)
+            values = _per_user_values(metric, exposed_at, start, end)
+            arrays: dict[str, list[float]] = {v: [] for v in names}
+            for user_id, variant in variant_of.items():
+                arrays[variant].append(values.get(user_id, 0.0))
+            summaries = [
+                VariantSummary(v, len(arrays[v]), float(np.sum(arrays[v])),
+                               float(np.sum(np.square(arrays[v]))))
+                for v in names
+            ]  # fmt: skip
+            users = {s.name: s.users for s in summaries}
+            previous = (
+                ExperimentResult.objects.filter(experiment=exp, metric=name)
+                .order_by("-computed_at")
+                .values_list("sequential_state", flat=True)
+                .first()
+            ) or {}
+            result = ExperimentResult(
+                experiment=exp, metric=name, is_primary=is_primary,
+                metric_kind=metric["kind"], computed_at=now, users=users,
+            )  # fmt: skip
+            if min(users.values()) < 2:
+                result.note = "waiting for at least two exposed users in every variant"
+                result.sequential_state = previous
+            else:
+                analysis = analyse_experiment(
+                    summaries,
+                    weights=exp.weights,
+                    metric_kind=metric["kind"],
+                    alpha=exp.alpha,
+                    n_planned=exp.planned_users,
+                    previous_states={v: _state_from_json(previous.get(v)) for v in names
+                                     if previous.get(v)},
+                )  # fmt: skip
+                data = analysis.to_dict()
+                result.srm_p_value = analysis.srm.p_value
+                result.srm_mismatch = analysis.srm.mismatch
+                result.comparisons = data["comparisons"]
+                result.sequential_state = {
+                    c.variant: _state_to_json(c.sequential.state) for c in analysis.comparisons
+                }
+                if analysis.srm.mismatch:
+                    result.note = "sample ratio mismatch (p < 0.001): do not trust these results"
+            result.save()
+            written += 1
+    return {"experiment": exp.pk, "results": written, "exposures": len(exposures)}
+
+
+def experiments_results_recompute(*, now: datetime | None = None) -> dict:
+    """Recompute every running experiment (the hourly job)."""
+    ids = list(
+        Experiment.objects.filter(status=Experiment.Status.RUNNING).values_list("pk", flat=True)
+    )
+    results = 0
+    for pk in ids:
+        results += experiment_results_recompute(experiment_id=pk, now=now)["results"]
+    return {"experiments": len(ids), "results": results}

@@ -1,0 +1,69 @@
+"""Validation of operator-configured documents (rule conditions and actions, experiments).
+
+Shared by the API serializers and the admin forms, so both reject the same input
+with the same message naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .engine.personas import PERSONAS
+from .engine.rules import validate_conditions
+
+METRIC_KINDS = ("conversion", "mean")
+
+
+def conditions_errors(value: Any) -> list[str]:
+    return validate_conditions(value, personas=PERSONAS)
+
+
+def action_errors(value: Any) -> list[str]:
+    if not isinstance(value, dict):
+        return ["must be a JSON object (a UI configuration fragment)"]
+    if not value:
+        return ["must set at least one key"]
+    return []
+
+
+def variants_errors(value: Any) -> list[str]:
+    if not isinstance(value, list) or len(value) < 2:
+        return ["need a list of at least two variants; the first is the control"]
+    errors = []
+    names = []
+    for i, variant in enumerate(value):
+        if not isinstance(variant, dict) or not str(variant.get("name", "")).strip():
+            errors.append(f"variant {i} needs a non-empty 'name'")
+            continue
+        names.append(variant["name"])
+        weight = variant.get("weight", 1.0)
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or weight <= 0:
+            errors.append(f"variant '{variant['name']}': weight must be a positive number")
+    if len(set(names)) != len(names):
+        errors.append("variant names must be unique")
+    return errors
+
+
+def metric_errors(value: Any) -> list[str]:
+    if not isinstance(value, dict):
+        return ['must be an object like {"kind": "conversion", "event": "purchase"}']
+    errors = []
+    if value.get("kind") not in METRIC_KINDS:
+        errors.append(f"kind must be one of {list(METRIC_KINDS)}")
+    if not str(value.get("event", "")).strip():
+        errors.append("event (the event name to measure) is required")
+    if "property" in value and not isinstance(value["property"], str):
+        errors.append("property must be a string (a numeric event property to sum)")
+    return errors
+
+
+def guardrails_errors(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return ["must be a list of metrics"]
+    return [f"guardrail {i}: {e}" for i, m in enumerate(value) for e in metric_errors(m)]
+
+
+def metric_name(metric: dict) -> str:
+    """Stable display name of a metric, also the key of its result history."""
+    prop = metric.get("property") or ""
+    return f"{metric.get('kind')}:{metric.get('event')}" + (f".{prop}" if prop else "")

@@ -1,0 +1,266 @@
+"""Services of personalization against the database (PostgreSQL when DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from personalization import selectors, services
+from personalization.defaults import DEFAULT_RULES
+from personalization.engine.assignment import assign_variant
+from personalization.engine.stats import two_proportion_test
+from personalization.models import (
+    Experiment,
+    ExperimentResult,
+    Exposure,
+    PersonaChange,
+    PersonalizationRule,
+    PersonaModelRun,
+    UserProfile,
+)
+from telemetry.models import DemoUser
+
+from .factories import ExperimentFactory, RuleFactory, UserProfileFactory, add_events
+
+pytestmark = pytest.mark.django_db
+
+
+# --------------------------------------------------------------------------- profiles
+class TestProfiles:
+    def test_personas_on_demo_users_match_their_known_kind(self, demo_world):
+        counts = services.profiles_recompute(days=30)
+        run = PersonaModelRun.objects.get(pk=counts["run"])
+        kinds = dict(DemoUser.objects.values_list("user_id", "kind"))
+        profiles = list(UserProfile.objects.filter(user_id__in=list(kinds)))
+        assert counts["classified"] == sum(bool(p.persona) for p in UserProfile.objects.all())
+        classified = [p for p in profiles if p.persona]
+        assert len(classified) >= 20
+        agreement = np.mean([p.persona == kinds[p.user_id] for p in classified])
+        assert agreement > 0.8  # chance is 0.25
+        # held-out measurement stored with the run
+        assert run.labelled_users > 0 and run.accuracy is not None and run.ece is not None
+        assert run.distribution == {
+            p: sum(x.persona == p for x in UserProfile.objects.all()) for p in run.distribution
+        }
+        # casual demo users have too little data: no persona, no confidence
+        casual = [p for p in profiles if kinds[p.user_id] == "casual"]
+        assert casual and all(not p.persona and p.persona_confidence is None for p in casual)
+        for p in classified:
+            assert sum(p.persona_probabilities.values()) == pytest.approx(1.0)
+            assert p.persona_confidence == pytest.approx(max(p.persona_probabilities.values()))
+
+    def test_history_records_changes_only(self, demo_world):
+        services.profiles_recompute(days=30)
+        first = PersonaChange.objects.count()
+        assert first == UserProfile.objects.exclude(persona="").count()  # first assignments
+        services.profiles_recompute(days=30)
+        assert PersonaChange.objects.count() == first  # same data, same personas: no history
+
+        profile = UserProfile.objects.exclude(persona="").first()
+        real = profile.persona
+        other = next(p for p in ("explorer", "optimizer") if p != real)
+        UserProfile.objects.filter(pk=profile.pk).update(persona=other)
+        services.profiles_recompute(days=30)
+        change = PersonaChange.objects.filter(profile=profile).order_by("-changed_at").first()
+        assert (change.previous_persona, change.persona) == (other, real)
+
+    def test_operator_attributes_survive_recompute(self, demo_world):
+        services.profiles_recompute(days=30)
+        profile = UserProfile.objects.first()
+        UserProfile.objects.filter(pk=profile.pk).update(attributes={"plan": "pro"})
+        services.profiles_recompute(days=30)
+        profile.refresh_from_db()
+        assert profile.attributes == {"plan": "pro"}
+
+    def test_no_events_means_no_personas_and_a_note(self):
+        counts = services.profiles_recompute(days=1, now=timezone.now() - timedelta(days=3000))
+        run = PersonaModelRun.objects.get(pk=counts["run"])
+        assert counts["users"] == 0 and run.users_classified == 0
+        assert "no personas" in run.note
+
+    def test_bad_window_is_rejected(self):
+        with pytest.raises(ValueError, match="days"):
+            services.profiles_recompute(days=0)
+
+
+# --------------------------------------------------------------------------- config
+class TestConfig:
+    def test_default_rules_exist_and_are_not_overwritten(self):
+        keys = [r["key"] for r in DEFAULT_RULES]
+        assert PersonalizationRule.objects.filter(key__in=keys).count() == len(DEFAULT_RULES) == 4
+        PersonalizationRule.objects.filter(key=keys[0]).update(priority=7)
+        assert services.default_rules_ensure()["created"] == 0
+        assert PersonalizationRule.objects.get(key=keys[0]).priority == 7
+
+    def test_resolution_merges_rules_by_priority_with_provenance(self):
+        UserProfileFactory(user_id="t-cfg", persona="optimizer", persona_confidence=0.9)
+        RuleFactory(key="t-late", priority=500, conditions={"persona": "optimizer"},
+                    action={"layout": {"density": "ultra"}})  # fmt: skip
+        out = services.config_resolve(user_id="t-cfg")
+        assert out["persona"] == "optimizer"
+        assert out["config"]["layout"]["density"] == "ultra"
+        assert out["provenance"]["layout.density"] == "t-late"
+        assert out["provenance"]["shortcuts.command_palette"] == "optimizer-compact"
+        assert out["rules"][-1] == "t-late" and "optimizer-compact" in out["rules"]
+
+    def test_low_confidence_users_do_not_get_persona_rules(self):
+        UserProfileFactory(user_id="t-unsure", persona="optimizer", persona_confidence=0.3)
+        assert "optimizer-compact" not in services.config_resolve(user_id="t-unsure")["rules"]
+
+    def test_cached_until_a_rule_changes(self, django_assert_num_queries):
+        UserProfileFactory(user_id="t-cache", persona="explorer", persona_confidence=0.8)
+        first = services.config_resolve(user_id="t-cache")
+        assert not first["cached"]
+        with django_assert_num_queries(0):
+            again = services.config_resolve(user_id="t-cache")
+        assert again["cached"] and again["config"] == first["config"]
+
+        rule = PersonalizationRule.objects.get(key="explorer-discovery")
+        rule.action = {"home": {"modules": ["map"]}}
+        rule.save()
+        changed = services.config_resolve(user_id="t-cache")
+        assert not changed["cached"]
+        assert changed["config"]["home"]["modules"] == ["map"]
+
+    def test_unknown_user_gets_rules_for_everyone_only(self):
+        RuleFactory(key="t-all", action={"footer": {"links": 3}})
+        out = services.config_resolve(user_id="t-nobody")
+        assert out["persona"] is None and out["rules"] == ["t-all"]
+
+    def test_experiment_variant_is_sticky_recorded_once_and_drives_rules(self):
+        exp = ExperimentFactory(key="t-checkout")
+        RuleFactory(key="t-variant", conditions={"variant": {"t-checkout": ["treatment"]}},
+                    action={"checkout": {"one_click": True}})  # fmt: skip
+        users = [f"t-v{i}" for i in range(40)]
+        for u in users:
+            services.config_resolve(user_id=u, use_cache=False)
+            services.config_resolve(user_id=u, use_cache=False)
+        exposures = dict(Exposure.objects.filter(experiment=exp).values_list("user_id", "variant"))
+        assert len(exposures) == len(users) == Exposure.objects.filter(experiment=exp).count()
+        for u in users:
+            expected = assign_variant(experiment_key="t-checkout", user_id=u,
+                                      variants=["control", "treatment"], weights=[0.5, 0.5])  # fmt: skip
+            assert exposures[u] == expected
+            out = services.config_resolve(user_id=u)
+            assert out["experiments"] == {"t-checkout": expected}
+            assert ("checkout" in out["config"]) == (expected == "treatment")
+        assert set(exposures.values()) == {"control", "treatment"}
+
+    def test_targeting_and_stopped_experiments(self):
+        ExperimentFactory(key="t-target", targeting={"persona": ["achiever"]})
+        stopped = ExperimentFactory(key="t-stopped")
+        services.experiment_stop(experiment_id=stopped.pk)
+        UserProfileFactory(user_id="t-ach", persona="achiever")
+        UserProfileFactory(user_id="t-opt", persona="optimizer")
+        assert set(services.config_resolve(user_id="t-ach")["experiments"]) == {"t-target"}
+        assert services.config_resolve(user_id="t-opt")["experiments"] == {}
+
+
+# --------------------------------------------------------------------------- experiments
+def _experiment_with_data(n_users=600, rates=(0.10, 0.16), seed=0):
+    exp = ExperimentFactory(key=f"t-analysis-{seed}")
+    rng = np.random.default_rng(seed)
+    exposed = timezone.now() - timedelta(days=3)
+    rows, truth = [], {"control": [0, 0], "treatment": [0, 0]}
+    for i in range(n_users):
+        user = f"t-a{seed}-{i}"
+        variant = assign_variant(experiment_key=exp.key, user_id=user,
+                                 variants=exp.variant_names, weights=exp.weights)  # fmt: skip
+        Exposure.objects.create(experiment=exp, user_id=user, variant=variant, exposed_at=exposed)
+        converts = rng.random() < rates[variant == "treatment"]
+        truth[variant][0] += 1
+        truth[variant][1] += int(converts)
+        if converts:
+            rows.append((user, "t_convert", exposed + timedelta(hours=1), {}))
+        if i % 10 == 0:  # before exposure: must not count
+            rows.append((user, "t_convert", exposed - timedelta(hours=1), {}))
+    add_events(rows)
+    return exp, truth
+
+
+class TestExperimentResults:
+    def test_results_match_the_engine_on_the_raw_counts(self):
+        exp, truth = _experiment_with_data()
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        result = ExperimentResult.objects.get(experiment=exp)
+        (n_c, c_c), (n_t, c_t) = truth["control"], truth["treatment"]
+        assert result.users == {"control": n_c, "treatment": n_t}
+        ref = two_proportion_test(c_c, n_c, c_t, n_t)
+        comparison = result.comparisons[0]
+        assert comparison["variant"] == "treatment"
+        assert comparison["fixed"]["p_value"] == pytest.approx(ref.p_value)
+        assert comparison["fixed"]["relative_lift"] == pytest.approx(ref.relative_lift)
+        assert not result.srm_mismatch
+
+    def test_sequential_state_carries_between_recomputations(self):
+        exp, _ = _experiment_with_data(seed=1)
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        latest = ExperimentResult.objects.filter(experiment=exp).order_by("-computed_at")
+        assert latest[0].sequential_state["treatment"]["looks"] == 2
+        assert (
+            latest[0].comparisons[0]["sequential"]["p_value"]
+            <= latest[1].comparisons[0]["sequential"]["p_value"]
+        )
+
+    def test_mean_metric_and_guardrail_and_srm(self):
+        exp = ExperimentFactory(
+            key="t-srm",
+            primary_metric={"kind": "mean", "event": "t_buy", "property": "amount"},
+            guardrail_metrics=[{"kind": "conversion", "event": "t_error"}],
+        )
+        exposed = timezone.now() - timedelta(days=1)
+        for i in range(300):  # 2:1 split although weights say 1:1
+            Exposure.objects.create(experiment=exp, user_id=f"t-s{i}",
+                                    variant="control" if i % 3 else "treatment",
+                                    exposed_at=exposed)  # fmt: skip
+        add_events([(f"t-s{i}", "t_buy", exposed + timedelta(minutes=5), {"amount": i % 7})
+                    for i in range(300)])  # fmt: skip
+        counts = services.experiment_results_recompute(experiment_id=exp.pk)
+        assert counts["results"] == 2
+        results = {r.metric: r for r in ExperimentResult.objects.filter(experiment=exp)}
+        primary = results["mean:t_buy.amount"]
+        assert primary.is_primary and primary.srm_mismatch and "mismatch" in primary.note
+        assert not results["conversion:t_error"].is_primary
+
+    def test_too_few_users_is_a_note_not_an_error(self):
+        exp = ExperimentFactory(key="t-empty")
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        result = ExperimentResult.objects.get(experiment=exp)
+        assert result.comparisons == [] and "waiting" in result.note
+
+    def test_lifecycle(self):
+        exp = ExperimentFactory(status=Experiment.Status.DRAFT, starts_at=None)
+        with pytest.raises(services.ExperimentStateError):
+            services.experiment_stop(experiment_id=exp.pk)
+        started = services.experiment_start(experiment_id=exp.pk)
+        assert started.status == "running" and started.starts_at is not None
+        with pytest.raises(services.ExperimentStateError):
+            services.experiment_start(experiment_id=exp.pk)
+        stopped = services.experiment_stop(experiment_id=exp.pk)
+        assert stopped.status == "stopped" and stopped.ends_at is not None
+
+    def test_hourly_job_covers_running_experiments_only(self):
+        _experiment_with_data(seed=2)
+        ExperimentFactory(key="t-draft", status=Experiment.Status.DRAFT)
+        counts = services.experiments_results_recompute()
+        assert counts == {"experiments": 1, "results": 1}
+
+
+# --------------------------------------------------------------------------- overview
+def test_overview_section_follows_the_data():
+    before = selectors.overview_section()
+    UserProfileFactory(persona="socializer")
+    RuleFactory(enabled=False)
+    ExperimentFactory()
+    after = selectors.overview_section()
+    assert after["profiles"] == before["profiles"] + 1
+    assert after["persona_distribution"].get("socializer", 0) == (
+        before["persona_distribution"].get("socializer", 0) + 1
+    )
+    assert after["rules_total"] == before["rules_total"] + 1
+    assert after["active_rules"] == before["active_rules"]
+    assert after["running_experiments"] == before["running_experiments"] + 1
