@@ -1,3 +1,310 @@
-"""Telemetry API: batch ingestion of samples and events, series reads."""
+"""Telemetry API: batch ingestion of samples and events, series reads.
 
-urlpatterns: list = []
+Ingestion bodies hold up to 100,000 rows, so they are parsed with orjson and validated
+column-wise by ``telemetry.validation`` rather than by a serializer per row; the
+serializers below describe the shapes for the schema and validate the small inputs
+(query parameters).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+
+import orjson
+from django.urls import re_path
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import conf
+from .downsample import AGGREGATIONS, parse_step
+from .models import Series
+from .routers import OptionalSlashRouter
+from .selectors import series_list_with_latest, series_points
+from .services import event_bounds, events_write_batch, ingest_bounds, samples_write_batch
+from .validation import MAX_ROWS, BatchInvalid, gc_paused, validate_events, validate_samples
+
+MAX_POINTS = 100_000
+
+
+class RequestTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body too large."
+    default_code = "request_too_large"
+
+
+class OrjsonParser(BaseParser):
+    """JSON bodies parsed by orjson (several times faster than ``json`` on big batches).
+
+    The body is read with a size cap (``PHASE3_INGEST_MAX_BODY_BYTES``) so an oversized
+    upload is refused with a 413 before it is parsed.
+    """
+
+    media_type = "application/json"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        if stream is None:
+            raise ParseError("Request body is empty.")
+        limit = conf.max_body_bytes()
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise RequestTooLarge(f"Request body is larger than {limit} bytes.")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"JSON parse error - {exc}") from exc
+
+
+# --- Ingestion ---------------------------------------------------------------------------
+
+
+class SampleRowSerializer(serializers.Serializer):
+    series = serializers.CharField(max_length=200)
+    labels = serializers.DictField(child=serializers.CharField(), required=False)
+    ts = serializers.CharField(help_text="ISO-8601 (naive means UTC) or epoch seconds.")
+    value = serializers.FloatField()
+    unit = serializers.CharField(max_length=30, required=False)
+
+
+class SampleBatchSerializer(serializers.Serializer):
+    samples = SampleRowSerializer(many=True, max_length=MAX_ROWS)
+
+
+class EventRowSerializer(serializers.Serializer):
+    user_id = serializers.CharField(max_length=100)
+    name = serializers.CharField(max_length=100)
+    ts = serializers.CharField(help_text="ISO-8601 (naive means UTC) or epoch seconds.")
+    session_id = serializers.CharField(max_length=100, required=False)
+    properties = serializers.DictField(required=False)
+    client_id = serializers.CharField(
+        max_length=100,
+        required=False,
+        help_text="Makes a re-sent event idempotent; without it the event's content does.",
+    )
+
+
+class EventBatchSerializer(serializers.Serializer):
+    events = EventRowSerializer(many=True, max_length=MAX_ROWS)
+
+
+class IngestResultSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    written = serializers.IntegerField(help_text="New rows; rows already stored are skipped.")
+    series_created = serializers.IntegerField()
+
+
+class SampleIngestView(APIView):
+    """Write a batch of samples, all or nothing; re-sending a batch changes nothing."""
+
+    parser_classes = [OrjsonParser]
+    serializer_class = SampleBatchSerializer
+    write_role = "operator"
+
+    @extend_schema(request=SampleBatchSerializer, responses=IngestResultSerializer)
+    def post(self, request):
+        try:
+            with gc_paused():
+                batch = validate_samples(request.data, bounds=ingest_bounds())
+        except BatchInvalid as exc:
+            raise ValidationError(exc.errors) from exc
+        return Response(asdict(samples_write_batch(batch=batch)))
+
+
+class EventIngestView(APIView):
+    """Write a batch of end-user events, all or nothing; re-sending a batch changes nothing."""
+
+    parser_classes = [OrjsonParser]
+    serializer_class = EventBatchSerializer
+    write_role = "operator"
+
+    @extend_schema(request=EventBatchSerializer, responses=IngestResultSerializer)
+    def post(self, request):
+        try:
+            with gc_paused():
+                batch = validate_events(request.data, bounds=event_bounds())
+        except BatchInvalid as exc:
+            raise ValidationError(exc.errors) from exc
+        return Response(asdict(events_write_batch(batch=batch)))
+
+
+# --- Reads -------------------------------------------------------------------------------
+
+
+class InstantField(serializers.Field):
+    """A moment given as ISO-8601 (naive means UTC) or as epoch seconds."""
+
+    default_error_messages = {"invalid": "must be an ISO-8601 timestamp or epoch seconds"}
+
+    def to_internal_value(self, data) -> datetime:
+        text = str(data).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(text)
+            except ValueError:
+                self.fail("invalid")
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if not math.isfinite(seconds) or abs(seconds) > 1e11:
+            self.fail("invalid")
+        return datetime.fromtimestamp(seconds, tz=UTC)
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class SeriesFilterSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=200)
+    name_prefix = serializers.CharField(required=False, max_length=200)
+
+
+class SeriesSerializer(serializers.ModelSerializer):
+    last_ts = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_value = serializers.FloatField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = Series
+        fields = [
+            "id",
+            "name",
+            "labels",
+            "unit",
+            "kind",
+            "description",
+            "importance",
+            "last_ts",
+            "last_value",
+        ]
+
+
+class SamplesQuerySerializer(serializers.Serializer):
+    start = InstantField(required=False, help_text="Default: end minus one day.")
+    end = InstantField(required=False, help_text="Default: now.")
+    step = serializers.CharField(
+        required=False, help_text="Bucket size: seconds or 30s, 5m, 1h, 1d. Omit for raw."
+    )
+    agg = serializers.ChoiceField(choices=AGGREGATIONS, default="mean")
+
+    def validate_step(self, value: str) -> float:
+        try:
+            return parse_step(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+
+    def validate(self, attrs: dict) -> dict:
+        end = attrs.get("end") or timezone.now()
+        start = attrs.get("start") or end - timedelta(days=1)
+        if start >= end:
+            raise ValidationError({"end": ["must be after start"]})
+        step = attrs.get("step")
+        if step is not None and (end - start).total_seconds() / step > MAX_POINTS:
+            raise ValidationError(
+                {"step": [f"gives more than {MAX_POINTS} buckets; use a larger step"]}
+            )
+        return {**attrs, "start": start, "end": end}
+
+
+class SamplesSerializer(serializers.Serializer):
+    series = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    step = serializers.FloatField(allow_null=True)
+    agg = serializers.CharField(allow_null=True)
+    source = serializers.CharField(help_text="raw, rollup or rollup+raw")
+    ts = serializers.ListField(child=serializers.FloatField(), help_text="Epoch seconds.")
+    values = serializers.ListField(child=serializers.FloatField())
+
+
+LABEL_PARAM = "label."
+
+
+class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
+    """Series with their last value; filter by ``name``, ``name_prefix``, ``label.<key>=<value>``."""
+
+    queryset = Series.objects.all()
+    serializer_class = SeriesSerializer
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self):
+        if self.action == "samples":  # one series by id: no list filters, no last value
+            return Series.objects.all()
+        params = SeriesFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        labels = {
+            key[len(LABEL_PARAM) :]: value
+            for key, value in self.request.query_params.items()
+            if key.startswith(LABEL_PARAM)
+        }
+        if "" in labels:
+            raise ValidationError({LABEL_PARAM: ["give the label key: label.<key>=<value>"]})
+        return series_list_with_latest(
+            name=params.validated_data.get("name"),
+            name_prefix=params.validated_data.get("name_prefix"),
+            labels=labels,
+        )
+
+    @extend_schema(
+        parameters=[
+            SeriesFilterSerializer,
+            OpenApiParameter(
+                "label.<key>",
+                OpenApiTypes.STR,
+                description="Label filter, e.g. label.endpoint=/api/search",
+            ),
+        ]
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(parameters=[SamplesQuerySerializer], responses=SamplesSerializer)
+    @action(detail=True, methods=["get"], url_path="samples")
+    def samples(self, request, pk=None):
+        """Samples of one series in [start, end): raw, or downsampled when ``step`` is given."""
+        series = self.get_object()
+        query = SamplesQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        step = q.get("step")
+        limit = conf.max_raw_points()
+        points = series_points(
+            series.pk,
+            start=q["start"],
+            end=q["end"],
+            step_seconds=step,
+            agg=q["agg"],
+            limit=None if step else limit + 1,
+        )
+        if step is None and points.ts.size > limit:
+            raise ValidationError(
+                {"step": [f"the range holds more than {limit} samples; give a step"]}
+            )
+        return Response(
+            {
+                "series": series.pk,
+                "start": q["start"],
+                "end": q["end"],
+                "step": step,
+                "agg": q["agg"] if step else None,
+                "source": points.source,
+                "ts": points.ts.tolist(),
+                "values": points.values.tolist(),
+            }
+        )
+
+
+router = OptionalSlashRouter()
+router.register("telemetry/series", SeriesViewSet, basename="series")
+
+urlpatterns = [
+    re_path(r"^telemetry/samples/?$", SampleIngestView.as_view(), name="telemetry-samples"),
+    re_path(r"^telemetry/events/?$", EventIngestView.as_view(), name="telemetry-events"),
+    *router.urls,
+]
