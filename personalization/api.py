@@ -113,6 +113,15 @@ class ExperimentResultSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
+class ProfileFilterSerializer(serializers.Serializer):
+    persona = serializers.ChoiceField(choices=[*UserProfile._meta.get_field("persona").choices,
+                                               ("", "none")], required=False)  # fmt: skip
+
+
+class RecomputeSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=28)
+
+
 class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
     """End-user profiles with their persona; ``recompute`` runs the daily job now."""
 
@@ -131,27 +140,18 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
         return queryset
 
     @extend_schema(responses=PersonaChangeSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, user_id=None):
         changes = self.get_object().changes.order_by("-changed_at")[:100]
         return Response(PersonaChangeSerializer(changes, many=True).data)
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=RecomputeSerializer, responses={201: dict})
     @action(detail=False, methods=["post"])
     def recompute(self, request):
         body = RecomputeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         counts = services.profiles_recompute(days=body.validated_data["days"])
         return Response(counts, status=status.HTTP_201_CREATED)
-
-
-class ProfileFilterSerializer(serializers.Serializer):
-    persona = serializers.ChoiceField(choices=[*UserProfile._meta.get_field("persona").choices,
-                                               ("", "none")], required=False)  # fmt: skip
-
-
-class RecomputeSerializer(serializers.Serializer):
-    days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=28)
 
 
 class RuleViewSet(viewsets.ModelViewSet):
@@ -188,13 +188,13 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         return self._transition(services.experiment_stop)
 
     @extend_schema(responses=ExperimentResultSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def results(self, request, pk=None):
         latest = selectors.experiment_latest_results(self.get_object())
         return Response(ExperimentResultSerializer(latest, many=True).data)
 
-    @extend_schema(request=None, responses=ExperimentResultSerializer(many=True))
-    @action(detail=True, methods=["post"])
+    @extend_schema(request=None, responses={201: ExperimentResultSerializer(many=True)})
+    @action(detail=True, methods=["post"], pagination_class=None)
     def recompute(self, request, pk=None):
         exp = self.get_object()
         services.experiment_results_recompute(experiment_id=exp.pk)

@@ -1,0 +1,198 @@
+"""The personalization API: roles, validation (400 naming the field), caching, schema."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from personalization.models import Experiment, ExperimentResult, Exposure, PersonalizationRule
+
+from .factories import ExperimentFactory, RuleFactory, UserProfileFactory, add_events
+from .schema import assert_matches_schema
+
+pytestmark = pytest.mark.django_db
+API = "/admin/api/phase3/personalization"
+
+
+class TestConfigEndpoint:
+    def test_returns_config_rules_variants_and_persona(self, client_with_role):
+        UserProfileFactory(user_id="t-api", persona="socializer", persona_confidence=0.8)
+        ExperimentFactory(key="t-api-exp")
+        client = client_with_role("viewer")
+        for path in (f"{API}/users/t-api/config", f"{API}/users/t-api/config/"):
+            response = client.get(path)
+            assert response.status_code == 200, response.content
+            assert_matches_schema(response, path)
+        body = response.json()
+        assert body["persona"] == "socializer" and body["persona_confidence"] == 0.8
+        assert "socializer-community" in body["rules"]
+        assert body["config"]["sharing"] == {"quick_share": True}
+        assert body["provenance"]["sharing.quick_share"] == "socializer-community"
+        assert set(body["experiments"]) == {"t-api-exp"}
+        assert body["cached"] is True  # second call of the loop
+        assert Exposure.objects.filter(user_id="t-api").count() == 1
+
+    def test_rule_edit_through_the_api_is_visible_immediately(self, client_with_role):
+        UserProfileFactory(user_id="t-api2", persona="achiever", persona_confidence=0.9)
+        viewer, admin = client_with_role("viewer"), client_with_role("admin")
+        assert viewer.get(f"{API}/users/t-api2/config").json()["config"]["home"]["modules"][0] == (
+            "progress"
+        )
+        rule = PersonalizationRule.objects.get(key="achiever-progress")
+        response = admin.patch(
+            f"{API}/rules/{rule.pk}", {"action": {"home": {"modules": ["trophies"]}}}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        body = viewer.get(f"{API}/users/t-api2/config").json()
+        assert body["cached"] is False and body["config"]["home"]["modules"] == ["trophies"]
+
+    def test_bad_user_id_is_a_400_naming_the_field(self, client_with_role):
+        response = client_with_role("viewer").get(f"{API}/users/{'x' * 101}/config")
+        assert response.status_code == 400 and "user_id" in response.json()
+
+    def test_needs_a_key(self, api_client):
+        assert api_client.get(f"{API}/users/someone/config").status_code == 401
+
+
+def test_status_reports_personas_rules_and_experiment_results(client_with_role):
+    UserProfileFactory(persona="explorer")
+    exp = ExperimentFactory(key="t-status")
+    exposed = timezone.now() - timedelta(days=1)
+    for i in range(40):
+        Exposure.objects.create(experiment=exp, user_id=f"t-st{i}",
+                                variant=("control", "treatment")[i % 2], exposed_at=exposed)  # fmt: skip
+    add_events(
+        [(f"t-st{i}", "t_convert", exposed + timedelta(hours=1), {}) for i in range(0, 40, 3)]
+    )
+    operator = client_with_role("operator")
+    assert operator.post(f"{API}/experiments/{exp.pk}/recompute").status_code == 201
+    response = client_with_role("viewer").get(f"{API}/status")
+    assert response.status_code == 200
+    assert_matches_schema(response, f"{API}/status")
+    body = response.json()
+    assert body["persona_distribution"]["explorer"] >= 1
+    assert {r["key"] for r in body["active_rules"]} >= {"explorer-discovery", "optimizer-compact"}
+    running = {e["key"]: e for e in body["running_experiments"]}
+    assert running["t-status"]["exposures"] == 40
+    comparison = running["t-status"]["results"][0]["comparisons"][0]
+    assert comparison["variant"] == "treatment"
+    low, high = comparison["relative_lift_ci"]["lower"], comparison["relative_lift_ci"]["upper"]
+    assert low <= comparison["relative_lift"] <= high
+
+
+class TestRulesApi:
+    def test_roles(self, client_with_role):
+        body = {"key": "t-new", "name": "New", "action": {"a": 1}}
+        assert (
+            client_with_role("viewer").post(f"{API}/rules", body, format="json").status_code == 403
+        )
+        assert (
+            client_with_role("operator").post(f"{API}/rules", body, format="json").status_code
+            == 403
+        )
+        response = client_with_role("admin").post(f"{API}/rules", body, format="json")
+        assert response.status_code == 201, response.content
+        assert_matches_schema(response, f"{API}/rules", "post")
+
+    @pytest.mark.parametrize(
+        ("patch", "field"),
+        [
+            ({"conditions": {"persona": ["wizard"]}}, "conditions"),
+            ({"conditions": {"attributes": {"age": {"between": 3}}}}, "conditions"),
+            ({"action": {}}, "action"),
+            ({"action": ["not", "an", "object"]}, "action"),
+            ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
+        ],
+    )
+    def test_bad_input_names_the_field(self, client_with_role, patch, field):
+        body = {"key": "t-bad", "name": "Bad", "action": {"a": 1}, **patch}
+        response = client_with_role("admin").post(f"{API}/rules", body, format="json")
+        assert response.status_code == 400 and field in response.json(), response.content
+        assert not PersonalizationRule.objects.filter(key="t-bad").exists()
+
+
+class TestExperimentsApi:
+    def _body(self, **kw):
+        return {
+            "key": "t-new-exp",
+            "name": "New experiment",
+            "variants": [{"name": "control", "weight": 0.5}, {"name": "b", "weight": 0.5}],
+            "primary_metric": {"kind": "conversion", "event": "purchase"},
+            **kw,
+        }
+
+    def test_admin_creates_operator_starts_and_stops(self, client_with_role):
+        admin, operator = client_with_role("admin"), client_with_role("operator")
+        created = admin.post(f"{API}/experiments", self._body(), format="json")
+        assert created.status_code == 201, created.content
+        pk = created.json()["id"]
+        assert created.json()["status"] == "draft"
+        assert client_with_role("viewer").post(f"{API}/experiments/{pk}/start").status_code == 403
+        started = operator.post(f"{API}/experiments/{pk}/start")
+        assert started.status_code == 200 and started.json()["status"] == "running"
+        again = operator.post(f"{API}/experiments/{pk}/start")
+        assert again.status_code == 400 and "status" in again.json()
+        new_variants = [*self._body()["variants"][:1], {"name": "c"}]
+        frozen = admin.patch(f"{API}/experiments/{pk}", {"variants": new_variants}, format="json")
+        assert frozen.status_code == 400 and "variants" in frozen.json()
+        stopped = operator.post(f"{API}/experiments/{pk}/stop")
+        assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+        assert Experiment.objects.get(pk=pk).ends_at is not None
+
+    @pytest.mark.parametrize(
+        ("patch", "field"),
+        [
+            ({"variants": [{"name": "only"}]}, "variants"),
+            ({"variants": [{"name": "a"}, {"name": "a"}]}, "variants"),
+            ({"variants": [{"name": "a", "weight": -1}, {"name": "b"}]}, "variants"),
+            ({"primary_metric": {"kind": "median", "event": "x"}}, "primary_metric"),
+            ({"primary_metric": {"kind": "conversion"}}, "primary_metric"),
+            ({"guardrail_metrics": [{"kind": "mean"}]}, "guardrail_metrics"),
+            ({"targeting": {"persona": "wizard"}}, "targeting"),
+            ({"coverage": 1.5}, "coverage"),
+            ({"alpha": 0.9}, "alpha"),
+        ],
+    )
+    def test_bad_input_names_the_field(self, client_with_role, patch, field):
+        response = client_with_role("admin").post(
+            f"{API}/experiments", self._body(**patch), format="json"
+        )
+        assert response.status_code == 400 and field in response.json(), response.content
+
+    def test_results_and_recompute(self, client_with_role):
+        exp = ExperimentFactory(key="t-res")
+        viewer, operator = client_with_role("viewer"), client_with_role("operator")
+        assert viewer.get(f"{API}/experiments/{exp.pk}/results").json() == []
+        assert viewer.post(f"{API}/experiments/{exp.pk}/recompute").status_code == 403
+        response = operator.post(f"{API}/experiments/{exp.pk}/recompute")
+        assert response.status_code == 201
+        assert ExperimentResult.objects.filter(experiment=exp).count() == 1
+        listed = viewer.get(f"{API}/experiments/{exp.pk}/results")
+        assert listed.json()[0]["metric"] == "conversion:t_convert"
+        assert_matches_schema(listed, f"{API}/experiments/{exp.pk}/results")
+
+
+class TestProfilesApi:
+    def test_list_filter_history_and_recompute_roles(self, client_with_role):
+        UserProfileFactory(user_id="t-p1", persona="optimizer")
+        UserProfileFactory(user_id="t-p2", persona="explorer")
+        viewer = client_with_role("viewer")
+        listed = viewer.get(f"{API}/profiles?persona=optimizer")
+        assert listed.status_code == 200
+        assert_matches_schema(listed, f"{API}/profiles")
+        ids = {p["user_id"] for p in listed.json()["results"]} if isinstance(
+            listed.json(), dict) else {p["user_id"] for p in listed.json()}  # fmt: skip
+        assert "t-p1" in ids and "t-p2" not in ids
+        assert viewer.get(f"{API}/profiles?persona=wizard").status_code == 400
+        assert viewer.get(f"{API}/profiles/t-p1/history").status_code == 200
+        assert viewer.post(f"{API}/profiles/recompute").status_code == 403
+        bad = client_with_role("operator").post(f"{API}/profiles/recompute", {"days": 0},
+                                                format="json")  # fmt: skip
+        assert bad.status_code == 400 and "days" in bad.json()
+
+    def test_rule_factory_rules_apply_to_everyone(self, client_with_role):
+        RuleFactory(key="t-everyone", action={"x": 1})
+        body = client_with_role("viewer").get(f"{API}/users/anyone/config").json()
+        assert body["config"] == {"x": 1} and body["provenance"] == {"x": "t-everyone"}
