@@ -237,6 +237,7 @@ class ProphetModel(ForecastModel):
             logger = logging.getLogger(noisy)
             logger.setLevel(logging.ERROR)
             logger.propagate = False
+            logger.disabled = True  # cmdstanpy resets its level on first use
         span = ts[-1] - ts[0]
         model = Prophet(
             uncertainty_samples=0,
