@@ -1,0 +1,74 @@
+"""The scaling decision engine: pure numpy/scipy, no Django.
+
+Rules propose (``rules``), the policy decides (``decision``), the forecast and
+its budgeted headroom provision ahead (``forecasters``, ``headroom``), outcomes
+are judged afterwards (``outcome``) and traces are replayed causally
+(``simulation``).
+"""
+
+from .cost import HOURS_PER_MONTH, CostImpact, cost_impact, expected_utilization
+from .decision import (
+    Action,
+    Decision,
+    DecisionPolicy,
+    DecisionStatus,
+    ResourceState,
+    ScalingMemory,
+    decide,
+)
+from .forecasters import Forecaster, SeasonalLevelForecaster, last_value_forecaster
+from .headroom import ErrorScale, HeadroomBudget
+from .outcome import OutcomeVerdict, judge_outcome, target_band
+from .rules import (
+    Proposal,
+    RuleKind,
+    ScalingRule,
+    StepAdjustment,
+    evaluate_rule,
+    target_tracking_units,
+)
+from .simulation import (
+    ReplayMetrics,
+    SimulationPolicy,
+    SimulationResult,
+    hpa_reference,
+    replay_metrics,
+    simulate,
+)
+from .traces import TraceError, read_trace_csv
+
+__all__ = [
+    "HOURS_PER_MONTH",
+    "Action",
+    "CostImpact",
+    "Decision",
+    "DecisionPolicy",
+    "DecisionStatus",
+    "ErrorScale",
+    "Forecaster",
+    "HeadroomBudget",
+    "OutcomeVerdict",
+    "Proposal",
+    "ReplayMetrics",
+    "ResourceState",
+    "RuleKind",
+    "ScalingMemory",
+    "ScalingRule",
+    "SeasonalLevelForecaster",
+    "SimulationPolicy",
+    "SimulationResult",
+    "StepAdjustment",
+    "TraceError",
+    "cost_impact",
+    "decide",
+    "evaluate_rule",
+    "expected_utilization",
+    "hpa_reference",
+    "judge_outcome",
+    "last_value_forecaster",
+    "read_trace_csv",
+    "replay_metrics",
+    "simulate",
+    "target_band",
+    "target_tracking_units",
+]

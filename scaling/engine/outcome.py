@@ -1,0 +1,47 @@
+"""Judging a decision after the fact: did utilisation come back into the target band?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutcomeVerdict:
+    success: bool | None  # None: not enough data to judge yet
+    utilization: float | None
+    reason: str
+
+
+def target_band(target_utilization: float, tolerance: float) -> tuple[float, float]:
+    """The band a decision aims for: target +- tolerance x target (upper end capped at 1)."""
+    return target_utilization * (1 - tolerance), min(1.0, target_utilization * (1 + tolerance))
+
+
+def judge_outcome(
+    utilization_after_settle: np.ndarray,
+    target_utilization: float,
+    tolerance: float,
+    min_samples: int = 1,
+) -> OutcomeVerdict:
+    """Success when the median utilisation after the settle time lies inside the target band.
+
+    The median, because a single sample caught mid-spike says nothing about
+    whether the new capacity fits the load. Utilisation *below* the band at
+    ``min_units`` still counts as a failure: the engine could not bring it in.
+    """
+    values = np.asarray(utilization_after_settle, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < min_samples or values.size == 0:
+        return OutcomeVerdict(None, None, f"only {values.size} samples after the settle time")
+    low, high = target_band(target_utilization, tolerance)
+    median = float(np.median(values))
+    if low <= median <= high:
+        return OutcomeVerdict(
+            True, median, f"median utilisation {median:.3f} in [{low:.3f}, {high:.3f}]"
+        )
+    side = "above" if median > high else "below"
+    return OutcomeVerdict(
+        False, median, f"median utilisation {median:.3f} {side} [{low:.3f}, {high:.3f}]"
+    )
