@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
+import numpy as np
 from django.db.models import Count, Prefetch, Q, QuerySet
+
+from telemetry.selectors import series_values
 
 from .models import Anomaly, ResponseExecution, RootCauseCandidate
 
@@ -56,4 +59,29 @@ def overview_section() -> dict:
         ),
         "responses_by_status": executions,
         "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
+    }
+
+
+def anomaly_context(
+    anomaly: Anomaly, *, before: timedelta | None = None, after: timedelta | None = None
+) -> dict:
+    """The series around an anomaly plus its expected band and abnormal points, as arrays.
+
+    The band (expected +- 3 scales) is what the detector believed at each abnormal point,
+    kept in `Anomaly.points` when it was scored, so the chart shows the detector's view
+    at the time rather than a re-fit with hindsight.
+    """
+    before = before or timedelta(hours=6)
+    after = after or timedelta(hours=1)
+    end = (anomaly.ended_at or anomaly.last_seen_at) + after
+    ts, values = series_values(anomaly.series_id, start=anomaly.started_at - before, end=end)
+    pts = np.asarray(anomaly.points, dtype=float).reshape(-1, 5)
+    return {
+        "ts": ts,
+        "values": values,
+        "point_ts": pts[:, 0],
+        "point_values": pts[:, 1],
+        "lower": pts[:, 2] - 3.0 * pts[:, 3],
+        "upper": pts[:, 2] + 3.0 * pts[:, 3],
+        "expected": pts[:, 2],
     }

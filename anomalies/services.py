@@ -297,7 +297,10 @@ def _rank_causes_around(anomaly_ids: set[int]) -> None:
         step = _grid_step(target)
         ranked = rank_causes(
             target.started_at.timestamp(),
-            [CauseCandidate(p.pk, p.started_at.timestamp(), p.peak_surprisal) for p in peers],
+            [
+                CauseCandidate(p.pk, p.started_at.timestamp(), p.peak_surprisal, p.peak_z)
+                for p in peers
+            ],
             step,
         )
         by_pk = {p.pk: p for p in peers}

@@ -14,12 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Relative difference in deviation below which two simultaneous candidates are tied.
+TIE_TOLERANCE = 0.02
+
 
 @dataclass(frozen=True)
 class CauseCandidate:
     key: int  # the candidate series' id (opaque to the engine)
     onset: float  # epoch seconds when it became abnormal
     deviation: float  # its peak surprisal (-log10 tail probability), comparable across series
+    peak_z: float = 0.0  # its largest |observed - expected| in its own scale units
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,23 @@ def rank_causes(
     slots = np.array([np.floor((c.onset - onset) / step + 1e-9) for c in candidates])
     deviation = np.array([max(c.deviation, 0.0) for c in candidates])
     order = np.lexsort((-deviation, slots))
+    # Candidates with the same onset and (within TIE_TOLERANCE) the same standardised peak
+    # are the same signal seen twice, e.g. a pool's connection count and its utilisation
+    # ratio: the data cannot tell them apart, so they share a rank instead of being ordered
+    # by calibration noise.
+    peak_z = np.array([abs(c.peak_z) for c in candidates])
+    ranks = np.empty(len(order), dtype=int)
+    rank = 0
+    for pos, i in enumerate(order):
+        prev = order[pos - 1] if pos else None
+        same = (
+            prev is not None
+            and slots[i] == slots[prev]
+            and peak_z[i] > 0
+            and abs(peak_z[i] - peak_z[prev]) <= TIE_TOLERANCE * max(peak_z[i], peak_z[prev])
+        )
+        rank = rank if same else pos + 1
+        ranks[i] = rank
     # A score for display: precedence in steps dominates, deviation breaks ties.
     earliest, latest = slots.min(), slots.max()
     span = max(latest - earliest, 1.0)
@@ -63,9 +84,9 @@ def rank_causes(
     return [
         RankedCause(
             key=candidates[i].key,
-            rank=rank + 1,
+            rank=int(ranks[i]),
             lead_seconds=float(onset - candidates[i].onset),
             score=float(score[i]),
         )
-        for rank, i in enumerate(order)
+        for i in order
     ]

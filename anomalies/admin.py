@@ -1,0 +1,216 @@
+"""Admin pages: every anomaly model, operator actions, and a chart of each anomaly."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from telemetry.charts import timeseries_chart
+
+from . import selectors, services
+from .models import (
+    Anomaly,
+    DetectionRule,
+    DetectorState,
+    DismissedPattern,
+    LearnedModel,
+    ResponseExecution,
+    ResponsePlaybook,
+    RootCauseCandidate,
+)
+
+
+class RootCauseInline(admin.TabularInline):
+    model = RootCauseCandidate
+    fk_name = "anomaly"
+    fields = ["rank", "series", "score", "lead_seconds", "evidence"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class ResponseExecutionInline(admin.TabularInline):
+    model = ResponseExecution
+    fields = ["playbook", "status", "attempts", "repeats", "duration_ms", "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def _operator_action(service, verb: str):
+    def run(modeladmin, request, queryset):
+        for anomaly in queryset:
+            service(anomaly_id=anomaly.pk, by=request.user.get_username())
+        messages.success(request, f"{queryset.count()} anomalies {verb}.")
+
+    return run
+
+
+@admin.register(Anomaly)
+class AnomalyAdmin(admin.ModelAdmin):
+    list_display = [
+        "series",
+        "severity",
+        "status",
+        "started_at",
+        "ended_at",
+        "peak_score",
+        "methods",
+        "chart_link",
+    ]
+    list_filter = ["status", "severity", "started_at", "series__name"]
+    search_fields = ["series__name", "series__labels_key", "note"]
+    date_hierarchy = "started_at"
+    list_select_related = ["series"]
+    readonly_fields = [f.name for f in Anomaly._meta.fields if f.name not in ("status", "note")]
+    inlines = [RootCauseInline, ResponseExecutionInline]
+    actions = ["acknowledge", "resolve", "false_positive"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="chart")
+    def chart_link(self, obj: Anomaly) -> str:
+        return format_html(
+            '<a href="{}">chart</a>', reverse("admin:anomalies_anomaly_chart", args=[obj.pk])
+        )
+
+    @admin.action(description="Acknowledge selected anomalies")
+    def acknowledge(self, request, queryset):
+        _operator_action(services.anomaly_acknowledge, "acknowledged")(self, request, queryset)
+
+    @admin.action(description="Resolve selected anomalies")
+    def resolve(self, request, queryset):
+        _operator_action(services.anomaly_resolve, "resolved")(self, request, queryset)
+
+    @admin.action(description="Mark as false positive (the pattern stops alerting)")
+    def false_positive(self, request, queryset):
+        _operator_action(services.anomaly_mark_false_positive, "marked as false positives")(
+            self, request, queryset
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/chart/",
+                self.admin_site.admin_view(self.chart_view),
+                name="anomalies_anomaly_chart",
+            ),
+            *super().get_urls(),
+        ]
+
+    def chart_view(self, request, pk: int):
+        anomaly = Anomaly.objects.select_related("series").get(pk=pk)
+        ctx = selectors.anomaly_context(anomaly)
+        chart = timeseries_chart(
+            f"{anomaly.series} around the anomaly",
+            lines=[
+                {"name": "observed", "x": ctx["ts"], "y": ctx["values"]},
+                {"name": "expected", "x": ctx["point_ts"], "y": ctx["expected"]},
+            ],
+            bands=[
+                {
+                    "name": "expected band (±3 scale)",
+                    "x": ctx["point_ts"],
+                    "lower": ctx["lower"],
+                    "upper": ctx["upper"],
+                }
+            ],
+            marks=[{"name": "abnormal points", "x": ctx["point_ts"], "y": ctx["point_values"]}],
+            y_title=anomaly.series.unit,
+        )
+        rows = [
+            ("severity", anomaly.severity),
+            ("status", anomaly.status),
+            ("methods", ", ".join(anomaly.methods)),
+            ("observed / expected", f"{anomaly.observed:.4g} / {anomaly.expected:.4g}"),
+            ("peak score", f"{anomaly.peak_score:.3f}"),
+        ]
+        return TemplateResponse(
+            request,
+            "admin/phase3/chart_page.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": str(anomaly),
+                "charts": [chart],
+                "rows": rows,
+            },
+        )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RootCauseCandidate)
+class RootCauseCandidateAdmin(ReadOnlyAdmin):
+    list_display = ["anomaly", "rank", "series", "score", "lead_seconds"]
+    list_filter = ["rank"]
+    search_fields = ["series__name", "anomaly__series__name"]
+    list_select_related = ["anomaly__series", "series"]
+
+
+@admin.register(DismissedPattern)
+class DismissedPatternAdmin(admin.ModelAdmin):
+    list_display = ["series", "direction", "peak_z", "methods", "suppressed_count", "created_at"]
+    list_filter = ["direction", "created_at"]
+    search_fields = ["series__name", "created_by"]
+    readonly_fields = ["series", "anomaly", "suppressed_count", "created_at"]
+
+
+@admin.register(DetectionRule)
+class DetectionRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "series_name", "above", "below", "min_duration_seconds", "enabled"]
+    list_filter = ["enabled", "series_name"]
+    search_fields = ["name", "series_name"]
+
+
+@admin.register(ResponsePlaybook)
+class ResponsePlaybookAdmin(admin.ModelAdmin):
+    list_display = ["name", "action", "target", "min_severity", "series_name", "enabled"]
+    list_filter = ["action", "min_severity", "enabled"]
+    search_fields = ["name", "target", "series_name"]
+
+
+@admin.register(ResponseExecution)
+class ResponseExecutionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "playbook",
+        "anomaly",
+        "status",
+        "attempts",
+        "repeats",
+        "duration_ms",
+        "created_at",
+    ]
+    list_filter = ["status", "playbook"]
+    search_fields = ["playbook__name", "anomaly__series__name", "error"]
+    list_select_related = ["playbook", "anomaly__series"]
+
+
+@admin.register(DetectorState)
+class DetectorStateAdmin(ReadOnlyAdmin):
+    list_display = ["series", "last_ts", "points_scored", "updated_at"]
+    search_fields = ["series__name"]
+    list_filter = ["updated_at"]
+    exclude = ["state"]
+
+
+@admin.register(LearnedModel)
+class LearnedModelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "windows", "trained_at", "updated_at"]
+    search_fields = ["name"]
+    list_filter = ["trained_at"]
+    exclude = ["blob"]

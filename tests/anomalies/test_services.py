@@ -1,0 +1,250 @@
+"""Services against the database: scoring runs, root causes, feedback, responses."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from anomalies import services
+from anomalies.models import (
+    Anomaly,
+    DetectionRule,
+    DetectorState,
+    DismissedPattern,
+    ResponseExecution,
+    ResponsePlaybook,
+)
+from anomalies.responses import ResponseActionError
+from anomalies.selectors import overview_section
+from telemetry.bulk import insert_samples
+from telemetry.models import DemoIncident, Sample
+from telemetry.selectors import to_datetime
+from telemetry.services import series_ensure
+
+pytestmark = pytest.mark.django_db
+
+STEP = 300.0
+
+
+def _latest_demo_time():
+    return Sample.objects.latest("ts").ts
+
+
+@pytest.fixture
+def scored_demo(demo_world):
+    """The demo world scored once (series' whole history), inside this test's transaction."""
+    counts = services.anomalies_score_recent(now=_latest_demo_time())
+    return counts
+
+
+def test_demo_incidents_are_found_and_the_true_cause_ranks_first(scored_demo):
+    incidents = list(DemoIncident.objects.prefetch_related("effect_series"))
+    assert incidents
+    checked = 0
+    for inc in incidents:
+        window = dict(
+            started_at__gte=inc.start - timedelta(minutes=30), started_at__lte=inc.end
+        )
+        cause = Anomaly.objects.filter(series=inc.cause_series, **window).first()
+        assert cause is not None, f"no anomaly on the cause of {inc.name}"
+        for effect in inc.effect_series.all():
+            found = Anomaly.objects.filter(series=effect, **window).first()
+            if found is None:
+                continue
+            first = [c.series_id for c in found.causes.filter(rank=1)]
+            assert inc.cause_series_id in first, (
+                f"{inc.name}: {effect} blames {first}: "
+                f"{[(c.series_id, c.rank, c.lead_seconds, c.evidence) for c in found.causes.all()]}"
+            )
+            assert len(first) <= 2  # the cause, and at most its own twin signal
+            checked += 1
+    assert checked >= 1
+
+
+def test_a_second_run_scores_only_new_points(scored_demo):
+    assert scored_demo["points"] > 0
+    now = _latest_demo_time()
+    assert services.anomalies_score_recent(now=now)["points"] == 0
+    series = DetectorState.objects.first().series
+    last = Sample.objects.filter(series=series).latest("ts").ts.timestamp()
+    value = Sample.objects.filter(series=series).latest("ts").value
+    insert_samples([series.pk] * 3, last + STEP * np.arange(1, 4), [value] * 3)
+    counts = services.anomalies_score_recent(now=now + timedelta(minutes=20))
+    assert counts["points"] == 3 and counts["series"] == 1
+
+
+def _synthetic(name: str, n: int = 1200, seed: int = 0):
+    """A fresh series with a daily shape and noise, ending now; returns (series, ts, values)."""
+    rng = np.random.default_rng(seed)
+    series = series_ensure(name=name, unit="ms")
+    end = np.floor(_now_epoch() / STEP) * STEP
+    ts = end - STEP * np.arange(n)[::-1]
+    values = 100 + 10 * np.sin(2 * np.pi * ts / 86400.0) + rng.normal(0, 1.0, n)
+    return series, ts, values
+
+
+def _now_epoch() -> float:
+    from django.utils import timezone
+
+    return timezone.now().timestamp()
+
+
+def _score(series, now_epoch):
+    return services.anomalies_score_recent(now=to_datetime(now_epoch), series_ids=[series.pk])
+
+
+def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
+    series, ts, values = _synthetic("svc.latency.fp", n=1500)
+    values[1000:1004] += 9.0  # a harmless batch job bump
+    insert_samples([series.pk] * 1100, ts[:1100], values[:1100])
+    _score(series, ts[1099])
+    first = Anomaly.objects.get(series=series)
+    services.anomaly_mark_false_positive(anomaly_id=first.pk, by="ops")
+
+    again = ts[1100:1300]
+    bump = values[1100:1300].copy()
+    bump[100:104] += 9.0  # the same bump again
+    insert_samples([series.pk] * 200, again, bump)
+    counts = _score(series, again[-1])
+    assert counts["suppressed"] >= 1
+    assert Anomaly.objects.filter(series=series).count() == 1
+    assert DismissedPattern.objects.get(anomaly=first).suppressed_count >= 1
+
+    later = ts[1300:1500]
+    big = values[1300:1500].copy()
+    big[100:104] += 60.0  # a real incident on the same series still alerts
+    insert_samples([series.pk] * 200, later, big)
+    _score(series, later[-1])
+    assert Anomaly.objects.filter(series=series).exclude(pk=first.pk).exists()
+
+
+def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
+    series, ts, values = _synthetic("svc.queue.rule", n=600, seed=1)
+    values[500:520] = 100 + 10 * np.sin(2 * np.pi * ts[500:520] / 86400.0) + 11.0
+    DetectionRule.objects.create(
+        name="queue too long", series_name=series.name, above=108.0 + 10, min_duration_seconds=600
+    )
+    insert_samples([series.pk] * 600, ts, values)
+    _score(series, ts[-1])
+    anomaly = Anomaly.objects.get(series=series)
+    assert "rules" in anomaly.methods
+
+
+def test_playbook_runs_once_per_anomaly_and_groups_repeats(db, monkeypatch, django_capture_on_commit_callbacks):
+    sent = []
+
+    class Ok:
+        ok, status_code = True, 200
+
+    monkeypatch.setattr("anomalies.responses.requests.post", lambda url, json, timeout: sent.append(json) or Ok())
+    series, ts, values = _synthetic("svc.errors.playbook", n=900, seed=2)
+    values[800:] += 40.0  # an outage that goes on
+    ResponsePlaybook.objects.create(
+        name="page", action="webhook", target="http://hooks.example/alert", min_severity="info"
+    )
+    insert_samples([series.pk] * 850, ts[:850], values[:850])
+    with django_capture_on_commit_callbacks(execute=True):
+        _score(series, ts[849])
+    insert_samples([series.pk] * 50, ts[850:], values[850:])
+    with django_capture_on_commit_callbacks(execute=True):
+        _score(series, ts[-1])
+    execution = ResponseExecution.objects.get()
+    assert execution.status == ResponseExecution.Status.SUCCEEDED
+    assert execution.repeats >= 1
+    assert len(sent) == 1
+    payload = sent[0]
+    assert payload["version"] == "4" and payload["alerts"][0]["labels"]["series"] == series.name
+
+
+def _anomaly(series, **kw):
+    now = to_datetime(_now_epoch())
+    defaults = dict(
+        started_at=now,
+        detected_at=now,
+        last_seen_at=now,
+        peak_score=0.9,
+        peak_surprisal=12.0,
+        peak_z=8.0,
+        direction=1,
+        observed=10.0,
+        expected=1.0,
+        methods=["statistical"],
+        severity="critical",
+    )
+    defaults.update(kw)
+    return Anomaly.objects.create(series=series, **defaults)
+
+
+def test_failed_webhook_is_recorded_retried_then_failed(db, monkeypatch):
+    def boom(url, json, timeout):
+        import requests
+
+        raise requests.ConnectionError("refused")
+
+    monkeypatch.setattr("anomalies.responses.requests.post", boom)
+    series = series_ensure(name="svc.failing.hook")
+    playbook = ResponsePlaybook.objects.create(
+        name="hook", action="webhook", target="http://down.example/", max_attempts=2
+    )
+    execution = ResponseExecution.objects.create(playbook=playbook, anomaly=_anomaly(series))
+    with pytest.raises(ResponseActionError):
+        services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "retrying" and execution.attempts == 1 and "refused" in execution.error
+    services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "failed" and execution.attempts == 2
+    assert execution.duration_ms is not None
+
+
+def test_celery_task_playbook_sends_the_task_by_name(db, monkeypatch):
+    calls = []
+
+    class Result:
+        id = "t-1"
+
+    monkeypatch.setattr(
+        "anomalies.responses.current_app.send_task",
+        lambda name, kwargs: calls.append((name, kwargs)) or Result(),
+    )
+    series = series_ensure(name="svc.cpu.scale")
+    playbook = ResponsePlaybook.objects.create(
+        name="scale", action="celery_task", target="scaling.evaluate", arguments={"resource": "web"}
+    )
+    anomaly = _anomaly(series)
+    execution = ResponseExecution.objects.create(playbook=playbook, anomaly=anomaly)
+    services.response_execute(execution_id=execution.pk)
+    assert calls == [("scaling.evaluate", {"resource": "web", "anomaly_id": anomaly.pk})]
+
+
+def test_email_playbook_uses_django_mail(db, mailoutbox):
+    series = series_ensure(name="svc.mail")
+    playbook = ResponsePlaybook.objects.create(
+        name="mail", action="email", target="ops@example.com, sre@example.com"
+    )
+    execution = ResponseExecution.objects.create(playbook=playbook, anomaly=_anomaly(series))
+    services.response_execute(execution_id=execution.pk)
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == ["ops@example.com", "sre@example.com"]
+
+
+def test_overview_counts_follow_the_data(db):
+    before = overview_section()
+    series = series_ensure(name="svc.overview")
+    a = _anomaly(series)
+    after = overview_section()
+    assert after["open_anomalies"] == before["open_anomalies"] + 1
+    assert after["open_by_severity"]["critical"] == before["open_by_severity"]["critical"] + 1
+    services.anomaly_mark_false_positive(anomaly_id=a.pk)
+    final = overview_section()
+    assert final["open_anomalies"] == before["open_anomalies"]
+    assert final["false_positive_rate"] == 1.0
+
+
+def test_retrain_refits_the_shared_model(db):
+    series, ts, values = _synthetic("svc.retrain", n=800, seed=3)
+    insert_samples([series.pk] * 800, ts, values)
+    _score(series, ts[-1])
+    counts = services.learned_model_retrain()
+    assert counts["retrained"] == 1 and counts["windows"] > 0
