@@ -1,0 +1,115 @@
+"""Recompute feature impact for one outcome: cohort -> odds ratios + model -> registry."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from insights import inputs
+from insights.engine import behaviour
+from insights.engine import feature_impact as engine
+from insights.models import FeatureImpact, MLModel
+from insights.services.errors import InsufficientData
+from insights.services.registry import mlmodel_register
+
+MIN_USERS = 60
+
+
+def feature_impact_model_name(outcome: str) -> str:
+    return f"feature-impact-{outcome}"
+
+
+def feature_impact_recompute(
+    *,
+    outcome: str = "retention",
+    days: int = 28,
+    observe_days: float = 3.0,
+    horizon_days: float = 7.0,
+    model_kind: str = "logistic",
+    now: datetime | None = None,
+    random_state: int = 0,
+) -> dict[str, int]:
+    """How each feature's early use relates to ``outcome`` for users first seen recently."""
+    if outcome not in behaviour.OUTCOMES:
+        raise ValueError(f"outcome must be one of {behaviour.OUTCOMES}")
+    if model_kind not in engine.MODEL_KINDS:
+        raise ValueError(f"model_kind must be one of {engine.MODEL_KINDS}")
+    if days <= horizon_days:
+        raise ValueError("days must be longer than horizon_days")
+    end = now or timezone.now()
+    start = end - timedelta(days=days)
+    cohort = inputs.cohort_between(start, end, observe_days=observe_days, horizon_days=horizon_days)
+    y = cohort.outcome(outcome)
+    if len(y) < MIN_USERS or not cohort.feature_names:
+        raise InsufficientData(f"{len(y)} users old enough to judge {outcome}; need {MIN_USERS}")
+    tables = engine.contingency_tables(cohort.usage, y, cohort.feature_names)
+    ratios = engine.odds_ratios(tables)
+    try:
+        model = engine.fit_impact_model(
+            cohort.usage,
+            y,
+            cohort.feature_names,
+            model_kind=model_kind,
+            n_repeats=5,
+            random_state=random_state,
+        )
+    except ValueError as exc:  # e.g. nobody converted: nothing to learn, nothing to write
+        raise InsufficientData(str(exc)) from exc
+    costs = inputs.feature_costs(list(cohort.feature_names), start, end)
+    suggestions = {
+        s.feature: s for s in engine.suggest_feature_actions(ratios, model.importances, costs=costs)
+    }
+    importance = {f.feature: f for f in model.importances}
+    with transaction.atomic():
+        row = mlmodel_register(
+            name=feature_impact_model_name(outcome),
+            kind=MLModel.Kind.FEATURE_IMPACT,
+            fitted=model.model,
+            metrics=model.metrics,
+            parameters={
+                **model.params,
+                "outcome": outcome,
+                "days": days,
+                "observe_days": observe_days,
+                "horizon_days": horizon_days,
+                "features": list(cohort.feature_names),
+            },
+            training_rows=model.n_train,
+            holdout_rows=model.n_holdout,
+        )
+        FeatureImpact.objects.bulk_create(
+            [
+                FeatureImpact(
+                    model=row,
+                    outcome=outcome,
+                    feature=r.feature,
+                    adoption=r.adoption,
+                    support=r.support,
+                    odds_ratio=r.odds_ratio,
+                    ci_low=r.ci_low,
+                    ci_high=r.ci_high,
+                    p_value=r.p_value,
+                    q_value=r.q_value,
+                    success_rate_used=r.success_rate_used,
+                    success_rate_unused=(
+                        None if math.isnan(r.success_rate_unused) else r.success_rate_unused
+                    ),
+                    importance=importance[r.feature].importance,
+                    importance_std=importance[r.feature].std,
+                    cost=costs.get(r.feature),
+                    suggestion=suggestions[r.feature].action if r.feature in suggestions else "",
+                    reason=suggestions[r.feature].reason if r.feature in suggestions else "",
+                )
+                for r in ratios
+            ]
+        )
+    return {
+        "users": len(y),
+        "features": len(ratios),
+        "suggestions": len(suggestions),
+        "model_version": row.version,
+        "activated": int(row.is_active),
+    }

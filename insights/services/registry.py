@@ -1,0 +1,85 @@
+"""The model registry: every training run becomes a new version with its held-out scores.
+
+A new version is activated automatically only when its primary held-out metric is not
+clearly worse than the active version's (``engine.registry.should_activate``); otherwise
+it is kept, inactive, with a note, for an admin to compare and activate by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from insights.engine import registry as engine_registry
+from insights.models import MLModel
+
+
+def mlmodel_register(
+    *,
+    name: str,
+    kind: str,
+    fitted: Any,
+    metrics: dict[str, float],
+    parameters: dict[str, Any],
+    training_rows: int,
+    holdout_rows: int,
+) -> MLModel:
+    """Store a fitted model as the next version of ``name``; activate it if it deserves."""
+    if kind not in MLModel.Kind.values:
+        raise ValueError(f"unknown model kind {kind!r}")
+    artefact = engine_registry.artefact_dump(fitted)
+    metric_name, score = engine_registry.primary_metric(kind, metrics)
+    clean = engine_registry.clean_metrics(metrics)
+    with transaction.atomic():
+        # Lock the active row (if any) so two trainings cannot both become active.
+        active = MLModel.objects.select_for_update().filter(name=name, is_active=True).first()
+        last = MLModel.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0
+        activate = engine_registry.should_activate(
+            kind, metrics, active.metrics if active else None
+        )
+        notes = ""
+        if not activate:
+            notes = (
+                f"not activated: held-out {metric_name} "
+                f"{'unmeasurable' if score != score else f'{score:.3f}'}"
+                + (f" vs active v{active.version} {active.primary_score}" if active else "")
+            )
+        if activate and active:
+            active.is_active = False
+            active.save(update_fields=["is_active"])
+        return MLModel.objects.create(
+            name=name,
+            kind=kind,
+            version=last + 1,
+            training_rows=training_rows,
+            holdout_rows=holdout_rows,
+            parameters=parameters,
+            metrics=clean,
+            primary_metric=metric_name,
+            primary_score=clean.get(metric_name),
+            artefact=artefact.payload,
+            artefact_sha256=artefact.sha256,
+            artefact_size=artefact.size,
+            is_active=activate,
+            activated_at=timezone.now() if activate else None,
+            notes=notes,
+        )
+
+
+def mlmodel_activate(*, model: MLModel) -> MLModel:
+    """Make this version the active one of its name (rollback or promotion by an admin)."""
+    with transaction.atomic():
+        MLModel.objects.select_for_update().filter(name=model.name, is_active=True).exclude(
+            pk=model.pk
+        ).update(is_active=False)
+        MLModel.objects.filter(pk=model.pk).update(is_active=True, activated_at=timezone.now())
+    model.refresh_from_db()
+    return model
+
+
+def mlmodel_load(model: MLModel) -> Any:
+    """The fitted object of a stored version, checked against its checksum."""
+    return engine_registry.artefact_load(bytes(model.artefact), sha256=model.artefact_sha256)

@@ -1,0 +1,146 @@
+"""Recompute user segments: telemetry events -> segmentation engine -> registry + segments."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from insights import inputs
+from insights.engine import behaviour, segmentation
+from insights.models import MLModel, Segment, SegmentSnapshot
+from insights.services.errors import InsufficientData
+from insights.services.registry import mlmodel_register
+from telemetry.selectors import events_frame
+
+SEGMENT_MODEL = "user-segments"
+MIN_USERS = 40
+
+
+def _frame_slice(frame: dict[str, np.ndarray], start: float, end: float) -> dict[str, np.ndarray]:
+    mask = (frame["ts"] >= start) & (frame["ts"] < end)
+    return {key: values[mask] for key, values in frame.items()}
+
+
+def segments_recompute(
+    *,
+    days: int = 28,
+    trailing_days: int = 7,
+    trend_days: int = 14,
+    k_max: int = 8,
+    now: datetime | None = None,
+    random_state: int = 0,
+) -> dict[str, int]:
+    """Segment users active in the last ``days`` and record daily segment sizes.
+
+    Sizes over time: for each of the last ``trend_days`` days (as far as the window
+    allows), the users active in the ``trailing_days`` before it are assigned by the new
+    model, so a trend exists from the first run and is measured with one model only
+    (comparing labels of different models would compare unrelated groups).
+    """
+    if days < 2 or trailing_days < 1 or trend_days < 0 or k_max < 2:
+        raise ValueError("days >= 2, trailing_days >= 1, trend_days >= 0 and k_max >= 2")
+    end = now or timezone.now()
+    start = end - timedelta(days=days)
+    frame = events_frame(start=start, end=end, names=inputs.EVENT_NAMES_FOR_SEGMENTS)
+    matrix = behaviour.behaviour_matrix(frame, window_days=days)
+    n_users = len(matrix.user_ids)
+    if n_users < MIN_USERS:
+        raise InsufficientData(f"{n_users} active users in {days} days; need {MIN_USERS}")
+    k_range = range(2, min(k_max, max(2, n_users // 20)) + 1)
+    result = segmentation.segment_users(
+        matrix.features, matrix.feature_names, k_range=k_range, random_state=random_state
+    )
+    metrics = dict(result.metrics)
+    kinds = inputs.demo_user_kinds(matrix.user_ids)
+    if len(kinds) >= n_users // 2:
+        known = np.array([u in kinds for u in matrix.user_ids])
+        truth = [kinds[u] for u in matrix.user_ids[known]]
+        agree = segmentation.agreement_with_truth(result.labels[known], truth)
+        metrics["adjusted_rand_vs_demo_kinds"] = agree["adjusted_rand"]
+
+    # Daily shares, measured by the new model on trailing windows.
+    days_back = [
+        end - timedelta(days=i)
+        for i in range(trend_days, -1, -1)
+        if end - timedelta(days=i + trailing_days) >= start
+    ]
+    shares_by_day: list[np.ndarray] = []
+    sizes_by_day: list[np.ndarray] = []
+    for day_end in days_back:
+        part = _frame_slice(
+            frame, (day_end - timedelta(days=trailing_days)).timestamp(), day_end.timestamp()
+        )
+        m = behaviour.behaviour_matrix(part, window_days=trailing_days)
+        shares = segmentation.segment_shares(result.model, m.features, result.k)
+        shares_by_day.append(shares)
+        sizes_by_day.append(np.round(shares * len(m.user_ids)).astype(int))
+    day_index = np.arange(len(days_back), dtype=float)
+
+    with transaction.atomic():
+        previous_model = MLModel.objects.filter(name=SEGMENT_MODEL, is_active=True).first()
+        model = mlmodel_register(
+            name=SEGMENT_MODEL,
+            kind=MLModel.Kind.CLUSTERING,
+            fitted=result.model,
+            metrics=metrics,
+            parameters={**result.params, "days": days, "features": list(result.feature_names)},
+            training_rows=result.n_train,
+            holdout_rows=result.n_holdout,
+        )
+        previous = list(previous_model.segments.all()) if previous_model else []
+        matches = {}
+        prev_centroids = [p.centroid for p in previous]
+        if previous and all(len(c) == len(result.profiles[0].centroid) for c in prev_centroids):
+            pairs = segmentation.match_segments(
+                np.array(prev_centroids), np.array([p.centroid for p in result.profiles])
+            )
+            matches = {cur: previous[prev] for cur, prev in pairs.items()}
+        snapshots = []
+        for i, profile in enumerate(result.profiles):
+            trend = segmentation.segment_trend(day_index, [s[profile.label] for s in shares_by_day])
+            segment = Segment.objects.create(
+                model=model,
+                label=profile.label,
+                name=profile.name[:200],
+                size=profile.size,
+                share=profile.share,
+                distinguishing=[
+                    {
+                        "feature": d.feature,
+                        "direction": d.direction,
+                        "effect": d.effect,
+                        "z": d.z,
+                        "segment_mean": d.segment_mean,
+                        "population_mean": d.population_mean,
+                    }
+                    for d in profile.distinguishing
+                ],
+                centroid=list(profile.centroid),
+                recommendations=segmentation.recommend_targeting(profile),
+                trend=trend.direction,
+                trend_slope_per_day=trend.slope_per_day if trend.points >= 3 else None,
+                trend_p_value=trend.p_value if trend.points >= 3 else None,
+                previous=matches.get(i),
+            )
+            snapshots += [
+                SegmentSnapshot(
+                    segment=segment,
+                    day=day_end.date(),
+                    size=int(sizes[profile.label]),
+                    share=float(shares[profile.label]),
+                )
+                for day_end, shares, sizes in zip(
+                    days_back, shares_by_day, sizes_by_day, strict=True
+                )
+            ]
+        SegmentSnapshot.objects.bulk_create(snapshots)
+    return {
+        "users": n_users,
+        "segments": result.k,
+        "snapshots": len(snapshots),
+        "model_version": model.version,
+        "activated": int(model.is_active),
+    }

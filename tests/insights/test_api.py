@@ -1,0 +1,135 @@
+"""The insights API: roles, validation, and figures that come from the database."""
+
+from __future__ import annotations
+
+import pytest
+
+from insights.models import Insight, MLModel
+
+from .factories import InsightFactory, MLModelFactory, SegmentFactory
+from .schema import assert_matches_schema
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/admin/api/phase3/insights"
+
+
+def test_status_reports_stored_scores_segments_and_top_insights(client_with_role):
+    model = MLModelFactory(name="user-segments", is_active=True)
+    MLModelFactory(name="user-segments", version=2, is_active=False)
+    SegmentFactory(model=model)
+    low, high = InsightFactory(priority=0.1), InsightFactory(priority=0.7)
+    InsightFactory(priority=0.9, status=Insight.Status.DISMISSED)
+    response = client_with_role("viewer").get(f"{BASE}/status")
+    assert response.status_code == 200, response.content
+    assert_matches_schema(response, "/admin/api/phase3/insights/status")
+    body = response.json()
+    (row,) = body["models"]
+    assert row["score"] == pytest.approx(model.primary_score)
+    assert row["versions"] == 2 and row["active_version"] == model.version
+    assert [s["name"] for s in body["segments"]] == [model.segments.get().name]
+    assert [i["id"] for i in body["top_insights"]] == [high.pk, low.pk]
+
+
+def test_status_score_changes_when_another_version_is_activated(client_with_role):
+    old = MLModelFactory(name="n", is_active=True, primary_score=0.3)
+    new = MLModelFactory(name="n", version=2, primary_score=0.6)
+    admin = client_with_role("admin")
+    assert admin.get(f"{BASE}/status").json()["models"][0]["score"] == pytest.approx(0.3)
+    assert admin.post(f"{BASE}/models/{new.pk}/activate").status_code == 200
+    assert admin.get(f"{BASE}/status/").json()["models"][0]["score"] == pytest.approx(0.6)
+    old.refresh_from_db()
+    assert not old.is_active
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("status?limit=0", "limit"),
+        ("status?limit=abc", "limit"),
+        ("insights?status=maybe", "status"),
+        ("insights?category=weather", "category"),
+        ("models?kind=neural", "kind"),
+        ("segments?current=perhaps", "current"),
+        ("feature-impact?outcome=happiness", "outcome"),
+    ],
+)
+def test_bad_query_parameters_get_a_400_naming_the_field(client_with_role, path, field):
+    response = client_with_role("viewer").get(f"{BASE}/{path}")
+    assert response.status_code == 400
+    assert field in response.json()
+
+
+def test_operators_acknowledge_and_dismiss_viewers_cannot(client_with_role):
+    insight = InsightFactory()
+    assert (
+        client_with_role("viewer").post(f"{BASE}/insights/{insight.pk}/dismiss").status_code == 403
+    )
+    operator = client_with_role("operator")
+    response = operator.post(f"{BASE}/insights/{insight.pk}/acknowledge/")
+    assert response.status_code == 200
+    assert_matches_schema(response, f"{BASE}/insights/{insight.pk}/acknowledge/", "post")
+    assert response.json()["status"] == "acknowledged"
+    assert response.json()["status_changed_by"].startswith("key:")
+    assert operator.post(f"{BASE}/insights/{insight.pk}/dismiss").json()["status"] == "dismissed"
+    insight.refresh_from_db()
+    assert insight.status == Insight.Status.DISMISSED
+    assert operator.post(f"{BASE}/insights/999999/dismiss").status_code == 404
+
+
+def test_only_admins_activate_model_versions(client_with_role):
+    model = MLModelFactory()
+    assert (
+        client_with_role("operator").post(f"{BASE}/models/{model.pk}/activate").status_code == 403
+    )
+    assert not MLModel.objects.get(pk=model.pk).is_active
+
+
+def test_insights_list_filters_and_orders_by_priority(client_with_role):
+    InsightFactory(priority=0.2, category=Insight.Category.FORECAST, source="forecasting")
+    InsightFactory(priority=0.8, category=Insight.Category.SEGMENT)
+    InsightFactory(priority=0.5, category=Insight.Category.SEGMENT)
+    viewer = client_with_role("viewer")
+    response = viewer.get(f"{BASE}/insights?category=segment")
+    assert_matches_schema(response, f"{BASE}/insights")
+    rows = response.json()
+    rows = rows["results"] if isinstance(rows, dict) else rows
+    assert [r["priority"] for r in rows] == sorted((r["priority"] for r in rows), reverse=True)
+    assert {r["category"] for r in rows} == {"segment"} and len(rows) == 2
+    forecasting = viewer.get(f"{BASE}/insights?source=forecasting").json()
+    forecasting = forecasting["results"] if isinstance(forecasting, dict) else forecasting
+    assert len(forecasting) == 1
+
+
+def test_model_listing_never_exposes_the_artefact(client_with_role):
+    MLModelFactory()
+    response = client_with_role("viewer").get(f"{BASE}/models")
+    assert_matches_schema(response, f"{BASE}/models")
+    rows = response.json()
+    rows = rows["results"] if isinstance(rows, dict) else rows
+    assert rows and "artefact" not in rows[0] and rows[0]["artefact_sha256"]
+
+
+def test_requests_without_a_key_are_refused(api_client):
+    assert api_client.get(f"{BASE}/status").status_code == 401
+
+
+def test_overview_gains_the_insights_section(client_with_role):
+    MLModelFactory(name="user-segments", is_active=True)
+    InsightFactory()
+    body = client_with_role("viewer").get("/admin/api/phase3/overview").json()
+    section = body["insights"]
+    assert section["models"][0]["name"] == "user-segments"
+    assert section["insights_by_status"] == {"new": 1}
+
+
+def test_segment_listing_carries_sizes_over_time(client_with_role):
+    segment = SegmentFactory()
+    segment.snapshots.create(day="2026-01-01", size=10, share=0.2)
+    segment.snapshots.create(day="2026-01-02", size=12, share=0.25)
+    response = client_with_role("viewer").get(f"{BASE}/segments?current=true")
+    assert response.status_code == 200
+    assert_matches_schema(response, f"{BASE}/segments")
+    rows = response.json()
+    rows = rows["results"] if isinstance(rows, dict) else rows
+    assert [s["size"] for s in rows[0]["snapshots"]] == [10, 12]

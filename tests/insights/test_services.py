@@ -1,0 +1,223 @@
+"""Services against the database, on the shared demo world (7 days, 200 users)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.db import DatabaseError
+from django.utils import timezone
+
+from insights import selectors, sources
+from insights.models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
+from insights.services.errors import InsufficientData
+from insights.services.feature_impact import feature_impact_model_name, feature_impact_recompute
+from insights.services.insights import insight_dismiss, insights_generate
+from insights.services.patterns import STATE_MODEL, state_patterns_refresh
+from insights.services.registry import mlmodel_activate, mlmodel_load, mlmodel_register
+from insights.services.segments import SEGMENT_MODEL, segments_recompute
+from telemetry.models import DemoIncident
+
+pytestmark = pytest.mark.django_db
+
+SEGMENT_ARGS = {"days": 7, "trailing_days": 3, "trend_days": 4, "k_max": 5}
+IMPACT_ARGS = {"days": 7, "observe_days": 2.0, "horizon_days": 4.0}
+
+
+def test_segments_recompute_registers_a_scored_version_and_sizes_over_time(demo_world):
+    counts = segments_recompute(**SEGMENT_ARGS)
+    model = MLModel.objects.get(name=SEGMENT_MODEL, version=counts["model_version"])
+    assert model.is_active and model.kind == MLModel.Kind.CLUSTERING
+    assert model.primary_score == pytest.approx(model.metrics["silhouette"])
+    assert -1 <= model.primary_score <= 1
+    assert "adjusted_rand_vs_demo_kinds" in model.metrics  # demo ground truth was used
+    segments = list(model.segments.all())
+    assert len(segments) == counts["segments"] == model.parameters["k"]
+    assert sum(s.size for s in segments) == counts["users"]
+    assert sum(s.share for s in segments) == pytest.approx(1.0)
+    days = SegmentSnapshot.objects.filter(segment__model=model).values("day").distinct().count()
+    assert days == SEGMENT_ARGS["trend_days"] + 1
+    for day_shares in _shares_by_day(model).values():
+        assert sum(day_shares) == pytest.approx(1.0)
+    # The stored artefact is the fitted model: it assigns users to the stored segments.
+    fitted = mlmodel_load(model)
+    assert set(np.unique(fitted.predict(np.ones((3, 11))))) <= {s.label for s in segments}
+
+
+def _shares_by_day(model: MLModel) -> dict:
+    out: dict = {}
+    for snap in SegmentSnapshot.objects.filter(segment__model=model):
+        out.setdefault(snap.day, []).append(snap.share)
+    return out
+
+
+def test_retraining_adds_a_version_and_links_segments_to_their_predecessors(demo_world):
+    first = segments_recompute(**SEGMENT_ARGS)
+    second = segments_recompute(**SEGMENT_ARGS, random_state=1)
+    assert second["model_version"] == first["model_version"] + 1
+    versions = MLModel.objects.filter(name=SEGMENT_MODEL)
+    assert versions.count() == 2
+    assert versions.filter(is_active=True).count() == 1
+    new = versions.get(version=second["model_version"])
+    linked = Segment.objects.filter(model=new, previous__isnull=False)
+    assert linked.count() == min(first["segments"], second["segments"])
+    assert all(s.previous.model.version == first["model_version"] for s in linked)
+
+
+def test_a_worse_version_is_kept_inactive_and_can_be_activated_by_hand(demo_world):
+    good = mlmodel_register(
+        name="m", kind="clustering", fitted={"a": 1}, metrics={"silhouette": 0.5},
+        parameters={}, training_rows=10, holdout_rows=5,
+    )  # fmt: skip
+    worse = mlmodel_register(
+        name="m", kind="clustering", fitted={"a": 2}, metrics={"silhouette": 0.2},
+        parameters={}, training_rows=10, holdout_rows=5,
+    )  # fmt: skip
+    good.refresh_from_db()
+    assert good.is_active and not worse.is_active
+    assert "not activated" in worse.notes
+    mlmodel_activate(model=worse)
+    good.refresh_from_db()
+    worse.refresh_from_db()
+    assert worse.is_active and not good.is_active
+    assert mlmodel_load(worse) == {"a": 2}
+
+
+def test_overview_score_is_the_measured_metric_and_follows_activation(demo_world):
+    a = mlmodel_register(
+        name="s", kind="anomaly", fitted={}, metrics={"auc": 0.9},
+        parameters={}, training_rows=10, holdout_rows=5,
+    )  # fmt: skip
+    b = mlmodel_register(
+        name="s", kind="anomaly", fitted={}, metrics={"auc": 0.6},
+        parameters={}, training_rows=10, holdout_rows=5,
+    )  # fmt: skip
+    score = {m["name"]: m["score"] for m in selectors.overview_section()["models"]}
+    assert score["s"] == pytest.approx(a.metrics["auc"])
+    mlmodel_activate(model=b)
+    score = {m["name"]: m["score"] for m in selectors.overview_section()["models"]}
+    assert score["s"] == pytest.approx(b.metrics["auc"])
+
+
+def test_feature_impact_stores_one_row_per_supported_feature(demo_world):
+    counts = feature_impact_recompute(outcome="retention", **IMPACT_ARGS)
+    model = MLModel.objects.get(name=feature_impact_model_name("retention"))
+    assert model.primary_metric == "auc" and 0 <= model.primary_score <= 1
+    rows = FeatureImpact.objects.filter(model=model)
+    assert rows.count() == counts["features"] > 0
+    for row in rows:
+        assert row.ci_low <= row.odds_ratio <= row.ci_high
+        assert 0 < row.adoption < 1
+        assert row.suggestion in ("", "promote", "review")
+
+
+def test_too_little_data_writes_nothing(demo_world):
+    long_ago = timezone.now() - timedelta(days=400)
+    with pytest.raises(InsufficientData):
+        segments_recompute(now=long_ago, **SEGMENT_ARGS)
+    with pytest.raises(InsufficientData):
+        feature_impact_recompute(now=long_ago, **IMPACT_ARGS)
+    with pytest.raises(InsufficientData):
+        state_patterns_refresh(now=long_ago, days=7)
+    assert not MLModel.objects.exists()
+
+
+def test_state_patterns_are_scored_against_known_incidents_and_reused_hourly(demo_world):
+    first = state_patterns_refresh(days=7)
+    model = MLModel.objects.get(name=STATE_MODEL)
+    assert first["retrained"] == 1 and model.is_active
+    assert model.metrics["incidents"] is not None
+    windows_in_holdout = model.metrics["incidents"]
+    assert windows_in_holdout <= DemoIncident.objects.count()
+    if windows_in_holdout:
+        assert 0 <= model.metrics["auc"] <= 1
+    again = state_patterns_refresh(days=7)
+    assert again["retrained"] == 0
+    assert MLModel.objects.filter(name=STATE_MODEL).count() == 1
+    assert StatePattern.objects.filter(model=model).count() == again["patterns"]
+    forced = state_patterns_refresh(days=7, force_retrain=True)
+    assert forced["retrained"] == 1
+    assert MLModel.objects.filter(name=STATE_MODEL).count() == 2
+
+
+def test_insights_are_updated_not_repeated(demo_world):
+    segments_recompute(**SEGMENT_ARGS)
+    first = insights_generate()
+    assert first["created"] > 0 and Insight.objects.count() == first["created"]
+    top = Insight.objects.order_by("-priority").first()
+    assert top.priority == pytest.approx(top.impact * top.confidence * top.novelty)
+    assert f"{top.novelty:.2f}" in top.priority_explanation
+    later = timezone.now() + timedelta(days=14)
+    second = insights_generate(now=later)
+    assert second["created"] == 0 and second["updated"] == first["created"]
+    assert Insight.objects.count() == first["created"]
+    top.refresh_from_db()
+    assert top.times_seen == 2
+    assert top.novelty < 1.0  # the same finding two weeks later is less new
+
+
+def test_a_dismissed_insight_returns_only_when_its_figure_moves(demo_world):
+    segments_recompute(**SEGMENT_ARGS)
+    insights_generate()
+    insight = Insight.objects.order_by("-priority").first()
+    insight_dismiss(insight=insight, actor="tester")
+    insights_generate()
+    insight.refresh_from_db()
+    assert insight.status == Insight.Status.DISMISSED
+    # Pretend the figure was much smaller last time: now it moved materially.
+    Insight.objects.filter(pk=insight.pk).update(key_value=insight.key_value / 10)
+    counts = insights_generate()
+    insight.refresh_from_db()
+    assert counts["reopened"] >= 1 and insight.status == Insight.Status.NEW
+
+
+@pytest.fixture
+def fake_system(monkeypatch):
+    """Install a fake ``forecasting.selectors`` with an insight feed."""
+
+    def install(feed):
+        module = types.ModuleType("forecasting.selectors")
+        module.insight_feed = feed
+        monkeypatch.setitem(sys.modules, "forecasting.selectors", module)
+
+    return install
+
+
+def test_other_systems_feed_insights_and_a_broken_one_is_skipped(fake_system):
+    fake_system(
+        lambda since: [
+            {"category": "forecast", "subject": "users.active:crossing", "title": "Users cross "
+             "10k in 12 days", "body": "b", "effect": 0.3, "confidence": 0.8},
+            {"category": "nonsense", "subject": "x", "title": "y", "effect": 1},  # skipped
+            "not a dict",  # skipped
+        ]
+    )  # fmt: skip
+    found, status = sources.collect_other_systems(since=timezone.now())
+    forecast = [f for f in found if f.source == "forecasting"]
+    assert len(forecast) == 1 and forecast[0].category == "forecast"
+    assert status["forecasting"] == "1 findings"
+
+    def broken(since):
+        raise DatabaseError("relation does not exist")
+
+    fake_system(broken)
+    found, status = sources.collect_other_systems(since=timezone.now())
+    assert status["forecasting"].startswith("skipped")
+    assert not [f for f in found if f.source == "forecasting"]
+
+
+@pytest.mark.django_db
+def test_feed_impact_grows_with_the_reported_effect(fake_system):
+    fake_system(
+        lambda since: [
+            {"category": "experiment", "subject": s, "title": s, "effect": e, "confidence": 0.9}
+            for s, e in (("small", 0.05), ("large", 0.5))
+        ]
+    )
+    insights_generate()
+    small = Insight.objects.get(title="small")
+    large = Insight.objects.get(title="large")
+    assert large.impact > small.impact and large.priority > small.priority
