@@ -189,7 +189,8 @@ def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarr
             ok[i] = False
             errors.add(i, "ts", "is not a valid ISO-8601 timestamp")
         good = ~bad
-        out[idx[good]] = parsed.dt.as_unit("us").to_numpy()[good].astype(np.int64)
+        naive_utc = parsed.dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+        out[idx[good]] = naive_utc[good].view(np.int64)
     newest = round(bounds.newest * US)
     for i in np.flatnonzero(ok & (out > newest)).tolist():
         errors.add(i, "ts", "is in the future")
