@@ -59,9 +59,11 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     lets those few drag the temperature up until everyone else is under-confident.
     The bounded Brier score is not hostage to them (measured on simulated users:
     held-out ECE 0.05-0.13 against 0.06-0.19 with log-loss).
-    Searched for T in [0.1, 100]: when the calibration users are all classified
-    correctly the optimum runs off to T -> 0, and the lower bound keeps one
-    lucky sample from making every later answer a hard 0/1.
+    Searched for T in [1, 100]: the temperature only ever softens the mixture's
+    posteriors. Sharpening them (T < 1) is what an error-free calibration sample
+    asks for (its optimum runs off to T -> 0), but a few dozen lucky users are no
+    evidence that a misspecified Gaussian mixture is *under*-confident, and a hard
+    0/1 answer would make every later mistake maximally costly.
     """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
@@ -76,5 +78,5 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         probs = softmax_with_temperature(logits, float(np.exp(log_t)))
         return float(((probs - onehot) ** 2).sum(axis=1).mean())
 
-    result = minimize_scalar(brier, bounds=(np.log(0.1), np.log(100.0)), method="bounded")
+    result = minimize_scalar(brier, bounds=(0.0, np.log(100.0)), method="bounded")
     return float(np.exp(result.x))

@@ -1,0 +1,282 @@
+"""Admin pages: every model, searchable and filterable, operator actions, charts.
+
+Actions call services; forms reuse the API's validation so both reject the same input.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from . import charts, selectors, services, validation
+from .models import (
+    Experiment,
+    ExperimentResult,
+    Exposure,
+    PersonaChange,
+    PersonalizationRule,
+    PersonaModelRun,
+    UserProfile,
+)
+
+
+def _chart_page(modeladmin, request, title: str, chart_list: list, rows=None):
+    context = {**modeladmin.admin_site.each_context(request), "title": title,
+               "charts": [c for c in chart_list if c], "rows": rows or []}  # fmt: skip
+    return TemplateResponse(request, "admin/phase3/chart_page.html", context)
+
+
+class PersonaChangeInline(admin.TabularInline):
+    model = PersonaChange
+    fields = ["changed_at", "previous_persona", "persona", "confidence"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["-changed_at"]
+
+
+@admin.register(UserProfile)
+class UserProfileAdmin(admin.ModelAdmin):
+    list_display = ["user_id", "persona", "persona_confidence", "sessions", "event_count",
+                    "segments", "last_seen_at", "computed_at"]  # fmt: skip
+    list_filter = ["persona", "computed_at"]
+    search_fields = ["user_id"]
+    readonly_fields = ["user_id", "features", "persona", "persona_confidence",
+                       "persona_probabilities", "sessions", "event_count", "last_seen_at",
+                       "model_run", "computed_at", "config_preview"]  # fmt: skip
+    inlines = [PersonaChangeInline]
+    actions = ["recompute_all"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="resolved configuration now")
+    def config_preview(self, obj: UserProfile) -> str:
+        url = reverse("personalization-user-config", kwargs={"user_id": obj.user_id})
+        return format_html('<a href="{}">{}</a>', url, url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.distribution_view)
+        return [
+            path("personas/", view, name="personalization_userprofile_personas"),
+            *super().get_urls(),
+        ]
+
+    def distribution_view(self, request):
+        return _chart_page(self, request, "Personas",
+                           [charts.persona_distribution_chart(), charts.persona_history_chart()])  # fmt: skip
+
+    def changelist_view(self, request, extra_context=None):
+        link = reverse("admin:personalization_userprofile_personas")
+        extra_context = {**(extra_context or {}), "subtitle": format_html(
+            'Persona distribution chart: <a href="{}">{}</a>', link, link)}  # fmt: skip
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Recompute every profile and persona now (28 days)")
+    def recompute_all(self, request, queryset):
+        counts = services.profiles_recompute(days=28)
+        self.message_user(request, f"Profiles recomputed: {counts}")
+
+
+@admin.register(PersonaChange)
+class PersonaChangeAdmin(admin.ModelAdmin):
+    list_display = ["profile", "previous_persona", "persona", "confidence", "changed_at"]
+    list_filter = ["persona", "previous_persona", "changed_at"]
+    search_fields = ["profile__user_id"]
+    list_select_related = ["profile"]
+    readonly_fields = ["profile", "previous_persona", "persona", "confidence", "model_run",
+                       "changed_at"]  # fmt: skip
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(PersonaModelRun)
+class PersonaModelRunAdmin(admin.ModelAdmin):
+    list_display = ["computed_at", "users_total", "users_classified", "labelled_users",
+                    "accuracy", "ece", "brier", "ece_uncalibrated", "temperature", "note"]  # fmt: skip
+    list_filter = ["computed_at"]
+    search_fields = ["note"]
+    readonly_fields = [f.name for f in PersonaModelRun._meta.fields]
+    actions = ["run_now"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Run the persona model now (28 days)")
+    def run_now(self, request, queryset):
+        counts = services.profiles_recompute(days=28)
+        self.message_user(request, f"Profiles recomputed: {counts}")
+
+
+class JsonDocumentForm(forms.ModelForm):
+    """Runs the API's validators on the JSON documents, so the admin rejects the same input."""
+
+    checks: dict = {}
+
+    def clean(self):
+        cleaned = super().clean()
+        for field, check in self.checks.items():
+            if field in cleaned:
+                for error in check(cleaned[field]):
+                    self.add_error(field, error)
+        return cleaned
+
+
+class RuleForm(JsonDocumentForm):
+    checks = {"conditions": validation.conditions_errors, "action": validation.action_errors}
+
+    class Meta:
+        model = PersonalizationRule
+        fields = ["key", "name", "description", "conditions", "action", "priority", "enabled",
+                  "starts_at", "ends_at"]  # fmt: skip
+
+
+@admin.register(PersonalizationRule)
+class PersonalizationRuleAdmin(admin.ModelAdmin):
+    form = RuleForm
+    list_display = ["key", "name", "priority", "enabled", "starts_at", "ends_at", "updated_at"]
+    list_filter = ["enabled", "priority"]
+    list_editable = ["priority", "enabled"]
+    search_fields = ["key", "name", "description"]
+    actions = ["enable", "disable"]
+
+    @admin.action(description="Enable selected rules")
+    def enable(self, request, queryset):
+        n = services.rules_set_enabled(rule_ids=list(queryset.values_list("pk", flat=True)),
+                                       enabled=True)  # fmt: skip
+        self.message_user(request, f"{n} rule(s) enabled.")
+
+    @admin.action(description="Disable selected rules")
+    def disable(self, request, queryset):
+        n = services.rules_set_enabled(rule_ids=list(queryset.values_list("pk", flat=True)),
+                                       enabled=False)  # fmt: skip
+        self.message_user(request, f"{n} rule(s) disabled.")
+
+
+class ExperimentForm(JsonDocumentForm):
+    checks = {
+        "variants": validation.variants_errors,
+        "targeting": validation.conditions_errors,
+        "primary_metric": validation.metric_errors,
+        "guardrail_metrics": validation.guardrails_errors,
+    }
+
+    class Meta:
+        model = Experiment
+        fields = ["key", "name", "description", "variants", "coverage", "targeting",
+                  "primary_metric", "guardrail_metrics", "alpha", "planned_users", "starts_at",
+                  "ends_at"]  # fmt: skip
+
+
+class ExperimentResultInline(admin.TabularInline):
+    model = ExperimentResult
+    fields = ["computed_at", "metric", "is_primary", "users", "srm_p_value", "srm_mismatch",
+              "note"]  # fmt: skip
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    max_num = 0
+    ordering = ["-computed_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).order_by("-computed_at")
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    form = ExperimentForm
+    list_display = ["key", "name", "status", "starts_at", "ends_at", "results_link"]
+    list_filter = ["status"]
+    search_fields = ["key", "name", "description"]
+    readonly_fields = ["status", "created_at", "updated_at"]
+    actions = ["start", "stop", "recompute_results"]
+
+    @admin.display(description="results")
+    def results_link(self, obj: Experiment) -> str:
+        url = reverse("admin:personalization_experiment_results", args=[obj.pk])
+        return format_html('<a href="{}">chart</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.results_view)
+        return [
+            path("<int:pk>/results/", view, name="personalization_experiment_results"),
+            *super().get_urls(),
+        ]
+
+    def results_view(self, request, pk: int):
+        experiment = Experiment.objects.get(pk=pk)
+        latest = result_rows(experiment)
+        return _chart_page(self, request, f"Experiment {experiment.key}",
+                           charts.experiment_lift_charts(experiment), rows=latest)  # fmt: skip
+
+    def _transition(self, request, queryset, fn, verb: str) -> None:
+        for exp in queryset:
+            try:
+                fn(experiment_id=exp.pk)
+                self.message_user(request, f"{exp.key}: {verb}.")
+            except services.ExperimentStateError as exc:
+                self.message_user(request, f"{exp.key}: {exc}", level=messages.ERROR)
+
+    @admin.action(description="Start selected experiments")
+    def start(self, request, queryset):
+        self._transition(request, queryset, services.experiment_start, "started")
+
+    @admin.action(description="Stop selected experiments")
+    def stop(self, request, queryset):
+        self._transition(request, queryset, services.experiment_stop, "stopped")
+
+    @admin.action(description="Recompute results now")
+    def recompute_results(self, request, queryset):
+        for exp in queryset:
+            counts = services.experiment_results_recompute(experiment_id=exp.pk)
+            self.message_user(request, f"{exp.key}: {counts}")
+
+
+def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
+    """Summary rows (label, value) of the newest results, for the chart page."""
+    rows = []
+    for result in selectors.experiment_latest_results(experiment):
+        rows.append((f"{result.metric} users", result.users))
+        rows.append((f"{result.metric} SRM p", result.srm_p_value))
+        for c in result.comparisons:
+            fixed, seq = c["fixed"], c["sequential"]
+            rows.append((
+                f"{result.metric} {c['variant']}",
+                f"lift {fixed['relative_lift']:+.2%} "
+                f"[{fixed['relative_lift_ci']['lower']:+.2%}, "
+                f"{fixed['relative_lift_ci']['upper']:+.2%}], p={fixed['p_value']:.4f} "
+                f"(Holm {c['p_value_holm']:.4f}), P(beat control)="
+                f"{c['chance_to_beat_control']:.3f}, sequential p={seq['p_value']:.4f}",
+            ))  # fmt: skip
+        if result.note:
+            rows.append((f"{result.metric} note", result.note))
+    return rows
+
+
+@admin.register(Exposure)
+class ExposureAdmin(admin.ModelAdmin):
+    list_display = ["experiment", "user_id", "variant", "exposed_at"]
+    list_filter = ["experiment", "variant"]
+    search_fields = ["user_id", "experiment__key"]
+    list_select_related = ["experiment"]
+    readonly_fields = ["experiment", "user_id", "variant", "exposed_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ExperimentResult)
+class ExperimentResultAdmin(admin.ModelAdmin):
+    list_display = ["experiment", "metric", "is_primary", "computed_at", "srm_p_value",
+                    "srm_mismatch", "note"]  # fmt: skip
+    list_filter = ["experiment", "is_primary", "srm_mismatch", "metric_kind"]
+    search_fields = ["experiment__key", "metric"]
+    list_select_related = ["experiment"]
+    readonly_fields = [f.name for f in ExperimentResult._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
