@@ -1,0 +1,216 @@
+"""Actuators: the code that really changes capacity.
+
+Each takes the resource and the desired number of units and either succeeds or
+raises :class:`ActuatorError` with a message an operator can act on. They hold
+no ORM code: the service records what they did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+SIGNATURE_HEADER = "X-Phase3-Signature"
+
+
+class ActuatorError(RuntimeError):
+    """The change could not be applied (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ActuationResult:
+    applied_units: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class ActuationRequest:
+    resource: str
+    current_units: int
+    desired_units: int
+    config: dict[str, Any]
+    payload: dict[str, Any]  # the decision as JSON (sent by the webhook)
+
+
+class Actuator(Protocol):
+    def apply(self, request: ActuationRequest) -> ActuationResult: ...
+
+
+class DryRunActuator:
+    """Records only: the decision row is the whole effect."""
+
+    def apply(self, request: ActuationRequest) -> ActuationResult:
+        return ActuationResult(request.desired_units, "dry run: nothing changed")
+
+
+def sign(body: bytes, secret: str) -> str:
+    """``sha256=<hex HMAC>`` of the exact body bytes, GitHub-style, so receivers can verify."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookActuator:
+    """POST the decision as JSON with an HMAC signature; retries on 5xx and connection errors.
+
+    The secret is read from the environment variable named in ``secret_env`` so that
+    it never sits in the database or the admin.
+    """
+
+    def __init__(self, session: requests.Session | None = None) -> None:
+        self.session = session
+
+    def apply(self, request: ActuationRequest) -> ActuationResult:
+        cfg = request.config
+        url = cfg.get("url")
+        if not url:
+            raise ActuatorError("webhook actuator: actuator_config.url is not set")
+        secret_env = cfg.get("secret_env", "SCALING_WEBHOOK_SECRET")
+        secret = os.environ.get(secret_env, "")
+        if not secret:
+            raise ActuatorError(f"webhook actuator: environment variable {secret_env} is empty")
+        body = json.dumps(request.payload, sort_keys=True, separators=(",", ":")).encode()
+        retries = int(cfg.get("retries", 3))
+        session = self.session or requests.Session()
+        retry = Retry(
+            total=retries, connect=retries, read=retries, status=retries,
+            backoff_factor=float(cfg.get("backoff_seconds", 0.5)),
+            status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"POST"}),
+            raise_on_status=False,
+        )  # fmt: skip
+        session.mount("http://", HTTPAdapter(max_retries=retry))
+        session.mount("https://", HTTPAdapter(max_retries=retry))
+        try:
+            response = session.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret)},
+                timeout=float(cfg.get("timeout_seconds", 5.0)),
+            )
+        except requests.RequestException as exc:
+            raise ActuatorError(f"webhook {url}: {type(exc).__name__}: {exc}") from exc
+        if response.status_code >= 300:
+            raise ActuatorError(f"webhook {url}: HTTP {response.status_code} after retries")
+        return ActuationResult(request.desired_units, f"webhook {url}: HTTP {response.status_code}")
+
+
+class CeleryPoolActuator:
+    """Grow or shrink this project's Celery worker pools through remote control.
+
+    ``mode="pool"`` sends ``pool_grow``/``pool_shrink`` by the difference with the
+    pool's real size (read with ``inspect().stats()``, not trusted from the database);
+    ``mode="autoscale"`` sets the autoscaler's maximum for workers run with ``--autoscale``.
+    """
+
+    def __init__(self, app=None, timeout: float = 5.0) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    def _app(self):
+        if self.app is not None:
+            return self.app
+        from celery import current_app
+
+        return current_app
+
+    def pool_sizes(self, destination: list[str] | None) -> dict[str, int]:
+        stats = self._app().control.inspect(destination=destination, timeout=self.timeout).stats()
+        if not stats:
+            raise ActuatorError(f"celery: no worker answered (destination={destination})")
+        sizes = {}
+        for worker, info in stats.items():
+            pool = info.get("pool", {})
+            processes = pool.get("processes")
+            sizes[worker] = (
+                len(processes) if processes is not None else pool.get("max-concurrency", 0)
+            )
+        return sizes
+
+    def apply(self, request: ActuationRequest) -> ActuationResult:
+        cfg = request.config
+        destination = cfg.get("destination") or None
+        if isinstance(destination, str):
+            destination = [destination]
+        control = self._app().control
+        if cfg.get("mode", "pool") == "autoscale":
+            replies = control.autoscale(
+                request.desired_units, int(cfg.get("autoscale_min", 1)),
+                destination=destination, reply=True, timeout=self.timeout,
+            )  # fmt: skip
+            if not replies:
+                raise ActuatorError("celery autoscale: no worker replied")
+            return ActuationResult(request.desired_units, f"celery autoscale: {replies}")
+        sizes = self.pool_sizes(destination)
+        details = []
+        for worker, size in sizes.items():
+            delta = request.desired_units - size
+            if delta > 0:
+                reply = control.pool_grow(
+                    delta, destination=[worker], reply=True, timeout=self.timeout
+                )
+            elif delta < 0:
+                reply = control.pool_shrink(-delta, destination=[worker], reply=True,
+                                            timeout=self.timeout)  # fmt: skip
+            else:
+                reply = "already at size"
+            if not reply:
+                raise ActuatorError(f"celery: {worker} did not reply to the pool change")
+            details.append(f"{worker}: {size}->{request.desired_units} ({reply})")
+        return ActuationResult(request.desired_units, "celery pool: " + "; ".join(details))
+
+
+class KubernetesActuator:
+    """Patch a Deployment's scale subresource through the official client, when installed."""
+
+    def __init__(self, apps_api=None) -> None:
+        self.apps_api = apps_api
+
+    def _api(self):
+        if self.apps_api is not None:
+            return self.apps_api
+        try:
+            from kubernetes import client, config
+        except ImportError as exc:
+            raise ActuatorError(
+                "kubernetes actuator: the 'kubernetes' package is not installed"
+            ) from exc
+        try:
+            config.load_incluster_config()
+        except Exception:
+            try:
+                config.load_kube_config()
+            except Exception as exc:
+                raise ActuatorError(f"kubernetes actuator: no configuration ({exc})") from exc
+        return client.AppsV1Api()
+
+    def apply(self, request: ActuationRequest) -> ActuationResult:
+        cfg = request.config
+        name, namespace = cfg.get("deployment"), cfg.get("namespace", "default")
+        if not name:
+            raise ActuatorError("kubernetes actuator: actuator_config.deployment is not set")
+        api = self._api()
+        try:
+            result = api.patch_namespaced_deployment_scale(
+                name=name, namespace=namespace, body={"spec": {"replicas": request.desired_units}}
+            )
+        except Exception as exc:  # the client raises ApiException; keep the message
+            raise ActuatorError(f"kubernetes {namespace}/{name}: {exc}") from exc
+        replicas = getattr(getattr(result, "spec", None), "replicas", request.desired_units)
+        return ActuationResult(int(replicas), f"kubernetes {namespace}/{name}: replicas={replicas}")
+
+
+def actuator_for(kind: str) -> Actuator:
+    """The actuator of a resource's ``actuator`` field."""
+    actuators: dict[str, type] = {
+        "dry_run": DryRunActuator, "webhook": WebhookActuator,
+        "celery": CeleryPoolActuator, "kubernetes": KubernetesActuator,
+    }  # fmt: skip
+    if kind not in actuators:
+        raise ActuatorError(f"unknown actuator {kind!r}")
+    return actuators[kind]()

@@ -1,0 +1,143 @@
+"""Admin pages: every scaling model, filters, search, operator actions, charts."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from . import charts, selectors, services
+from .models import ScalableResource, ScalingDecision, ScalingRule
+
+
+class ScalingRuleInline(admin.TabularInline):
+    model = ScalingRule
+    extra = 0
+    fields = ["name", "metric", "kind", "target", "tolerance", "critical", "cooldown_up_seconds",
+              "cooldown_down_seconds", "priority", "enabled"]  # fmt: skip
+
+
+@admin.register(ScalableResource)
+class ScalableResourceAdmin(admin.ModelAdmin):
+    list_display = ["name", "kind", "current_units", "min_units", "max_units", "unit_capacity",
+                    "cost_per_unit_hour", "target_utilization", "actuator", "enabled",
+                    "success_rate", "chart_link"]  # fmt: skip
+    list_filter = ["kind", "actuator", "enabled", "predictive_enabled"]
+    search_fields = ["name", "load_series_name"]
+    inlines = [ScalingRuleInline]
+    actions = ["evaluate_dry_run", "evaluate_and_execute"]
+
+    @admin.display(description="success rate")
+    def success_rate(self, obj: ScalableResource) -> str:
+        rate = selectors.success_rate(resource_id=obj.pk)
+        return "-" if rate["rate"] is None else f"{rate['rate']:.0%} of {rate['judged']}"
+
+    @admin.display(description="chart")
+    def chart_link(self, obj: ScalableResource) -> str:
+        url = reverse("admin:scaling_scalableresource_chart", args=[obj.pk])
+        return format_html('<a href="{}">utilisation &amp; capacity</a>', url)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.chart_view)
+        return [path("<int:pk>/chart/", view, name="scaling_scalableresource_chart"),
+                *super().get_urls()]  # fmt: skip
+
+    def chart_view(self, request, pk: int):
+        resource = get_object_or_404(ScalableResource, pk=pk)
+        rate = selectors.success_rate(resource_id=resource.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{resource.name}: utilisation, capacity and decisions (7 days)",
+            "charts": charts.resource_charts(resource),
+            "rows": [
+                (
+                    "units now",
+                    f"{resource.current_units} ({resource.min_units}..{resource.max_units})",
+                ),
+                ("target utilisation", f"{resource.target_utilization:.0%}"),
+                (
+                    "cost per hour now",
+                    f"{resource.current_units * resource.cost_per_unit_hour:.2f}",
+                ),
+                (
+                    "success rate",
+                    "-"
+                    if rate["rate"] is None
+                    else f"{rate['rate']:.0%} ({rate['success']}/{rate['judged']} judged)",
+                ),
+            ],
+        }
+        return TemplateResponse(request, "admin/phase3/chart_page.html", context)
+
+    @admin.action(description="Evaluate now (dry run: show what the rules would do)")
+    def evaluate_dry_run(self, request, queryset):
+        for ev in services.decisions_evaluate(
+            resource_ids=list(queryset.values_list("pk", flat=True))
+        ):
+            d = ev.decision
+            self.message_user(
+                request,
+                f"{ev.resource}: {d.action} {d.current_units}->{d.desired_units} "
+                f"({d.status}); {'; '.join(d.reasons)}",
+                messages.INFO,
+            )
+
+    @admin.action(description="Evaluate and execute now")
+    def evaluate_and_execute(self, request, queryset):
+        evaluations = services.decisions_evaluate(
+            resource_ids=list(queryset.values_list("pk", flat=True)), execute=True
+        )
+        for ev in evaluations:
+            row = ev.row
+            level = (
+                messages.ERROR if row.status == ScalingDecision.Status.FAILED else messages.SUCCESS
+            )
+            self.message_user(
+                request, f"{ev.resource}: {row.action} {row.current_units}->{row.desired_units} "
+                f"{row.status} {row.actuator_detail}", level,
+            )  # fmt: skip
+
+
+@admin.register(ScalingRule)
+class ScalingRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "resource", "metric", "kind", "target", "tolerance", "critical",
+                    "cooldown_up_seconds", "cooldown_down_seconds", "priority", "enabled"]  # fmt: skip
+    list_editable = ["target", "tolerance", "critical", "enabled"]
+    list_filter = ["kind", "enabled", "resource"]
+    search_fields = ["name", "metric", "queue", "resource__name"]
+    actions = ["enable", "disable"]
+
+    @admin.action(description="Enable the selected rules")
+    def enable(self, request, queryset):
+        self.message_user(request, f"Enabled {queryset.update(enabled=True)} rule(s).")
+
+    @admin.action(description="Disable the selected rules")
+    def disable(self, request, queryset):
+        self.message_user(request, f"Disabled {queryset.update(enabled=False)} rule(s).")
+
+
+@admin.register(ScalingDecision)
+class ScalingDecisionAdmin(admin.ModelAdmin):
+    list_display = ["at", "resource", "action", "current_units", "desired_units", "status",
+                    "emergency", "predictive", "cost_per_month_delta", "utilization_before",
+                    "expected_utilization", "outcome"]  # fmt: skip
+    list_filter = ["status", "action", "outcome", "emergency", "predictive", "resource"]
+    search_fields = ["resource__name", "winning_sources", "reasons", "actuator_detail"]
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in ScalingDecision._meta.fields] + ["rules"]
+    actions = ["execute_proposed", "check_outcomes_now"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # decisions come from the engine, not from hand entry
+
+    @admin.action(description="Execute the selected proposed decisions")
+    def execute_proposed(self, request, queryset):
+        for row in queryset.filter(status=ScalingDecision.Status.PROPOSED):
+            done = services.decision_execute(decision_id=row.pk)
+            self.message_user(request, f"#{done.pk}: {done.status} {done.actuator_detail}")
+
+    @admin.action(description="Judge outcomes now (decisions past their settle time)")
+    def check_outcomes_now(self, request, queryset):
+        self.message_user(request, f"Outcomes: {services.outcomes_check()}")

@@ -1,0 +1,371 @@
+"""The only writers of the scaling system: read telemetry -> engine -> store decisions -> act.
+
+A decision is written in its own transaction, *then* the actuator is called (a
+side effect that cannot be rolled back must not run inside a transaction that
+might), then the outcome of the call is written in a second transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from telemetry import selectors as telemetry
+
+from . import engine
+from .actuators import ActuationRequest, ActuatorError, actuator_for
+from .defaults import DEFAULT_RESOURCES, DEFAULT_RULES
+from .models import ScalableResource, ScalingDecision, ScalingRule
+from .readings import load_series, resource_utilization, rule_reading
+
+logger = logging.getLogger(__name__)
+
+FORECAST_STEP_SECONDS = 300
+FORECAST_HISTORY_DAYS = 7
+
+
+@dataclass
+class Evaluation:
+    """One resource's evaluation: the engine's decision, its inputs, and the stored row."""
+
+    resource: ScalableResource
+    decision: engine.Decision
+    inputs: dict
+    utilization: float | None
+    row: ScalingDecision | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def scaling_defaults_ensure() -> dict:
+    """Create the default resources and five rules where missing (idempotent)."""
+    created = {"resources": 0, "rules": 0}
+    with transaction.atomic():
+        for spec in DEFAULT_RESOURCES:
+            _, new = ScalableResource.objects.get_or_create(name=spec["name"], defaults=dict(spec))
+            created["resources"] += new
+        for spec in DEFAULT_RULES:
+            spec = dict(spec)
+            resource = ScalableResource.objects.get(name=spec.pop("resource"))
+            _, new = ScalingRule.objects.get_or_create(
+                resource=resource, name=spec["name"], defaults=spec
+            )
+            created["rules"] += new
+    return created
+
+
+# --- reading the world ---------------------------------------------------------------------
+
+
+def _engine_rule(rule: ScalingRule) -> engine.ScalingRule:
+    return engine.ScalingRule(
+        name=rule.name,
+        metric=rule.metric,
+        kind=engine.RuleKind(rule.kind),
+        target=rule.target,
+        tolerance=rule.tolerance,
+        steps=tuple(
+            engine.StepAdjustment(float(s["lower"]), s.get("upper"), int(s["change"]))
+            for s in rule.steps or []
+        ),
+        critical=rule.critical,
+        cooldown_up_seconds=rule.cooldown_up_seconds,
+        cooldown_down_seconds=rule.cooldown_down_seconds,
+        priority=rule.priority,
+        enabled=rule.enabled,
+    )
+
+
+def _predictive_proposal(
+    resource: ScalableResource, *, now: float
+) -> tuple[engine.Proposal | None, dict]:
+    """Units needed for the forecast peak within the start-up time, at the target utilisation.
+
+    Prefers the forecasting system's current forecast of the load series; falls back to
+    the engine's built-in seasonal-level forecaster on the last week of that series.
+    """
+    series = load_series(resource)
+    if not resource.predictive_enabled or series is None:
+        return None, {}
+    until = now + resource.startup_seconds + FORECAST_STEP_SECONDS
+    peak, source = None, ""
+    try:
+        from forecasting import selectors as forecasting
+
+        forecast = forecasting.forecast_for_series(series.pk, horizon_days=7)
+        if forecast is not None:
+            arrays = forecasting.forecast_arrays(forecast)
+            window = (arrays["ts"] > now) & (arrays["ts"] <= until)
+            if window.any():
+                peak, source = float(np.max(arrays["yhat"][window])), f"forecast #{forecast.pk}"
+    except Exception as exc:
+        logger.warning("forecasting unavailable for %s: %s", resource, exc)
+    if peak is None:
+        start = timezone.now() - timedelta(days=FORECAST_HISTORY_DAYS)
+        ts, values = telemetry.series_values_resampled(
+            series.pk, start, None, FORECAST_STEP_SECONDS
+        )
+        if values.size < 2:
+            return None, {}
+        horizon = 1 + math.ceil(resource.startup_seconds / FORECAST_STEP_SECONDS)
+        peak = float(np.max(engine.SeasonalLevelForecaster()(ts, values, horizon)))
+        source = "built-in seasonal level"
+    units = engine.rules.ceil_units(peak / (resource.unit_capacity * resource.target_utilization))
+    proposal = engine.Proposal(
+        source="forecast",
+        desired_units=units,
+        predictive=True,
+        reason=f"{source}: load peak {peak:.4g} within {resource.startup_seconds}s start-up "
+        f"-> {units} units at {resource.target_utilization:.0%}",
+        cooldown_up_seconds=0,
+        cooldown_down_seconds=0,
+    )
+    return proposal, {"forecast_peak": peak, "forecast_source": source}
+
+
+def _memory(resource: ScalableResource, *, now: datetime) -> engine.ScalingMemory:
+    """Rebuild the engine's memory from stored decisions (recommendations and last changes)."""
+    memory = engine.ScalingMemory()
+    window = timedelta(seconds=resource.stabilization_window_seconds)
+    recent = resource.decisions.filter(at__gt=now - window, at__lte=now).order_by("at")
+    for at, rec in recent.values_list("at", "recommendation"):
+        memory.recommendations.append((at.timestamp(), rec))
+    executed = resource.decisions.filter(status=ScalingDecision.Status.EXECUTED, at__lte=now)
+    for action, attr in (("scale_up", "last_scale_up_at"), ("scale_down", "last_scale_down_at")):
+        last = executed.filter(action=action).order_by("-at").values_list("at", flat=True).first()
+        setattr(memory, attr, last.timestamp() if last else None)
+    return memory
+
+
+def resource_evaluate(resource: ScalableResource, *, now: datetime | None = None) -> Evaluation:
+    """What the rules would decide for ``resource`` now. Reads only; writes nothing."""
+    now = now or timezone.now()
+    epoch = now.timestamp()
+    rules = [r for r in resource.rules.all() if r.enabled]
+    proposals, readings, errors, rule_ids = [], [], [], {}
+    for rule in rules:
+        reading = rule_reading(rule, now=epoch)
+        readings.append(asdict(reading))
+        if reading.value is None:
+            errors.append(f"{rule.name}: no {reading.source} reading of {rule.metric}")
+            continue
+        proposal = engine.evaluate_rule(_engine_rule(rule), reading.value, resource.current_units)
+        proposals.append(proposal)
+        rule_ids[rule.name] = rule.pk
+    prediction, forecast_inputs = _predictive_proposal(resource, now=epoch)
+    if prediction is not None:
+        proposals.append(prediction)
+    utilization = resource_utilization(resource, now=epoch)
+    state = engine.ResourceState(
+        name=resource.name,
+        current_units=resource.current_units,
+        min_units=resource.min_units,
+        max_units=resource.max_units,
+        unit_capacity=resource.unit_capacity,
+        cost_per_unit_hour=resource.cost_per_unit_hour,
+        target_utilization=resource.target_utilization,
+        demand=None if utilization is None else utilization * resource.capacity,
+    )
+    policy = engine.DecisionPolicy(
+        stabilization_window_seconds=resource.stabilization_window_seconds
+    )
+    decision = engine.decide(state, proposals, _memory(resource, now=now), epoch, policy)
+    inputs = {"readings": readings, **forecast_inputs, "rule_ids": rule_ids, "errors": errors}
+    return Evaluation(resource, decision, inputs, utilization, errors=errors)
+
+
+def _proposal_json(p: engine.Proposal) -> dict:
+    return {
+        "source": p.source, "desired_units": p.desired_units, "reason": p.reason,
+        "emergency": p.emergency, "predictive": p.predictive, "metric_value": p.metric_value,
+    }  # fmt: skip
+
+
+def evaluation_json(ev: Evaluation) -> dict:
+    d = ev.decision
+    return {
+        "resource": ev.resource.name,
+        "resource_id": ev.resource.pk,
+        "current_units": d.current_units,
+        "desired_units": d.desired_units,
+        "action": d.action.value,
+        "status": d.status.value,
+        "emergency": d.emergency,
+        "predictive": d.predictive,
+        "winning_sources": list(d.winning_sources),
+        "reasons": list(d.reasons),
+        "proposals": [_proposal_json(p) for p in d.proposals],
+        "cost_per_hour_delta": d.cost.per_hour,
+        "cost_per_month_delta": d.cost.per_month,
+        "utilization": ev.utilization,
+        "expected_utilization": d.expected_utilization,
+        "inputs": ev.inputs,
+        "decision_id": ev.row.pk if ev.row else None,
+    }
+
+
+# --- writing and acting ----------------------------------------------------------------------
+
+
+def _store(ev: Evaluation, *, now: datetime) -> ScalingDecision:
+    d = ev.decision
+    row = ScalingDecision.objects.create(
+        resource=ev.resource,
+        at=now,
+        inputs=ev.inputs,
+        current_units=d.current_units,
+        desired_units=d.desired_units,
+        recommendation=d.recommendation,
+        action=d.action.value,
+        status=d.status.value,
+        winning_sources=list(d.winning_sources),
+        reasons=list(d.reasons),
+        proposals=[_proposal_json(p) for p in d.proposals],
+        emergency=d.emergency,
+        predictive=d.predictive,
+        cost_per_hour_delta=d.cost.per_hour,
+        cost_per_month_delta=d.cost.per_month,
+        utilization_before=ev.utilization,
+        expected_utilization=d.expected_utilization,
+        actuator=ev.resource.actuator,
+    )
+    rule_ids = [ev.inputs["rule_ids"][s] for s in d.winning_sources if s in ev.inputs["rule_ids"]]
+    if rule_ids:
+        row.rules.set(rule_ids)
+    return row
+
+
+def decision_payload(row: ScalingDecision) -> dict:
+    """The decision as the webhook receives it."""
+    return {
+        "decision_id": row.pk, "resource": row.resource.name, "at": row.at.isoformat(),
+        "current_units": row.current_units, "desired_units": row.desired_units,
+        "action": row.action, "emergency": row.emergency, "predictive": row.predictive,
+        "reasons": row.reasons, "cost_per_hour_delta": row.cost_per_hour_delta,
+        "cost_per_month_delta": row.cost_per_month_delta,
+        "expected_utilization": row.expected_utilization,
+    }  # fmt: skip
+
+
+def decision_execute(*, decision_id: int) -> ScalingDecision:
+    """Apply a stored decision through its resource's actuator and record what happened."""
+    row = ScalingDecision.objects.select_related("resource").get(pk=decision_id)
+    if row.status != ScalingDecision.Status.PROPOSED or row.action == ScalingDecision.Action.NONE:
+        return row
+    resource = row.resource
+    request = ActuationRequest(
+        resource=resource.name,
+        current_units=row.current_units,
+        desired_units=row.desired_units,
+        config=resource.actuator_config or {},
+        payload=decision_payload(row),
+    )
+    try:
+        result = actuator_for(resource.actuator).apply(request)
+    except ActuatorError as exc:
+        ScalingDecision.objects.filter(pk=row.pk).update(
+            status=ScalingDecision.Status.FAILED, actuator_detail=str(exc)[:5000]
+        )
+        row.refresh_from_db()
+        return row
+    with transaction.atomic():
+        locked = ScalableResource.objects.select_for_update().get(pk=resource.pk)
+        locked.current_units = max(locked.min_units, min(locked.max_units, result.applied_units))
+        locked.save(update_fields=["current_units", "updated_at"])
+        ScalingDecision.objects.filter(pk=row.pk).update(
+            status=ScalingDecision.Status.EXECUTED,
+            executed_at=timezone.now(),
+            actuator_detail=result.detail[:5000],
+            outcome=ScalingDecision.Outcome.PENDING,
+        )
+    row.refresh_from_db()
+    return row
+
+
+def decisions_evaluate(
+    *, resource_ids: list[int] | None = None, execute: bool = False, now: datetime | None = None
+) -> list[Evaluation]:
+    """Evaluate every enabled resource; with ``execute``, store each decision and act on it."""
+    now = now or timezone.now()
+    resources = ScalableResource.objects.filter(enabled=True).prefetch_related("rules")
+    if resource_ids is not None:
+        resources = resources.filter(pk__in=resource_ids)
+    evaluations = []
+    for resource in resources:
+        if not execute:
+            evaluations.append(resource_evaluate(resource, now=now))
+            continue
+        with transaction.atomic():
+            locked = (
+                ScalableResource.objects.select_for_update()
+                .prefetch_related("rules")
+                .get(pk=resource.pk)
+            )
+            ev = resource_evaluate(locked, now=now)
+            ev.row = _store(ev, now=now)
+        if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
+            ev.row = decision_execute(decision_id=ev.row.pk)
+        evaluations.append(ev)
+    return evaluations
+
+
+# --- judging -----------------------------------------------------------------------------------
+
+
+def _utilization_after(row: ScalingDecision, start: datetime, end: datetime) -> np.ndarray:
+    resource = row.resource
+    series = load_series(resource)
+    if series is not None:
+        _, load = telemetry.series_values(series.pk, start, end)
+        return load / (row.desired_units * resource.unit_capacity)
+    rule = resource.rules.filter(enabled=True, kind=ScalingRule.Kind.TARGET_TRACKING).first()
+    metric = telemetry.series_get(rule.metric, rule.metric_labels or {}) if rule else None
+    if metric is None:
+        return np.empty(0)
+    _, values = telemetry.series_values(metric.pk, start, end)
+    return values
+
+
+def outcomes_check(*, now: datetime | None = None) -> dict:
+    """Judge executed decisions whose settle time has passed: back inside the target band?"""
+    now = now or timezone.now()
+    counts = {"judged": 0, "success": 0, "failure": 0, "unknown": 0, "waiting": 0}
+    pending = ScalingDecision.objects.select_related("resource").filter(
+        outcome=ScalingDecision.Outcome.PENDING, executed_at__isnull=False
+    )
+    for row in pending:
+        settle = timedelta(seconds=row.resource.settle_seconds)
+        start = row.executed_at + settle
+        end = start + max(settle, timedelta(minutes=10))
+        if now < end:
+            counts["waiting"] += 1
+            continue
+        verdict = engine.judge_outcome(
+            _utilization_after(row, start, end),
+            row.resource.target_utilization,
+            row.resource.outcome_tolerance,
+        )
+        outcome = {True: "success", False: "failure", None: "unknown"}[verdict.success]
+        ScalingDecision.objects.filter(pk=row.pk).update(
+            outcome=outcome,
+            outcome_utilization=verdict.utilization,
+            outcome_reason=verdict.reason[:300],
+            outcome_checked_at=now,
+        )
+        counts[outcome] += 1
+        counts["judged"] += 1
+    return counts
+
+
+def decisions_prune(*, days: int = 14, now: datetime | None = None) -> dict:
+    """Drop old "no change" evaluations: they only matter inside the stabilisation window."""
+    now = now or timezone.now()
+    deleted, _ = ScalingDecision.objects.filter(
+        action=ScalingDecision.Action.NONE, at__lt=now - timedelta(days=days)
+    ).delete()
+    return {"deleted": deleted}
