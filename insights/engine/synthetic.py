@@ -125,6 +125,7 @@ def make_system_history(
     decoupled_incidents: int = 6,
     weekly_job_hour: int | None = 3,
     incident_steps: int = 6,
+    growth_per_day: float = 0.0,
 ) -> SystemHistory:
     """Coupled system metrics with injected *multivariate-only* incidents.
 
@@ -132,14 +133,16 @@ def make_system_history(
     CPU at ordinary peak-hour levels while traffic is at its night-time low: each value
     alone is within its usual range, only the combination is wrong. A weekly batch job
     (Mondays at ``weekly_job_hour``) raises CPU and memory together at low traffic,
-    which should be found as a weekly-recurring pattern.
+    which should be found as a weekly-recurring pattern. ``growth_per_day`` grows the
+    load (and so every metric that follows it) like a product gaining users.
     """
     rng = np.random.default_rng(seed)
     n = days * 24 * 3600 // step_seconds
     ts = start_ts + np.arange(n) * step_seconds
     hour = ((ts - start_ts) % 86400) / 3600
     daily = 0.5 - 0.5 * np.cos(2 * np.pi * (hour - 3) / 24)  # 0 at 03:00, 1 at 15:00
-    load = np.clip(daily + rng.normal(0, 0.04, n), 0, None)
+    growth = 1.0 + growth_per_day * (ts - start_ts) / 86400
+    load = np.clip(daily * growth + rng.normal(0, 0.04, n), 0, None)
     traffic = 200 + 1800 * load
     cpu = 0.15 + 0.6 * load + rng.normal(0, 0.03, n)
     memory = 0.55 + 0.05 * load + rng.normal(0, 0.01, n)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats.contingency import odds_ratio as scipy_odds_ratio
 
+from insights.engine import behaviour as bh
 from insights.engine import feature_impact as fi
 from insights.engine import performance_patterns as pp
 from insights.engine import priority as pr
@@ -400,3 +401,89 @@ def test_activation_policy_compares_primary_metrics():
     assert reg.should_activate(kind, {"silhouette": 0.1}, {"silhouette": None})
     assert reg.should_activate(reg.KIND_ANOMALY, {"auc": 0.7}, {"precision": 0.9})
     assert reg.clean_metrics({"auc": float("nan"), "x": 1}) == {"auc": None, "x": 1.0}
+
+
+# ------------------------------------------------------------ behaviour inputs
+
+DAY = 86400.0
+
+
+def _frame(rows):
+    users, names, ts, props = zip(*rows, strict=True)
+    return {
+        "user_id": np.array(users, dtype=object),
+        "name": np.array(names, dtype=object),
+        "ts": np.array(ts, dtype=float),
+        "properties": np.array(props, dtype=object),
+    }
+
+
+def test_behaviour_matrix_counts_breadth_and_active_days():
+    frame = _frame(
+        [
+            ("a", "session_start", 0.0, {}),
+            ("a", "page_view", 10.0, {"feature": "search"}),
+            ("a", "feature_use", 20.0, {"feature": "search"}),
+            ("a", "feature_use", DAY + 5, {"feature": "export"}),
+            ("a", "share", DAY + 6, {}),
+            ("a", "comment", DAY + 7, {}),
+            ("b", "purchase", 3 * DAY, {"amount": 9}),
+        ]
+    )
+    m = bh.behaviour_matrix(frame)
+    col = {name: j for j, name in enumerate(m.feature_names)}
+    a, b = list(m.user_ids).index("a"), list(m.user_ids).index("b")
+    assert m.features[a, col["sessions"]] == 1
+    assert m.features[a, col["page_views"]] == 1
+    assert m.features[a, col["feature_breadth"]] == 2
+    assert m.features[a, col["social"]] == 2
+    assert m.features[a, col["active_days"]] == 2
+    assert m.features[b, col["purchases"]] == 1 and m.features[b, col["sessions"]] == 0
+    weekly = bh.behaviour_matrix(frame, window_days=14)
+    assert weekly.features[a, col["social"]] == pytest.approx(1.0)  # 2 in two weeks
+
+
+def test_cohort_counts_early_use_only_and_judges_outcomes_after_it():
+    frame = _frame(
+        [
+            ("a", "session_start", 0.0, {}),
+            ("a", "feature_use", 100.0, {"feature": "templates"}),
+            ("a", "feature_use", 5 * DAY, {"feature": "export"}),  # after the window
+            ("a", "session_start", 4 * DAY, {}),  # came back
+            ("b", "session_start", 0.0, {}),
+            ("b", "feature_use", 50.0, {"feature": "export"}),
+            ("b", "purchase", 60.0, {}),
+            ("c", "session_start", 9 * DAY, {}),  # too recent to judge
+        ]
+    )
+    cohort = bh.feature_cohort(frame, end_ts=10 * DAY, observe_days=2, horizon_days=7)
+    assert list(cohort.user_ids) == ["a", "b"]
+    col = {f: j for j, f in enumerate(cohort.feature_names)}
+    assert cohort.usage[0, col["templates"]] == 1 and cohort.usage[0, col["export"]] == 0
+    assert list(cohort.retained) == [1, 0]
+    assert list(cohort.converted) == [0, 1]
+    with pytest.raises(ValueError):
+        bh.feature_cohort(frame, end_ts=10 * DAY, observe_days=7, horizon_days=2)
+
+
+def test_align_states_keeps_only_common_complete_steps():
+    ts, states, names = bh.align_states(
+        {
+            "cpu": (np.array([0.0, 300, 600, 900]), np.array([0.1, 0.2, np.nan, 0.4])),
+            "traffic": (np.array([300.0, 600, 900]), np.array([10.0, 20, 30])),
+        }
+    )
+    assert names == ("cpu", "traffic")
+    assert list(ts) == [300.0, 900.0]
+    assert states.tolist() == [[0.2, 10.0], [0.4, 30.0]]
+
+
+def test_residual_inputs_ignore_growth_the_metrics_share():
+    history = syn.make_system_history(
+        days=21, seed=11, decoupled_incidents=0, weekly_job_hour=None, growth_per_day=0.03
+    )
+    flagged = {}
+    for inputs in ("levels", "residuals"):
+        fit = pp.fit_state_model(history.ts, history.states, history.columns, inputs=inputs)
+        flagged[inputs] = float(np.mean(fit.holdout_scores > fit.model.threshold))
+    assert flagged["residuals"] < flagged["levels"] / 3
