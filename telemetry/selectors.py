@@ -197,6 +197,8 @@ def series_points(
 ) -> SeriesPoints:
     """Samples of [start, end), raw or downsampled to ``step_seconds`` buckets.
 
+    Downsampled, ``start`` is aligned down to a multiple of the step (epoch-based, UTC).
+
     With a whole-hour step the stretch before the rollup horizon is read from hourly
     rollups (24 rows a day instead of 1,440 at one-minute sampling) and the rest from raw
     samples; partials combine exactly, so the figures equal a raw downsampling.
@@ -204,7 +206,10 @@ def series_points(
     if step_seconds is None:
         ts, values = series_values(series_id, start, end, limit=limit)
         return SeriesPoints(ts, values, "raw")
+    # Buckets are whole: start is aligned down to the step grid, so the first bucket means
+    # the same whether it is read from rollups or from raw samples.
     origin = float(np.floor(start.timestamp() / step_seconds)) * step_seconds
+    start = datetime.fromtimestamp(origin, tz=UTC)
     horizon = rollup_horizon() if step_seconds % 3600 == 0 else None
     split = min(max(horizon, start), end) if horizon is not None else start
     parts = []

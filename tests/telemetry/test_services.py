@@ -1,0 +1,188 @@
+"""Rollups, retention, the COPY path, selectors, tasks and schedules, on the real database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from telemetry import selectors, services, tasks
+from telemetry.bulk import insert_samples, insert_samples_us
+from telemetry.models import DemoIncident, DemoUser, RollupState, Sample, SampleRollup, Series
+
+pytestmark = pytest.mark.django_db
+HOUR = 3600.0
+DAY = 86400.0
+
+
+def hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def now() -> datetime:
+    return hour_floor(timezone.now()) + timedelta(minutes=37)
+
+
+def fill(name: str, start: float, end: float, step: float = 300.0, seed: int = 0):
+    series = services.series_ensure(name=name)
+    ts = np.arange(start, end, step)
+    values = np.random.default_rng(seed).gamma(2.0, 5.0, ts.size)
+    insert_samples(np.full(ts.size, series.pk), ts, values)
+    return series, ts, values
+
+
+def test_copy_path_round_trips_microseconds_and_values_and_is_idempotent(postgres):
+    series = services.series_ensure(name="precise")
+    ts_us = np.array([1_700_000_000_123_456, 1_700_000_001_000_001, 946_684_799_999_999])
+    values = np.array([0.1, -1e-300, 12345.678])
+    assert insert_samples_us(np.full(3, series.pk), ts_us, values) == 3
+    assert insert_samples_us(np.full(3, series.pk), ts_us, values + 1) == 0
+    stored = list(Sample.objects.filter(series=series).order_by("ts").values_list("ts", "value"))
+    expected = sorted(zip(ts_us.tolist(), values.tolist()))
+    for (ts, value), (us, v) in zip(stored, expected):
+        delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
+        assert (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds == us
+        assert value == v
+
+
+def test_rollups_equal_hourly_aggregates_and_skip_the_open_hour(now):
+    end = now.timestamp()
+    series, ts, values = fill("load", end - 2 * DAY, end, step=60)
+    counts = services.rollups_update(now=now)
+    closed = hour_floor(now).timestamp()
+    rollups = list(SampleRollup.objects.filter(series=series).order_by("bucket"))
+    hours = np.unique(np.floor(ts[ts < closed] / HOUR))
+    assert counts["rollups"] == len(rollups) == hours.size
+    assert rollups[-1].bucket.timestamp() < closed  # the current hour is still filling
+    for rollup in (rollups[0], rollups[17], rollups[-1]):
+        inside = (ts >= rollup.bucket.timestamp()) & (ts < rollup.bucket.timestamp() + HOUR)
+        assert rollup.count == inside.sum()
+        assert rollup.mean == pytest.approx(values[inside].mean())
+        assert (rollup.min, rollup.max) == (values[inside].min(), values[inside].max())
+    assert services.rollups_update(now=now)["rollups"] == 0  # nothing new: nothing written
+
+
+def test_rollups_work_in_bounded_runs_and_resume(now):
+    end = now.timestamp()
+    fill("long", end - 5 * DAY, end, step=600)
+    first = services.rollups_update(now=now, window_hours=24, max_windows=2)
+    assert first["windows"] == 2 and first["pending"] > 0
+    rest = services.rollups_update(now=now, window_hours=24, max_windows=30)
+    assert rest["pending"] == 0
+    assert first["hours"] + rest["hours"] == SampleRollup.objects.count()
+
+
+def test_late_sample_marks_its_hour_stale_and_the_next_run_fixes_it(now, client_with_role):
+    end = now.timestamp()
+    series, _ts, _ = fill("late", end - DAY, end, step=300)
+    services.rollups_update(now=now)
+    old_hour = hour_floor(now - timedelta(hours=5))
+    rollup = SampleRollup.objects.get(series=series, bucket=old_hour)
+    late_ts = old_hour.timestamp() + 1.5  # not on the 5-minute grid: a new sample
+    result = services.samples_ingest(rows=[{"series": "late", "ts": late_ts, "value": 1e6}])
+    assert result.written == 1
+    assert RollupState.objects.get().dirty_from.timestamp() == pytest.approx(late_ts)
+    services.rollups_update(now=now)
+    fixed = SampleRollup.objects.get(series=series, bucket=old_hour)
+    assert fixed.count == rollup.count + 1 and fixed.max == 1e6
+    assert RollupState.objects.get().dirty_from is None
+
+
+def test_retention_deletes_only_rolled_up_old_hours_and_reads_stay_the_same(now, settings):
+    settings.PHASE3_RAW_RETENTION_DAYS = 3
+    end = now.timestamp()
+    series, ts, _values = fill("kept", end - 6 * DAY, end, step=300)
+    start, stop = datetime.fromtimestamp(ts[0], UTC), now
+    before = selectors.series_points(series.pk, start=start, end=stop, step_seconds=DAY)
+
+    assert services.samples_enforce_retention(now=now)["deleted"] == 0  # nothing rolled up yet
+    services.rollups_update(now=now)
+    counts = services.samples_enforce_retention(now=now, batch_size=100)
+    cutoff = hour_floor(now - timedelta(days=3)).timestamp()
+    assert counts["deleted"] == (ts < cutoff).sum() and counts["batches"] > 1
+    assert not Sample.objects.filter(ts__lt=datetime.fromtimestamp(cutoff, UTC)).exists()
+    assert Sample.objects.count() == (ts >= cutoff).sum()
+
+    after = selectors.series_points(series.pk, start=start, end=stop, step_seconds=DAY)
+    assert after.source == "rollup+raw"
+    np.testing.assert_array_equal(after.ts, before.ts)
+    np.testing.assert_allclose(after.values, before.values, rtol=1e-12)
+    assert services.samples_enforce_retention(now=now)["deleted"] == 0
+
+
+def test_retention_keeps_stale_hours_until_they_are_rolled_up_again(now, settings):
+    settings.PHASE3_RAW_RETENTION_DAYS = 1
+    end = now.timestamp()
+    series, _ts, _ = fill("stale", end - 3 * DAY, end, step=900)
+    services.rollups_update(now=now)
+    RollupState.objects.update(dirty_from=now - timedelta(days=2))  # as if late data arrived
+    services.samples_enforce_retention(now=now)
+    remaining = Sample.objects.filter(series=series).order_by("ts").first()
+    assert remaining.ts <= now - timedelta(days=2)
+
+
+def test_ingest_refuses_samples_older_than_retention(settings):
+    settings.PHASE3_RAW_RETENTION_DAYS = 2
+    from telemetry.validation import BatchInvalid
+
+    old = (timezone.now() - timedelta(days=3)).timestamp()
+    with pytest.raises(BatchInvalid) as caught:
+        services.samples_ingest(rows=[{"series": "x", "ts": old, "value": 1.0}])
+    assert "retention" in caught.value.errors["samples"]["0"]["ts"][0]
+
+
+def test_selectors_return_numpy(now):
+    end = now.timestamp()
+    series, ts, values = fill("np", end - DAY, end, step=600)
+    got_ts, got_values = selectors.series_values(series.pk)
+    assert got_ts.dtype == np.float64 and got_values.dtype == np.float64
+    np.testing.assert_array_equal(got_ts, ts)
+    np.testing.assert_allclose(got_values, values)
+    start = datetime.fromtimestamp(ts[0], UTC)
+    r_ts, r_values = selectors.series_values_resampled(series.pk, start, now, 3600, "max")
+    assert (isinstance(r_values, np.ndarray) and r_ts.size == 24) or r_ts.size == 25
+    inside = (ts >= r_ts[3]) & (ts < r_ts[3] + HOUR)
+    assert r_values[3] == values[inside].max()
+    last = selectors.series_latest(series.pk)
+    assert last == (ts[-1], pytest.approx(values[-1]))
+
+
+def test_tasks_return_counts_and_schedules_are_well_formed(now):
+    from phase3.celery import app
+    from phase3.scheduling import _validate
+    from telemetry.schedules import SCHEDULES
+
+    fill("task", now.timestamp() - DAY, now.timestamp())
+    counts = tasks.update_rollups()
+    assert counts["rollups"] > 0 and set(counts) >= {"windows", "hours", "pending"}
+    assert set(tasks.enforce_retention()) == {"deleted", "series", "batches"}
+    for entry in SCHEDULES:
+        _validate(entry)
+        assert entry["task"] in app.tasks
+
+
+def test_overview_section_reports_rollup_lag(now):
+    fill("ov", now.timestamp() - DAY, now.timestamp())
+    section = selectors.overview_section()
+    assert section["series"] == 1 and section["rollups"]["lag_hours"] is None
+    services.rollups_update(now=timezone.now())
+    assert selectors.overview_section()["rollups"]["lag_hours"] == 0
+
+
+def test_demo_world_in_the_database(demo_world):
+    """The seeded demo holds ground truth the systems are measured against."""
+    kinds = set(DemoUser.objects.values_list("kind", flat=True))
+    assert {"explorer", "optimizer", "achiever", "socializer"} <= kinds
+    incidents = list(DemoIncident.objects.all())
+    assert sum(incident.effect_series.exists() for incident in incidents) >= 3
+    for incident in incidents:
+        assert incident.start < incident.end
+        cause = selectors.series_values(incident.cause_series_id, incident.start, incident.end)
+        assert cause[0].size > 0
+    series = selectors.series_get("http.requests.rate")
+    assert isinstance(series, Series)
+    frame = selectors.events_frame(names=["page_view"], with_properties=False)
+    assert frame["ts"].dtype == np.float64 and set(frame["name"]) == {"page_view"}
