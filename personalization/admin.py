@@ -236,6 +236,11 @@ class ExperimentAdmin(admin.ModelAdmin):
             self.message_user(request, f"{exp.key}: {counts}")
 
 
+def _fmt(value, spec: str) -> str:
+    """Undefined figures (e.g. a lift over a zero control rate) are stored as null."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
     """Summary rows (label, value) of the newest results, for the chart page."""
     rows = []
@@ -244,13 +249,14 @@ def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
         rows.append((f"{result.metric} SRM p", result.srm_p_value))
         for c in result.comparisons:
             fixed, seq = c["fixed"], c["sequential"]
+            ci = fixed["relative_lift_ci"]
             rows.append((
                 f"{result.metric} {c['variant']}",
-                f"lift {fixed['relative_lift']:+.2%} "
-                f"[{fixed['relative_lift_ci']['lower']:+.2%}, "
-                f"{fixed['relative_lift_ci']['upper']:+.2%}], p={fixed['p_value']:.4f} "
-                f"(Holm {c['p_value_holm']:.4f}), P(beat control)="
-                f"{c['chance_to_beat_control']:.3f}, sequential p={seq['p_value']:.4f}",
+                f"lift {_fmt(fixed['relative_lift'], '+.2%')} "
+                f"[{_fmt(ci['lower'], '+.2%')}, {_fmt(ci['upper'], '+.2%')}], "
+                f"p={_fmt(fixed['p_value'], '.4f')} (Holm {_fmt(c['p_value_holm'], '.4f')}), "
+                f"P(beat control)={_fmt(c['chance_to_beat_control'], '.3f')}, "
+                f"sequential p={_fmt(seq['p_value'], '.4f')}",
             ))  # fmt: skip
         if result.note:
             rows.append((f"{result.metric} note", result.note))
