@@ -21,17 +21,17 @@ from .models import JobLock
 
 
 @cache
-def _redis():
+def _redis(url: str):
     import redis
 
-    return redis.Redis.from_url(settings.REDIS_URL)
+    return redis.Redis.from_url(url)
 
 
 @contextlib.contextmanager
 def job_lock(key: str, *, timeout: float) -> Iterator[bool]:
     """Yield True if this caller holds the lock, False if someone else does."""
     if settings.REDIS_URL:
-        lock = _redis().lock(f"phase3:lock:{key}", timeout=timeout, blocking=False)
+        lock = _redis(settings.REDIS_URL).lock(f"phase3:lock:{key}", timeout=timeout, blocking=False)
         acquired = lock.acquire(blocking=False)
         try:
             yield acquired
