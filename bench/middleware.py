@@ -14,7 +14,8 @@ times more often than in production, so its cost is included.
 By default the endpoint runs on a fresh, migrated SQLite file: its statements cost tens of
 microseconds, so the request is CPU-bound and the profiler's share is as large as it gets (the
 worst case for the ratio). ``--use-env-db`` uses ``DATABASE_URL`` instead (e.g. PostgreSQL),
-where network round trips dominate and the ratio is closer to 1 but noisier.
+where network round trips dominate and the ratio is closer to 1 but noisier; the profiler's
+own rows for ``/bench`` are deleted at the end, but use a scratch database all the same.
 """
 
 from __future__ import annotations
@@ -163,6 +164,14 @@ def main() -> int:
         for handler, out in pair if round_no % 2 == 0 else pair[::-1]:
             out.append(_run(handler, args.requests))
     Series.objects.filter(name__startswith="bench.middleware.").delete()
+    if args.use_env_db:
+        from optimization.middleware import flush_recorded
+        from optimization.models import EndpointProfile, QueryShapeStat
+
+        flush_recorded(before=time.time() + 120)
+        Series.objects.filter(labels_key="endpoint=/bench").delete()
+        EndpointProfile.objects.filter(endpoint="/bench").delete()
+        QueryShapeStat.objects.filter(endpoint="/bench").delete()
 
     a, b = statistics.median(rps_without), statistics.median(rps_with)
     ratio = statistics.median(w / wo for w, wo in zip(rps_with, rps_without, strict=True))
