@@ -31,17 +31,25 @@ def error_quantiles(errors: np.ndarray, level: float, horizon: int) -> ErrorQuan
     of a random walk, which is the honest default when there is no evidence.
     """
     errors = np.asarray(errors, dtype=float)
-    _, h_bt = errors.shape
-    tail = (1.0 - level) / 2.0
+    n_orig, h_bt = errors.shape
+    # split-conformal rank: the ceil((n+1)(1-tail))-th of n scores. Origins, not pooled
+    # points, are the independent draws, so n is the number of origins; with few origins
+    # this widens the interval instead of pretending to know the tail
+    tail = max(0.0, 1.0 - np.ceil((n_orig + 1) * (1.0 - (1.0 - level) / 2.0)) / n_orig)
     half = max(1, h_bt // 24)
     # each step pools the errors of its neighbours; edges repeat the outermost step
     padded = np.pad(errors, ((0, 0), (half, half)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1)
     pooled = np.sort(windows.transpose(1, 0, 2).reshape(h_bt, -1), axis=1)
     last = pooled.shape[1] - 1
-    # rounding the rank outwards keeps finite-sample coverage at or above the level
-    lower = pooled[:, int(np.floor(tail * last))]
-    upper = pooled[:, int(np.ceil((1.0 - tail) * last))]
+
+    def at(rank: float) -> np.ndarray:  # linear interpolation between order statistics
+        low = int(np.floor(rank))
+        high = min(low + 1, last)
+        return pooled[:, low] + (rank - low) * (pooled[:, high] - pooled[:, low])
+
+    lower = at(tail * last)
+    upper = at((1.0 - tail) * last)
     lower = np.minimum.accumulate(np.minimum(lower, 0.0))
     upper = np.maximum.accumulate(np.maximum(upper, 0.0))
     if horizon > h_bt:
