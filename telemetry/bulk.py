@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from django.db import connection
+from django.db import connection, transaction
 
 from .models import Event, Sample
 from .pgcopy import US, samples_copy_payload
@@ -40,41 +40,55 @@ def insert_samples_us(
     ts_us: Sequence[int] | np.ndarray,
     values: Sequence[float] | np.ndarray,
 ) -> int:
-    """Insert samples (ts as int64 epoch microseconds); existing (series, ts) rows are kept."""
-    table = Sample._meta.db_table
+    """Insert samples (ts as int64 epoch microseconds); existing (series, ts) rows are kept.
+
+    Every write path (API, demo, scripts) comes through here, so this is where rollups
+    hear about samples that reach back before their horizon, in the same transaction.
+    """
     sids = np.asarray(series_ids, dtype=np.int64)
     tus = np.asarray(ts_us, dtype=np.int64)
     vals = np.asarray(values, dtype=np.float64)
     if sids.size == 0:
         return 0
+    from .services import rollups_mark_stale  # services import this module
+
+    with transaction.atomic(savepoint=False):
+        write = _copy_samples_postgres if _is_postgres() else _insert_samples_sqlite
+        written = write(sids, tus, vals)
+        if written:
+            rollups_mark_stale(since=_from_us(int(tus.min())))
+    return written
+
+
+def _copy_samples_postgres(sids: np.ndarray, tus: np.ndarray, vals: np.ndarray) -> int:
+    table = Sample._meta.db_table
     with connection.cursor() as cursor:
-        if _is_postgres():
-            raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
-            raw.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS sample_stage "
-                "(series_id bigint, ts timestamptz, value double precision) ON COMMIT DELETE ROWS"
-            )
-            raw.execute("TRUNCATE sample_stage")
-            with raw.copy(
-                "COPY sample_stage (series_id, ts, value) FROM STDIN (FORMAT BINARY)"
-            ) as cp:
-                cp.write(samples_copy_payload(sids, tus, vals))
-            raw.execute(
-                f"INSERT INTO {table} (series_id, ts, value) SELECT series_id, ts, value "
-                "FROM sample_stage ON CONFLICT (series_id, ts) DO NOTHING"
-            )
-            written = raw.rowcount
-            raw.execute("TRUNCATE sample_stage")
-            return written
-        adapt = connection.ops.adapt_datetimefield_value
-        stamps = (_from_us(t) for t in tus.tolist())
+        raw = cursor.cursor  # the psycopg 3 cursor under Django's wrapper
+        raw.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS sample_stage "
+            "(series_id bigint, ts timestamptz, value double precision) ON COMMIT DELETE ROWS"
+        )
+        raw.execute("TRUNCATE sample_stage")
+        with raw.copy("COPY sample_stage (series_id, ts, value) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(samples_copy_payload(sids, tus, vals))
+        raw.execute(
+            f"INSERT INTO {table} (series_id, ts, value) SELECT series_id, ts, value "
+            "FROM sample_stage ON CONFLICT (series_id, ts) DO NOTHING"
+        )
+        written = raw.rowcount
+        raw.execute("TRUNCATE sample_stage")
+        return written
+
+
+def _insert_samples_sqlite(sids: np.ndarray, tus: np.ndarray, vals: np.ndarray) -> int:
+    table = Sample._meta.db_table
+    adapt = connection.ops.adapt_datetimefield_value
+    stamps = (_from_us(t) for t in tus.tolist())
+    rows = [(s, adapt(t), v) for s, t, v in zip(sids.tolist(), stamps, vals.tolist(), strict=True)]
+    with connection.cursor() as cursor:
         before = connection.connection.total_changes
         cursor.executemany(
-            f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (%s, %s, %s)",
-            [
-                (s, adapt(t), v)
-                for s, t, v in zip(sids.tolist(), stamps, vals.tolist(), strict=True)
-            ],
+            f"INSERT OR IGNORE INTO {table} (series_id, ts, value) VALUES (%s, %s, %s)", rows
         )
         return connection.connection.total_changes - before
 

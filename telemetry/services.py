@@ -114,11 +114,9 @@ def samples_ingest(*, rows: Any) -> IngestResult:
 
 @transaction.atomic
 def samples_write_batch(*, batch: SampleBatch) -> IngestResult:
-    """Write a validated batch: series on first sight, samples by COPY, stale rollups marked."""
+    """Write a validated batch: series on first sight, then the samples by COPY."""
     ids, created = series_ensure_many(series=batch.series)
     written = insert_samples_us(ids[batch.series_index], batch.ts_us, batch.values)
-    if written:
-        rollups_mark_stale(since=_from_us(int(batch.ts_us.min())))
     return IngestResult(received=len(batch), written=written, series_created=created)
 
 

@@ -24,7 +24,7 @@ def viewer(client_with_role):
 @pytest.fixture
 def latency():
     """Two days of one-minute samples of one series, values with a known pattern."""
-    series = series_ensure(name="http.latency.p95", labels={"endpoint": "/api/search"}, unit="ms")
+    series = series_ensure(name="test.latency", labels={"endpoint": "/api/search"}, unit="ms")
     end = np.floor(datetime.now(UTC).timestamp() / HOUR) * HOUR
     ts = np.arange(end - 2 * 86400, end, 60.0)
     values = 100 + 10 * np.sin(ts / 5000.0)
@@ -34,26 +34,28 @@ def latency():
 
 def test_series_list_filters_and_shows_last_value(viewer, latency):
     series, ts, values = latency
-    series_ensure(name="http.latency.p95", labels={"endpoint": "/api/feed"})
-    series_ensure(name="system.cpu.utilization")
-    listed = viewer.get(SERIES).json()
+    series_ensure(name="test.latency", labels={"endpoint": "/api/feed"})
+    series_ensure(name="test.cpu")
+    listed = viewer.get(SERIES, {"name_prefix": "test."}).json()
     assert listed["count"] == 3
-    found = viewer.get(SERIES, {"label.endpoint": "/api/search"}).json()["results"]
+    found = viewer.get(SERIES, {"name": "test.latency", "label.endpoint": "/api/search"}).json()[
+        "results"
+    ]
     assert [s["id"] for s in found] == [series.pk]
     assert found[0]["last_value"] == pytest.approx(values[-1])
     assert datetime.fromisoformat(found[0]["last_ts"]).timestamp() == ts[-1]
-    assert viewer.get(SERIES, {"name_prefix": "system."}).json()["count"] == 1
-    assert viewer.get(SERIES, {"name": "http.latency.p95"}).json()["count"] == 2
-    empty = viewer.get(SERIES, {"name": "system.cpu.utilization"}).json()["results"][0]
+    assert viewer.get(SERIES, {"name_prefix": "test.c"}).json()["count"] == 1
+    assert viewer.get(SERIES, {"name": "test.latency"}).json()["count"] == 2
+    empty = viewer.get(SERIES, {"name": "test.cpu"}).json()["results"][0]
     assert empty["last_value"] is None
 
 
 def test_series_list_query_count_does_not_grow_with_series(viewer, django_assert_max_num_queries):
     for i in range(30):
-        series_ensure(name="m", labels={"i": str(i)})
+        series_ensure(name="test.many", labels={"i": str(i)})
     viewer.get(SERIES)
     with django_assert_max_num_queries(4):
-        assert viewer.get(SERIES, {"limit": 30}).json()["count"] == 30
+        assert viewer.get(SERIES, {"name": "test.many", "limit": 30}).json()["count"] == 30
 
 
 def test_raw_samples_of_a_range(viewer, latency):
