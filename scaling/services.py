@@ -252,7 +252,7 @@ def decision_payload(row: ScalingDecision) -> dict:
     }  # fmt: skip
 
 
-def decision_execute(*, decision_id: int) -> ScalingDecision:
+def decision_execute(*, decision_id: int, now: datetime | None = None) -> ScalingDecision:
     """Apply a stored decision through its resource's actuator and record what happened."""
     row = ScalingDecision.objects.select_related("resource").get(pk=decision_id)
     if row.status != ScalingDecision.Status.PROPOSED or row.action == ScalingDecision.Action.NONE:
@@ -279,7 +279,7 @@ def decision_execute(*, decision_id: int) -> ScalingDecision:
         locked.save(update_fields=["current_units", "updated_at"])
         ScalingDecision.objects.filter(pk=row.pk).update(
             status=ScalingDecision.Status.EXECUTED,
-            executed_at=timezone.now(),
+            executed_at=now or timezone.now(),
             actuator_detail=result.detail[:5000],
             outcome=ScalingDecision.Outcome.PENDING,
         )
@@ -309,7 +309,7 @@ def decisions_evaluate(
             ev = resource_evaluate(locked, now=now)
             ev.row = _store(ev, now=now)
         if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
-            ev.row = decision_execute(decision_id=ev.row.pk)
+            ev.row = decision_execute(decision_id=ev.row.pk, now=now)
         evaluations.append(ev)
     return evaluations
 

@@ -1,0 +1,206 @@
+"""Actuators that act: a real HTTP receiver, a real Celery worker on Redis, a mocked k8s API."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import subprocess
+import sys
+import threading
+import time
+import types
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from scaling.actuators import (
+    SIGNATURE_HEADER,
+    ActuationRequest,
+    ActuatorError,
+    CeleryPoolActuator,
+    KubernetesActuator,
+    WebhookActuator,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def request(desired: int = 6, **config) -> ActuationRequest:
+    return ActuationRequest(resource="web", current_units=4, desired_units=desired, config=config,
+                            payload={"resource": "web", "desired_units": desired})  # fmt: skip
+
+
+class Receiver:
+    """A local HTTP server answering from a script of (status, delay) pairs."""
+
+    def __init__(self, script: list[tuple[int, float]]) -> None:
+        self.script, self.seen = list(script), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.seen.append((dict(self.headers), body))
+                status, delay = outer.script.pop(0) if outer.script else (200, 0.0)
+                time.sleep(delay)
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/scale"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def secret(monkeypatch):
+    monkeypatch.setenv("SCALING_WEBHOOK_SECRET", "s3cret")
+    return "s3cret"
+
+
+def test_webhook_signs_the_exact_body(secret):
+    receiver = Receiver([(200, 0.0)])
+    try:
+        result = WebhookActuator().apply(request(url=receiver.url))
+    finally:
+        receiver.close()
+    [(headers, body)] = receiver.seen
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == expected
+    assert b'"desired_units":6' in body and result.applied_units == 6
+
+
+def test_webhook_retries_server_errors_then_succeeds(secret):
+    receiver = Receiver([(503, 0.0), (502, 0.0), (200, 0.0)])
+    try:
+        WebhookActuator().apply(request(url=receiver.url, retries=3, backoff_seconds=0.01))
+    finally:
+        receiver.close()
+    assert len(receiver.seen) == 3
+
+
+def test_webhook_gives_up_after_retries_and_on_timeout(secret):
+    receiver = Receiver([(500, 0.0)] * 5)
+    try:
+        with pytest.raises(ActuatorError, match="500"):
+            WebhookActuator().apply(request(url=receiver.url, retries=1, backoff_seconds=0.01))
+        assert len(receiver.seen) == 2
+        slow = Receiver([(200, 1.5)])
+        try:
+            with pytest.raises(ActuatorError, match="Timeout|timed out"):
+                WebhookActuator().apply(request(url=slow.url, retries=0, timeout_seconds=0.3))
+        finally:
+            slow.close()
+    finally:
+        receiver.close()
+
+
+def test_webhook_needs_its_secret(monkeypatch):
+    monkeypatch.delenv("SCALING_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(ActuatorError, match="SCALING_WEBHOOK_SECRET"):
+        WebhookActuator().apply(request(url="http://127.0.0.1:9/x"))
+
+
+def test_kubernetes_patches_the_deployment_scale():
+    api = mock.Mock()
+    api.patch_namespaced_deployment_scale.return_value = types.SimpleNamespace(
+        spec=types.SimpleNamespace(replicas=7)
+    )
+    result = KubernetesActuator(apps_api=api).apply(request(7, deployment="web", namespace="prod"))
+    api.patch_namespaced_deployment_scale.assert_called_once_with(
+        name="web", namespace="prod", body={"spec": {"replicas": 7}}
+    )
+    assert result.applied_units == 7
+
+
+def test_kubernetes_uses_the_official_client_and_reports_api_errors(monkeypatch):
+    apps = mock.Mock()
+    apps.patch_namespaced_deployment_scale.side_effect = RuntimeError("(403) Forbidden")
+    fake = types.ModuleType("kubernetes")
+    fake.client = types.SimpleNamespace(AppsV1Api=mock.Mock(return_value=apps))
+    fake.config = types.SimpleNamespace(
+        load_incluster_config=mock.Mock(), load_kube_config=mock.Mock()
+    )
+    monkeypatch.setitem(sys.modules, "kubernetes", fake)
+    with pytest.raises(ActuatorError, match="403"):
+        KubernetesActuator().apply(request(3, deployment="web"))
+    fake.config.load_incluster_config.assert_called_once()
+
+
+def test_kubernetes_without_the_package_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "kubernetes", None)
+    with pytest.raises(ActuatorError, match="not installed"):
+        KubernetesActuator().apply(request(3, deployment="web"))
+
+
+@pytest.fixture
+def celery_worker(redis_url):
+    """A real worker of this project on Redis, on a private queue, with a 1-process pool."""
+    from celery import Celery
+
+    name = f"scalingtest-{uuid.uuid4().hex[:8]}@localhost"
+    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "phase3", "worker", "-P", "prefork", "-c", "1",
+         "-Q", f"q-{name}", "-n", name, "--without-gossip", "--without-mingle",
+         "--loglevel=WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    app = Celery(broker=redis_url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if app.control.ping(destination=[name], timeout=1.0):
+                break
+            if proc.poll() is not None:
+                pytest.fail("the Celery worker exited during start-up")
+        else:
+            pytest.fail("the Celery worker did not answer within 60 s")
+        yield app, name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        app.close()
+
+
+def settled_size(actuator: CeleryPoolActuator, name: str, expected: int) -> int:
+    """Pool processes start asynchronously after the reply: wait a little for them."""
+    deadline = time.monotonic() + 20
+    size = actuator.pool_sizes([name])[name]
+    while size != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        size = actuator.pool_sizes([name])[name]
+    return size
+
+
+def test_celery_pool_grows_and_shrinks_a_real_worker(celery_worker):
+    app, name = celery_worker
+    actuator = CeleryPoolActuator(app=app, timeout=5.0)
+    assert actuator.pool_sizes([name]) == {name: 1}
+    grown = actuator.apply(request(3, destination=name))
+    assert "1->3" in grown.detail
+    assert settled_size(actuator, name, 3) == 3
+    actuator.apply(request(2, destination=name))
+    assert settled_size(actuator, name, 2) == 2
+
+
+def test_celery_actuator_without_a_worker_fails_clearly(redis_url):
+    from celery import Celery
+
+    app = Celery(broker=redis_url)
+    with pytest.raises(ActuatorError, match="no worker answered"):
+        CeleryPoolActuator(app=app, timeout=0.5).apply(request(2, destination="nobody@nowhere"))
+    app.close()

@@ -1,0 +1,108 @@
+"""API: roles, validation (400 naming the field), status, dry-run vs executing evaluate."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaling.models import ScalingDecision, ScalingRule
+
+from .factories import cpu_rule, resource, samples
+
+pytestmark = pytest.mark.django_db
+API = "/admin/api/phase3/scaling"
+
+
+@pytest.fixture
+def hot_resource():
+    res = resource()
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    return res
+
+
+def test_status_lists_resources_and_a_computed_success_rate(client_with_role, hot_resource):
+    response = client_with_role("viewer").get(f"{API}/status")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    names = [r["name"] for r in body["resources"]]
+    assert "test-web" in names
+    mine = next(r for r in body["resources"] if r["name"] == "test-web")
+    assert mine["utilization"] == pytest.approx(0.9)  # no load series: the CPU rule's metric
+    assert body["success_rate"]["rate"] is None  # nothing judged yet, no invented figure
+    assert client_with_role("viewer").get(f"{API}/status/").status_code == 200
+
+
+def test_status_needs_a_key(api_client):
+    assert api_client.get(f"{API}/status").status_code == 401
+
+
+def test_evaluate_get_is_a_dry_run(client_with_role, hot_resource):
+    response = client_with_role("viewer").get(f"{API}/evaluate", {"resource": hot_resource.pk})
+    assert response.status_code == 200, response.content
+    [decision] = response.json()["decisions"]
+    assert decision["desired_units"] == 6 and decision["action"] == "scale_up"
+    assert decision["decision_id"] is None
+    assert ScalingDecision.objects.count() == 0
+
+
+def test_evaluate_post_needs_operator_and_executes(client_with_role, hot_resource):
+    assert client_with_role("viewer").post(f"{API}/evaluate", {}).status_code == 403
+    response = client_with_role("operator").post(
+        f"{API}/evaluate", {"resource": hot_resource.pk}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    [decision] = response.json()["decisions"]
+    assert decision["status"] == "executed"
+    assert ScalingDecision.objects.get().desired_units == 6
+    listed = client_with_role("viewer").get(f"{API}/decisions", {"status": "executed"}).json()
+    rows = listed["results"] if isinstance(listed, dict) else listed
+    assert [d["id"] for d in rows] == [decision["decision_id"]]
+
+
+@pytest.mark.parametrize("query, field", [({"resource": 999999}, "resource"),
+                                          ({"resource": "x"}, "resource")])  # fmt: skip
+def test_evaluate_rejects_bad_input_naming_the_field(client_with_role, query, field):
+    response = client_with_role("operator").post(f"{API}/evaluate", query, format="json")
+    assert response.status_code == 400 and field in response.json()
+
+
+def test_decision_filters_are_validated(client_with_role):
+    response = client_with_role("viewer").get(f"{API}/decisions", {"status": "exploded"})
+    assert response.status_code == 400 and "status" in response.json()
+
+
+def test_only_admins_edit_rules_and_bad_values_name_the_field(client_with_role):
+    rule = ScalingRule.objects.get(name="CPU utilisation")
+    url = f"{API}/rules/{rule.pk}"
+    assert (
+        client_with_role("operator").patch(url, {"target": 0.5}, format="json").status_code == 403
+    )
+    admin = client_with_role("admin")
+    response = admin.patch(url, {"target": 0.5}, format="json")
+    assert response.status_code == 200, response.content
+    rule.refresh_from_db()
+    assert rule.target == 0.5
+    bad = admin.patch(url, {"target": -1}, format="json")
+    assert bad.status_code == 400 and "target" in bad.json()
+    steps = admin.patch(url, {"kind": "step", "steps": []}, format="json")
+    assert steps.status_code == 400 and "steps" in steps.json()
+
+
+def test_resource_bounds_are_validated(client_with_role):
+    body = {"name": "pool", "unit_capacity": 1.0, "min_units": 5, "max_units": 2,
+            "current_units": 3}  # fmt: skip
+    response = client_with_role("admin").post(f"{API}/resources", body, format="json")
+    assert response.status_code == 400 and "min_units" in response.json()
+    body.update(min_units=1, current_units=9)
+    response = client_with_role("admin").post(f"{API}/resources", body, format="json")
+    assert response.status_code == 400 and "current_units" in response.json()
+
+
+def test_overview_has_the_scaling_section(client_with_role):
+    response = client_with_role("viewer").get("/admin/api/phase3/overview")
+    assert response.status_code == 200
+    section = response.json()["scaling"]
+    assert (
+        section["active_rules"]
+        == ScalingRule.objects.filter(enabled=True, resource__enabled=True).count()
+    )

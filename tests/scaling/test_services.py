@@ -1,0 +1,192 @@
+"""Services against the database: decisions, cooldowns, emergencies, prediction, outcomes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scaling import selectors, services
+from scaling.defaults import DEFAULT_RESOURCES, DEFAULT_RULES
+from scaling.models import ScalableResource, ScalingDecision, ScalingRule
+
+from .factories import cpu_rule, resource, samples
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("postgres")]
+
+
+def evaluate(res, *, execute=True, now=None):
+    [ev] = services.decisions_evaluate(resource_ids=[res.pk], execute=execute, now=now)
+    return ev
+
+
+def test_default_resources_and_five_rules_exist_and_ensure_is_idempotent():
+    assert ScalingRule.objects.count() == len(DEFAULT_RULES) == 5
+    assert ScalableResource.objects.count() == len(DEFAULT_RESOURCES)
+    metrics = set(ScalingRule.objects.values_list("metric", flat=True))
+    assert {
+        "system.cpu.utilization",
+        "system.memory.utilization",
+        "db.connections.utilization",
+        "api.ratelimit.utilization",
+        "celery.queue.backlog",
+    } == metrics
+    edited = ScalingRule.objects.get(name="CPU utilisation")
+    edited.target = 0.42
+    edited.save()
+    assert services.scaling_defaults_ensure() == {"resources": 0, "rules": 0}
+    edited.refresh_from_db()
+    assert edited.target == 0.42  # an operator's edit survives
+    ScalingRule.objects.filter(name="Memory utilisation").delete()
+    assert services.scaling_defaults_ensure()["rules"] == 1
+
+
+def test_dry_run_writes_nothing_and_execute_scales_with_cost():
+    res = resource()
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    ev = evaluate(res, execute=False)
+    assert ev.decision.desired_units == 6  # 4 x 0.9 / 0.6
+    assert ScalingDecision.objects.count() == 0
+    ev = evaluate(res)
+    row = ev.row
+    assert row.status == ScalingDecision.Status.EXECUTED and row.action == "scale_up"
+    assert row.cost_per_hour_delta == pytest.approx(2 * res.cost_per_unit_hour)
+    assert row.outcome == ScalingDecision.Outcome.PENDING
+    assert list(row.rules.values_list("name", flat=True)) == ["cpu"]
+    res.refresh_from_db()
+    assert res.current_units == 6
+
+
+def test_cooldown_skips_then_emergency_overrides_it():
+    res = resource()
+    cpu_rule(res)
+    now = timezone.now()
+    samples("test.cpu", [0.9], end=now)
+    evaluate(res, now=now)
+    res.refresh_from_db()
+    samples("test.cpu", [0.85], end=now + timedelta(seconds=30))
+    skipped = evaluate(res, now=now + timedelta(seconds=60)).row
+    assert skipped.status == ScalingDecision.Status.SKIPPED_COOLDOWN
+    res.refresh_from_db()
+    assert res.current_units == 6
+    samples("test.cpu", [0.97], end=now + timedelta(seconds=50))
+    urgent = evaluate(res, now=now + timedelta(seconds=70)).row
+    assert urgent.emergency and urgent.status == ScalingDecision.Status.EXECUTED
+    assert urgent.desired_units == 12  # maximum step: max(2 x 6, 4)
+    assert any("emergency" in r for r in urgent.reasons)
+
+
+def test_scale_down_waits_for_the_stabilisation_window():
+    res = resource(current_units=10)
+    cpu_rule(res, cooldown_down_seconds=0)
+    now = timezone.now() - timedelta(minutes=20)
+    samples("test.cpu", [0.6], end=now)
+    evaluate(res, now=now)  # recommendation 10 remembered
+    samples("test.cpu", [0.2], end=now + timedelta(seconds=60))
+    held = evaluate(res, now=now + timedelta(seconds=120)).row
+    assert held.action == "none" and held.desired_units == 10
+    later = evaluate(res, now=now + timedelta(seconds=500)).row
+    assert later.action == "scale_down" and later.status == ScalingDecision.Status.EXECUTED
+
+
+def test_failed_actuator_leaves_capacity_unchanged_and_says_why():
+    res = resource(actuator="webhook", actuator_config={})
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    row = evaluate(res).row
+    assert row.status == ScalingDecision.Status.FAILED and "url" in row.actuator_detail
+    res.refresh_from_db()
+    assert res.current_units == 4
+
+
+def test_prediction_adds_capacity_ahead_of_load_but_never_removes_it():
+    res = resource(
+        current_units=4,
+        load_series_name="test.load",
+        predictive_enabled=True,
+        target_utilization=0.5,
+        startup_seconds=300,
+    )
+    samples("test.load", [1000.0] * 600, step=300)  # two days flat at 1000/min
+    ev = evaluate(res, execute=False)
+    forecast = next(p for p in ev.decision.proposals if p.predictive)
+    assert forecast.desired_units == 20  # 1000 / (100 x 0.5)
+    assert ev.decision.predictive and ev.decision.desired_units == 8  # bounded: max(2x4, 4)
+    cpu_rule(res)
+    samples("test.cpu", [2.7])  # reactive asks for ceil(4 x 2.7 / 0.6) = 18
+    samples("test.load", [100.0] * 20, step=300)
+    ev = evaluate(res, execute=False)
+    assert not ev.decision.predictive  # the rule's larger demand wins over the forecast
+
+
+def test_outcomes_are_judged_after_settle_and_feed_the_success_rate():
+    res = resource(load_series_name="test.load", settle_seconds=300)
+    cpu_rule(res, cooldown_up_seconds=0)
+    start = timezone.now() - timedelta(hours=3)
+    samples("test.cpu", [0.9], end=start)
+    good = evaluate(res, now=start).row  # 6 units x 100 = 600 per minute of capacity
+    samples("test.load", [360.0] * 20, end=start + timedelta(minutes=20), step=60)  # 60%
+    waiting = services.outcomes_check(now=start + timedelta(minutes=8))
+    assert waiting["waiting"] == 1 and waiting["judged"] == 0  # settle time not over
+    counts = services.outcomes_check(now=start + timedelta(hours=1))
+    good.refresh_from_db()
+    assert counts["success"] == 1 and good.outcome == "success"
+    assert good.outcome_utilization == pytest.approx(0.6)
+    assert selectors.success_rate()["rate"] == 1.0
+
+    later = start + timedelta(hours=1)
+    samples("test.cpu", [1.2], end=later)  # 6 x 1.2 / 0.6 -> 12 units, 1200 capacity
+    bad = evaluate(res, now=later).row
+    samples("test.load", [1150.0] * 20, end=later + timedelta(minutes=20), step=60)  # 96%
+    services.outcomes_check(now=later + timedelta(hours=1))
+    bad.refresh_from_db()
+    assert bad.outcome == "failure" and "above" in bad.outcome_reason
+    rate = selectors.success_rate()
+    assert (rate["judged"], rate["success"]) == (2, 1) and rate["rate"] == 0.5
+
+
+def test_queue_backlog_reads_the_redis_broker_including_priority_lists(redis_url, settings):
+    import redis
+
+    from scaling.broker import queue_list_names
+
+    settings.CELERY_BROKER_URL = redis_url
+    queue = "scaling-test-backlog"
+    client = redis.Redis.from_url(redis_url)
+    names = queue_list_names(queue)
+    client.delete(*names)
+    try:
+        client.rpush(names[0], *["x"] * 30)
+        client.rpush(names[2], *["y"] * 12)  # a priority sub-list
+        res = resource(name="workers", current_units=1, unit_capacity=1.0)
+        ScalingRule.objects.create(resource=res, name="backlog", metric="celery.queue.backlog",
+                                   queue=queue, kind="queue_backlog", target=10.0)  # fmt: skip
+        ev = evaluate(res, execute=False)
+        reading = ev.inputs["readings"][0]
+        assert reading["source"] == "broker" and reading["value"] == 42
+        assert ev.decision.desired_units == 4  # bounded from 5 by max(2 x 1, 4)
+    finally:
+        client.delete(*names)
+
+
+def test_prune_drops_only_old_no_change_rows():
+    res = resource()
+    old = timezone.now() - timedelta(days=30)
+    for action in ("none", "scale_up"):
+        ScalingDecision.objects.create(resource=res, at=old, current_units=4, desired_units=4,
+                                       recommendation=4, action=action, status="executed")  # fmt: skip
+    assert services.decisions_prune(days=14) == {"deleted": 1}
+    assert ScalingDecision.objects.get().action == "scale_up"
+
+
+def test_overview_section_counts_change_with_data():
+    before = selectors.overview_section()
+    res = resource()
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    evaluate(res)
+    after = selectors.overview_section()
+    assert after["active_rules"] == before["active_rules"] + 1
+    assert after["decisions_24h"]["executed"] == before["decisions_24h"]["executed"] + 1
