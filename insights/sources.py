@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from insights.engine import priority as pr
 from insights.findings import Finding
@@ -132,8 +133,148 @@ def optimization_findings(selectors: Any, since: datetime) -> list[Finding]:
     return out
 
 
+def _clip01(x: float) -> float:
+    return min(max(x, 0.0), 1.0)
+
+
+def forecasting_findings(selectors: Any, since: datetime) -> list[Finding]:
+    """Current growth rates and threshold crossings from ``forecasting.insights_current``."""
+    now = timezone.now()
+    out = []
+    for row in selectors.insights_current()[:50]:
+        target = getattr(row.target, "name", str(row.target_id))
+        subject = (row.kind, target, str(row.horizon_days))
+        if row.kind == "growth" and _num(row.value) is not None:
+            value = float(row.value)
+            if row.confidence is not None:
+                confidence = pr.Part(
+                    _clip01(row.confidence), f"forecast confidence {row.confidence:.2f}"
+                )
+            elif _num(row.lower) is not None and _num(row.upper) is not None and value:
+                width = (row.upper - row.lower) / (2 * abs(value))
+                confidence = pr.Part(_clip01(1 - width), f"interval half-width {width:.0%} of rate")
+            else:
+                confidence = pr.Part(0.0, "no interval")
+            impact = pr.impact_from_effect(value, scale=0.25, what="growth rate")
+            key = value
+        elif row.kind == "threshold_crossing" and row.expected_at is not None:
+            days = max((row.expected_at - now).total_seconds() / 86400, 0.5)
+            impact = pr.impact_from_effect(7 / days, scale=1.0, what="weeks⁻¹ until crossing")
+            if row.confidence is not None:
+                confidence = pr.Part(
+                    _clip01(row.confidence), f"forecast confidence {row.confidence:.2f}"
+                )
+            elif row.earliest_at and row.latest_at:
+                spread = (row.latest_at - row.earliest_at).total_seconds() / 86400
+                confidence = pr.Part(
+                    _clip01(1 - spread / (2 * days)), f"date range {spread:.1f} days"
+                )
+            else:
+                confidence = pr.Part(0.0, "no date range")
+            key = days
+        else:
+            continue
+        out.append(
+            Finding(
+                category=Insight.Category.FORECAST,
+                source="forecasting",
+                subject=subject,
+                title=str(row.summary)[:300],
+                body=str(row.summary),
+                impact=impact,
+                confidence=confidence,
+                key_value=key,
+                evidence={"business_insight_id": row.pk, "kind": row.kind, "target": target},
+            )
+        )
+    return out
+
+
+def personalization_findings(selectors: Any, since: datetime) -> list[Finding]:
+    """Significant results of running experiments (Holm-corrected or sequential)."""
+    out = []
+    for experiment in selectors.experiments_running()[:50]:
+        for result in selectors.experiment_latest_results(experiment):
+            if not result.is_primary or result.srm_mismatch:
+                continue  # a sample-ratio mismatch makes the lift untrustworthy
+            for c in selectors.result_summary(result)["comparisons"]:
+                p = _num(c.get("p_value_holm"))
+                lift = _num(c.get("relative_lift"))
+                if lift is None or p is None or not (p < 0.05 or c.get("sequential_significant")):
+                    continue
+                out.append(
+                    Finding(
+                        category=Insight.Category.EXPERIMENT,
+                        source="personalization",
+                        subject=(experiment.key, str(c["variant"]), result.metric),
+                        title=(
+                            f"Experiment “{experiment.name}”: {c['variant']} "
+                            f"{'lifts' if lift > 0 else 'lowers'} {result.metric} by {abs(lift):.1%}"
+                        )[:300],
+                        body=(
+                            f"In “{experiment.name}”, variant {c['variant']} changes "
+                            f"{result.metric} by {lift:+.1%} against control "
+                            f"(Holm-corrected p={p:.3g}; chance to beat control "
+                            f"{_num(c.get('chance_to_beat_control')) or 0:.0%})."
+                        ),
+                        impact=pr.impact_from_effect(lift, scale=0.1, what="relative lift"),
+                        confidence=pr.confidence_from_p_value(p),
+                        key_value=lift,
+                        evidence={"experiment": experiment.key, "comparison": c},
+                    )
+                )
+    return out
+
+
+def anomalies_findings(selectors: Any, since: datetime) -> list[Finding]:
+    """Series that keep having real anomalies: a recurring problem, not a one-off."""
+    by_series: dict[int, list] = {}
+    for a in selectors.anomalies_recent(since=since)[:500]:
+        if a.status != "false_positive":
+            by_series.setdefault(a.series_id, []).append(a)
+    out = []
+    for anomalies in by_series.values():
+        if len(anomalies) < 2:
+            continue
+        series = anomalies[0].series
+        critical = sum(1 for a in anomalies if a.severity == "critical")
+        causes: dict[str, int] = {}
+        for a in anomalies:
+            first = next(iter(a.causes.all()), None)
+            if first is not None:
+                causes[str(first.series)] = causes.get(str(first.series), 0) + 1
+        cause = max(causes, key=causes.get) if causes else None
+        votes = [len(a.methods or []) for a in anomalies]
+        out.append(
+            Finding(
+                category=Insight.Category.ANOMALY,
+                source="anomalies",
+                subject=("recurring", str(series)),
+                title=f"{series} had {len(anomalies)} anomalies since {since:%Y-%m-%d}"[:300],
+                body=(
+                    f"{len(anomalies)} anomalies ({critical} critical) on {series}"
+                    + (
+                        f"; the most frequent first root-cause candidate is {cause}."
+                        if cause
+                        else "."
+                    )
+                ),
+                impact=pr.impact_from_effect(
+                    len(anomalies) + 2 * critical, scale=5.0, what="anomalies (critical count x3)"
+                ),
+                confidence=pr.confidence_from_count(sum(votes), half_at=len(anomalies) * 2),
+                key_value=float(len(anomalies)),
+                evidence={"anomaly_ids": [a.pk for a in anomalies][:50], "top_cause": cause},
+            )
+        )
+    return out
+
+
 # Adapters for systems without ``insight_feed``: system -> reader(selectors, since).
 ADAPTERS: dict[str, Callable[[Any, datetime], list[Finding]]] = {
+    "forecasting": forecasting_findings,
+    "anomalies": anomalies_findings,
+    "personalization": personalization_findings,
     "optimization": optimization_findings,
 }
 
@@ -160,7 +301,7 @@ def collect_other_systems(*, since: datetime) -> tuple[list[Finding], dict[str, 
                     found = feed_findings(system, feed(since=since))
                 else:
                     found = ADAPTERS[system](selectors, since)
-        except (AttributeError, TypeError, LookupError, DatabaseError) as exc:
+        except (AttributeError, TypeError, ValueError, LookupError, DatabaseError) as exc:
             logger.warning("insights: source %s skipped: %s", system, exc)
             status[system] = f"skipped: {type(exc).__name__}"
             continue
