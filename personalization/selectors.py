@@ -124,10 +124,8 @@ def overview_section() -> dict:
         "active_rules": rules_active().count(),
         "rules_total": PersonalizationRule.objects.count(),
         "running_experiments": experiments_running().count(),
-        "experiments_with_srm": ExperimentResult.objects.filter(
-            experiment__status=Experiment.Status.RUNNING, srm_mismatch=True
-        )
-        .values("experiment")
-        .distinct()
-        .count(),
+        "experiments_with_srm": sum(
+            any(r.srm_mismatch for r in experiment_latest_results(exp))
+            for exp in experiments_running()
+        ),
     }

@@ -196,3 +196,11 @@ class TestProfilesApi:
         RuleFactory(key="t-everyone", action={"x": 1})
         body = client_with_role("viewer").get(f"{API}/users/anyone/config").json()
         assert body["config"] == {"x": 1} and body["provenance"] == {"x": "t-everyone"}
+
+
+def test_overview_gains_the_personalization_section(client_with_role):
+    before = client_with_role("viewer").get("/admin/api/phase3/overview").json()["personalization"]
+    UserProfileFactory(persona="achiever")
+    after = client_with_role("viewer").get("/admin/api/phase3/overview").json()["personalization"]
+    assert after["profiles"] == before["profiles"] + 1
+    assert after["active_rules"] == before["active_rules"] >= 4

@@ -264,3 +264,49 @@ def test_overview_section_follows_the_data():
     assert after["rules_total"] == before["rules_total"] + 1
     assert after["active_rules"] == before["active_rules"]
     assert after["running_experiments"] == before["running_experiments"] + 1
+
+
+def test_overview_counts_srm_on_the_latest_result_only():
+    exp = ExperimentFactory()
+    base = selectors.overview_section()["experiments_with_srm"]
+    old = timezone.now() - timedelta(hours=2)
+    ExperimentResult.objects.create(experiment=exp, metric="m", metric_kind="conversion",
+                                    computed_at=old, srm_mismatch=True)  # fmt: skip
+    assert selectors.overview_section()["experiments_with_srm"] == base + 1
+    ExperimentResult.objects.create(experiment=exp, metric="m", metric_kind="conversion",
+                                    srm_mismatch=False)  # fmt: skip
+    assert selectors.overview_section()["experiments_with_srm"] == base
+
+
+class TestLocalLayer:
+    def test_warm_hits_need_no_network_and_local_writes_are_seen_at_once(
+        self, settings, django_assert_num_queries
+    ):
+        from unittest import mock
+
+        from django.core.cache import cache
+
+        settings.PERSONALIZATION_LOCAL_CACHE_SECONDS = 60
+        UserProfileFactory(user_id="t-local", persona="optimizer", persona_confidence=0.9)
+        services.config_resolve(user_id="t-local")
+        with mock.patch.object(cache, "get", side_effect=AssertionError("network")):
+            with django_assert_num_queries(0):
+                assert services.config_resolve(user_id="t-local")["cached"]
+        rule = PersonalizationRule.objects.get(key="optimizer-compact")
+        rule.action = {"layout": {"density": "tiny"}}
+        rule.save()
+        fresh = services.config_resolve(user_id="t-local")
+        assert not fresh["cached"] and fresh["config"]["layout"]["density"] == "tiny"
+
+    def test_another_process_write_is_seen_after_the_trust_window(self, settings):
+        from django.core.cache import cache
+
+        from personalization.services.config import VERSION_KEY
+
+        settings.PERSONALIZATION_LOCAL_CACHE_SECONDS = 60
+        UserProfileFactory(user_id="t-remote", persona="explorer", persona_confidence=0.9)
+        services.config_resolve(user_id="t-remote")
+        cache.incr(VERSION_KEY)  # what a write in another process does
+        assert services.config_resolve(user_id="t-remote")["cached"]  # within the window
+        settings.PERSONALIZATION_LOCAL_CACHE_SECONDS = 0  # window over
+        assert not services.config_resolve(user_id="t-remote")["cached"]
