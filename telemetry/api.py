@@ -16,7 +16,7 @@ import orjson
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ParseError, ValidationError
@@ -138,6 +138,7 @@ class EventIngestView(APIView):
 # --- Reads -------------------------------------------------------------------------------
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class InstantField(serializers.Field):
     """A moment given as ISO-8601 (naive means UTC) or as epoch seconds."""
 
