@@ -204,7 +204,7 @@ class StatusView(APIView):
                 "top_insights": InsightSerializer(
                     selectors.insights_top(limit=limit), many=True
                 ).data,
-                "insights_by_status": selectors.overview_section()["insights_by_status"],
+                "insights_by_status": selectors.insights_by_status(),
             }
         )
 

@@ -85,9 +85,13 @@ def patterns_current() -> QuerySet[StatePattern]:
     return StatePattern.objects.filter(model__is_active=True).select_related("model")
 
 
+def insights_by_status() -> dict[str, int]:
+    return dict(Insight.objects.values_list("status").annotate(n=Count("id")).order_by())
+
+
 def overview_section() -> dict:
     """Active models with their measured held-out scores, segments and insight counts."""
-    by_status = dict(Insight.objects.values_list("status").annotate(n=Count("id")).order_by())
+    by_status = insights_by_status()
     top = insights_top(limit=3)
     return {
         "models": [

@@ -228,3 +228,53 @@ def test_adapters_fit_the_other_systems_real_selectors():
     _, status = sources.collect_other_systems(since=timezone.now() - timedelta(days=7))
     for system, state in status.items():
         assert not state.startswith("skipped"), (system, state)
+
+
+def _ns(**kw):
+    return types.SimpleNamespace(**kw)
+
+
+def test_forecast_adapter_ranks_sooner_crossings_and_faster_growth_higher():
+    now = timezone.now()
+    target = _ns(name="users.active")
+    rows = [
+        _ns(pk=1, kind="growth", target=target, target_id=1, horizon_days=30, value=0.05,
+            lower=0.04, upper=0.06, confidence=None, summary="slow", expected_at=None),
+        _ns(pk=2, kind="growth", target=target, target_id=1, horizon_days=90, value=0.5,
+            lower=0.45, upper=0.55, confidence=None, summary="fast", expected_at=None),
+        _ns(pk=3, kind="threshold_crossing", target=target, target_id=1, horizon_days=7,
+            value=None, confidence=0.9, summary="soon", expected_at=now + timedelta(days=2),
+            earliest_at=None, latest_at=None),
+        _ns(pk=4, kind="threshold_crossing", target=target, target_id=1, horizon_days=365,
+            value=None, confidence=0.9, summary="late", expected_at=now + timedelta(days=200),
+            earliest_at=None, latest_at=None),
+    ]  # fmt: skip
+    found = {
+        f.title: f for f in sources.forecasting_findings(_ns(insights_current=lambda: rows), now)
+    }
+    assert found["fast"].impact.value > found["slow"].impact.value
+    assert found["soon"].impact.value > found["late"].impact.value
+    # Without a stated confidence, a narrower interval (relative to the rate) is trusted more.
+    assert found["fast"].confidence.value > found["slow"].confidence.value
+
+
+def test_experiment_adapter_keeps_only_trustworthy_significant_results():
+    experiment = _ns(key="checkout-copy", name="Checkout copy")
+
+    def comparison(variant, lift, p):
+        return {"variant": variant, "relative_lift": lift, "p_value_holm": p,
+                "sequential_significant": False, "chance_to_beat_control": 0.9}  # fmt: skip
+
+    good = _ns(is_primary=True, srm_mismatch=False, metric="purchase")
+    srm = _ns(is_primary=True, srm_mismatch=True, metric="share")
+    summaries = {
+        id(good): {"comparisons": [comparison("B", 0.12, 0.01), comparison("C", 0.3, 0.4)]},
+        id(srm): {"comparisons": [comparison("B", 0.5, 0.001)]},
+    }
+    selectors_ns = _ns(
+        experiments_running=lambda: [experiment],
+        experiment_latest_results=lambda e: [good, srm],
+        result_summary=lambda r: summaries[id(r)],
+    )
+    found = sources.personalization_findings(selectors_ns, timezone.now())
+    assert [f.subject for f in found] == [("checkout-copy", "B", "purchase")]
