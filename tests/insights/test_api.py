@@ -133,3 +133,24 @@ def test_segment_listing_carries_sizes_over_time(client_with_role):
     rows = response.json()
     rows = rows["results"] if isinstance(rows, dict) else rows
     assert [s["size"] for s in rows[0]["snapshots"]] == [10, 12]
+
+
+def test_status_queries_do_not_grow_with_segments_and_insights(
+    client_with_role, django_assert_max_num_queries
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_with_role("viewer")
+    model = MLModelFactory(name="user-segments", is_active=True)
+    SegmentFactory(model=model)
+    InsightFactory()
+    client.get(f"{BASE}/status")  # warm caches (content types, key lookup)
+    with CaptureQueriesContext(connection) as few:
+        client.get(f"{BASE}/status")
+    for _ in range(5):
+        segment = SegmentFactory(model=model)
+        segment.snapshots.create(day="2026-01-01", size=1, share=0.1)
+        InsightFactory()
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        assert client.get(f"{BASE}/status").status_code == 200

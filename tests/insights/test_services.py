@@ -278,3 +278,24 @@ def test_experiment_adapter_keeps_only_trustworthy_significant_results():
     )
     found = sources.personalization_findings(selectors_ns, timezone.now())
     assert [f.subject for f in found] == [("checkout-copy", "B", "purchase")]
+
+
+def test_a_failure_midway_leaves_no_half_written_batch(demo_world, monkeypatch):
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(SegmentSnapshot.objects, "bulk_create", boom)
+    with pytest.raises(RuntimeError):
+        segments_recompute(**SEGMENT_ARGS)
+    assert not MLModel.objects.exists() and not Segment.objects.exists()
+
+
+def test_cli_reports_bad_input_and_missing_data_with_a_non_zero_exit(demo_world):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--days"):
+        call_command("insights_run", "segments", "--days", "1")
+    with pytest.raises(CommandError, match="did not run"):
+        # A 7-day window cannot hold the default 7-day outcome horizon.
+        call_command("insights_run", "feature-impact", "--days", "7", "--outcome", "retention")
+    assert not MLModel.objects.exists()
