@@ -66,8 +66,10 @@ class HeadroomBudget:
     every_steps: int = 12
     window_steps: int = 288
     z: float = 1.5
-    z_min: float = 1e-3
+    z_min: float = 0.05
     z_max: float = 20.0
+    level_factor: float = 1.0
+    level_factor_min: float = 0.3
     ours: deque[float] = field(default_factory=deque)
     reference: deque[float] = field(default_factory=deque)
     _steps: int = 0
@@ -82,5 +84,23 @@ class HeadroomBudget:
         if self._steps % self.every_steps == 0:
             spent, allowed = sum(self.ours), self.share * sum(self.reference)
             if spent > 0 and allowed > 0:
-                self.z *= math.exp(-self.gain * math.log(spent / allowed))
-                self.z = min(max(self.z, self.z_min), self.z_max)
+                self._correct(math.exp(-self.gain * math.log(spent / allowed)))
+
+    def _correct(self, factor: float) -> None:
+        """Spend less by removing headroom first; only when none is left, trust the level less.
+
+        On sparse, spiky load (mostly zeros) the smoothed level itself sits above the
+        typical step, so removing headroom alone cannot bring spending down to budget.
+        The level factor goes back to 1 before headroom grows again.
+        """
+        if factor < 1.0:
+            z = self.z * factor
+            if z < self.z_min:
+                self.level_factor = max(self.level_factor * z / self.z_min, self.level_factor_min)
+                z = self.z_min
+            self.z = z
+        else:
+            self.level_factor = self.level_factor * factor
+            if self.level_factor > 1.0:
+                self.z = min(self.z * self.level_factor, self.z_max)
+                self.level_factor = 1.0

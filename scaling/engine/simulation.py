@@ -213,7 +213,9 @@ def simulate(
             scale = errors.scale()
             peak = float(np.max(forecast[-lead:]))
             upper = (
-                peak / target_utilization if scale is None else max(peak + budget.z * scale, 0.0)
+                peak / target_utilization
+                if scale is None
+                else max(budget.level_factor * peak + budget.z * scale, 0.0)
             )
             proposals.append(
                 Proposal(

@@ -97,7 +97,7 @@ def test_webhook_gives_up_after_retries_and_on_timeout(secret):
         assert len(receiver.seen) == 2
         slow = Receiver([(200, 1.5)])
         try:
-            with pytest.raises(ActuatorError, match="Timeout|timed out"):
+            with pytest.raises(ActuatorError, match=r"Timeout|timed out"):
                 WebhookActuator().apply(request(url=slow.url, retries=0, timeout_seconds=0.3))
         finally:
             slow.close()

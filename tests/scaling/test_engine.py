@@ -254,6 +254,16 @@ def test_headroom_budget_moves_against_overspending():
     assert over.z < z0 < under.z
 
 
+def test_headroom_budget_trusts_the_level_less_only_when_headroom_is_gone():
+    budget = HeadroomBudget(every_steps=1, window_steps=10)
+    for _ in range(40):  # persistent overspend, as on sparse spiky load
+        budget.observe(20, 10)
+    assert budget.z == budget.z_min and budget.level_factor < 1.0
+    for _ in range(200):  # now underspending: the level factor recovers first
+        budget.observe(5, 10)
+    assert budget.level_factor == 1.0 and budget.z > budget.z_min
+
+
 # --- replay ------------------------------------------------------------------------------
 
 
