@@ -103,7 +103,28 @@ def _loads(start: datetime, end: datetime) -> tuple[list[detect.EndpointLoad], d
     queries = _endpoint_series("db.queries.per_request")
     minutes = (end - start).total_seconds() / 60.0
     loads, per_day = [], {}
-    for endpoint in sorted(set(rates) | set(p95)):
+    # The profiler's exact hourly totals win over its per-minute series, which only have
+    # points for minutes with traffic (their mean would overstate a quiet endpoint's load).
+    profiled = (
+        EndpointProfile.objects.filter(hour__gte=start, hour__lt=end, requests__gt=0)
+        .values("endpoint")
+        .annotate(
+            n=Sum("requests"), ms=Sum("latency_ms_sum"), db=Sum("db_ms_sum"), q=Sum("queries")
+        )
+        .order_by()
+    )
+    for row in profiled:
+        per_day[row["endpoint"]] = row["n"] / (minutes / 1440.0)
+        loads.append(
+            detect.EndpointLoad(
+                endpoint=row["endpoint"],
+                requests=row["n"],
+                mean_latency_ms=row["ms"] / row["n"],
+                db_ms_per_request=row["db"] / row["n"],
+                queries_per_request=row["q"] / row["n"],
+            )
+        )
+    for endpoint in sorted((set(rates) | set(p95)) - set(per_day)):
         rate = _mean(_values(rates.get(endpoint), start, end))
         latency = _mean(_values(p50.get(endpoint) or p95.get(endpoint), start, end))
         if not np.isfinite(rate) or not np.isfinite(latency):
@@ -281,7 +302,8 @@ def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
     return score, links
 
 
-def _calibration() -> dict[str, CategoryCalibration]:
+def calibration_current() -> dict[str, CategoryCalibration]:
+    """Per-category calibration learnt from every verified recommendation so far."""
     verified = RecommendationModel.objects.filter(
         state__in=[RecommendationModel.State.SUCCEEDED, RecommendationModel.State.FAILED],
         realised_ms_saved_per_day__isnull=False,
@@ -350,7 +372,7 @@ def analysis_compute(*, now: datetime | None = None, window_hours: float = 24.0)
         for s in shares
         if (d := rec.recommend_hotspot(s, window_days=window_days, total_ms=total_ms))
     ]
-    calibration = _calibration()
+    calibration = calibration_current()
     calibrated = []
     for draft in drafts:
         cal = calibration.get(draft.category)

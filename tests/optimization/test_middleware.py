@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from optimization import middleware
 from optimization.models import EndpointProfile, QueryShapeStat
@@ -60,3 +62,20 @@ def test_endpoint_names_use_the_route_not_the_path(rf):
     assert "12" not in middleware.endpoint_name(request)
     bare = rf.get("/nowhere")
     assert middleware.endpoint_name(bare) == "<unresolved>"
+
+
+def test_profiled_requests_feed_the_analysis_end_to_end(client, profiled):
+    from optimization import services
+
+    for pk in range(1, 6):
+        client.get(f"/books/{pk}/")
+    middleware.flush_recorded(before=time.time() + 120)
+    result = services.analysis_compute(now=timezone.now() + timedelta(hours=1))
+    endpoint = "/books/<int:pk>"
+    shares = {row["endpoint"]: row for row in result.bottlenecks["endpoints"]}
+    assert shares[endpoint]["requests"] == 5  # exact counts from the profiler's totals
+    finding = next(f for f in result.bottlenecks["n_plus_one"] if f["endpoint"] == endpoint)
+    assert finding["source"] == "requests" and "pg_sleep" in finding["shape"]
+    assert finding["requests_with_pattern"] == finding["requests_total"] == 5
+    draft = next(d for d in result.drafts if d.category == "n_plus_one")
+    assert "5 of 5 requests" in draft.confidence_explanation

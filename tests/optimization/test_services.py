@@ -196,9 +196,9 @@ def test_verification_fails_a_change_that_did_nothing_and_calibration_learns_fro
     services.recommendations_verify()
     rec.refresh_from_db()
     assert rec.state == "failed"
-    from optimization.services.analysis import _calibration
+    from optimization.services.analysis import calibration_current
 
-    calibration = _calibration()["n_plus_one"]
+    calibration = calibration_current()["n_plus_one"]
     assert calibration.outcomes == 1 and calibration.success_rate == 0
     assert calibration.impact_factor < 1
     assert calibration.calibrate_confidence(0.8) < 0.8
@@ -226,3 +226,22 @@ def test_overview_section_follows_the_stored_state():
     assert section["health_score"] == pytest.approx(HealthSnapshot.objects.get().score, abs=0.01)
     assert section["recommendations_by_state"]["active"] == Recommendation.objects.count()
     assert section["success_rate"] is None
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+def test_tasks_call_their_service_and_return_counts(django_capture_on_commit_callbacks):
+    from optimization import tasks
+
+    small_world(seed=9)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        planned = tasks.plan_baselines()
+    assert planned["series"] == len(services.baseline_series_ids()) > 0
+    assert planned["chunks"] >= 1 and len(callbacks) == 1  # fan-out waits for the commit
+    assert tasks.recompute_baselines(series_ids=services.baseline_series_ids())["baselines"] > 0
+    counts = tasks.analyze()
+    assert counts["health"] == 1 and counts["recommendations_seen"] >= 1
+    assert tasks.verify_recommendations() == {
+        "checked": 0, "succeeded": 0, "failed": 0, "waiting": 0
+    }  # fmt: skip
