@@ -144,6 +144,8 @@ def bench_sequential(n_experiments: int) -> None:
 # --------------------------------------------------------------------------- resolve
 def _setup_django() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "phase3.settings")
+    # Own cache namespace: a test run sharing the Redis database must not see bench entries.
+    os.environ.setdefault("PHASE3_CACHE_PREFIX", "phase3-bench-personalization")
     import django
 
     django.setup()

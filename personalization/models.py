@@ -170,7 +170,10 @@ class Experiment(models.Model):
 
     @property
     def weights(self) -> list[float]:
-        return [float(v.get("weight", 1.0)) for v in self.variants]
+        """Weights scaled to sum to 1 (operators may write 1:1 or 70:30)."""
+        raw = [float(v.get("weight", 1.0)) for v in self.variants]
+        total = sum(raw)
+        return [w / total for w in raw] if total > 0 else raw
 
 
 class Exposure(models.Model):

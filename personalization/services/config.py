@@ -95,8 +95,8 @@ def config_version() -> int:
         return _local.version
     version = cache.get(VERSION_KEY)
     if version is None:
-        cache.add(VERSION_KEY, 1, timeout=None)
-        version = cache.get(VERSION_KEY, 1)
+        cache.add(VERSION_KEY, _fresh_version(), timeout=None)
+        version = cache.get(VERSION_KEY) or _fresh_version()
     version = int(version)
     if version != _local.version:
         _local.configs.clear()
@@ -104,11 +104,21 @@ def config_version() -> int:
     return version
 
 
+def _fresh_version() -> int:
+    """A starting version no earlier run can have reached: the clock in microseconds.
+
+    Starting again at 1 after the version key was evicted or flushed would make
+    entries cached under 1, 2, 3... by the previous run reachable again while
+    they are still alive; versions grow by one per write, far slower than the clock.
+    """
+    return time.time_ns() // 1000
+
+
 def _bump_version() -> None:
     try:
         cache.incr(VERSION_KEY)
-    except ValueError:  # not set yet (or evicted): any new value differs from 1
-        cache.set(VERSION_KEY, 2, timeout=None)
+    except ValueError:  # not set (evicted or flushed): start from a fresh, larger value
+        cache.set(VERSION_KEY, _fresh_version(), timeout=None)
     _local.forget()
 
 

@@ -310,3 +310,28 @@ class TestLocalLayer:
         assert services.config_resolve(user_id="t-remote")["cached"]  # within the window
         settings.PERSONALIZATION_LOCAL_CACHE_SECONDS = 0  # window over
         assert not services.config_resolve(user_id="t-remote")["cached"]
+
+
+def test_unnormalised_weights_are_honoured():
+    exp = ExperimentFactory(key="t-weights", variants=[{"name": "control", "weight": 3},
+                                                       {"name": "treatment", "weight": 1}])  # fmt: skip
+    assert exp.weights == [0.75, 0.25]
+    got = [assign_variant(experiment_key=exp.key, user_id=f"t-w{i}", variants=exp.variant_names,
+                          weights=exp.weights) for i in range(4000)]  # fmt: skip
+    assert 0.72 < got.count("control") / len(got) < 0.78
+    for i in range(5):
+        served = services.config_resolve(user_id=f"t-w{i}")["experiments"]["t-weights"]
+        assert served == got[i]
+
+
+def test_a_flushed_version_never_revives_old_entries():
+    from django.core.cache import cache
+
+    from personalization.services.config import VERSION_KEY
+
+    UserProfileFactory(user_id="t-flush", persona="explorer", persona_confidence=0.9)
+    first = services.config_resolve(user_id="t-flush")["cache_version"]
+    cache.delete(VERSION_KEY)  # evicted
+    RuleFactory(key="t-after-flush", action={"late": True})  # written after the eviction
+    out = services.config_resolve(user_id="t-flush")
+    assert out["cache_version"] > first and out["config"]["late"] is True
