@@ -264,3 +264,20 @@ def test_schedules_name_registered_tasks():
         groups = entry["kwargs"]["horizon_groups"]
         pairs = services.forecasts_plan(horizon_groups=groups)  # the events targets exist
         assert pairs and {HORIZONS[h] for _, h in pairs} == set(groups)
+
+
+def test_the_demo_world_is_forecast_end_to_end(demo_world):
+    """On the foundation's demo telemetry every series target gets a calibrated forecast."""
+    services.targets_sync()
+    series_targets = ForecastTarget.objects.filter(source=ForecastTarget.Source.SERIES)
+    assert series_targets.count() == sum(s.source == "series" for s in DEFAULT_TARGETS)
+    counts = services.forecasts_recompute(horizons=[7])
+    # 7 days of events make 6 whole days: too short for the daily user metrics, and said so
+    event_targets = ForecastTarget.objects.filter(source=ForecastTarget.Source.EVENTS).count()
+    assert counts["forecasts"] == series_targets.count()
+    assert counts["skipped"] == event_targets
+    assert all("need at least" in reason for reason in counts["reasons"])
+    for forecast in Forecast.objects.filter(is_current=True):
+        assert forecast.step_seconds == HOUR  # 5-minute samples, a week ahead: hourly
+        assert forecast.points.count() == 7 * 24
+        assert forecast.backtest_coverage80 is not None
