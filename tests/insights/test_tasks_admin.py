@@ -74,3 +74,14 @@ def test_admin_actions_acknowledge_and_refuse_two_versions_of_one_name(admin_cli
     assert not MLModel.objects.filter(name="same", is_active=True).exists()
     admin_client.post(url, {"action": "activate", "_selected_action": [b.pk]})
     assert MLModel.objects.get(name="same", is_active=True) == b
+
+
+def test_generation_through_celery_records_a_job_run():
+    from phase3.models import JobRun
+
+    InsightFactory()  # an unrelated existing row must survive generation
+    result = tasks.generate_insights.apply().get()
+    run = JobRun.objects.get(task_name=tasks.GENERATE)
+    assert run.status == JobRun.Status.SUCCESS
+    assert run.counts == result and "findings" in result
+    assert Insight.objects.count() >= 1
