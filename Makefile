@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-forecasting \
-        bench-personalization eval-anomalies eval-forecasting eval-scaling clean
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-forecasting \
+        eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,10 @@ bench-forecasting: $(VENV)/.dev
 	$(PY) bench/forecasting.py
 bench-personalization: $(VENV)/.dev
 	$(PY) bench/personalization.py
+bench-insights: $(VENV)/.dev
+	$(PY) bench/insights.py
+bench-scaling: $(VENV)/.dev
+	$(PY) bench/scaling.py
 bench: bench-ingest bench-middleware bench-anomalies bench-forecasting bench-personalization
 
 ## eval-anomalies: NAB scores of the detector on ../shared/data/nab
@@ -52,6 +57,23 @@ eval-anomalies: $(VENV)/.runtime
 	rm -rf var/nab-out
 	$(PY) manage.py detect_anomalies ../shared/data/nab/data/*/*.csv --out-dir var/nab-out
 	$(PY) ../shared/tools/nab_score.py ../shared/data/nab var/nab-out
+
+## eval-forecasting: the forecasting engine vs seasonal naive on ../shared/data/nab (MASE, coverage)
+eval-forecasting: $(VENV)/.runtime
+	$(PY) -m forecasting.engine.evaluate ../shared/data/nab/data --horizon-hours 24 --origins 3
+
+## eval-scaling: replay NAB tweet volumes through the scaling engine vs the plain HPA rule
+eval-scaling: $(VENV)/.runtime
+	$(PY) bench/scaling.py --targets 0.5 0.7 0.85 --sizes 3 10 30
+
+## eval-insights / eval-personalization / eval-optimization: measured on the database's data
+## (the embedded default after `make run`, or DATABASE_URL); they read and print, nothing more
+eval-insights: $(VENV)/.runtime
+	$(PY) manage.py insights_evaluate
+eval-personalization: $(VENV)/.runtime
+	$(PY) manage.py personalization_evaluate
+eval-optimization: $(VENV)/.runtime
+	$(PY) manage.py optimization_evaluate
 
 clean:
 	rm -rf var/cache var/broker

@@ -31,7 +31,9 @@ def _redis(url: str):
 def job_lock(key: str, *, timeout: float) -> Iterator[bool]:
     """Yield True if this caller holds the lock, False if someone else does."""
     if settings.REDIS_URL:
-        lock = _redis(settings.REDIS_URL).lock(f"phase3:lock:{key}", timeout=timeout, blocking=False)
+        lock = _redis(settings.REDIS_URL).lock(
+            f"phase3:lock:{key}", timeout=timeout, blocking=False
+        )
         acquired = lock.acquire(blocking=False)
         try:
             yield acquired

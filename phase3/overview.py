@@ -18,7 +18,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry.selectors import telemetry_summary
+from telemetry.selectors import overview_section as telemetry_section
 
 from .models import JobRun
 
@@ -117,7 +117,7 @@ class OverviewView(APIView):
         return Response(
             {
                 "generated_at": timezone.now(),
-                "telemetry": telemetry_summary(),
+                "telemetry": telemetry_section(),
                 "jobs": jobs_summary(),
                 "schedules": schedules_summary(),
                 **system_sections(),

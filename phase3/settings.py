@@ -252,6 +252,13 @@ STORAGES = {
     },
 }
 
+# --- Systems' knobs -------------------------------------------------------------------
+PHASE3_RAW_RETENTION_DAYS = int(os.environ.get("PHASE3_RAW_RETENTION_DAYS", 90))
+PHASE3_INGEST_MAX_FUTURE_SECONDS = float(os.environ.get("PHASE3_INGEST_MAX_FUTURE_SECONDS", 300))
+PHASE3_INGEST_MAX_BODY_BYTES = int(os.environ.get("PHASE3_INGEST_MAX_BODY_BYTES", 64 * 1024 * 1024))
+PHASE3_MAX_RAW_POINTS = int(os.environ.get("PHASE3_MAX_RAW_POINTS", 50_000))
+FORECASTING_USE_PROPHET = env_bool("PHASE3_FORECASTING_PROPHET", True)
+
 EMAIL_BACKEND = os.environ.get(
     "DJANGO_EMAIL_BACKEND",
     "django.core.mail.backends.smtp.EmailBackend"

@@ -12,7 +12,6 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
-from rest_framework.test import APIClient
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
@@ -61,7 +60,9 @@ def _isolated_cache(settings, tmp_path):
 
 
 @pytest.fixture
-def api_client() -> APIClient:
+def api_client():
+    from rest_framework.test import APIClient
+
     return APIClient()
 
 
@@ -78,6 +79,8 @@ def api_key_factory(db):
 
 @pytest.fixture
 def client_with_role(api_key_factory):
+    from rest_framework.test import APIClient
+
     def make(role: str = "viewer") -> APIClient:
         _, raw = api_key_factory(role)
         client = APIClient()
