@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from insights.engine import priority as pr
 from insights.engine.performance_patterns import WEEKDAYS
+from insights.model_names import FEATURE_IMPACT_PREFIX, SEGMENT_MODEL, STATE_MODEL
 from insights.models import FeatureImpact, Insight, MLModel, Segment, StatePattern
 
 
@@ -44,8 +45,6 @@ def _active(name_prefix: str, kind: str) -> list[MLModel]:
 
 def segment_findings() -> list[Finding]:
     """Segments growing or shrinking significantly, and each segment's targeting."""
-    from insights.services.segments import SEGMENT_MODEL
-
     out: list[Finding] = []
     for model in _active(SEGMENT_MODEL, MLModel.Kind.CLUSTERING):
         silhouette = model.primary_score
@@ -122,7 +121,7 @@ def segment_findings() -> list[Finding]:
 def feature_impact_findings() -> list[Finding]:
     """Promote / review suggestions of the active feature impact models."""
     out: list[Finding] = []
-    for model in _active("feature-impact-", MLModel.Kind.FEATURE_IMPACT):
+    for model in _active(FEATURE_IMPACT_PREFIX, MLModel.Kind.FEATURE_IMPACT):
         auc = model.primary_score if model.primary_score is not None else math.nan
         rows = list(FeatureImpact.objects.filter(model=model))
         total_cost = sum(r.cost for r in rows if r.cost is not None)
@@ -213,8 +212,6 @@ def _strongest_driver(rows: list[FeatureImpact]) -> FeatureImpact | None:
 
 def pattern_findings() -> list[Finding]:
     """Recurring unusual system states of the active state model."""
-    from insights.services.patterns import STATE_MODEL
-
     out: list[Finding] = []
     for model in _active(STATE_MODEL, MLModel.Kind.ANOMALY):
         auc = model.primary_score

@@ -11,15 +11,12 @@ from django.utils import timezone
 from insights import inputs
 from insights.engine import behaviour
 from insights.engine import feature_impact as engine
+from insights.model_names import feature_impact_model_name
 from insights.models import FeatureImpact, MLModel
 from insights.services.errors import InsufficientData
 from insights.services.registry import mlmodel_register
 
 MIN_USERS = 60
-
-
-def feature_impact_model_name(outcome: str) -> str:
-    return f"feature-impact-{outcome}"
 
 
 def feature_impact_recompute(

@@ -9,12 +9,11 @@ from django.utils import timezone
 
 from insights import inputs
 from insights.engine import performance_patterns as engine
+from insights.model_names import STATE_MODEL
 from insights.models import MLModel, StatePattern
 from insights.services.errors import InsufficientData
 from insights.services.registry import mlmodel_load, mlmodel_register
 from telemetry.selectors import to_datetime
-
-STATE_MODEL = "system-states"
 
 
 def state_patterns_refresh(

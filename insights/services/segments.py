@@ -10,12 +10,12 @@ from django.utils import timezone
 
 from insights import inputs
 from insights.engine import behaviour, segmentation
+from insights.model_names import SEGMENT_MODEL
 from insights.models import MLModel, Segment, SegmentSnapshot
 from insights.services.errors import InsufficientData
 from insights.services.registry import mlmodel_register
 from telemetry.selectors import events_frame
 
-SEGMENT_MODEL = "user-segments"
 MIN_USERS = 40
 
 

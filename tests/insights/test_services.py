@@ -12,13 +12,14 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from insights import selectors, sources
+from insights.model_names import SEGMENT_MODEL, STATE_MODEL, feature_impact_model_name
 from insights.models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
 from insights.services.errors import InsufficientData
-from insights.services.feature_impact import feature_impact_model_name, feature_impact_recompute
+from insights.services.feature_impact import feature_impact_recompute
 from insights.services.insights import insight_dismiss, insights_generate
-from insights.services.patterns import STATE_MODEL, state_patterns_refresh
+from insights.services.patterns import state_patterns_refresh
 from insights.services.registry import mlmodel_activate, mlmodel_load, mlmodel_register
-from insights.services.segments import SEGMENT_MODEL, segments_recompute
+from insights.services.segments import segments_recompute
 from telemetry.models import DemoIncident
 
 pytestmark = pytest.mark.django_db
@@ -299,3 +300,43 @@ def test_cli_reports_bad_input_and_missing_data_with_a_non_zero_exit(demo_world)
         # A 7-day window cannot hold the default 7-day outcome horizon.
         call_command("insights_run", "feature-impact", "--days", "7", "--outcome", "retention")
     assert not MLModel.objects.exists()
+
+
+def test_evaluation_measures_against_the_demo_truth_without_writing(demo_world):
+    from insights import evaluation
+
+    end = timezone.now()
+    start = end - timedelta(days=7)
+    (seg,) = evaluation.segmentation_rows(start, end, seeds=1)
+    assert seg["adjusted_rand_vs_demo_kinds"] > 0.2  # far above chance (0)
+    rows, info = evaluation.state_model_rows(start, end, seeds=1)
+    assert [r["detector"] for r in rows][-1] == "max single-series z"
+    assert info["incidents"] == DemoIncident.objects.count()
+    with pytest.raises(InsufficientData):  # 7 days cannot hold a 7-day outcome horizon
+        evaluation.feature_impact_rows(start, end, seeds=1)
+    assert not MLModel.objects.exists()
+
+
+def test_feature_findings_need_both_views_to_agree(db):
+    from insights.findings import feature_impact_findings
+    from insights.models import FeatureImpact
+
+    from .factories import MLModelFactory
+
+    model = MLModelFactory(
+        name=feature_impact_model_name("retention"), kind="feature_impact", is_active=True,
+        primary_metric="auc", primary_score=0.7, metrics={"auc": 0.7},
+    )  # fmt: skip
+
+    def row(feature, odds_ratio, importance, q=0.001):
+        return FeatureImpact.objects.create(
+            model=model, outcome="retention", feature=feature, adoption=0.2, support=100,
+            odds_ratio=odds_ratio, ci_low=odds_ratio * 0.8, ci_high=odds_ratio * 1.2,
+            p_value=q, q_value=q, success_rate_used=0.8, success_rate_unused=0.6,
+            importance=importance, importance_std=0.005,
+        )  # fmt: skip
+
+    row("templates", 2.0, 0.05)
+    row("proxy", 3.0, 0.001)  # strong odds ratio, but the model gives it no credit
+    drivers = [f for f in feature_impact_findings() if f.subject[0] == "driver"]
+    assert [f.subject for f in drivers] == [("driver", "retention", "templates")]
