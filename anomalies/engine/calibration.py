@@ -38,44 +38,36 @@ def surprisal_from_score(score: np.ndarray | float, half: float) -> np.ndarray |
 class TailCalibrator:
     """Running tail model of k statistics for S series, updated one time step at a time.
 
-    Only the tail matters, and a fit of the whole distribution lets the bulk (all the tiny
-    z-scores) dictate the tail. So the model is peaks-over-threshold: the running rate of
-    values above a per-statistic `hurdle` (1 for a z-score, 0 for a CUSUM or a flat-run
-    length, which sit at exactly 0 most of the time) times a log-normal fit of the
-    exceedances. P(stat >= x) = rate * P(lognormal >= x); its -log10 is the surprisal. The update is winsorised at 4 standard deviations: an anomaly must not teach
-    the calibrator that anomalies are normal. State is plain arrays, so it serialises.
+    Only the tail matters, so the model is peaks-over-threshold (Pickands; Siffer et al.,
+    "Anomaly detection in streams with extreme value theory", KDD 2017) with the
+    exponential member of the generalised Pareto family: the running rate of values above a
+    per-statistic `hurdle` times exp(-excess / mean excess). P(stat >= x) =
+    rate * exp(-(x - hurdle) / beta); its -log10 is the surprisal. A light-tailed series has
+    a small mean excess, so a 9-sigma point is news; a bursty one has a large mean excess
+    and the same point is not. Updates are winsorised at 6 mean excesses, so one anomaly
+    does not teach the calibrator that anomalies are normal. State is plain arrays.
     """
 
     def __init__(
-        self,
-        n_series: int,
-        hurdles: tuple[float, ...],
-        span: float,
-        log: bool = True,
-        min_sd: float = 0.25,
+        self, n_series: int, hurdles: tuple[float, ...], span: float, min_beta: float = 0.1
     ) -> None:
         n_stats = len(hurdles)
         self.hurdles = np.asarray(hurdles, dtype=float)[None, :]
         self.span = span
-        self.log = log
-        self.min_sd = min_sd
+        self.min_beta = min_beta
         self.count = np.zeros((n_series, n_stats))
         self.positive = np.zeros((n_series, n_stats))
         self.rate = np.ones((n_series, n_stats))
-        self.mean = np.zeros((n_series, n_stats))
-        self.var = np.zeros((n_series, n_stats))
+        self.beta = np.ones((n_series, n_stats))
 
     def surprisal_and_update(self, stats: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Surprisal of `stats` (S, k) under the fit so far, then learn from them (where valid)."""
-        pos = stats > self.hurdles
-        u = np.log(np.where(pos, stats, 1.0)) if self.log else stats
-        # The floor keeps a statistic that never moved from turning its first small change
-        # into an infinitely surprising event.
-        sd = np.maximum(np.sqrt(self.var), self.min_sd)
-        z = (u - self.mean) / sd
-        tail = np.log10(np.maximum(self.rate, 1e-4)) - surprisal_from_z(z)
+        excess = stats - self.hurdles
+        pos = excess > 0.0
+        beta = np.maximum(self.beta, self.min_beta)
+        tail = -np.log10(np.maximum(self.rate, 1e-4)) + np.maximum(excess, 0.0) / (beta * LN10)
         ready = (self.count >= 8) & (self.positive >= 4)
-        out = np.where(ready & pos, np.maximum(-tail, 0.0), 0.0)
+        out = np.where(ready & pos, tail, 0.0)
 
         v = valid[:, None] if valid.ndim == 1 else valid
         a_rate = np.maximum(2.0 / (self.span + 1.0), 1.0 / (self.count + 1.0))
@@ -83,10 +75,8 @@ class TailCalibrator:
         self.count = np.where(v, self.count + 1.0, self.count)
         learn = v & pos
         a = np.maximum(2.0 / (self.span + 1.0), 1.0 / (self.positive + 1.0))
-        u_clip = np.where(self.positive >= 8, np.minimum(u, self.mean + 4.0 * sd), u)
-        d = u_clip - self.mean
-        self.mean = np.where(learn, self.mean + a * d, self.mean)
-        self.var = np.where(learn, (1.0 - a) * (self.var + a * d * d), self.var)
+        clipped = np.where(self.positive >= 8, np.minimum(excess, 6.0 * beta), excess)
+        self.beta = np.where(learn, self.beta + a * (clipped - self.beta), self.beta)
         self.positive = np.where(learn, self.positive + 1.0, self.positive)
         return out
 
@@ -95,6 +85,5 @@ class TailCalibrator:
             "count": self.count,
             "positive": self.positive,
             "rate": self.rate,
-            "mean": self.mean,
-            "var": self.var,
+            "beta": self.beta,
         }

@@ -40,10 +40,9 @@ class DetectorConfig:
     relative_scale_floor: float = 1e-3
     # Combination: the weighted sum of the families' surprisals (-log10 tail probability),
     # i.e. Fisher-style evidence accumulation: two methods agreeing at p=0.01 each count as
-    # much as one at p=0.0001. The forest's weight is lower because its calibration rests
-    # on a narrower, fleet-shared score distribution.
+    # much as one at p=0.0001.
     weights: dict[str, float] = field(
-        default_factory=lambda: {"statistical": 1.0, "learned": 0.5, "pattern": 1.0, "rules": 1.0}
+        default_factory=lambda: {"statistical": 1.0, "learned": 1.0, "pattern": 1.0, "rules": 1.0}
     )
     # A method votes when its own tail probability is below 10**-vote_surprisal.
     vote_surprisal: float = 3.0
@@ -51,7 +50,7 @@ class DetectorConfig:
     score_half_surprisal: float = 6.0
     # After a detection (score >= alert_score) scores are damped for this many points,
     # so one incident raises one alert instead of a burst.
-    alert_score: float = 0.65
+    alert_score: float = 0.8
     cooldown: int = 96
     cooldown_damping: float = 0.5
     # Isolation forest shared by the series scored together: first fit once the reservoir

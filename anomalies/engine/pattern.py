@@ -17,7 +17,7 @@ from .config import DetectorConfig, alpha
 STAT_NAMES: tuple[str, ...] = ("profile_z", "level_shift", "variance_shift", "flatline")
 # Tail thresholds for calibration: one scale unit off the profile, any CUSUM excess, a
 # variance ratio beyond e**0.5, any repeated value.
-HURDLES: tuple[float, ...] = (0.5, 0.0, 0.5, 0.0)
+HURDLES: tuple[float, ...] = (1.0, 0.0, 0.5, 0.0)
 
 
 def new_pattern_state(n_series: int) -> dict[str, np.ndarray]:

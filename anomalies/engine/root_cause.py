@@ -4,8 +4,8 @@ An incident shows up on several series: the cause moves first and by a lot, the 
 follow. For an anomaly with onset t0, every series that became abnormal within
 [t0 - before, t0 + after] is a candidate (the anomaly's own series included: if nothing
 moved earlier, the series itself is the most likely origin). Candidates are ranked by onset
-precedence first (onsets are compared on the sampling grid, so equal within one step counts
-as simultaneous) and by the size of their own deviation second.
+precedence first (onsets are interpolated threshold crossings, compared in sampling steps:
+within half a step counts as simultaneous) and by the size of their own deviation second.
 """
 
 from __future__ import annotations
@@ -45,7 +45,14 @@ def estimate_onset(
     i = detected_at
     while i > 0 and np.isfinite(z[i - 1]) and abs(z[i - 1]) >= threshold:
         i -= 1
-    return float(ts[i])
+    if i == 0 or not np.isfinite(z[i - 1]):
+        return float(ts[i])
+    # Interpolate the threshold crossing between the last calm point and the first abnormal
+    # one: a series that jumped straight to 16 sigma started moving earlier within the step
+    # than one that crept to 2.5 sigma, and that is what orders a cause before its effect.
+    before, at = abs(z[i - 1]), abs(z[i])
+    fraction = np.clip((at - threshold) / max(at - before, 1e-9), 0.0, 1.0)
+    return float(ts[i] - fraction * (ts[i] - ts[i - 1]))
 
 
 def rank_causes(
@@ -55,7 +62,8 @@ def rank_causes(
     if not candidates:
         return []
     step = max(step_seconds, 1.0)
-    slots = np.array([np.floor((c.onset - onset) / step + 1e-9) for c in candidates])
+    # Onsets within half a step of each other count as simultaneous.
+    slots = np.array([np.round((c.onset - onset) / step) for c in candidates])
     deviation = np.array([max(c.deviation, 0.0) for c in candidates])
     order = np.lexsort((-deviation, slots))
     # Candidates with the same onset and (within TIE_TOLERANCE) the same standardised peak

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# A rule breach is an anomaly by definition: alone it must clear the alert score (0.75 with
-# the default half-score surprisal of 6), whatever the statistical families say.
-RULE_SURPRISAL = 12.0
+# A rule breach is an anomaly by definition: alone it must clear the alert score (0.875
+# with the default half-score surprisal of 6), whatever the statistical families say.
+RULE_SURPRISAL = 18.0
 
 
 @dataclass(frozen=True)

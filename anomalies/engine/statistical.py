@@ -16,7 +16,7 @@ from .config import DetectorConfig, alpha
 
 STAT_NAMES: tuple[str, ...] = ("point_z", "short_z", "medium_z")
 # Calibration looks at the tail above one scale unit (see calibration.TailCalibrator).
-HURDLES: tuple[float, ...] = (0.5, 0.5, 0.5)
+HURDLES: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 def new_statistical_state(n_series: int) -> dict[str, np.ndarray]:

@@ -61,9 +61,9 @@ class StreamingDetector:
         self.pat = pattern.new_pattern_state(n_series)
         self.z_lags = np.zeros((n_series, learned.FEATURE_LAGS))
         self.calibrator = TailCalibrator(n_series, _HURDLES, cfg.calibration_span)
-        # Isolation scores live in (0, 1] with a narrow spread: fitted as they are.
+        # Isolation scores live in (0, 1] with a narrow spread, hence a small excess floor.
         self.learned_calibrator = TailCalibrator(
-            n_series, (learned.HURDLE,), cfg.calibration_span, log=False, min_sd=0.02
+            n_series, (learned.HURDLE,), cfg.calibration_span, min_beta=0.005
         )
         # Fleet-level model state (see learned.py): shared by the series scored together.
         self.forest = None
@@ -132,7 +132,10 @@ class StreamingDetector:
             ],
             axis=1,
         )
-        surprisal = self.calibrator.surprisal_and_update(raw, valid)
+        # The first points' scales are guesses (z-scores of thousands): the calibrator only
+        # starts learning halfway through the burn-in.
+        settled = valid & (self.count >= cfg.burn_in // 2)
+        surprisal = self.calibrator.surprisal_and_update(raw, settled)
         n_stat = len(statistical.STAT_NAMES)
         burned = self.count >= cfg.burn_in
         missing = pattern.missing_surprisal(gap, active & ~valid)
