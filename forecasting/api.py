@@ -7,7 +7,7 @@ naming ``horizon``, never a 500 or an empty answer that looks like "no data".
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -25,6 +25,15 @@ from forecasting.models import (
 )
 
 HORIZON_CHOICES = sorted(HORIZONS)
+
+
+@extend_schema_field({"type": "string", "enum": list(PredictionType.values)})
+class PredictionTypeField(serializers.ChoiceField):
+    """The ``type`` filter: the same choices as ``prediction_type``, documented inline so the
+    schema does not carry one enum under two names."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(choices=PredictionType.choices, **kwargs)
 
 
 class ForecastPointSerializer(serializers.ModelSerializer):
@@ -112,13 +121,13 @@ class ForecastTargetSerializer(serializers.ModelSerializer):
 
 
 class PredictionQuerySerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=PredictionType.choices, required=False)
+    type = PredictionTypeField(required=False)
     horizon = serializers.ChoiceField(choices=HORIZON_CHOICES, required=False)
     points = serializers.BooleanField(default=True, help_text="Include the forecast points.")
 
 
 class ForecastFilterSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=PredictionType.choices, required=False)
+    type = PredictionTypeField(required=False)
     horizon = serializers.ChoiceField(choices=HORIZON_CHOICES, required=False)
     target = serializers.IntegerField(required=False, min_value=1)
     current = serializers.BooleanField(required=False, allow_null=True, default=None)
@@ -131,12 +140,12 @@ class BacktestFilterSerializer(serializers.Serializer):
 
 class InsightFilterSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=BusinessInsight.Kind.choices, required=False)
-    type = serializers.ChoiceField(choices=PredictionType.choices, required=False)
+    type = PredictionTypeField(required=False)
     current = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
-class RecomputeSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=PredictionType.choices)
+class ForecastRecomputeSerializer(serializers.Serializer):
+    type = PredictionTypeField()
     horizons = serializers.ListField(
         child=serializers.ChoiceField(choices=HORIZON_CHOICES),
         required=False,
@@ -150,7 +159,7 @@ class PredictionListSerializer(serializers.Serializer):
     results = PredictionSerializer(many=True)
 
 
-class RecomputeResultSerializer(serializers.Serializer):
+class ForecastRecomputeResultSerializer(serializers.Serializer):
     type = serializers.CharField()
     horizons = serializers.ListField(child=serializers.IntegerField())
     queued = serializers.IntegerField()
@@ -181,9 +190,11 @@ class PredictionsView(APIView):
 class RecomputeView(APIView):
     """Recompute the forecasts of one prediction type now, fanned out over the workers."""
 
-    @extend_schema(request=RecomputeSerializer, responses={202: RecomputeResultSerializer})
+    @extend_schema(
+        request=ForecastRecomputeSerializer, responses={202: ForecastRecomputeResultSerializer}
+    )
     def post(self, request):
-        body = RecomputeSerializer(data=request.data)
+        body = ForecastRecomputeSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         kind = body.validated_data["type"]
         horizons = sorted(set(body.validated_data.get("horizons") or HORIZON_CHOICES))
