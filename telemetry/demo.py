@@ -135,6 +135,9 @@ def demo_totals(config: DemoConfig) -> tuple[int, int]:
     return n * 40, int(config.users * config.days * 1.75)  # measured: about 1.75 events a user-day
 
 
+MAX_GAP_SECONDS = 86400.0
+
+
 def demo_extend(*, now: float | None = None, step_minutes: int = 5) -> int:
     """Continue the demo world's metrics up to now, so the live stack has fresh data.
 
@@ -147,7 +150,9 @@ def demo_extend(*, now: float | None = None, step_minutes: int = 5) -> int:
     origin, last = anchor
     step = step_minutes * 60
     now = time.time() if now is None else now
-    grid = np.arange(last + step, np.floor(now / step) * step + 1, step, dtype=np.float64)
+    # After a long pause the feed resumes with the last day rather than years of backfill.
+    start = max(last + step, np.floor((now - MAX_GAP_SECONDS) / step) * step)
+    grid = np.arange(start, np.floor(now / step) * step + 1, step, dtype=np.float64)
     if grid.size == 0:
         return 0
     rng = np.random.default_rng(int(grid[0]))

@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 
 from telemetry.demo import DemoConfig, demo_extend, seed_demo
+from telemetry.models import DemoIncident, Series
 from telemetry.selectors import series_get, series_values
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_telemetry():
+    """These tests build their own small world; the shared demo world is set aside (rolled back)."""
+    DemoIncident.objects.all().delete()
+    Series.objects.all().delete()
 
 
 def test_the_live_feed_does_nothing_without_a_demo_world():
@@ -27,3 +35,10 @@ def test_the_live_feed_continues_the_demo_to_now_once():
     # it continues the level of the same hour of the previous day, not a fresh random world
     same_hour_yesterday = before[np.searchsorted(before_ts, end + 3600 - 86400)]
     assert abs(values[-1] / same_hour_yesterday - 1) < 0.25
+
+
+def test_after_a_long_pause_the_feed_resumes_with_one_day_only():
+    end = 1_700_000_000.0 - (1_700_000_000.0 % 300)
+    seed_demo(DemoConfig(days=2, users=0, seed=3, end=end))
+    written = demo_extend(now=end + 30 * 86400)
+    assert written == (86400 // 300 + 1) * 40
