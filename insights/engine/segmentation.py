@@ -309,23 +309,32 @@ class SizeTrend:
 
 
 def segment_trend(
-    days: Sequence[float], shares: Sequence[float], *, alpha: float = 0.05
+    days: Sequence[float], shares: Sequence[float], *, alpha: float = 0.05, overlap: int = 1
 ) -> SizeTrend:
     """Fit share = a + b * day; call it growing/shrinking only when b is significant.
 
     A segment drifting by noise from one run to the next should not produce an insight;
-    the regression's p-value is what separates drift from a trend.
+    the regression's p-value is what separates drift from a trend. When each point is
+    measured on a window shared with its ``overlap - 1`` neighbours (trailing 7-day
+    windows stepped by a day: overlap 7), neighbouring points are not independent and
+    the ordinary standard error is too small by about sqrt(overlap); the test then uses
+    the inflated error and the effective number of points n / overlap.
     """
     t = np.asarray(days, dtype=float)
     s = np.asarray(shares, dtype=float)
     if len(t) != len(s):
         raise ValueError("days and shares must have the same length")
-    if len(t) < 3 or np.ptp(t) == 0:
-        return SizeTrend(0.0, 1.0, "stable", len(t))
-    if np.ptp(s) == 0:
+    if overlap < 1:
+        raise ValueError("overlap must be at least 1")
+    n_eff = len(t) / overlap
+    if len(t) < 3 or np.ptp(t) == 0 or np.ptp(s) == 0:
         return SizeTrend(0.0, 1.0, "stable", len(t))
     fit = stats.linregress(t, s)
-    p = float(fit.pvalue)
+    if n_eff < 3 or fit.stderr == 0:
+        p = 1.0 if n_eff < 3 else 0.0
+    else:
+        t_stat = fit.slope / (fit.stderr * np.sqrt(overlap))
+        p = float(2 * stats.t.sf(abs(t_stat), df=n_eff - 2))
     direction = "stable"
     if p < alpha:
         direction = "growing" if fit.slope > 0 else "shrinking"

@@ -100,7 +100,9 @@ def segments_recompute(
             matches = {cur: previous[prev] for cur, prev in pairs.items()}
         snapshots = []
         for i, profile in enumerate(result.profiles):
-            trend = segmentation.segment_trend(day_index, [s[profile.label] for s in shares_by_day])
+            trend = segmentation.segment_trend(
+                day_index, [s[profile.label] for s in shares_by_day], overlap=trailing_days
+            )
             segment = Segment.objects.create(
                 model=model,
                 label=profile.label,

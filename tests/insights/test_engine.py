@@ -117,6 +117,22 @@ def test_segment_trend_detects_growth_and_ignores_noise():
     assert seg.segment_trend(days[:2], [0.1, 0.5]).direction == "stable"
 
 
+def test_trend_test_accounts_for_overlapping_windows():
+    """Trailing 7-day means of pure noise: the naive test sees trends far more often
+    than 5% of the time; the overlap-aware test stays near its nominal rate."""
+    rng = np.random.default_rng(5)
+    naive = aware = 0
+    runs = 300
+    for _ in range(runs):
+        daily = rng.normal(0.3, 0.05, 34)
+        rolling = np.convolve(daily, np.ones(7) / 7, mode="valid")  # 28 overlapping points
+        days = np.arange(len(rolling), dtype=float)
+        naive += seg.segment_trend(days, rolling).direction != "stable"
+        aware += seg.segment_trend(days, rolling, overlap=7).direction != "stable"
+    assert naive / runs > 0.3
+    assert aware / runs < 0.12
+
+
 def test_segment_shares_follow_the_population_mix(segmented, population):
     optimizers = _majority_segment(segmented, population.kinds, "optimizer")
     few = syn.make_population({"optimizer": 20, "explorer": 80}, seed=9).features
