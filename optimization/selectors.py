@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from .models import AnalysisReport, Baseline, HealthSnapshot, Recommendation
@@ -21,13 +21,17 @@ def report_latest(*, fresh_for: timedelta = REPORT_FRESH_FOR) -> AnalysisReport 
     return None
 
 
+# An active recommendation whose cause has not been seen for this long drops out of the top
+# list (it stays listed under its state): its evidence no longer describes the product.
+SEEN_WITHIN = timedelta(hours=48)
+
+
 def recommendations_open(*, limit: int = 10) -> list[Recommendation]:
-    """Open recommendations, best expected value (confidence x saving) first."""
-    rows = list(
-        Recommendation.objects.filter(state__in=Recommendation.OPEN_STATES).select_related(
-            "metric_series"
-        )
+    """Open recommendations still backed by recent evidence, best expected value first."""
+    current = Q(state=Recommendation.State.CLAIMED) | Q(
+        state=Recommendation.State.ACTIVE, last_seen_at__gte=timezone.now() - SEEN_WITHIN
     )
+    rows = list(Recommendation.objects.filter(current).select_related("metric_series"))
     rows.sort(key=lambda r: r.expected_value, reverse=True)
     return rows[:limit]
 

@@ -33,7 +33,7 @@ def test_every_changelist_and_the_charts_render(admin_client):
 def test_admin_actions_move_recommendations_through_their_lifecycle(admin_client):
     small_world(seed=8)
     services.analysis_run()
-    rec = Recommendation.objects.get(category="n_plus_one")
+    rec = Recommendation.objects.get(category="n_plus_one", endpoint="/r")
     url = reverse("admin:optimization_recommendation_changelist")
     admin_client.post(url, {"action": "claim", "_selected_action": [rec.pk]})
     rec.refresh_from_db()

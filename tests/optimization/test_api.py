@@ -18,7 +18,7 @@ def analysed():
     small_world(seed=4)
     services.baselines_recompute()
     services.analysis_run()
-    return Recommendation.objects.get(category="n_plus_one")
+    return Recommendation.objects.get(category="n_plus_one", endpoint="/r")
 
 
 def test_analyze_serves_the_stored_report_with_health_and_recommendations(
@@ -30,7 +30,7 @@ def test_analyze_serves_the_stored_report_with_health_and_recommendations(
     assert body["source"] == "stored"
     assert set(body["health"]["breakdown"]) >= {"latency", "errors", "saturation"}
     assert analysed.pk in [r["id"] for r in body["recommendations"]]
-    assert body["bottlenecks"]["n_plus_one"][0]["endpoint"] == "/r"
+    assert "/r" in {f["endpoint"] for f in body["bottlenecks"]["n_plus_one"]}
     assert client_with_role("viewer").get(f"{API}/analyze/").status_code == 200
 
 
