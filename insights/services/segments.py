@@ -27,25 +27,29 @@ def _frame_slice(frame: dict[str, np.ndarray], start: float, end: float) -> dict
 def segments_recompute(
     *,
     days: int = 28,
-    trailing_days: int = 7,
-    trend_days: int = 14,
+    trailing_days: int = 3,
+    trend_days: int = 28,
     k_max: int = 8,
     now: datetime | None = None,
     random_state: int = 0,
 ) -> dict[str, int]:
     """Segment users active in the last ``days`` and record daily segment sizes.
 
-    Sizes over time: for each of the last ``trend_days`` days (as far as the window
-    allows), the users active in the ``trailing_days`` before it are assigned by the new
-    model, so a trend exists from the first run and is measured with one model only
-    (comparing labels of different models would compare unrelated groups).
+    Sizes over time: for each of the last ``trend_days`` days, the users active in the
+    ``trailing_days`` before it are assigned by the new model, so a trend exists from
+    the first run and is measured with one model only (comparing labels of different
+    models would compare unrelated groups). Short trailing windows overlap less, which
+    leaves the trend test more independent points (see ``segment_trend``).
     """
     if days < 2 or trailing_days < 1 or trend_days < 0 or k_max < 2:
         raise ValueError("days >= 2, trailing_days >= 1, trend_days >= 0 and k_max >= 2")
     end = now or timezone.now()
     start = end - timedelta(days=days)
-    frame = events_frame(start=start, end=end, names=inputs.EVENT_NAMES_FOR_SEGMENTS)
-    matrix = behaviour.behaviour_matrix(frame, window_days=days)
+    read_from = end - timedelta(days=max(days, trend_days + trailing_days))
+    frame = events_frame(start=read_from, end=end, names=inputs.EVENT_NAMES_FOR_SEGMENTS)
+    matrix = behaviour.behaviour_matrix(
+        _frame_slice(frame, start.timestamp(), end.timestamp()), window_days=days
+    )
     n_users = len(matrix.user_ids)
     if n_users < MIN_USERS:
         raise InsufficientData(f"{n_users} active users in {days} days; need {MIN_USERS}")
@@ -65,7 +69,7 @@ def segments_recompute(
     days_back = [
         end - timedelta(days=i)
         for i in range(trend_days, -1, -1)
-        if end - timedelta(days=i + trailing_days) >= start
+        if end - timedelta(days=i + trailing_days) >= read_from
     ]
     shares_by_day: list[np.ndarray] = []
     sizes_by_day: list[np.ndarray] = []
