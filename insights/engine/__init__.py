@@ -13,5 +13,8 @@ Modules:
   against known incident windows, unusual episodes grouped into recurring patterns.
 - ``priority``: insight priority = impact x confidence x novelty, and dedup keys.
 - ``registry``: model artefacts as bytes with checksums, primary metrics, activation.
+- ``behaviour``: raw events -> per-user behaviour matrices, feature cohorts with
+  outcomes, aligned system-state matrices.
 - ``synthetic``: generators of data sets whose right answers are known.
+- ``threads``: keeps native thread pools at one thread while fitting.
 """
