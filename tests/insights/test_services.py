@@ -340,3 +340,47 @@ def test_feature_findings_need_both_views_to_agree(db):
     row("proxy", 3.0, 0.001)  # strong odds ratio, but the model gives it no credit
     drivers = [f for f in feature_impact_findings() if f.subject[0] == "driver"]
     assert [f.subject for f in drivers] == [("driver", "retention", "templates")]
+
+
+def test_anomaly_adapter_reports_series_with_repeated_real_anomalies():
+    cpu, db = "system.cpu.utilization", "db.connections.active"
+
+    def anomaly(pk, series_id, series, status="open", severity="warning", methods=("a", "b")):
+        cause = _ns(series=db)
+        return _ns(pk=pk, series_id=series_id, series=series, status=status, severity=severity,
+                   methods=list(methods), causes=_ns(all=lambda: [cause]))  # fmt: skip
+
+    rows = [
+        anomaly(1, 1, cpu, severity="critical"),
+        anomaly(2, 1, cpu),
+        anomaly(3, 2, "memory"),  # only once: not a recurring problem
+        anomaly(4, 3, "errors"),
+        anomaly(5, 3, "errors", status="false_positive"),  # operators said no
+    ]
+    found = sources.anomalies_findings(
+        _ns(anomalies_recent=lambda since: rows), timezone.now() - timedelta(days=7)
+    )
+    assert [f.subject for f in found] == [("recurring", cpu)]
+    assert found[0].evidence["top_cause"] == db
+
+
+def test_optimization_adapter_turns_verified_savings_into_impact():
+    class Rows(list):
+        def filter(self, **kwargs):
+            return self
+
+    def rec(pk, state, realised):
+        return _ns(pk=pk, state=state, title=f"fix {pk}", dedup_key=f"k{pk}", confidence=0.8,
+                   predicted_ms_saved_per_day=3_600_000.0, predicted_db_ms_saved_per_day=0.0,
+                   realised_ms_saved_per_day=realised)  # fmt: skip
+
+    rows = Rows([rec(1, "succeeded", 3_000_000.0), rec(2, "succeeded", 300_000.0),
+                 rec(3, "failed", 0.0)])  # fmt: skip
+    found = {
+        f.evidence["recommendation_id"]: f
+        for f in sources.optimization_findings(
+            _ns(recommendation_queryset=lambda: rows), timezone.now()
+        )
+    }
+    assert found[1].impact.value > found[2].impact.value  # more realised saving
+    assert found[3].title.startswith("Not realised")
