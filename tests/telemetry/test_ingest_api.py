@@ -139,13 +139,15 @@ def test_trailing_slash_is_optional(operator):
 
 
 def test_query_count_does_not_grow_with_the_batch(operator, django_assert_max_num_queries):
+    # key lookup, savepoints, series read / create / re-read, COPY's savepoint, rollup state:
+    # the same handful for 2 rows as for 5,000 (COPY itself runs on the raw psycopg cursor).
     post(operator, SAMPLES, {"samples": rows(1)})  # the key's first use is recorded once
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(10):
         assert (
             post(operator, SAMPLES, {"samples": rows(2, start=time.time() - 7200)}).status_code
             == 200
         )
-    with django_assert_max_num_queries(8):
+    with django_assert_max_num_queries(10):
         response = post(
             operator, SAMPLES, {"samples": rows(5000, series=50, start=time.time() - 9000)}
         )

@@ -48,6 +48,18 @@ def test_copy_path_round_trips_microseconds_and_values_and_is_idempotent(postgre
         assert value == v
 
 
+def test_partly_overlapping_batch_writes_only_the_new_rows(postgres):
+    """The direct COPY trips on the existing rows; the merge path keeps them and adds the rest."""
+    series = services.series_ensure(name="overlap")
+    ts_us = np.arange(20, dtype=np.int64) * 60_000_000 + 1_700_000_000_000_000
+    assert insert_samples_us(np.full(10, series.pk), ts_us[:10], np.zeros(10)) == 10
+    assert insert_samples_us(np.full(20, series.pk), ts_us, np.ones(20)) == 10
+    values = list(
+        Sample.objects.filter(series=series).order_by("ts").values_list("value", flat=True)
+    )
+    assert values == [0.0] * 10 + [1.0] * 10
+
+
 def test_rollups_equal_hourly_aggregates_and_skip_the_open_hour(now):
     end = now.timestamp()
     series, ts, values = fill("load", end - 2 * DAY, end, step=60)
