@@ -199,3 +199,24 @@ def test_demo_world_in_the_database(demo_world):
     assert isinstance(series, Series)
     frame = selectors.events_frame(names=["page_view"], with_properties=False)
     assert frame["ts"].dtype == np.float64 and set(frame["name"]) == {"page_view"}
+
+
+def test_commands_report_counts_and_refuse_bad_arguments(now):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    fill("cmd", now.timestamp() - DAY, now.timestamp())
+    out = StringIO()
+    call_command("rollup_samples", "--until-done", stdout=out)
+    assert "0 hours pending" in out.getvalue()
+    assert SampleRollup.objects.filter(series__name="cmd").exists()
+    out = StringIO()
+    call_command("enforce_retention", stdout=out)
+    assert "Deleted 0 raw samples" in out.getvalue()
+    for command, flag in (
+        ("rollup_samples", "--max-windows"),
+        ("enforce_retention", "--batch-size"),
+    ):
+        with pytest.raises(CommandError, match="at least 1"):
+            call_command(command, flag, "0")

@@ -13,8 +13,11 @@ class Command(BaseCommand):
         parser.add_argument("--users", type=int, default=2000)
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--step-minutes", type=int, default=5)
-        parser.add_argument("--if-empty", action="store_true",
-                            help="do nothing when the database already holds telemetry")
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="do nothing when the database already holds telemetry",
+        )
 
     def handle(self, *args, days, users, seed, step_minutes, if_empty, **options):
         if if_empty and Series.objects.exists():
