@@ -11,7 +11,7 @@ from django.utils.html import format_html
 from . import charts
 from .models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
 from .services.insights import insight_acknowledge, insight_dismiss
-from .services.registry import mlmodel_activate
+from .services.registry import ArtefactPruned, mlmodel_activate
 
 
 def _chart_page(modeladmin, request, title: str, chart_list: list, rows=None):
@@ -76,8 +76,12 @@ class MLModelAdmin(ReadOnlyResultAdmin):
         if len(names) != len(set(names)):
             self.message_user(request, "Select one version per model name.", messages.ERROR)
             return
-        for model in queryset:
-            mlmodel_activate(model=model)
+        try:
+            for model in queryset:
+                mlmodel_activate(model=model)
+        except ArtefactPruned as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return
         self.message_user(request, f"Activated {len(names)} version(s).")
 
 

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from . import selectors
 from .models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
 from .services.insights import insight_acknowledge, insight_dismiss
-from .services.registry import mlmodel_activate
+from .services.registry import ArtefactPruned, mlmodel_activate
 
 
 class MLModelSerializer(serializers.ModelSerializer):
@@ -267,7 +267,11 @@ class MLModelViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=None, responses=MLModelSerializer)
     @action(detail=True, methods=["post"])
     def activate(self, request, pk=None):
-        return Response(MLModelSerializer(mlmodel_activate(model=self.get_object())).data)
+        try:
+            model = mlmodel_activate(model=self.get_object())
+        except ArtefactPruned as exc:
+            raise serializers.ValidationError({"model": [str(exc)]}) from exc
+        return Response(MLModelSerializer(model).data)
 
 
 class SegmentViewSet(viewsets.ReadOnlyModelViewSet):

@@ -16,6 +16,15 @@ from django.utils import timezone
 from insights.engine import registry as engine_registry
 from insights.models import MLModel
 
+# Artefacts of the newest versions (and the active one) are kept for rollback; older
+# versions keep their row and metrics for comparison but drop the bytes. A daily
+# state model is about 0.6 MB: without pruning, a year of them is 200 MB.
+KEEP_ARTEFACTS = 20
+
+
+class ArtefactPruned(ValueError):
+    """This version's artefact was pruned: it can be compared, not activated."""
+
 
 def mlmodel_register(
     *,
@@ -50,7 +59,7 @@ def mlmodel_register(
         if activate and active:
             active.is_active = False
             active.save(update_fields=["is_active"])
-        return MLModel.objects.create(
+        created = MLModel.objects.create(
             name=name,
             kind=kind,
             version=last + 1,
@@ -67,10 +76,31 @@ def mlmodel_register(
             activated_at=timezone.now() if activate else None,
             notes=notes,
         )
+        _prune_artefacts(name)
+    return created
+
+
+def _prune_artefacts(name: str) -> int:
+    keep = (
+        MLModel.objects.filter(name=name)
+        .order_by("-version")
+        .values_list("pk", flat=True)[:KEEP_ARTEFACTS]
+    )
+    return (
+        MLModel.objects.filter(name=name, is_active=False, artefact_size__gt=0)
+        .exclude(pk__in=list(keep))
+        .update(
+            artefact=b"",
+            artefact_size=0,
+            notes=f"artefact pruned (older than the newest {KEEP_ARTEFACTS} versions)",
+        )
+    )
 
 
 def mlmodel_activate(*, model: MLModel) -> MLModel:
     """Make this version the active one of its name (rollback or promotion by an admin)."""
+    if model.artefact_size == 0:
+        raise ArtefactPruned(f"{model} has no artefact left; retrain instead")
     with transaction.atomic():
         MLModel.objects.select_for_update().filter(name=model.name, is_active=True).exclude(
             pk=model.pk

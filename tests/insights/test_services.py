@@ -384,3 +384,28 @@ def test_optimization_adapter_turns_verified_savings_into_impact():
     }
     assert found[1].impact.value > found[2].impact.value  # more realised saving
     assert found[3].title.startswith("Not realised")
+
+
+def test_old_artefacts_are_pruned_but_versions_stay_comparable(db, monkeypatch):
+    from insights.services import registry
+
+    monkeypatch.setattr(registry, "KEEP_ARTEFACTS", 2)
+    made = [
+        mlmodel_register(
+            name="p",
+            kind="clustering",
+            fitted={"v": i},
+            metrics={"silhouette": 0.5},
+            parameters={},
+            training_rows=1,
+            holdout_rows=1,
+        )
+        for i in range(4)
+    ]
+    sizes = {m.version: m.artefact_size for m in MLModel.objects.filter(name="p")}
+    assert [v for v, size in sorted(sizes.items()) if size > 0] == [3, 4]
+    oldest = MLModel.objects.get(name="p", version=1)
+    assert oldest.metrics == made[0].metrics  # still there for comparison
+    with pytest.raises(registry.ArtefactPruned):
+        mlmodel_activate(model=oldest)
+    assert MLModel.objects.get(name="p", is_active=True).version == 4
