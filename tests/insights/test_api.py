@@ -154,3 +154,10 @@ def test_status_queries_do_not_grow_with_segments_and_insights(
         InsightFactory()
     with django_assert_max_num_queries(len(few.captured_queries)):
         assert client.get(f"{BASE}/status").status_code == 200
+
+
+def test_activating_a_pruned_version_is_a_400(client_with_role):
+    pruned = MLModelFactory(artefact=b"", artefact_size=0)
+    response = client_with_role("admin").post(f"{BASE}/models/{pruned.pk}/activate")
+    assert response.status_code == 400 and "model" in response.json()
+    assert not MLModel.objects.get(pk=pruned.pk).is_active
