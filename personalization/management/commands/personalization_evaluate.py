@@ -5,6 +5,7 @@ users set the temperature, the other half are measured, exactly as the daily job
 """
 
 import json
+from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         if not labels:
             raise CommandError("no users of known kind (run `manage.py seed_demo` first)")
         now = timezone.now()
-        frame = events_frame(start=now - timezone.timedelta(days=days), end=now)
+        frame = events_frame(start=now - timedelta(days=days), end=now)
         events = EventArrays(frame["user_id"], frame["name"], frame["ts"], frame["session_id"],
                              list(frame["properties"]))  # fmt: skip
         fit = personas_fit(extract_user_features(events, as_of=now.timestamp()), labels=labels)
