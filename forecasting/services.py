@@ -309,7 +309,7 @@ def _store(
         for rank, score in enumerate(result.scores, start=1)
         if np.isfinite(score.mase)
     )
-    insights = list(history_insights)
+    insights: list[BusinessInsight] = []
     if target.threshold is not None:
         crossing = threshold_crossing(
             result.timestamps,
@@ -319,20 +319,24 @@ def _store(
             target.threshold,
             target.threshold_direction,
         )
-        insights.append(_crossing_insight(target, forecast, crossing))
         BusinessInsight.objects.filter(
             target=target,
             kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
             horizon_days=horizon_days,
             is_current=True,
         ).update(is_current=False)
-    kinds = [i.kind for i in history_insights]
-    if kinds:
-        BusinessInsight.objects.filter(target=target, kind__in=kinds, is_current=True).update(
-            is_current=False
-        )
-    for insight in history_insights:
-        insight.forecast = forecast
+        insights.append(_crossing_insight(target, forecast, crossing))
+    # growth and trend change depend on the history only: the first horizon computed on a
+    # new history writes them, the other horizons of the same run find them current
+    stamp = history_end.isoformat()
+    history_kinds = [BusinessInsight.Kind.GROWTH, BusinessInsight.Kind.TREND_CHANGE]
+    current = BusinessInsight.objects.filter(target=target, kind__in=history_kinds, is_current=True)
+    if not current.filter(details__history_end=stamp).exists():
+        current.update(is_current=False)  # a trend change no longer found is retired too
+        for insight in history_insights:
+            insight.forecast = forecast
+            insight.details["history_end"] = stamp
+            insights.append(insight)
     BusinessInsight.objects.bulk_create(insights)
     return ForecastOutcome(forecast=forecast, points=len(points), insights=len(insights))
 

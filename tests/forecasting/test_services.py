@@ -281,3 +281,18 @@ def test_the_demo_world_is_forecast_end_to_end(demo_world):
         assert forecast.step_seconds == HOUR  # 5-minute samples, a week ahead: hourly
         assert forecast.points.count() == 7 * 24
         assert forecast.backtest_coverage80 is not None
+
+
+def test_history_insights_are_written_once_per_history_not_once_per_horizon():
+    target = series_target(hourly_values(30, slope_per_day=2.0))
+    for horizon in (7, 30, 90):
+        services.forecast_compute(target_id=target.pk, horizon_days=horizon)
+    growth = BusinessInsight.objects.filter(target=target, kind=BusinessInsight.Kind.GROWTH)
+    assert growth.count() == 1 and growth.get().is_current
+    from telemetry.bulk import insert_samples
+
+    insert_samples([target.series_id], [hour_end() + HOUR], [300.0])
+    services.forecast_compute(
+        target_id=target.pk, horizon_days=7, end=timezone.now() + timedelta(hours=2)
+    )
+    assert growth.count() == 2 and growth.filter(is_current=True).count() == 1
