@@ -16,6 +16,7 @@ profiled, default static files), ``OPTIMIZATION_FLUSH_SECONDS`` (default 60),
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 AGGREGATOR = PerformanceAggregator()
 _flush_lock = threading.Lock()
+_exit_hook = threading.Event()
 
 
 def endpoint_name(request: HttpRequest) -> str:
@@ -65,6 +67,14 @@ def flush_recorded(*, before: float | None = None) -> int:
         return len(buckets)
 
 
+def _flush_at_exit() -> None:
+    """Write what is left, current minute included, when the process stops."""
+    try:
+        flush_recorded(before=time.time() + 60)
+    except Exception:
+        logger.exception("optimization: final flush of request profiles failed")
+
+
 def _flush_in_background() -> None:
     try:
         flush_recorded()
@@ -83,6 +93,9 @@ class PerformanceMiddleware:
         self.flush_seconds = float(getattr(settings, "OPTIMIZATION_FLUSH_SECONDS", 60))
         self.flush_in_thread = bool(getattr(settings, "OPTIMIZATION_FLUSH_IN_THREAD", True))
         self._next_flush = time.time() + self.flush_seconds
+        if self.flush_in_thread and not _exit_hook.is_set():
+            _exit_hook.set()
+            atexit.register(_flush_at_exit)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith(self.exclude):

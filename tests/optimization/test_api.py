@@ -87,3 +87,10 @@ def test_lists_filter_and_reject_bad_filters(client_with_role, analysed):
 
 def test_no_key_is_refused(api_client):
     assert api_client.get(f"{API}/analyze").status_code == 401
+
+
+def test_overview_carries_the_optimization_section(client_with_role, analysed):
+    body = client_with_role("viewer").get("/admin/api/phase3/overview").json()
+    section = body["optimization"]
+    assert section["health_score"] is not None
+    assert analysed.pk in [r["id"] for r in section["top_recommendations"]]
