@@ -190,6 +190,11 @@ def test_verification_records_the_realised_saving_of_a_working_change():
     per_request = rec.realised["improvement_per_request"]
     assert per_request == pytest.approx(30, abs=3)
     assert rec.realised_ms_saved_per_day == pytest.approx(per_request * 60 * 1440, rel=0.05)
+    section = selectors.overview_section()
+    assert section["success_rate"] == 1.0 and section["verified"] == 1
+    assert section["realised_ms_saved_per_day_verified"] == pytest.approx(
+        rec.realised_ms_saved_per_day
+    )
 
 
 def test_verification_fails_a_change_that_did_nothing_and_calibration_learns_from_it():
