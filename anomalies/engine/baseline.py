@@ -47,13 +47,24 @@ def new_baseline_state(n_series: int) -> dict[str, np.ndarray]:
         "week_profile": np.zeros((n_series, WEEK_SLOTS)),
         "week_cycles": np.zeros((n_series, WEEK_SLOTS)),
         "week_last": np.full((n_series, WEEK_SLOTS), -1.0),
+        "week_residual": np.zeros((n_series, WEEK_SLOTS)),
     }
 
 
 class Expectation:
     """What the predictors expect at one time step for every series (read-only snapshot)."""
 
-    __slots__ = ("candidates", "choice", "expected", "profile", "profile_scale", "scale", "scales")
+    __slots__ = (
+        "candidates",
+        "choice",
+        "correction",
+        "expected",
+        "profile",
+        "profile_scale",
+        "raw_expected",
+        "scale",
+        "scales",
+    )
 
     def __init__(self, state: dict[str, np.ndarray], slots: tuple, cfg: DetectorConfig) -> None:
         day_slot, week_slot, _, _ = slots
@@ -67,13 +78,22 @@ class Expectation:
         self.candidates = np.stack([level, e_day, e_week], axis=1)
         self.scales = np.maximum(MAD_TO_SD * state["err"], floor[:, None])
         self.choice = np.argmin(state["err"], axis=1)
-        self.expected = self.candidates[rows, self.choice]
+        # What the chosen predictor keeps getting wrong at this hour of the week (a batch
+        # job every Tuesday 16:00) is learned as a correction, shrunk while it has few
+        # cycles behind it: recurring patterns become part of the expected profile.
+        cycles = state["week_cycles"][rows, week_slot]
+        shrink = np.where(cycles >= 2, cycles / (cycles + 2.0), 0.0)
+        self.correction = shrink * state["week_residual"][rows, week_slot]
+        self.raw_expected = self.candidates[rows, self.choice]
+        self.expected = self.raw_expected + self.correction
         self.scale = self.scales[rows, self.choice]
         # The best clock-based predictor, used by the pattern family's profile deviation;
         # NaN where no profile has two cycles of history yet.
         prof_choice = 1 + np.argmin(state["err"][:, 1:], axis=1)
         any_warm = day_warm | week_warm
-        self.profile = np.where(any_warm, self.candidates[rows, prof_choice], np.nan)
+        self.profile = np.where(
+            any_warm, self.candidates[rows, prof_choice] + self.correction, np.nan
+        )
         self.profile_scale = self.scales[rows, prof_choice]
 
 
@@ -115,6 +135,13 @@ def update_baseline(
     # Profile memory is counted in cycles, whatever the sampling step.
     per_cycle = np.maximum(3600.0 / np.maximum(step_seconds, 1.0), 1.0)
     a_prof = 2.0 / (cfg.profile_span * per_cycle + 1.0)
+    # The weekly residual learns without winsorising: a recurring event is large by nature.
+    prev_cycles = state["week_cycles"][rows, week_slot]
+    a_res = np.where(prev_cycles < 1, 1.0, np.maximum(a_prof, 0.5 / (prev_cycles + 1.0)))
+    res = state["week_residual"][rows, week_slot]
+    miss = y0 - exp.raw_expected
+    state["week_residual"][rows, week_slot] = np.where(valid, res + a_res * (miss - res), res)
+
     deviation = y0 - state["base"]
     for name, slot, cycle, idx in (
         ("day", day_slot, day_no, 1),

@@ -14,8 +14,8 @@ missing data and is scored as such.
 
 from __future__ import annotations
 
-import io
 import itertools
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,8 @@ from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left")
+# Bumped whenever the serialised layout of a series' state changes.
+STATE_VERSION = 1
 
 
 @dataclass
@@ -246,20 +248,25 @@ class StreamingDetector:
             self.cooldown_left[s] = max(0, end - n)
 
     # ------------------------------------------------------------- persistence
+    def _state_arrays(self) -> list[np.ndarray]:
+        """Every per-series array, in the fixed order of the serialised layout."""
+        arrays = [getattr(self, k) for k in _ARRAY_KEYS]
+        for group in self._state_groups().values():
+            arrays.extend(group[k] for k in sorted(group))
+        arrays.append(self.z_lags)
+        return arrays
+
     def series_state(self, s: int) -> bytes:
-        """The state of series `s` as a compressed .npz blob (numbers only, no pickle)."""
-        arrays = {k: getattr(self, k)[s] for k in _ARRAY_KEYS}
-        for prefix, group in self._state_groups().items():
-            arrays.update({f"{prefix}.{k}": v[s] for k, v in group.items()})
-        arrays["z_lags"] = self.z_lags[s]
-        names = sorted(self.breach_since[s])
-        arrays["breach_names"] = np.array(names, dtype=str)
-        arrays["breach_since"] = np.array(
-            [np.nan if self.breach_since[s][n] is None else self.breach_since[s][n] for n in names]
-        )
-        out = io.BytesIO()
-        np.savez_compressed(out, **arrays)
-        return out.getvalue()
+        """The state of series `s`: a small JSON header, then its numbers as float64.
+
+        A flat vector in a fixed layout costs microseconds to write and read, which matters
+        when the scheduled job stores 10,000 states a minute; no pickle is involved.
+        """
+        header = json.dumps(
+            {"version": STATE_VERSION, "breach_since": self.breach_since[s]}
+        ).encode()
+        flat = np.concatenate([a[s].ravel() for a in self._state_arrays()])
+        return len(header).to_bytes(4, "little") + header + flat.astype("<f8").tobytes()
 
     def fleet_state(self) -> bytes:
         """The shared learned model: forest, reservoir of windows and step counter."""
@@ -284,20 +291,27 @@ class StreamingDetector:
     ) -> StreamingDetector:
         """Stack stored per-series states (None = a new series) into one detector."""
         det = cls(len(states), config)
-        for s, blob in enumerate(states):
-            if blob is None:
-                continue
-            data = np.load(io.BytesIO(blob), allow_pickle=False)
-            for k in _ARRAY_KEYS:
-                getattr(det, k)[s] = data[k]
-            for prefix, group in det._state_groups().items():
-                for k, target in group.items():
-                    target[s] = data[f"{prefix}.{k}"]
-            det.z_lags[s] = data["z_lags"]
-            det.breach_since[s] = {
-                str(n): (None if not np.isfinite(v) else float(v))
-                for n, v in zip(data["breach_names"], data["breach_since"], strict=True)
-            }
+        arrays = det._state_arrays()
+        widths = [int(np.prod(a.shape[1:], dtype=int)) for a in arrays]
+        known = [s for s, blob in enumerate(states) if blob is not None]
+        if known:
+            rows = []
+            for s in known:
+                blob = states[s]
+                size = int.from_bytes(blob[:4], "little")
+                header = json.loads(blob[4 : 4 + size])
+                if header.get("version") != STATE_VERSION:
+                    raise ValueError(f"state of series #{s} has an unknown layout version")
+                det.breach_since[s] = header["breach_since"]
+                rows.append(np.frombuffer(blob[4 + size :], dtype="<f8"))
+            matrix = np.vstack(rows)
+            if matrix.shape[1] != sum(widths):
+                raise ValueError("stored states do not match this detector's layout")
+            offset = 0
+            for array, width in zip(arrays, widths, strict=True):
+                block = matrix[:, offset : offset + width]
+                array[known] = block.reshape((len(known), *array.shape[1:]))
+                offset += width
         if fleet is not None:
             det.forest, det.reservoir, det.steps = learned.load_fleet(fleet)
         if rules is not None:

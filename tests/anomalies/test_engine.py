@@ -126,7 +126,7 @@ def test_recurring_weekly_pattern_becomes_expected():
     ts, values = seasonal(n, seed=9, step=3600.0)
     week_hour = ((ts / 3600.0).astype(int) + 72) % 168
     bump = week_hour == 40  # every week, the same hour: a batch job
-    values[bump] += 40.0
+    values[bump] += 60.0
     scores = score_series(ts, values)
     weekly_peaks = [
         scores[bump & (ts >= START + w * 604800) & (ts < START + (w + 1) * 604800)].max()
@@ -229,3 +229,67 @@ def test_csv_runner_rejects_bad_file_before_writing_anything(tmp_path):
     with pytest.raises(CsvInputError, match="line 2"):
         run_csv_files([good, bad], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_root_cause_ranks_earlier_onset_first_then_bigger_deviation():
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+
+    onset = 10_000.0
+    ranked = rank_causes(
+        onset,
+        [
+            CauseCandidate(1, onset, deviation=40.0, peak_z=40.0),  # the anomaly itself
+            CauseCandidate(2, onset - 600.0, deviation=12.0, peak_z=12.0),  # moved first
+            CauseCandidate(3, onset + 60.0, deviation=50.0, peak_z=50.0),  # simultaneous
+        ],
+        step_seconds=300.0,
+    )
+    assert [r.key for r in ranked] == [2, 3, 1]
+    assert ranked[0].lead_seconds == 600.0
+    assert ranked[0].score > ranked[-1].score
+
+
+def test_root_cause_ties_the_same_signal_seen_twice():
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+
+    ranked = rank_causes(
+        0.0,
+        [CauseCandidate(1, -300.0, 12.9, 29.11), CauseCandidate(2, -300.0, 12.3, 29.12)],
+        step_seconds=300.0,
+    )
+    assert [r.rank for r in ranked] == [1, 1]
+
+
+def test_onset_is_the_interpolated_threshold_crossing():
+    from anomalies.engine.root_cause import estimate_onset
+
+    ts = np.arange(6) * 300.0
+    jump = estimate_onset(ts, np.array([0.0, 0.0, 16.0, 20.0, 20.0, 20.0]), detected_at=4)
+    creep = estimate_onset(ts, np.array([0.0, 0.0, 0.0, 2.5, 20.0, 20.0]), detected_at=4)
+    assert 300.0 < jump < 600.0 and 600.0 < creep < 900.0
+    assert jump < creep
+
+
+def test_severity_grows_with_magnitude_duration_and_importance():
+    from anomalies.engine.severity import classify_severity, severity_index
+
+    base = severity_index(10.0, 300.0, 1.0)
+    assert severity_index(20.0, 300.0, 1.0) > base
+    assert severity_index(10.0, 7200.0, 1.0) > base
+    assert severity_index(10.0, 300.0, 2.0) > base
+    levels = ["info", "warning", "critical"]
+    ladder = [classify_severity(s, 600.0, 1.0) for s in (2.0, 10.0, 40.0)]
+    assert [levels.index(x) for x in ladder] == sorted(levels.index(x) for x in ladder)
+    assert ladder[0] == "info" and ladder[-1] == "critical"
+
+
+def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():
+    from anomalies.engine.feedback import Fingerprint, is_dismissed
+
+    dismissed = [Fingerprint(direction=1, peak_z=10.0, methods=frozenset({"statistical"}))]
+    same = Fingerprint(direction=1, peak_z=11.0, methods=frozenset({"statistical"}))
+    bigger = Fingerprint(direction=1, peak_z=30.0, methods=frozenset({"statistical"}))
+    other_way = Fingerprint(direction=-1, peak_z=5.0, methods=frozenset({"statistical"}))
+    new_method = Fingerprint(direction=1, peak_z=5.0, methods=frozenset({"statistical", "rules"}))
+    assert is_dismissed(same, dismissed)
+    assert not any(is_dismissed(c, dismissed) for c in (bigger, other_way, new_method))
