@@ -15,9 +15,10 @@ Two layers:
   seen at once; a write in another process within that second. Set the setting
   to 0 to always ask the shared cache (the tests do, for isolation).
 
-A resolution without a cache hit costs three reads (profile, and the live
-rules + running experiments, themselves cached under the same version) and at
-most one write (new exposures, ``INSERT ... ON CONFLICT DO NOTHING``).
+A resolution without a cache hit reads the profile and the live rules + running
+experiments (themselves cached under the same version); when the user is in an
+experiment it also checks that experiment is still running and writes the
+exposure (``INSERT ... ON CONFLICT DO NOTHING``).
 """
 
 from __future__ import annotations
@@ -226,7 +227,23 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
             new_exposures.append(
                 Exposure(experiment_id=exp.pk, user_id=user_id, variant=variant, exposed_at=now)
             )
+    stale = False
     if new_exposures:
+        # The specs may be up to the local trust window old: an experiment stopped or
+        # deleted meanwhile must not be served, and its exposure would break the
+        # (deferred) foreign key at commit. One indexed read, only when exposing.
+        ids = {e.experiment_id for e in new_exposures}
+        alive = set(
+            Experiment.objects.filter(pk__in=ids, status=Experiment.Status.RUNNING).values_list(
+                "pk", flat=True
+            )
+        )
+        if alive != ids:
+            stale = True
+            _local.forget()
+            gone = {exp.key for exp in experiments if exp.pk in ids - alive}
+            variants = {k: v for k, v in variants.items() if k not in gone}
+            new_exposures = [e for e in new_exposures if e.experiment_id in alive]
         Exposure.objects.bulk_create(new_exposures, ignore_conflicts=True)
     context = UserContext(**{**context.__dict__, "variants": variants})
     live = [r for r in rules if rule_is_live(r, now)]
@@ -242,7 +259,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         "resolved_at": now,
         "cache_version": version,
     }
-    if use_cache:
+    if use_cache and not stale:
         ttl = _ttl(rules, experiments, now)
         cache.set(key, (time.time() + ttl, payload), timeout=ttl)
         _local.put(user_id, version, payload, ttl)

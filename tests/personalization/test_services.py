@@ -335,3 +335,23 @@ def test_a_flushed_version_never_revives_old_entries():
     RuleFactory(key="t-after-flush", action={"late": True})  # written after the eviction
     out = services.config_resolve(user_id="t-flush")
     assert out["cache_version"] > first and out["config"]["late"] is True
+
+
+def test_an_experiment_gone_behind_a_cached_spec_is_not_served():
+    from unittest import mock
+
+    from personalization.services import config
+
+    live = ExperimentFactory(key="t-live")
+    gone = ExperimentFactory(key="t-gone")
+    stopped = ExperimentFactory(key="t-stopping")
+    cached_specs = config._live_specs(config.config_version())
+    with mock.patch.object(config, "_live_specs", return_value=cached_specs):
+        Experiment.objects.filter(pk=gone.pk).delete()
+        Experiment.objects.filter(pk=stopped.pk).update(status=Experiment.Status.STOPPED)
+        out = services.config_resolve(user_id="t-stale")
+    assert out["experiments"].keys() == {"t-live"}
+    assert list(
+        Exposure.objects.filter(user_id="t-stale").values_list("experiment", flat=True)
+    ) == [live.pk]
+    assert not services.config_resolve(user_id="t-stale")["cached"]  # nothing was cached
