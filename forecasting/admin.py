@@ -13,6 +13,7 @@ from django.utils.html import format_html
 
 from forecasting import selectors, services, tasks
 from forecasting.models import (
+    HORIZONS,
     BacktestResult,
     BusinessInsight,
     Forecast,
@@ -72,7 +73,7 @@ def _chart_page(model_admin, request, title: str, charts: list[str], rows=None):
 
 
 def _queue(targets, horizons=None) -> int:
-    pairs = [(t.pk, h) for t in targets for h in (horizons or sorted(services.HORIZONS))]
+    pairs = [(t.pk, h) for t in targets for h in (horizons or sorted(HORIZONS))]
     for target_id, horizon in pairs:
         transaction.on_commit(
             lambda t=target_id, h=horizon: tasks.recompute_series.delay(target_id=t, horizon_days=h)

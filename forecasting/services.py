@@ -8,7 +8,6 @@ table and its insights are written together or not at all.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,14 +21,8 @@ from forecasting.catalog import DEFAULT_TARGETS
 from forecasting.engine import ForecastResult, forecast_over
 from forecasting.engine.activity import activity_series
 from forecasting.engine.calendar import DAY
-from forecasting.engine.insights import (
-    Crossing,
-    GrowthEstimate,
-    TrendChange,
-    detect_trend_change,
-    growth_rate,
-    threshold_crossing,
-)
+from forecasting.engine.insights import threshold_crossing
+from forecasting.insight_records import crossing_insight_build, history_insights_build
 from forecasting.models import (
     HORIZONS,
     BacktestResult,
@@ -116,103 +109,6 @@ def _use_prophet(horizon_days: int) -> bool:
     )
 
 
-def _dt(epoch: float | None) -> datetime | None:
-    return None if epoch is None else telemetry.to_datetime(epoch)
-
-
-def _pct(rate: float) -> str:
-    return f"{rate * 100:+.1f}%"
-
-
-def _growth_insight(target: ForecastTarget, growth: GrowthEstimate) -> BusinessInsight:
-    if growth.relative:
-        what = f"{_pct(growth.rate)} per {growth.per_days:g} days"
-        band = f"{_pct(growth.lower)} to {_pct(growth.upper)}"
-    else:
-        what = f"{growth.rate:+.4g} per {growth.per_days:g} days"
-        band = f"{growth.lower:+.4g} to {growth.upper:+.4g}"
-    return BusinessInsight(
-        target=target,
-        prediction_type=target.prediction_type,
-        kind=BusinessInsight.Kind.GROWTH,
-        summary=(
-            f"{target.name}: {what} ({band} at {growth.level:.0%}, "
-            f"trend confidence {growth.confidence:.0%})"
-        )[:300],
-        value=growth.rate,
-        lower=growth.lower,
-        upper=growth.upper,
-        confidence=growth.confidence,
-        details={
-            "per_days": growth.per_days,
-            "relative": growth.relative,
-            "level": growth.level,
-            "days": growth.points,
-        },
-    )
-
-
-def _crossing_insight(
-    target: ForecastTarget, forecast: Forecast, crossing: Crossing
-) -> BusinessInsight:
-    verb = "rise above" if crossing.direction == "above" else "fall below"
-    if crossing.expected is not None:
-        when = f"expected {_dt(crossing.expected):%Y-%m-%d %H:%M}"
-    elif crossing.earliest is not None:
-        when = f"possible from {_dt(crossing.earliest):%Y-%m-%d %H:%M} (upper 80% bound)"
-    else:
-        when = f"not expected within {forecast.horizon_days} days"
-    return BusinessInsight(
-        target=target,
-        forecast=forecast,
-        prediction_type=target.prediction_type,
-        kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
-        horizon_days=forecast.horizon_days,
-        summary=f"{target.name} to {verb} {crossing.threshold:g}: {when}"[:300],
-        threshold=crossing.threshold,
-        expected_at=_dt(crossing.expected),
-        earliest_at=_dt(crossing.earliest),
-        latest_at=_dt(crossing.latest),
-        details={"direction": crossing.direction, "interval": 0.8},
-    )
-
-
-def _trend_insight(target: ForecastTarget, change: TrendChange) -> BusinessInsight:
-    return BusinessInsight(
-        target=target,
-        prediction_type=target.prediction_type,
-        kind=BusinessInsight.Kind.TREND_CHANGE,
-        summary=(
-            f"{target.name}: trend changed around {_dt(change.at):%Y-%m-%d} "
-            f"from {change.slope_before:+.4g}/day to {change.slope_after:+.4g}/day"
-        )[:300],
-        value=change.slope_after - change.slope_before,
-        lower=change.slope_before,
-        upper=change.slope_after,
-        confidence=1.0 - change.p_value,
-        expected_at=_dt(change.at),
-        details={
-            "slope_before_per_day": change.slope_before,
-            "slope_after_per_day": change.slope_after,
-            "p_value": change.p_value,
-        },
-    )
-
-
-def _history_insights(
-    target: ForecastTarget, ts: np.ndarray, values: np.ndarray
-) -> list[BusinessInsight]:
-    """Growth and trend change read from the history (needs a few days of data)."""
-    out: list[BusinessInsight] = []
-    # fewer than 4 days: no growth figure is better than a wrong one
-    with contextlib.suppress(ValueError):
-        out.append(_growth_insight(target, growth_rate(ts, values)))
-    change = detect_trend_change(ts, values)
-    if change is not None:
-        out.append(_trend_insight(target, change))
-    return out
-
-
 def forecast_compute(
     *,
     target_id: int,
@@ -236,7 +132,7 @@ def forecast_compute(
         result = forecast_over(ts, values, horizon_days * DAY, include_prophet=use_prophet)
     except ValueError as exc:
         raise ForecastUnavailable(f"{target.name}: {exc}") from exc
-    history_insights = _history_insights(target, ts, values)
+    history_insights = history_insights_build(target, ts, values)
     with transaction.atomic():
         return _store(target, horizon_days, ts, result, history_insights)
 
@@ -325,7 +221,7 @@ def _store(
             horizon_days=horizon_days,
             is_current=True,
         ).update(is_current=False)
-        insights.append(_crossing_insight(target, forecast, crossing))
+        insights.append(crossing_insight_build(target, forecast, crossing))
     # growth and trend change depend on the history only: the first horizon computed on a
     # new history writes them, the other horizons of the same run find them current
     stamp = history_end.isoformat()
