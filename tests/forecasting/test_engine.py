@@ -369,3 +369,11 @@ def test_prophet_fits_are_deterministic_and_follow_a_weekly_pattern():
     actual = y[origins[:, None] + np.arange(7)]
     naive = SeasonalNaive(1).paths(ctx, 70, origins, 7)
     assert np.mean(np.abs(first - actual)) < 0.5 * np.mean(np.abs(naive - actual))
+
+
+def test_growth_of_a_series_that_crosses_zero_is_absolute():
+    days = np.arange(60.0)
+    y = -30 + 1.0 * days + np.random.default_rng(6).normal(0, 0.5, days.size)
+    growth = growth_rate(days * DAY, y, per_days=30)
+    assert not growth.relative
+    assert growth.lower <= 30.0 <= growth.upper  # 1 per day over 30 days
