@@ -255,8 +255,7 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
     for f, v in families.items():
         votes[f] = max(votes.get(f, 0.0), round(float(v[i]), 3))
     a.votes = votes
-    vote_level = DetectorConfig().vote_surprisal
-    a.methods = sorted(f for f, v in votes.items() if v >= vote_level)
+    a.methods = sorted(f for f, v in votes.items() if v >= result.vote_surprisal)
     if len(a.points) < MAX_POINTS:
         a.points = [
             *a.points,
