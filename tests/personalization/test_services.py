@@ -355,3 +355,23 @@ def test_an_experiment_gone_behind_a_cached_spec_is_not_served():
         Exposure.objects.filter(user_id="t-stale").values_list("experiment", flat=True)
     ) == [live.pk]
     assert not services.config_resolve(user_id="t-stale")["cached"]  # nothing was cached
+
+
+def test_segments_follow_behaviour():
+    from personalization.engine.features import DAY_SECONDS, EventArrays, extract_user_features
+    from personalization.services.profiles import _segments
+
+    users, names, ts, sessions = [], [], [], []
+    for u in range(10):  # u0 has by far the most sessions; u9 was last seen 20 days ago
+        for s in range(30 if u == 0 else 3):
+            users.append(f"u{u}")
+            names.append("session_start")
+            ts.append((0 if u == 9 else 20) * DAY_SECONDS + s * 3600.0)
+            sessions.append(f"u{u}-{s}")
+    events = EventArrays(np.array(users, dtype=object), np.array(names, dtype=object),
+                         np.array(ts), np.array(sessions, dtype=object))  # fmt: skip
+    features = extract_user_features(events, as_of=21 * DAY_SECONDS)
+    tags = dict(zip(features.user_ids, _segments(features, purchasers={"u3"}), strict=True))
+    assert "power_user" in tags["u0"] and "power_user" not in tags["u1"]
+    assert "dormant" in tags["u9"] and "dormant" not in tags["u1"]
+    assert tags["u3"] == ["purchaser"]
