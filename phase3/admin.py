@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from .keys import api_key_create, api_key_revoke
-from .models import ApiKey, JobRun
+from .models import ApiKey, JobLock, JobRun
 
 
 @admin.register(ApiKey)
@@ -56,6 +56,20 @@ class JobRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "task_name"]
     search_fields = ["task_name", "task_id", "error"]
     date_hierarchy = "started_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(JobLock)
+class JobLockAdmin(admin.ModelAdmin):
+    """Locks held right now (database backend); deleting one frees a job stuck by a dead worker."""
+
+    list_display = ["key", "owner", "expires_at"]
+    search_fields = ["key"]
 
     def has_add_permission(self, request) -> bool:
         return False
