@@ -145,27 +145,27 @@ def test_kubernetes_without_the_package_says_so(monkeypatch):
 
 @pytest.fixture
 def celery_worker(redis_url):
-    """A real worker of this project on Redis, on a private queue, with a 1-process pool."""
+    """A real prefork worker on Redis, on a private queue, with a 1-process pool."""
     from celery import Celery
 
     name = f"scalingtest-{uuid.uuid4().hex[:8]}@localhost"
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "phase3", "worker", "-P", "prefork", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "tests.scaling.celery_worker_app", "worker", "-P", "prefork", "-c", "1",
          "-Q", f"q-{name}", "-n", name, "--without-gossip", "--without-mingle",
          "--loglevel=WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     app = Celery(broker=redis_url)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if app.control.ping(destination=[name], timeout=1.0):
                 break
             if proc.poll() is not None:
                 pytest.fail("the Celery worker exited during start-up")
         else:
-            pytest.fail("the Celery worker did not answer within 60 s")
+            pytest.fail("the Celery worker did not answer within 120 s")
         yield app, name
     finally:
         proc.terminate()

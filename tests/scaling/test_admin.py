@@ -1,0 +1,49 @@
+"""Admin pages render: every model's list, the resource chart page, the dry-run action."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from scaling import services
+
+from .factories import cpu_rule, resource, samples
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def staff(client, django_user_model):
+    user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(user)
+    return client
+
+
+def test_every_model_lists_and_the_chart_page_draws_decisions(staff):
+    res = resource()
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    services.decisions_evaluate(resource_ids=[res.pk], execute=True)
+    for model in ("scalableresource", "scalingrule", "scalingdecision"):
+        response = staff.get(reverse(f"admin:scaling_{model}_changelist"))
+        assert response.status_code == 200, model
+    page = staff.get(reverse("admin:scaling_scalableresource_chart", args=[res.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "utilisation" in html and "decision: executed" in html
+
+
+def test_dry_run_action_reports_without_writing(staff):
+    from scaling.models import ScalingDecision
+
+    res = resource()
+    cpu_rule(res)
+    samples("test.cpu", [0.9])
+    response = staff.post(
+        reverse("admin:scaling_scalableresource_changelist"),
+        {"action": "evaluate_dry_run", "_selected_action": [res.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "4-&gt;6" in response.content.decode() or "4->6" in response.content.decode()
+    assert ScalingDecision.objects.count() == 0
