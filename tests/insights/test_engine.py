@@ -496,10 +496,12 @@ def test_align_states_keeps_only_common_complete_steps():
 
 def test_residual_inputs_ignore_growth_the_metrics_share():
     history = syn.make_system_history(
-        days=21, seed=11, decoupled_incidents=0, weekly_job_hour=None, growth_per_day=0.03
+        days=14, seed=11, decoupled_incidents=0, weekly_job_hour=None, growth_per_day=0.04
     )
     flagged = {}
     for inputs in ("levels", "residuals"):
-        fit = pp.fit_state_model(history.ts, history.states, history.columns, inputs=inputs)
+        fit = pp.fit_state_model(
+            history.ts, history.states, history.columns, inputs=inputs, n_estimators=100
+        )
         flagged[inputs] = float(np.mean(fit.holdout_scores > fit.model.threshold))
     assert flagged["residuals"] < flagged["levels"] / 3
