@@ -106,10 +106,9 @@ def _predictive_proposal(
     except Exception as exc:
         logger.warning("forecasting unavailable for %s: %s", resource, exc)
     if peak is None:
-        start = timezone.now() - timedelta(days=FORECAST_HISTORY_DAYS)
-        ts, values = telemetry.series_values_resampled(
-            series.pk, start, None, FORECAST_STEP_SECONDS
-        )
+        end = telemetry.to_datetime(now + 1)
+        start = end - timedelta(days=FORECAST_HISTORY_DAYS)
+        ts, values = telemetry.series_values_resampled(series.pk, start, end, FORECAST_STEP_SECONDS)
         if values.size < 2:
             return None, {}
         horizon = 1 + math.ceil(resource.startup_seconds / FORECAST_STEP_SECONDS)

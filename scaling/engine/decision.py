@@ -142,8 +142,9 @@ def decide(
 ) -> Decision:
     """Turn the proposals of all rules (and the predictor) into one decision.
 
-    ``memory`` is read, not written: call ``memory.remember(decision)`` once the
-    decision is stored, so that a dry run leaves no trace.
+    ``memory`` is not written (only recommendations that fell out of the window are
+    dropped): call ``memory.remember(decision)`` once the decision is stored, so that a
+    dry run leaves no trace.
     """
     policy = policy or DecisionPolicy()
     current = resource.current_units
@@ -200,7 +201,7 @@ def decide(
     # 5. stabilised scale-down.
     if target < current:
         stable = memory.stabilized(now, policy.stabilization_window_seconds, recommendation)
-        if stable > target:
+        if stable > resource.clamp(target):
             reasons.append(
                 f"scale-down held at {min(stable, current)} by the stabilisation window "
                 f"({policy.stabilization_window_seconds:.0f}s)"
