@@ -3,22 +3,16 @@
 Raw statistics (a z-score, a CUSUM sum, a run length) have different distributions on
 different series: a |z| of 4 is routine on a bursty Twitter count and unheard of on a smooth
 CPU gauge. Each statistic is therefore compared with its *own* history on *its own* series:
-we keep a running log-normal fit (mean and variance of log(stat + offset)) and report the
-surprisal -log10 P(stat >= observed) of the current value under that fit. Surprisals are
-comparable across methods and series, which is what lets one threshold serve a whole fleet.
+we keep a running model of its upper tail and report the surprisal -log10 P(stat >= observed)
+of the current value under that model. Surprisals are comparable across methods and series,
+which is what lets one threshold serve a whole fleet.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
 
 LN10 = np.log(10.0)
-
-
-def surprisal_from_z(z: np.ndarray) -> np.ndarray:
-    """-log10 of the upper Gaussian tail beyond z."""
-    return -log_ndtr(-z) / LN10
 
 
 def score_from_surprisal(surprisal: np.ndarray, half: float) -> np.ndarray:
@@ -28,11 +22,6 @@ def score_from_surprisal(surprisal: np.ndarray, half: float) -> np.ndarray:
     probabilities) while staying readable with a few decimals in a CSV.
     """
     return 1.0 - np.exp2(-np.maximum(surprisal, 0.0) / half)
-
-
-def surprisal_from_score(score: np.ndarray | float, half: float) -> np.ndarray | float:
-    """Inverse of score_from_surprisal, for thresholds that operators give as scores."""
-    return -half * np.log2(np.maximum(1.0 - np.asarray(score), 1e-300))
 
 
 class TailCalibrator:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import DetectorConfig, alpha
 
-STAT_NAMES: tuple[str, ...] = ("profile_z", "level_shift", "variance_shift", "flatline")
+# Statistics, in order: profile_z, level_shift (CUSUM), variance_shift, flatline run.
 # Tail thresholds for calibration: one scale unit off the profile, any CUSUM excess, a
 # variance ratio beyond e**0.5, any repeated value.
 HURDLES: tuple[float, ...] = (1.0, 0.0, 0.5, 0.0)

@@ -120,3 +120,29 @@ def test_playbook_validation_names_the_field(client_with_role):
 def test_executions_are_read_only(client_with_role):
     assert client_with_role("viewer").get(BASE + "anomaly/executions").status_code == 200
     assert client_with_role("admin").post(BASE + "anomaly/executions", {}).status_code == 405
+
+
+def test_admin_pages_and_chart_render(admin_client):
+    a = _anomaly(points=[[1.7e9, 10.0, 1.0, 0.5, 0.9], [1.7e9 + 300, 9.0, 1.0, 0.5, 0.85]])
+    for url in (
+        "/admin/anomalies/anomaly/",
+        f"/admin/anomalies/anomaly/{a.pk}/change/",
+        f"/admin/anomalies/anomaly/{a.pk}/chart/",
+        "/admin/anomalies/responseplaybook/",
+        "/admin/anomalies/detectorstate/",
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200, url
+    chart = admin_client.get(f"/admin/anomalies/anomaly/{a.pk}/chart/").content.decode()
+    assert "expected band" in chart and "abnormal points" in chart
+
+
+def test_admin_false_positive_action_records_the_pattern(admin_client):
+    a = _anomaly()
+    response = admin_client.post(
+        "/admin/anomalies/anomaly/",
+        {"action": "false_positive", "_selected_action": [a.pk]},
+    )
+    assert response.status_code == 302
+    a.refresh_from_db()
+    assert a.status == "false_positive" and DismissedPattern.objects.filter(anomaly=a).exists()
