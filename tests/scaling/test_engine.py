@@ -181,6 +181,7 @@ def test_desired_units_respect_min_and_max():
     assert d.desired_units == 50
     d = decide(resource(2, min_units=2), [proposal("cpu", 0)], ScalingMemory(), 0.0)
     assert d.desired_units == 2 and d.action == Action.NONE
+    assert not any("stabilisation" in r for r in d.reasons)  # the floor, not the window
 
 
 def test_resource_validation():
