@@ -7,7 +7,7 @@ import pytest
 from forecasting import services
 from forecasting.models import HORIZONS, BusinessInsight, Forecast, ForecastTarget
 from tests.forecasting.factories import ForecastTargetFactory, hourly_values, series_with_values
-from tests.forecasting.schema import assert_matches_schema
+from tests.schema import assert_matches_schema
 
 pytestmark = pytest.mark.django_db
 
@@ -154,7 +154,7 @@ def test_targets_are_edited_by_admins_only_and_validated(client_with_role):
 
 
 def test_every_forecasting_horizon_is_offered_in_the_schema():
-    from tests.forecasting.schema import openapi
+    from tests.schema import openapi
 
     params = openapi()["paths"]["/admin/api/phase3/analytics/predictions/"]["get"]["parameters"]
     horizon = next(p for p in params if p["name"] == "horizon")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from insights.models import Insight, MLModel
+from tests.schema import assert_matches_schema
 
 from .factories import InsightFactory, MLModelFactory, SegmentFactory
-from .schema import assert_matches_schema
 
 pytestmark = pytest.mark.django_db
 
