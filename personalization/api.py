@@ -25,6 +25,13 @@ def _check(errors: list[str]) -> None:
         raise serializers.ValidationError(errors)
 
 
+def _check_window(attrs: dict, instance) -> None:
+    starts = attrs.get("starts_at", getattr(instance, "starts_at", None))
+    ends = attrs.get("ends_at", getattr(instance, "ends_at", None))
+    if starts and ends and ends <= starts:
+        raise serializers.ValidationError({"ends_at": ["must be after starts_at"]})
+
+
 class UserProfileSerializer(serializers.ModelSerializer):
     class Meta:
         model = UserProfile
@@ -60,10 +67,7 @@ class RuleSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs):
-        starts = attrs.get("starts_at", getattr(self.instance, "starts_at", None))
-        ends = attrs.get("ends_at", getattr(self.instance, "ends_at", None))
-        if starts and ends and ends <= starts:
-            raise serializers.ValidationError({"ends_at": ["must be after starts_at"]})
+        _check_window(attrs, self.instance)
         return attrs
 
 
@@ -94,6 +98,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs):
+        _check_window(attrs, self.instance)
         if self.instance is not None and self.instance.status != Experiment.Status.DRAFT:
             frozen = {"key", "variants", "coverage", "targeting", "primary_metric"} & set(attrs)
             changed = [f for f in sorted(frozen) if attrs[f] != getattr(self.instance, f)]

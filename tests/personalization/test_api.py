@@ -153,6 +153,7 @@ class TestExperimentsApi:
             ({"targeting": {"persona": "wizard"}}, "targeting"),
             ({"coverage": 1.5}, "coverage"),
             ({"alpha": 0.9}, "alpha"),
+            ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
         ],
     )
     def test_bad_input_names_the_field(self, client_with_role, patch, field):
