@@ -108,3 +108,14 @@ def demo_world(_demo_seeded):
     from telemetry.demo import demo_ensure
 
     return demo_ensure(days=7, users=200, seed=1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_profile_flush_after_the_test_database_is_gone():
+    """The request profiler flushes at process exit; under pytest the test database is gone by then."""
+    yield
+    import atexit
+
+    from optimization import middleware
+
+    atexit.unregister(middleware._flush_at_exit)
