@@ -65,8 +65,11 @@ def result_summary(result: ExperimentResult) -> dict:
                 "p_value_holm": c["p_value_holm"],
                 "chance_to_beat_control": c["chance_to_beat_control"],
                 "sequential_p_value": c["sequential"]["p_value"],
+                "sequential_p_value_holm": c["sequential_p_value_holm"],
                 "sequential_ci": c["sequential"]["ci"],
-                "sequential_significant": c["sequential"]["significant"],
+                # Holm-adjusted like the fixed-horizon p-value, so several variants
+                # do not multiply the chances of a false "winner".
+                "sequential_significant": c["sequential_p_value_holm"] < result.experiment.alpha,
             }
             for c in result.comparisons
         ],

@@ -375,3 +375,18 @@ def test_segments_follow_behaviour():
     assert "power_user" in tags["u0"] and "power_user" not in tags["u1"]
     assert "dormant" in tags["u9"] and "dormant" not in tags["u1"]
     assert tags["u3"] == ["purchaser"]
+
+
+def test_sequential_significance_in_summaries_is_holm_adjusted():
+    exp = ExperimentFactory(key="t-holm", alpha=0.05)
+    seq = {"p_value": 0.03, "ci": {"lower": 0.0, "upper": 1.0}, "significant": True}
+    comparison = {"fixed": {"relative_lift": 0.1, "relative_lift_ci": {"lower": 0, "upper": 1},
+                            "p_value": 0.03},
+                  "p_value_holm": 0.06, "chance_to_beat_control": 0.9, "sequential": seq}  # fmt: skip
+    result = ExperimentResult.objects.create(
+        experiment=exp, metric="m", metric_kind="conversion",
+        comparisons=[{**comparison, "variant": "a", "sequential_p_value_holm": 0.06},
+                     {**comparison, "variant": "b", "sequential_p_value_holm": 0.04}],
+    )  # fmt: skip
+    summary = selectors.result_summary(result)
+    assert [c["sequential_significant"] for c in summary["comparisons"]] == [False, True]
