@@ -145,6 +145,7 @@ class CeleryPoolActuator:
             )  # fmt: skip
             if not replies:
                 raise ActuatorError("celery autoscale: no worker replied")
+            _raise_on_error("celery autoscale", replies)
             return ActuationResult(request.desired_units, f"celery autoscale: {replies}")
         sizes = self.pool_sizes(destination)
         details = []
@@ -161,8 +162,19 @@ class CeleryPoolActuator:
                 reply = "already at size"
             if not reply:
                 raise ActuatorError(f"celery: {worker} did not reply to the pool change")
+            if isinstance(reply, list):
+                _raise_on_error(f"celery pool change on {worker}", reply)
             details.append(f"{worker}: {size}->{request.desired_units} ({reply})")
         return ActuationResult(request.desired_units, "celery pool: " + "; ".join(details))
+
+
+def _raise_on_error(what: str, replies: list[dict]) -> None:
+    """Remote-control replies look like ``[{worker: {"ok": ...} | {"error": ...}}]``."""
+    errors = [f"{worker}: {answer['error']}" for reply in replies
+              for worker, answer in reply.items()
+              if isinstance(answer, dict) and "error" in answer]  # fmt: skip
+    if errors:
+        raise ActuatorError(f"{what}: " + "; ".join(errors))
 
 
 class KubernetesActuator:

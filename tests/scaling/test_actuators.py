@@ -144,14 +144,17 @@ def test_kubernetes_without_the_package_says_so(monkeypatch):
 
 
 @pytest.fixture
-def celery_worker(redis_url):
-    """A real prefork worker on Redis, on a private queue, with a 1-process pool."""
+def celery_worker(redis_url, request):
+    """A real prefork worker on Redis, on a private queue, with a 1-process pool
+    (or ``--autoscale=MAX,1`` when the test is parametrised indirectly with MAX)."""
     from celery import Celery
 
+    autoscale = getattr(request, "param", None)
+    sizing = ["--autoscale", f"{autoscale},1"] if autoscale else ["-c", "1"]
     name = f"scalingtest-{uuid.uuid4().hex[:8]}@localhost"
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.scaling.celery_worker_app", "worker", "-P", "prefork", "-c", "1",
+        [sys.executable, "-m", "celery", "-A", "tests.scaling.celery_worker_app", "worker", "-P", "prefork", *sizing,
          "-Q", f"q-{name}", "-n", name, "--without-gossip", "--without-mingle",
          "--loglevel=WARNING"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -195,6 +198,23 @@ def test_celery_pool_grows_and_shrinks_a_real_worker(celery_worker):
     assert settled_size(actuator, name, 3) == 3
     actuator.apply(request(2, destination=name))
     assert settled_size(actuator, name, 2) == 2
+
+
+@pytest.mark.parametrize("celery_worker", [2], indirect=True)
+def test_celery_autoscale_sets_the_maximum_of_a_real_autoscaling_worker(celery_worker):
+    app, name = celery_worker
+    actuator = CeleryPoolActuator(app=app, timeout=5.0)
+    actuator.apply(request(5, destination=name, mode="autoscale", autoscale_min=1))
+    stats = app.control.inspect(destination=[name], timeout=5.0).stats()
+    assert stats[name]["autoscaler"]["max"] == 5
+
+
+def test_celery_autoscale_on_a_fixed_pool_worker_is_a_failure(celery_worker):
+    app, name = celery_worker
+    with pytest.raises(ActuatorError, match=r"(?i)autoscale"):
+        CeleryPoolActuator(app=app, timeout=5.0).apply(
+            request(3, destination=name, mode="autoscale")
+        )
 
 
 def test_celery_actuator_without_a_worker_fails_clearly(redis_url):
