@@ -51,7 +51,7 @@ class DetectorConfig:
     # After a detection (score >= alert_score) scores are damped for this many points,
     # so one incident raises one alert instead of a burst.
     alert_score: float = 0.8
-    cooldown: int = 96
+    cooldown: int = 300
     cooldown_damping: float = 0.5
     # Isolation forest shared by the series scored together: first fit once the reservoir
     # holds `ml_min_train` windows, refitted every `ml_retrain_every` time steps (0: only

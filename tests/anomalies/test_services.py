@@ -94,27 +94,24 @@ def _score(series, now_epoch):
 
 
 def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
-    series, ts, values = _synthetic("svc.latency.fp", n=1500)
-    values[1000:1004] += 25.0  # a harmless batch job bump
-    insert_samples([series.pk] * 1100, ts[:1100], values[:1100])
-    _score(series, ts[1099])
+    # Repeats are spaced beyond the detector's alert cooldown, so each one is judged anew.
+    series, ts, values = _synthetic("svc.latency.fp", n=2000)
+    for at in (500, 1000):
+        values[at : at + 4] += 25.0  # a harmless batch job bump, twice
+    values[1500:1504] += 120.0  # a real incident on the same series
+    insert_samples([series.pk] * 600, ts[:600], values[:600])
+    _score(series, ts[599])
     first = Anomaly.objects.get(series=series)
     services.anomaly_mark_false_positive(anomaly_id=first.pk, by="ops")
 
-    again = ts[1100:1300]
-    bump = values[1100:1300].copy()
-    bump[100:104] += 25.0  # the same bump again
-    insert_samples([series.pk] * 200, again, bump)
-    counts = _score(series, again[-1])
+    insert_samples([series.pk] * 500, ts[600:1100], values[600:1100])
+    counts = _score(series, ts[1099])
     assert counts["suppressed"] >= 1
     assert Anomaly.objects.filter(series=series).count() == 1
     assert DismissedPattern.objects.get(anomaly=first).suppressed_count >= 1
 
-    later = ts[1300:1500]
-    big = values[1300:1500].copy()
-    big[100:104] += 120.0  # a real incident on the same series still alerts
-    insert_samples([series.pk] * 200, later, big)
-    _score(series, later[-1])
+    insert_samples([series.pk] * 900, ts[1100:], values[1100:])
+    _score(series, ts[-1])
     assert Anomaly.objects.filter(series=series).exclude(pk=first.pk).exists()
 
 
