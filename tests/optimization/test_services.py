@@ -87,12 +87,12 @@ def test_baselines_are_idempotent_and_follow_the_data():
     ts = grid(14)
     hour = (ts // 3600) % 24
     series = write("http.latency.p95", ts, 100 + 50 * (hour >= 12), {"endpoint": "/x"})
-    first = services.baselines_recompute()
+    services.baselines_recompute()
     row = Baseline.objects.get(series=series)
-    assert first["baselines"] == 1
+    count = Baseline.objects.count()  # other series (a shared demo world) may have baselines too
     assert max(row.median) == pytest.approx(150) and min(row.median) == pytest.approx(100)
     services.baselines_recompute()
-    assert Baseline.objects.count() == 1
+    assert Baseline.objects.count() == count
     assert Baseline.objects.get(series=series).median == row.median
 
 
