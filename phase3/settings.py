@@ -221,6 +221,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One name for a choice set that several fields share (complexity and risk).
+    "ENUM_NAME_OVERRIDES": {"LevelEnum": "optimization.models.Recommendation.Level"},
     "APPEND_COMPONENTS": {
         "securitySchemes": {"AdminKey": {"type": "apiKey", "in": "header", "name": "X-Admin-Key"}}
     },
