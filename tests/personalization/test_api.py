@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from personalization.models import Experiment, ExperimentResult, Exposure, PersonalizationRule
+from tests.schema import assert_matches_schema
 
 from .factories import ExperimentFactory, RuleFactory, UserProfileFactory, add_events
-from .schema import assert_matches_schema
 
 pytestmark = pytest.mark.django_db
 API = "/admin/api/phase3/personalization"
