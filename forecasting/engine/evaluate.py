@@ -1,6 +1,6 @@
 """Backtest the engine against the seasonal naive on CSV series (e.g. NAB).
 
-    python -m forecasting.engine.evaluate /work/shared/data/nab/data --horizon-hours 24 --origins 3
+    python -m forecasting.engine.evaluate ../shared/data/nab/data --horizon-hours 24 --origins 3
 
 For every ``timestamp,value`` CSV under the given paths, the last
 ``origins x horizon`` points are held out: the engine is run on the history
