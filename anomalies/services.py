@@ -181,10 +181,8 @@ def _track_episodes(s, row, result, ts_block, value_block, cfg, dismissed, run: 
     ts, values = ts_block[row, :n], value_block[row, :n]
     expected, scale = result.expected[row, :n], result.scale[row, :n]
     families = {f: v[row, :n] for f, v in result.surprisal.items()}
-    voting = np.zeros(n, dtype=bool)
-    for v in families.values():
-        voting |= v >= cfg.vote_surprisal
-    total = sum(cfg.weights[f] * v.astype(float) for f, v in families.items())
+    voting = result.any_vote()[row, :n]
+    total = result.total[row, :n]
     z = (values - expected) / scale
     alert = result.scores[row, :n] >= cfg.alert_score
     current = Anomaly.objects.filter(series=s, ended_at__isnull=True).first()
@@ -198,7 +196,7 @@ def _track_episodes(s, row, result, ts_block, value_block, cfg, dismissed, run: 
             else:
                 calm += 1
                 if calm >= RECOVERY_POINTS:
-                    _close(current, to_datetime(ts[i]), s, run)
+                    _close(current, to_datetime(ts[i]), run)
                     current, calm = None, 0
             continue
         if suppressing:
@@ -267,7 +265,7 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
         a.severity = severity
 
 
-def _close(a: Anomaly, when: datetime, s: Series, run: ScoreRun) -> None:
+def _close(a: Anomaly, when: datetime, run: ScoreRun) -> None:
     a.ended_at = when
     if a.status in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED):
         a.status = Anomaly.Status.RESOLVED

@@ -37,6 +37,7 @@ class ScoreResult:
 
     scores: np.ndarray  # (S, T) combined score in [0, 1], NaN on padding
     combined: np.ndarray  # (S, T) the same before repeats were damped: "still abnormal?"
+    total: np.ndarray  # (S, T) weighted sum of the families' surprisals behind `combined`
     surprisal: dict[str, np.ndarray]  # family -> (S, T) -log10 tail probability
     expected: np.ndarray  # (S, T) expected value before the point was seen
     scale: np.ndarray  # (S, T) one standard deviation around `expected`
@@ -45,6 +46,10 @@ class ScoreResult:
     def votes(self) -> dict[str, np.ndarray]:
         """family -> (S, T) bool: did the method call this point anomalous on its own."""
         return {f: s >= self.vote_surprisal for f, s in self.surprisal.items()}
+
+    def any_vote(self) -> np.ndarray:
+        """(S, T) bool: did at least one method call this point anomalous."""
+        return np.logical_or.reduce(list(self.votes().values()))
 
 
 class StreamingDetector:
@@ -93,11 +98,15 @@ class StreamingDetector:
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
         self._rules_pass(ts, values, families["rules"])
-        combined = self._combine(families)
+        w = self.config.weights
+        total = sum(w[f] * families[f].astype(float) for f in FAMILIES)
+        combined = score_from_surprisal(total, self.config.score_half_surprisal).astype(np.float32)
         combined[~np.isfinite(ts)] = np.nan
         scores = combined.copy()
         self._suppress_repeats(scores, np.isfinite(ts))
-        return ScoreResult(scores, combined, families, expected, scale, self.config.vote_surprisal)
+        return ScoreResult(
+            scores, combined, total, families, expected, scale, self.config.vote_surprisal
+        )
 
     def _step(self, t, x, j, families, expected_out, scale_out, features) -> None:
         cfg = self.config
@@ -221,12 +230,6 @@ class StreamingDetector:
                 ts[s, act], values[s, act], rules, self.breach_since[s]
             )
             out[s, act] = surprisal
-
-    def _combine(self, families: dict[str, np.ndarray]) -> np.ndarray:
-        """One score per point: weighted sum of the families' surprisals, mapped to [0, 1)."""
-        w = self.config.weights
-        combined = sum(w[f] * families[f].astype(float) for f in FAMILIES)
-        return score_from_surprisal(combined, self.config.score_half_surprisal).astype(np.float32)
 
     def _suppress_repeats(self, scores: np.ndarray, active: np.ndarray) -> None:
         """Damp scores for `cooldown` points after each alert: one incident, one alert."""
