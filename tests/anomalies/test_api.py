@@ -146,3 +146,15 @@ def test_admin_false_positive_action_records_the_pattern(admin_client):
     assert response.status_code == 302
     a.refresh_from_db()
     assert a.status == "false_positive" and DismissedPattern.objects.filter(anomaly=a).exists()
+
+
+def test_detect_anomalies_command_fails_clearly_on_bad_input(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="no such file"):
+        call_command("detect_anomalies", str(tmp_path / "missing.csv"), out_dir=str(tmp_path))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,val\n1,2\n")
+    with pytest.raises(CommandError, match="missing column"):
+        call_command("detect_anomalies", str(bad), out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
