@@ -158,3 +158,10 @@ def test_detect_anomalies_command_fails_clearly_on_bad_input(tmp_path):
     with pytest.raises(CommandError, match="missing column"):
         call_command("detect_anomalies", str(bad), out_dir=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_overview_endpoint_carries_the_anomaly_section(client_with_role):
+    before = client_with_role("viewer").get(BASE + "overview").json()["anomalies"]
+    _anomaly(severity="critical")
+    after = client_with_role("viewer").get(BASE + "overview").json()["anomalies"]
+    assert after["open_anomalies"] == before["open_anomalies"] + 1
