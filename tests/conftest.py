@@ -119,3 +119,28 @@ def _no_profile_flush_after_the_test_database_is_gone():
     from optimization import middleware
 
     atexit.unregister(middleware._flush_at_exit)
+
+
+def set_aside_telemetry() -> None:
+    """Empty the telemetry tables inside the current test's transaction (rolled back after).
+
+    For tests that build their own small world and count what they find: the shared demo
+    world (seeded once per session) would otherwise be counted too.
+    """
+    from django.db import connection
+
+    from telemetry.models import DemoIncident, DemoUser, Event, Series
+
+    if connection.vendor == "postgresql":
+        tables = [m._meta.db_table for m in (Series, Event, DemoUser)]
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+        return
+    DemoIncident.objects.all().delete()
+    for model in (Series, Event, DemoUser):
+        model.objects.all().delete()
+
+
+@pytest.fixture
+def empty_telemetry(db) -> None:
+    set_aside_telemetry()

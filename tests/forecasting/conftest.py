@@ -19,3 +19,11 @@ def celery_eager():
     current_app.conf.task_always_eager = True
     yield
     current_app.conf.task_always_eager = previous
+
+
+@pytest.fixture(autouse=True)
+def _own_world(request):
+    """Database tests here build their own series; the shared demo world is set aside."""
+    uses_db = request.node.get_closest_marker("django_db") or "db" in request.fixturenames
+    if uses_db and "demo_world" not in request.fixturenames:
+        request.getfixturevalue("empty_telemetry")

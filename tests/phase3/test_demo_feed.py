@@ -4,17 +4,14 @@ import numpy as np
 import pytest
 
 from telemetry.demo import DemoConfig, demo_extend, seed_demo
-from telemetry.models import DemoIncident, Series
 from telemetry.selectors import series_get, series_values
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _empty_telemetry():
-    """These tests build their own small world; the shared demo world is set aside (rolled back)."""
-    DemoIncident.objects.all().delete()
-    Series.objects.all().delete()
+def _own_world(empty_telemetry):
+    """These tests build their own small world; the shared demo world is set aside."""
 
 
 def test_the_live_feed_does_nothing_without_a_demo_world():
