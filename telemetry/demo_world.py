@@ -220,11 +220,24 @@ def build_metrics(
 
 
 def _plan_incidents(ts: np.ndarray, span: float, step: float) -> list[Incident]:
-    """Place incidents at fixed fractions of the period, at least a day from either end."""
+    """Place incidents at fixed fractions of the period, at least a day from either end.
+
+    The two most telling ones (DB pool exhaustion, a checkout error burst) fall in the last
+    week, so a fresh `make run` shows them within the detectors' first backfill.
+    """
 
     def at(fraction: float) -> float:
         t = ts[0] + 86400.0 + fraction * max(span - 2 * 86400.0, step)
         return float(ts[0] + np.floor((t - ts[0]) / step) * step)
+
+    def days_before_end(days: float, fraction: float) -> float:
+        """Recent incidents sit at a fixed age; in a world too short for that, at a fraction."""
+        if span < (days + 1.5) * 86400.0:
+            return at(fraction)
+        return float(ts[0] + np.floor((ts[-1] - days * 86400.0 - ts[0]) / step) * step)
+
+    recent_db = days_before_end(4.0, 0.30)
+    recent_errors = days_before_end(1.5, 0.85)
 
     overall = ("http.latency.p95", {})
     return [
@@ -238,8 +251,8 @@ def _plan_incidents(ts: np.ndarray, span: float, step: float) -> list[Incident]:
                 ("http.latency.p95", {"endpoint": "/api/search"}),
                 ("db.time.ms", {"endpoint": "/api/checkout"}),
             ],
-            at(0.30),
-            at(0.30) + 60 * 60,
+            recent_db,
+            recent_db + 60 * 60,
             "A connection leak fills the DB pool; ten minutes later latency climbs everywhere.",
         ),
         Incident(
@@ -256,8 +269,8 @@ def _plan_incidents(ts: np.ndarray, span: float, step: float) -> list[Incident]:
             "errors",
             ("http.errors.ratio", {"endpoint": "/api/checkout"}),
             [("http.errors.ratio", {})],
-            at(0.85),
-            at(0.85) + 40 * 60,
+            recent_errors,
+            recent_errors + 40 * 60,
             "A bad deploy of checkout returns 5xx to about one request in ten.",
         ),
         Incident(
