@@ -77,7 +77,5 @@ def test_profiled_requests_feed_the_analysis_end_to_end(client, profiled):
     finding = next(f for f in result.bottlenecks["n_plus_one"] if f["endpoint"] == endpoint)
     assert finding["source"] == "requests" and "pg_sleep" in finding["shape"]
     assert finding["requests_with_pattern"] == finding["requests_total"] == 5
-    draft = next(
-        d for d in result.drafts if d.category == "n_plus_one" and d.endpoint == endpoint
-    )
+    draft = next(d for d in result.drafts if d.category == "n_plus_one" and d.endpoint == endpoint)
     assert "5 of 5 requests" in draft.confidence_explanation
