@@ -60,11 +60,7 @@ def schedules_summary() -> dict:
     now = timezone.now()
     rows, stale = [], 0
     for task in tasks:
-        period = (
-            timedelta(seconds=task.interval.every * _unit_seconds(task.interval.period))
-            if task.interval
-            else timedelta(days=1)
-        )
+        period = task.interval.schedule.run_every if task.interval else timedelta(days=1)
         last = last_ok.get(task.task)
         healthy = bool(task.enabled and last and now - last <= 2 * period + timedelta(minutes=1))
         stale += int(task.enabled and not healthy)
@@ -83,12 +79,6 @@ def schedules_summary() -> dict:
         "stale": stale,
         "schedules": rows,
     }
-
-
-def _unit_seconds(period: str) -> int:
-    return {"microseconds": 0, "seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}.get(
-        period, 1
-    )
 
 
 def system_sections() -> dict:

@@ -110,24 +110,8 @@ def resample(
     if ts.size == 0:
         return ts, values
     origin = float(np.floor(ts[0] / step_seconds) * step_seconds) if origin is None else origin
-    bucket = np.floor((ts - origin) / step_seconds).astype(np.int64)
-    uniq, inverse = np.unique(bucket, return_inverse=True)
-    if agg == "mean":
-        out = np.bincount(inverse, weights=values) / np.bincount(inverse)
-    elif agg == "sum":
-        out = np.bincount(inverse, weights=values)
-    elif agg in ("max", "min", "last"):
-        out = np.full(uniq.size, np.nan)
-        order = np.argsort(ts, kind="stable")
-        if agg == "last":
-            out[inverse[order]] = values[order]
-        else:
-            fn = np.maximum if agg == "max" else np.minimum
-            out = np.full(uniq.size, -np.inf if agg == "max" else np.inf)
-            fn.at(out, inverse, values)
-    else:
-        raise ValueError(f"unknown aggregation {agg!r}")
-    return origin + uniq.astype(np.float64) * step_seconds, out
+    partials = partials_from_samples(ts, values, step=step_seconds, origin=origin)
+    return finish(partials, agg)
 
 
 def series_values_resampled(

@@ -7,7 +7,7 @@ views, tasks and commands validate their input and call these.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import conf
 from .bulk import insert_event_columns, insert_samples_us
-from .models import Event, RollupState, Sample, SampleRollup, Series, labels_key
+from .models import RollupState, Sample, SampleRollup, Series, labels_key
 from .validation import EventBatch, SampleBatch, TimeBounds, validate_events, validate_samples
 
 HOUR = timedelta(hours=1)
@@ -136,23 +136,6 @@ def events_write_batch(*, batch: EventBatch) -> IngestResult:
         client_id=batch.client_id,
     )
     return IngestResult(received=len(batch), written=written)
-
-
-@transaction.atomic
-def samples_write(*, series: Series, points: Iterable[tuple[datetime, float]]) -> int:
-    """Write points of one series, keeping existing (series, ts) rows: re-sending changes nothing."""
-    objs = [Sample(series=series, ts=ts, value=float(v)) for ts, v in points]
-    Sample.objects.bulk_create(objs, batch_size=5000, ignore_conflicts=True)
-    if objs:
-        rollups_mark_stale(since=min(o.ts for o in objs))
-    return len(objs)
-
-
-@transaction.atomic
-def events_write(*, events: Iterable[Event]) -> int:
-    objs = list(events)
-    Event.objects.bulk_create(objs, batch_size=5000, ignore_conflicts=True)
-    return len(objs)
 
 
 # --- Rollups ---------------------------------------------------------------------------
