@@ -140,7 +140,11 @@ def update_baseline(
     a_res = np.where(prev_cycles < 1, 1.0, np.maximum(a_prof, 0.5 / (prev_cycles + 1.0)))
     res = state["week_residual"][rows, week_slot]
     miss = y0 - exp.raw_expected
-    state["week_residual"][rows, week_slot] = np.where(valid, res + a_res * (miss - res), res)
+    # Before the burn-in the predictors are still converging (at the first point the level
+    # is 0): their misses say nothing about this hour of the week and, learned at full
+    # weight, came back as a phantom spike in the same slot every week.
+    settled = valid & (count >= cfg.burn_in)
+    state["week_residual"][rows, week_slot] = np.where(settled, res + a_res * (miss - res), res)
 
     deviation = y0 - state["base"]
     for name, slot, cycle, idx in (

@@ -46,13 +46,24 @@ class DetectorConfig:
     )
     # A method votes when its own tail probability is below 10**-vote_surprisal.
     vote_surprisal: float = 3.0
-    # Surprisal at which the combined score reaches 0.5 (score = 1 - 2**(-s/half)).
-    score_half_surprisal: float = 6.0
-    # After a detection (score >= alert_score) scores are damped for this many points,
-    # so one incident raises one alert instead of a burst.
-    alert_score: float = 0.8
-    cooldown: int = 300
+    # The summed evidence is ranked against the series' own recent evidence (evidence.py):
+    # the histogram forgets with this span in points, and evidence beyond everything held
+    # earns `record_bonus` per doubling.
+    evidence_span: float = 8000.0
+    record_bonus: float = 0.5
+    # The ranked surprisal is capped at raw evidence / this: reaching the alert level (2.5)
+    # takes a summed surprisal of 7.5, e.g. three methods at p = 1e-2.5 each.
+    evidence_per_surprisal: float = 3.0
+    # Ranked surprisal at which the combined score reaches 0.5 (score = 1 - 2**(-s/half)).
+    score_half_surprisal: float = 1.0
+    # After a detection (score >= alert_score) scores are damped for `cooldown_seconds`, so
+    # one incident raises one alert instead of a burst; a point with `escalation` times the
+    # opening alert's raw evidence alerts again (0: never).
+    # 0.823 = 1 - 2**-2.5: evidence in the top 0.3% of this series' recent history.
+    alert_score: float = 0.823
+    cooldown_seconds: float = 86400.0
     cooldown_damping: float = 0.5
+    escalation: float = 2.0
     # Isolation forest shared by the series scored together: first fit once the reservoir
     # holds `ml_min_train` windows, refitted every `ml_retrain_every` time steps (0: only
     # when `retrain()` is called, the scheduled daily job) on up to `ml_reservoir` windows

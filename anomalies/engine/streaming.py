@@ -23,12 +23,13 @@ import numpy as np
 from . import baseline, learned, pattern, statistical
 from .calibration import TailCalibrator, score_from_surprisal
 from .config import FAMILIES, DetectorConfig
+from .evidence import EvidenceRanker
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
-_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left")
+_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 @dataclass
@@ -36,8 +37,10 @@ class ScoreResult:
     """Scores of a (series, time) block plus what each method said about every point."""
 
     scores: np.ndarray  # (S, T) combined score in [0, 1], NaN on padding
-    combined: np.ndarray  # (S, T) the same before repeats were damped: "still abnormal?"
-    total: np.ndarray  # (S, T) weighted sum of the families' surprisals behind `combined`
+    # (S, T) the same before repeats were damped: "still abnormal?"; the evidence ranked
+    # against the series' own history (evidence.py), mapped to [0, 1).
+    combined: np.ndarray
+    total: np.ndarray  # (S, T) weighted sum of the families' surprisals (raw evidence)
     surprisal: dict[str, np.ndarray]  # family -> (S, T) -log10 tail probability
     expected: np.ndarray  # (S, T) expected value before the point was seen
     scale: np.ndarray  # (S, T) one standard deviation around `expected`
@@ -63,6 +66,8 @@ class StreamingDetector:
         self.y_prev = np.full(n_series, np.nan)
         self.step = np.full(n_series, np.inf)
         self.cooldown_left = np.zeros(n_series)
+        # Evidence (total surprisal) of the alert that started the current cooldown.
+        self.cooldown_bar = np.zeros(n_series)
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
@@ -72,6 +77,7 @@ class StreamingDetector:
         self.learned_calibrator = TailCalibrator(
             n_series, (learned.HURDLE,), cfg.calibration_span, min_beta=0.005
         )
+        self.ranker = EvidenceRanker(n_series, cfg.evidence_span, cfg.record_bonus)
         # Fleet-level model state (see learned.py): shared by the series scored together.
         self.forest = None
         self.reservoir = np.zeros((0, learned.N_FEATURES), np.float32)
@@ -100,10 +106,21 @@ class StreamingDetector:
         self._rules_pass(ts, values, families["rules"])
         w = self.config.weights
         total = sum(w[f] * families[f].astype(float) for f in FAMILIES)
-        combined = score_from_surprisal(total, self.config.score_half_surprisal).astype(np.float32)
+        ranked = np.zeros((n_s, n_t))
+        learn = valid_all & burned
+        for j in range(n_t):
+            ranked[:, j] = self.ranker.surprisal_and_update(total[:, j], learn[:, j])
+        # Rank alone would call the largest wobble of a quiet series a record: the ranked
+        # surprisal is capped by the raw evidence, so an alert also needs the methods
+        # themselves to find the point improbable.
+        ranked = np.minimum(ranked, total / self.config.evidence_per_surprisal)
+        # An operator's rule is an anomaly by definition, however often it is breached.
+        evidence = np.maximum(ranked, w["rules"] * families["rules"])
+        combined = score_from_surprisal(evidence, self.config.score_half_surprisal)
+        combined = combined.astype(np.float32)
         combined[~np.isfinite(ts)] = np.nan
         scores = combined.copy()
-        self._suppress_repeats(scores, np.isfinite(ts))
+        self._suppress_repeats(scores, total, np.isfinite(ts))
         return ScoreResult(
             scores, combined, total, families, expected, scale, self.config.vote_surprisal
         )
@@ -231,24 +248,47 @@ class StreamingDetector:
             )
             out[s, act] = surprisal
 
-    def _suppress_repeats(self, scores: np.ndarray, active: np.ndarray) -> None:
-        """Damp scores for `cooldown` points after each alert: one incident, one alert."""
+    def _suppress_repeats(self, scores: np.ndarray, total: np.ndarray, active: np.ndarray) -> None:
+        """Damp scores for `cooldown_seconds` after each alert: one incident, one alert.
+
+        An incident that gets worse is news, though: a point whose evidence exceeds
+        `escalation` times that of the alert that opened the cooldown alerts again and
+        restarts it (a second, larger spike an hour after the first is not a repeat).
+        """
         cfg = self.config
         for s in range(self.n_series):
             n = int(active[s].sum())
-            row = scores[s, :n]
-            pos = min(int(self.cooldown_left[s]), n)
-            row[:pos] *= cfg.cooldown_damping
-            end = pos
-            while pos < n:
-                hits = np.flatnonzero(row[pos:] >= cfg.alert_score)
+            row, evidence = scores[s, :n], total[s, :n]
+            left, bar = int(self.cooldown_left[s]), float(self.cooldown_bar[s])
+            # The pause is a time span, counted in this series' own sampling steps.
+            step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
+            cooldown = max(1, round(cfg.cooldown_seconds / step))
+            j = 0
+            while j < n:
+                if left > 0:
+                    stop = min(n, j + left)
+                    seg = slice(j, stop)
+                    escalated = np.flatnonzero(
+                        (row[seg] >= cfg.alert_score)
+                        & (cfg.escalation > 0)
+                        & (evidence[seg] > cfg.escalation * bar)
+                    )
+                    if escalated.size == 0:
+                        row[seg] *= cfg.cooldown_damping
+                        left -= stop - j
+                        j = stop
+                        continue
+                    k = j + int(escalated[0])
+                    row[j:k] *= cfg.cooldown_damping
+                    left, bar, j = cooldown, float(evidence[k]), k + 1
+                    continue
+                hits = np.flatnonzero(row[j:] >= cfg.alert_score)
                 if hits.size == 0:
                     break
-                j = pos + int(hits[0])
-                end = j + 1 + cfg.cooldown
-                row[j + 1 : end] *= cfg.cooldown_damping
-                pos = end
-            self.cooldown_left[s] = max(0, end - n)
+                k = j + int(hits[0])
+                left, bar, j = cooldown, float(evidence[k]), k + 1
+            self.cooldown_left[s] = left
+            self.cooldown_bar[s] = bar
 
     # ------------------------------------------------------------- persistence
     def _state_arrays(self) -> list[np.ndarray]:
@@ -282,6 +322,7 @@ class StreamingDetector:
             "pat": self.pat,
             "cal": self.calibrator.state(),
             "lcal": self.learned_calibrator.state(),
+            "evid": self.ranker.state(),
         }
 
     @classmethod

@@ -94,23 +94,24 @@ def _score(series, now_epoch):
 
 
 def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
-    # Repeats are spaced beyond the detector's alert cooldown, so each one is judged anew.
+    # Repeats are spaced beyond the detector's alert cooldown, so each one is judged anew,
+    # and start once the series' noise scale has settled, so the same bump measures the same.
     series, ts, values = _synthetic("svc.latency.fp", n=2000)
-    for at in (500, 1000):
+    for at in (700, 1200):
         values[at : at + 4] += 25.0  # a harmless batch job bump, twice
-    values[1500:1504] += 120.0  # a real incident on the same series
-    insert_samples([series.pk] * 600, ts[:600], values[:600])
-    _score(series, ts[599])
+    values[1700:1704] += 120.0  # a real incident on the same series
+    insert_samples([series.pk] * 800, ts[:800], values[:800])
+    _score(series, ts[799])
     first = Anomaly.objects.get(series=series)
     services.anomaly_mark_false_positive(anomaly_id=first.pk, by="ops")
 
-    insert_samples([series.pk] * 500, ts[600:1100], values[600:1100])
-    counts = _score(series, ts[1099])
+    insert_samples([series.pk] * 500, ts[800:1300], values[800:1300])
+    counts = _score(series, ts[1299])
     assert counts["suppressed"] >= 1
     assert Anomaly.objects.filter(series=series).count() == 1
     assert DismissedPattern.objects.get(anomaly=first).suppressed_count >= 1
 
-    insert_samples([series.pk] * 900, ts[1100:], values[1100:])
+    insert_samples([series.pk] * 700, ts[1300:], values[1300:])
     _score(series, ts[-1])
     assert Anomaly.objects.filter(series=series).exclude(pk=first.pk).exists()
 
