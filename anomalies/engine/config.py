@@ -26,6 +26,10 @@ class DetectorConfig:
     # Multi-scale averaging windows of the residual (short and medium).
     short_span: float = 3.0
     medium_span: float = 24.0
+    # Surge view: a short average of the raw values against their running median and MAD,
+    # which move at the pace of about `robust_span` points (a week of 5-minute data).
+    surge_span: float = 6.0
+    robust_span: float = 2016.0
     # Residual updates are clipped at this many scale units so that an anomaly does not
     # drag the baseline it is being compared with.
     winsor: float = 4.0

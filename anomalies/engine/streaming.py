@@ -140,11 +140,17 @@ class StreamingDetector:
 
         exp = baseline.Expectation(self.base, slots, cfg)
         residual = y - exp.expected
+        # The surge view's MAD is floored at a quarter of the residual scale, so that a
+        # series stuck on one value does not turn its first wobble into infinite MADs.
+        surge_floor = 0.25 * exp.scale
         raw = np.concatenate(
             [
                 statistical.residual_statistics(
                     self.stat, residual, exp.scale, valid, self.count, cfg
                 ),
+                statistical.surge_statistic(self.stat, y, valid, self.count, surge_floor, cfg)[
+                    :, None
+                ],
                 pattern.pattern_statistics(
                     self.pat,
                     y,
@@ -167,7 +173,9 @@ class StreamingDetector:
         n_stat = len(statistical.STAT_NAMES)
         burned = self.count >= cfg.burn_in
         missing = pattern.missing_surprisal(gap, active & ~valid)
-        families["statistical"][:, j] = np.where(burned, surprisal[:, :n_stat].max(axis=1), 0.0)
+        views = statistical.RESIDUAL_VIEWS
+        stat = surprisal[:, :views].max(axis=1) + surprisal[:, views]
+        families["statistical"][:, j] = np.where(burned, stat, 0.0)
         families["pattern"][:, j] = np.where(
             burned, np.maximum(surprisal[:, n_stat:].max(axis=1), missing), 0.0
         )

@@ -125,3 +125,40 @@ def test_the_first_points_do_not_leave_a_phantom_spike_in_their_hour_of_the_week
     weekly = result.total[0, 168 * 2 :: 168]
     assert weekly.max() < 5.0
     assert np.abs(result.expected[0, 336:] - 100.0).max() < 5.0
+
+
+def test_the_surge_view_tracks_the_median_and_mad_of_the_series():
+    from anomalies.engine.statistical import MAD_TO_SD, new_statistical_state, surge_statistic
+
+    rng = np.random.default_rng(11)
+    values = 40.0 + 3.0 * rng.standard_normal(6000)
+    cfg = DetectorConfig()
+    state = new_statistical_state(1)
+    floor = np.full(1, 1e-9)
+    for i, v in enumerate(values):
+        surge_statistic(state, np.array([v]), np.array([True]), np.array([float(i)]), floor, cfg)
+    assert abs(state["robust_median"][0] - 40.0) < 0.3
+    assert abs(MAD_TO_SD * state["robust_mad"][0] - 3.0) < 0.45
+
+
+def test_the_surge_view_keeps_its_anchor_through_a_sustained_shift():
+    """A two-sigma shift holds at two MADs for hours: the anchor moves at a weekly pace."""
+    from anomalies.engine.statistical import new_statistical_state, surge_statistic
+
+    rng = np.random.default_rng(13)
+    cfg = DetectorConfig()
+    state = new_statistical_state(1)
+    floor = np.full(1, 1e-9)
+    warm = 40.0 + 3.0 * rng.standard_normal(6000)
+    for i, v in enumerate(warm):
+        surge_statistic(state, np.array([v]), np.array([True]), np.array([float(i)]), floor, cfg)
+    anchor = state["robust_median"][0]
+    z = [
+        surge_statistic(
+            state, np.array([46.0]), np.array([True]), np.array([6000.0 + i]), floor, cfg
+        )[0]
+        for i in range(36)  # three hours at five minutes
+    ]
+    assert z[0] < 1.0 < z[3]
+    assert all(abs(x - 2.0) < 0.5 for x in z[12:])
+    assert abs(state["robust_median"][0] - anchor) < 0.3
