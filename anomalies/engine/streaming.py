@@ -27,7 +27,7 @@ from .evidence import EvidenceRanker
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
-_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar")
+_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left")
 # Bumped whenever the serialised layout of a series' state changes.
 STATE_VERSION = 2
 
@@ -66,8 +66,6 @@ class StreamingDetector:
         self.y_prev = np.full(n_series, np.nan)
         self.step = np.full(n_series, np.inf)
         self.cooldown_left = np.zeros(n_series)
-        # Evidence (total surprisal) of the alert that started the current cooldown.
-        self.cooldown_bar = np.zeros(n_series)
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
@@ -120,7 +118,7 @@ class StreamingDetector:
         combined = combined.astype(np.float32)
         combined[~np.isfinite(ts)] = np.nan
         scores = combined.copy()
-        self._suppress_repeats(scores, total, np.isfinite(ts))
+        self._suppress_repeats(scores, np.isfinite(ts))
         return ScoreResult(
             scores, combined, total, families, expected, scale, self.config.vote_surprisal
         )
@@ -256,47 +254,32 @@ class StreamingDetector:
             )
             out[s, act] = surprisal
 
-    def _suppress_repeats(self, scores: np.ndarray, total: np.ndarray, active: np.ndarray) -> None:
+    def _suppress_repeats(self, scores: np.ndarray, active: np.ndarray) -> None:
         """Damp scores for `cooldown_seconds` after each alert: one incident, one alert.
 
-        An incident that gets worse is news, though: a point whose evidence exceeds
-        `escalation` times that of the alert that opened the cooldown alerts again and
-        restarts it (a second, larger spike an hour after the first is not a repeat).
+        The pause is a time span counted in the series' own sampling steps, so an hourly
+        series is not silenced for twelve days by a pause sized for five-minute data. An
+        incident that gets worse inside the pause is not lost: the service keeps the
+        anomaly open while the methods still vote and raises its severity.
         """
         cfg = self.config
         for s in range(self.n_series):
             n = int(active[s].sum())
-            row, evidence = scores[s, :n], total[s, :n]
-            left, bar = int(self.cooldown_left[s]), float(self.cooldown_bar[s])
-            # The pause is a time span, counted in this series' own sampling steps.
+            row = scores[s, :n]
             step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
             cooldown = max(1, round(cfg.cooldown_seconds / step))
-            j = 0
-            while j < n:
-                if left > 0:
-                    stop = min(n, j + left)
-                    seg = slice(j, stop)
-                    escalated = np.flatnonzero(
-                        (row[seg] >= cfg.alert_score)
-                        & (cfg.escalation > 0)
-                        & (evidence[seg] > cfg.escalation * bar)
-                    )
-                    if escalated.size == 0:
-                        row[seg] *= cfg.cooldown_damping
-                        left -= stop - j
-                        j = stop
-                        continue
-                    k = j + int(escalated[0])
-                    row[j:k] *= cfg.cooldown_damping
-                    left, bar, j = cooldown, float(evidence[k]), k + 1
-                    continue
-                hits = np.flatnonzero(row[j:] >= cfg.alert_score)
+            pos = min(int(self.cooldown_left[s]), n)
+            row[:pos] *= cfg.cooldown_damping
+            end = pos
+            while pos < n:
+                hits = np.flatnonzero(row[pos:] >= cfg.alert_score)
                 if hits.size == 0:
                     break
-                k = j + int(hits[0])
-                left, bar, j = cooldown, float(evidence[k]), k + 1
-            self.cooldown_left[s] = left
-            self.cooldown_bar[s] = bar
+                j = pos + int(hits[0])
+                end = j + 1 + cooldown
+                row[j + 1 : end] *= cfg.cooldown_damping
+                pos = end
+            self.cooldown_left[s] = max(0, end - n)
 
     # ------------------------------------------------------------- persistence
     def _state_arrays(self) -> list[np.ndarray]:
