@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
+from telemetry.admin_charts import ChartAdminMixin, ChartPage
 from telemetry.charts import timeseries_chart
 
 from . import selectors, services
@@ -55,7 +55,7 @@ def _operator_action(service, verb: str):
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(admin.ModelAdmin):
+class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = [
         "series",
         "severity",
@@ -73,15 +73,10 @@ class AnomalyAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Anomaly._meta.fields if f.name not in ("status", "note")]
     inlines = [RootCauseInline, ResponseExecutionInline]
     actions = ["acknowledge", "resolve", "false_positive"]
+    chart_url_name = "anomalies_anomaly_chart"
 
     def has_add_permission(self, request) -> bool:
         return False
-
-    @admin.display(description="chart")
-    def chart_link(self, obj: Anomaly) -> str:
-        return format_html(
-            '<a href="{}">chart</a>', reverse("admin:anomalies_anomaly_chart", args=[obj.pk])
-        )
 
     @admin.action(description="Acknowledge selected anomalies")
     def acknowledge(self, request, queryset):
@@ -97,18 +92,10 @@ class AnomalyAdmin(admin.ModelAdmin):
             self, request, queryset
         )
 
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/chart/",
-                self.admin_site.admin_view(self.chart_view),
-                name="anomalies_anomaly_chart",
-            ),
-            *super().get_urls(),
-        ]
+    def get_chart_queryset(self) -> QuerySet:
+        return Anomaly.objects.select_related("series")
 
-    def chart_view(self, request, pk: int):
-        anomaly = Anomaly.objects.select_related("series").get(pk=pk)
+    def chart_page(self, request: HttpRequest, anomaly: Anomaly) -> ChartPage:
         ctx = selectors.anomaly_context(anomaly)
         chart = timeseries_chart(
             f"{anomaly.series} around the anomaly",
@@ -134,16 +121,7 @@ class AnomalyAdmin(admin.ModelAdmin):
             ("observed / expected", f"{anomaly.observed:.4g} / {anomaly.expected:.4g}"),
             ("peak score", f"{anomaly.peak_score:.3f}"),
         ]
-        return TemplateResponse(
-            request,
-            "admin/phase3/chart_page.html",
-            {
-                **self.admin_site.each_context(request),
-                "title": str(anomaly),
-                "charts": [chart],
-                "rows": rows,
-            },
-        )
+        return ChartPage(str(anomaly), [chart], rows)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

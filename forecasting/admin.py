@@ -6,10 +6,8 @@ from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.db import transaction
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from forecasting import selectors, services, tasks
 from forecasting.models import (
@@ -20,6 +18,7 @@ from forecasting.models import (
     ForecastPoint,
     ForecastTarget,
 )
+from telemetry.admin_charts import ChartAdminMixin, ChartPage
 from telemetry.charts import bar_chart, timeseries_chart
 
 #: how much history a forecast chart shows before the forecast starts
@@ -66,12 +65,6 @@ def backtest_chart(forecast: Forecast) -> str:
     )
 
 
-def _chart_page(model_admin, request, title: str, charts: list[str], rows=None):
-    context = {**model_admin.admin_site.each_context(request), "title": title,
-               "charts": charts, "rows": rows or []}  # fmt: skip
-    return TemplateResponse(request, "admin/phase3/chart_page.html", context)
-
-
 def _queue(targets, horizons=None) -> int:
     pairs = [(t.pk, h) for t in targets for h in (horizons or sorted(HORIZONS))]
     for target_id, horizon in pairs:
@@ -82,7 +75,7 @@ def _queue(targets, horizons=None) -> int:
 
 
 @admin.register(ForecastTarget)
-class ForecastTargetAdmin(admin.ModelAdmin):
+class ForecastTargetAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = ["name", "prediction_type", "source", "series", "event_metric", "threshold",
                     "threshold_direction", "enabled", "chart_link"]  # fmt: skip
     list_filter = ["prediction_type", "source", "enabled"]
@@ -90,34 +83,19 @@ class ForecastTargetAdmin(admin.ModelAdmin):
     list_editable = ["enabled"]
     raw_id_fields = ["series"]
     actions = ["recompute_now"]
+    chart_url_name = "forecasting_target_chart"
 
     @admin.action(description="Recompute forecasts now (queued, every horizon)")
     def recompute_now(self, request, queryset):
         n = _queue(queryset.filter(enabled=True))
         self.message_user(request, f"Queued {n} forecast tasks.", messages.SUCCESS)
 
-    @admin.display(description="chart")
-    def chart_link(self, obj):
-        return format_html('<a href="{}">chart</a>', reverse("admin:forecasting_target_chart",
-                                                             args=[obj.pk]))  # fmt: skip
-
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/chart/",
-                self.admin_site.admin_view(self.chart_view),
-                name="forecasting_target_chart",
-            ),
-            *super().get_urls(),
-        ]
-
-    def chart_view(self, request, pk: int):
-        target = get_object_or_404(ForecastTarget, pk=pk)
+    def chart_page(self, request: HttpRequest, target: ForecastTarget) -> ChartPage:
         forecasts = selectors.forecast_queryset().filter(target=target, is_current=True)
         charts = [forecast_chart(f) for f in forecasts.order_by("horizon_days")]
         rows = [(f"{f.horizon_days} days", f"{f.model_name} · MASE {f.backtest_mase or 0:.3f} "
                  f"vs seasonal naive {f.baseline_mase or 0:.3f}") for f in forecasts]  # fmt: skip
-        return _chart_page(self, request, f"Forecasts of {target.name}", charts, rows)
+        return ChartPage(f"Forecasts of {target.name}", charts, rows)
 
 
 class BacktestInline(admin.TabularInline):
@@ -132,7 +110,7 @@ class BacktestInline(admin.TabularInline):
 
 
 @admin.register(Forecast)
-class ForecastAdmin(admin.ModelAdmin):
+class ForecastAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = ["target", "prediction_type", "horizon_days", "model_name", "backtest_mase",
                     "baseline_mase", "backtest_coverage80", "is_current", "created_at",
                     "chart_link"]  # fmt: skip
@@ -143,6 +121,7 @@ class ForecastAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Forecast._meta.fields]
     inlines = [BacktestInline]
     actions = ["recompute_now"]
+    chart_url_name = "forecasting_forecast_chart"
 
     def has_add_permission(self, request) -> bool:
         return False  # forecasts are computed, never typed in
@@ -154,23 +133,10 @@ class ForecastAdmin(admin.ModelAdmin):
             n += _queue([forecast.target], [forecast.horizon_days])
         self.message_user(request, f"Queued {n} forecast tasks.", messages.SUCCESS)
 
-    @admin.display(description="chart")
-    def chart_link(self, obj):
-        return format_html('<a href="{}">chart</a>', reverse("admin:forecasting_forecast_chart",
-                                                             args=[obj.pk]))  # fmt: skip
+    def get_chart_queryset(self) -> QuerySet:
+        return selectors.forecast_queryset()
 
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/chart/",
-                self.admin_site.admin_view(self.chart_view),
-                name="forecasting_forecast_chart",
-            ),
-            *super().get_urls(),
-        ]
-
-    def chart_view(self, request, pk: int):
-        forecast = get_object_or_404(selectors.forecast_queryset(), pk=pk)
+    def chart_page(self, request: HttpRequest, forecast: Forecast) -> ChartPage:
         rows = [
             ("model", forecast.model_name),
             ("backtest MASE", forecast.backtest_mase),
@@ -181,7 +147,7 @@ class ForecastAdmin(admin.ModelAdmin):
                         f"({forecast.history_points} points at {forecast.step_seconds:g}s)"),
         ]  # fmt: skip
         charts = [forecast_chart(forecast), backtest_chart(forecast)]
-        return _chart_page(self, request, str(forecast), charts, rows)
+        return ChartPage(str(forecast), charts, rows)
 
 
 @admin.register(ForecastPoint)

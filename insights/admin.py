@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
+
+from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts
 from .models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
 from .services.insights import insight_acknowledge, insight_dismiss
 from .services.registry import ArtefactPruned, mlmodel_activate
-
-
-def _chart_page(modeladmin, request, title: str, chart_list: list, rows=None):
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "charts": [c for c in chart_list if c],
-        "rows": rows or [],
-    }
-    return TemplateResponse(request, "admin/phase3/chart_page.html", context)
 
 
 class ReadOnlyResultAdmin(admin.ModelAdmin):
@@ -35,7 +27,7 @@ class ReadOnlyResultAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLModel)
-class MLModelAdmin(ReadOnlyResultAdmin):
+class MLModelAdmin(ChartAdminMixin, ReadOnlyResultAdmin):
     list_display = ["name", "version", "kind", "primary_metric", "primary_score", "is_active",
                     "training_rows", "holdout_rows", "trained_at", "chart_link"]  # fmt: skip
     list_filter = ["kind", "is_active", "name"]
@@ -43,32 +35,25 @@ class MLModelAdmin(ReadOnlyResultAdmin):
     exclude = ["artefact"]
     readonly_fields = ["artefact_sha256", "artefact_size"]
     actions = ["activate"]
+    chart_url_name = "insights_mlmodel_chart"
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("artefact")
 
-    @admin.display(description="chart")
-    def chart_link(self, obj: MLModel) -> str:
-        url = reverse("admin:insights_mlmodel_chart", args=[obj.pk])
-        label = {"clustering": "segments", "feature_impact": "impact"}.get(obj.kind, "scores")
-        return format_html('<a href="{}">{}</a>', url, label)
+    def chart_link_label(self, obj: MLModel) -> str:
+        return {"clustering": "segments", "feature_impact": "impact"}.get(obj.kind, "scores")
 
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.chart_view)
-        return [
-            path("<int:pk>/chart/", view, name="insights_mlmodel_chart"),
-            *super().get_urls(),
-        ]
+    def get_chart_queryset(self) -> QuerySet:
+        return MLModel.objects.defer("artefact")
 
-    def chart_view(self, request, pk: int):
-        model = get_object_or_404(MLModel.objects.defer("artefact"), pk=pk)
+    def chart_page(self, request: HttpRequest, model: MLModel) -> ChartPage:
         chart_list = [charts.model_scores_chart(model.name)]
         if model.kind == MLModel.Kind.CLUSTERING:
             chart_list.insert(0, charts.segment_sizes_chart(model))
         elif model.kind == MLModel.Kind.FEATURE_IMPACT:
             chart_list = charts.feature_impact_charts(model) + chart_list
         rows = [(k, v) for k, v in sorted(model.metrics.items())]
-        return _chart_page(self, request, str(model), chart_list, rows)
+        return ChartPage(str(model), chart_list, rows)
 
     @admin.action(description="Activate the selected version (one per model name)")
     def activate(self, request, queryset):

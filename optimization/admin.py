@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts, services
 from .models import (
@@ -78,44 +78,33 @@ class RecommendationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Baseline)
-class BaselineAdmin(admin.ModelAdmin):
+class BaselineAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = ["series", "metric", "endpoint", "points", "trend_relative_change_per_week",
                     "trend_significant", "computed_at", "chart_link"]  # fmt: skip
     list_filter = ["metric", "trend_significant"]
     search_fields = ["metric", "endpoint"]
     readonly_fields = [f.name for f in Baseline._meta.fields]
     actions = ["recompute"]
+    chart_url_name = "optimization_baseline_chart"
+    chart_link_text = "vs baseline"
 
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.display(description="chart")
-    def chart_link(self, obj: Baseline) -> str:
-        url = reverse("admin:optimization_baseline_chart", args=[obj.pk])
-        return format_html('<a href="{}">vs baseline</a>', url)
+    def get_chart_queryset(self) -> QuerySet:
+        return Baseline.objects.select_related("series")
 
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.chart_view)
-        return [
-            path("<int:pk>/chart/", view, name="optimization_baseline_chart"),
-            *super().get_urls(),
-        ]
-
-    def chart_view(self, request, pk: int):
-        baseline = get_object_or_404(Baseline.objects.select_related("series"), pk=pk)
-        chart = charts.baseline_chart(baseline)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{baseline.series} vs baseline",
-            "charts": [chart] if chart else [],
-            "rows": [
+    def chart_page(self, request: HttpRequest, baseline: Baseline) -> ChartPage:
+        return ChartPage(
+            f"{baseline.series} vs baseline",
+            [charts.baseline_chart(baseline)],
+            [
                 ("points in baseline", baseline.points),
                 ("window", f"{baseline.window_start:%Y-%m-%d} .. {baseline.window_end:%Y-%m-%d}"),
                 ("trend per week", baseline.trend_relative_change_per_week),
                 ("trend significant", baseline.trend_significant),
             ],
-        }
-        return TemplateResponse(request, "admin/phase3/chart_page.html", context)
+        )
 
     @admin.action(description="Recompute the selected baselines now")
     def recompute(self, request, queryset):

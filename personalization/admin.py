@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.template.response import TemplateResponse
+from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
+
+from telemetry.admin_charts import ChartAdminMixin, ChartPage, render_chart_page
 
 from . import charts, selectors, services, validation
 from .models import (
@@ -21,12 +23,6 @@ from .models import (
     PersonaModelRun,
     UserProfile,
 )
-
-
-def _chart_page(modeladmin, request, title: str, chart_list: list, rows=None):
-    context = {**modeladmin.admin_site.each_context(request), "title": title,
-               "charts": [c for c in chart_list if c], "rows": rows or []}  # fmt: skip
-    return TemplateResponse(request, "admin/phase3/chart_page.html", context)
 
 
 class PersonaChangeInline(admin.TabularInline):
@@ -66,8 +62,10 @@ class UserProfileAdmin(admin.ModelAdmin):
         ]
 
     def distribution_view(self, request):
-        return _chart_page(self, request, "Personas",
-                           [charts.persona_distribution_chart(), charts.persona_history_chart()])  # fmt: skip
+        page = ChartPage(
+            "Personas", [charts.persona_distribution_chart(), charts.persona_history_chart()]
+        )
+        return render_chart_page(self, request, page)
 
     def changelist_view(self, request, extra_context=None):
         link = reverse("admin:personalization_userprofile_personas")
@@ -187,31 +185,26 @@ class ExperimentResultInline(admin.TabularInline):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(admin.ModelAdmin):
+class ExperimentAdmin(ChartAdminMixin, admin.ModelAdmin):
     form = ExperimentForm
     list_display = ["key", "name", "status", "starts_at", "ends_at", "results_link"]
     list_filter = ["status"]
     search_fields = ["key", "name", "description"]
     readonly_fields = ["status", "created_at", "updated_at"]
     actions = ["start", "stop", "recompute_results"]
+    chart_url_name = "personalization_experiment_results"
+    chart_path = "results"
 
     @admin.display(description="results")
     def results_link(self, obj: Experiment) -> str:
-        url = reverse("admin:personalization_experiment_results", args=[obj.pk])
-        return format_html('<a href="{}">chart</a>', url)
+        return self.chart_link(obj)
 
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.results_view)
-        return [
-            path("<int:pk>/results/", view, name="personalization_experiment_results"),
-            *super().get_urls(),
-        ]
-
-    def results_view(self, request, pk: int):
-        experiment = Experiment.objects.get(pk=pk)
-        latest = result_rows(experiment)
-        return _chart_page(self, request, f"Experiment {experiment.key}",
-                           charts.experiment_lift_charts(experiment), rows=latest)  # fmt: skip
+    def chart_page(self, request: HttpRequest, experiment: Experiment) -> ChartPage:
+        return ChartPage(
+            f"Experiment {experiment.key}",
+            charts.experiment_lift_charts(experiment),
+            result_rows(experiment),
+        )
 
     def _transition(self, request, queryset, fn, verb: str) -> None:
         for exp in queryset:

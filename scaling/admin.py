@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.http import HttpRequest
+
+from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts, selectors, services
 from .models import ScalableResource, ScalingDecision, ScalingRule
@@ -20,7 +19,7 @@ class ScalingRuleInline(admin.TabularInline):
 
 
 @admin.register(ScalableResource)
-class ScalableResourceAdmin(admin.ModelAdmin):
+class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "current_units", "min_units", "max_units", "unit_capacity",
                     "cost_per_unit_hour", "target_utilization", "actuator", "enabled",
                     "success_rate", "chart_link"]  # fmt: skip
@@ -28,30 +27,20 @@ class ScalableResourceAdmin(admin.ModelAdmin):
     search_fields = ["name", "load_series_name"]
     inlines = [ScalingRuleInline]
     actions = ["evaluate_dry_run", "evaluate_and_execute"]
+    chart_url_name = "scaling_scalableresource_chart"
+    chart_link_text = "utilisation & capacity"
 
     @admin.display(description="success rate")
     def success_rate(self, obj: ScalableResource) -> str:
         rate = selectors.success_rate(resource_id=obj.pk)
         return "-" if rate["rate"] is None else f"{rate['rate']:.0%} of {rate['judged']}"
 
-    @admin.display(description="chart")
-    def chart_link(self, obj: ScalableResource) -> str:
-        url = reverse("admin:scaling_scalableresource_chart", args=[obj.pk])
-        return format_html('<a href="{}">utilisation &amp; capacity</a>', url)
-
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.chart_view)
-        return [path("<int:pk>/chart/", view, name="scaling_scalableresource_chart"),
-                *super().get_urls()]  # fmt: skip
-
-    def chart_view(self, request, pk: int):
-        resource = get_object_or_404(ScalableResource, pk=pk)
+    def chart_page(self, request: HttpRequest, resource: ScalableResource) -> ChartPage:
         rate = selectors.success_rate(resource_id=resource.pk)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{resource.name}: utilisation, capacity and decisions (7 days)",
-            "charts": charts.resource_charts(resource),
-            "rows": [
+        return ChartPage(
+            f"{resource.name}: utilisation, capacity and decisions (7 days)",
+            charts.resource_charts(resource),
+            [
                 (
                     "units now",
                     f"{resource.current_units} ({resource.min_units}..{resource.max_units})",
@@ -68,8 +57,7 @@ class ScalableResourceAdmin(admin.ModelAdmin):
                     else f"{rate['rate']:.0%} ({rate['success']}/{rate['judged']} judged)",
                 ),
             ],
-        }
-        return TemplateResponse(request, "admin/phase3/chart_page.html", context)
+        )
 
     @admin.action(description="Evaluate now (dry run: show what the rules would do)")
     def evaluate_dry_run(self, request, queryset):

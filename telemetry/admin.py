@@ -7,26 +7,18 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import Count
-from django.shortcuts import get_object_or_404
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.http import HttpRequest
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from . import tasks
+from .admin_charts import ChartAdminMixin, ChartPage
 from .charts import timeseries_chart
 from .models import DemoIncident, DemoUser, Event, RollupState, Sample, SampleRollup, Series
 from .selectors import rollup_status, series_points
 
 CHART_RANGES = {"1d": (timedelta(days=1), None), "7d": (timedelta(days=7), 900.0),
                 "90d": (timedelta(days=90), 3600.0), "1y": (timedelta(days=365), 86400.0)}  # fmt: skip
-
-
-def _chart_page(model_admin, request, title: str, charts: list[str], rows=None):
-    context = {**model_admin.admin_site.each_context(request), "title": title,
-               "charts": charts, "rows": rows or []}  # fmt: skip
-    return TemplateResponse(request, "admin/phase3/chart_page.html", context)
 
 
 def series_chart(series: Series, span: str = "7d") -> str:
@@ -49,35 +41,19 @@ def series_chart(series: Series, span: str = "7d") -> str:
 
 
 @admin.register(Series)
-class SeriesAdmin(admin.ModelAdmin):
+class SeriesAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_display = ["name", "labels_key", "unit", "kind", "importance", "created_at", "chart_link"]
     list_filter = ["kind", "unit"]
     search_fields = ["name", "labels_key", "description"]
     readonly_fields = ["labels_key", "created_at"]
+    chart_url_name = "telemetry_series_chart"
 
-    @admin.display(description="chart")
-    def chart_link(self, obj: Series) -> str:
-        return format_html(
-            '<a href="{}">chart</a>', reverse("admin:telemetry_series_chart", args=[obj.pk])
-        )
-
-    def get_urls(self):
-        return [
-            path(
-                "<int:pk>/chart/",
-                self.admin_site.admin_view(self.chart_view),
-                name="telemetry_series_chart",
-            ),
-            *super().get_urls(),
-        ]
-
-    def chart_view(self, request, pk: int):
-        series = get_object_or_404(Series, pk=pk)
+    def chart_page(self, request: HttpRequest, series: Series) -> ChartPage:
         span = request.GET.get("span", "7d")
         span = span if span in CHART_RANGES else "7d"
         links = " · ".join(f'<a href="?span={s}">{s}</a>' for s in CHART_RANGES)
         rows = [("unit", series.unit or "—"), ("kind", series.kind), ("ranges", mark_safe(links))]
-        return _chart_page(self, request, str(series), [series_chart(series, span)], rows)
+        return ChartPage(str(series), [series_chart(series, span)], rows)
 
 
 @admin.register(Sample)
