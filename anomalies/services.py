@@ -20,7 +20,7 @@ from django.utils import timezone
 from telemetry.models import Series
 from telemetry.selectors import series_values, to_datetime
 
-from .engine import DetectorConfig, StreamingDetector, ThresholdRule
+from .engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
 from .engine.feedback import Fingerprint, is_dismissed
 from .engine.root_cause import CauseCandidate, estimate_onset, rank_causes
 from .engine.severity import classify_severity
@@ -105,6 +105,11 @@ def anomalies_score_recent(
         fleet = LearnedModel.objects.select_for_update().filter(name="fleet").first()
         rules = list(DetectionRule.objects.filter(enabled=True))
 
+        stale = [states[s.pk] for s in series if s.pk in states]
+        stale = [st for st in stale if not is_current_state(bytes(st.state))]
+        if stale:
+            _rebuild_states(stale, fleet, cfg)
+
         new_points = []
         for s in series:
             state = states.get(s.pk)
@@ -115,13 +120,7 @@ def anomalies_score_recent(
         if not active:
             return run.counts()
         chosen = [series[i] for i in active]
-        width = max(new_points[i][0].size for i in active)
-        ts_block = np.full((len(active), width), np.nan)
-        value_block = np.full((len(active), width), np.nan)
-        for row, i in enumerate(active):
-            ts, values = new_points[i]
-            ts_block[row, : ts.size] = ts
-            value_block[row, : ts.size] = values
+        ts_block, value_block = _rectangular([new_points[i] for i in active])
         detector = StreamingDetector.from_states(
             [bytes(states[s.pk].state) if s.pk in states else None for s in chosen],
             fleet=bytes(fleet.blob) if fleet else None,
@@ -140,6 +139,41 @@ def anomalies_score_recent(
             _rank_causes_around(run.touched)
             run.responses = _queue_responses(run.touched)
     return run.counts()
+
+
+def _rectangular(points: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack series of different lengths into (series, time) blocks padded with NaN."""
+    width = max((ts.size for ts, _ in points), default=0)
+    ts_block = np.full((len(points), width), np.nan)
+    value_block = np.full((len(points), width), np.nan)
+    for row, (ts, values) in enumerate(points):
+        ts_block[row, : ts.size] = ts
+        value_block[row, : ts.size] = values
+    return ts_block, value_block
+
+
+def _rebuild_states(stale: list[DetectorState], fleet, cfg: DetectorConfig) -> None:
+    """Give states written by an older detector layout a fresh state (in memory).
+
+    Such a state cannot be read. Failing every run is not an option, and rescoring a week
+    would reopen anomalies already recorded. Instead a new detector learns silently from
+    the week before each state's last point and carries on from that point.
+    """
+    history = [
+        series_values(
+            st.series_id, start=st.last_ts - BACKFILL, end=st.last_ts + timedelta(microseconds=1)
+        )
+        for st in stale
+    ]
+    ts_block, value_block = _rectangular(history)
+    detector = StreamingDetector.from_states(
+        [None] * len(stale), fleet=bytes(fleet.blob) if fleet else None, config=cfg
+    )
+    if ts_block.shape[1]:
+        detector.update(ts_block, value_block, auto_retrain=False)
+    for row, st in enumerate(stale):
+        st.state = detector.series_state(row)
+        st.save(update_fields=["state", "updated_at"])
 
 
 def _save_states(detector, chosen, ts_block, states) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import FAMILIES, DetectorConfig
 from .rules import ThresholdRule
-from .streaming import ScoreResult, StreamingDetector
+from .streaming import ScoreResult, StreamingDetector, is_current_state
 
 __all__ = [
     "FAMILIES",
@@ -20,6 +20,7 @@ __all__ = [
     "ScoreResult",
     "StreamingDetector",
     "ThresholdRule",
+    "is_current_state",
     "score_many",
     "score_series",
 ]

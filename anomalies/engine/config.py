@@ -62,10 +62,13 @@ class DetectorConfig:
     score_half_surprisal: float = 1.0
     # A point alerts at 0.823 = 1 - 2**-2.5: evidence in the top 0.3% of this series'
     # recent history. After an alert, scores are damped for `cooldown_seconds`, so one
-    # incident raises one alert instead of a burst.
+    # incident raises one alert instead of a burst. Inside a pause, a point with
+    # `escalation` times the opening alert's raw evidence alerts anew (0: never), so that
+    # a false alarm does not blind the detector to the next incident for a day.
     alert_score: float = 0.823
     cooldown_seconds: float = 86400.0
     cooldown_damping: float = 0.5
+    escalation: float = 2.0
     # Isolation forest shared by the series scored together: first fit once the reservoir
     # holds `ml_min_train` windows, refitted every `ml_retrain_every` time steps (0: only
     # when `retrain()` is called, the scheduled daily job) on up to `ml_reservoir` windows

@@ -27,9 +27,19 @@ from .evidence import EvidenceRanker
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
-_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left")
+_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar")
 # Bumped whenever the serialised layout of a series' state changes.
 STATE_VERSION = 2
+
+
+def is_current_state(blob: bytes) -> bool:
+    """True when `blob` was written in this detector's state layout (see `series_state`)."""
+    size = int.from_bytes(blob[:4], "little")
+    try:
+        header = json.loads(blob[4 : 4 + size])
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("version") == STATE_VERSION
 
 
 @dataclass
@@ -66,6 +76,8 @@ class StreamingDetector:
         self.y_prev = np.full(n_series, np.nan)
         self.step = np.full(n_series, np.inf)
         self.cooldown_left = np.zeros(n_series)
+        # Raw evidence of the alert that opened the current pause.
+        self.cooldown_bar = np.zeros(n_series)
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
@@ -118,7 +130,7 @@ class StreamingDetector:
         combined = combined.astype(np.float32)
         combined[~np.isfinite(ts)] = np.nan
         scores = combined.copy()
-        self._suppress_repeats(scores, np.isfinite(ts))
+        self._suppress_repeats(scores, total, np.isfinite(ts))
         return ScoreResult(
             scores, combined, total, families, expected, scale, self.config.vote_surprisal
         )
@@ -254,32 +266,46 @@ class StreamingDetector:
             )
             out[s, act] = surprisal
 
-    def _suppress_repeats(self, scores: np.ndarray, active: np.ndarray) -> None:
+    def _suppress_repeats(self, scores: np.ndarray, total: np.ndarray, active: np.ndarray) -> None:
         """Damp scores for `cooldown_seconds` after each alert: one incident, one alert.
 
         The pause is a time span counted in the series' own sampling steps, so an hourly
-        series is not silenced for twelve days by a pause sized for five-minute data. An
-        incident that gets worse inside the pause is not lost: the service keeps the
-        anomaly open while the methods still vote and raises its severity.
+        series is not silenced for twelve days by a pause sized for five-minute data. A
+        pause must not hide the next, different incident either: a point with `escalation`
+        times the raw evidence of the alert that opened the pause alerts again and opens a
+        new one. (While an anomaly is open the service folds such a point into it.)
         """
         cfg = self.config
         for s in range(self.n_series):
             n = int(active[s].sum())
-            row = scores[s, :n]
+            row, evidence = scores[s, :n], total[s, :n]
             step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
             cooldown = max(1, round(cfg.cooldown_seconds / step))
-            pos = min(int(self.cooldown_left[s]), n)
-            row[:pos] *= cfg.cooldown_damping
-            end = pos
-            while pos < n:
-                hits = np.flatnonzero(row[pos:] >= cfg.alert_score)
-                if hits.size == 0:
-                    break
-                j = pos + int(hits[0])
-                end = j + 1 + cooldown
-                row[j + 1 : end] *= cfg.cooldown_damping
-                pos = end
-            self.cooldown_left[s] = max(0, end - n)
+            left, bar = int(self.cooldown_left[s]), float(self.cooldown_bar[s])
+            j = 0
+            while j < n:
+                if left > 0:
+                    stop = min(n, j + left)
+                    escalates = np.flatnonzero(
+                        (cfg.escalation > 0)
+                        & (row[j:stop] >= cfg.alert_score)
+                        & (evidence[j:stop] > cfg.escalation * bar)
+                    )
+                    k = stop if escalates.size == 0 else j + int(escalates[0])
+                    row[j:k] *= cfg.cooldown_damping
+                    left -= k - j
+                    j = k
+                    if escalates.size == 0:
+                        continue
+                else:
+                    hits = np.flatnonzero(row[j:] >= cfg.alert_score)
+                    if hits.size == 0:
+                        break
+                    j += int(hits[0])
+                left, bar = cooldown, float(evidence[j])
+                j += 1
+            self.cooldown_left[s] = left
+            self.cooldown_bar[s] = bar
 
     # ------------------------------------------------------------- persistence
     def _state_arrays(self) -> list[np.ndarray]:

@@ -84,6 +84,22 @@ def test_the_alert_pause_is_a_time_span_whatever_the_sampling_step():
     assert paused[1030] < alert
 
 
+def test_a_much_stronger_incident_inside_the_pause_alerts_a_similar_one_does_not():
+    rng = np.random.default_rng(5)
+    n = 1500
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    base = 100.0 + rng.normal(0, 1, n)
+    similar, worse = base.copy(), base.copy()
+    for v in (similar, worse):
+        v[1000] += 20.0
+    similar[1100] += 20.0
+    worse[1100:1110] += 200.0  # eight hours later, well inside the one-day pause
+    alert = DetectorConfig().alert_score
+    assert score_series(ts, similar)[1100] < alert
+    assert score_series(ts, worse)[1100] >= alert
+    assert score_series(ts, worse, DetectorConfig(escalation=0.0))[1100] < alert
+
+
 def test_state_round_trip_keeps_the_evidence_history():
     rng = np.random.default_rng(1)
     ts = 1_700_000_000.0 + 300.0 * np.arange(800)

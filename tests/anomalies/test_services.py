@@ -116,6 +116,28 @@ def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
     assert Anomaly.objects.filter(series=series).exclude(pk=first.pk).exists()
 
 
+def test_a_state_from_an_older_detector_layout_is_rebuilt_without_reopening_history(db):
+    import json
+
+    from anomalies.engine import is_current_state
+
+    series, ts, values = _synthetic("svc.latency.upgrade", n=1000, seed=4)
+    values[500:504] += 60.0  # an incident the old detector already reported
+    values[900:904] += 200.0  # one that happens after the upgrade
+    insert_samples([series.pk] * 1000, ts, values)
+    header = json.dumps({"version": 0, "breach_since": {}}).encode()
+    old_blob = len(header).to_bytes(4, "little") + header + bytes(8 * 10)
+    DetectorState.objects.create(
+        series=series, state=old_blob, last_ts=to_datetime(ts[799]), points_scored=800
+    )
+    counts = _score(series, ts[-1])
+    state = DetectorState.objects.get(series=series)
+    assert is_current_state(bytes(state.state)) and not is_current_state(old_blob)
+    assert counts["points"] == 200
+    opened = list(Anomaly.objects.filter(series=series))
+    assert len(opened) == 1 and opened[0].detected_at >= to_datetime(ts[900])
+
+
 def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
     series, ts, values = _synthetic("svc.queue.rule", n=600, seed=1)
     limit = float(values[:500].max()) + 1.0
