@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-forecasting \
-        bench-personalization bench-insights bench-scaling eval-anomalies eval-forecasting \
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-forecasting \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
@@ -57,6 +57,10 @@ eval-anomalies: $(VENV)/.runtime
 	rm -rf var/nab-out
 	$(PY) manage.py detect_anomalies ../shared/data/nab/data/*/*.csv --out-dir var/nab-out
 	$(PY) ../shared/tools/nab_score.py ../shared/data/nab var/nab-out
+
+## eval-anomalies-archetypes: held-out check on synthetic archetypes not in the NAB subset
+eval-anomalies-archetypes: $(VENV)/.runtime
+	$(PY) bench/anomaly_archetypes.py
 
 ## eval-forecasting: the forecasting engine vs seasonal naive on ../shared/data/nab (MASE, coverage)
 eval-forecasting: $(VENV)/.runtime
