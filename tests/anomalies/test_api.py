@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from django.utils import timezone
 
 from anomalies.models import Anomaly, DismissedPattern, RootCauseCandidate
 from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
 
 pytestmark = pytest.mark.django_db
 
 BASE = "/admin/api/phase3/"
 
 
-def _anomaly(name: str = "api.latency", severity: str = "warning", **kw) -> Anomaly:
-    series = series_ensure(name=name)
-    now = timezone.now()
-    fields = dict(
-        series=series,
-        started_at=now,
-        detected_at=now,
-        last_seen_at=now,
-        peak_score=0.9,
-        peak_surprisal=12.0,
-        peak_z=8.0,
-        direction=1,
-        observed=10.0,
-        expected=1.0,
-        methods=["statistical", "pattern"],
-        severity=severity,
-    )
-    fields.update(kw)
-    return Anomaly.objects.create(**fields)
+def _anomaly(name: str = "api.latency", **kw) -> Anomaly:
+    return AnomalyFactory(series=series_ensure(name=name), **kw)
 
 
 def test_detect_lists_recent_anomalies_with_causes_and_method_counts(client_with_role):

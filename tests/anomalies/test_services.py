@@ -22,6 +22,7 @@ from telemetry.bulk import insert_samples
 from telemetry.models import DemoIncident, Sample
 from telemetry.selectors import to_datetime
 from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -186,22 +187,7 @@ def test_playbook_runs_once_per_anomaly_and_groups_repeats(
 
 
 def _anomaly(series, **kw):
-    now = to_datetime(_now_epoch())
-    defaults = dict(
-        started_at=now,
-        detected_at=now,
-        last_seen_at=now,
-        peak_score=0.9,
-        peak_surprisal=12.0,
-        peak_z=8.0,
-        direction=1,
-        observed=10.0,
-        expected=1.0,
-        methods=["statistical"],
-        severity="critical",
-    )
-    defaults.update(kw)
-    return Anomaly.objects.create(series=series, **defaults)
+    return AnomalyFactory(series=series, severity="critical", methods=["statistical"], **kw)
 
 
 def test_failed_webhook_is_recorded_retried_then_failed(db, monkeypatch):
