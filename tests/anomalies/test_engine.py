@@ -98,6 +98,7 @@ def test_flatline_and_missing_data_raise_pattern_votes():
 def test_incremental_updates_match_one_batch_through_serialised_state():
     ts, values = seasonal(1500, seed=7)
     values[1300] += 12.0
+    values[1400] += 80.0  # escalates inside the pause that the first spike opened
     cfg = DetectorConfig(ml_retrain_every=400, ml_min_train=100)
     batch = StreamingDetector(2, cfg).update(np.stack([ts, ts]), np.stack([values, values * 2]))
 
@@ -110,6 +111,8 @@ def test_incremental_updates_match_one_batch_through_serialised_state():
             [det.series_state(0), det.series_state(1)], fleet=det.fleet_state(), config=cfg
         )
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), batch.scores, atol=1e-6)
+    alert = cfg.alert_score
+    assert batch.scores[0, 1300] >= alert and batch.scores[0, 1400] >= alert
 
 
 def test_padding_leaves_a_series_state_untouched():
