@@ -162,3 +162,24 @@ def test_the_surge_view_keeps_its_anchor_through_a_sustained_shift():
     assert z[0] < 1.0 < z[3]
     assert all(abs(x - 2.0) < 0.5 for x in z[12:])
     assert abs(state["robust_median"][0] - anchor) < 0.3
+
+
+def test_a_week_of_the_demo_world_alerts_on_its_incidents_and_rarely_elsewhere():
+    from telemetry.demo_world import build_world
+
+    cfg = DetectorConfig()
+    world = build_world(end=1_795_002_100.0, days=7, users=20, seed=1, step_seconds=300)
+    values = np.stack([s.values for s in world.series])
+    result = StreamingDetector(len(world.series), cfg).update(
+        np.tile(world.ts, (len(world.series), 1)), values
+    )
+    alerts = result.scores >= cfg.alert_score
+    row = {(s.name, tuple(sorted(s.labels.items()))): i for i, s in enumerate(world.series)}
+    near = np.zeros(world.ts.size, dtype=bool)
+    for incident in world.incidents:
+        during = (world.ts >= incident.start - 1800) & (world.ts <= incident.end)
+        cause = row[(incident.cause[0], tuple(sorted(incident.cause[1].items())))]
+        assert alerts[cause, during].any(), incident.name
+        near |= (world.ts >= incident.start - 1800) & (world.ts <= incident.end + 3 * HOUR)
+    # 40 series for a week: at most a handful of alerts away from the incidents.
+    assert alerts[:, ~near].sum() <= 4
