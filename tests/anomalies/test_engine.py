@@ -254,6 +254,32 @@ def test_root_cause_ranks_earlier_onset_first_then_bigger_deviation():
     assert ranked[0].score > ranked[-1].score
 
 
+def test_root_cause_orders_onsets_a_fraction_of_a_step_apart():
+    """Regression: a cause 100 s ahead of a much larger effect (300 s steps) ranks first;
+    onsets 30 s apart are simultaneous and the larger deviation leads."""
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+
+    onset = 10_000.0
+    ahead = rank_causes(
+        onset,
+        [
+            CauseCandidate(1, onset, deviation=46.0, peak_z=30.0),
+            CauseCandidate(2, onset - 100.0, deviation=19.0, peak_z=9.0),
+        ],
+        step_seconds=300.0,
+    )
+    assert [r.key for r in ahead] == [2, 1]
+    together = rank_causes(
+        onset,
+        [
+            CauseCandidate(1, onset, deviation=46.0, peak_z=30.0),
+            CauseCandidate(2, onset - 30.0, deviation=19.0, peak_z=9.0),
+        ],
+        step_seconds=300.0,
+    )
+    assert [r.key for r in together] == [1, 2]
+
+
 def test_root_cause_ties_the_same_signal_seen_twice():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
