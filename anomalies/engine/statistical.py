@@ -95,10 +95,8 @@ def surge_statistic(
     state["robust_median"] = np.where(later, moved, median)
     # The MAD grows when a point falls outside it and shrinks when inside, by the same
     # factor, so it settles where half the points do; it starts from the first deviation.
-    grown = np.where(mad > 0, mad * np.exp(step * np.where(np.abs(dev) > mad, 1.0, -1.0)), 0.0)
-    state["robust_mad"] = np.where(
-        later, np.where(mad > 0, grown, np.abs(dev)), np.where(first, 0.0, mad)
-    )
+    grown = mad * np.exp(step * np.where(np.abs(dev) > mad, 1.0, -1.0))
+    state["robust_mad"] = np.where(later, np.where(mad > 0, grown, np.abs(dev)), mad)
     return z
 
 

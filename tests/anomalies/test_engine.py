@@ -260,24 +260,16 @@ def test_root_cause_orders_onsets_a_fraction_of_a_step_apart():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
     onset = 10_000.0
-    ahead = rank_causes(
-        onset,
-        [
+
+    def order(lead_seconds: float) -> list[int]:
+        candidates = [
             CauseCandidate(1, onset, deviation=46.0, peak_z=30.0),
-            CauseCandidate(2, onset - 100.0, deviation=19.0, peak_z=9.0),
-        ],
-        step_seconds=300.0,
-    )
-    assert [r.key for r in ahead] == [2, 1]
-    together = rank_causes(
-        onset,
-        [
-            CauseCandidate(1, onset, deviation=46.0, peak_z=30.0),
-            CauseCandidate(2, onset - 30.0, deviation=19.0, peak_z=9.0),
-        ],
-        step_seconds=300.0,
-    )
-    assert [r.key for r in together] == [1, 2]
+            CauseCandidate(2, onset - lead_seconds, deviation=19.0, peak_z=9.0),
+        ]
+        return [r.key for r in rank_causes(onset, candidates, step_seconds=300.0)]
+
+    assert order(100.0) == [2, 1]
+    assert order(30.0) == [1, 2]
 
 
 def test_root_cause_ties_the_same_signal_seen_twice():
