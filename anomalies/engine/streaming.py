@@ -27,9 +27,9 @@ from .evidence import EvidenceRanker
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
-_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar")
+_ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 
 def is_current_state(blob: bytes) -> bool:
@@ -78,6 +78,8 @@ class StreamingDetector:
         self.cooldown_left = np.zeros(n_series)
         # Raw evidence of the alert that opened the current pause.
         self.cooldown_bar = np.zeros(n_series)
+        # Consecutive points inside the pause with at least that evidence (escalation_run).
+        self.cooldown_run = np.zeros(n_series)
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
@@ -271,9 +273,13 @@ class StreamingDetector:
 
         The pause is a time span counted in the series' own sampling steps, so an hourly
         series is not silenced for twelve days by a pause sized for five-minute data. A
-        pause must not hide the next, different incident either: a point with `escalation`
-        times the raw evidence of the alert that opened the pause alerts again and opens a
-        new one. (While an anomaly is open the service folds such a point into it.)
+        pause must not hide the next, different incident either. Two things mark one: a
+        point with `escalation` times the raw evidence of the alert that opened the pause
+        (a much larger incident), or `escalation_run` points in a row each with at least
+        that evidence (a sustained incident after a brief spike: a one-point blip opened the
+        pause, and now the series stays as abnormal as that blip for half an hour). Either
+        alerts again and opens a new pause. (While an anomaly is open the service folds such
+        a point into it.)
         """
         cfg = self.config
         for s in range(self.n_series):
@@ -282,18 +288,21 @@ class StreamingDetector:
             step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
             cooldown = max(1, round(cfg.cooldown_seconds / step))
             left, bar = int(self.cooldown_left[s]), float(self.cooldown_bar[s])
+            run = int(self.cooldown_run[s])
             j = 0
             while j < n:
                 if left > 0:
                     stop = min(n, j + left)
+                    runs = _run_lengths(evidence[j:stop] >= bar, run)
+                    sustained = (runs >= cfg.escalation_run) & (cfg.escalation_run > 0)
+                    larger = (evidence[j:stop] > cfg.escalation * bar) & (cfg.escalation > 0)
                     escalates = np.flatnonzero(
-                        (cfg.escalation > 0)
-                        & (row[j:stop] >= cfg.alert_score)
-                        & (evidence[j:stop] > cfg.escalation * bar)
+                        (row[j:stop] >= cfg.alert_score) & (sustained | larger)
                     )
                     k = stop if escalates.size == 0 else j + int(escalates[0])
                     row[j:k] *= cfg.cooldown_damping
                     left -= k - j
+                    run = int(runs[k - j - 1]) if k > j else run
                     j = k
                     if escalates.size == 0:
                         continue
@@ -302,10 +311,11 @@ class StreamingDetector:
                     if hits.size == 0:
                         break
                     j += int(hits[0])
-                left, bar = cooldown, float(evidence[j])
+                left, bar, run = cooldown, float(evidence[j]), 0
                 j += 1
             self.cooldown_left[s] = left
             self.cooldown_bar[s] = bar
+            self.cooldown_run[s] = run
 
     # ------------------------------------------------------------- persistence
     def _state_arrays(self) -> list[np.ndarray]:
@@ -378,3 +388,11 @@ class StreamingDetector:
         if rules is not None:
             det.rules = [list(r) for r in rules]
         return det
+
+
+def _run_lengths(above: np.ndarray, carry: int) -> np.ndarray:
+    """Length of the run of True ending at each position, continuing a run of `carry`."""
+    idx = np.arange(above.size)
+    last_false = np.maximum.accumulate(np.where(above, -1, idx)) if above.size else idx
+    runs = idx - last_false
+    return np.where(last_false < 0, runs + carry, runs)

@@ -100,6 +100,31 @@ def test_a_much_stronger_incident_inside_the_pause_alerts_a_similar_one_does_not
     assert score_series(ts, worse, DetectorConfig(escalation=0.0))[1100] < alert
 
 
+def test_a_sustained_incident_after_a_blip_alerts_inside_the_pause():
+    # A one-point blip opens the pause; an hour-long shift eight hours later is, point by
+    # point, no more than twice as abnormal as the blip, but it lasts: that is a new incident.
+    rng = np.random.default_rng(5)
+    n = 1500
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    values = 100.0 + rng.normal(0, 1, n)
+    values[1000] += 9.0
+    values[1100:1112] += 15.0
+    cfg = DetectorConfig()
+    result = StreamingDetector(1).update(ts[None, :], values[None, :])
+    bar = result.total[0, 1000]
+    assert result.scores[0, 1000] >= cfg.alert_score
+    assert result.total[0, 1100:1112].max() < cfg.escalation * bar  # not "much larger"
+    assert result.scores[0, 1100:1112].max() >= cfg.alert_score
+    without = score_series(ts, values, DetectorConfig(escalation_run=0))
+    assert without[1100:1112].max() < cfg.alert_score
+    # The run is counted across calls: split in the middle of it, the scores are the same.
+    det = StreamingDetector(1)
+    head = det.update(ts[None, :1103], values[None, :1103]).scores[0]
+    det = StreamingDetector.from_states([det.series_state(0)], det.fleet_state())
+    tail = det.update(ts[None, 1103:], values[None, 1103:]).scores[0]
+    np.testing.assert_allclose(np.concatenate([head, tail]), result.scores[0], atol=1e-6)
+
+
 def test_state_round_trip_keeps_the_evidence_history():
     rng = np.random.default_rng(1)
     ts = 1_700_000_000.0 + 300.0 * np.arange(800)
