@@ -294,7 +294,9 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
             [float(ts[i]), float(values[i]), float(expected[i]), float(scale[i]), score],
         ]
     duration = (a.last_seen_at - a.started_at).total_seconds()
-    severity = classify_severity(a.peak_surprisal, duration, a.series.importance)
+    severity = classify_severity(
+        a.peak_surprisal, a.peak_z, duration, a.series.importance, by_rule="rules" in a.methods
+    )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity
 

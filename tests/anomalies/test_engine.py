@@ -296,14 +296,31 @@ def test_onset_is_the_interpolated_threshold_crossing():
 def test_severity_grows_with_magnitude_duration_and_importance():
     from anomalies.engine.severity import classify_severity, severity_index
 
-    base = severity_index(10.0, 300.0, 1.0)
-    assert severity_index(20.0, 300.0, 1.0) > base
-    assert severity_index(10.0, 7200.0, 1.0) > base
-    assert severity_index(10.0, 300.0, 2.0) > base
+    base = severity_index(10.0, 10.0, 300.0, 1.0)
+    assert severity_index(20.0, 20.0, 300.0, 1.0) > base
+    assert severity_index(20.0, 10.0, 300.0, 1.0) >= base <= severity_index(10.0, 20.0, 300.0, 1.0)
+    assert severity_index(10.0, 10.0, 7200.0, 1.0) > base
+    assert severity_index(10.0, 10.0, 300.0, 2.0) > base
     levels = ["info", "warning", "critical"]
-    ladder = [classify_severity(s, 600.0, 1.0) for s in (2.0, 10.0, 40.0)]
-    assert [levels.index(x) for x in ladder] == sorted(levels.index(x) for x in ladder)
-    assert ladder[0] == "info" and ladder[-1] == "critical"
+    ladder = [classify_severity(s, s, 600.0, 1.0) for s in (4.0, 15.0, 60.0)]
+    assert ladder == levels
+
+
+def test_severity_needs_both_improbability_and_size():
+    from anomalies.engine.severity import classify_severity
+
+    # Just enough evidence to alert, 4 scale widths off, for three hours: the demo world's
+    # one false alarm of that shape was "critical" when improbability alone counted.
+    assert classify_severity(11.0, 4.2, 3 * 3600.0, 1.0) == "warning"
+    assert classify_severity(10.0, 3.0, 1200.0, 1.0) == "info"
+    # A huge deviation that the series produces routinely is not critical on size alone.
+    assert classify_severity(10.0, 60.0, 600.0, 1.0) != "critical"
+    # An injected incident of the demo world: 15 units of evidence, 10 widths, 2.3 hours.
+    assert classify_severity(15.0, 10.3, 8340.0, 1.0) == "critical"
+    # An operator's rule breach is judged on improbability, not on its size in widths.
+    assert classify_severity(40.0, 1.0, 1800.0, 1.0, by_rule=True) == "critical"
+    assert classify_severity(40.0, 1.0, 1800.0, 1.0) != "critical"
+    assert classify_severity(10.0, float("nan"), 600.0, 1.0) == "info"
 
 
 def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():

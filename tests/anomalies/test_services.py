@@ -49,6 +49,7 @@ def _assert_incidents_found_and_true_causes_first() -> None:
         window = dict(started_at__gte=inc.start - timedelta(minutes=30), started_at__lte=inc.end)
         cause = Anomaly.objects.filter(series=inc.cause_series, **window).first()
         assert cause is not None, f"no anomaly on the cause of {inc.name}"
+        assert cause.severity == "critical", (inc.name, cause.peak_surprisal, cause.peak_z)
         for effect in inc.effect_series.all():
             found = Anomaly.objects.filter(series=effect, **window).first()
             if found is None:
