@@ -302,9 +302,9 @@ class StreamingDetector:
                     k = stop if escalates.size == 0 else j + int(escalates[0])
                     row[j:k] *= cfg.cooldown_damping
                     left -= k - j
-                    run = int(runs[k - j - 1]) if k > j else run
                     j = k
                     if escalates.size == 0:
+                        run = int(runs[-1])
                         continue
                 else:
                     hits = np.flatnonzero(row[j:] >= cfg.alert_score)
@@ -393,6 +393,6 @@ class StreamingDetector:
 def _run_lengths(above: np.ndarray, carry: int) -> np.ndarray:
     """Length of the run of True ending at each position, continuing a run of `carry`."""
     idx = np.arange(above.size)
-    last_false = np.maximum.accumulate(np.where(above, -1, idx)) if above.size else idx
+    last_false = np.maximum.accumulate(np.where(above, -1, idx))
     runs = idx - last_false
     return np.where(last_false < 0, runs + carry, runs)
