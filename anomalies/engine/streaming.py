@@ -24,6 +24,7 @@ from . import baseline, learned, pattern, statistical
 from .calibration import TailCalibrator, score_from_surprisal
 from .config import FAMILIES, DetectorConfig
 from .evidence import EvidenceRanker
+from .pause import PauseState, damp_repeats
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
@@ -75,10 +76,9 @@ class StreamingDetector:
         self.t_prev = np.full(n_series, np.nan)
         self.y_prev = np.full(n_series, np.nan)
         self.step = np.full(n_series, np.inf)
+        # The alert pause of each series (pause.PauseState: left, bar, run).
         self.cooldown_left = np.zeros(n_series)
-        # Raw evidence of the alert that opened the current pause.
         self.cooldown_bar = np.zeros(n_series)
-        # Consecutive points inside the pause with at least that evidence (escalation_run).
         self.cooldown_run = np.zeros(n_series)
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
@@ -269,53 +269,17 @@ class StreamingDetector:
             out[s, act] = surprisal
 
     def _suppress_repeats(self, scores: np.ndarray, total: np.ndarray, active: np.ndarray) -> None:
-        """Damp scores for `cooldown_seconds` after each alert: one incident, one alert.
-
-        The pause is a time span counted in the series' own sampling steps, so an hourly
-        series is not silenced for twelve days by a pause sized for five-minute data. A
-        pause must not hide the next, different incident either. Two things mark one: a
-        point with `escalation` times the raw evidence of the alert that opened the pause
-        (a much larger incident), or `escalation_run` points in a row each with at least
-        that evidence (a sustained incident after a brief spike: a one-point blip opened the
-        pause, and now the series stays as abnormal as that blip for half an hour). Either
-        alerts again and opens a new pause. (While an anomaly is open the service folds such
-        a point into it.)
-        """
-        cfg = self.config
+        """Damp repeats inside each series' alert pause (pause.py), carrying the pause."""
         for s in range(self.n_series):
             n = int(active[s].sum())
-            row, evidence = scores[s, :n], total[s, :n]
             step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
-            cooldown = max(1, round(cfg.cooldown_seconds / step))
-            left, bar = int(self.cooldown_left[s]), float(self.cooldown_bar[s])
-            run = int(self.cooldown_run[s])
-            j = 0
-            while j < n:
-                if left > 0:
-                    stop = min(n, j + left)
-                    runs = _run_lengths(evidence[j:stop] >= bar, run)
-                    sustained = (runs >= cfg.escalation_run) & (cfg.escalation_run > 0)
-                    larger = (evidence[j:stop] > cfg.escalation * bar) & (cfg.escalation > 0)
-                    escalates = np.flatnonzero(
-                        (row[j:stop] >= cfg.alert_score) & (sustained | larger)
-                    )
-                    k = stop if escalates.size == 0 else j + int(escalates[0])
-                    row[j:k] *= cfg.cooldown_damping
-                    left -= k - j
-                    j = k
-                    if escalates.size == 0:
-                        run = int(runs[-1])
-                        continue
-                else:
-                    hits = np.flatnonzero(row[j:] >= cfg.alert_score)
-                    if hits.size == 0:
-                        break
-                    j += int(hits[0])
-                left, bar, run = cooldown, float(evidence[j]), 0
-                j += 1
-            self.cooldown_left[s] = left
-            self.cooldown_bar[s] = bar
-            self.cooldown_run[s] = run
+            before = PauseState(
+                int(self.cooldown_left[s]), float(self.cooldown_bar[s]), int(self.cooldown_run[s])
+            )
+            after = damp_repeats(scores[s, :n], total[s, :n], before, step, self.config)
+            self.cooldown_left[s] = after.left
+            self.cooldown_bar[s] = after.bar
+            self.cooldown_run[s] = after.run
 
     # ------------------------------------------------------------- persistence
     def _state_arrays(self) -> list[np.ndarray]:
@@ -388,11 +352,3 @@ class StreamingDetector:
         if rules is not None:
             det.rules = [list(r) for r in rules]
         return det
-
-
-def _run_lengths(above: np.ndarray, carry: int) -> np.ndarray:
-    """Length of the run of True ending at each position, continuing a run of `carry`."""
-    idx = np.arange(above.size)
-    last_false = np.maximum.accumulate(np.where(above, -1, idx))
-    runs = idx - last_false
-    return np.where(last_false < 0, runs + carry, runs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from anomalies.engine import DetectorConfig, StreamingDetector, score_series
 from anomalies.engine.evidence import EDGES, EvidenceRanker
@@ -208,3 +209,25 @@ def test_a_week_of_the_demo_world_alerts_on_its_incidents_and_rarely_elsewhere()
         near |= (world.ts >= incident.start - 1800) & (world.ts <= incident.end + 3 * HOUR)
     # 40 series for a week: at most a handful of alerts away from the incidents.
     assert alerts[:, ~near].sum() <= 4
+
+
+def test_pause_damps_repeats_and_lets_larger_or_sustained_incidents_through():
+    from anomalies.engine.pause import PauseState, damp_repeats
+
+    cfg = DetectorConfig(cooldown_seconds=3000.0, escalation=2.0, escalation_run=3)
+    alert = cfg.alert_score
+    scores = np.full(30, 0.1)
+    evidence = np.full(30, 1.0)
+    scores[[2, 5, 8, 20]] = 0.9  # an alert, a repeat, a larger one, one after the pause
+    evidence[[2, 5, 8, 20]] = [10.0, 12.0, 25.0, 10.0]
+    state = damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)  # 10-point pause
+    alerts = np.flatnonzero(scores >= alert).tolist()
+    assert alerts == [2, 8, 20]  # 5 is a repeat; 8 has 2.5x the bar; 20 is after the pause
+    assert scores[5] == pytest.approx(0.9 * cfg.cooldown_damping)
+    assert state == PauseState(left=1, bar=10.0, run=0)  # 9 of its 10 points were here
+
+    # Three points in a row with the opening alert's evidence escalate, however small.
+    scores, evidence = np.full(12, 0.9), np.full(12, 1.0)
+    evidence[[0, 4, 5, 6]] = [10.0, 10.0, 11.0, 10.5]
+    damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)
+    assert np.flatnonzero(scores >= alert).tolist() == [0, 6]

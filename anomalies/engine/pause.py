@@ -1,0 +1,76 @@
+"""The alert pause: one incident raises one alert, and the next incident still raises one.
+
+After an alert, a series' scores are damped for `cooldown_seconds`, counted in the series'
+own sampling steps so that an hourly series is not silenced for twelve days by a pause
+sized for five-minute data. A pause must not hide the next, different incident either.
+Two things mark one:
+
+- a point with `escalation` times the raw evidence of the alert that opened the pause
+  (a much larger incident);
+- `escalation_run` points in a row, each with at least that evidence (a sustained
+  incident after a brief spike: a one-point blip opened the pause, and now the series
+  stays as abnormal as that blip for half an hour).
+
+Either alerts again and opens a new pause. (While an anomaly is open, the service folds
+such a point into it.) The pause carries across calls in three numbers per series, so
+scoring in chunks gives the scores of one batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import DetectorConfig
+
+
+@dataclass
+class PauseState:
+    left: int = 0  # points of the current pause still to come
+    bar: float = 0.0  # raw evidence of the alert that opened it
+    run: int = 0  # points in a row inside it with at least that evidence
+
+
+def damp_repeats(
+    scores: np.ndarray, evidence: np.ndarray, state: PauseState, step: float, cfg: DetectorConfig
+) -> PauseState:
+    """Damp `scores` (one series' new points, in place) inside alert pauses.
+
+    `evidence` is the raw evidence of the same points and `step` the series' sampling step
+    in seconds. Returns the pause state after the last point.
+    """
+    n = scores.size
+    cooldown = max(1, round(cfg.cooldown_seconds / step))
+    left, bar, run = state.left, state.bar, state.run
+    j = 0
+    while j < n:
+        if left > 0:
+            stop = min(n, j + left)
+            runs = _run_lengths(evidence[j:stop] >= bar, run)
+            sustained = (runs >= cfg.escalation_run) & (cfg.escalation_run > 0)
+            larger = (evidence[j:stop] > cfg.escalation * bar) & (cfg.escalation > 0)
+            escalates = np.flatnonzero((scores[j:stop] >= cfg.alert_score) & (sustained | larger))
+            k = stop if escalates.size == 0 else j + int(escalates[0])
+            scores[j:k] *= cfg.cooldown_damping
+            left -= k - j
+            j = k
+            if escalates.size == 0:
+                run = int(runs[-1])
+                continue
+        else:
+            hits = np.flatnonzero(scores[j:] >= cfg.alert_score)
+            if hits.size == 0:
+                break
+            j += int(hits[0])
+        left, bar, run = cooldown, float(evidence[j]), 0
+        j += 1
+    return PauseState(left, bar, run)
+
+
+def _run_lengths(above: np.ndarray, carry: int) -> np.ndarray:
+    """Length of the run of True ending at each position, continuing a run of `carry`."""
+    idx = np.arange(above.size)
+    last_false = np.maximum.accumulate(np.where(above, -1, idx))
+    runs = idx - last_false
+    return np.where(last_false < 0, runs + carry, runs)
