@@ -47,7 +47,8 @@ def new_baseline_state(n_series: int) -> dict[str, np.ndarray]:
         "week_profile": np.zeros((n_series, WEEK_SLOTS)),
         "week_cycles": np.zeros((n_series, WEEK_SLOTS)),
         "week_last": np.full((n_series, WEEK_SLOTS), -1.0),
-        "week_residual": np.zeros((n_series, WEEK_SLOTS)),
+        # One correction per predictor (level, day, week): see `update_baseline`.
+        "week_residual": np.zeros((n_series, 3, WEEK_SLOTS)),
     }
 
 
@@ -64,6 +65,7 @@ class Expectation:
         "raw_expected",
         "scale",
         "scales",
+        "warm",
     )
 
     def __init__(self, state: dict[str, np.ndarray], slots: tuple, cfg: DetectorConfig) -> None:
@@ -76,6 +78,8 @@ class Expectation:
         e_day = np.where(day_warm, base + state["day_profile"][rows, day_slot], level)
         e_week = np.where(week_warm, base + state["week_profile"][rows, week_slot], e_day)
         self.candidates = np.stack([level, e_day, e_week], axis=1)
+        # Which candidates are themselves (a cold profile falls back to another predictor).
+        self.warm = np.stack([np.ones_like(day_warm), day_warm, week_warm], axis=1)
         self.scales = np.maximum(MAD_TO_SD * state["err"], floor[:, None])
         self.choice = np.argmin(state["err"], axis=1)
         # What the chosen predictor keeps getting wrong at this hour of the week (a batch
@@ -83,7 +87,7 @@ class Expectation:
         # cycles behind it: recurring patterns become part of the expected profile.
         cycles = state["week_cycles"][rows, week_slot]
         shrink = np.where(cycles >= 2, cycles / (cycles + 2.0), 0.0)
-        self.correction = shrink * state["week_residual"][rows, week_slot]
+        self.correction = shrink * state["week_residual"][rows, self.choice, week_slot]
         self.raw_expected = self.candidates[rows, self.choice]
         self.expected = self.raw_expected + self.correction
         self.scale = self.scales[rows, self.choice]
@@ -138,13 +142,21 @@ def update_baseline(
     # The weekly residual learns without winsorising: a recurring event is large by nature.
     prev_cycles = state["week_cycles"][rows, week_slot]
     a_res = np.where(prev_cycles < 1, 1.0, np.maximum(a_prof, 0.5 / (prev_cycles + 1.0)))
-    res = state["week_residual"][rows, week_slot]
-    miss = y0 - exp.raw_expected
+    # Each predictor keeps its own correction, learned from its own misses while it is warm
+    # (a cold profile stands in with the local level). One shared correction, learned from
+    # whichever predictor was chosen at the time, went stale when the choice changed:
+    # misses of the local level in the first days, before the daily profile was warm, came
+    # back a week later on top of the daily profile, which already predicted them, as a
+    # phantom anomaly (a square wave expected at 86 where it had never exceeded 68).
+    res = state["week_residual"][rows, :, week_slot]
+    miss = y0[:, None] - exp.candidates
     # Before the burn-in the predictors are still converging (at the first point the level
     # is 0): their misses say nothing about this hour of the week and, learned at full
     # weight, came back as a phantom spike in the same slot every week.
-    settled = valid & (count >= cfg.burn_in)
-    state["week_residual"][rows, week_slot] = np.where(settled, res + a_res * (miss - res), res)
+    settled = (valid & (count >= cfg.burn_in))[:, None] & exp.warm
+    state["week_residual"][rows, :, week_slot] = np.where(
+        settled, res + a_res[:, None] * (miss - res), res
+    )
 
     deviation = y0 - state["base"]
     for name, slot, cycle, idx in (

@@ -30,7 +30,7 @@ from .rules import ThresholdRule, evaluate_rules
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 3
+STATE_VERSION = 4
 
 
 def is_current_state(blob: bytes) -> bool:

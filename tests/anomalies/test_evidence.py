@@ -231,3 +231,19 @@ def test_pause_damps_repeats_and_lets_larger_or_sustained_incidents_through():
     evidence[[0, 4, 5, 6]] = [10.0, 10.0, 11.0, 10.5]
     damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)
     assert np.flatnonzero(scores >= alert).tolist() == [0, 6]
+
+
+def test_a_weekly_correction_does_not_outlive_the_predictor_it_was_learned_for():
+    # Regression: the weekly correction was shared by the predictors. In the first days of
+    # a daily square wave the local level was chosen and missed every edge; a week later
+    # the daily profile, which predicts the edges, got those misses added on top, and
+    # expected 86 where the series had never exceeded 68.
+    n = 288 * 21  # three weeks at five minutes
+    ts = 1_396_915_200.0 + 300.0 * np.arange(n)  # a Tuesday 00:00 UTC
+    hour = (ts // 3600) % 24
+    values = np.where((hour >= 9) & (hour < 17), 68.0, 20.0)
+    result = StreamingDetector(1).update(ts[None, :], values[None, :])
+    settled = slice(288 * 3, None)
+    assert result.expected[0, settled].max() < 75.0
+    assert result.expected[0, settled].min() > 15.0
+    assert (result.scores[0, settled] < DetectorConfig().alert_score).all()
