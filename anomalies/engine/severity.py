@@ -9,8 +9,9 @@ needs) and size (the peak deviation in units of ten scale widths): an anomaly is
 severe as the weaker of the two. Improbability alone called every alert at least a
 warning, since it takes a fixed amount of evidence to alert at all: on the demo world,
 26 of 29 anomalies were critical, including a false alarm 4 scale widths off for three
-hours. Size alone would call a routine 50-sigma burst of a spiky counter critical. An operator's rule breach is severe by definition of the
-rule, whatever its size in scale units, so it is judged on improbability alone.
+hours. Size alone would call a routine 50-sigma burst of a spiky counter critical. An
+operator's rule breach is severe by definition of the rule, whatever its size in scale
+units, so it is judged on improbability alone.
 """
 
 from __future__ import annotations
