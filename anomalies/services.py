@@ -195,9 +195,11 @@ def _save_states(detector, chosen, ts_block, states) -> None:
 def _save_fleet(detector: StreamingDetector, fleet: LearnedModel | None) -> None:
     blob = detector.fleet_state()
     if fleet is None:
-        LearnedModel.objects.create(name="fleet", blob=blob, windows=detector.reservoir.shape[0])
+        LearnedModel.objects.create(
+            name="fleet", blob=blob, windows=detector.fleet.reservoir.shape[0]
+        )
     else:
-        fleet.blob, fleet.windows = blob, detector.reservoir.shape[0]
+        fleet.blob, fleet.windows = blob, detector.fleet.reservoir.shape[0]
         fleet.save(update_fields=["blob", "windows", "updated_at"])
 
 
@@ -487,7 +489,7 @@ def learned_model_retrain() -> dict:
         detector = StreamingDetector.from_states([], fleet=bytes(fleet.blob))
         fitted = detector.retrain()
         fleet.blob = detector.fleet_state()
-        fleet.windows = detector.reservoir.shape[0]
+        fleet.windows = detector.fleet.reservoir.shape[0]
         if fitted:
             fleet.trained_at = timezone.now()
         fleet.save()

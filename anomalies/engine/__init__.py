@@ -34,9 +34,17 @@ def score_series(
 
 
 def score_many(
-    timestamps: list[np.ndarray], values: list[np.ndarray], config: DetectorConfig | None = None
+    timestamps: list[np.ndarray],
+    values: list[np.ndarray],
+    config: DetectorConfig | None = None,
+    independent: bool = False,
 ) -> list[np.ndarray]:
-    """Score several series of different lengths in one vectorised pass."""
+    """Score several series of different lengths in one vectorised pass.
+
+    By default the series form one fleet and share the learned model, as the monitored
+    series of one product do. With `independent`, each series learns its own, so its scores
+    are exactly those it gets when scored alone (unrelated files in one offline run).
+    """
     if len(timestamps) != len(values):
         raise ValueError("timestamps and values must list the same number of series")
     lengths = [len(v) for v in values]
@@ -51,5 +59,6 @@ def score_many(
         vs[i, : len(v)] = np.asarray(v, dtype=float)
     if width == 0:
         return [np.zeros(0) for _ in values]
-    result = StreamingDetector(len(values), config).update(ts, vs)
+    fleets = np.arange(len(values)) if independent else None
+    result = StreamingDetector(len(values), config, fleets=fleets).update(ts, vs)
     return [result.scores[i, :n].astype(float) for i, n in enumerate(lengths)]

@@ -43,11 +43,14 @@ def run_csv_files(
 ) -> list[Path]:
     """Score every file (all in one vectorised pass) and write the results; returns outputs.
 
-    Every input is read and validated before anything is written, so a bad file leaves
-    no half-written output directory behind.
+    Files are independent series: each learns its own model, so a file's scores do not
+    depend on which other files are scored with it. Every input is read and validated
+    before anything is written, so a bad file leaves no half-written output directory.
     """
     loaded = [(Path(p), *read_series_csv(Path(p))) for p in paths]
-    scores = score_many([e for _, _, e, _ in loaded], [v for _, _, _, v in loaded], config)
+    scores = score_many(
+        [e for _, _, e, _ in loaded], [v for _, _, _, v in loaded], config, independent=True
+    )
     written = []
     for (path, raw_ts, _, values), score in zip(loaded, scores, strict=True):
         target = out_dir / path.parent.name / path.name

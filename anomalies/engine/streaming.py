@@ -69,7 +69,13 @@ class ScoreResult:
 class StreamingDetector:
     """Per-series detector state for S series, advanced by `update`."""
 
-    def __init__(self, n_series: int, config: DetectorConfig | None = None) -> None:
+    def __init__(
+        self,
+        n_series: int,
+        config: DetectorConfig | None = None,
+        fleets: np.ndarray | None = None,
+    ) -> None:
+        """`fleets` numbers the learned-model group of each series (default: one group)."""
         self.config = cfg = config or DetectorConfig()
         self.n_series = n_series
         self.count = np.zeros(n_series)
@@ -90,9 +96,12 @@ class StreamingDetector:
             n_series, (learned.HURDLE,), cfg.calibration_span, min_beta=0.005
         )
         self.ranker = EvidenceRanker(n_series, cfg.evidence_span, cfg.record_bonus)
-        # Fleet-level model state (see learned.py): shared by the series scored together.
-        self.forest = None
-        self.reservoir = np.zeros((0, learned.N_FEATURES), np.float32)
+        # Learned models (see learned.py), one per fleet of series; time steps since the start.
+        self.fleet_of = np.zeros(n_series, int) if fleets is None else np.asarray(fleets, int)
+        if self.fleet_of.shape != (n_series,) or (n_series and self.fleet_of.min() < 0):
+            raise ValueError("fleets must give a non-negative group number for every series")
+        n_fleets = int(self.fleet_of.max()) + 1 if n_series else 1
+        self.fleets = [learned.Fleet() for _ in range(n_fleets)]
         self.steps = 0
         self.rules: list[list[ThresholdRule]] = [[] for _ in range(n_series)]
         self.breach_since: list[dict[str, float | None]] = [{} for _ in range(n_series)]
@@ -209,10 +218,30 @@ class StreamingDetector:
         self.y_prev = np.where(valid, x, self.y_prev)
 
     def _learned_pass(self, features, valid, burned, out, auto_retrain: bool) -> None:
-        """Score every valid point with the forest fitted before it; refit on schedule.
+        """Score every valid point with its fleet's forest fitted before it; refit on schedule."""
+        if len(self.fleets) == 1:  # the scheduled job's case: no copies
+            raw = self._fleet_pass(self.fleets[0], features, valid, auto_retrain)
+        else:
+            raw = np.zeros(valid.shape)
+            for number, fleet in enumerate(self.fleets):
+                members = np.flatnonzero(self.fleet_of == number)
+                if members.size:
+                    raw[members] = self._fleet_pass(
+                        fleet, features[members], valid[members], auto_retrain
+                    )
+        self.steps += valid.shape[1]
+        for j in range(valid.shape[1]):
+            scored = valid[:, j] & (raw[:, j] > 0)
+            surprisal = self.learned_calibrator.surprisal_and_update(raw[:, j : j + 1], scored)
+            out[:, j] = np.where(scored & burned[:, j], surprisal[:, 0], 0.0)
+
+    def _fleet_pass(self, fleet, features, valid, auto_retrain: bool) -> np.ndarray:
+        """Raw isolation scores of one fleet's block; learns its reservoir and refits it.
 
         The block is cut at refit boundaries (counted in time steps since the detector
-        started, so one long call and many short calls cut at the same places).
+        started, so one long call and many short calls cut at the same places). Sampling
+        depends on a series' position within its fleet, not in the detector, so a fleet of
+        one series scores the same alone or beside others.
         """
         cfg = self.config
         n_s, n_t = valid.shape
@@ -223,40 +252,44 @@ class StreamingDetector:
         cuts = {0, n_t}
         if auto_retrain and cfg.ml_retrain_every > 0:
             cuts.update(j for j in range(1, n_t) if (self.steps + j) % cfg.ml_retrain_every == 0)
-        if self.forest is None:
-            filled = self.reservoir.shape[0] + np.cumsum(sampled.sum(axis=0))
+        if fleet.forest is None:
+            filled = fleet.reservoir.shape[0] + np.cumsum(sampled.sum(axis=0))
             ready = np.flatnonzero(filled >= cfg.ml_min_train)
             if ready.size:
                 cuts.add(int(ready[0]) + 1)
-        cuts = sorted(cuts)
         raw = np.zeros((n_s, n_t))
-        for a, b in itertools.pairwise(cuts):
+        for a, b in itertools.pairwise(sorted(cuts)):
             block_valid = valid[:, a:b]
             block = features[:, a:b]
-            if self.forest is not None:
+            if fleet.forest is not None:
                 raw[:, a:b][block_valid] = learned.isolation_depth_score(
-                    self.forest, block[block_valid]
+                    fleet.forest, block[block_valid]
                 )
             chosen = sampled[:, a:b].T  # time-major, so the reservoir keeps time order
-            self.reservoir = np.concatenate(
-                [self.reservoir, block.transpose(1, 0, 2)[chosen].astype(np.float32)]
+            fleet.reservoir = np.concatenate(
+                [fleet.reservoir, block.transpose(1, 0, 2)[chosen].astype(np.float32)]
             )[-cfg.ml_reservoir :]
             step_b = self.steps + b
             due = auto_retrain and cfg.ml_retrain_every > 0 and step_b % cfg.ml_retrain_every == 0
-            if (due or self.forest is None) and self.reservoir.shape[0] >= cfg.ml_min_train:
-                self.forest = learned.fit_forest(self.reservoir, cfg)
-        self.steps += n_t
-        for j in range(n_t):
-            scored = valid[:, j] & (raw[:, j] > 0)
-            surprisal = self.learned_calibrator.surprisal_and_update(raw[:, j : j + 1], scored)
-            out[:, j] = np.where(scored & burned[:, j], surprisal[:, 0], 0.0)
+            if (due or fleet.forest is None) and fleet.reservoir.shape[0] >= cfg.ml_min_train:
+                fleet.forest = learned.fit_forest(fleet.reservoir, cfg)
+        return raw
 
     def retrain(self) -> bool:
-        """Refit the forest on the reservoir now (the scheduled daily job)."""
-        if self.reservoir.shape[0] < self.config.ml_min_train:
-            return False
-        self.forest = learned.fit_forest(self.reservoir, self.config)
-        return True
+        """Refit every fleet's forest on its reservoir now (the scheduled daily job)."""
+        fitted = False
+        for fleet in self.fleets:
+            if fleet.reservoir.shape[0] >= self.config.ml_min_train:
+                fleet.forest = learned.fit_forest(fleet.reservoir, self.config)
+                fitted = True
+        return fitted
+
+    @property
+    def fleet(self) -> learned.Fleet:
+        """The learned model of a single-fleet detector (the scheduled job's)."""
+        if len(self.fleets) != 1:
+            raise ValueError("this detector holds several fleets")
+        return self.fleets[0]
 
     def _rules_pass(self, ts, values, out) -> None:
         for s, rules in enumerate(self.rules):
@@ -304,7 +337,7 @@ class StreamingDetector:
 
     def fleet_state(self) -> bytes:
         """The shared learned model: forest, reservoir of windows and step counter."""
-        return learned.dump_fleet(self.forest, self.reservoir, self.steps)
+        return learned.dump_fleet(self.fleet.forest, self.fleet.reservoir, self.steps)
 
     def _state_groups(self) -> dict[str, dict[str, np.ndarray]]:
         return {
@@ -348,7 +381,7 @@ class StreamingDetector:
                 array[known] = block.reshape((len(known), *array.shape[1:]))
                 offset += width
         if fleet is not None:
-            det.forest, det.reservoir, det.steps = learned.load_fleet(fleet)
+            det.fleet.forest, det.fleet.reservoir, det.steps = learned.load_fleet(fleet)
         if rules is not None:
             det.rules = [list(r) for r in rules]
         return det

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from anomalies.engine import DetectorConfig, StreamingDetector, ThresholdRule, score_series
+from anomalies.engine import (
+    DetectorConfig,
+    StreamingDetector,
+    ThresholdRule,
+    score_many,
+    score_series,
+)
 from anomalies.engine.calibration import TailCalibrator, score_from_surprisal
 from anomalies.engine.csv_runner import CsvInputError, run_csv_files
 from anomalies.engine.rules import evaluate_rules
@@ -113,6 +119,28 @@ def test_incremental_updates_match_one_batch_through_serialised_state():
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), batch.scores, atol=1e-6)
     alert = cfg.alert_score
     assert batch.scores[0, 1300] >= alert and batch.scores[0, 1400] >= alert
+
+
+def test_independent_series_score_exactly_as_when_scored_alone():
+    cfg = DetectorConfig(ml_retrain_every=400, ml_min_train=100)
+    ts_a, a = seasonal(1500, seed=21)
+    ts_b, b = seasonal(1100, seed=22, noise=4.0)
+    b[::97] += 60.0  # a spiky neighbour that would shape a shared forest
+    together = score_many([ts_a, ts_b], [a, b], cfg, independent=True)
+    for ts, values, scores in ((ts_a, a, together[0]), (ts_b, b, together[1])):
+        np.testing.assert_array_equal(scores, score_many([ts], [values], cfg)[0])
+    # The premise: sharing one learned model couples them.
+    shared = score_many([ts_a, ts_b], [a, b], cfg)
+    assert not np.array_equal(shared[0], together[0])
+
+
+def test_fleet_numbers_are_checked_and_a_multi_fleet_detector_has_no_single_fleet():
+    with pytest.raises(ValueError, match="fleets"):
+        StreamingDetector(2, fleets=np.array([0]))
+    with pytest.raises(ValueError, match="fleets"):
+        StreamingDetector(2, fleets=np.array([0, -1]))
+    with pytest.raises(ValueError, match="several fleets"):
+        StreamingDetector(2, fleets=np.array([0, 1])).fleet_state()
 
 
 def test_padding_leaves_a_series_state_untouched():
