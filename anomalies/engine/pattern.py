@@ -81,3 +81,25 @@ def missing_surprisal(gap_steps: np.ndarray, missing_value: np.ndarray) -> np.nd
     """
     lost = np.where(missing_value, np.maximum(gap_steps, 1.0), gap_steps)
     return np.where(lost >= 1.0, 3.0 + np.log2(np.maximum(lost, 1.0)), 0.0)
+
+
+# How far an interval must be from the typical step before it moves the estimate, and by
+# how much one such interval moves it.
+STEP_BAND = 1.25
+STEP_RATE = 0.05
+
+
+def typical_step(step: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """The series' usual sampling interval after seeing interval `dt` (inf: none seen yet).
+
+    A streaming median in log space (the "frugal" sign update): an interval more than
+    `STEP_BAND` times longer (shorter) than the estimate moves it up (down) by 5 %. The
+    smallest interval ever seen is what a jittered scraper makes it: one 3-minute interval
+    in a 5-minute series turned every ordinary interval into "one point lost", and the
+    missing-data statistic fired on every point. A regular series keeps its exact step.
+    """
+    first = ~np.isfinite(step)
+    up = dt > STEP_BAND * step
+    down = dt * STEP_BAND < step
+    moved = np.where(up, step * (1 + STEP_RATE), np.where(down, step / (1 + STEP_RATE), step))
+    return np.where(first, dt, moved)

@@ -212,7 +212,7 @@ class StreamingDetector:
         features[:, j, learned.FEATURE_LAGS + 1] = np.clip(var_ratio, -20, 20)
 
         baseline.update_baseline(self.base, y, valid, self.count, self.step, slots, exp, cfg)
-        self.step = np.where(positive, np.minimum(self.step, dt), self.step)
+        self.step = np.where(positive, pattern.typical_step(self.step, dt), self.step)
         self.count = self.count + valid
         self.t_prev = np.where(active, t, self.t_prev)
         self.y_prev = np.where(valid, x, self.y_prev)

@@ -121,6 +121,19 @@ def test_incremental_updates_match_one_batch_through_serialised_state():
     assert batch.scores[0, 1300] >= alert and batch.scores[0, 1400] >= alert
 
 
+def test_jittered_timestamps_are_not_missing_data_but_a_real_gap_is():
+    rng = np.random.default_rng(17)
+    intervals = STEP + rng.uniform(-100.0, 100.0, 1500)  # a scraper that is never on time
+    intervals[1200] = 4 * STEP  # three points really lost
+    ts = START + np.cumsum(intervals)
+    _, values = seasonal(1500, seed=17)
+    det = StreamingDetector(1)
+    votes = det.update(ts[None, :], values[None, :]).votes()["pattern"][0]
+    assert 0.8 * STEP < det.step[0] < 1.2 * STEP
+    assert votes[100:].mean() < 0.01
+    assert votes[1200]
+
+
 def test_independent_series_score_exactly_as_when_scored_alone():
     cfg = DetectorConfig(ml_retrain_every=400, ml_min_train=100)
     ts_a, a = seasonal(1500, seed=21)
