@@ -1,8 +1,9 @@
 """Anomaly detection engine: pure numpy / scipy / scikit-learn, no Django.
 
 Four method families score every point causally (statistical, learned, pattern, rules);
-each is calibrated to a tail probability on its own series and the strongest weighted one
-becomes the score in [0, 1]. `StreamingDetector` keeps the per-series state so that a
+each is calibrated to a tail probability on its own series, their surprisals are summed,
+and the sum is ranked against the series' own history (with a bonus for a value beyond
+the range the series has shown) to give the score in [0, 1]. `StreamingDetector` keeps the per-series state so that a
 scheduled job scores only new points; `score_series` is the offline entry point.
 """
 

@@ -25,12 +25,13 @@ from .calibration import TailCalibrator, score_from_surprisal
 from .config import FAMILIES, DetectorConfig
 from .evidence import EvidenceRanker
 from .pause import PauseState, damp_repeats
+from .range_record import RangeRecord
 from .rules import ThresholdRule, evaluate_rules
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 4
+STATE_VERSION = 5
 
 
 def is_current_state(blob: bytes) -> bool:
@@ -96,6 +97,7 @@ class StreamingDetector:
             n_series, (learned.HURDLE,), cfg.calibration_span, min_beta=0.005
         )
         self.ranker = EvidenceRanker(n_series, cfg.evidence_span, cfg.record_bonus)
+        self.range = RangeRecord(n_series, cfg)
         # Learned models (see learned.py), one per fleet of series; time steps since the start.
         self.fleet_of = np.zeros(n_series, int) if fleets is None else np.asarray(fleets, int)
         if self.fleet_of.shape != (n_series,) or (n_series and self.fleet_of.min() < 0):
@@ -128,13 +130,17 @@ class StreamingDetector:
         w = self.config.weights
         total = sum(w[f] * families[f].astype(float) for f in FAMILIES)
         ranked = np.zeros((n_s, n_t))
+        record = np.zeros((n_s, n_t))
         learn = valid_all & burned
         for j in range(n_t):
             ranked[:, j] = self.ranker.surprisal_and_update(total[:, j], learn[:, j])
+            record[:, j] = self.range.bonus_and_update(
+                values[:, j], valid_all[:, j], expected[:, j], ranked[:, j]
+            )
         # Rank alone would call the largest wobble of a quiet series a record: the ranked
-        # surprisal is capped by the raw evidence, so an alert also needs the methods
-        # themselves to find the point improbable.
-        ranked = np.minimum(ranked, total / self.config.evidence_per_surprisal)
+        # surprisal (with any range-record bonus) is capped by the raw evidence, so an alert
+        # also needs the methods themselves to find the point improbable.
+        ranked = np.minimum(ranked + record, total / self.config.evidence_per_surprisal)
         # An operator's rule is an anomaly by definition, however often it is breached.
         evidence = np.maximum(ranked, w["rules"] * families["rules"])
         combined = score_from_surprisal(evidence, self.config.score_half_surprisal)
@@ -347,6 +353,7 @@ class StreamingDetector:
             "cal": self.calibrator.state(),
             "lcal": self.learned_calibrator.state(),
             "evid": self.ranker.state(),
+            "range": self.range.state(),
         }
 
     @classmethod

@@ -1,0 +1,61 @@
+"""A value beyond the range the series has shown: the novelty that ranking alone misses.
+
+Ranking evidence against the series' own history (evidence.py) has a blind spot on bursty
+series. The scales adapt after the first bursts, so a later burst half again as high can
+carry less evidence than the earlier ones and rank below them, while the operator looking
+at the chart sees the highest value in weeks. On the NAB Twitter volumes two labelled
+bursts (159 and 205 tweets against an earlier maximum of 120) scored below the alert level
+for exactly that reason.
+
+This stage keeps, per series, the highest and lowest value seen. Each relaxes towards the
+expected value at the pace of `range_span` points, so a one-off extreme is forgotten after
+a few months of five-minute data instead of silencing the stage forever. A point beyond
+the range by more than `range_margin` of its width earns `range_bonus` of ranked surprisal
+per doubling of that excess. It counts only once the series has `range_mature` points (the
+range of a few hours of noise is no yardstick) and only for points whose evidence already
+ranks in the series' top tenth or so (`range_gate`), so a new extreme the methods find
+ordinary stays quiet. The caller caps the result by the raw evidence, as it does the rank.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import DetectorConfig, alpha
+
+
+class RangeRecord:
+    """Running high and low of S series, updated one time step at a time."""
+
+    def __init__(self, n_series: int, config: DetectorConfig) -> None:
+        self.config = config
+        self.high = np.full(n_series, np.nan)
+        self.low = np.full(n_series, np.nan)
+        self.seen = np.zeros(n_series)
+
+    def bonus_and_update(
+        self, y: np.ndarray, valid: np.ndarray, expected: np.ndarray, ranked: np.ndarray
+    ) -> np.ndarray:
+        """Ranked-surprisal bonus (S,) of the values `y` against the range, then learn them."""
+        cfg = self.config
+        high, low = self.high, self.low
+        width = np.maximum(high - low, 1e-12)
+        with np.errstate(invalid="ignore"):
+            excess = np.where(y > high, (y - high) / width, np.where(y < low, (low - y) / width, 0))
+        excess = np.nan_to_num(excess)
+        counts = valid & (self.seen >= cfg.range_mature) & (ranked >= cfg.range_gate)
+        doublings = np.log2(np.maximum(excess, 1e-12) / cfg.range_margin)
+        bonus = np.where(counts & (excess > cfg.range_margin), cfg.range_bonus * doublings, 0.0)
+
+        k = alpha(cfg.range_span)
+        mid = np.where(np.isfinite(expected), expected, y)
+        first = valid & ~np.isfinite(high)
+        relaxed_high = np.fmax(y, high - k * (high - mid))
+        relaxed_low = np.fmin(y, low - k * (low - mid))
+        self.high = np.where(valid, np.where(first, y, relaxed_high), high)
+        self.low = np.where(valid, np.where(first, y, relaxed_low), low)
+        self.seen = self.seen + valid
+        return bonus
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"high": self.high, "low": self.low, "seen": self.seen}
