@@ -77,15 +77,12 @@ class DetectorConfig:
     escalation_run: int = 6
     # Range record (range_record.py): a point beyond the series' running high / low by more
     # than `range_margin` of the range's width earns `range_bonus` ranked surprisal per
-    # doubling of that excess, once the series has `range_mature` points and the point's
-    # ranked evidence is at least `range_gate`; the high and low relax towards the expected
-    # value over `range_span` points. NAB subset 68.5 -> 72.0 (two Twitter bursts above an
-    # earlier maximum now alert); margin 0.05 / 0.15 gave 71.7 / 70.3, no relaxation 70.3.
+    # doubling of that excess; the high and low relax towards the expected value over
+    # `range_span` points. NAB subset 68.5 -> 72.0 (two Twitter bursts above an earlier
+    # maximum now alert); margin 0.05 / 0.15 gave 71.7 / 70.3, no relaxation 70.3.
     range_bonus: float = 2.0
     range_margin: float = 0.1
     range_span: float = 32000.0
-    range_mature: int = 288
-    range_gate: float = 1.0
     # Isolation forest shared by the series scored together: first fit once the reservoir
     # holds `ml_min_train` windows, refitted every `ml_retrain_every` time steps (0: only
     # when `retrain()` is called, the scheduled daily job) on up to `ml_reservoir` windows

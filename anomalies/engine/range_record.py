@@ -11,10 +11,10 @@ This stage keeps, per series, the highest and lowest value seen. Each relaxes to
 expected value at the pace of `range_span` points, so a one-off extreme is forgotten after
 a few months of five-minute data instead of silencing the stage forever. A point beyond
 the range by more than `range_margin` of its width earns `range_bonus` of ranked surprisal
-per doubling of that excess. It counts only once the series has `range_mature` points (the
-range of a few hours of noise is no yardstick) and only for points whose evidence already
-ranks in the series' top tenth or so (`range_gate`), so a new extreme the methods find
-ordinary stays quiet. The caller caps the result by the raw evidence, as it does the rank.
+per doubling of that excess, once the series is past its burn-in. The caller caps rank
+plus bonus by the raw evidence, so a new extreme that the methods themselves find ordinary
+(a Gaussian series' range still widening in its second week) stays quiet; with that cap,
+gating the bonus on the point's rank or on a longer maturity changed nothing measured.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class RangeRecord:
         self.seen = np.zeros(n_series)
 
     def bonus_and_update(
-        self, y: np.ndarray, valid: np.ndarray, expected: np.ndarray, ranked: np.ndarray
+        self, y: np.ndarray, valid: np.ndarray, expected: np.ndarray
     ) -> np.ndarray:
         """Ranked-surprisal bonus (S,) of the values `y` against the range, then learn them."""
         cfg = self.config
@@ -43,7 +43,7 @@ class RangeRecord:
         with np.errstate(invalid="ignore"):
             excess = np.where(y > high, (y - high) / width, np.where(y < low, (low - y) / width, 0))
         excess = np.nan_to_num(excess)
-        counts = valid & (self.seen >= cfg.range_mature) & (ranked >= cfg.range_gate)
+        counts = valid & (self.seen >= cfg.burn_in)
         doublings = np.log2(np.maximum(excess, 1e-12) / cfg.range_margin)
         bonus = np.where(counts & (excess > cfg.range_margin), cfg.range_bonus * doublings, 0.0)
 

@@ -10,17 +10,14 @@ import pytest
 from anomalies.engine import DetectorConfig, score_series
 from anomalies.engine.range_record import RangeRecord
 
-CFG = DetectorConfig(range_mature=10, range_span=1e12)
+CFG = DetectorConfig(burn_in=10, range_span=1e12)
 YES = np.array([True])
 
 
-def _feed(stage: RangeRecord, values, ranked: float = 5.0) -> np.ndarray:
-    out = []
-    for v in values:
-        out.append(
-            stage.bonus_and_update(np.array([v]), YES, np.array([np.nan]), np.array([ranked]))[0]
-        )
-    return np.array(out)
+def _feed(stage: RangeRecord, values) -> np.ndarray:
+    return np.array(
+        [stage.bonus_and_update(np.array([v]), YES, np.array([np.nan]))[0] for v in values]
+    )
 
 
 def test_bonus_is_per_doubling_of_the_excess_over_the_margin():
@@ -35,21 +32,20 @@ def test_bonus_is_per_doubling_of_the_excess_over_the_margin():
     assert np.isclose(_feed(stage, [-30.0])[0], CFG.range_bonus * np.log2(0.2 / 0.1))
 
 
-def test_no_bonus_before_maturity_or_for_points_the_methods_find_ordinary():
+def test_no_bonus_during_the_burn_in_but_the_range_still_learns():
     young = RangeRecord(1, CFG)
-    assert _feed(young, [0.0, 100.0, 1000.0]).max() == 0.0  # 3 points < range_mature
-    stage = RangeRecord(1, CFG)
-    _feed(stage, np.tile([0.0, 100.0], 10))
-    assert _feed(stage, [500.0], ranked=CFG.range_gate - 0.1)[0] == 0.0
-    # ...but the extreme still moved the range: the next 500 is no record.
-    assert _feed(stage, [500.0])[0] == 0.0
+    assert _feed(young, [0.0, 100.0, 1000.0]).max() == 0.0  # 3 points < burn_in
+    assert np.allclose([young.low[0], young.high[0]], [0.0, 1000.0])
+    _feed(young, np.tile([0.0, 100.0], 5))
+    assert _feed(young, [1000.0])[0] == 0.0  # a repeat of the high is no record
+    assert _feed(young, [1300.0])[0] > 0.0
 
 
 def test_the_range_relaxes_towards_the_expected_value():
     fast = RangeRecord(1, dataclasses.replace(CFG, range_span=50.0))
     _feed(fast, [0.0, 1000.0])
     for _ in range(500):
-        fast.bonus_and_update(np.array([50.0]), YES, np.array([50.0]), np.array([0.0]))
+        fast.bonus_and_update(np.array([50.0]), YES, np.array([50.0]))
     # One-off extremes are forgotten: both ends came back to the level of 50...
     assert 49.9 < fast.low[0] <= 50.0 <= fast.high[0] < 50.1
     # ...so a move of 10 is now far outside the range, where it was well inside before.
@@ -59,9 +55,7 @@ def test_the_range_relaxes_towards_the_expected_value():
 def test_invalid_points_neither_score_nor_learn():
     stage = RangeRecord(2, CFG)
     for _ in range(10):
-        stage.bonus_and_update(
-            np.array([1.0, 1.0]), np.array([True, False]), np.full(2, np.nan), np.full(2, 5.0)
-        )
+        stage.bonus_and_update(np.array([1.0, 1.0]), np.array([True, False]), np.full(2, np.nan))
     assert stage.seen.tolist() == [10.0, 0.0] and np.isnan(stage.high[1])
 
 
