@@ -83,3 +83,17 @@ def test_a_burst_above_every_earlier_burst_alerts_on_a_bursty_counter(seed):
     assert with_record[2500:2503].max() >= cfg.alert_score > without[2500:2503].max()
     # Before the record, the stage changes nothing: the bursts of 100 repeat a known height.
     assert np.array_equal(with_record[1100:2500], without[1100:2500])
+
+
+def test_new_highs_the_methods_find_ordinary_never_alert_however_large_the_bonus():
+    """A growing series sets a new high at nearly every point: the raw-evidence cap, which
+    rank and bonus share, keeps every one of them quiet."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    ts = 1_700_000_000.0 + 300.0 * np.arange(n)
+    cfg = DetectorConfig(range_bonus=50.0, range_margin=1e-4)
+    for values in (
+        100.0 + np.arange(n) + rng.normal(0, 2, n),  # a steep trend
+        np.cumsum(rng.poisson(5, n)).astype(float),  # a monotonic counter
+    ):
+        assert (score_series(ts, values, cfg) >= cfg.alert_score).sum() == 0
