@@ -39,21 +39,18 @@ class RangeRecord:
         """Ranked-surprisal bonus (S,) of the values `y` against the range, then learn them."""
         cfg = self.config
         high, low = self.high, self.low
-        width = np.maximum(high - low, 1e-12)
+        # NaN (no range yet, or no value) compares false and so earns nothing.
         with np.errstate(invalid="ignore"):
-            excess = np.where(y > high, (y - high) / width, np.where(y < low, (low - y) / width, 0))
-        excess = np.nan_to_num(excess)
-        counts = valid & (self.seen >= cfg.burn_in)
-        doublings = np.log2(np.maximum(excess, 1e-12) / cfg.range_margin)
-        bonus = np.where(counts & (excess > cfg.range_margin), cfg.range_bonus * doublings, 0.0)
+            excess = np.fmax(y - high, low - y) / np.maximum(high - low, 1e-12)
+            earns = valid & (excess > cfg.range_margin) & (self.seen >= cfg.burn_in)
+        doublings = np.log2(np.where(earns, excess, cfg.range_margin) / cfg.range_margin)
+        bonus = cfg.range_bonus * doublings
 
+        # fmax / fmin ignore the NaN of a series' first value, which so starts the range.
         k = alpha(cfg.range_span)
         mid = np.where(np.isfinite(expected), expected, y)
-        first = valid & ~np.isfinite(high)
-        relaxed_high = np.fmax(y, high - k * (high - mid))
-        relaxed_low = np.fmin(y, low - k * (low - mid))
-        self.high = np.where(valid, np.where(first, y, relaxed_high), high)
-        self.low = np.where(valid, np.where(first, y, relaxed_low), low)
+        self.high = np.where(valid, np.fmax(y, high - k * (high - mid)), high)
+        self.low = np.where(valid, np.fmin(y, low - k * (low - mid)), low)
         self.seen = self.seen + valid
         return bonus
 
