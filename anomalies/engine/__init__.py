@@ -3,8 +3,9 @@
 Four method families score every point causally (statistical, learned, pattern, rules);
 each is calibrated to a tail probability on its own series, their surprisals are summed,
 and the sum is ranked against the series' own history (with a bonus for a value beyond
-the range the series has shown) to give the score in [0, 1]. `StreamingDetector` keeps the per-series state so that a
-scheduled job scores only new points; `score_series` is the offline entry point.
+the range the series has shown) to give the score in [0, 1]. `StreamingDetector` keeps
+the per-series state so that a scheduled job scores only new points; `score_series` is
+the offline entry point.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ This stage keeps, per series, the highest and lowest value seen. Each relaxes to
 expected value at the pace of `range_span` points, so a one-off extreme is forgotten after
 a few months of five-minute data instead of silencing the stage forever. A point beyond
 the range by more than `range_margin` of its width earns `range_bonus` of ranked surprisal
-per doubling of that excess, once the series is past its burn-in. The caller caps rank
+per doubling of that excess, for points past the series' burn-in (the caller's count of
+valid points says which: the stage keeps no counter of its own). The caller caps rank
 plus bonus by the raw evidence, so a new extreme that the methods themselves find ordinary
 (a Gaussian series' range still widening in its second week) stays quiet; with that cap,
 gating the bonus on the point's rank or on a longer maturity changed nothing measured.
@@ -31,18 +32,20 @@ class RangeRecord:
         self.config = config
         self.high = np.full(n_series, np.nan)
         self.low = np.full(n_series, np.nan)
-        self.seen = np.zeros(n_series)
 
     def bonus_and_update(
-        self, y: np.ndarray, valid: np.ndarray, expected: np.ndarray
+        self, y: np.ndarray, valid: np.ndarray, expected: np.ndarray, scored: np.ndarray
     ) -> np.ndarray:
-        """Ranked-surprisal bonus (S,) of the values `y` against the range, then learn them."""
+        """Ranked-surprisal bonus (S,) of the values `y` against the range, then learn them.
+
+        Every valid point moves the range; only `scored` ones (past the burn-in) earn.
+        """
         cfg = self.config
         high, low = self.high, self.low
         # NaN (no range yet, or no value) compares false and so earns nothing.
         with np.errstate(invalid="ignore"):
             excess = np.fmax(y - high, low - y) / np.maximum(high - low, 1e-12)
-            earns = valid & (excess > cfg.range_margin) & (self.seen >= cfg.burn_in)
+            earns = valid & scored & (excess > cfg.range_margin)
         doublings = np.log2(np.where(earns, excess, cfg.range_margin) / cfg.range_margin)
         bonus = cfg.range_bonus * doublings
 
@@ -51,8 +54,7 @@ class RangeRecord:
         mid = np.where(np.isfinite(expected), expected, y)
         self.high = np.where(valid, np.fmax(y, high - k * (high - mid)), high)
         self.low = np.where(valid, np.fmin(y, low - k * (low - mid)), low)
-        self.seen = self.seen + valid
         return bonus
 
     def state(self) -> dict[str, np.ndarray]:
-        return {"high": self.high, "low": self.low, "seen": self.seen}
+        return {"high": self.high, "low": self.low}

@@ -135,7 +135,7 @@ class StreamingDetector:
         for j in range(n_t):
             ranked[:, j] = self.ranker.surprisal_and_update(total[:, j], learn[:, j])
             record[:, j] = self.range.bonus_and_update(
-                values[:, j], valid_all[:, j], expected[:, j]
+                values[:, j], valid_all[:, j], expected[:, j], learn[:, j]
             )
         # Rank alone would call the largest wobble of a quiet series a record: the ranked
         # surprisal (with any range-record bonus) is capped by the raw evidence, so an alert

@@ -10,13 +10,14 @@ import pytest
 from anomalies.engine import DetectorConfig, score_series
 from anomalies.engine.range_record import RangeRecord
 
-CFG = DetectorConfig(burn_in=10, range_span=1e12)
+CFG = DetectorConfig(range_span=1e12)
 YES = np.array([True])
 
 
-def _feed(stage: RangeRecord, values) -> np.ndarray:
+def _feed(stage: RangeRecord, values, scored: bool = True) -> np.ndarray:
+    flag = np.array([scored])
     return np.array(
-        [stage.bonus_and_update(np.array([v]), YES, np.array([np.nan]))[0] for v in values]
+        [stage.bonus_and_update(np.array([v]), YES, np.array([np.nan]), flag)[0] for v in values]
     )
 
 
@@ -34,7 +35,7 @@ def test_bonus_is_per_doubling_of_the_excess_over_the_margin():
 
 def test_no_bonus_during_the_burn_in_but_the_range_still_learns():
     young = RangeRecord(1, CFG)
-    assert _feed(young, [0.0, 100.0, 1000.0]).max() == 0.0  # 3 points < burn_in
+    assert _feed(young, [0.0, 100.0, 1000.0], scored=False).max() == 0.0  # in the burn-in
     assert np.allclose([young.low[0], young.high[0]], [0.0, 1000.0])
     _feed(young, np.tile([0.0, 100.0], 5))
     assert _feed(young, [1000.0])[0] == 0.0  # a repeat of the high is no record
@@ -45,7 +46,7 @@ def test_the_range_relaxes_towards_the_expected_value():
     fast = RangeRecord(1, dataclasses.replace(CFG, range_span=50.0))
     _feed(fast, [0.0, 1000.0])
     for _ in range(500):
-        fast.bonus_and_update(np.array([50.0]), YES, np.array([50.0]))
+        fast.bonus_and_update(np.array([50.0]), YES, np.array([50.0]), YES)
     # One-off extremes are forgotten: both ends came back to the level of 50...
     assert 49.9 < fast.low[0] <= 50.0 <= fast.high[0] < 50.1
     # ...so a move of 10 is now far outside the range, where it was well inside before.
@@ -55,8 +56,11 @@ def test_the_range_relaxes_towards_the_expected_value():
 def test_invalid_points_neither_score_nor_learn():
     stage = RangeRecord(2, CFG)
     for _ in range(10):
-        stage.bonus_and_update(np.array([1.0, 1.0]), np.array([True, False]), np.full(2, np.nan))
-    assert stage.seen.tolist() == [10.0, 0.0] and np.isnan(stage.high[1])
+        bonus = stage.bonus_and_update(
+            np.array([1.0, 50.0]), np.array([True, False]), np.full(2, np.nan), np.ones(2, bool)
+        )
+        assert bonus[1] == 0.0
+    assert stage.high[0] == 1.0 and np.isnan(stage.high[1]) and np.isnan(stage.low[1])
 
 
 def _quiet_then_busy_counter(seed: int) -> tuple[np.ndarray, np.ndarray]:
