@@ -34,8 +34,15 @@ def read_series_csv(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     epoch = (parsed - pd.Timestamp("1970-01-01", tz="UTC")).dt.total_seconds().to_numpy()
     if np.any(np.diff(epoch) < 0):
         raise CsvInputError(f"{path}: timestamps must be in increasing order")
-    values = pd.to_numeric(frame["value"], errors="coerce").to_numpy(dtype=float)
-    return frame["timestamp"], epoch, values
+    # An empty cell is a missing point (scored as missing data); text is a broken export.
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    garbled = values.isna() & frame["value"].notna()
+    if garbled.any():
+        row = int(np.flatnonzero(garbled.to_numpy())[0])
+        raise CsvInputError(
+            f"{path}: line {row + 2}: value {frame['value'].iloc[row]!r} is not a number"
+        )
+    return frame["timestamp"], epoch, values.to_numpy(dtype=float)
 
 
 def run_csv_files(

@@ -277,6 +277,18 @@ def test_csv_runner_rejects_bad_file_before_writing_anything(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_csv_runner_reads_empty_values_as_missing_and_rejects_text(tmp_path):
+    gap = tmp_path / "gap.csv"
+    gap.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,\n")
+    frame = pd.read_csv(run_csv_files([gap], tmp_path / "out")[0])
+    assert frame["value"].isna().tolist() == [False, True]
+    text = tmp_path / "text.csv"
+    text.write_text("timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,n/a!\n")
+    with pytest.raises(CsvInputError, match=r"line 3: value 'n/a!' is not a number"):
+        run_csv_files([text], tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_root_cause_ranks_earlier_onset_first_then_bigger_deviation():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
