@@ -29,6 +29,10 @@ EDGES = np.concatenate([[0.0], np.geomspace(0.25, 1e5, 64)])
 N_BINS = EDGES.size
 # Counts below this are treated as empty when finding the highest occupied bin.
 _OCCUPIED = 0.5
+_BIN = np.arange(N_BINS)
+# Upper edge and width of each bin; the last, open-ended bin counts as one doubling wide.
+_UPPER = np.append(EDGES[1:], EDGES[-1] * 2.0)
+_WIDTH = _UPPER - EDGES
 
 
 class EvidenceRanker:
@@ -48,22 +52,19 @@ class EvidenceRanker:
         x = np.maximum(np.nan_to_num(evidence), 0.0)
         k = np.clip(np.searchsorted(EDGES, x, side="right") - 1, 0, N_BINS - 1)
         rows = np.arange(x.shape[0])
-        lo = EDGES[k]
-        hi = np.where(k + 1 < N_BINS, EDGES[np.minimum(k + 1, N_BINS - 1)], lo * 2.0)
         # Within the bin, assume evidence spread evenly: the part above x counts as "at least".
-        above_in_bin = np.clip((hi - x) / np.maximum(hi - lo, 1e-12), 0.0, 1.0)
-        tail = np.cumsum(self.counts[:, ::-1], axis=1)[:, ::-1]
-        strictly_above = np.where(k + 1 < N_BINS, tail[rows, np.minimum(k + 1, N_BINS - 1)], 0.0)
+        above_in_bin = np.clip((_UPPER[k] - x) / _WIDTH[k], 0.0, 1.0)
+        # One masked dot product per series: a third of the time of a cumulative sum over
+        # the bins, and this runs twice per time step (point and sustained rank).
+        strictly_above = np.einsum("sb,sb->s", self.counts, k[:, None] < _BIN)
         at_least = strictly_above + self.counts[rows, k] * above_in_bin
         surprisal = -np.log10((at_least + 1.0) / (self.held + 1.0))
 
         occupied = self.counts >= _OCCUPIED
-        has_top = occupied.any(axis=1)
         top = N_BINS - 1 - np.argmax(occupied[:, ::-1], axis=1)
-        top_edge = np.where(
-            top + 1 < N_BINS, EDGES[np.minimum(top + 1, N_BINS - 1)], EDGES[-1] * 2.0
-        )
-        record = has_top & (x > top_edge) & (top_edge > 0)
+        has_top = occupied[rows, top]
+        top_edge = _UPPER[top]
+        record = has_top & (x > top_edge)
         bonus = np.where(record, np.log2(np.maximum(x, 1e-12) / top_edge), 0.0)
         out = np.where(learn, np.maximum(surprisal, 0.0) + self.record_bonus * bonus, 0.0)
 

@@ -7,9 +7,16 @@ Two things mark one:
 
 - a point with `escalation` times the raw evidence of the alert that opened the pause
   (a much larger incident);
-- `escalation_run` points in a row, each with at least that evidence (a sustained
-  incident after a brief spike: a one-point blip opened the pause, and now the series
-  stays as abnormal as that blip for half an hour).
+- a fresh run of `escalation_run` points in a row that would each alert on their own
+  (a sustained incident after a brief spike: a spike opened the pause, the series went
+  back to normal, and now it has been abnormal for half an hour). The run must start
+  after the opening alert's own run has ended, so a level shift that opened the pause
+  does not raise it again every half hour.
+
+The run used to need the opening alert's raw evidence at every point. A routine spike's
+evidence is larger than that of each point of a moderate outage, so a two-hour latency
+outage that began a few hours after a spike alert stayed hidden (held-out archetypes:
+latency 60.3 without the change, with `sustained.py` making its points alert-worthy).
 
 Either alerts again and opens a new pause. (While an anomaly is open, the service folds
 such a point into it.) The pause carries across calls in three numbers per series, so
@@ -29,7 +36,12 @@ from .config import DetectorConfig
 class PauseState:
     left: int = 0  # points of the current pause still to come
     bar: float = 0.0  # raw evidence of the alert that opened it
-    run: int = 0  # points in a row inside it with at least that evidence
+    # Alert-worthy points in a row inside it; OPENING_RUN (negative) while the run of the
+    # alert that opened the pause is still going.
+    run: int = 0
+
+
+OPENING_RUN = -(10**9)
 
 
 def damp_repeats(
@@ -47,7 +59,7 @@ def damp_repeats(
     while j < n:
         if left > 0:
             stop = min(n, j + left)
-            runs = _run_lengths(evidence[j:stop] >= bar, run)
+            runs = _run_lengths(scores[j:stop] >= cfg.alert_score, run)
             sustained = (runs >= cfg.escalation_run) & (cfg.escalation_run > 0)
             larger = (evidence[j:stop] > cfg.escalation * bar) & (cfg.escalation > 0)
             escalates = np.flatnonzero((scores[j:stop] >= cfg.alert_score) & (sustained | larger))
@@ -63,7 +75,7 @@ def damp_repeats(
             if hits.size == 0:
                 break
             j += int(hits[0])
-        left, bar, run = cooldown, float(evidence[j]), 0
+        left, bar, run = cooldown, float(evidence[j]), OPENING_RUN
         j += 1
     return PauseState(left, bar, run)
 

@@ -27,11 +27,12 @@ from .evidence import EvidenceRanker
 from .pause import PauseState, damp_repeats
 from .range_record import RangeRecord
 from .rules import ThresholdRule, evaluate_rules
+from .sustained import SustainedEvidence
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 5
+STATE_VERSION = 6
 
 
 def is_current_state(blob: bytes) -> bool:
@@ -98,6 +99,9 @@ class StreamingDetector:
         )
         self.ranker = EvidenceRanker(n_series, cfg.evidence_span, cfg.record_bonus)
         self.range = RangeRecord(n_series, cfg)
+        self.sustained = SustainedEvidence(
+            n_series, cfg.sustained_run, cfg.evidence_span, cfg.record_bonus
+        )
         # Learned models (see learned.py), one per fleet of series; time steps since the start.
         self.fleet_of = np.zeros(n_series, int) if fleets is None else np.asarray(fleets, int)
         if self.fleet_of.shape != (n_series,) or (n_series and self.fleet_of.min() < 0):
@@ -131,16 +135,26 @@ class StreamingDetector:
         total = sum(w[f] * families[f].astype(float) for f in FAMILIES)
         ranked = np.zeros((n_s, n_t))
         record = np.zeros((n_s, n_t))
+        floor = np.zeros((n_s, n_t))
+        run_ranked = np.zeros((n_s, n_t))
         learn = valid_all & burned
         for j in range(n_t):
             ranked[:, j] = self.ranker.surprisal_and_update(total[:, j], learn[:, j])
             record[:, j] = self.range.bonus_and_update(
                 values[:, j], valid_all[:, j], expected[:, j], learn[:, j]
             )
+            floor[:, j], run_ranked[:, j] = self.sustained.floor_and_surprisal(
+                total[:, j], valid_all[:, j], learn[:, j]
+            )
         # Rank alone would call the largest wobble of a quiet series a record: the ranked
         # surprisal (with any range-record bonus) is capped by the raw evidence, so an alert
-        # also needs the methods themselves to find the point improbable.
-        ranked = np.minimum(ranked + record, total / self.config.evidence_per_surprisal)
+        # also needs the methods themselves to find the point improbable. A sustained run
+        # (sustained.py) is ranked and capped the same way on the floor of its evidence.
+        per_point = self.config.evidence_per_surprisal
+        ranked = np.maximum(
+            np.minimum(ranked + record, total / per_point),
+            np.minimum(run_ranked, floor / per_point),
+        )
         # An operator's rule is an anomaly by definition, however often it is breached.
         evidence = np.maximum(ranked, w["rules"] * families["rules"])
         combined = score_from_surprisal(evidence, self.config.score_half_surprisal)
@@ -354,6 +368,7 @@ class StreamingDetector:
             "lcal": self.learned_calibrator.state(),
             "evid": self.ranker.state(),
             "range": self.range.state(),
+            "sust": self.sustained.state(),
         }
 
     @classmethod

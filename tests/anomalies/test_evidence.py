@@ -226,11 +226,25 @@ def test_pause_damps_repeats_and_lets_larger_or_sustained_incidents_through():
     assert scores[5] == pytest.approx(0.9 * cfg.cooldown_damping)
     assert state == PauseState(left=1, bar=10.0, run=0)  # 9 of its 10 points were here
 
-    # Three points in a row with the opening alert's evidence escalate, however small.
-    scores, evidence = np.full(12, 0.9), np.full(12, 1.0)
-    evidence[[0, 4, 5, 6]] = [10.0, 10.0, 11.0, 10.5]
-    damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)
+    # A fresh run of three alert-worthy points escalates, however small their evidence.
+    scores, evidence = np.full(12, 0.1), np.full(12, 1.0)
+    scores[[0, 4, 5, 6]] = 0.9
+    evidence[0] = 10.0
+    state = damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)
     assert np.flatnonzero(scores >= alert).tolist() == [0, 6]
+    assert state == PauseState(left=5, bar=1.0, run=0)  # the new pause, its opening run over
+
+    # The opening alert's own run does not: a level shift raises one alert per pause.
+    scores, evidence = np.full(12, 0.9), np.full(12, 10.0)
+    damp_repeats(scores, evidence, PauseState(), step=300.0, cfg=cfg)
+    assert np.flatnonzero(scores >= alert).tolist() == [0, 11]
+
+    # The run is carried across calls: two points here and one in the next call escalate.
+    first, second = np.array([0.9, 0.1, 0.9, 0.9]), np.array([0.9, 0.1])
+    state = damp_repeats(first, np.full(4, 5.0), PauseState(), step=300.0, cfg=cfg)
+    assert state.run == 2
+    damp_repeats(second, np.full(2, 5.0), state, step=300.0, cfg=cfg)
+    assert second[0] >= alert
 
 
 def test_a_weekly_correction_does_not_outlive_the_predictor_it_was_learned_for():
