@@ -150,10 +150,10 @@ class StreamingDetector:
         # surprisal (with any range-record bonus) is capped by the raw evidence, so an alert
         # also needs the methods themselves to find the point improbable. A sustained run
         # (sustained.py) is ranked and capped the same way on the floor of its evidence.
-        per_point = self.config.evidence_per_surprisal
+        per_surprisal = self.config.evidence_per_surprisal
         ranked = np.maximum(
-            np.minimum(ranked + record, total / per_point),
-            np.minimum(run_ranked, floor / per_point),
+            np.minimum(ranked + record, total / per_surprisal),
+            np.minimum(run_ranked, floor / per_surprisal),
         )
         # An operator's rule is an anomaly by definition, however often it is breached.
         evidence = np.maximum(ranked, w["rules"] * families["rules"])
