@@ -55,5 +55,4 @@ class SustainedEvidence:
         return floor, self.ranker.surprisal_and_update(floor, learn)
 
     def state(self) -> dict[str, np.ndarray]:
-        ranked = self.ranker.state()
-        return {"recent": self.recent, "counts": ranked["counts"], "held": ranked["held"]}
+        return {"recent": self.recent, **self.ranker.state()}
