@@ -6,13 +6,16 @@ development subset does not contain (not part of the test suite).
 The development subset is mostly Twitter volumes and ad-exchange prices, and the engine's
 defaults were chosen on it. This script writes a small labelled corpus in the NAB layout:
 a CPU level shift, a temperature drift followed by a failure, a missing holiday in
-half-hourly taxi-like traffic, a two-hour latency outage on a spiky lognormal series, and
-quiet seasonal series with nothing to find. It runs the same CSV path as
+half-hourly taxi-like traffic, a two-hour latency outage on a spiky lognormal series, a
+road closure in irregularly sampled traffic speeds, a two-hour write storm on heavy-tailed
+disk bytes, a stuck exporter on a CPU percentage rounded to one decimal, a burst of
+variance at an unchanged mean, and quiet seasonal series with nothing to find. It runs the same CSV path as
 `manage.py detect_anomalies` and scores the output with the shared NAB scorer, once for the
 whole corpus and once per archetype (each scored with the quiet series). Anomaly windows are
 NAB's: 10% of the file divided by the number of anomalies, centred on each onset.
 Nothing was tuned on it: it exists to tell a change that generalises from one that fits the
-development files.
+development files. (The last four archetypes came later; the stuck exporter was written
+to check the flatline statistic, showed that it failed, and is what `flatline.py` fixed.)
 """
 
 from __future__ import annotations
@@ -34,7 +37,16 @@ from anomalies.engine.csv_runner import run_csv_files
 ROOT = Path(__file__).resolve().parents[1]
 SCORER = ROOT.parent / "shared" / "tools" / "nab_score.py"
 START = 1_400_000_000
-ARCHETYPES = ("synthCpu", "synthTemp", "synthTaxi", "synthLatency")
+ARCHETYPES = (
+    "synthCpu",
+    "synthTemp",
+    "synthTaxi",
+    "synthLatency",
+    "synthTraffic",
+    "synthDisk",
+    "synthStuck",
+    "synthVariance",
+)
 
 
 def _ar(rng: np.random.Generator, n: int, phi: float = 0.8) -> np.ndarray:
@@ -45,9 +57,11 @@ def _ar(rng: np.random.Generator, n: int, phi: float = 0.8) -> np.ndarray:
     return out
 
 
-def _write(corpus: Path, windows: dict, name: str, step: int, values, onsets) -> None:
+def _write(corpus: Path, windows: dict, name: str, step, values, onsets) -> None:
+    """`step` is the sampling interval in seconds, or every point's own offset from START."""
     n = len(values)
-    stamps = pd.to_datetime(START + step * np.arange(n), unit="s")
+    offsets = np.asarray(step) if np.ndim(step) else step * np.arange(n)
+    stamps = pd.to_datetime(START + offsets, unit="s")
     path = corpus / "data" / name
     path.parent.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame({"timestamp": stamps.strftime("%Y-%m-%d %H:%M:%S"), "value": values})
@@ -96,6 +110,40 @@ def build_corpus(corpus: Path, seeds: int) -> None:
 
         quiet = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 288) + 2 * _ar(rng, n)
         _write(corpus, windows, f"synthQuiet/noanomaly_{seed}.csv", 300, quiet, [])
+
+        # Traffic speeds from a roadside sensor: irregular intervals with dropped readings,
+        # weekday rush-hour slowdowns, and a closure (speeds near 12) off-peak.
+        n = 2500
+        offsets = np.cumsum(rng.choice([240, 300, 300, 300, 360, 600, 900], n))
+        hour = (offsets % 86400) / 3600
+        weekday = ((offsets // 86400) % 7) < 5
+        rush = np.exp(-((hour - 8) ** 2) / 2) + np.exp(-((hour - 17.5) ** 2) / 2)
+        speed = 62 + rng.normal(0, 3, n) - 25 * weekday * rush
+        a = int(rng.uniform(0.4, 0.85) * n)
+        speed[a : a + 30] = 12 + rng.normal(0, 3, 30)
+        _write(corpus, windows, f"synthTraffic/speed_{seed}.csv", offsets, np.round(speed), [a])
+
+        # Disk write bytes: lognormal with sigma 1 (routine bursts of 20x the median), and
+        # two hours of ten times the usual rate.
+        n = 4032
+        disk = np.exp(rng.normal(15, 1.0, n))
+        a = int(rng.uniform(0.4, 0.85) * n)
+        disk[a : a + 24] *= 10
+        _write(corpus, windows, f"synthDisk/write_bytes_{seed}.csv", 300, disk, [a])
+
+        # A CPU percentage exported with one decimal (about one point in ten repeats, busy
+        # hours every afternoon) whose exporter gets stuck on its last value for 17 hours.
+        cycle = np.sin(2 * np.pi * np.arange(n) / 288) > 0.7
+        cpu = np.round(2 + 0.4 * _ar(rng, n, 0.5) + 0.8 * cycle, 1)
+        a = int(rng.uniform(0.4, 0.85) * n)
+        cpu[a : a + 200] = cpu[a - 1]
+        _write(corpus, windows, f"synthStuck/cpu_{seed}.csv", 300, cpu, [a])
+
+        # A key-value latency that keeps its mean but whose noise quadruples for 6 hours.
+        key = 100 + 2 * rng.normal(0, 1, n)
+        a = int(rng.uniform(0.4, 0.85) * n)
+        key[a : a + 72] = 100 + 8 * rng.normal(0, 1, 72)
+        _write(corpus, windows, f"synthVariance/key_latency_{seed}.csv", 300, key, [a])
     (corpus / "combined_windows.json").write_text(json.dumps(windows, indent=1))
 
 

@@ -4,7 +4,7 @@
 * level shift: a two-sided CUSUM of the standardised residual (Page, 1954), which
   accumulates small persistent deviations that no single point would reveal;
 * variance shift: log ratio of the recent residual variance to the long-run one;
-* flatline: how long the value has not moved at all (a stuck exporter);
+* flatline: a run of repeated values, scored by flatline.py outside the calibrator;
 * missing data: a gap in the timestamps or a missing value.
 """
 
@@ -14,10 +14,10 @@ import numpy as np
 
 from .config import DetectorConfig, alpha
 
-# Statistics, in order: profile_z, level_shift (CUSUM), variance_shift, flatline run.
+# Statistics, in order: profile_z, level_shift (CUSUM), variance_shift.
 # Tail thresholds for calibration: one scale unit off the profile, any CUSUM excess, a
-# variance ratio beyond e**0.5, any repeated value.
-HURDLES: tuple[float, ...] = (1.0, 0.0, 0.5, 0.0)
+# variance ratio beyond e**0.5.
+HURDLES: tuple[float, ...] = (1.0, 0.0, 0.5)
 
 
 def new_pattern_state(n_series: int) -> dict[str, np.ndarray]:
@@ -25,14 +25,12 @@ def new_pattern_state(n_series: int) -> dict[str, np.ndarray]:
         "cusum_up": np.zeros(n_series),
         "cusum_down": np.zeros(n_series),
         "variance": np.zeros(n_series),
-        "flat_run": np.zeros(n_series),
     }
 
 
 def pattern_statistics(
     state: dict[str, np.ndarray],
     y: np.ndarray,
-    previous: np.ndarray,
     residual: np.ndarray,
     scale: np.ndarray,
     profile: np.ndarray,
@@ -41,7 +39,7 @@ def pattern_statistics(
     count: np.ndarray,
     cfg: DetectorConfig,
 ) -> np.ndarray:
-    """Raw pattern statistics, shape (series, 4), updating the running state in place."""
+    """Raw pattern statistics, shape (series, 3), updating the running state in place."""
     z = np.where(valid, residual / scale, 0.0)
     zc = np.clip(z, -2.0 * cfg.winsor, 2.0 * cfg.winsor)
     up = np.clip(state["cusum_up"] + zc - cfg.cusum_drift, 0.0, cfg.cusum_cap)
@@ -56,18 +54,12 @@ def pattern_statistics(
     )
     variance_shift = np.abs(np.log((state["variance"] + 1e-12) / (scale * scale + 1e-12)))
 
-    same = valid & (np.abs(y - previous) <= 1e-9 * (np.abs(y) + 1e-9))
-    state["flat_run"] = np.where(
-        valid, np.where(same, state["flat_run"] + 1.0, 0.0), state["flat_run"]
-    )
-
     profile_z = np.where(np.isfinite(profile) & valid, np.abs(y - profile) / profile_scale, 0.0)
     return np.stack(
         [
             np.nan_to_num(profile_z),
             np.maximum(state["cusum_up"], state["cusum_down"]),
             np.where(count > 8, variance_shift, 0.0),
-            state["flat_run"],
         ],
         axis=1,
     )

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, learned, pattern, statistical
+from . import baseline, flatline, learned, pattern, statistical
 from .calibration import TailCalibrator, score_from_surprisal
 from .config import FAMILIES, DetectorConfig
 from .evidence import EvidenceRanker
@@ -32,7 +32,7 @@ from .sustained import SustainedEvidence
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 6
+STATE_VERSION = 7
 
 
 def is_current_state(blob: bytes) -> bool:
@@ -91,6 +91,7 @@ class StreamingDetector:
         self.base = baseline.new_baseline_state(n_series)
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
+        self.flat = flatline.new_flatline_state(n_series)
         self.z_lags = np.zeros((n_series, learned.FEATURE_LAGS))
         self.calibrator = TailCalibrator(n_series, _HURDLES, cfg.calibration_span)
         # Isolation scores live in (0, 1] with a narrow spread, hence a small excess floor.
@@ -195,7 +196,6 @@ class StreamingDetector:
                 pattern.pattern_statistics(
                     self.pat,
                     y,
-                    self.y_prev,
                     residual,
                     exp.scale,
                     exp.profile,
@@ -214,11 +214,12 @@ class StreamingDetector:
         n_stat = len(statistical.STAT_NAMES)
         burned = self.count >= cfg.burn_in
         missing = pattern.missing_surprisal(gap, active & ~valid)
+        stuck = flatline.flatline_surprisal(self.flat, y, self.y_prev, valid, cfg.calibration_span)
         views = statistical.RESIDUAL_VIEWS
         stat = surprisal[:, :views].max(axis=1) + surprisal[:, views]
         families["statistical"][:, j] = np.where(burned, stat, 0.0)
         families["pattern"][:, j] = np.where(
-            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), missing), 0.0
+            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), np.maximum(missing, stuck)), 0.0
         )
         expected_out[:, j] = np.where(active, exp.expected, np.nan)
         scale_out[:, j] = np.where(active, exp.scale, np.nan)
@@ -364,6 +365,7 @@ class StreamingDetector:
             "base": self.base,
             "stat": self.stat,
             "pat": self.pat,
+            "flat": self.flat,
             "cal": self.calibrator.state(),
             "lcal": self.learned_calibrator.state(),
             "evid": self.ranker.state(),
