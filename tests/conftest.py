@@ -49,11 +49,28 @@ def postgres(settings) -> None:
         need_service("PostgreSQL", "DATABASE_URL does not point at PostgreSQL")
 
 
+def _redis_database_of_this_worker(url: str, worker: str) -> str:
+    """The Redis URL moved to a database of its own for a pytest-xdist worker ("gw0", ...)."""
+    parsed = urlparse(url)
+    base = int(parsed.path.lstrip("/") or 0)
+    return parsed._replace(path=f"/{base + 1 + int(worker[2:])}").geturl()
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(settings, tmp_path):
-    """Each test gets its own cache: throttles and cached configs must not leak between tests."""
+    """Each test gets its own cache: throttles and cached configs must not leak between tests.
+
+    On Redis, `cache.clear()` is a FLUSHDB, so under pytest-xdist each worker caches in a
+    database of its own (as Sentry's test plugin does); with one shared database a worker
+    wiped another's throttle counters in the middle of a test.
+    """
     from django.core.cache import cache
 
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    default = settings.CACHES["default"]
+    if worker.startswith("gw") and default["BACKEND"].endswith("RedisCache"):
+        location = _redis_database_of_this_worker(default["LOCATION"], worker)
+        settings.CACHES = {**settings.CACHES, "default": {**default, "LOCATION": location}}
     cache.clear()
     yield
     cache.clear()
