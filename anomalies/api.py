@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
-from .engine import FAMILIES
+from .engine import FAMILIES, STALLED
 from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
@@ -104,7 +104,7 @@ class AnomalyDetectView(APIView):
                 until=params.get("until"),
             )[: params["limit"]]
         )
-        by_method = {f: sum(f in a.methods for a in anomalies) for f in FAMILIES}
+        by_method = {f: sum(f in a.methods for a in anomalies) for f in (*FAMILIES, STALLED)}
         by_severity = {s: sum(a.severity == s for a in anomalies) for s in Anomaly.Severity.values}
         return Response(
             {

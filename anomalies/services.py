@@ -20,7 +20,7 @@ from django.utils import timezone
 from telemetry.models import Series
 from telemetry.selectors import series_values, to_datetime
 
-from .engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
+from .engine import STALLED, DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
 from .engine.feedback import Fingerprint, is_dismissed
 from .engine.root_cause import CauseCandidate, estimate_onset, rank_causes
 from .engine.severity import classify_severity
@@ -217,6 +217,9 @@ def _track_episodes(s, row, result, ts_block, value_block, cfg, dismissed, run: 
     ts, values = ts_block[row, :n], value_block[row, :n]
     expected, scale = result.expected[row, :n], result.scale[row, :n]
     families = {f: v[row, :n] for f, v in result.surprisal.items()}
+    # Reported beside the families (it is part of the pattern family's evidence): operators
+    # see "stalled" among the methods, and severity does not ask a stopped series for size.
+    families[STALLED] = result.stalled[row, :n]
     voting = result.any_vote()[row, :n]
     total = result.total[row, :n]
     z = (values - expected) / scale
@@ -297,7 +300,12 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
         ]
     duration = (a.last_seen_at - a.started_at).total_seconds()
     severity = classify_severity(
-        a.peak_surprisal, a.peak_z, duration, a.series.importance, by_rule="rules" in a.methods
+        a.peak_surprisal,
+        a.peak_z,
+        duration,
+        a.series.importance,
+        by_rule="rules" in a.methods,
+        stalled=STALLED in a.methods,
     )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 FAMILIES: tuple[str, ...] = ("statistical", "learned", "pattern", "rules")
+# Not a family: the pattern family's "the data stopped" part (flatline, missing points),
+# reported on its own among an anomaly's methods (ScoreResult.stalled).
+STALLED = "stalled"
 
 
 @dataclass(frozen=True)

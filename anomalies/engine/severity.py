@@ -11,7 +11,9 @@ warning, since it takes a fixed amount of evidence to alert at all: on the demo 
 26 of 29 anomalies were critical, including a false alarm 4 scale widths off for three
 hours. Size alone would call a routine 50-sigma burst of a spiky counter critical. An
 operator's rule breach is severe by definition of the rule, whatever its size in scale
-units, so it is judged on improbability alone.
+units, so it is judged on improbability alone. So is data that stopped (a stuck exporter
+repeating a normal value, missing points): it has no size at all, and judged on size it
+stayed "info" for as long as the monitoring was blind.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ def severity_index(
     importance: float,
     *,
     by_rule: bool = False,
+    stalled: bool = False,
 ) -> float:
     improbability = max(peak_surprisal, 0.0) / SURPRISAL_UNIT
     size = abs(peak_z) / Z_UNIT if math.isfinite(peak_z) else 0.0
-    magnitude = improbability if by_rule else min(improbability, size)
+    magnitude = improbability if by_rule or stalled else min(improbability, size)
     persistence = 1.0 + math.log2(1.0 + max(duration_seconds, 0.0) / DURATION_UNIT_SECONDS)
     return magnitude * persistence * max(importance, 0.0)
 
@@ -52,9 +55,12 @@ def classify_severity(
     importance: float,
     *,
     by_rule: bool = False,
+    stalled: bool = False,
 ) -> str:
     """'info', 'warning' or 'critical'."""
-    index = severity_index(peak_surprisal, peak_z, duration_seconds, importance, by_rule=by_rule)
+    index = severity_index(
+        peak_surprisal, peak_z, duration_seconds, importance, by_rule=by_rule, stalled=stalled
+    )
     if index >= CRITICAL_AT:
         return "critical"
     if index >= WARNING_AT:

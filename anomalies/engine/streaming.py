@@ -58,6 +58,10 @@ class ScoreResult:
     expected: np.ndarray  # (S, T) expected value before the point was seen
     scale: np.ndarray  # (S, T) one standard deviation around `expected`
     vote_surprisal: float
+    # (S, T) the part of the pattern family that says the data stopped (a stuck value or
+    # missing points): such an anomaly has no deviation size, so severity judges it on
+    # improbability alone.
+    stalled: np.ndarray
 
     def votes(self) -> dict[str, np.ndarray]:
         """family -> (S, T) bool: did the method call this point anomalous on its own."""
@@ -124,11 +128,12 @@ class StreamingDetector:
         families = {f: np.zeros((n_s, n_t), np.float32) for f in FAMILIES}
         expected = np.full((n_s, n_t), np.nan, np.float32)
         scale = np.full((n_s, n_t), np.nan, np.float32)
+        stalled = np.zeros((n_s, n_t), np.float32)
         features = np.zeros((n_s, n_t, learned.N_FEATURES), np.float32)
         valid_all = np.isfinite(values) & np.isfinite(ts)
         seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
         for j in range(n_t):
-            self._step(ts[:, j], values[:, j], j, families, expected, scale, features)
+            self._step(ts[:, j], values[:, j], j, families, expected, scale, stalled, features)
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
         self._rules_pass(ts, values, families["rules"])
@@ -164,10 +169,17 @@ class StreamingDetector:
         scores = combined.copy()
         self._suppress_repeats(scores, total, np.isfinite(ts))
         return ScoreResult(
-            scores, combined, total, families, expected, scale, self.config.vote_surprisal
+            scores,
+            combined,
+            total,
+            families,
+            expected,
+            scale,
+            self.config.vote_surprisal,
+            stalled,
         )
 
-    def _step(self, t, x, j, families, expected_out, scale_out, features) -> None:
+    def _step(self, t, x, j, families, expected_out, scale_out, stalled_out, features) -> None:
         cfg = self.config
         active = np.isfinite(t)
         valid = active & np.isfinite(x)
@@ -218,8 +230,9 @@ class StreamingDetector:
         views = statistical.RESIDUAL_VIEWS
         stat = surprisal[:, :views].max(axis=1) + surprisal[:, views]
         families["statistical"][:, j] = np.where(burned, stat, 0.0)
+        stalled_out[:, j] = np.where(burned, np.maximum(missing, stuck), 0.0)
         families["pattern"][:, j] = np.where(
-            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), np.maximum(missing, stuck)), 0.0
+            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), stalled_out[:, j]), 0.0
         )
         expected_out[:, j] = np.where(active, exp.expected, np.nan)
         scale_out[:, j] = np.where(active, exp.scale, np.nan)

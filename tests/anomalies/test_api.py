@@ -24,11 +24,13 @@ def test_detect_lists_recent_anomalies_with_causes_and_method_counts(client_with
         anomaly=a, series=cause, rank=1, score=0.9, lead_seconds=600, evidence={}
     )
     _anomaly(name="api.cpu", severity="critical", methods=["learned"])
+    _anomaly(name="api.exporter", methods=["pattern", "stalled"])
     response = client_with_role("viewer").get(BASE + "anomaly/detect")
     assert response.status_code == 200
     body = response.json()
-    assert body["count"] == 2
+    assert body["count"] == 3
     assert body["by_method"]["statistical"] == 1 and body["by_method"]["learned"] == 1
+    assert body["by_method"]["stalled"] == 1 and body["by_method"]["pattern"] == 2
     listed = {x["id"]: x for x in body["anomalies"]}
     assert listed[a.pk]["root_causes"][0]["series_id"] == cause.pk
     only_critical = client_with_role("viewer").get(BASE + "anomaly/detect/?severity=critical")

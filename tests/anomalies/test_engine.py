@@ -99,6 +99,10 @@ def test_flatline_and_missing_data_raise_pattern_votes():
     assert pattern[900:940].any()
     assert pattern[1100]
     assert not pattern[500:880].any()
+    # Both are the data stopping, which the result reports on its own.
+    stalled = result.stalled[0]
+    assert stalled[900:940].max() >= 3.0 and stalled[1100] >= 3.0
+    assert stalled[500:880].max() < 3.0
 
 
 def test_incremental_updates_match_one_batch_through_serialised_state():
@@ -374,6 +378,10 @@ def test_severity_needs_both_improbability_and_size():
     assert classify_severity(40.0, 1.0, 1800.0, 1.0, by_rule=True) == "critical"
     assert classify_severity(40.0, 1.0, 1800.0, 1.0) != "critical"
     assert classify_severity(10.0, float("nan"), 600.0, 1.0) == "info"
+    # Data that stopped has no size: a stuck exporter repeating a normal value for three
+    # hours is judged on improbability, or it would stay "info" while monitoring is blind.
+    assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0) == "info"
+    assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0, stalled=True) == "critical"
 
 
 def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():

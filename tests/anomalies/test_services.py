@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from anomalies import services
+from anomalies.engine import STALLED
 from anomalies.models import (
     Anomaly,
     DetectionRule,
@@ -183,6 +184,19 @@ def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
     _score(series, ts[-1])
     anomaly = Anomaly.objects.get(series=series)
     assert "rules" in anomaly.methods
+
+
+def test_a_stuck_exporter_opens_a_stalled_anomaly_judged_on_improbability(db):
+    series, ts, values = _synthetic("svc.cpu.stuck", n=1200, seed=5, daily=0.0, end=1_795_000_200.0)
+    values[1150:] = values[1149]  # the exporter repeats its last value for four hours
+    insert_samples([series.pk] * 1200, ts, values)
+    _score(series, ts[-1])
+    anomaly = Anomaly.objects.get(series=series)
+    assert STALLED in anomaly.methods
+    assert anomaly.detected_at <= to_datetime(ts[1160])
+    assert anomaly.ended_at is None  # still stuck, so still open
+    # Its value is a normal one (under 2 scale widths off), so on size it would be "info".
+    assert anomaly.peak_z < 2.0 and anomaly.severity == "critical"
 
 
 def test_playbook_runs_once_per_anomaly_and_groups_repeats(
