@@ -304,8 +304,7 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
         a.peak_z,
         duration,
         a.series.importance,
-        by_rule="rules" in a.methods,
-        stalled=STALLED in a.methods,
+        improbability_only="rules" in a.methods or STALLED in a.methods,
     )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity

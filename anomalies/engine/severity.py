@@ -38,12 +38,13 @@ def severity_index(
     duration_seconds: float,
     importance: float,
     *,
-    by_rule: bool = False,
-    stalled: bool = False,
+    improbability_only: bool = False,
 ) -> float:
+    """`improbability_only` for an anomaly without a meaningful size: a rule breach, data
+    that stopped (see the module docstring)."""
     improbability = max(peak_surprisal, 0.0) / SURPRISAL_UNIT
     size = abs(peak_z) / Z_UNIT if math.isfinite(peak_z) else 0.0
-    magnitude = improbability if by_rule or stalled else min(improbability, size)
+    magnitude = improbability if improbability_only else min(improbability, size)
     persistence = 1.0 + math.log2(1.0 + max(duration_seconds, 0.0) / DURATION_UNIT_SECONDS)
     return magnitude * persistence * max(importance, 0.0)
 
@@ -54,12 +55,15 @@ def classify_severity(
     duration_seconds: float,
     importance: float,
     *,
-    by_rule: bool = False,
-    stalled: bool = False,
+    improbability_only: bool = False,
 ) -> str:
     """'info', 'warning' or 'critical'."""
     index = severity_index(
-        peak_surprisal, peak_z, duration_seconds, importance, by_rule=by_rule, stalled=stalled
+        peak_surprisal,
+        peak_z,
+        duration_seconds,
+        importance,
+        improbability_only=improbability_only,
     )
     if index >= CRITICAL_AT:
         return "critical"

@@ -375,13 +375,13 @@ def test_severity_needs_both_improbability_and_size():
     # An injected incident of the demo world: 15 units of evidence, 10 widths, 2.3 hours.
     assert classify_severity(15.0, 10.3, 8340.0, 1.0) == "critical"
     # An operator's rule breach is judged on improbability, not on its size in widths.
-    assert classify_severity(40.0, 1.0, 1800.0, 1.0, by_rule=True) == "critical"
+    assert classify_severity(40.0, 1.0, 1800.0, 1.0, improbability_only=True) == "critical"
     assert classify_severity(40.0, 1.0, 1800.0, 1.0) != "critical"
     assert classify_severity(10.0, float("nan"), 600.0, 1.0) == "info"
     # Data that stopped has no size: a stuck exporter repeating a normal value for three
     # hours is judged on improbability, or it would stay "info" while monitoring is blind.
     assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0) == "info"
-    assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0, stalled=True) == "critical"
+    assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0, improbability_only=True) == "critical"
 
 
 def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():
