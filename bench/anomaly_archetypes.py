@@ -9,8 +9,8 @@ a CPU level shift, a temperature drift followed by a failure, a missing holiday 
 half-hourly taxi-like traffic, a two-hour latency outage on a spiky lognormal series, a
 road closure in irregularly sampled traffic speeds, a two-hour write storm on heavy-tailed
 disk bytes, a stuck exporter on a CPU percentage rounded to one decimal, a burst of
-variance at an unchanged mean, and quiet seasonal series with nothing to find. It runs the same CSV path as
-`manage.py detect_anomalies` and scores the output with the shared NAB scorer, once for the
+variance at an unchanged mean, and quiet seasonal series with nothing to find. It runs the
+same CSV path as `manage.py detect_anomalies` and scores the output with the shared NAB scorer, once for the
 whole corpus and once per archetype (each scored with the quiet series). Anomaly windows are
 NAB's: 10% of the file divided by the number of anomalies, centred on each onset.
 Nothing was tuned on it: it exists to tell a change that generalises from one that fits the
@@ -55,6 +55,11 @@ def _ar(rng: np.random.Generator, n: int, phi: float = 0.8) -> np.ndarray:
     for i in range(1, n):
         out[i] = phi * out[i - 1] + noise[i]
     return out
+
+
+def _onset(rng: np.random.Generator, n: int) -> int:
+    """Where a later archetype's anomaly starts: anywhere from 40 % to 85 % of the file."""
+    return int(rng.uniform(0.4, 0.85) * n)
 
 
 def _write(corpus: Path, windows: dict, name: str, step, values, onsets) -> None:
@@ -119,7 +124,7 @@ def build_corpus(corpus: Path, seeds: int) -> None:
         weekday = ((offsets // 86400) % 7) < 5
         rush = np.exp(-((hour - 8) ** 2) / 2) + np.exp(-((hour - 17.5) ** 2) / 2)
         speed = 62 + rng.normal(0, 3, n) - 25 * weekday * rush
-        a = int(rng.uniform(0.4, 0.85) * n)
+        a = _onset(rng, n)
         speed[a : a + 30] = 12 + rng.normal(0, 3, 30)
         _write(corpus, windows, f"synthTraffic/speed_{seed}.csv", offsets, np.round(speed), [a])
 
@@ -127,7 +132,7 @@ def build_corpus(corpus: Path, seeds: int) -> None:
         # two hours of ten times the usual rate.
         n = 4032
         disk = np.exp(rng.normal(15, 1.0, n))
-        a = int(rng.uniform(0.4, 0.85) * n)
+        a = _onset(rng, n)
         disk[a : a + 24] *= 10
         _write(corpus, windows, f"synthDisk/write_bytes_{seed}.csv", 300, disk, [a])
 
@@ -135,13 +140,13 @@ def build_corpus(corpus: Path, seeds: int) -> None:
         # hours every afternoon) whose exporter gets stuck on its last value for 17 hours.
         cycle = np.sin(2 * np.pi * np.arange(n) / 288) > 0.7
         cpu = np.round(2 + 0.4 * _ar(rng, n, 0.5) + 0.8 * cycle, 1)
-        a = int(rng.uniform(0.4, 0.85) * n)
+        a = _onset(rng, n)
         cpu[a : a + 200] = cpu[a - 1]
         _write(corpus, windows, f"synthStuck/cpu_{seed}.csv", 300, cpu, [a])
 
         # A key-value latency that keeps its mean but whose noise quadruples for 6 hours.
         key = 100 + 2 * rng.normal(0, 1, n)
-        a = int(rng.uniform(0.4, 0.85) * n)
+        a = _onset(rng, n)
         key[a : a + 72] = 100 + 8 * rng.normal(0, 1, 72)
         _write(corpus, windows, f"synthVariance/key_latency_{seed}.csv", 300, key, [a])
     (corpus / "combined_windows.json").write_text(json.dumps(windows, indent=1))
