@@ -47,9 +47,17 @@ class ResponseExecutionInline(admin.TabularInline):
 
 def _operator_action(service, verb: str):
     def run(modeladmin, request, queryset):
+        done, refused = 0, []
         for anomaly in queryset:
-            service(anomaly_id=anomaly.pk, by=request.user.get_username())
-        messages.success(request, f"{queryset.count()} anomalies {verb}.")
+            try:
+                service(anomaly_id=anomaly.pk, by=request.user.get_username())
+                done += 1
+            except services.AnomalyStateError as exc:
+                refused.append(str(exc))
+        if done:
+            messages.success(request, f"{done} anomalies {verb}.")
+        for reason in refused:
+            messages.warning(request, reason)
 
     return run
 
@@ -70,7 +78,9 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
     search_fields = ["series__name", "series__labels_key", "note"]
     date_hierarchy = "started_at"
     list_select_related = ["series"]
-    readonly_fields = [f.name for f in Anomaly._meta.fields if f.name not in ("status", "note")]
+    # Status changes go through the actions, which also end the anomaly, record who acted
+    # and learn the dismissed pattern; an edited status field would do none of that.
+    readonly_fields = [f.name for f in Anomaly._meta.fields if f.name != "note"]
     inlines = [RootCauseInline, ResponseExecutionInline]
     actions = ["acknowledge", "resolve", "false_positive"]
     chart_url_name = "anomalies_anomaly_chart"

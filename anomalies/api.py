@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from . import selectors, services
 from .engine import FAMILIES, STALLED
 from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
+from .validation import playbook_errors, rule_errors
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
 
@@ -53,6 +54,7 @@ class AnomalySerializer(serializers.ModelSerializer):
             "votes",
             "note",
             "acknowledged_by",
+            "resolved_by",
             "root_causes",
         ]
         read_only_fields = fields
@@ -62,8 +64,12 @@ class OperatorNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
+# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
+MAX_ID = 2**63 - 1
+
+
 class DetectQuerySerializer(serializers.Serializer):
-    series = serializers.IntegerField(required=False, min_value=1)
+    series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
@@ -95,7 +101,8 @@ class AnomalyDetectView(APIView):
         query = DetectQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        since = params.get("since") or timezone.now() - timedelta(days=1)
+        # The window defaults to the day before `until` (or before now).
+        since = params.get("since") or (params.get("until") or timezone.now()) - timedelta(days=1)
         anomalies = list(
             selectors.anomalies_recent(
                 series_id=params.get("series"),
@@ -121,7 +128,7 @@ class AnomalyDetectView(APIView):
 class AnomalyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Anomaly.Status.choices, required=False)
     severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
-    series = serializers.IntegerField(required=False, min_value=1)
+    series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
 class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -145,14 +152,18 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         return getattr(user, "username", "") or str(getattr(self.request, "auth", "") or "")
 
     def _act(self, request, pk, service):
-        self.get_object()  # 404 for an unknown id
+        anomaly = self.get_object()  # 404 for an unknown id
         body = OperatorNoteSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        kwargs = {"anomaly_id": int(pk), "by": self._operator()}
-        if service is not services.anomaly_acknowledge:
-            kwargs["note"] = body.validated_data.get("note", "")
-        service(**kwargs)
-        return Response(AnomalySerializer(selectors.anomalies_recent().get(pk=pk)).data)
+        try:
+            service(
+                anomaly_id=anomaly.pk,
+                by=self._operator(),
+                note=body.validated_data.get("note", ""),
+            )
+        except services.AnomalyStateError as exc:
+            return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(AnomalySerializer(selectors.anomalies_recent().get(pk=anomaly.pk)).data)
 
     @extend_schema(request=OperatorNoteSerializer, responses=AnomalySerializer)
     @action(detail=True, methods=["post"])
@@ -170,6 +181,11 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         return self._act(request, pk, services.anomaly_mark_false_positive)
 
 
+def _merged(attrs: dict, instance, defaults: dict) -> dict:
+    """The values a create or (partial) update would leave on the row, for the checks."""
+    return {k: attrs.get(k, getattr(instance, k, default)) for k, default in defaults.items()}
+
+
 class DetectionRuleSerializer(serializers.ModelSerializer):
     class Meta:
         model = DetectionRule
@@ -184,16 +200,10 @@ class DetectionRuleSerializer(serializers.ModelSerializer):
             "enabled",
         ]
 
-    def validate_labels(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("must be an object of label -> value")
-        return value
-
     def validate(self, attrs):
-        above = attrs.get("above", getattr(self.instance, "above", None))
-        below = attrs.get("below", getattr(self.instance, "below", None))
-        if above is None and below is None:
-            raise serializers.ValidationError({"above": ["set `above`, `below` or both"]})
+        defaults = {"labels": {}, "above": None, "below": None}
+        if errors := rule_errors(**_merged(attrs, self.instance, defaults)):
+            raise serializers.ValidationError(errors)
         return attrs
 
 
@@ -227,18 +237,9 @@ class ResponsePlaybookSerializer(serializers.ModelSerializer):
         ]
 
     def validate(self, attrs):
-        action_ = attrs.get("action", getattr(self.instance, "action", None))
-        target = attrs.get("target", getattr(self.instance, "target", ""))
-        if action_ == ResponsePlaybook.Action.WEBHOOK and not target.startswith(
-            ("http://", "https://")
-        ):
-            raise serializers.ValidationError({"target": ["a webhook needs an http(s) URL"]})
-        if action_ == ResponsePlaybook.Action.EMAIL:
-            for address in filter(None, (a.strip() for a in target.split(","))):
-                serializers.EmailField().run_validation(address)
-        for name in ("labels", "arguments"):
-            if name in attrs and not isinstance(attrs[name], dict):
-                raise serializers.ValidationError({name: ["must be an object"]})
+        fields = {"action": None, "target": "", "labels": {}, "arguments": {}}
+        if errors := playbook_errors(**_merged(attrs, self.instance, fields)):
+            raise serializers.ValidationError(errors)
         return attrs
 
 
@@ -266,6 +267,7 @@ class ResponseExecutionSerializer(serializers.ModelSerializer):
             "error",
             "created_at",
             "finished_at",
+            "resolved_notified_at",
         ]
         read_only_fields = fields
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
 from telemetry.models import Series
+
+from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors
 
 
 class DetectorState(models.Model):
@@ -71,6 +75,7 @@ class Anomaly(models.Model):
     )
     note = models.TextField(blank=True)
     acknowledged_by = models.CharField(max_length=150, blank=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -146,6 +151,15 @@ class DetectionRule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        errors = rule_errors(
+            labels=self.labels,
+            above=self.above,
+            below=self.below,
+        )
+        if errors:
+            raise ValidationError(errors)
+
 
 class ResponsePlaybook(models.Model):
     """What to do automatically when an anomaly matches: notify or start another system."""
@@ -167,7 +181,9 @@ class ResponsePlaybook(models.Model):
         max_length=500, help_text="Webhook URL, comma-separated e-mails or a Celery task name."
     )
     arguments = models.JSONField(default=dict, blank=True, help_text="Task kwargs / extra payload.")
-    max_attempts = models.PositiveSmallIntegerField(default=4)
+    max_attempts = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS)]
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -175,6 +191,16 @@ class ResponsePlaybook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.action})"
+
+    def clean(self) -> None:
+        errors = playbook_errors(
+            action=self.action,
+            target=self.target,
+            labels=self.labels,
+            arguments=self.arguments,
+        )
+        if errors:
+            raise ValidationError(errors)
 
 
 class ResponseExecution(models.Model):
@@ -198,6 +224,9 @@ class ResponseExecution(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    resolved_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a webhook receiver was told the alert resolved."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -13,9 +13,12 @@ from datetime import datetime
 
 import requests
 from celery import current_app
+from django.conf import settings
 from django.core.mail import send_mail
+from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
+from .validation import PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 
@@ -24,8 +27,16 @@ class ResponseActionError(Exception):
     """The action did not go through (network error, non-2xx answer, refused mail)."""
 
 
+class ResponseConfigError(ResponseActionError):
+    """The playbook itself cannot work (its task is gone): retrying would not help."""
+
+
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat().replace("+00:00", "Z") if moment else "0001-01-01T00:00:00Z"
+
+
+def _absolute(path: str) -> str:
+    return f"{settings.PHASE3_EXTERNAL_URL}{path}"
 
 
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
@@ -51,7 +62,7 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
         },
         "startsAt": _iso(anomaly.started_at),
         "endsAt": _iso(anomaly.ended_at),
-        "generatorURL": f"/admin/anomalies/anomaly/{anomaly.pk}/change/",
+        "generatorURL": _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk])),
         "fingerprint": hashlib.sha1(key.encode()).hexdigest()[:16],
     }
     return {
@@ -63,32 +74,40 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
         "groupLabels": {"alertname": "Phase3Anomaly"},
         "commonLabels": labels,
         "commonAnnotations": alert["annotations"],
-        "externalURL": "/admin/",
+        "externalURL": _absolute(reverse("admin:index")),
         "alerts": [alert],
     }
+
+
+def post_webhook(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
+    """POST the anomaly's current state (firing, or resolved once it has ended)."""
+    try:
+        response = requests.post(
+            playbook.target,
+            json=alertmanager_payload(anomaly, playbook),
+            timeout=WEBHOOK_TIMEOUT_SECONDS,
+        )
+    except requests.RequestException as exc:
+        raise ResponseActionError(f"webhook failed: {exc}") from exc
+    if not response.ok:
+        raise ResponseActionError(f"webhook answered HTTP {response.status_code}")
+    return {"http_status": response.status_code}
 
 
 def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """Do what the playbook says; return what to record as the result."""
     if playbook.action == ResponsePlaybook.Action.WEBHOOK:
-        try:
-            response = requests.post(
-                playbook.target,
-                json=alertmanager_payload(anomaly, playbook),
-                timeout=WEBHOOK_TIMEOUT_SECONDS,
-            )
-        except requests.RequestException as exc:
-            raise ResponseActionError(f"webhook failed: {exc}") from exc
-        if not response.ok:
-            raise ResponseActionError(f"webhook answered HTTP {response.status_code}")
-        return {"http_status": response.status_code}
+        return post_webhook(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
-        recipients = [a.strip() for a in playbook.target.split(",") if a.strip()]
+        recipients = email_recipients(playbook.target)
         payload = alertmanager_payload(anomaly, playbook)
         try:
             sent = send_mail(
                 subject=payload["commonAnnotations"]["summary"],
-                message=payload["commonAnnotations"]["description"],
+                message=(
+                    f"{payload['commonAnnotations']['description']}\n\n"
+                    f"{payload['alerts'][0]['generatorURL']}"
+                ),
                 from_email=None,
                 recipient_list=recipients,
             )
@@ -96,10 +115,17 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
             raise ResponseActionError(f"e-mail failed: {exc}") from exc
         return {"sent": sent, "recipients": recipients}
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:
-        kwargs = {**(playbook.arguments or {}), "anomaly_id": anomaly.pk}
+        # Checked when the playbook was saved, and again here: a task can be renamed or
+        # removed by a deploy, and a message the worker cannot run is not "succeeded".
         try:
-            result = current_app.send_task(playbook.target, kwargs=kwargs)
+            task, kwargs = task_call(playbook.target, playbook.arguments, anomaly.pk)
+        except PlaybookTaskError as exc:
+            raise ResponseConfigError(f"{exc.field}: {exc}") from exc
+        try:
+            result = current_app.send_task(task.name, kwargs=kwargs)
         except Exception as exc:  # broker down, unknown routing...
             raise ResponseActionError(f"task {playbook.target} not sent: {exc}") from exc
-        return {"task": playbook.target, "task_id": str(result.id), "kwargs": kwargs}
+        # Succeeded means the broker accepted the message; the task's own outcome is its
+        # JobRun (Jobs page), found by this id.
+        return {"task": task.name, "task_id": str(result.id), "kwargs": kwargs}
     raise ResponseActionError(f"unknown action {playbook.action!r}")

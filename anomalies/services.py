@@ -8,6 +8,7 @@ queues the matching response playbooks (after commit, so a rolled-back run sends
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,10 @@ from .models import (
     ResponsePlaybook,
     RootCauseCandidate,
 )
-from .responses import ResponseActionError, perform_action
+from .responses import ResponseActionError, ResponseConfigError, perform_action, post_webhook
+from .validation import playbook_errors, rule_errors
+
+logger = logging.getLogger(__name__)
 
 # A new series is first scored over this much history.
 BACKFILL = timedelta(days=7)
@@ -72,6 +76,18 @@ class ScoreRun:
         }
 
 
+def _usable_rules() -> list[DetectionRule]:
+    """Enabled rules the engine can apply; one broken row must not stop every series."""
+    usable = []
+    for r in DetectionRule.objects.filter(enabled=True):
+        errors = rule_errors(labels=r.labels, above=r.above, below=r.below)
+        if errors:
+            logger.warning("detection rule %r skipped: %s", r.name, errors)
+        else:
+            usable.append(r)
+    return usable
+
+
 def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule]:
     labels = series.labels or {}
     return [
@@ -103,7 +119,7 @@ def anomalies_score_recent(
             for s in DetectorState.objects.select_for_update().filter(series__in=series)
         }
         fleet = LearnedModel.objects.select_for_update().filter(name="fleet").first()
-        rules = list(DetectionRule.objects.filter(enabled=True))
+        rules = _usable_rules()
 
         stale = [states[s.pk] for s in series if s.pk in states]
         stale = [st for st in stale if not is_current_state(bytes(st.state))]
@@ -138,6 +154,7 @@ def anomalies_score_recent(
         if run.touched:
             _rank_causes_around(run.touched)
             run.responses = _queue_responses(run.touched)
+            _queue_resolved_notices(run.touched)
     return run.counts()
 
 
@@ -377,9 +394,22 @@ def _grid_step(a: Anomaly) -> float:
     return 300.0
 
 
+def _usable_playbooks() -> list[ResponsePlaybook]:
+    usable = []
+    for p in ResponsePlaybook.objects.filter(enabled=True):
+        errors = playbook_errors(
+            action=p.action, target=p.target, labels=p.labels, arguments=p.arguments
+        )
+        if errors:
+            logger.warning("response playbook %r skipped: %s", p.name, errors)
+        else:
+            usable.append(p)
+    return usable
+
+
 def _queue_responses(anomaly_ids: set[int]) -> int:
     """One execution per (playbook, anomaly); later matches only bump `repeats`."""
-    playbooks = list(ResponsePlaybook.objects.filter(enabled=True))
+    playbooks = _usable_playbooks()
     queued: list[int] = []
     for a in Anomaly.objects.filter(pk__in=anomaly_ids).select_related("series"):
         if a.status == Anomaly.Status.FALSE_POSITIVE:
@@ -397,6 +427,29 @@ def _queue_responses(anomaly_ids: set[int]) -> int:
 
         transaction.on_commit(lambda: [execute_response.delay(pk) for pk in queued])
     return len(queued)
+
+
+def _queue_resolved_notices(anomaly_ids: set[int]) -> int:
+    """Tell webhook receivers that alerts they were sent have ended.
+
+    Alertmanager receivers (PagerDuty, Opsgenie) keep an incident open until they get the
+    same alert with status "resolved"; without it every page would have to be closed by
+    hand. As in Alertmanager's defaults, e-mails and tasks get no resolved notice.
+    """
+    pending = list(
+        ResponseExecution.objects.filter(
+            anomaly_id__in=anomaly_ids,
+            anomaly__ended_at__isnull=False,
+            playbook__action=ResponsePlaybook.Action.WEBHOOK,
+            status=ResponseExecution.Status.SUCCEEDED,
+            resolved_notified_at__isnull=True,
+        ).values_list("pk", flat=True)
+    )
+    if pending:
+        from .tasks import notify_resolved
+
+        transaction.on_commit(lambda: [notify_resolved.delay(pk) for pk in pending])
+    return len(pending)
 
 
 def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
@@ -420,9 +473,11 @@ def response_execute(*, execution_id: int) -> dict:
     if execution.status == ResponseExecution.Status.SUCCEEDED:
         return {"skipped": 1}
     started = time.perf_counter()
-    error, result = "", {}
+    error, result, final = "", {}, False
     try:
         result = perform_action(execution.anomaly, execution.playbook)
+    except ResponseConfigError as exc:
+        error, final = str(exc), True
     except ResponseActionError as exc:
         error = str(exc)
     with transaction.atomic():
@@ -433,7 +488,10 @@ def response_execute(*, execution_id: int) -> dict:
         execution.result, execution.error = result, error
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
-        elif execution.attempts >= execution.playbook.max_attempts:
+            if execution.anomaly.ended_at is not None:
+                # What was sent already said "resolved" (the anomaly ended while retrying).
+                execution.resolved_notified_at = execution.finished_at
+        elif final or execution.attempts >= execution.playbook.max_attempts:
             execution.status = ResponseExecution.Status.FAILED
         else:
             execution.status = ResponseExecution.Status.RETRYING
@@ -443,25 +501,70 @@ def response_execute(*, execution_id: int) -> dict:
     return {"succeeded": int(not error), "failed": int(bool(error))}
 
 
+def response_notify_resolved(*, execution_id: int) -> dict:
+    """Send a webhook receiver the resolved state of an alert it was sent.
+
+    Raises ResponseActionError for the task to retry; the error is kept on the execution.
+    """
+    execution = ResponseExecution.objects.select_related(
+        "playbook", "anomaly", "anomaly__series"
+    ).get(pk=execution_id)
+    if execution.resolved_notified_at is not None or execution.anomaly.ended_at is None:
+        return {"skipped": 1}
+    try:
+        post_webhook(execution.anomaly, execution.playbook)
+    except ResponseActionError as exc:
+        ResponseExecution.objects.filter(pk=execution_id).update(error=f"resolved notice: {exc}")
+        raise
+    ResponseExecution.objects.filter(pk=execution_id).update(
+        resolved_notified_at=timezone.now(), error=""
+    )
+    return {"notified": 1}
+
+
 # --------------------------------------------------------------------- operator actions
-def anomaly_acknowledge(*, anomaly_id: int, by: str = "") -> Anomaly:
+class AnomalyStateError(Exception):
+    """An operator action that the anomaly's status does not allow."""
+
+    field = "status"
+
+
+def anomaly_acknowledge(*, anomaly_id: int, by: str = "", note: str = "") -> Anomaly:
+    """Open -> acknowledged; acknowledging again changes nothing."""
     with transaction.atomic():
         a = Anomaly.objects.select_for_update().get(pk=anomaly_id)
+        if a.status not in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED):
+            raise AnomalyStateError(
+                f"anomaly {a.pk} is {a.get_status_display().lower()}: "
+                "only an open anomaly can be acknowledged"
+            )
         if a.status == Anomaly.Status.OPEN:
             a.status = Anomaly.Status.ACKNOWLEDGED
             a.acknowledged_by = by
-            a.save(update_fields=["status", "acknowledged_by", "updated_at"])
+        if note:
+            a.note = note
+        a.save(update_fields=["status", "acknowledged_by", "note", "updated_at"])
         return a
 
 
 def anomaly_resolve(*, anomaly_id: int, by: str = "", note: str = "") -> Anomaly:
+    """Close the anomaly as dealt with.
+
+    Resolving a false positive says it was real after all: its dismissal is deleted, so
+    the pattern alerts again (otherwise it would stay silenced under a "resolved" label).
+    """
     with transaction.atomic():
         a = Anomaly.objects.select_for_update().get(pk=anomaly_id)
-        a.status = Anomaly.Status.RESOLVED
+        if a.status == Anomaly.Status.FALSE_POSITIVE:
+            DismissedPattern.objects.filter(anomaly=a).delete()
+        if a.status != Anomaly.Status.RESOLVED:
+            a.status = Anomaly.Status.RESOLVED
+            a.resolved_by = by
         a.ended_at = a.ended_at or timezone.now()
         if note:
             a.note = note
-        a.save(update_fields=["status", "ended_at", "note", "updated_at"])
+        a.save(update_fields=["status", "resolved_by", "ended_at", "note", "updated_at"])
+        _queue_resolved_notices({a.pk})
         return a
 
 
@@ -474,6 +577,7 @@ def anomaly_mark_false_positive(*, anomaly_id: int, by: str = "", note: str = ""
         if note:
             a.note = note
         a.save(update_fields=["status", "ended_at", "note", "updated_at"])
+        _queue_resolved_notices({a.pk})
         DismissedPattern.objects.update_or_create(
             anomaly=a,
             defaults={

@@ -7,6 +7,7 @@ from celery import shared_task
 
 from . import services
 from .responses import ResponseActionError
+from .validation import MAX_ATTEMPTS
 
 
 @shared_task(name="anomalies.score_recent", soft_time_limit=50, time_limit=58)
@@ -25,9 +26,25 @@ def retrain() -> dict:
     retry_backoff=10,
     retry_backoff_max=600,
     retry_jitter=True,
-    max_retries=5,
+    # The service stops raising at the playbook's own max_attempts (at most MAX_ATTEMPTS),
+    # recording the execution as failed; this only bounds the task itself.
+    max_retries=MAX_ATTEMPTS,
     soft_time_limit=60,
     time_limit=90,
 )
 def execute_response(execution_id: int) -> dict:
     return services.response_execute(execution_id=execution_id)
+
+
+@shared_task(
+    name="anomalies.notify_resolved",
+    autoretry_for=(ResponseActionError,),
+    retry_backoff=10,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=MAX_ATTEMPTS,
+    soft_time_limit=60,
+    time_limit=90,
+)
+def notify_resolved(execution_id: int) -> dict:
+    return services.response_notify_resolved(execution_id=execution_id)

@@ -258,6 +258,9 @@ STORAGES = {
 PHASE3_RAW_RETENTION_DAYS = int(os.environ.get("PHASE3_RAW_RETENTION_DAYS", 90))
 PHASE3_INGEST_MAX_FUTURE_SECONDS = float(os.environ.get("PHASE3_INGEST_MAX_FUTURE_SECONDS", 300))
 PHASE3_INGEST_MAX_BODY_BYTES = int(os.environ.get("PHASE3_INGEST_MAX_BODY_BYTES", 64 * 1024 * 1024))
+# Where operators reach this deployment: links in alerts (webhook payloads, e-mails) are
+# absolute, since they are opened from PagerDuty, Slack or a mail client.
+PHASE3_EXTERNAL_URL = os.environ.get("PHASE3_EXTERNAL_URL", "http://localhost:8000").rstrip("/")
 PHASE3_MAX_RAW_POINTS = int(os.environ.get("PHASE3_MAX_RAW_POINTS", 50_000))
 FORECASTING_USE_PROPHET = env_bool("PHASE3_FORECASTING_PROPHET", True)
 

@@ -208,7 +208,8 @@ def _float_or_inf(value: float) -> float:
         return math.inf
 
 
-def _label_problem(labels: Any) -> str | None:
+def label_problem(labels: Any) -> str | None:
+    """Why `labels` cannot name a series (None if they can); other apps match on them too."""
     if not isinstance(labels, dict):
         return "must be an object of string keys to string values"
     for key, value in labels.items():
@@ -312,7 +313,7 @@ def _series_problem(name: Any, labels: Any, unit: Any) -> tuple[str, str] | None
         return ("series", "must be a non-empty string")
     if len(name) > SERIES_NAME_MAX:
         return ("series", f"at most {SERIES_NAME_MAX} characters")
-    if (problem := _label_problem(labels)) is not None:
+    if (problem := label_problem(labels)) is not None:
         return ("labels", problem)
     if not isinstance(unit, str) or len(unit) > UNIT_MAX:
         return ("unit", f"must be a string of at most {UNIT_MAX} characters")

@@ -18,10 +18,18 @@ class CsvInputError(ValueError):
     """A CSV file that cannot be scored, with the reason in the message."""
 
 
+class CsvOutputError(OSError):
+    """The output directory cannot be written, with the path in the message."""
+
+
 def read_series_csv(path: Path) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """(original timestamp strings, epoch seconds, values) of a `timestamp,value` CSV."""
     try:
         frame = pd.read_csv(path, dtype={"timestamp": str})
+    except pd.errors.EmptyDataError as exc:
+        raise CsvInputError(
+            f"{path}: the file is empty (expected a timestamp,value header)"
+        ) from exc
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise CsvInputError(f"{path}: cannot read CSV ({exc})") from exc
     missing = {"timestamp", "value"} - set(frame.columns)
@@ -54,16 +62,32 @@ def run_csv_files(
     depend on which other files are scored with it. Every input is read and validated
     before anything is written, so a bad file leaves no half-written output directory.
     """
-    loaded = [(Path(p), *read_series_csv(Path(p))) for p in paths]
+    out_dir = Path(out_dir)
+    targets: dict[Path, Path] = {}
+    for p in map(Path, paths):
+        target = out_dir / p.parent.name / p.name
+        if target in targets:
+            raise CsvInputError(
+                f"{targets[target]} and {p} would both be written to {target} "
+                "(the output keeps only the parent folder's name)"
+            )
+        targets[target] = p
+    loaded = [read_series_csv(p) for p in targets.values()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CsvOutputError(f"{out_dir}: cannot create ({exc.strerror or exc})") from exc
     scores = score_many(
-        [e for _, _, e, _ in loaded], [v for _, _, _, v in loaded], config, independent=True
+        [e for _, e, _ in loaded], [v for _, _, v in loaded], config, independent=True
     )
     written = []
-    for (path, raw_ts, _, values), score in zip(loaded, scores, strict=True):
-        target = out_dir / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"timestamp": raw_ts, "value": values, "anomaly_score": score}).to_csv(
-            target, index=False, float_format="%.6f"
-        )
+    for (raw_ts, _, values), score, target in zip(loaded, scores, targets, strict=True):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame({"timestamp": raw_ts, "value": values, "anomaly_score": score}).to_csv(
+                target, index=False, float_format="%.6f"
+            )
+        except OSError as exc:
+            raise CsvOutputError(f"{target}: cannot write ({exc.strerror or exc})") from exc
         written.append(target)
     return written

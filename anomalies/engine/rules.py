@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# A rule breach is an anomaly by definition: alone it must clear the alert score (0.875
-# with the default half-score surprisal of 6), whatever the statistical families say.
+# A rule breach is an anomaly by definition: alone it must clear the alert score, whatever
+# the statistical families say.
 RULE_SURPRISAL = 18.0
 
 

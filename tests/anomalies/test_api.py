@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from anomalies.models import Anomaly, DismissedPattern, RootCauseCandidate
+from anomalies.models import (
+    Anomaly,
+    DetectionRule,
+    DismissedPattern,
+    ResponsePlaybook,
+    RootCauseCandidate,
+)
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
 
@@ -102,6 +110,110 @@ def test_playbook_validation_names_the_field(client_with_role):
     assert admin.post(BASE + "anomaly/playbooks", good, format="json").status_code == 201
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"action": "celery_task", "target": "no.such.task"}, "target"),
+        ({"action": "celery_task", "target": "celery.backend_cleanup"}, "target"),
+        (
+            {"action": "celery_task", "target": "scaling.evaluate", "arguments": {"x": 1}},
+            "arguments",
+        ),
+        ({"action": "celery_task", "target": "scaling.evaluate", "arguments": [1]}, "arguments"),
+        ({"action": "webhook", "target": "http://"}, "target"),
+        ({"action": "webhook", "target": "http://exa mple.com/x"}, "target"),
+        ({"action": "email", "target": " , "}, "target"),
+        ({"action": "email", "target": "ops@example.com, not-an-address"}, "target"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 11}, "max_attempts"),
+        ({"labels": ["env", "prod"]}, "labels"),
+        ({"labels": {"env": 1}}, "labels"),
+    ],
+)
+def test_playbooks_the_job_could_not_run_are_refused(client_with_role, change, field):
+    playbook = {"name": "p", "action": "email", "target": "ops@example.com", **change}
+    response = client_with_role("admin").post(BASE + "anomaly/playbooks", playbook, format="json")
+    assert response.status_code == 400 and field in response.json(), response.json()
+
+
+def test_rule_bounds_and_labels_are_checked_on_update_too(client_with_role):
+    admin = client_with_role("admin")
+    rule = {"name": "band", "series_name": "cpu", "above": 90, "below": 10}
+    created = admin.post(BASE + "anomaly/rules", rule, format="json")
+    assert created.status_code == 201
+    url = f"{BASE}anomaly/rules/{created.json()['id']}"
+    inverted = admin.patch(url, {"below": 95}, format="json")  # every value would breach
+    assert inverted.status_code == 400 and "below" in inverted.json()
+    bad_labels = admin.patch(url, {"labels": {"env": ["prod"]}}, format="json")
+    assert bad_labels.status_code == 400 and "labels" in bad_labels.json()
+
+
+def test_invalid_status_changes_are_refused_naming_the_status(client_with_role):
+    operator = client_with_role("operator")
+    a = _anomaly()
+    url = f"{BASE}anomaly/anomalies/{a.pk}/"
+    noted = operator.post(url + "acknowledge", {"note": "on it"}, format="json").json()
+    assert noted["status"] == "acknowledged" and noted["note"] == "on it"
+    resolved = operator.post(url + "resolve").json()
+    assert resolved["status"] == "resolved" and resolved["resolved_by"]
+    again = operator.post(url + "acknowledge")
+    assert again.status_code == 400 and "resolved" in again.json()["status"][0]
+    assert operator.post(url + "resolve").status_code == 200  # resolving twice is harmless
+
+
+def test_detect_window_ends_at_until_when_since_is_missing(client_with_role):
+    a = _anomaly()
+    until = (a.started_at + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    body = client_with_role("viewer").get(BASE + "anomaly/detect", {"until": until}).json()
+    assert body["count"] == 1 and body["since"] < body["until"]
+    huge = client_with_role("viewer").get(BASE + "anomaly/detect?series=" + "9" * 25)
+    assert huge.status_code == 400 and "series" in huge.json()
+
+
+def test_admin_forms_refuse_rows_the_job_could_not_use(admin_client):
+    response = admin_client.post(
+        "/admin/anomalies/detectionrule/add/",
+        {"name": "r", "series_name": "cpu", "labels": "[1, 2]", "min_duration_seconds": 0},
+    )
+    assert response.status_code == 200  # the form again, with its errors
+    errors = response.context["adminform"].form.errors
+    assert "labels" in errors and "above" in errors
+    response = admin_client.post(
+        "/admin/anomalies/responseplaybook/add/",
+        {
+            "name": "p",
+            "action": "celery_task",
+            "target": "no.such.task",
+            "labels": "{}",
+            "arguments": "{}",
+            "min_severity": "warning",
+            "max_attempts": 4,
+        },
+    )
+    assert "target" in response.context["adminform"].form.errors
+    assert not DetectionRule.objects.exists() and not ResponsePlaybook.objects.exists()
+
+
+def test_admin_cannot_edit_status_around_the_actions(admin_client):
+    # A status typed into the form would skip ending the anomaly and learning the pattern.
+    a = _anomaly()
+    form = admin_client.get(f"/admin/anomalies/anomaly/{a.pk}/change/").context["adminform"].form
+    assert "note" in form.fields and "status" not in form.fields
+
+
+def test_admin_action_reports_anomalies_it_could_not_change(admin_client):
+    resolved = _anomaly(status="resolved")
+    response = admin_client.post(
+        "/admin/anomalies/anomaly/",
+        {"action": "acknowledge", "_selected_action": [resolved.pk]},
+        follow=True,
+    )
+    texts = [str(m) for m in response.context["messages"]]
+    assert any("only an open anomaly" in t for t in texts)
+    resolved.refresh_from_db()
+    assert resolved.status == "resolved"
+
+
 def test_executions_are_read_only(client_with_role):
     assert client_with_role("viewer").get(BASE + "anomaly/executions").status_code == 200
     assert client_with_role("admin").post(BASE + "anomaly/executions", {}).status_code == 405
@@ -142,6 +254,20 @@ def test_detect_anomalies_command_fails_clearly_on_bad_input(tmp_path):
     bad.write_text("time,val\n1,2\n")
     with pytest.raises(CommandError, match="missing column"):
         call_command("detect_anomalies", str(bad), out_dir=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(CommandError, match="empty"):
+        call_command("detect_anomalies", str(empty), out_dir=str(tmp_path / "out"))
+    good = "timestamp,value\n2024-01-01 00:00:00,1\n2024-01-01 00:05:00,2\n"
+    for folder in ("a", "b"):
+        (tmp_path / folder / "data").mkdir(parents=True)
+        (tmp_path / folder / "data" / "x.csv").write_text(good)
+    same_name = [str(tmp_path / f / "data" / "x.csv") for f in ("a", "b")]
+    with pytest.raises(CommandError, match="both be written"):
+        call_command("detect_anomalies", *same_name, out_dir=str(tmp_path / "out"))
+    with pytest.raises(CommandError, match="cannot create"):
+        call_command("detect_anomalies", same_name[0], out_dir=str(empty / "out"))
     assert not (tmp_path / "out").exists()
 
 

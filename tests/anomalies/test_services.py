@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from anomalies import services
 from anomalies.engine import STALLED
@@ -103,8 +104,6 @@ def _synthetic(
 
 
 def _now_epoch() -> float:
-    from django.utils import timezone
-
     return timezone.now().timestamp()
 
 
@@ -228,7 +227,9 @@ def test_playbook_runs_once_per_anomaly_and_groups_repeats(
     execution = ResponseExecution.objects.get()
     assert execution.status == ResponseExecution.Status.SUCCEEDED
     assert execution.repeats >= 1
-    assert len(sent) == 1
+    # One firing message however many runs matched; a resolved one once the series adapted.
+    ended = Anomaly.objects.get(pk=execution.anomaly_id).ended_at is not None
+    assert [p["status"] for p in sent] == ["firing"] + ["resolved"] * ended
     payload = sent[0]
     assert payload["version"] == "4" and payload["alerts"][0]["labels"]["series"] == series.name
 
@@ -261,7 +262,9 @@ def test_failed_webhook_is_recorded_retried_then_failed(db, monkeypatch):
     assert execution.duration_ms is not None
 
 
-def test_celery_task_playbook_sends_the_task_by_name(db, monkeypatch):
+@pytest.fixture
+def sent_tasks(monkeypatch):
+    """Messages handed to the broker, as (task name, kwargs)."""
     calls = []
 
     class Result:
@@ -271,14 +274,153 @@ def test_celery_task_playbook_sends_the_task_by_name(db, monkeypatch):
         "anomalies.responses.current_app.send_task",
         lambda name, kwargs: calls.append((name, kwargs)) or Result(),
     )
+    return calls
+
+
+@pytest.fixture
+def anomaly_hook_task():
+    """A task that takes the anomaly's id, registered for the test only."""
+    from celery import current_app
+
+    @current_app.task(name="tests.anomaly_hook")
+    def hook(anomaly_id: int, level: str = "page") -> dict:
+        return {"anomaly": anomaly_id}
+
+    yield hook
+    current_app.tasks.pop("tests.anomaly_hook", None)
+
+
+def test_celery_task_playbook_sends_only_the_arguments_the_task_takes(
+    db, sent_tasks, anomaly_hook_task
+):
     series = series_ensure(name="svc.cpu.scale")
-    playbook = ResponsePlaybook.objects.create(
-        name="scale", action="celery_task", target="scaling.evaluate", arguments={"resource": "web"}
-    )
     anomaly = _anomaly(series)
-    execution = ResponseExecution.objects.create(playbook=playbook, anomaly=anomaly)
-    services.response_execute(execution_id=execution.pk)
-    assert calls == [("scaling.evaluate", {"resource": "web", "anomaly_id": anomaly.pk})]
+    scale = ResponsePlaybook.objects.create(
+        name="scale",
+        action="celery_task",
+        target="scaling.evaluate",
+        arguments={"resource_ids": [3]},
+    )
+    hook = ResponsePlaybook.objects.create(
+        name="hook", action="celery_task", target="tests.anomaly_hook"
+    )
+    for playbook in (scale, hook):
+        execution = ResponseExecution.objects.create(playbook=playbook, anomaly=anomaly)
+        services.response_execute(execution_id=execution.pk)
+        assert ResponseExecution.objects.get(pk=execution.pk).status == "succeeded"
+    # scaling.evaluate(resource_ids=None) would fail in the worker on an anomaly_id.
+    assert sent_tasks == [
+        ("scaling.evaluate", {"resource_ids": [3]}),
+        ("tests.anomaly_hook", {"anomaly_id": anomaly.pk}),
+    ]
+
+
+def test_playbook_whose_task_is_gone_fails_at_once_without_retrying(db, sent_tasks):
+    series = series_ensure(name="svc.cpu.renamed")
+    playbook = ResponsePlaybook.objects.create(
+        name="old", action="celery_task", target="scaling.renamed_long_ago", max_attempts=5
+    )
+    execution = ResponseExecution.objects.create(playbook=playbook, anomaly=_anomaly(series))
+    services.response_execute(execution_id=execution.pk)  # no ResponseActionError: no retry
+    execution.refresh_from_db()
+    assert execution.status == "failed" and execution.attempts == 1
+    assert "scaling.renamed_long_ago" in execution.error and sent_tasks == []
+
+
+def test_broken_rule_or_playbook_rows_are_skipped_not_fatal(db, sent_tasks):
+    # Written around the validation (a shell, a data migration): the job must still run.
+    DetectionRule.objects.create(name="list labels", series_name="svc.rows", labels=[1], above=1)
+    DetectionRule.objects.create(name="no bounds", series_name="svc.rows")
+    DetectionRule.objects.create(name="ok", series_name="svc.rows", above=150.0)
+    ResponsePlaybook.objects.create(
+        name="bad", action="celery_task", target="scaling.evaluate", labels=["x"]
+    )
+    ResponsePlaybook.objects.create(
+        name="good", action="celery_task", target="scaling.evaluate", min_severity="info"
+    )
+    series, ts, values = _synthetic("svc.rows", n=400, seed=4)
+    values[-5:] = 200.0  # breaches the good rule
+    insert_samples([series.pk] * 400, ts, values)
+    counts = _score(series, ts[-1])
+    assert counts["points"] == 400 and counts["opened"] >= 1
+    anomaly = Anomaly.objects.filter(series=series).latest("started_at")
+    assert "rules" in anomaly.methods
+    assert [e.playbook.name for e in ResponseExecution.objects.filter(anomaly=anomaly)] == ["good"]
+
+
+def _webhook_recorder(monkeypatch, ok: bool = True) -> list[dict]:
+    sent = []
+
+    class Answer:
+        status_code = 200 if ok else 503
+
+    Answer.ok = ok
+    monkeypatch.setattr(
+        "anomalies.responses.requests.post",
+        lambda url, json, timeout: sent.append(json) or Answer(),
+    )
+    return sent
+
+
+def test_resolving_tells_webhook_receivers_once(
+    db, monkeypatch, django_capture_on_commit_callbacks
+):
+    from celery import current_app
+
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+    sent = _webhook_recorder(monkeypatch)
+    series = series_ensure(name="svc.hook.resolve")
+    anomaly = _anomaly(series)
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    mail = ResponsePlaybook.objects.create(name="mail", action="email", target="ops@example.com")
+    for playbook in (hook, mail):
+        execution = ResponseExecution.objects.create(playbook=playbook, anomaly=anomaly)
+        services.response_execute(execution_id=execution.pk)
+    assert [p["status"] for p in sent] == ["firing"]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.anomaly_resolve(anomaly_id=anomaly.pk, by="ops")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.anomaly_resolve(anomaly_id=anomaly.pk, by="ops")
+    assert [p["status"] for p in sent] == ["firing", "resolved"]
+    assert sent[1]["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+    assert sent[1]["alerts"][0]["generatorURL"].startswith("http")
+    done = ResponseExecution.objects.get(playbook=hook)
+    assert done.resolved_notified_at is not None
+    assert ResponseExecution.objects.get(playbook=mail).resolved_notified_at is None
+
+
+def test_failed_resolved_notice_is_kept_and_retried(db, monkeypatch):
+    series = series_ensure(name="svc.hook.down")
+    anomaly = _anomaly(series, ended_at=timezone.now())
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    execution = ResponseExecution.objects.create(playbook=hook, anomaly=anomaly, status="succeeded")
+    _webhook_recorder(monkeypatch, ok=False)
+    with pytest.raises(ResponseActionError):
+        services.response_notify_resolved(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.resolved_notified_at is None and "503" in execution.error
+    _webhook_recorder(monkeypatch, ok=True)
+    assert services.response_notify_resolved(execution_id=execution.pk) == {"notified": 1}
+    assert services.response_notify_resolved(execution_id=execution.pk) == {"skipped": 1}
+
+
+def test_operator_actions_follow_the_anomaly_status(db):
+    series = series_ensure(name="svc.status")
+    a = _anomaly(series)
+    services.anomaly_acknowledge(anomaly_id=a.pk, by="ann", note="looking")
+    a.refresh_from_db()
+    assert (a.status, a.acknowledged_by, a.note) == ("acknowledged", "ann", "looking")
+    services.anomaly_mark_false_positive(anomaly_id=a.pk, by="ann")
+    with pytest.raises(services.AnomalyStateError, match="false positive"):
+        services.anomaly_acknowledge(anomaly_id=a.pk, by="bob")
+    # Resolving a false positive takes the dismissal back: the pattern alerts again.
+    assert DismissedPattern.objects.filter(anomaly=a).exists()
+    services.anomaly_resolve(anomaly_id=a.pk, by="bob")
+    a.refresh_from_db()
+    assert (a.status, a.resolved_by) == ("resolved", "bob")
+    assert not DismissedPattern.objects.filter(anomaly=a).exists()
+    with pytest.raises(services.AnomalyStateError, match="resolved"):
+        services.anomaly_acknowledge(anomaly_id=a.pk, by="bob")
 
 
 def test_email_playbook_uses_django_mail(db, mailoutbox):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from anomalies.engine.csv_runner import CsvInputError, run_csv_files
+from anomalies.engine.csv_runner import CsvInputError, CsvOutputError, run_csv_files
 
 
 class Command(BaseCommand):
@@ -22,6 +22,6 @@ class Command(BaseCommand):
             raise CommandError(f"no such file: {', '.join(missing)}")
         try:
             written = run_csv_files(files, out_dir)
-        except CsvInputError as exc:
+        except (CsvInputError, CsvOutputError) as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"scored {len(written)} files into {out_dir}")

@@ -1,0 +1,141 @@
+"""Checks on detection rules and response playbooks, shared by the API and the admin.
+
+The scoring job reads every enabled rule and playbook on every run, so one row it cannot
+use would fail the run for every series. Both writers (the API serializers and the admin
+forms, through `Model.clean`) ask these functions, which return errors keyed by field;
+the scoring job asks them again and skips a row that fails (one written from a shell).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+from celery import Task, current_app
+from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator, URLValidator
+
+from telemetry.validation import label_problem
+
+# The task retries a failed action until the playbook's `max_attempts`; with backoff
+# capped at 10 minutes, 10 attempts span about 40 minutes.
+MAX_ATTEMPTS = 10
+# Passed to a playbook's task when its signature accepts it (or **kwargs).
+ANOMALY_KWARG = "anomaly_id"
+_ACTIONS = ("webhook", "email", "celery_task")
+_url = URLValidator(schemes=["http", "https"])
+_email = EmailValidator()
+
+Errors = dict[str, list[str]]
+
+
+def _add(errors: Errors, field: str, message: str) -> None:
+    errors.setdefault(field, []).append(message)
+
+
+def _labels(errors: Errors, labels: Any) -> None:
+    if (problem := label_problem(labels)) is not None:
+        _add(errors, "labels", problem)
+
+
+def rule_errors(*, labels: Any, above: Any, below: Any) -> Errors:
+    """What makes a threshold rule unusable, by field (empty when it is fine)."""
+    errors: Errors = {}
+    _labels(errors, labels)
+    bounds = {"above": above, "below": below}
+    if above is None and below is None:
+        _add(errors, "above", "set `above`, `below` or both")
+    for name, value in bounds.items():
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
+            _add(errors, name, "must be a finite number")
+    if not errors and above is not None and below is not None and below >= above:
+        # A value breaches when it is above `above` or below `below`: with below >= above
+        # every value breaches, which is a typo, not a rule.
+        _add(errors, "below", "must be less than `above` (a value outside the band breaches)")
+    return errors
+
+
+def registered_task(name: str) -> Task | None:
+    """The Celery task called `name` in this project, or None.
+
+    The web process imports task modules lazily; the worker imports them all at start, so
+    a name not yet known here is looked up again after loading the same registry.
+    """
+    task = current_app.tasks.get(name)
+    if task is None:
+        current_app.loader.import_default_modules()
+        task = current_app.tasks.get(name)
+    return task
+
+
+class PlaybookTaskError(ValueError):
+    """A playbook's task call that cannot work, with the field to blame."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def task_call(name: str, arguments: Any, anomaly_id: int) -> tuple[Task, dict]:
+    """The task a playbook names and the keyword arguments it would send it.
+
+    The anomaly's id is added when the task's signature accepts it (by name or through
+    **kwargs): `scaling.evaluate(resource_ids=None)` takes only its own arguments, and a
+    message it cannot bind fails in the worker after the broker has accepted it.
+    """
+    task = registered_task(name)
+    if task is None or name.startswith("celery."):
+        raise PlaybookTaskError("target", f"no Celery task named {name!r} in this project")
+    if not isinstance(arguments, dict):
+        raise PlaybookTaskError("arguments", "must be an object of keyword arguments")
+    signature = inspect.signature(task.run)
+    accepts = any(
+        p.name == ANOMALY_KWARG or p.kind is inspect.Parameter.VAR_KEYWORD
+        for p in signature.parameters.values()
+    )
+    kwargs = {**arguments, **({ANOMALY_KWARG: anomaly_id} if accepts else {})}
+    try:
+        signature.bind(**kwargs)
+    except TypeError as exc:
+        raise PlaybookTaskError("arguments", f"do not fit {name}: {exc}") from exc
+    return task, kwargs
+
+
+def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) -> Errors:
+    """What makes a response playbook unusable, by field (empty when it is fine).
+
+    Field-level limits (lengths, `max_attempts` from 1 to MAX_ATTEMPTS) are the model
+    fields' validators, which both the admin form and the serializer apply.
+    """
+    errors: Errors = {}
+    _labels(errors, labels)
+    if not isinstance(arguments, dict):
+        _add(errors, "arguments", "must be an object")
+    target = target if isinstance(target, str) else ""
+    if action not in _ACTIONS:
+        _add(errors, "action", f"must be one of {', '.join(_ACTIONS)}")
+    elif action == "webhook":
+        try:
+            _url(target)
+        except ValidationError:
+            _add(errors, "target", "a webhook needs an http(s) URL")
+    elif action == "email":
+        recipients = email_recipients(target)
+        if not recipients:
+            _add(errors, "target", "give at least one e-mail address (comma-separated)")
+        for address in recipients:
+            try:
+                _email(address)
+            except ValidationError:
+                _add(errors, "target", f"{address!r} is not an e-mail address")
+    elif "arguments" not in errors:
+        try:
+            task_call(target.strip(), arguments, anomaly_id=0)
+        except PlaybookTaskError as exc:
+            _add(errors, exc.field, str(exc))
+    return errors
+
+
+def email_recipients(target: str) -> list[str]:
+    return [a.strip() for a in target.split(",") if a.strip()]
