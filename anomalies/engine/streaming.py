@@ -137,6 +137,8 @@ class StreamingDetector:
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
         self._rules_pass(ts, values, families["rules"])
+        for surprisal in families.values():
+            np.minimum(surprisal, self.config.max_surprisal, out=surprisal)
         w = self.config.weights
         total = sum(w[f] * families[f].astype(float) for f in FAMILIES)
         ranked = np.zeros((n_s, n_t))

@@ -125,6 +125,28 @@ def test_incremental_updates_match_one_batch_through_serialised_state():
     assert batch.scores[0, 1300] >= alert and batch.scores[0, 1400] >= alert
 
 
+def test_regular_spikes_on_a_zero_series_become_routine():
+    # A cron job's counter: 0, with a spike of 20 every 100 points. Between spikes the
+    # residual scale shrinks towards 0, so each spike measures larger than the last; the
+    # surprisal cap makes them tie, and the ranking then learns that they are routine.
+    n = 4000
+    ts = START + STEP * np.arange(n)
+    values = np.zeros(n)
+    values[::100] = 20.0
+    values[6::100] = 20.0
+    detector = StreamingDetector(1, DetectorConfig())
+    result = detector.update(ts[None], values[None])
+    for surprisal in result.surprisal.values():
+        assert surprisal.max() <= DetectorConfig().max_surprisal
+    alerts = np.flatnonzero(result.scores[0] >= DetectorConfig().alert_score)
+    # The spikes reach the cap within 6 days; by day 9 enough capped ones are held.
+    late = alerts[alerts >= 2600]
+    assert late.size == 0, late
+    uncapped = StreamingDetector(1, DetectorConfig(max_surprisal=np.inf))
+    routine = uncapped.update(ts[None], values[None]).scores[0]
+    assert (routine[2600:] >= DetectorConfig().alert_score).sum() >= 3  # what the cap stops
+
+
 def test_jittered_timestamps_are_not_missing_data_but_a_real_gap_is():
     rng = np.random.default_rng(17)
     intervals = STEP + rng.uniform(-100.0, 100.0, 1500)  # a scraper that is never on time
