@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-forecasting \
+.PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-forecasting \
         bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-forecasting \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
@@ -42,6 +42,8 @@ bench-middleware: $(VENV)/.dev
 	$(PY) bench/middleware.py
 bench-anomalies: $(VENV)/.dev
 	$(PY) bench/anomalies.py
+bench-anomaly-job: $(VENV)/.dev
+	$(PY) bench/anomaly_job.py
 bench-forecasting: $(VENV)/.dev
 	$(PY) bench/forecasting.py
 bench-personalization: $(VENV)/.dev

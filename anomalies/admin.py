@@ -33,6 +33,9 @@ class RootCauseInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("series")
+
 
 class ResponseExecutionInline(admin.TabularInline):
     model = ResponseExecution
@@ -43,6 +46,9 @@ class ResponseExecutionInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("playbook")
 
 
 def _operator_action(service, verb: str):

@@ -19,6 +19,11 @@ class DetectorState(models.Model):
     state = models.BinaryField(help_text="Compressed numpy arrays (anomalies.engine).")
     last_ts = models.DateTimeField(help_text="Timestamp of the last point scored.")
     points_scored = models.PositiveBigIntegerField(default=0)
+    episode = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the anomaly tracker carries between runs (calm points, recent z).",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -114,6 +114,37 @@ def resample(
     return finish(partials, agg)
 
 
+def series_values_since(
+    starts: dict[int, datetime], end: datetime
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Samples of many series, each from its own start up to `end` (exclusive), oldest first.
+
+    The anomaly job reads every series' new points each minute: one query for all of them
+    on PostgreSQL instead of one per series (2,000 series: 2,000 round trips).
+    """
+    out = {sid: (np.empty(0), np.empty(0)) for sid in starts}
+    if not starts:
+        return out
+    if connection.vendor != "postgresql":
+        return {sid: series_values(sid, start=start, end=end) for sid, start in starts.items()}
+    ids, begins = zip(*starts.items(), strict=True)
+    sql = (
+        f"SELECT s.series_id, extract(epoch FROM s.ts)::float8, s.value "
+        f"FROM {Sample._meta.db_table} s "
+        "JOIN unnest(%s::bigint[], %s::timestamptz[]) AS w(series_id, start) "
+        "ON s.series_id = w.series_id AND s.ts >= w.start "
+        "WHERE s.ts < %s ORDER BY s.series_id, s.ts"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [list(ids), list(begins), end])
+        rows = np.array(cursor.fetchall(), dtype=np.float64).reshape(-1, 3)
+    if rows.size:
+        cuts = np.flatnonzero(np.diff(rows[:, 0])) + 1
+        for block in np.split(rows, cuts):
+            out[int(block[0, 0])] = (block[:, 1].copy(), block[:, 2].copy())
+    return out
+
+
 def series_values_resampled(
     series_id: int,
     start: datetime | None,

@@ -1,0 +1,27 @@
+"""The only writers of the anomaly system. Split by subject; import from here.
+
+`anomalies_score_recent` (scoring.py) is the scheduled job: telemetry -> engine ->
+anomalies in one transaction; episodes.py turns scores into anomalies, causes.py ranks
+their root causes, playbooks.py runs the responses, operators.py holds the operator
+actions.
+"""
+
+from .operators import (
+    AnomalyStateError,
+    anomaly_acknowledge,
+    anomaly_mark_false_positive,
+    anomaly_resolve,
+)
+from .playbooks import response_execute, response_notify_resolved
+from .scoring import anomalies_score_recent, learned_model_retrain
+
+__all__ = [
+    "AnomalyStateError",
+    "anomalies_score_recent",
+    "anomaly_acknowledge",
+    "anomaly_mark_false_positive",
+    "anomaly_resolve",
+    "learned_model_retrain",
+    "response_execute",
+    "response_notify_resolved",
+]

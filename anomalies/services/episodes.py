@@ -1,0 +1,216 @@
+"""From per-point scores to anomalies: open at an alert, extend while abnormal, close on recovery.
+
+The job runs every minute and usually sees one new point per series, so everything an
+episode needs from earlier runs (the calm points counted towards recovery, whether a
+dismissed pattern is being suppressed, the recent residuals an onset is traced back
+through) is carried in `DetectorState.episode`. Without it a run that saw one point could
+never count three calm ones, and an anomaly on a one-minute job stayed open for good.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from django.db.models import F
+
+from telemetry.models import Series
+from telemetry.selectors import to_datetime
+
+from ..engine import STALLED, DetectorConfig
+from ..engine.feedback import Fingerprint, is_dismissed
+from ..engine.root_cause import estimate_onset
+from ..engine.severity import classify_severity
+from ..models import Anomaly, DismissedPattern
+
+# An anomaly is over after this many consecutive points without any method's vote.
+RECOVERY_POINTS = 3
+# Points kept per anomaly for its chart.
+MAX_POINTS = 500
+# Residuals kept across runs for tracing an onset back (a drift that crept up for two
+# hours of five-minute points before it alerted).
+ONSET_TAIL = 24
+SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
+
+
+@dataclass
+class ScoreRun:
+    """Counts of one scoring run (stored in JobRun.counts by the task)."""
+
+    series: int = 0
+    points: int = 0
+    opened: int = 0
+    updated: int = 0
+    closed: int = 0
+    suppressed: int = 0
+    responses: int = 0
+    touched: set[int] = field(default_factory=set)
+    opened_ids: set[int] = field(default_factory=set)
+
+    def counts(self) -> dict:
+        return {
+            "series": self.series,
+            "points": self.points,
+            "opened": self.opened,
+            "updated": self.updated,
+            "closed": self.closed,
+            "suppressed": self.suppressed,
+            "responses": self.responses,
+        }
+
+
+def open_anomalies(series: list[Series]) -> list[Anomaly]:
+    """The ongoing anomaly of each of these series (at most one each), in one query."""
+    return list(
+        Anomaly.objects.filter(series__in=series, ended_at__isnull=True).select_related("series")
+    )
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN (PostgreSQL refuses it in a JSON column): a missing value is null."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _tail(episode: dict) -> tuple[np.ndarray, np.ndarray]:
+    ts = np.asarray(episode.get("tail_ts") or [], dtype=float)
+    z = np.asarray([np.nan if v is None else v for v in episode.get("tail_z") or []], float)
+    return (ts, z) if ts.size == z.size else (np.empty(0), np.empty(0))
+
+
+def track_episodes(
+    s: Series,
+    row: int,
+    result,
+    ts_block: np.ndarray,
+    value_block: np.ndarray,
+    cfg: DetectorConfig,
+    dismissed: dict[int, list[tuple[int, Fingerprint]]],
+    current: Anomaly | None,
+    episode: dict,
+    run: ScoreRun,
+) -> dict:
+    """Walk this series' new points: open, extend and close its anomaly; returns the episode."""
+    n = int(np.isfinite(ts_block[row]).sum())
+    ts, values = ts_block[row, :n], value_block[row, :n]
+    expected, scale = result.expected[row, :n], result.scale[row, :n]
+    families = {f: v[row, :n] for f, v in result.surprisal.items()}
+    # Reported beside the families (it is part of the pattern family's evidence): operators
+    # see "stalled" among the methods, and severity does not ask a stopped series for size.
+    families[STALLED] = result.stalled[row, :n]
+    voting = result.any_vote()[row, :n]
+    total = result.total[row, :n]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (values - expected) / scale
+    alert = result.scores[row, :n] >= cfg.alert_score
+    tail_ts, tail_z = _tail(episode)
+    trace_ts, trace_z = np.concatenate([tail_ts, ts]), np.concatenate([tail_z, z])
+    calm = int(episode.get("calm", 0)) if current is not None else 0
+    suppressing = bool(episode.get("suppressing", False))
+    for i in range(n):
+        if current is not None:
+            if voting[i] or alert[i]:
+                calm = 0
+                _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+            else:
+                calm += 1
+                if calm >= RECOVERY_POINTS:
+                    _close(current, to_datetime(ts[i]), run)
+                    current, calm = None, 0
+            continue
+        if suppressing:
+            suppressing = bool(voting[i] or alert[i])
+            continue
+        if not alert[i]:
+            continue
+        methods = frozenset(f for f, v in families.items() if v[i] >= cfg.vote_surprisal)
+        finite_z = float(z[i]) if np.isfinite(z[i]) else 0.0
+        candidate = Fingerprint(
+            direction=1 if finite_z >= 0 else -1, peak_z=abs(finite_z), methods=methods
+        )
+        matches = [pk for pk, fp in dismissed.get(s.pk, []) if is_dismissed(candidate, [fp])]
+        if matches:
+            DismissedPattern.objects.filter(pk=matches[0]).update(
+                suppressed_count=F("suppressed_count") + 1
+            )
+            run.suppressed += 1
+            suppressing = True
+            continue
+        onset = estimate_onset(trace_ts, trace_z, i + tail_ts.size)
+        current = Anomaly(
+            series=s,
+            started_at=to_datetime(onset),
+            detected_at=to_datetime(ts[i]),
+            last_seen_at=to_datetime(ts[i]),
+            peak_score=0.0,
+            peak_surprisal=0.0,
+            peak_z=0.0,
+            direction=candidate.direction,
+            observed=_finite(values[i]) or 0.0,
+            expected=_finite(expected[i]) or 0.0,
+        )
+        _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+        run.opened += 1
+        calm = 0
+    if current is not None:
+        if current.pk is None:
+            current.save()
+            run.opened_ids.add(current.pk)
+        else:
+            current.save()
+            if current.pk not in run.touched:
+                run.updated += 1
+        run.touched.add(current.pk)
+    return {
+        "calm": calm,
+        "suppressing": suppressing,
+        "tail_ts": trace_ts[-ONSET_TAIL:].tolist(),
+        "tail_z": [_finite(round(float(v), 4)) for v in trace_z[-ONSET_TAIL:]],
+    }
+
+
+def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, total, z) -> None:
+    """Fold point i into the anomaly (peak, methods, points), then refresh its severity."""
+    score = float(result.combined[row, i])
+    a.last_seen_at = to_datetime(ts[i])
+    if score >= a.peak_score:
+        a.peak_score = score
+        a.peak_surprisal = float(total[i])
+        if np.isfinite(values[i]) and np.isfinite(expected[i]):
+            a.observed, a.expected = float(values[i]), float(expected[i])
+    if np.isfinite(z[i]) and abs(z[i]) > a.peak_z:
+        a.peak_z = float(abs(z[i]))
+    votes = dict(a.votes)
+    for f, v in families.items():
+        votes[f] = max(votes.get(f, 0.0), round(float(v[i]), 3))
+    a.votes = votes
+    a.methods = sorted(f for f, v in votes.items() if v >= result.vote_surprisal)
+    if len(a.points) < MAX_POINTS:
+        a.points = [
+            *a.points,
+            [float(ts[i]), _finite(values[i]), _finite(expected[i]), _finite(scale[i]), score],
+        ]
+    duration = (a.last_seen_at - a.started_at).total_seconds()
+    severity = classify_severity(
+        a.peak_surprisal,
+        a.peak_z,
+        duration,
+        a.series.importance,
+        improbability_only="rules" in a.methods or STALLED in a.methods,
+    )
+    if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
+        a.severity = severity
+
+
+def _close(a: Anomaly, when: datetime, run: ScoreRun) -> None:
+    a.ended_at = when
+    if a.status in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED):
+        a.status = Anomaly.Status.RESOLVED
+    if a.pk is None:
+        a.save()
+        run.opened_ids.add(a.pk)
+    else:
+        a.save()
+    run.closed += 1
+    run.touched.add(a.pk)

@@ -1,0 +1,158 @@
+"""Response playbooks: which anomalies they match, and carrying out their actions.
+
+An anomaly gets one execution per matching playbook; later matches of the same ongoing
+anomaly only count `repeats`. Executions run in the `anomalies.execute_response` task
+(retried with backoff), and webhook receivers that were told an alert fired are told
+when it resolves (`anomalies.notify_resolved`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from ..models import Anomaly, ResponseExecution, ResponsePlaybook
+from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_webhook
+from ..validation import playbook_errors
+from .episodes import SEVERITY_ORDER
+
+logger = logging.getLogger(__name__)
+
+# An anomaly last seen longer ago than this pages nobody: a new series' week of backfill
+# finds its old incidents, and they are history, not news.
+RESPONSE_MAX_AGE = timedelta(hours=1)
+
+
+def _usable_playbooks() -> list[ResponsePlaybook]:
+    usable = []
+    for p in ResponsePlaybook.objects.filter(enabled=True):
+        errors = playbook_errors(
+            action=p.action, target=p.target, labels=p.labels, arguments=p.arguments
+        )
+        if errors:
+            logger.warning("response playbook %r skipped: %s", p.name, errors)
+        else:
+            usable.append(p)
+    return usable
+
+
+def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
+    """One execution per (playbook, anomaly); later matches only bump `repeats`."""
+    playbooks = _usable_playbooks()
+    queued: list[int] = []
+    for a in Anomaly.objects.filter(
+        pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE
+    ).select_related("series"):
+        if a.status == Anomaly.Status.FALSE_POSITIVE:
+            continue
+        for p in playbooks:
+            if not _playbook_matches(p, a):
+                continue
+            execution, created = ResponseExecution.objects.get_or_create(playbook=p, anomaly=a)
+            if created:
+                queued.append(execution.pk)
+            else:
+                ResponseExecution.objects.filter(pk=execution.pk).update(repeats=F("repeats") + 1)
+    if queued:
+        from ..tasks import execute_response
+
+        transaction.on_commit(lambda: [execute_response.delay(pk) for pk in queued])
+    return len(queued)
+
+
+def queue_resolved_notices(anomaly_ids: set[int]) -> int:
+    """Tell webhook receivers that alerts they were sent have ended.
+
+    Alertmanager receivers (PagerDuty, Opsgenie) keep an incident open until they get the
+    same alert with status "resolved"; without it every page would have to be closed by
+    hand. As in Alertmanager's defaults, e-mails and tasks get no resolved notice.
+    """
+    pending = list(
+        ResponseExecution.objects.filter(
+            anomaly_id__in=anomaly_ids,
+            anomaly__ended_at__isnull=False,
+            playbook__action=ResponsePlaybook.Action.WEBHOOK,
+            status=ResponseExecution.Status.SUCCEEDED,
+            resolved_notified_at__isnull=True,
+        ).values_list("pk", flat=True)
+    )
+    if pending:
+        from ..tasks import notify_resolved
+
+        transaction.on_commit(lambda: [notify_resolved.delay(pk) for pk in pending])
+    return len(pending)
+
+
+def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
+    if p.series_name and p.series_name != a.series.name:
+        return False
+    labels = a.series.labels or {}
+    if any(labels.get(k) != v for k, v in (p.labels or {}).items()):
+        return False
+    return SEVERITY_ORDER[a.severity] >= SEVERITY_ORDER[p.min_severity]
+
+
+def response_execute(*, execution_id: int) -> dict:
+    """Run one playbook action and record status, duration and result.
+
+    Raises ResponseActionError after recording the failed attempt, so the task can retry
+    with backoff; the final attempt is recorded as FAILED.
+    """
+    execution = ResponseExecution.objects.select_related(
+        "playbook", "anomaly", "anomaly__series"
+    ).get(pk=execution_id)
+    if execution.status == ResponseExecution.Status.SUCCEEDED:
+        return {"skipped": 1}
+    started = time.perf_counter()
+    error, result, final = "", {}, False
+    try:
+        result = perform_action(execution.anomaly, execution.playbook)
+    except ResponseConfigError as exc:
+        error, final = str(exc), True
+    except ResponseActionError as exc:
+        error = str(exc)
+    with transaction.atomic():
+        execution = ResponseExecution.objects.select_for_update().get(pk=execution_id)
+        execution.attempts += 1
+        execution.duration_ms = (time.perf_counter() - started) * 1000.0
+        execution.finished_at = timezone.now()
+        execution.result, execution.error = result, error
+        if not error:
+            execution.status = ResponseExecution.Status.SUCCEEDED
+            if execution.anomaly.ended_at is not None:
+                # What was sent already said "resolved" (the anomaly ended while retrying).
+                execution.resolved_notified_at = execution.finished_at
+        elif final or execution.attempts >= execution.playbook.max_attempts:
+            execution.status = ResponseExecution.Status.FAILED
+        else:
+            execution.status = ResponseExecution.Status.RETRYING
+        execution.save()
+    if execution.status == ResponseExecution.Status.RETRYING:
+        raise ResponseActionError(error)
+    return {"succeeded": int(not error), "failed": int(bool(error))}
+
+
+def response_notify_resolved(*, execution_id: int) -> dict:
+    """Send a webhook receiver the resolved state of an alert it was sent.
+
+    Raises ResponseActionError for the task to retry; the error is kept on the execution.
+    """
+    execution = ResponseExecution.objects.select_related(
+        "playbook", "anomaly", "anomaly__series"
+    ).get(pk=execution_id)
+    if execution.resolved_notified_at is not None or execution.anomaly.ended_at is None:
+        return {"skipped": 1}
+    try:
+        post_webhook(execution.anomaly, execution.playbook)
+    except ResponseActionError as exc:
+        ResponseExecution.objects.filter(pk=execution_id).update(error=f"resolved notice: {exc}")
+        raise
+    ResponseExecution.objects.filter(pk=execution_id).update(
+        resolved_notified_at=timezone.now(), error=""
+    )
+    return {"notified": 1}

@@ -1,0 +1,258 @@
+"""The scheduled scoring job: every series' new points through the engine, in one transaction.
+
+Each run loads the detector states, reads only the samples after each state's last point
+(a new series is backfilled over a week), scores them, stores the new states, turns the
+scores into anomalies (episodes.py), ranks root causes (causes.py) and queues the
+matching playbooks (playbooks.py, after commit, so a rolled-back run sends nothing).
+
+Samples that arrive with a timestamp at or before a series' last scored point are not
+scored: detection is online, and its state has moved past them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from telemetry.models import Series
+from telemetry.selectors import series_values, series_values_since, to_datetime
+
+from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
+from ..engine.feedback import Fingerprint
+from ..models import DetectionRule, DetectorState, DismissedPattern, LearnedModel
+from ..validation import rule_errors
+from .causes import causes_rank_around
+from .episodes import ScoreRun, open_anomalies, track_episodes
+from .playbooks import queue_resolved_notices, queue_responses
+
+logger = logging.getLogger(__name__)
+
+# A new series is first scored over this much history.
+BACKFILL = timedelta(days=7)
+# Runs hold this PostgreSQL advisory lock for their transaction, so the beat job and
+# `manage.py score_anomalies` never score the same new points twice.
+_RUN_LOCK = int.from_bytes(hashlib.sha1(b"anomalies.score_recent").digest()[:8], "big", signed=True)
+
+
+def _usable_rules() -> list[DetectionRule]:
+    """Enabled rules the engine can apply; one broken row must not stop every series."""
+    usable = []
+    for r in DetectionRule.objects.filter(enabled=True):
+        errors = rule_errors(labels=r.labels, above=r.above, below=r.below)
+        if errors:
+            logger.warning("detection rule %r skipped: %s", r.name, errors)
+        else:
+            usable.append(r)
+    return usable
+
+
+def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule]:
+    labels = series.labels or {}
+    return [
+        ThresholdRule(
+            name=r.name, above=r.above, below=r.below, min_duration_seconds=r.min_duration_seconds
+        )
+        for r in rules
+        if r.series_name == series.name and all(labels.get(k) == v for k, v in r.labels.items())
+    ]
+
+
+def anomalies_score_recent(
+    *,
+    now: datetime | None = None,
+    series_ids: list[int] | None = None,
+    config: DetectorConfig | None = None,
+) -> dict:
+    """Score what arrived since the last run for every series; returns counts."""
+    cfg = config or DetectorConfig(ml_retrain_every=0)
+    now = now or timezone.now()
+    run = ScoreRun()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_RUN_LOCK])
+        series_qs = Series.objects.order_by("pk")
+        if series_ids is not None:
+            series_qs = series_qs.filter(pk__in=series_ids)
+        series = list(series_qs)
+        states = {
+            s.series_id: s
+            for s in DetectorState.objects.select_for_update().filter(series__in=series)
+        }
+        fleet = LearnedModel.objects.select_for_update().filter(name="fleet").first()
+        rules = _usable_rules()
+
+        stale = [st for st in states.values() if not is_current_state(bytes(st.state))]
+        if stale:
+            _rebuild_states(stale, fleet, cfg)
+
+        starts = {
+            s.pk: states[s.pk].last_ts + timedelta(microseconds=1)
+            if s.pk in states
+            else now - BACKFILL
+            for s in series
+        }
+        points = series_values_since(starts, end=now + timedelta(microseconds=1))
+        active = [s for s in series if points[s.pk][0].size]
+        if not active:
+            return run.counts()
+        dismissed = _dismissed_by_series([s.pk for s in active])
+        open_now = {a.series_id: a for a in open_anomalies(active)}
+        fleet_blob = bytes(fleet.blob) if fleet else None
+        detector = None
+        for group in _groups_by_width(active, points):
+            ts_block, value_block = _rectangular([points[s.pk] for s in group])
+            detector = StreamingDetector.from_states(
+                [bytes(states[s.pk].state) if s.pk in states else None for s in group],
+                fleet=fleet_blob,
+                rules=[_rules_for(s, rules) for s in group],
+                config=cfg,
+            )
+            result = detector.update(ts_block, value_block, auto_retrain=False)
+            fleet_blob = detector.fleet_state()
+            for row, s in enumerate(group):
+                state = states.get(s.pk) or DetectorState(series=s, points_scored=0, episode={})
+                state.episode = track_episodes(
+                    s, row, result, ts_block, value_block, cfg, dismissed, open_now.get(s.pk),
+                    state.episode, run,
+                )  # fmt: skip
+                valid_ts = ts_block[row][np.isfinite(ts_block[row])]
+                state.state = detector.series_state(row)
+                state.last_ts = to_datetime(valid_ts[-1])
+                state.points_scored += valid_ts.size
+                states[s.pk] = state
+                run.points += valid_ts.size
+        _save_states([states[s.pk] for s in active])
+        _save_fleet(detector, fleet)
+        run.series = len(active)
+        if run.opened_ids:
+            causes_rank_around(run.opened_ids)
+        if run.touched:
+            run.responses = queue_responses(run.touched, now=now)
+            queue_resolved_notices(run.touched)
+    return run.counts()
+
+
+def _groups_by_width(
+    series: list[Series], points: dict[int, tuple[np.ndarray, np.ndarray]]
+) -> list[list[Series]]:
+    """Series grouped so that none is padded to more than twice its number of new points.
+
+    The engine steps a (series, time) block; one new series with a week of backfill would
+    otherwise widen the block for every series (2,000 series x 2,016 steps: 22 s, 590 MiB).
+    """
+    groups: dict[int, list[Series]] = {}
+    for s in series:
+        width = points[s.pk][0].size
+        groups.setdefault(int(np.ceil(np.log2(width))), []).append(s)
+    return [groups[k] for k in sorted(groups)]
+
+
+def _rectangular(points: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack series of different lengths into (series, time) blocks padded with NaN."""
+    width = max((ts.size for ts, _ in points), default=0)
+    ts_block = np.full((len(points), width), np.nan)
+    value_block = np.full((len(points), width), np.nan)
+    for row, (ts, values) in enumerate(points):
+        ts_block[row, : ts.size] = ts
+        value_block[row, : ts.size] = values
+    return ts_block, value_block
+
+
+def _rebuild_states(stale: list[DetectorState], fleet, cfg: DetectorConfig) -> None:
+    """Give states written by an older detector layout a fresh state (in memory).
+
+    Such a state cannot be read. Failing every run is not an option, and rescoring a week
+    would reopen anomalies already recorded. Instead a new detector learns silently from
+    the week before each state's last point and carries on from that point.
+    """
+    history = [
+        series_values(
+            st.series_id, start=st.last_ts - BACKFILL, end=st.last_ts + timedelta(microseconds=1)
+        )
+        for st in stale
+    ]
+    ts_block, value_block = _rectangular(history)
+    detector = StreamingDetector.from_states(
+        [None] * len(stale), fleet=bytes(fleet.blob) if fleet else None, config=cfg
+    )
+    if ts_block.shape[1]:
+        detector.update(ts_block, value_block, auto_retrain=False)
+    for row, st in enumerate(stale):
+        st.state = detector.series_state(row)
+        st.save(update_fields=["state", "updated_at"])
+
+
+def _save_states(states: list[DetectorState]) -> None:
+    """One UPDATE for the series scored before, one INSERT for the new ones.
+
+    On PostgreSQL the UPDATE joins arrays of the new values: Django's bulk_update builds a
+    CASE expression per field and row, which took 3.4 s of a 2,000-series run.
+    """
+    stamp = timezone.now()
+    for st in states:
+        st.updated_at = stamp
+    old = [st for st in states if st.pk is not None]
+    if old and connection.vendor == "postgresql":
+        table = DetectorState._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} AS d SET state = v.state, last_ts = v.last_ts, "
+                "points_scored = v.points, episode = v.episode::jsonb, updated_at = %s "
+                "FROM unnest(%s::bigint[], %s::bytea[], %s::timestamptz[], %s::bigint[], "
+                "%s::text[]) AS v(id, state, last_ts, points, episode) WHERE d.id = v.id",
+                [
+                    stamp,
+                    [st.pk for st in old],
+                    [bytes(st.state) for st in old],
+                    [st.last_ts for st in old],
+                    [st.points_scored for st in old],
+                    [json.dumps(st.episode) for st in old],
+                ],
+            )
+    else:
+        DetectorState.objects.bulk_update(
+            old, ["state", "last_ts", "points_scored", "episode", "updated_at"], batch_size=500
+        )
+    DetectorState.objects.bulk_create([st for st in states if st.pk is None], batch_size=500)
+
+
+def _save_fleet(detector: StreamingDetector, fleet: LearnedModel | None) -> None:
+    blob = detector.fleet_state()
+    if fleet is None:
+        LearnedModel.objects.create(
+            name="fleet", blob=blob, windows=detector.fleet.reservoir.shape[0]
+        )
+    else:
+        fleet.blob, fleet.windows = blob, detector.fleet.reservoir.shape[0]
+        fleet.save(update_fields=["blob", "windows", "updated_at"])
+
+
+def _dismissed_by_series(series_ids: list[int]) -> dict[int, list[tuple[int, Fingerprint]]]:
+    out: dict[int, list[tuple[int, Fingerprint]]] = {}
+    for d in DismissedPattern.objects.filter(series_id__in=series_ids):
+        fp = Fingerprint(direction=d.direction, peak_z=d.peak_z, methods=frozenset(d.methods))
+        out.setdefault(d.series_id, []).append((d.pk, fp))
+    return out
+
+
+def learned_model_retrain() -> dict:
+    """Refit the shared isolation forest on its reservoir (the daily job)."""
+    with transaction.atomic():
+        fleet = LearnedModel.objects.select_for_update().filter(name="fleet").first()
+        if fleet is None:
+            return {"retrained": 0, "windows": 0}
+        detector = StreamingDetector.from_states([], fleet=bytes(fleet.blob))
+        fitted = detector.retrain()
+        fleet.blob = detector.fleet_state()
+        fleet.windows = detector.fleet.reservoir.shape[0]
+        if fitted:
+            fleet.trained_at = timezone.now()
+        fleet.save()
+        return {"retrained": int(fitted), "windows": fleet.windows}

@@ -1,0 +1,214 @@
+"""The scheduled job as production runs it: a point or two per series per minute, many
+series, concurrent runs, missing values, new series with a week of backfill."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
+from anomalies import services
+from anomalies.models import (
+    Anomaly,
+    DetectorState,
+    ResponseExecution,
+    ResponsePlaybook,
+    RootCauseCandidate,
+)
+from anomalies.services.causes import MAX_CAUSES, causes_rank_around
+from anomalies.services.scoring import _groups_by_width
+from telemetry.bulk import insert_samples
+from telemetry.selectors import to_datetime
+from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
+
+STEP = 300.0
+END = 1_795_000_200.0
+
+
+def _series(name: str, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    series = series_ensure(name=name, unit="ms")
+    ts = END - STEP * np.arange(n)[::-1]
+    return series, ts, 100.0 + rng.normal(0, 1.0, n)
+
+
+def _run(series_list, at: float) -> dict:
+    return services.anomalies_score_recent(
+        now=to_datetime(at), series_ids=[s.pk for s in series_list]
+    )
+
+
+def _episodes(series) -> list[tuple[float, float | None]]:
+    return [
+        (a.started_at.timestamp(), a.ended_at.timestamp() if a.ended_at else None)
+        for a in Anomaly.objects.filter(series=series).order_by("started_at")
+    ]
+
+
+@pytest.mark.django_db
+def test_one_point_per_run_opens_and_closes_anomalies_as_one_batch_does():
+    # Two incidents a few hours apart: a spike, and a ramp that creeps up before it alerts.
+    # The ramp comes after the spike's day-long alert pause.
+    batch, ts, values = _series("job.batch", 1400, seed=3)
+    values[1000:1004] += 40.0
+    values[1310:1340] += np.linspace(2.0, 150.0, 30)
+    stream = series_ensure(name="job.stream", unit="ms")
+    insert_samples([batch.pk] * 1400, ts, values)
+    _run([batch], ts[-1])
+
+    insert_samples([stream.pk] * 990, ts[:990], values[:990])
+    _run([stream], ts[989])
+    for i in range(990, 1400):  # the beat job's life: one new point a run
+        insert_samples([stream.pk], ts[i : i + 1], values[i : i + 1])
+        _run([stream], ts[i])
+
+    expected = _episodes(batch)
+    got = _episodes(stream)
+    assert len(expected) >= 2 and all(end is not None for _, end in expected[:-1])
+    assert len(got) == len(expected)
+    for (start_b, end_b), (start_s, end_s) in zip(expected, got, strict=True):
+        assert abs(start_s - start_b) < 1.0  # the onset traced back across runs
+        assert end_s == end_b
+
+
+@pytest.mark.django_db
+def test_a_missing_value_inside_an_open_anomaly_does_not_stop_scoring(postgres, client_with_role):
+    # PostgreSQL refuses NaN in a JSON column: the run failed, and so did every one after.
+    series, ts, values = _series("job.nan", 900, seed=5)
+    values[880:] += 50.0
+    values[890] = np.nan  # written around the API's validation, e.g. by a script
+    insert_samples([series.pk] * 885, ts[:885], values[:885])
+    _run([series], ts[884])
+    insert_samples([series.pk] * 15, ts[885:], values[885:])
+    assert _run([series], ts[-1])["points"] == 15
+    anomaly = Anomaly.objects.get(series=series)
+    assert any(p[1] is None for p in anomaly.points) and np.isfinite(anomaly.observed)
+    response = client_with_role("viewer").get(f"/admin/api/phase3/anomaly/anomalies/{anomaly.pk}")
+    assert response.status_code == 200
+
+
+def test_series_are_grouped_so_none_is_padded_past_twice_its_points():
+    class S:
+        def __init__(self, pk):
+            self.pk = pk
+
+    widths = {1: 1, 2: 1, 3: 2016, 4: 3, 5: 1}
+    points = {pk: (np.zeros(n), np.zeros(n)) for pk, n in widths.items()}
+    groups = _groups_by_width([S(pk) for pk in widths], points)
+    assert [[s.pk for s in g] for g in groups] == [[1, 2, 5], [4], [3]]
+
+
+@pytest.mark.django_db
+def test_queries_per_run_do_not_grow_with_the_number_of_series(postgres):
+    # One read for every series' new points is PostgreSQL's (SQLite reads series by series).
+    def fleet(prefix: str, count: int) -> int:
+        made = [_series(f"{prefix}.{k}", 400, seed=k) for k in range(count)]
+        for s, ts, values in made:
+            insert_samples([s.pk] * 399, ts[:399], values[:399])
+        _run([s for s, _, _ in made], END - STEP)
+        for s, ts, values in made:
+            insert_samples([s.pk], ts[399:], values[399:])
+        with CaptureQueriesContext(connection) as ctx:
+            counts = _run([s for s, _, _ in made], END)
+        assert counts["points"] == count
+        return len(ctx.captured_queries)
+
+    assert fleet("job.few", 3) == fleet("job.many", 12)
+
+
+@pytest.mark.django_db
+def test_backfill_of_a_new_series_pages_for_what_is_still_going_on_only():
+    ResponsePlaybook.objects.create(
+        name="page", action="email", target="ops@example.com", min_severity="info"
+    )
+    series, ts, values = _series("job.backfill", 1500, seed=7)
+    values[600:606] += 40.0  # three days ago, long over
+    values[1490:] += 200.0  # now
+    insert_samples([series.pk] * 1500, ts, values)
+    _run([series], ts[-1])
+    anomalies = list(Anomaly.objects.filter(series=series).order_by("started_at"))
+    old, current = anomalies[0], anomalies[-1]
+    assert old.ended_at is not None and current.ended_at is None
+    paged = set(ResponseExecution.objects.values_list("anomaly_id", flat=True))
+    assert paged == {current.pk}
+
+
+@pytest.mark.django_db
+def test_causes_are_capped_and_kept_while_nothing_new_opens():
+    now = to_datetime(END)
+    fleet = [
+        AnomalyFactory(series=series_ensure(name=f"job.outage.{k}"), started_at=now, peak_z=k + 1)
+        for k in range(MAX_CAUSES + 5)
+    ]
+    causes_rank_around({a.pk for a in fleet})
+    per_anomaly = [RootCauseCandidate.objects.filter(anomaly=a).count() for a in fleet]
+    assert max(per_anomaly) == MAX_CAUSES
+    top = RootCauseCandidate.objects.get(anomaly=fleet[0], rank=1)
+    assert top.series_id == fleet[-1].series_id  # simultaneous onsets: the largest first
+    # A late arrival within the window re-ranks its neighbours; one far away does not.
+    far = AnomalyFactory(
+        series=series_ensure(name="job.elsewhere"), started_at=to_datetime(END + 86400)
+    )
+    before = set(RootCauseCandidate.objects.values_list("pk", flat=True))
+    causes_rank_around({far.pk})
+    assert before <= set(RootCauseCandidate.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_admin_anomaly_page_costs_the_same_queries_for_many_causes(admin_client):
+    def page_queries(causes: int) -> int:
+        target = AnomalyFactory(series=series_ensure(name=f"job.page.{causes}"))
+        hook = ResponsePlaybook.objects.create(
+            name=f"hook{causes}", action="webhook", target="http://h.example/"
+        )
+        for k in range(causes):
+            other = AnomalyFactory(series=series_ensure(name=f"job.page.{causes}.{k}"))
+            RootCauseCandidate.objects.create(
+                anomaly=target, series=other.series, rank=k + 1, score=1.0, lead_seconds=0.0
+            )
+            ResponseExecution.objects.create(
+                playbook=ResponsePlaybook.objects.create(
+                    name=f"p{causes}.{k}", action="webhook", target="http://h.example/"
+                )
+                if k
+                else hook,
+                anomaly=target,
+            )
+        url = f"/admin/anomalies/anomaly/{target.pk}/change/"
+        admin_client.get(url)  # the first request also loads the session and content types
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    assert page_queries(3) == page_queries(12)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_score_a_new_series_once(postgres):
+    series, ts, values = _series("job.race", 600, seed=9)
+    insert_samples([series.pk] * 600, ts, values)
+    errors: list[BaseException] = []
+    results: list[dict] = []
+    start = threading.Barrier(2)
+
+    def one_run() -> None:
+        try:
+            start.wait()
+            results.append(_run([series], ts[-1]))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(r["points"] for r in results) == [0, 600]
+    assert DetectorState.objects.get(series=series).points_scored == 600
