@@ -19,6 +19,9 @@ class DetectorState(models.Model):
     state = models.BinaryField(help_text="Compressed numpy arrays (anomalies.engine).")
     last_ts = models.DateTimeField(help_text="Timestamp of the last point scored.")
     points_scored = models.PositiveBigIntegerField(default=0)
+    step_seconds = models.FloatField(
+        null=True, blank=True, help_text="The series' usual sampling interval, as learned."
+    )
     episode = models.JSONField(
         default=dict,
         blank=True,

@@ -75,6 +75,25 @@ def missing_surprisal(gap_steps: np.ndarray, missing_value: np.ndarray) -> np.nd
     return np.where(lost >= 1.0, 3.0 + np.log2(np.maximum(lost, 1.0)), 0.0)
 
 
+# A series silent for this many of its usual steps is reported while it is silent.
+SILENT_STEPS = 10
+
+
+def silence_surprisal(elapsed_seconds: float, step_seconds: float) -> float:
+    """Surprisal of a series that has sent nothing for `elapsed_seconds` (0 under SILENT_STEPS).
+
+    The engine judges a gap when the next point arrives; a series that stopped sending
+    would never be judged at all. The scheduled job asks this instead, on the same scale
+    as the gap the engine will see when data resumes: 3 + log2 of the points lost.
+    """
+    if not (np.isfinite(step_seconds) and step_seconds > 0):
+        return 0.0
+    lost = np.floor(elapsed_seconds / step_seconds)
+    if lost < SILENT_STEPS:
+        return 0.0
+    return float(missing_surprisal(np.array([lost]), np.array([False]))[0])
+
+
 # How far an interval must be from the typical step before it moves the estimate, and by
 # how much one such interval moves it.
 STEP_BAND = 1.25

@@ -10,7 +10,7 @@ never count three calm ones, and an anomaly on a one-minute job stayed open for 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.db.models import F
@@ -18,11 +18,12 @@ from django.db.models import F
 from telemetry.models import Series
 from telemetry.selectors import to_datetime
 
-from ..engine import STALLED, DetectorConfig
+from ..engine import STALLED, DetectorConfig, pattern
+from ..engine.calibration import score_from_surprisal
 from ..engine.feedback import Fingerprint, is_dismissed
 from ..engine.root_cause import estimate_onset
 from ..engine.severity import classify_severity
-from ..models import Anomaly, DismissedPattern
+from ..models import Anomaly, DetectorState, DismissedPattern
 
 # An anomaly is over after this many consecutive points without any method's vote.
 RECOVERY_POINTS = 3
@@ -191,6 +192,11 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
             *a.points,
             [float(ts[i]), _finite(values[i]), _finite(expected[i]), _finite(scale[i]), score],
         ]
+    _refresh_severity(a)
+
+
+def _refresh_severity(a: Anomaly) -> None:
+    """Severity only rises while an anomaly goes on (a page is not taken back)."""
     duration = (a.last_seen_at - a.started_at).total_seconds()
     severity = classify_severity(
         a.peak_surprisal,
@@ -201,6 +207,76 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
     )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity
+
+
+def report_silence(
+    silent: list[tuple[Series, DetectorState]],
+    now: datetime,
+    cfg: DetectorConfig,
+    dismissed: dict[int, list[tuple[int, Fingerprint]]],
+    run: ScoreRun,
+) -> None:
+    """Open (or extend) a "stalled" anomaly for each series that stopped sending.
+
+    The engine judges a gap when the next point arrives; an exporter that died would
+    otherwise be reported only once it came back. A silence is reported once: an
+    anomaly that ended after the series' last point (an operator resolved it) covers it.
+    """
+    found = []
+    for s, st in silent:
+        if st.step_seconds is None or st.points_scored < cfg.burn_in:
+            continue
+        elapsed = (now - st.last_ts).total_seconds()
+        surprisal = pattern.silence_surprisal(elapsed, st.step_seconds)
+        if surprisal > 0:
+            found.append((s, st, surprisal))
+    if not found:
+        return
+    current = {a.series_id: a for a in open_anomalies([s for s, _, _ in found])}
+    covered = set(
+        Anomaly.objects.filter(
+            series__in=[s for s, _, _ in found], ended_at__isnull=False
+        ).values_list("series_id", "ended_at")
+    )
+    for s, st, surprisal in found:
+        a = current.get(s.pk)
+        if a is None:
+            if any(sid == s.pk and ended > st.last_ts for sid, ended in covered):
+                continue
+            methods = frozenset({"pattern", STALLED})
+            candidate = Fingerprint(direction=-1, peak_z=0.0, methods=methods)
+            if any(is_dismissed(candidate, [fp]) for _, fp in dismissed.get(s.pk, [])):
+                run.suppressed += 1
+                continue
+            a = Anomaly(
+                series=s,
+                started_at=st.last_ts + timedelta(seconds=st.step_seconds),
+                detected_at=now,
+                last_seen_at=now,
+                peak_score=0.0,
+                peak_surprisal=0.0,
+                peak_z=0.0,
+                direction=-1,
+                observed=0.0,
+                expected=0.0,
+            )
+            run.opened += 1
+        a.last_seen_at = max(a.last_seen_at, now)
+        a.peak_surprisal = max(a.peak_surprisal, surprisal)
+        a.peak_score = max(
+            a.peak_score, float(score_from_surprisal(surprisal, cfg.score_half_surprisal))
+        )
+        votes = dict(a.votes)
+        for family in ("pattern", STALLED):
+            votes[family] = max(votes.get(family, 0.0), round(surprisal, 3))
+        a.votes = votes
+        a.methods = sorted(f for f, v in votes.items() if v >= cfg.vote_surprisal)
+        _refresh_severity(a)
+        new = a.pk is None
+        a.save()
+        if new:
+            run.opened_ids.add(a.pk)
+        run.touched.add(a.pk)
 
 
 def _close(a: Anomaly, when: datetime, run: ScoreRun) -> None:

@@ -28,7 +28,7 @@ from ..engine.feedback import Fingerprint
 from ..models import DetectionRule, DetectorState, DismissedPattern, LearnedModel
 from ..validation import rule_errors
 from .causes import causes_rank_around
-from .episodes import ScoreRun, open_anomalies, track_episodes
+from .episodes import ScoreRun, open_anomalies, report_silence, track_episodes
 from .playbooks import queue_resolved_notices, queue_responses
 
 logger = logging.getLogger(__name__)
@@ -100,36 +100,12 @@ def anomalies_score_recent(
         }
         points = series_values_since(starts, end=now + timedelta(microseconds=1))
         active = [s for s in series if points[s.pk][0].size]
-        if not active:
-            return run.counts()
-        dismissed = _dismissed_by_series([s.pk for s in active])
-        open_now = {a.series_id: a for a in open_anomalies(active)}
-        fleet_blob = bytes(fleet.blob) if fleet else None
-        detector = None
-        for group in _groups_by_width(active, points):
-            ts_block, value_block = _rectangular([points[s.pk] for s in group])
-            detector = StreamingDetector.from_states(
-                [bytes(states[s.pk].state) if s.pk in states else None for s in group],
-                fleet=fleet_blob,
-                rules=[_rules_for(s, rules) for s in group],
-                config=cfg,
-            )
-            result = detector.update(ts_block, value_block, auto_retrain=False)
-            fleet_blob = detector.fleet_state()
-            for row, s in enumerate(group):
-                state = states.get(s.pk) or DetectorState(series=s, points_scored=0, episode={})
-                state.episode = track_episodes(
-                    s, row, result, ts_block, value_block, cfg, dismissed, open_now.get(s.pk),
-                    state.episode, run,
-                )  # fmt: skip
-                valid_ts = ts_block[row][np.isfinite(ts_block[row])]
-                state.state = detector.series_state(row)
-                state.last_ts = to_datetime(valid_ts[-1])
-                state.points_scored += valid_ts.size
-                states[s.pk] = state
-                run.points += valid_ts.size
-        _save_states([states[s.pk] for s in active])
-        _save_fleet(detector, fleet)
+        dismissed = _dismissed_by_series([s.pk for s in series])
+        if active:
+            _score_active(active, points, states, fleet, rules, cfg, dismissed, run)
+        sent = {s.pk for s in active}
+        silent = [(s, states[s.pk]) for s in series if s.pk in states and s.pk not in sent]
+        report_silence(silent, now, cfg, dismissed, run)
         run.series = len(active)
         if run.opened_ids:
             causes_rank_around(run.opened_ids)
@@ -137,6 +113,39 @@ def anomalies_score_recent(
             run.responses = queue_responses(run.touched, now=now)
             queue_resolved_notices(run.touched)
     return run.counts()
+
+
+def _score_active(active, points, states, fleet, rules, cfg, dismissed, run: ScoreRun) -> None:
+    """Score the series that sent points, track their anomalies, store states and fleet."""
+    open_now = {a.series_id: a for a in open_anomalies(active)}
+    fleet_blob = bytes(fleet.blob) if fleet else None
+    detector = None
+    for group in _groups_by_width(active, points):
+        ts_block, value_block = _rectangular([points[s.pk] for s in group])
+        detector = StreamingDetector.from_states(
+            [bytes(states[s.pk].state) if s.pk in states else None for s in group],
+            fleet=fleet_blob,
+            rules=[_rules_for(s, rules) for s in group],
+            config=cfg,
+        )
+        result = detector.update(ts_block, value_block, auto_retrain=False)
+        fleet_blob = detector.fleet_state()
+        for row, s in enumerate(group):
+            state = states.get(s.pk) or DetectorState(series=s, points_scored=0, episode={})
+            state.episode = track_episodes(
+                s, row, result, ts_block, value_block, cfg, dismissed, open_now.get(s.pk),
+                state.episode, run,
+            )  # fmt: skip
+            valid_ts = ts_block[row][np.isfinite(ts_block[row])]
+            state.state = detector.series_state(row)
+            state.last_ts = to_datetime(valid_ts[-1])
+            state.points_scored += valid_ts.size
+            step = float(detector.step[row])
+            state.step_seconds = step if np.isfinite(step) else None
+            states[s.pk] = state
+            run.points += valid_ts.size
+    _save_states([states[s.pk] for s in active])
+    _save_fleet(detector, fleet)
 
 
 def _groups_by_width(
@@ -204,9 +213,10 @@ def _save_states(states: list[DetectorState]) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"UPDATE {table} AS d SET state = v.state, last_ts = v.last_ts, "
-                "points_scored = v.points, episode = v.episode::jsonb, updated_at = %s "
-                "FROM unnest(%s::bigint[], %s::bytea[], %s::timestamptz[], %s::bigint[], "
-                "%s::text[]) AS v(id, state, last_ts, points, episode) WHERE d.id = v.id",
+                "points_scored = v.points, episode = v.episode::jsonb, step_seconds = v.step, "
+                "updated_at = %s FROM unnest(%s::bigint[], %s::bytea[], %s::timestamptz[], "
+                "%s::bigint[], %s::text[], %s::float8[]) "
+                "AS v(id, state, last_ts, points, episode, step) WHERE d.id = v.id",
                 [
                     stamp,
                     [st.pk for st in old],
@@ -214,11 +224,14 @@ def _save_states(states: list[DetectorState]) -> None:
                     [st.last_ts for st in old],
                     [st.points_scored for st in old],
                     [json.dumps(st.episode) for st in old],
+                    [st.step_seconds for st in old],
                 ],
             )
     else:
         DetectorState.objects.bulk_update(
-            old, ["state", "last_ts", "points_scored", "episode", "updated_at"], batch_size=500
+            old,
+            ["state", "last_ts", "points_scored", "episode", "step_seconds", "updated_at"],
+            batch_size=500,
         )
     DetectorState.objects.bulk_create([st for st in states if st.pk is None], batch_size=500)
 

@@ -212,3 +212,37 @@ def test_concurrent_runs_score_a_new_series_once(postgres):
     assert not errors, errors
     assert sorted(r["points"] for r in results) == [0, 600]
     assert DetectorState.objects.get(series=series).points_scored == 600
+
+
+@pytest.mark.django_db
+def test_a_series_that_stops_sending_is_reported_while_silent_and_recovers():
+    from anomalies.engine.pattern import SILENT_STEPS
+
+    series, ts, values = _series("job.silent", 500, seed=11)
+    quiet, qts, qvalues = _series("job.still-sending", 500, seed=12)
+    insert_samples([series.pk] * 400, ts[:400], values[:400])
+    insert_samples([quiet.pk] * 400, qts[:400], qvalues[:400])
+    _run([series, quiet], ts[399])
+    last = ts[399]
+    for k in range(1, SILENT_STEPS + 3):  # the exporter dies; its neighbour goes on
+        insert_samples([quiet.pk], qts[399 + k : 400 + k], qvalues[399 + k : 400 + k])
+        _run([series, quiet], last + k * STEP)
+        opened = Anomaly.objects.filter(series=series)
+        assert opened.exists() == (k >= SILENT_STEPS), k
+    anomaly = Anomaly.objects.get(series=series)
+    assert "stalled" in anomaly.methods and anomaly.ended_at is None
+    assert anomaly.started_at.timestamp() == last + STEP
+    assert not Anomaly.objects.filter(series=quiet).exists()
+    # Data comes back: the same anomaly closes, no second one opens.
+    back = last + (SILENT_STEPS + 3) * STEP + STEP * np.arange(10)
+    insert_samples([series.pk] * 10, back, values[400:410])
+    _run([series], back[-1])
+    anomaly.refresh_from_db()
+    assert anomaly.ended_at is not None
+    assert Anomaly.objects.filter(series=series).count() == 1
+    # Resolved by an operator while still silent, it is not reopened the next minute.
+    _run([series], back[-1] + (SILENT_STEPS + 1) * STEP)
+    again = Anomaly.objects.filter(series=series, ended_at__isnull=True).get()
+    services.anomaly_resolve(anomaly_id=again.pk, by="ops")
+    _run([series], back[-1] + (SILENT_STEPS + 2) * STEP)
+    assert not Anomaly.objects.filter(series=series, ended_at__isnull=True).exists()
