@@ -246,3 +246,20 @@ def test_a_series_that_stops_sending_is_reported_while_silent_and_recovers():
     services.anomaly_resolve(anomaly_id=again.pk, by="ops")
     _run([series], back[-1] + (SILENT_STEPS + 2) * STEP)
     assert not Anomaly.objects.filter(series=series, ended_at__isnull=True).exists()
+
+
+@pytest.mark.django_db
+def test_a_silence_marked_false_positive_is_not_reported_the_next_time():
+    from anomalies.engine.pattern import SILENT_STEPS
+
+    series, ts, values = _series("job.nightly", 700, seed=13)
+    insert_samples([series.pk] * 400, ts[:400], values[:400])
+    _run([series], ts[399])
+    _run([series], ts[399] + SILENT_STEPS * STEP)  # the exporter is restarted nightly
+    first = Anomaly.objects.get(series=series)
+    services.anomaly_mark_false_positive(anomaly_id=first.pk, by="ops")
+    insert_samples([series.pk] * 200, ts[500:700], values[500:700])
+    _run([series], ts[699])
+    counts = _run([series], ts[699] + (SILENT_STEPS + 2) * STEP)
+    assert counts["suppressed"] == 1 and counts["opened"] == 0
+    assert not Anomaly.objects.filter(series=series, started_at__gt=to_datetime(ts[699])).exists()
