@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db.models import F
+from django.db.models import F, Max
 
 from telemetry.models import Series
 from telemetry.selectors import to_datetime
@@ -233,15 +233,15 @@ def report_silence(
     if not found:
         return
     current = {a.series_id: a for a in open_anomalies([s for s, _, _ in found])}
-    covered = set(
-        Anomaly.objects.filter(
-            series__in=[s for s, _, _ in found], ended_at__isnull=False
-        ).values_list("series_id", "ended_at")
+    last_ended = dict(
+        Anomaly.objects.filter(series__in=[s for s, _, _ in found], ended_at__isnull=False)
+        .values_list("series_id")
+        .annotate(last=Max("ended_at"))
     )
     for s, st, surprisal in found:
         a = current.get(s.pk)
         if a is None:
-            if any(sid == s.pk and ended > st.last_ts for sid, ended in covered):
+            if s.pk in last_ended and last_ended[s.pk] > st.last_ts:
                 continue
             methods = frozenset({"pattern", STALLED})
             candidate = Fingerprint(direction=-1, peak_z=0.0, methods=methods)
