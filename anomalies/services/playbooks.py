@@ -42,22 +42,37 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
 
 
 def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
-    """One execution per (playbook, anomaly); later matches only bump `repeats`."""
+    """One execution per (playbook, anomaly); later matches only bump `repeats`.
+
+    Three queries whatever the number of anomalies: during a fleet-wide incident every
+    series' anomaly matches on every run.
+    """
     playbooks = _usable_playbooks()
-    queued: list[int] = []
-    for a in Anomaly.objects.filter(
-        pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE
-    ).select_related("series"):
-        if a.status == Anomaly.Status.FALSE_POSITIVE:
-            continue
+    if not playbooks:
+        return 0
+    anomalies = list(
+        Anomaly.objects.filter(pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE)
+        .exclude(status=Anomaly.Status.FALSE_POSITIVE)
+        .select_related("series")
+    )
+    existing = {
+        (playbook_id, anomaly_id): pk
+        for pk, playbook_id, anomaly_id in ResponseExecution.objects.filter(
+            anomaly__in=anomalies
+        ).values_list("pk", "playbook_id", "anomaly_id")
+    }
+    new, repeated = [], []
+    for a in anomalies:
         for p in playbooks:
             if not _playbook_matches(p, a):
                 continue
-            execution, created = ResponseExecution.objects.get_or_create(playbook=p, anomaly=a)
-            if created:
-                queued.append(execution.pk)
+            if (p.pk, a.pk) in existing:
+                repeated.append(existing[(p.pk, a.pk)])
             else:
-                ResponseExecution.objects.filter(pk=execution.pk).update(repeats=F("repeats") + 1)
+                new.append(ResponseExecution(playbook=p, anomaly=a))
+    if repeated:
+        ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
+    queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
     if queued:
         from ..tasks import execute_response
 

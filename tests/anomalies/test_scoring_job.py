@@ -263,3 +263,30 @@ def test_a_silence_marked_false_positive_is_not_reported_the_next_time():
     counts = _run([series], ts[699] + (SILENT_STEPS + 2) * STEP)
     assert counts["suppressed"] == 1 and counts["opened"] == 0
     assert not Anomaly.objects.filter(series=series, started_at__gt=to_datetime(ts[699])).exists()
+
+
+@pytest.mark.django_db
+def test_queuing_responses_costs_the_same_queries_for_many_anomalies():
+    from django.utils import timezone
+
+    from anomalies.services.playbooks import queue_responses
+
+    for name in ("mail", "page"):
+        ResponsePlaybook.objects.create(
+            name=name, action="email", target="ops@example.com", min_severity="info"
+        )
+
+    def queries(count: int) -> int:
+        ids = {
+            AnomalyFactory(series=series_ensure(name=f"job.q{count}.{k}")).pk for k in range(count)
+        }
+        assert queue_responses(ids, now=timezone.now()) == 2 * count
+        with CaptureQueriesContext(connection) as ctx:
+            assert queue_responses(ids, now=timezone.now()) == 0  # grouped, not re-sent
+        repeats = ResponseExecution.objects.filter(anomaly_id__in=ids).values_list(
+            "repeats", flat=True
+        )
+        assert sorted(set(repeats)) == [1]
+        return len(ctx.captured_queries)
+
+    assert queries(3) == queries(12)
