@@ -21,7 +21,7 @@ ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", 
 
 
 class RootCauseSerializer(serializers.ModelSerializer):
-    series = serializers.CharField(source="series.__str__", read_only=True)
+    series = serializers.CharField(source="series_label", read_only=True)
 
     class Meta:
         model = RootCauseCandidate

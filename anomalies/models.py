@@ -103,7 +103,11 @@ class RootCauseCandidate(models.Model):
     """A series that became abnormal around an anomaly's onset, ranked as a possible cause."""
 
     anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="causes")
-    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="+")
+    # Deleting the cause's series keeps the candidate (its name stays in `evidence`): the
+    # effect's record should still say what caused it.
+    series = models.ForeignKey(
+        Series, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     cause_anomaly = models.ForeignKey(
         Anomaly, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
@@ -119,7 +123,14 @@ class RootCauseCandidate(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.rank} {self.series} for anomaly {self.anomaly_id}"
+        return f"#{self.rank} {self.series_label} for anomaly {self.anomaly_id}"
+
+    @property
+    def series_label(self) -> str:
+        """The cause's series, or its recorded name once that series is deleted."""
+        if self.series is not None:
+            return str(self.series)
+        return f"{self.evidence.get('series', 'a series')} (deleted)"
 
 
 class DismissedPattern(models.Model):

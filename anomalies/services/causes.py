@@ -65,6 +65,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
                 score=r.score,
                 lead_seconds=r.lead_seconds,
                 evidence={
+                    "series": str(pool[r.key].series),
                     "onset": pool[r.key].started_at.isoformat(),
                     "peak_surprisal": pool[r.key].peak_surprisal,
                     "peak_z": pool[r.key].peak_z,

@@ -290,3 +290,20 @@ def test_queuing_responses_costs_the_same_queries_for_many_anomalies():
         return len(ctx.captured_queries)
 
     assert queries(3) == queries(12)
+
+
+@pytest.mark.django_db
+def test_deleting_a_cause_series_keeps_the_effects_cause(client_with_role):
+    now = to_datetime(END)
+    cause = AnomalyFactory(series=series_ensure(name="job.db.down"), started_at=now, peak_z=20)
+    effect = AnomalyFactory(
+        series=series_ensure(name="job.api.errors"),
+        started_at=to_datetime(END + 120),
+        peak_z=5,
+    )
+    causes_rank_around({cause.pk, effect.pk})
+    cause.series.delete()
+    top = RootCauseCandidate.objects.get(anomaly=effect, rank=1)
+    assert top.series_id is None and top.series_label == "job.db.down (deleted)"
+    body = client_with_role("viewer").get(f"/admin/api/phase3/anomaly/anomalies/{effect.pk}").json()
+    assert body["root_causes"][0]["series"] == "job.db.down (deleted)"
