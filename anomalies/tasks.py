@@ -20,31 +20,25 @@ def retrain() -> dict:
     return services.learned_model_retrain()
 
 
-@shared_task(
-    name="anomalies.execute_response",
-    autoretry_for=(ResponseActionError,),
-    retry_backoff=10,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    # The service stops raising at the playbook's own max_attempts (at most MAX_ATTEMPTS),
-    # recording the execution as failed; this only bounds the task itself.
-    max_retries=MAX_ATTEMPTS,
-    soft_time_limit=60,
-    time_limit=90,
-)
+# Sending to the outside world: retried with backoff on ResponseActionError. The service
+# stops raising at the playbook's own max_attempts (at most MAX_ATTEMPTS), recording the
+# execution as failed; max_retries only bounds the task itself.
+_OUTBOUND = {
+    "autoretry_for": (ResponseActionError,),
+    "retry_backoff": 10,
+    "retry_backoff_max": 600,
+    "retry_jitter": True,
+    "max_retries": MAX_ATTEMPTS,
+    "soft_time_limit": 60,
+    "time_limit": 90,
+}
+
+
+@shared_task(name="anomalies.execute_response", **_OUTBOUND)
 def execute_response(execution_id: int) -> dict:
     return services.response_execute(execution_id=execution_id)
 
 
-@shared_task(
-    name="anomalies.notify_resolved",
-    autoretry_for=(ResponseActionError,),
-    retry_backoff=10,
-    retry_backoff_max=600,
-    retry_jitter=True,
-    max_retries=MAX_ATTEMPTS,
-    soft_time_limit=60,
-    time_limit=90,
-)
+@shared_task(name="anomalies.notify_resolved", **_OUTBOUND)
 def notify_resolved(execution_id: int) -> dict:
     return services.response_notify_resolved(execution_id=execution_id)
