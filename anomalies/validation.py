@@ -84,6 +84,7 @@ def task_call(name: str, arguments: Any, anomaly_id: int) -> tuple[Task, dict]:
     **kwargs): `scaling.evaluate(resource_ids=None)` takes only its own arguments, and a
     message it cannot bind fails in the worker after the broker has accepted it.
     """
+    name = name.strip()
     task = registered_task(name)
     if task is None or name.startswith("celery."):
         raise PlaybookTaskError("target", f"no Celery task named {name!r} in this project")
@@ -131,7 +132,7 @@ def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) ->
                 _add(errors, "target", f"{address!r} is not an e-mail address")
     elif "arguments" not in errors:
         try:
-            task_call(target.strip(), arguments, anomaly_id=0)
+            task_call(target, arguments, anomaly_id=0)
         except PlaybookTaskError as exc:
             _add(errors, exc.field, str(exc))
     return errors
