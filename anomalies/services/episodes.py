@@ -174,7 +174,8 @@ def track_episodes(
 def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, total, z) -> None:
     """Fold point i into the anomaly (peak, methods, points), then refresh its severity."""
     score = float(result.combined[row, i])
-    a.last_seen_at = to_datetime(ts[i])
+    # Never backwards: a silence is seen "now", and data that comes back may be backfilled.
+    a.last_seen_at = max(a.last_seen_at, to_datetime(ts[i]))
     if score >= a.peak_score:
         a.peak_score = score
         a.peak_surprisal = float(total[i])
@@ -280,7 +281,7 @@ def report_silence(
 
 
 def _close(a: Anomaly, when: datetime, run: ScoreRun) -> None:
-    a.ended_at = when
+    a.ended_at = max(when, a.last_seen_at)
     if a.status in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED):
         a.status = Anomaly.Status.RESOLVED
     if a.pk is None:

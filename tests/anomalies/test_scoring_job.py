@@ -307,3 +307,20 @@ def test_deleting_a_cause_series_keeps_the_effects_cause(client_with_role):
     assert top.series_id is None and top.series_label == "job.db.down (deleted)"
     body = client_with_role("viewer").get(f"/admin/api/phase3/anomaly/anomalies/{effect.pk}").json()
     assert body["root_causes"][0]["series"] == "job.db.down (deleted)"
+
+
+@pytest.mark.django_db
+def test_a_silence_ended_by_backfilled_data_still_ends_after_it_was_seen():
+    from anomalies.engine.pattern import SILENT_STEPS
+
+    series, ts, values = _series("job.backfilled", 500, seed=14)
+    insert_samples([series.pk] * 400, ts[:400], values[:400])
+    _run([series], ts[399])
+    seen_at = ts[399] + (SILENT_STEPS + 5) * STEP
+    _run([series], seen_at)
+    # The exporter's buffer is replayed: the missing points arrive, stamped in the past.
+    insert_samples([series.pk] * 100, ts[400:500], values[400:500])
+    _run([series], max(ts[499], seen_at))
+    (anomaly,) = [a for a in Anomaly.objects.filter(series=series) if "stalled" in a.methods]
+    assert anomaly.ended_at is not None
+    assert anomaly.ended_at >= anomaly.last_seen_at >= anomaly.detected_at
