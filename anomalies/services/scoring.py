@@ -120,7 +120,8 @@ def _score_active(active, points, states, fleet, rules, cfg, dismissed, run: Sco
     open_now = {a.series_id: a for a in open_anomalies(active)}
     fleet_blob = bytes(fleet.blob) if fleet else None
     detector = None
-    for group in _groups_by_width(active, points):
+    groups = _groups_by_width(active, points)
+    for number, group in enumerate(groups):
         ts_block, value_block = _rectangular([points[s.pk] for s in group])
         detector = StreamingDetector.from_states(
             [bytes(states[s.pk].state) if s.pk in states else None for s in group],
@@ -129,13 +130,22 @@ def _score_active(active, points, states, fleet, rules, cfg, dismissed, run: Sco
             config=cfg,
         )
         result = detector.update(ts_block, value_block, auto_retrain=False)
-        fleet_blob = detector.fleet_state()
+        if number + 1 < len(groups):  # the next group carries on from this forest
+            fleet_blob = detector.fleet_state()
         for row, s in enumerate(group):
             state = states.get(s.pk) or DetectorState(series=s, points_scored=0, episode={})
             state.episode = track_episodes(
-                s, row, result, ts_block, value_block, cfg, dismissed, open_now.get(s.pk),
-                state.episode, run,
-            )  # fmt: skip
+                s,
+                row,
+                result,
+                ts_block,
+                value_block,
+                cfg,
+                dismissed,
+                open_now.get(s.pk),
+                state.episode,
+                run,
+            )
             valid_ts = ts_block[row][np.isfinite(ts_block[row])]
             state.state = detector.series_state(row)
             state.last_ts = to_datetime(valid_ts[-1])
