@@ -14,7 +14,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db.models import F, Max
+from django.utils import timezone
 
+from phase3.bulk import bulk_update_rows
 from telemetry.models import Series
 from telemetry.selectors import to_datetime
 
@@ -48,6 +50,12 @@ class ScoreRun:
     responses: int = 0
     touched: set[int] = field(default_factory=set)
     opened_ids: set[int] = field(default_factory=set)
+    # Anomalies opened, extended or closed in this run, written together by
+    # `save_anomalies` (keyed by identity: new ones have no primary key yet).
+    pending: dict[int, Anomaly] = field(default_factory=dict)
+
+    def write(self, a: Anomaly) -> None:
+        self.pending[id(a)] = a
 
     def counts(self) -> dict:
         return {
@@ -61,11 +69,55 @@ class ScoreRun:
         }
 
 
+# What the job writes. Status only moves open/acknowledged -> resolved on recovery, and the
+# job holds the row locks of the anomalies it loaded (`open_anomalies`), so an operator's
+# acknowledgement or dismissal waits for the run and is never overwritten by it.
+JOB_FIELDS = (
+    "last_seen_at",
+    "ended_at",
+    "status",
+    "severity",
+    "peak_score",
+    "peak_surprisal",
+    "peak_z",
+    "observed",
+    "expected",
+    "methods",
+    "votes",
+    "points",
+    "updated_at",
+)
+
+
 def open_anomalies(series: list[Series]) -> list[Anomaly]:
-    """The ongoing anomaly of each of these series (at most one each), in one query."""
+    """The ongoing anomaly of each of these series (at most one each), locked, in one query.
+
+    Locked because the run rewrites them: an operator who acknowledged or dismissed one
+    while the run held a stale copy would otherwise have the change silently undone.
+    """
     return list(
-        Anomaly.objects.filter(series__in=series, ended_at__isnull=True).select_related("series")
+        Anomaly.objects.select_for_update(of=("self",))
+        .filter(series__in=series, ended_at__isnull=True)
+        .select_related("series")
     )
+
+
+def save_anomalies(run: ScoreRun) -> None:
+    """Write every anomaly the run touched: one INSERT for the new, one UPDATE for the rest."""
+    pending = list(run.pending.values())
+    run.pending = {}
+    if not pending:
+        return
+    stamp = timezone.now()
+    for a in pending:
+        a.updated_at = stamp
+    new = [a for a in pending if a.pk is None]
+    old = [a for a in pending if a.pk is not None]
+    bulk_update_rows(Anomaly, old, JOB_FIELDS)
+    Anomaly.objects.bulk_create(new, batch_size=500)
+    run.updated += sum(1 for a in old if a.ended_at is None and a.pk not in run.touched)
+    run.opened_ids.update(a.pk for a in new)
+    run.touched.update(a.pk for a in pending)
 
 
 def _finite(x: float) -> float | None:
@@ -155,14 +207,7 @@ def track_episodes(
         run.opened += 1
         calm = 0
     if current is not None:
-        if current.pk is None:
-            current.save()
-            run.opened_ids.add(current.pk)
-        else:
-            current.save()
-            if current.pk not in run.touched:
-                run.updated += 1
-        run.touched.add(current.pk)
+        run.write(current)
     return {
         "calm": calm,
         "suppressing": suppressing,
@@ -273,21 +318,12 @@ def report_silence(
         a.votes = votes
         a.methods = sorted(f for f, v in votes.items() if v >= cfg.vote_surprisal)
         _refresh_severity(a)
-        new = a.pk is None
-        a.save()
-        if new:
-            run.opened_ids.add(a.pk)
-        run.touched.add(a.pk)
+        run.write(a)
 
 
 def _close(a: Anomaly, when: datetime, run: ScoreRun) -> None:
     a.ended_at = max(when, a.last_seen_at)
     if a.status in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED):
         a.status = Anomaly.Status.RESOLVED
-    if a.pk is None:
-        a.save()
-        run.opened_ids.add(a.pk)
-    else:
-        a.save()
     run.closed += 1
-    run.touched.add(a.pk)
+    run.write(a)

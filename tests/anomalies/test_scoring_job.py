@@ -324,3 +324,47 @@ def test_a_silence_ended_by_backfilled_data_still_ends_after_it_was_seen():
     (anomaly,) = [a for a in Anomaly.objects.filter(series=series) if "stalled" in a.methods]
     assert anomaly.ended_at is not None
     assert anomaly.ended_at >= anomaly.last_seen_at >= anomaly.detected_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, monkeypatch):
+    # The run rewrites the open anomalies it loaded; an acknowledgement made meanwhile was
+    # overwritten by the run's stale copy (status back to open, who and note lost).
+    from anomalies.services import scoring
+
+    series, ts, values = _series("job.ack-race", 700, seed=15)
+    values[660:] += 60.0  # an outage that is still going on
+    insert_samples([series.pk] * 680, ts[:680], values[:680])
+    _run([series], ts[679])
+    anomaly = Anomaly.objects.get(series=series, ended_at__isnull=True)
+    insert_samples([series.pk] * 20, ts[680:], values[680:])
+
+    operator: list[BaseException | Anomaly] = []
+
+    def acknowledge() -> None:
+        try:
+            operator.append(
+                services.anomaly_acknowledge(anomaly_id=anomaly.pk, by="ops", note="on it")
+            )
+        except BaseException as exc:
+            operator.append(exc)
+        finally:
+            connections.close_all()
+
+    silence = scoring.report_silence
+    thread = threading.Thread(target=acknowledge)
+
+    def acknowledged_mid_run(*args, **kwargs):
+        # The run has loaded and extended the anomaly but not written it yet.
+        thread.start()
+        thread.join(timeout=1.0)  # the old code let the operator finish here
+        return silence(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "report_silence", acknowledged_mid_run)
+    assert _run([series], ts[-1])["points"] == 20
+    thread.join()
+    assert isinstance(operator[0], Anomaly), operator
+    anomaly.refresh_from_db()
+    assert anomaly.status == Anomaly.Status.ACKNOWLEDGED
+    assert (anomaly.acknowledged_by, anomaly.note) == ("ops", "on it")
+    assert anomaly.last_seen_at.timestamp() == ts[-1]  # and the run's extension is kept
