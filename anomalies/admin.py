@@ -94,6 +94,11 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def save_model(self, request, obj: Anomaly, form, change: bool) -> None:
+        """Write the note only: the scoring job may be extending or closing this anomaly,
+        and a full save would put back the values the page was loaded with."""
+        obj.save(update_fields=["note", "updated_at"])
+
     @admin.action(description="Acknowledge selected anomalies")
     def acknowledge(self, request, queryset):
         _operator_action(services.anomaly_acknowledge, "acknowledged")(self, request, queryset)

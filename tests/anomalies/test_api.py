@@ -201,6 +201,21 @@ def test_admin_cannot_edit_status_around_the_actions(admin_client):
     assert "note" in form.fields and "status" not in form.fields
 
 
+def test_a_note_saved_in_the_admin_keeps_what_the_job_wrote_meanwhile():
+    from django.contrib import admin
+    from django.utils import timezone
+
+    a = _anomaly()
+    page = Anomaly.objects.get(pk=a.pk)  # the change page as the operator loaded it
+    ended = timezone.now()
+    Anomaly.objects.filter(pk=a.pk).update(ended_at=ended, status="resolved", peak_score=0.99)
+    page.note = "failed over to the replica"
+    admin.site._registry[Anomaly].save_model(None, page, None, change=True)
+    a.refresh_from_db()
+    assert a.note == "failed over to the replica"
+    assert (a.ended_at, a.status, a.peak_score) == (ended, "resolved", 0.99)
+
+
 def test_admin_action_reports_anomalies_it_could_not_change(admin_client):
     resolved = _anomaly(status="resolved")
     response = admin_client.post(
