@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
@@ -29,6 +30,29 @@ class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
     actions = ["evaluate_dry_run", "evaluate_and_execute"]
     chart_url_name = "scaling_scalableresource_chart"
     chart_link_text = "utilisation & capacity"
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ScalableResource | None = None
+    ) -> list[str]:
+        """``current_units`` belongs to the scaling job once the resource exists.
+
+        A form loaded minutes ago carries the size of that moment; saving it would undo
+        what the job did since. It is set by hand only when the resource is added.
+        """
+        return [*super().get_readonly_fields(request, obj), "updated_at"] + (
+            ["current_units"] if obj is not None else []
+        )
+
+    def save_model(
+        self, request: HttpRequest, obj: ScalableResource, form: forms.ModelForm, change: bool
+    ) -> None:
+        """On edit, write only what the operator changed (a full save reverts the job)."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        services.resource_update(
+            resource_id=obj.pk, data={name: getattr(obj, name) for name in form.changed_data}
+        )
 
     @admin.display(description="success rate")
     def success_rate(self, obj: ScalableResource) -> str:
@@ -122,6 +146,8 @@ class ScalingDecisionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Execute the selected proposed decisions")
     def execute_proposed(self, request, queryset):
+        # decision_execute claims each row itself: one still PROPOSED here may be taken by
+        # the scaling job before we get to it, and then it is reported, not acted on again.
         for row in queryset.filter(status=ScalingDecision.Status.PROPOSED):
             done = services.decision_execute(decision_id=row.pk)
             self.message_user(request, f"#{done.pk}: {done.status} {done.actuator_detail}")

@@ -12,10 +12,22 @@ from .models import ScalableResource, ScalingDecision, ScalingRule
 
 
 class ScalableResourceSerializer(serializers.ModelSerializer):
+    """``current_units`` is writable on create only: afterwards the scaling job owns it.
+
+    A PUT/PATCH would otherwise put back the size the client read before the job's last
+    change; on update it is read-only (silently ignored, like ``updated_at``).
+    """
+
     class Meta:
         model = ScalableResource
         fields = "__all__"
         read_only_fields = ["updated_at"]
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        if self.instance is not None:
+            fields["current_units"].read_only = True
+        return fields
 
     def validate(self, attrs):
         merged = {f: getattr(self.instance, f) for f in ("min_units", "max_units", "current_units")
@@ -76,6 +88,12 @@ class ResourceViewSet(viewsets.ModelViewSet):
     queryset = ScalableResource.objects.all()
     action_roles = {"create": "admin", "update": "admin", "partial_update": "admin",
                     "destroy": "admin"}  # fmt: skip
+
+    def perform_update(self, serializer: ScalableResourceSerializer) -> None:
+        # Only the changed fields are written: a full save would revert the scaling job.
+        serializer.instance = services.resource_update(
+            resource_id=serializer.instance.pk, data=serializer.validated_data
+        )
 
 
 class RuleViewSet(viewsets.ModelViewSet):

@@ -44,7 +44,8 @@ def resource_charts(resource: ScalableResource, *, days: int = 7) -> list[str]:
     )
     marks = []
     for status, color in (("executed", "seagreen"), ("skipped_cooldown", "orange"),
-                          ("failed", "crimson"), ("proposed", "gray")):  # fmt: skip
+                          ("failed", "crimson"), ("proposed", "gray"),
+                          ("executing", "steelblue")):  # fmt: skip
         chosen = [r for r in changes if r[4] == status]
         if chosen:
             marks.append({"name": f"decision: {status}", "x": [r[0] for r in chosen],

@@ -25,7 +25,11 @@ class ScalableResource(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.CUSTOM)
-    current_units = models.PositiveIntegerField(default=1)
+    current_units = models.PositiveIntegerField(
+        default=1,
+        help_text="Owned by the scaling job (written after a real scaling action); set by "
+        "hand only when the resource is created.",
+    )
     min_units = models.PositiveIntegerField(default=1)
     max_units = models.PositiveIntegerField(default=10)
     unit_capacity = models.FloatField(
@@ -141,6 +145,9 @@ class ScalingDecision(models.Model):
 
     class Status(models.TextChoices):
         PROPOSED = "proposed", "proposed"
+        # Claimed by one run (conditional update from PROPOSED) while its actuator is called:
+        # a second run that loads the same row sees it is taken and does not act again.
+        EXECUTING = "executing", "executing"
         EXECUTED = "executed", "executed"
         SKIPPED_COOLDOWN = "skipped_cooldown", "skipped by cooldown"
         FAILED = "failed", "failed"

@@ -7,10 +7,12 @@ might), then the outcome of the call is written in a second transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from django.db import transaction
@@ -28,6 +30,14 @@ logger = logging.getLogger(__name__)
 
 FORECAST_STEP_SECONDS = 300
 FORECAST_HISTORY_DAYS = 7
+# A capacity change stored PROPOSED or claimed EXECUTING within this long is "in flight": a
+# second evaluation must not propose it again. Longer than the job's hard time limit (58 s)
+# plus an actuator's retries; older rows are runs that died, and must not block for ever.
+IN_FLIGHT_SECONDS = 300
+IN_FLIGHT_STATUSES = (ScalingDecision.Status.PROPOSED, ScalingDecision.Status.EXECUTING)
+# Fields only the scaling job writes (after a real scaling action): an operator's save
+# carries the value the form or client loaded earlier and would put a stale size back.
+JOB_OWNED_FIELDS = frozenset({"current_units"})
 
 
 @dataclass
@@ -57,6 +67,28 @@ def scaling_defaults_ensure() -> dict:
             )
             created["rules"] += new
     return created
+
+
+def resource_update(*, resource_id: int, data: dict[str, Any]) -> ScalableResource:
+    """Write an operator's edit of a resource: only the fields whose value really changes.
+
+    A full ``save()`` writes every column with the values loaded when the form or request
+    started, so it would revert what the scaling job wrote in the meantime (above all
+    ``current_units``, which is never taken from ``data``). The row is re-read under a lock
+    and saved with ``update_fields``, so concurrent writers of other fields are kept.
+    """
+    with transaction.atomic():
+        resource = ScalableResource.objects.select_for_update().get(pk=resource_id)
+        changed = [
+            name
+            for name, value in data.items()
+            if name not in JOB_OWNED_FIELDS and getattr(resource, name) != value
+        ]
+        for name in changed:
+            setattr(resource, name, data[name])
+        if changed:
+            resource.save(update_fields=[*changed, "updated_at"])
+    return resource
 
 
 # --- reading the world ---------------------------------------------------------------------
@@ -174,8 +206,56 @@ def resource_evaluate(resource: ScalableResource, *, now: datetime | None = None
         stabilization_window_seconds=resource.stabilization_window_seconds
     )
     decision = engine.decide(state, proposals, _memory(resource, now=now), epoch, policy)
+    decision = _hold_while_in_flight(resource, decision, utilization, now=now)
     inputs = {"readings": readings, **forecast_inputs, "rule_ids": rule_ids, "errors": errors}
     return Evaluation(resource, decision, inputs, utilization, errors=errors)
+
+
+def _hold_while_in_flight(
+    resource: ScalableResource,
+    decision: engine.Decision,
+    utilization: float | None,
+    *,
+    now: datetime,
+) -> engine.Decision:
+    """Turn a capacity change into a cooldown skip while an earlier change is still in flight.
+
+    Cooldowns count only EXECUTED decisions, and ``current_units`` moves only once the
+    actuator is done, so a second evaluation overlapping the first (the scheduled tick,
+    the admin action, POST /scaling/evaluate, a task sent by the anomalies app) would see
+    the old size and ask for the same change again. Unlike a cooldown this also holds
+    emergencies: the change in flight already answers the same reading, and a second one
+    would double it.
+    """
+    if not decision.changes_capacity:
+        return decision
+    in_flight = (
+        resource.decisions.filter(
+            status__in=IN_FLIGHT_STATUSES, at__gt=now - timedelta(seconds=IN_FLIGHT_SECONDS)
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .order_by("-at", "-id")
+        .first()
+    )
+    if in_flight is None:
+        return decision
+    current = decision.current_units
+    demand = None if utilization is None else utilization * resource.capacity
+    return dataclasses.replace(
+        decision,
+        status=engine.DecisionStatus.SKIPPED_COOLDOWN,
+        reasons=(
+            *decision.reasons,
+            f"skipped: decision #{in_flight.pk} ({in_flight.action} "
+            f"{in_flight.current_units}->{in_flight.desired_units}) is still {in_flight.status}",
+        ),
+        cost=engine.cost_impact(current, current, resource.cost_per_unit_hour),
+        expected_utilization=(
+            None
+            if demand is None
+            else engine.expected_utilization(demand, current, resource.unit_capacity)
+        ),
+    )
 
 
 def _proposal_json(p: engine.Proposal) -> dict:
@@ -252,9 +332,19 @@ def decision_payload(row: ScalingDecision) -> dict:
 
 
 def decision_execute(*, decision_id: int, now: datetime | None = None) -> ScalingDecision:
-    """Apply a stored decision through its resource's actuator and record what happened."""
+    """Apply a stored decision through its resource's actuator and record what happened.
+
+    The decision is claimed first (PROPOSED -> EXECUTING in one conditional UPDATE): of two
+    runs holding the same proposed row (the job and the admin action, say) only the one
+    whose UPDATE changed the row calls the actuator; the other returns the row as it is.
+    """
+    claimed = (
+        ScalingDecision.objects.filter(pk=decision_id, status=ScalingDecision.Status.PROPOSED)
+        .exclude(action=ScalingDecision.Action.NONE)
+        .update(status=ScalingDecision.Status.EXECUTING)
+    )
     row = ScalingDecision.objects.select_related("resource").get(pk=decision_id)
-    if row.status != ScalingDecision.Status.PROPOSED or row.action == ScalingDecision.Action.NONE:
+    if not claimed:
         return row
     resource = row.resource
     request = ActuationRequest(
@@ -267,11 +357,13 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
     try:
         result = actuator_for(resource.actuator).apply(request)
     except ActuatorError as exc:
-        ScalingDecision.objects.filter(pk=row.pk).update(
-            status=ScalingDecision.Status.FAILED, actuator_detail=str(exc)[:5000]
-        )
+        _mark_failed(row, str(exc))
         row.refresh_from_db()
         return row
+    except Exception as exc:
+        # Do not leave the claim behind (it would hold every change for IN_FLIGHT_SECONDS).
+        _mark_failed(row, f"unexpected {type(exc).__name__}: {exc}")
+        raise
     with transaction.atomic():
         locked = ScalableResource.objects.select_for_update().get(pk=resource.pk)
         locked.current_units = max(locked.min_units, min(locked.max_units, result.applied_units))
@@ -284,6 +376,12 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
         )
     row.refresh_from_db()
     return row
+
+
+def _mark_failed(row: ScalingDecision, detail: str) -> None:
+    ScalingDecision.objects.filter(pk=row.pk).update(
+        status=ScalingDecision.Status.FAILED, actuator_detail=detail[:5000]
+    )
 
 
 def decisions_evaluate(
@@ -300,11 +398,16 @@ def decisions_evaluate(
             evaluations.append(resource_evaluate(resource, now=now))
             continue
         with transaction.atomic():
+            # Re-check ``enabled`` under the lock: the loop can run for most of a minute, and
+            # a resource the operator disabled meanwhile must not be scaled once more.
             locked = (
                 ScalableResource.objects.select_for_update()
                 .prefetch_related("rules")
-                .get(pk=resource.pk)
+                .filter(pk=resource.pk, enabled=True)
+                .first()
             )
+            if locked is None:
+                continue
             ev = resource_evaluate(locked, now=now)
             ev.row = _store(ev, now=now)
         if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
