@@ -40,14 +40,20 @@ class UserProfileAdmin(admin.ModelAdmin):
                     "segments", "last_seen_at", "computed_at"]  # fmt: skip
     list_filter = ["persona", "computed_at"]
     search_fields = ["user_id"]
+    # Everything but ``attributes`` is written by ``profiles_recompute``.
     readonly_fields = ["user_id", "features", "persona", "persona_confidence",
-                       "persona_probabilities", "sessions", "event_count", "last_seen_at",
-                       "model_run", "computed_at", "config_preview"]  # fmt: skip
+                       "persona_probabilities", "segments", "sessions", "event_count",
+                       "last_seen_at", "model_run", "computed_at", "config_preview"]  # fmt: skip
     inlines = [PersonaChangeInline]
     actions = ["recompute_all"]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    def save_model(self, request, obj: UserProfile, form, change: bool) -> None:
+        """Write only ``attributes``: a full save of the copy this form was built on
+        reverted whatever the recompute job wrote meanwhile (persona, features, ...)."""
+        services.profile_attributes_update(profile_id=obj.pk, attributes=obj.attributes)
 
     @admin.display(description="resolved configuration now")
     def config_preview(self, obj: UserProfile) -> str:
@@ -194,6 +200,22 @@ class ExperimentAdmin(ChartAdminMixin, admin.ModelAdmin):
     actions = ["start", "stop", "recompute_results"]
     chart_url_name = "personalization_experiment_results"
     chart_path = "results"
+
+    def get_readonly_fields(self, request, obj: Experiment | None = None) -> list[str]:
+        """Once stopped, ``ends_at`` is the stop's: a form opened earlier must not move it."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.status == Experiment.Status.STOPPED:
+            fields.append("ends_at")
+        return fields
+
+    def save_model(self, request, obj: Experiment, form, change: bool) -> None:
+        """Edits write only the form's fields, under the row lock (see ``experiment_update``);
+        a full save put back the status and ``ends_at`` a concurrent stop had just set."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        changes = {f: getattr(obj, f) for f in form.cleaned_data if f in form._meta.fields}
+        services.experiment_update(experiment_id=obj.pk, changes=changes)
 
     @admin.display(description="results")
     def results_link(self, obj: Experiment) -> str:

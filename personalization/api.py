@@ -106,6 +106,13 @@ class ExperimentSerializer(serializers.ModelSerializer):
                 raise serializers.ValidationError(
                     {changed[0]: ["cannot change once the experiment has started"]}
                 )
+        if (
+            self.instance is not None
+            and self.instance.status == Experiment.Status.STOPPED
+            and "ends_at" in attrs
+            and attrs["ends_at"] != self.instance.ends_at
+        ):
+            raise serializers.ValidationError({"ends_at": ["set by stop; cannot change"]})
         return attrs
 
 
@@ -174,6 +181,13 @@ class ExperimentViewSet(viewsets.ModelViewSet):
     queryset = Experiment.objects.all()
     action_roles = {**ADMIN_EDITS, "start": "operator", "stop": "operator",
                     "recompute": "operator"}  # fmt: skip
+
+    def perform_update(self, serializer) -> None:
+        # Through the service: a body read before a concurrent stop must not put back
+        # the old status or ends_at (a full save of the instance did).
+        serializer.instance = services.experiment_update(
+            experiment_id=serializer.instance.pk, changes=serializer.validated_data
+        )
 
     def _transition(self, fn) -> Response:
         try:

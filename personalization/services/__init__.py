@@ -9,9 +9,10 @@ from .experiments import (
     experiment_results_recompute,
     experiment_start,
     experiment_stop,
+    experiment_update,
     experiments_results_recompute,
 )
-from .profiles import personas_fit, profiles_recompute
+from .profiles import personas_fit, profile_attributes_update, profiles_recompute
 from .rules import default_rules_ensure, rules_set_enabled
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "experiment_results_recompute",
     "experiment_start",
     "experiment_stop",
+    "experiment_update",
     "experiments_results_recompute",
     "personas_fit",
+    "profile_attributes_update",
     "profiles_recompute",
     "rules_set_enabled",
 ]

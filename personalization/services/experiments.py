@@ -55,6 +55,29 @@ def experiment_stop(*, experiment_id: int, now: datetime | None = None) -> Exper
     return exp
 
 
+def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
+    """Write an operator's edit (admin form or API) of the configured fields only.
+
+    ``status`` belongs to start/stop, and once stopped so does ``ends_at`` (stop
+    sets it; results count no event after it). An edit form or API body carries
+    the values from when it was read: a full ``save()`` of it after a concurrent
+    stop cleared or moved the stop's ``ends_at`` and could even put ``running``
+    back. Under the row lock the stored ``ends_at`` of a stopped experiment is kept
+    and only the fields in ``changes`` (plus ``updated_at``) are written. ``no_key``:
+    as in ``experiment_results_recompute``, exposures may still be inserted meanwhile.
+    """
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
+        owned = {"status", "created_at", "updated_at", "id"}
+        if exp.status == Experiment.Status.STOPPED:
+            owned.add("ends_at")
+        fields = [f for f in changes if f not in owned]
+        for field in fields:
+            setattr(exp, field, changes[field])
+        exp.save(update_fields=[*fields, "updated_at"])
+    return exp
+
+
 def _per_user_values(
     metric: dict, exposed_at: dict[str, datetime], start: datetime, end: datetime
 ) -> dict[str, float]:
@@ -105,23 +128,31 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
 
     The sequential test carries its running p-value and interval from the previous
     result of the same metric, so results may be recomputed as often as wanted.
-    """
-    now = now or timezone.now()
-    exp = Experiment.objects.get(pk=experiment_id)
-    names = exp.variant_names
-    exposures = list(
-        Exposure.objects.filter(experiment=exp, variant__in=names).values_list(
-            "user_id", "variant", "exposed_at"
-        )
-    )
-    exposed_at = {u: t for u, _, t in exposures}
-    variant_of = {u: v for u, v, _ in exposures}
-    end = min(now, exp.ends_at) if exp.ends_at else now
-    start = min(exposed_at.values()) if exposed_at else (exp.starts_at or now)
-    metrics = [(exp.primary_metric, True)] + [(m, False) for m in exp.guardrail_metrics or []]
 
+    Recomputations of one experiment (the hourly job, the admin action, the API)
+    run one after the other: each holds the experiment's row lock from before it
+    reads the previous result until its own is committed. Without it two of them
+    read the same previous state and the second to commit dropped the first's look
+    (its running minimum p-value and narrowed interval). ``no_key`` (PostgreSQL's
+    FOR NO KEY UPDATE) still lets config resolution insert exposures meanwhile: their
+    foreign-key check takes FOR KEY SHARE, which only FOR UPDATE would block.
+    ``now`` defaults to after the wait, so the later look also sorts as the newer.
+    """
     written = 0
     with transaction.atomic():
+        exp = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
+        now = now or timezone.now()
+        names = exp.variant_names
+        exposures = list(
+            Exposure.objects.filter(experiment=exp, variant__in=names).values_list(
+                "user_id", "variant", "exposed_at"
+            )
+        )
+        exposed_at = {u: t for u, _, t in exposures}
+        variant_of = {u: v for u, v, _ in exposures}
+        end = min(now, exp.ends_at) if exp.ends_at else now
+        start = min(exposed_at.values()) if exposed_at else (exp.starts_at or now)
+        metrics = [(exp.primary_metric, True)] + [(m, False) for m in exp.guardrail_metrics or []]
         for metric, is_primary in metrics:
             name = metric_name(metric)
             values = _per_user_values(metric, exposed_at, start, end)

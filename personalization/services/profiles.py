@@ -86,6 +86,22 @@ def personas_fit(
     return PersonaFit(features, prediction.persona, prediction.probabilities, model, report, "")
 
 
+def profile_attributes_update(*, profile_id: int, attributes: dict) -> UserProfile:
+    """Set the operator-owned ``attributes`` of one profile, and nothing else.
+
+    Every other column belongs to ``profiles_recompute``. A full ``save()`` of a
+    copy loaded before (or while) the job rewrites the row would put the old
+    persona, features and model run back, and the persona history would no longer
+    match the stored persona; writing only ``attributes`` cannot revert the job.
+    ``save()`` (not ``update()``) so the post-save signal invalidates cached configs.
+    """
+    with transaction.atomic():
+        profile = UserProfile.objects.select_for_update().get(pk=profile_id)
+        profile.attributes = attributes
+        profile.save(update_fields=["attributes"])
+    return profile
+
+
 def _finite_or_none(value: float) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
