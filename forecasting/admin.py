@@ -186,6 +186,23 @@ class BusinessInsightAdmin(admin.ModelAdmin):
     raw_id_fields = ["target", "forecast"]
     date_hierarchy = "created_at"
     actions = ["retire"]
+    # Every column is the forecasting job's: it retires and replaces insights while a change
+    # page is open, and a form posting the values the page was loaded with (``is_current``
+    # above all) would bring a retired insight back next to its successor.
+    readonly_fields = [f.name for f in BusinessInsight._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # insights are computed, never typed in
+
+    def save_model(self, request, obj: BusinessInsight, form, change: bool) -> None:
+        """Write only the fields the form lets an operator edit (none today), never the row.
+
+        A plain ``save()`` would write back every column of the copy loaded for the page.
+        """
+        changed = form.changed_data if form is not None else []
+        editable = [name for name in changed if name not in self.readonly_fields]
+        if editable:
+            obj.save(update_fields=editable)
 
     @admin.action(description="Retire (no longer current)")
     def retire(self, request, queryset):

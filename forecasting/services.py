@@ -119,7 +119,8 @@ def forecast_compute(
     """Forecast one target over one horizon and store it with its backtests and insights.
 
     Running it twice on the same history replaces the first result instead
-    of adding a second one, so a retried task writes the same thing.
+    of adding a second one, so a retried task writes the same thing. A target
+    switched off while its model was being fitted is skipped (``ForecastUnavailable``).
     """
     if horizon_days not in HORIZONS:
         raise ValueError(f"horizon_days must be one of {sorted(HORIZONS)}")
@@ -134,7 +135,17 @@ def forecast_compute(
         raise ForecastUnavailable(f"{target.name}: {exc}") from exc
     history_insights = history_insights_build(target, ts, values)
     with transaction.atomic():
-        return _store(target, horizon_days, ts, result, history_insights)
+        # The fit above can take minutes without holding locks. The target row is locked and
+        # read again here: tasks for the other horizons of this target wait for this one, so
+        # the per-target growth/trend check-then-insert cannot run twice at once, and the
+        # threshold and ``enabled`` used are the operator's current ones, not the fit's copy.
+        # NO KEY UPDATE: rows pointing at the target (forecasts, insights) can still be added.
+        locked = ForecastTarget.objects.select_for_update(no_key=True).filter(pk=target_id).first()
+        if locked is None:
+            raise ForecastTarget.DoesNotExist(f"target {target_id} was deleted during the fit")
+        if not locked.enabled:
+            raise ForecastUnavailable(f"{locked.name}: disabled during the fit")
+        return _store(locked, horizon_days, ts, result, history_insights)
 
 
 def _store(
@@ -144,6 +155,7 @@ def _store(
     result: ForecastResult,
     history_insights: list[BusinessInsight],
 ) -> ForecastOutcome:
+    """Write one forecast; ``target`` must be the row locked by the caller's transaction."""
     history_end = telemetry.to_datetime(ts.max())
     Forecast.objects.filter(
         target=target, horizon_days=horizon_days, history_end=history_end

@@ -60,6 +60,17 @@ def _write_series(buckets: Sequence[EndpointMinute]) -> int:
                 continue
             rows[(series[key].pk, at)] = (PROFILE_SERIES[key][2], value, summary["requests"])
             request_series[(series[key].pk, at)] = series["requests"].pk
+    # The merge reads, combines and writes back, so two flushes of the same series must not
+    # interleave or one's share is lost. The series rows are locked (in id order, so flushes
+    # cannot deadlock) until the flush commits. A minute with no sample yet has no row to lock,
+    # hence the series rows; NO KEY UPDATE leaves sample inserts (they share-lock the series
+    # through the foreign key) free to go on.
+    list(
+        Series.objects.select_for_update(no_key=True)
+        .filter(pk__in={k[0] for k in rows})
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     existing = {
         (series_id, ts): value
         for series_id, ts, value in Sample.objects.filter(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from telemetry import selectors as telemetry
@@ -64,6 +64,29 @@ def _fields(draft: RecommendationDraft) -> dict:
     }
 
 
+def _latest_locked(dedup_key: str, *, open_only: bool = False) -> Recommendation | None:
+    rows = Recommendation.objects.select_for_update().filter(dedup_key=dedup_key)
+    if open_only:
+        rows = rows.filter(state__in=Recommendation.OPEN_STATES)
+    return rows.order_by("-first_seen_at", "-pk").first()
+
+
+def _refresh(latest: Recommendation | None, draft: RecommendationDraft, now: datetime) -> bool:
+    """Refresh ``latest`` from the draft when it still stands for it; False if a new one is due."""
+    if latest is None or not (
+        latest.state in Recommendation.OPEN_STATES
+        or (latest.state == State.DISMISSED and now - latest.last_seen_at <= DISMISSED_MEMORY)
+    ):
+        return False
+    if latest.state in Recommendation.OPEN_STATES and latest.applied_at is None:
+        for name, value in _fields(draft).items():
+            setattr(latest, name, value)
+    latest.last_seen_at = now
+    latest.times_seen += 1
+    latest.save()
+    return True
+
+
 @transaction.atomic
 def recommendations_upsert(
     *, drafts: Sequence[RecommendationDraft], now: datetime
@@ -73,36 +96,34 @@ def recommendations_upsert(
     An open one (active or claimed) gets the new evidence and figures; a claimed one keeps its
     state so an operator's work is not reset. A recently dismissed one is left dismissed (only
     its ``last_seen_at`` moves) so a dismissal holds while the cause persists.
+
+    A key with no row yet has nothing to lock, so an overlapping run (the schedule and an
+    operator's "run now") may insert the same key first. The insert runs in a savepoint: on
+    the unique-constraint error only the savepoint is undone, and the row the other run made
+    is refreshed instead, rather than the error rolling back this run's snapshot and report.
     """
     created = seen = 0
     for draft in drafts:
         seen += 1
-        latest = (
-            Recommendation.objects.select_for_update()
-            .filter(dedup_key=draft.dedup_key)
-            .order_by("-first_seen_at", "-pk")
-            .first()
-        )
-        if latest and (
-            latest.state in Recommendation.OPEN_STATES
-            or (latest.state == State.DISMISSED and now - latest.last_seen_at <= DISMISSED_MEMORY)
-        ):
-            if latest.state in Recommendation.OPEN_STATES and latest.applied_at is None:
-                for name, value in _fields(draft).items():
-                    setattr(latest, name, value)
-            latest.last_seen_at = now
-            latest.times_seen += 1
-            latest.save()
+        if _refresh(_latest_locked(draft.dedup_key), draft, now):
             continue
-        Recommendation.objects.create(
-            dedup_key=draft.dedup_key,
-            metric_series=_metric_series(draft),
-            lower_is_better=True,
-            first_seen_at=now,
-            last_seen_at=now,
-            state_changed_at=now,
-            **_fields(draft),
-        )
+        metric_series = _metric_series(draft)
+        try:
+            with transaction.atomic():
+                Recommendation.objects.create(
+                    dedup_key=draft.dedup_key,
+                    metric_series=metric_series,
+                    lower_is_better=True,
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    state_changed_at=now,
+                    **_fields(draft),
+                )
+        except IntegrityError:
+            # the other run's open row, committed by now (the insert waited for it)
+            if not _refresh(_latest_locked(draft.dedup_key, open_only=True), draft, now):
+                raise
+            continue
         created += 1
     return {"seen": seen, "created": created}
 

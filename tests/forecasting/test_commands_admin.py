@@ -134,3 +134,28 @@ def test_admin_recompute_action_queues_a_task_per_horizon(
     assert run.status == "success" and run.kwargs == {"target_id": computed.target_id,
                                                       "horizon_days": 7}  # fmt: skip
     assert Forecast.objects.filter(target=computed.target, horizon_days=7).count() == 1
+
+
+def test_an_insight_page_cannot_edit_what_the_job_owns(admin_client, computed):
+    # Posting the values the page was opened with made an insight the job had retired current
+    # again, next to its successor.
+    insight = BusinessInsight.objects.filter(forecast=computed).first()
+    url = reverse("admin:forecasting_businessinsight_change", args=[insight.pk])
+    form = admin_client.get(url).context["adminform"].form
+    assert not {"is_current", "summary", "threshold", "expected_at", "value"} & set(form.fields)
+    BusinessInsight.objects.filter(pk=insight.pk).update(is_current=False)  # the job retires it
+    response = admin_client.post(url, {"is_current": "on", "summary": "stale", "_save": "Save"})
+    assert response.status_code == 302
+    insight.refresh_from_db()
+    assert not insight.is_current and insight.summary != "stale"
+
+
+def test_saving_an_insight_in_the_admin_keeps_what_the_job_wrote_meanwhile(computed):
+    from django.contrib import admin
+
+    insight = BusinessInsight.objects.filter(forecast=computed).first()
+    page = BusinessInsight.objects.get(pk=insight.pk)  # the change page as the operator loaded it
+    BusinessInsight.objects.filter(pk=insight.pk).update(is_current=False, summary="retired")
+    admin.site._registry[BusinessInsight].save_model(None, page, None, change=True)
+    insight.refresh_from_db()
+    assert (insight.is_current, insight.summary) == (False, "retired")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 from unittest import mock
 
 import numpy as np
 import pytest
+from django.db import connection, connections
 from django.utils import timezone
 
 from forecasting import selectors, services, tasks
@@ -132,6 +135,85 @@ def test_threshold_crossing_date_follows_the_trend_and_the_limit():
         target=target, kind=BusinessInsight.Kind.THRESHOLD_CROSSING, is_current=True
     )
     assert never.expected_at is None and never.threshold == 5.0
+
+
+def _operator_edits_during_the_fit(monkeypatch, target: ForecastTarget, **changes) -> None:
+    """Make the operator's edit land while the model is being fitted (after the target load)."""
+    fit = services.forecast_over
+
+    def fit_while_the_operator_edits(*args, **kwargs):
+        ForecastTarget.objects.filter(pk=target.pk).update(**changes)
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(services, "forecast_over", fit_while_the_operator_edits)
+
+
+def test_a_threshold_changed_during_the_fit_is_the_one_the_crossing_uses(monkeypatch):
+    # The crossing was computed against the threshold loaded before a fit of minutes.
+    values = hourly_values(30, level=0.5, slope_per_day=0.01, noise=0.005, amplitude=0.02)
+    target = series_target(values, threshold=0.7, prediction_type="resource_usage")
+    _operator_edits_during_the_fit(monkeypatch, target, threshold=5.0)
+    services.forecast_compute(target_id=target.pk, horizon_days=30)
+    crossing = BusinessInsight.objects.get(
+        target=target, kind=BusinessInsight.Kind.THRESHOLD_CROSSING, is_current=True
+    )
+    assert crossing.threshold == 5.0 and crossing.expected_at is None
+
+
+def test_a_target_switched_off_during_the_fit_is_skipped_and_keeps_its_forecast(monkeypatch):
+    target = series_target()
+    old = services.forecast_compute(target_id=target.pk, horizon_days=7).forecast
+    _operator_edits_during_the_fit(monkeypatch, target, enabled=False)
+    counts = services.forecast_recompute(target_id=target.pk, horizon_days=7)
+    assert counts["skipped"] == 1 and "disabled" in counts["reason"]
+    assert list(Forecast.objects.filter(target=target)) == [old]
+
+
+def _until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
+    """Return once ``thread`` finished or blocks on a lock this connection holds."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, monkeypatch):
+    # Growth and trend insights are per target; the check "already written for this history?"
+    # and the insert of two horizons' tasks interleaved, and both inserted them.
+    target = series_target()
+    other: list[BaseException | services.ForecastOutcome] = []
+
+    def other_horizon() -> None:
+        try:
+            other.append(services.forecast_compute(target_id=target.pk, horizon_days=30))
+        except BaseException as exc:
+            other.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_horizon)
+    insert = BusinessInsight.objects.bulk_create
+
+    def other_horizon_stores_meanwhile(objs, *args, **kwargs):
+        # This task has checked for the history's insights and is about to insert them.
+        if threading.current_thread() is threading.main_thread() and not thread.is_alive():
+            thread.start()
+            _until_done_or_waiting_on_us(thread)  # the old code let the other task finish
+        return insert(objs, *args, **kwargs)
+
+    monkeypatch.setattr(BusinessInsight.objects, "bulk_create", other_horizon_stores_meanwhile)
+    services.forecast_compute(target_id=target.pk, horizon_days=7)
+    thread.join()
+    assert isinstance(other[0], services.ForecastOutcome), other
+    growth = BusinessInsight.objects.filter(target=target, kind=BusinessInsight.Kind.GROWTH)
+    assert growth.count() == 1 and growth.get().is_current
 
 
 def test_growth_insight_has_the_sign_of_the_trend():

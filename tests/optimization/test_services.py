@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.db import connection, connections
 from django.utils import timezone
 
 from optimization import selectors, services
@@ -59,6 +62,67 @@ def test_flush_writes_minute_series_and_hourly_shapes_and_merges_a_second_proces
     loop_shape = QueryShapeStat.objects.get(shape__contains="author")
     assert loop_shape.executions == 60 and loop_shape.n_plus_one_requests == 10
     assert loop_shape.repeats_sum == 60 and loop_shape.max_ms == 12.0
+
+
+def _until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
+    """Return once ``thread`` finished or blocks on a lock this connection holds."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypatch):
+    # Each flush read the minute's sample, added its share and wrote the sum back; two at
+    # once both read the same old value and the later write dropped the other's requests.
+    from optimization.services import profiles
+    from telemetry.models import Sample
+
+    profiles._series_for("/books", {})  # the endpoint's series exist from earlier minutes
+    minute = np.floor(timezone.now().timestamp() / 3600) * 3600 - 3600 + 120
+    first, second = PerformanceAggregator(), PerformanceAggregator()
+    _requests(first, minute, 10, latency=100)
+    _requests(second, minute, 30, latency=300, status=500)
+    other: list[BaseException | dict] = []
+
+    def other_process() -> None:
+        try:
+            other.append(services.performance_flush(buckets=second.drain()))
+        except BaseException as exc:
+            other.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_process)
+    write_samples = Sample.objects.bulk_create
+
+    def other_process_flushes_meanwhile(objs, *args, **kwargs):
+        # This flush has read the minute's samples and is about to write the merged values.
+        if threading.current_thread() is threading.main_thread() and not thread.is_alive():
+            thread.start()
+            _until_done_or_waiting_on_us(thread)  # the old code let the other flush finish
+        return write_samples(objs, *args, **kwargs)
+
+    monkeypatch.setattr(Sample.objects, "bulk_create", other_process_flushes_meanwhile)
+    services.performance_flush(buckets=first.drain())
+    thread.join()
+    assert isinstance(other[0], dict), other
+
+    def value(name):
+        series = telemetry.series_get(name, {"endpoint": "/books"})
+        return telemetry.series_values(series.pk)[1]
+
+    assert value("http.requests.rate").tolist() == [40.0]
+    assert value("http.errors.ratio")[0] == pytest.approx(30 / 40)
+    assert value("http.latency.p95")[0] == pytest.approx(300)
+    assert EndpointProfile.objects.get(endpoint="/books").requests == 40
 
 
 def test_a_failed_flush_writes_nothing_and_keeps_the_figures(monkeypatch):
@@ -138,6 +202,35 @@ def test_dismissed_recommendation_stays_dismissed_while_its_cause_persists():
     services.analysis_run(now=timezone.now() + timedelta(minutes=61))
     states = Recommendation.objects.filter(category="n_plus_one", endpoint="/r")
     assert list(states.values_list("state", flat=True)) == ["dismissed"]
+
+
+def test_a_recommendation_another_run_inserted_first_is_refreshed_not_fatal(monkeypatch):
+    # Two overlapping runs (the schedule and "run now") found no row for a new key and both
+    # inserted it: the unique constraint failed the later run, snapshot and report included.
+    from optimization.services import recommendations
+
+    small_world(seed=3)
+    metric_series = recommendations._metric_series
+    raced: set[str] = set()
+
+    def other_run_inserts_first(draft):
+        # This run found no row for the key and is about to insert one.
+        if draft.dedup_key not in raced:
+            raced.add(draft.dedup_key)
+            at = timezone.now()
+            Recommendation.objects.create(
+                dedup_key=draft.dedup_key, first_seen_at=at, last_seen_at=at,
+                state_changed_at=at, **recommendations._fields(draft),
+            )  # fmt: skip
+        return metric_series(draft)
+
+    monkeypatch.setattr(recommendations, "_metric_series", other_run_inserts_first)
+    report = services.analysis_run()
+    assert raced and report.recommendations_created == 0
+    assert HealthSnapshot.objects.filter(pk=report.health_id).exists()
+    for key in raced:
+        (row,) = Recommendation.objects.filter(dedup_key=key)
+        assert row.state == "active" and row.times_seen == 2
 
 
 def test_analysis_on_the_demo_world_points_at_the_injected_causes(demo_world):
