@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import numpy as np
 
+from phase3.bulk import insert_columns
+
 from ..engine.root_cause import CauseCandidate, rank_causes
 from ..models import Anomaly, RootCauseCandidate
 
@@ -40,7 +42,18 @@ def causes_rank_around(opened_ids: set[int]) -> int:
     window = CAUSE_WINDOW.total_seconds()
     near_opened = _distance_to_nearest(onsets, [a.started_at.timestamp() for a in opened]) <= window
     targets = [a for a, near in zip(pool, near_opened, strict=True) if near]
-    rows = []
+    columns: dict[str, list] = {
+        name: []
+        for name in (
+            "anomaly",
+            "series",
+            "cause_anomaly",
+            "rank",
+            "score",
+            "lead_seconds",
+            "evidence",
+        )
+    }
     for t_index in map(int, np.flatnonzero(near_opened)):
         target = pool[t_index]
         step = _grid_step(target)
@@ -56,28 +69,27 @@ def causes_rank_around(opened_ids: set[int]) -> int:
         kept = [r for r in ranked if pool[r.key].series_id != target.series_id or r.key == t_index][
             :MAX_CAUSES
         ]
-        rows += [
-            RootCauseCandidate(
-                anomaly=target,
-                series=pool[r.key].series,
-                cause_anomaly=pool[r.key],
-                rank=r.rank,
-                score=r.score,
-                lead_seconds=r.lead_seconds,
-                evidence={
-                    "series": str(pool[r.key].series),
-                    "onset": pool[r.key].started_at.isoformat(),
-                    "peak_surprisal": pool[r.key].peak_surprisal,
-                    "peak_z": pool[r.key].peak_z,
-                    "methods": pool[r.key].methods,
+        for r in kept:
+            cause = pool[r.key]
+            columns["anomaly"].append(target.pk)
+            columns["series"].append(cause.series_id)
+            columns["cause_anomaly"].append(cause.pk)
+            columns["rank"].append(r.rank)
+            columns["score"].append(float(r.score))
+            columns["lead_seconds"].append(float(r.lead_seconds))
+            columns["evidence"].append(
+                {
+                    "series": str(cause.series),
+                    "onset": cause.started_at.isoformat(),
+                    "peak_surprisal": cause.peak_surprisal,
+                    "peak_z": cause.peak_z,
+                    "methods": cause.methods,
                     "is_self": r.key == t_index,
-                },
+                }
             )
-            for r in kept
-        ]
     RootCauseCandidate.objects.filter(anomaly__in=targets).delete()
-    RootCauseCandidate.objects.bulk_create(rows, batch_size=1000)
-    return len(rows)
+    # Column-wise: a fleet-wide incident stores 20,000 candidates in one run.
+    return insert_columns(RootCauseCandidate, columns)
 
 
 def _distance_to_nearest(points: np.ndarray, others: list[float]) -> np.ndarray:

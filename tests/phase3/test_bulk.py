@@ -1,4 +1,4 @@
-"""One UPDATE for many rows (phase3.bulk): unnest on PostgreSQL, bulk_update elsewhere."""
+"""Many rows in one statement (phase3.bulk): unnest on PostgreSQL, Django's bulk methods elsewhere."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from anomalies.models import Anomaly, DetectorState
-from phase3.bulk import bulk_update_rows
+from anomalies.models import Anomaly, DetectorState, RootCauseCandidate
+from phase3.bulk import bulk_update_rows, insert_columns
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
 
@@ -52,3 +52,31 @@ def test_binary_fields_and_unsaved_rows():
     saved.refresh_from_db()
     assert bytes(saved.state) == b"\x00new\xff" and saved.points_scored == 7
     assert not DetectorState.objects.filter(series__name="bulk.new").exists()
+
+
+@pytest.mark.django_db
+def test_rows_inserted_column_wise_read_back_as_written():
+    effect = AnomalyFactory(series=series_ensure(name="bulk.effect"))
+    causes = [AnomalyFactory(series=series_ensure(name=f"bulk.cause.{k}")) for k in range(2)]
+    columns = {
+        "anomaly": [effect.pk, effect.pk],
+        "series": [causes[0].series_id, None],  # a deleted series is null
+        "cause_anomaly": [c.pk for c in causes],
+        "rank": [1, 2],
+        "score": [0.75, 0.25],
+        "lead_seconds": [600.0, -30.0],
+        "evidence": [{"series": "db", "methods": ["statistical"]}, {}],
+    }
+    with CaptureQueriesContext(connection) as ctx:
+        assert insert_columns(RootCauseCandidate, columns) == 2
+    assert len(ctx.captured_queries) == 1
+    rows = list(RootCauseCandidate.objects.filter(anomaly=effect).order_by("rank"))
+    assert [(r.series_id, r.cause_anomaly_id, r.rank) for r in rows] == [
+        (causes[0].series_id, causes[0].pk, 1),
+        (None, causes[1].pk, 2),
+    ]
+    assert [(r.score, r.lead_seconds) for r in rows] == [(0.75, 600.0), (0.25, -30.0)]
+    assert rows[0].evidence == {"series": "db", "methods": ["statistical"]}
+    assert insert_columns(RootCauseCandidate, {k: [] for k in columns}) == 0
+    with pytest.raises(ValueError, match="as many values"):
+        insert_columns(RootCauseCandidate, {"rank": [1], "score": []})
