@@ -368,3 +368,32 @@ def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, mo
     assert anomaly.status == Anomaly.Status.ACKNOWLEDGED
     assert (anomaly.acknowledged_by, anomaly.note) == ("ops", "on it")
     assert anomaly.last_seen_at.timestamp() == ts[-1]  # and the run's extension is kept
+
+
+def _peers_by_sorting_each_window(onsets, deviation, target, window, step):
+    """The preselection as first written: sort every target's window (quadratic)."""
+    near = np.flatnonzero(np.abs(onsets - onsets[target]) <= window)
+    if near.size <= 40:
+        return near
+    order = np.lexsort((-deviation[near], np.floor(onsets[near] / (0.25 * max(step, 1.0)))))
+    chosen = near[order[:40]]
+    return chosen if target in chosen else np.append(chosen, target)
+
+
+@pytest.mark.parametrize("spread", [0.0, 600.0, 7200.0, 86400.0])
+def test_peers_preselected_in_one_sort_are_those_of_sorting_each_window(spread):
+    from anomalies.services.causes import PEERS_RANKED, _Preselection
+
+    assert PEERS_RANKED == 40
+    rng = np.random.default_rng(int(spread))
+    # Whole-step onsets (ties in a quarter step), a block of simultaneous ones (a fleet
+    # incident), and deviations with repeats.
+    onsets = END + np.round(rng.uniform(0, spread, 700) / 60) * 60
+    onsets[:200] = END + 120.0
+    deviation = rng.integers(0, 30, onsets.size).astype(float)
+    window = 1800.0
+    preselect = _Preselection(onsets, deviation, window)
+    for target in range(0, onsets.size, 7):
+        for step in (60.0, 300.0):
+            expected = _peers_by_sorting_each_window(onsets, deviation, target, window, step)
+            np.testing.assert_array_equal(preselect.peers(target, step), expected)
