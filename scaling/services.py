@@ -378,6 +378,25 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
     return row
 
 
+def _abandon_stale_claims(resources, *, now: datetime) -> int:
+    """Mark decisions claimed longer ago than IN_FLIGHT_SECONDS as failed.
+
+    Their run died between claiming and recording (a worker killed at the time limit), so
+    whether the actuator acted is unknown: left EXECUTING they would read as still under
+    way for ever, and judging success would wait on them. A row still PROPOSED stays as it
+    is: nothing was done, and the admin's "execute proposed" action can still act on it.
+    """
+    return ScalingDecision.objects.filter(
+        resource__in=resources,
+        status=ScalingDecision.Status.EXECUTING,
+        at__lte=now - timedelta(seconds=IN_FLIGHT_SECONDS),
+    ).update(
+        status=ScalingDecision.Status.FAILED,
+        actuator_detail="abandoned: the run that claimed this decision did not finish; "
+        "compare the resource's real size with current_units",
+    )
+
+
 def _mark_failed(row: ScalingDecision, detail: str) -> None:
     ScalingDecision.objects.filter(pk=row.pk).update(
         status=ScalingDecision.Status.FAILED, actuator_detail=detail[:5000]
@@ -392,6 +411,8 @@ def decisions_evaluate(
     resources = ScalableResource.objects.filter(enabled=True).prefetch_related("rules")
     if resource_ids is not None:
         resources = resources.filter(pk__in=resource_ids)
+    if execute:
+        _abandon_stale_claims(resources, now=now)
     evaluations = []
     for resource in resources:
         if not execute:

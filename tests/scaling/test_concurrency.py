@@ -196,6 +196,10 @@ def test_a_change_left_in_flight_by_a_dead_run_stops_holding_after_a_while(actua
     )  # fmt: skip
     [ev] = services.decisions_evaluate(resource_ids=[res.pk], execute=True, now=now)
     assert ev.row.status == ScalingDecision.Status.EXECUTED and len(actuator.calls) == 1
+    # The dead run's claim no longer reads as under way: whether it acted is unknown.
+    stale = res.decisions.exclude(pk=ev.row.pk).get()
+    assert stale.status == ScalingDecision.Status.FAILED
+    assert stale.actuator_detail.startswith("abandoned")
 
 
 # --- 3. a disabled resource is left alone -------------------------------------------------
