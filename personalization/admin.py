@@ -202,8 +202,11 @@ class ExperimentAdmin(ChartAdminMixin, admin.ModelAdmin):
     chart_path = "results"
 
     def get_readonly_fields(self, request, obj: Experiment | None = None) -> list[str]:
-        """Once stopped, ``ends_at`` is the stop's: a form opened earlier must not move it."""
+        """Once started, the arms and who is in them are fixed (as in the API); once
+        stopped, ``ends_at`` is the stop's: a form opened earlier must not move it."""
         fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and obj.status != Experiment.Status.DRAFT:
+            fields.extend(services.FROZEN_ONCE_STARTED)
         if obj is not None and obj.status == Experiment.Status.STOPPED:
             fields.append("ends_at")
         return fields

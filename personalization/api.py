@@ -100,7 +100,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         _check_window(attrs, self.instance)
         if self.instance is not None and self.instance.status != Experiment.Status.DRAFT:
-            frozen = {"key", "variants", "coverage", "targeting", "primary_metric"} & set(attrs)
+            frozen = set(services.FROZEN_ONCE_STARTED) & set(attrs)
             changed = [f for f in sorted(frozen) if attrs[f] != getattr(self.instance, f)]
             if changed:
                 raise serializers.ValidationError(
@@ -185,9 +185,12 @@ class ExperimentViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer) -> None:
         # Through the service: a body read before a concurrent stop must not put back
         # the old status or ends_at (a full save of the instance did).
-        serializer.instance = services.experiment_update(
-            experiment_id=serializer.instance.pk, changes=serializer.validated_data
-        )
+        try:
+            serializer.instance = services.experiment_update(
+                experiment_id=serializer.instance.pk, changes=serializer.validated_data
+            )
+        except services.ExperimentStateError as exc:
+            raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
 
     def _transition(self, fn) -> Response:
         try:

@@ -5,6 +5,7 @@ Split by subject; import from here.
 
 from .config import config_invalidate, config_resolve, config_version
 from .experiments import (
+    FROZEN_ONCE_STARTED,
     ExperimentStateError,
     experiment_results_recompute,
     experiment_start,
@@ -16,6 +17,7 @@ from .profiles import personas_fit, profile_attributes_update, profiles_recomput
 from .rules import default_rules_ensure, rules_set_enabled
 
 __all__ = [
+    "FROZEN_ONCE_STARTED",
     "ExperimentStateError",
     "config_invalidate",
     "config_resolve",

@@ -17,6 +17,10 @@ from ..models import Experiment, ExperimentResult, Exposure
 from ..validation import metric_name
 from .config import config_invalidate
 
+# What defines an experiment's arms and who is in them: changing it after the start would
+# mix users assigned under different rules into one comparison.
+FROZEN_ONCE_STARTED = ("key", "variants", "coverage", "targeting", "primary_metric")
+
 
 class ExperimentStateError(Exception):
     """A lifecycle move that is not allowed; ``field`` names what is wrong for a 400."""
@@ -68,6 +72,13 @@ def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
     """
     with transaction.atomic():
         exp = Experiment.objects.select_for_update(no_key=True).get(pk=experiment_id)
+        if exp.status != Experiment.Status.DRAFT:
+            # Checked again under the lock: a start may have landed since the form was read.
+            for field in FROZEN_ONCE_STARTED:
+                if field in changes and changes[field] != getattr(exp, field):
+                    raise ExperimentStateError(
+                        "cannot change once the experiment has started", field=field
+                    )
         owned = {"status", "created_at", "updated_at", "id"}
         if exp.status == Experiment.Status.STOPPED:
             owned.add("ends_at")

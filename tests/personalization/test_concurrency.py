@@ -96,6 +96,31 @@ class TestExperimentEdits:
         exp.refresh_from_db()
         assert exp.status == "stopped" and exp.ends_at == stopped.ends_at
 
+    def test_a_started_experiment_keeps_its_arms_in_the_admin(self, admin_client):
+        # As in the API: new variants or coverage mid-run would mix users assigned under
+        # different rules into one comparison.
+        exp = ExperimentFactory(key="t-frozen-admin")
+        url = reverse("admin:personalization_experiment_change", args=[exp.pk])
+        page = admin_client.get(url).content
+        assert b'name="variants"' not in page and b'name="coverage"' not in page
+        assert b'name="name"' in page
+        other = '[{"name": "control", "weight": 0.9}, {"name": "treatment", "weight": 0.1}]'
+        form = _experiment_form(exp, variants=other, coverage=0.2, name="renamed")
+        assert admin_client.post(url, form).status_code == 302
+        exp.refresh_from_db()
+        assert exp.name == "renamed"
+        assert exp.coverage == 1.0 and exp.variants[0]["weight"] == 0.5
+
+    def test_an_edit_read_before_a_start_cannot_change_the_arms_after_it(self):
+        exp = ExperimentFactory(key="t-start-race", status=Experiment.Status.DRAFT)
+        changes = {"coverage": 0.3}  # validated while the experiment was a draft
+        services.experiment_start(experiment_id=exp.pk)
+        with pytest.raises(services.ExperimentStateError) as caught:
+            services.experiment_update(experiment_id=exp.pk, changes=changes)
+        assert caught.value.field == "coverage"
+        exp.refresh_from_db()
+        assert exp.coverage == 1.0
+
     def test_a_stop_during_an_admin_save_is_not_undone(self, admin_client, monkeypatch):
         exp = ExperimentFactory(key="t-stop-mid-save")
         save_form = ExperimentAdmin.save_form
