@@ -24,6 +24,7 @@ from telemetry.bulk import insert_samples
 from telemetry.selectors import to_datetime
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
+from tests.locking import until_done_or_waiting_on_us
 
 STEP = 300.0
 END = 1_795_000_200.0
@@ -357,7 +358,7 @@ def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, mo
     def acknowledged_mid_run(*args, **kwargs):
         # The run has loaded and extended the anomaly but not written it yet.
         thread.start()
-        thread.join(timeout=1.0)  # the old code let the operator finish here
+        until_done_or_waiting_on_us(thread)  # the old code let the operator finish here
         return silence(*args, **kwargs)
 
     monkeypatch.setattr(scoring, "report_silence", acknowledged_mid_run)

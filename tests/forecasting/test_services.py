@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 from unittest import mock
 
 import numpy as np
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from forecasting import selectors, services, tasks
@@ -32,6 +31,7 @@ from tests.forecasting.factories import (
     hourly_values,
     series_with_values,
 )
+from tests.locking import until_done_or_waiting_on_us
 
 pytestmark = pytest.mark.django_db
 
@@ -169,20 +169,6 @@ def test_a_target_switched_off_during_the_fit_is_skipped_and_keeps_its_forecast(
     assert list(Forecast.objects.filter(target=target)) == [old]
 
 
-def _until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
-    """Return once ``thread`` finished or blocks on a lock this connection holds."""
-    deadline = time.monotonic() + timeout
-    while thread.is_alive() and time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted"
-                " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            )
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, monkeypatch):
     # Growth and trend insights are per target; the check "already written for this history?"
@@ -205,7 +191,7 @@ def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, 
         # This task has checked for the history's insights and is about to insert them.
         if threading.current_thread() is threading.main_thread() and not thread.is_alive():
             thread.start()
-            _until_done_or_waiting_on_us(thread)  # the old code let the other task finish
+            until_done_or_waiting_on_us(thread)  # the old code let the other task finish
         return insert(objs, *args, **kwargs)
 
     monkeypatch.setattr(BusinessInsight.objects, "bulk_create", other_horizon_stores_meanwhile)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import numpy as np
 import pytest
-from django.db import connection, connections
+from django.db import connections
 from django.utils import timezone
 
 from optimization import selectors, services
@@ -24,6 +23,7 @@ from optimization.models import (
 from optimization.recording import PerformanceAggregator
 from telemetry import selectors as telemetry
 from telemetry.models import DemoIncident
+from tests.locking import until_done_or_waiting_on_us
 
 from .factories import grid, small_world, write
 
@@ -64,20 +64,6 @@ def test_flush_writes_minute_series_and_hourly_shapes_and_merges_a_second_proces
     assert loop_shape.repeats_sum == 60 and loop_shape.max_ms == 12.0
 
 
-def _until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
-    """Return once ``thread`` finished or blocks on a lock this connection holds."""
-    deadline = time.monotonic() + timeout
-    while thread.is_alive() and time.monotonic() < deadline:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted"
-                " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
-            )
-            if cursor.fetchone()[0]:
-                return
-        time.sleep(0.05)
-
-
 @pytest.mark.django_db(transaction=True)
 def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypatch):
     # Each flush read the minute's sample, added its share and wrote the sum back; two at
@@ -107,7 +93,7 @@ def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypat
         # This flush has read the minute's samples and is about to write the merged values.
         if threading.current_thread() is threading.main_thread() and not thread.is_alive():
             thread.start()
-            _until_done_or_waiting_on_us(thread)  # the old code let the other flush finish
+            until_done_or_waiting_on_us(thread)  # the old code let the other flush finish
         return write_samples(objs, *args, **kwargs)
 
     monkeypatch.setattr(Sample.objects, "bulk_create", other_process_flushes_meanwhile)

@@ -1,0 +1,27 @@
+"""Helpers for tests that race two database connections (PostgreSQL only)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from django.db import connection
+
+
+def until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
+    """Return once `thread` finished or blocks on a lock this connection holds.
+
+    A race test lets the other side run "now", in the middle of this side's transaction:
+    if the code under test takes the right lock, the other side waits for it, and a fixed
+    sleep would either slow every run or be too short on a busy machine.
+    """
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+            )
+            if cursor.fetchone()[0]:
+                return
+        time.sleep(0.05)
