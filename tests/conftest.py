@@ -62,7 +62,8 @@ def _isolated_cache(settings, tmp_path):
 
     On Redis, `cache.clear()` is a FLUSHDB, so under pytest-xdist each worker caches in a
     database of its own (as Sentry's test plugin does); with one shared database a worker
-    wiped another's throttle counters in the middle of a test.
+    wiped another's throttle counters in the middle of a test. The file cache of the
+    embedded default moves to the test's own directory for the same reason.
     """
     from django.core.cache import cache
 
@@ -71,6 +72,14 @@ def _isolated_cache(settings, tmp_path):
     if worker.startswith("gw") and default["BACKEND"].endswith("RedisCache"):
         location = _redis_database_of_this_worker(default["LOCATION"], worker)
         settings.CACHES = {**settings.CACHES, "default": {**default, "LOCATION": location}}
+    elif default["BACKEND"].endswith("FileBasedCache"):
+        # The embedded default's file cache lives under var/, shared by both xdist workers
+        # (and a running `make run`): one worker's config version and cached experiment
+        # specs were read by the other, whose database holds different experiments.
+        settings.CACHES = {
+            **settings.CACHES,
+            "default": {**default, "LOCATION": str(tmp_path / "cache")},
+        }
     cache.clear()
     yield
     cache.clear()

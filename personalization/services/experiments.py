@@ -19,7 +19,7 @@ from .config import config_invalidate
 
 # What defines an experiment's arms and who is in them: changing it after the start would
 # mix users assigned under different rules into one comparison.
-FROZEN_ONCE_STARTED = ("key", "variants", "coverage", "targeting", "primary_metric")
+FROZEN_ONCE_STARTED = ("key", "variants", "coverage", "targeting", "primary_metric", "starts_at")
 
 
 class ExperimentStateError(Exception):

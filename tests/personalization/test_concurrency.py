@@ -103,6 +103,7 @@ class TestExperimentEdits:
         url = reverse("admin:personalization_experiment_change", args=[exp.pk])
         page = admin_client.get(url).content
         assert b'name="variants"' not in page and b'name="coverage"' not in page
+        assert b'name="starts_at_0"' not in page  # the window results are counted over
         assert b'name="name"' in page
         other = '[{"name": "control", "weight": 0.9}, {"name": "treatment", "weight": 0.1}]'
         form = _experiment_form(exp, variants=other, coverage=0.2, name="renamed")
