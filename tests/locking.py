@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 
 
 def until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0) -> None:
@@ -25,3 +27,24 @@ def until_done_or_waiting_on_us(thread: threading.Thread, timeout: float = 60.0)
             if cursor.fetchone()[0]:
                 return
         time.sleep(0.05)
+
+
+class OtherConnection(threading.Thread):
+    """`work()` run on a database connection of its own: the other side of a race.
+
+    Its return value, or the exception it raised, is kept in `outcome`; the thread's
+    connection is closed when it ends, so the test database can be dropped.
+    """
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        super().__init__()
+        self.work = work
+        self.outcome: list[Any] = []
+
+    def run(self) -> None:
+        try:
+            self.outcome.append(self.work())
+        except BaseException as exc:
+            self.outcome.append(exc)
+        finally:
+            connections.close_all()

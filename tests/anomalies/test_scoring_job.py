@@ -24,7 +24,7 @@ from telemetry.bulk import insert_samples
 from telemetry.selectors import to_datetime
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
-from tests.locking import until_done_or_waiting_on_us
+from tests.locking import OtherConnection, until_done_or_waiting_on_us
 
 STEP = 300.0
 END = 1_795_000_200.0
@@ -340,20 +340,10 @@ def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, mo
     anomaly = Anomaly.objects.get(series=series, ended_at__isnull=True)
     insert_samples([series.pk] * 20, ts[680:], values[680:])
 
-    operator: list[BaseException | Anomaly] = []
-
-    def acknowledge() -> None:
-        try:
-            operator.append(
-                services.anomaly_acknowledge(anomaly_id=anomaly.pk, by="ops", note="on it")
-            )
-        except BaseException as exc:
-            operator.append(exc)
-        finally:
-            connections.close_all()
-
     silence = scoring.report_silence
-    thread = threading.Thread(target=acknowledge)
+    thread = OtherConnection(
+        lambda: services.anomaly_acknowledge(anomaly_id=anomaly.pk, by="ops", note="on it")
+    )
 
     def acknowledged_mid_run(*args, **kwargs):
         # The run has loaded and extended the anomaly but not written it yet.
@@ -364,7 +354,7 @@ def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, mo
     monkeypatch.setattr(scoring, "report_silence", acknowledged_mid_run)
     assert _run([series], ts[-1])["points"] == 20
     thread.join()
-    assert isinstance(operator[0], Anomaly), operator
+    assert isinstance(thread.outcome[0], Anomaly), thread.outcome
     anomaly.refresh_from_db()
     assert anomaly.status == Anomaly.Status.ACKNOWLEDGED
     assert (anomaly.acknowledged_by, anomaly.note) == ("ops", "on it")

@@ -8,7 +8,6 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from forecasting import selectors, services, tasks
@@ -31,7 +30,7 @@ from tests.forecasting.factories import (
     hourly_values,
     series_with_values,
 )
-from tests.locking import until_done_or_waiting_on_us
+from tests.locking import OtherConnection, until_done_or_waiting_on_us
 
 pytestmark = pytest.mark.django_db
 
@@ -174,17 +173,9 @@ def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, 
     # Growth and trend insights are per target; the check "already written for this history?"
     # and the insert of two horizons' tasks interleaved, and both inserted them.
     target = series_target()
-    other: list[BaseException | services.ForecastOutcome] = []
-
-    def other_horizon() -> None:
-        try:
-            other.append(services.forecast_compute(target_id=target.pk, horizon_days=30))
-        except BaseException as exc:
-            other.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_horizon)
+    thread = OtherConnection(
+        lambda: services.forecast_compute(target_id=target.pk, horizon_days=30)
+    )
     insert = BusinessInsight.objects.bulk_create
 
     def other_horizon_stores_meanwhile(objs, *args, **kwargs):
@@ -197,7 +188,7 @@ def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, 
     monkeypatch.setattr(BusinessInsight.objects, "bulk_create", other_horizon_stores_meanwhile)
     services.forecast_compute(target_id=target.pk, horizon_days=7)
     thread.join()
-    assert isinstance(other[0], services.ForecastOutcome), other
+    assert isinstance(thread.outcome[0], services.ForecastOutcome), thread.outcome
     growth = BusinessInsight.objects.filter(target=target, kind=BusinessInsight.Kind.GROWTH)
     assert growth.count() == 1 and growth.get().is_current
 

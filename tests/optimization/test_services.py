@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from django.db import connections
 from django.utils import timezone
 
 from optimization import selectors, services
@@ -23,7 +22,7 @@ from optimization.models import (
 from optimization.recording import PerformanceAggregator
 from telemetry import selectors as telemetry
 from telemetry.models import DemoIncident
-from tests.locking import until_done_or_waiting_on_us
+from tests.locking import OtherConnection, until_done_or_waiting_on_us
 
 from .factories import grid, small_world, write
 
@@ -76,17 +75,7 @@ def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypat
     first, second = PerformanceAggregator(), PerformanceAggregator()
     _requests(first, minute, 10, latency=100)
     _requests(second, minute, 30, latency=300, status=500)
-    other: list[BaseException | dict] = []
-
-    def other_process() -> None:
-        try:
-            other.append(services.performance_flush(buckets=second.drain()))
-        except BaseException as exc:
-            other.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_process)
+    thread = OtherConnection(lambda: services.performance_flush(buckets=second.drain()))
     write_samples = Sample.objects.bulk_create
 
     def other_process_flushes_meanwhile(objs, *args, **kwargs):
@@ -99,7 +88,7 @@ def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypat
     monkeypatch.setattr(Sample.objects, "bulk_create", other_process_flushes_meanwhile)
     services.performance_flush(buckets=first.drain())
     thread.join()
-    assert isinstance(other[0], dict), other
+    assert isinstance(thread.outcome[0], dict), thread.outcome
 
     def value(name):
         series = telemetry.series_get(name, {"endpoint": "/books"})

@@ -7,11 +7,9 @@ committing its own.
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,6 +18,7 @@ from personalization.admin import ExperimentAdmin, UserProfileAdmin
 from personalization.api import ExperimentSerializer
 from personalization.models import Experiment, ExperimentResult, PersonaChange
 from personalization.services import experiments as experiments_service
+from tests.locking import OtherConnection, until_done_or_waiting_on_us
 
 from .factories import ExperimentFactory, UserProfileFactory, add_events
 from .test_services import _experiment_with_data
@@ -176,30 +175,20 @@ def test_concurrent_result_recomputes_keep_every_sequential_look(postgres, monke
     exp, _ = _experiment_with_data(seed=7)
     services.experiment_results_recompute(experiment_id=exp.pk)  # look 1
 
-    operator: list[BaseException | dict] = []
-
-    def recompute_now() -> None:
-        try:
-            operator.append(services.experiment_results_recompute(experiment_id=exp.pk))
-        except BaseException as exc:
-            operator.append(exc)
-        finally:
-            connections.close_all()
-
     analyse = experiments_service.analyse_experiment
-    thread = threading.Thread(target=recompute_now)
+    thread = OtherConnection(lambda: services.experiment_results_recompute(experiment_id=exp.pk))
 
     def operator_recomputes_mid_run(*args, **kwargs):
         # The job has read its previous state but not written its result yet.
-        if not thread.is_alive() and not operator:
+        if not thread.is_alive() and not thread.outcome:
             thread.start()
-            thread.join(timeout=1.0)  # the old code let the operator finish here
+            until_done_or_waiting_on_us(thread)  # the old code let the operator finish here
         return analyse(*args, **kwargs)
 
     monkeypatch.setattr(experiments_service, "analyse_experiment", operator_recomputes_mid_run)
     services.experiment_results_recompute(experiment_id=exp.pk)
     thread.join()
-    assert isinstance(operator[0], dict), operator
+    assert isinstance(thread.outcome[0], dict), thread.outcome
     results = list(ExperimentResult.objects.filter(experiment=exp).order_by("-computed_at"))
     assert len(results) == 3
     states = [r.sequential_state["treatment"] for r in results]

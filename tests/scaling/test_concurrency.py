@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from django import forms
-from django.db import connections
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,6 +15,7 @@ from scaling import services
 from scaling.actuators import ActuationRequest, ActuationResult
 from scaling.api import ScalableResourceSerializer
 from scaling.models import ScalableResource, ScalingDecision
+from tests.locking import OtherConnection
 
 from .factories import cpu_rule, resource, samples
 
@@ -155,17 +155,7 @@ def test_overlapping_evaluations_scale_up_once(postgres, monkeypatch):
             return ActuationResult(request.desired_units, "recorded")
 
     monkeypatch.setattr(services, "actuator_for", lambda kind: SlowActuator())
-    errors: list[BaseException] = []
-
-    def scheduled_tick() -> None:
-        try:
-            services.decisions_evaluate(execute=True)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    tick = threading.Thread(target=scheduled_tick)
+    tick = OtherConnection(lambda: services.decisions_evaluate(execute=True))
     tick.start()
     try:
         assert acting.wait(10)
@@ -174,7 +164,7 @@ def test_overlapping_evaluations_scale_up_once(postgres, monkeypatch):
     finally:
         release.set()
         tick.join()
-    assert not errors, errors
+    assert not [e for e in tick.outcome if isinstance(e, BaseException)], tick.outcome
     assert [(c.current_units, c.desired_units) for c in calls] == [(4, 6)]
     assert second.row.status == ScalingDecision.Status.SKIPPED_COOLDOWN
     assert "still executing" in second.row.reasons[-1]
