@@ -90,6 +90,11 @@ class ForecastTargetAdmin(ChartAdminMixin, admin.ModelAdmin):
         n = _queue(queryset.filter(enabled=True))
         self.message_user(request, f"Queued {n} forecast tasks.", messages.SUCCESS)
 
+    def save_model(self, request, obj: ForecastTarget, form, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and services.CROSSING_INPUTS & set(form.changed_data):
+            services.crossing_insights_retire(target_id=obj.pk)
+
     def chart_page(self, request: HttpRequest, target: ForecastTarget) -> ChartPage:
         forecasts = selectors.forecast_queryset().filter(target=target, is_current=True)
         charts = [forecast_chart(f) for f in forecasts.order_by("horizon_days")]

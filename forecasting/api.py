@@ -285,3 +285,10 @@ class ForecastTargetViewSet(viewsets.ModelViewSet):
     queryset = ForecastTarget.objects.select_related("series").order_by("id")
     action_roles = {"create": "admin", "update": "admin", "partial_update": "admin",
                     "destroy": "admin"}  # fmt: skip
+
+    def perform_update(self, serializer) -> None:
+        before = {f: getattr(serializer.instance, f) for f in services.CROSSING_INPUTS}
+        with transaction.atomic():
+            target = serializer.save()
+            if any(getattr(target, f) != value for f, value in before.items()):
+                services.crossing_insights_retire(target_id=target.pk)

@@ -81,6 +81,23 @@ def targets_sync() -> dict:
     return {"created": created, "targets": ForecastTarget.objects.count()}
 
 
+# The fields of a target that a threshold-crossing insight answers.
+CROSSING_INPUTS = frozenset({"threshold", "threshold_direction", "enabled"})
+
+
+def crossing_insights_retire(*, target_id: int) -> int:
+    """Retire a target's current threshold-crossing insights (every horizon).
+
+    Called when an operator changes the limit, its direction or switches the target off:
+    the dates were computed for the old limit and would otherwise stand until the slowest
+    horizon's next recompute (a day for the long ones). The next forecast of each horizon
+    writes a crossing for the new limit, if there is one.
+    """
+    return BusinessInsight.objects.filter(
+        target_id=target_id, kind=BusinessInsight.Kind.THRESHOLD_CROSSING, is_current=True
+    ).update(is_current=False)
+
+
 def target_history(
     target: ForecastTarget, *, end: datetime | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -218,6 +235,14 @@ def _store(
         if np.isfinite(score.mase)
     )
     insights: list[BusinessInsight] = []
+    # The horizon's old crossing is retired even when the threshold has been cleared since:
+    # it answered a limit the operator no longer sets.
+    BusinessInsight.objects.filter(
+        target=target,
+        kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
+        horizon_days=horizon_days,
+        is_current=True,
+    ).update(is_current=False)
     if target.threshold is not None:
         crossing = threshold_crossing(
             result.timestamps,
@@ -227,12 +252,6 @@ def _store(
             target.threshold,
             target.threshold_direction,
         )
-        BusinessInsight.objects.filter(
-            target=target,
-            kind=BusinessInsight.Kind.THRESHOLD_CROSSING,
-            horizon_days=horizon_days,
-            is_current=True,
-        ).update(is_current=False)
         insights.append(crossing_insight_build(target, forecast, crossing))
     # growth and trend change depend on the history only: the first horizon computed on a
     # new history writes them, the other horizons of the same run find them current

@@ -166,3 +166,19 @@ def test_overview_includes_the_forecasting_section(client_with_role, forecasts):
     assert (
         body["forecasting"]["forecasts_current"] == Forecast.objects.filter(is_current=True).count()
     )
+
+
+def test_changing_a_targets_limit_retires_its_crossings_at_once(client_with_role, forecasts):
+    # The crossing dates answer the old limit; without this they stood until each horizon's
+    # next recompute, a day for the long ones.
+    admin = client_with_role("admin")
+    cpu = forecasts["cpu"]
+    crossings = BusinessInsight.objects.filter(target=cpu, kind="threshold_crossing")
+    assert crossings.filter(is_current=True).count() == 2  # one per horizon
+    renamed = admin.patch(API + f"forecasting/targets/{cpu.pk}", {"name": "cpu2"}, format="json")
+    assert renamed.status_code == 200 and crossings.filter(is_current=True).count() == 2
+    response = admin.patch(API + f"forecasting/targets/{cpu.pk}", {"threshold": 0.95},
+                           format="json")  # fmt: skip
+    assert response.status_code == 200 and not crossings.filter(is_current=True).exists()
+    other = BusinessInsight.objects.filter(target=forecasts["traffic"], is_current=True)
+    assert other.exists()  # another target's insights are untouched

@@ -159,3 +159,21 @@ def test_saving_an_insight_in_the_admin_keeps_what_the_job_wrote_meanwhile(compu
     admin.site._registry[BusinessInsight].save_model(None, page, None, change=True)
     insight.refresh_from_db()
     assert (insight.is_current, insight.summary) == (False, "retired")
+
+
+def test_clearing_a_threshold_in_the_admin_retires_the_crossing(admin_client, computed):
+    target = computed.target
+    crossing = BusinessInsight.objects.get(target=target, kind="threshold_crossing")
+    url = reverse("admin:forecasting_forecasttarget_change", args=[target.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form.initial.get(name) for name in form.fields}
+    data = {k: ("" if v is None else v) for k, v in data.items()}
+    data["enabled"] = "on"
+    same = admin_client.post(url, {**data, "_save": "Save"})
+    assert same.status_code == 302
+    crossing.refresh_from_db()
+    assert crossing.is_current  # a save that changes no limit keeps it
+    response = admin_client.post(url, {**data, "threshold": "", "_save": "Save"})
+    assert response.status_code == 302
+    crossing.refresh_from_db()
+    assert not crossing.is_current

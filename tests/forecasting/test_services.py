@@ -136,6 +136,18 @@ def test_threshold_crossing_date_follows_the_trend_and_the_limit():
     assert never.expected_at is None and never.threshold == 5.0
 
 
+def test_a_cleared_threshold_leaves_no_crossing_standing_after_the_next_forecast():
+    # The old crossing was retired only when a new one replaced it: with the threshold
+    # cleared, "to rise above 0.7 on ..." stayed current for ever.
+    values = hourly_values(30, level=0.5, slope_per_day=0.01, noise=0.005, amplitude=0.02)
+    target = series_target(values, threshold=0.7, prediction_type="resource_usage")
+    services.forecast_compute(target_id=target.pk, horizon_days=30)
+    ForecastTarget.objects.filter(pk=target.pk).update(threshold=None)
+    services.forecast_compute(target_id=target.pk, horizon_days=30)
+    crossings = BusinessInsight.objects.filter(target=target, kind="threshold_crossing")
+    assert crossings.count() == 1 and not crossings.filter(is_current=True).exists()
+
+
 def _operator_edits_during_the_fit(monkeypatch, target: ForecastTarget, **changes) -> None:
     """Make the operator's edit land while the model is being fitted (after the target load)."""
     fit = services.forecast_over
