@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-forecasting \
-        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-forecasting \
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-forecasting \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
@@ -63,6 +63,10 @@ eval-anomalies: $(VENV)/.runtime
 ## eval-anomalies-archetypes: held-out check on synthetic archetypes not in the NAB subset
 eval-anomalies-archetypes: $(VENV)/.runtime
 	$(PY) bench/anomaly_archetypes.py
+
+## eval-anomalies-lookahead: NAB scores with the file-wide range NAB gives ARTime (an estimate, not a mode)
+eval-anomalies-lookahead: $(VENV)/.runtime
+	$(PY) bench/anomaly_lookahead.py
 
 ## eval-forecasting: the forecasting engine vs seasonal naive on ../shared/data/nab (MASE, coverage)
 eval-forecasting: $(VENV)/.runtime
