@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
-from .engine import FAMILIES, STALLED
+from .engine import FAMILIES, RECURRENCE, STALLED
 from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
 from .validation import playbook_errors, rule_errors
 
@@ -55,6 +55,7 @@ class AnomalySerializer(serializers.ModelSerializer):
             "note",
             "acknowledged_by",
             "resolved_by",
+            "confirmed_at",
             "root_causes",
         ]
         read_only_fields = fields
@@ -111,7 +112,9 @@ class AnomalyDetectView(APIView):
                 until=params.get("until"),
             )[: params["limit"]]
         )
-        by_method = {f: sum(f in a.methods for a in anomalies) for f in (*FAMILIES, STALLED)}
+        by_method = {
+            f: sum(f in a.methods for a in anomalies) for f in (*FAMILIES, STALLED, RECURRENCE)
+        }
         by_severity = {s: sum(a.severity == s for a in anomalies) for s in Anomaly.Severity.values}
         return Response(
             {

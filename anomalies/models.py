@@ -84,6 +84,14 @@ class Anomaly(models.Model):
     note = models.TextField(blank=True)
     acknowledged_by = models.CharField(max_length=150, blank=True)
     resolved_by = models.CharField(max_length=150, blank=True)
+    confirmed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "When an operator acknowledged or resolved it (the job's own recovery does not "
+            "count): a confirmed incident that recurs alerts again."
+        ),
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -1,4 +1,8 @@
-"""Operator actions on an anomaly: acknowledge, resolve, mark as a false positive."""
+"""Operator actions on an anomaly: acknowledge, resolve, mark as a false positive.
+
+Acknowledging or resolving confirms the anomaly as an incident (`confirmed_at`), so that
+its recurrence alerts (`engine.feedback.is_recurrence`); a false positive takes that back.
+"""
 
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ def anomaly_acknowledge(*, anomaly_id: int, by: str = "", note: str = "") -> Ano
         if a.status == Anomaly.Status.OPEN:
             a.status = Anomaly.Status.ACKNOWLEDGED
             a.acknowledged_by = by
+        a.confirmed_at = a.confirmed_at or timezone.now()
         if note:
             a.note = note
-        a.save(update_fields=["status", "acknowledged_by", "note", "updated_at"])
+        a.save(update_fields=["status", "acknowledged_by", "confirmed_at", "note", "updated_at"])
         return a
 
 
@@ -47,9 +52,19 @@ def anomaly_resolve(*, anomaly_id: int, by: str = "", note: str = "") -> Anomaly
             a.status = Anomaly.Status.RESOLVED
             a.resolved_by = by
         a.ended_at = a.ended_at or timezone.now()
+        a.confirmed_at = a.confirmed_at or timezone.now()
         if note:
             a.note = note
-        a.save(update_fields=["status", "resolved_by", "ended_at", "note", "updated_at"])
+        a.save(
+            update_fields=[
+                "status",
+                "resolved_by",
+                "ended_at",
+                "confirmed_at",
+                "note",
+                "updated_at",
+            ]
+        )
         queue_resolved_notices({a.pk})
         return a
 
@@ -60,9 +75,10 @@ def anomaly_mark_false_positive(*, anomaly_id: int, by: str = "", note: str = ""
         a = Anomaly.objects.select_for_update().get(pk=anomaly_id)
         a.status = Anomaly.Status.FALSE_POSITIVE
         a.ended_at = a.ended_at or a.last_seen_at
+        a.confirmed_at = None  # an acknowledgement taken back: it must not recur as an incident
         if note:
             a.note = note
-        a.save(update_fields=["status", "ended_at", "note", "updated_at"])
+        a.save(update_fields=["status", "ended_at", "confirmed_at", "note", "updated_at"])
         queue_resolved_notices({a.pk})
         DismissedPattern.objects.update_or_create(
             anomaly=a,

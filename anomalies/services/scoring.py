@@ -25,16 +25,27 @@ from telemetry.selectors import series_values, series_values_since, to_datetime
 
 from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
 from ..engine.feedback import Fingerprint
-from ..models import DetectionRule, DetectorState, DismissedPattern, LearnedModel
+from ..models import Anomaly, DetectionRule, DetectorState, DismissedPattern, LearnedModel
 from ..validation import rule_errors
 from .causes import causes_rank_around
-from .episodes import ScoreRun, open_anomalies, report_silence, save_anomalies, track_episodes
+from .episodes import (
+    Feedback,
+    ScoreRun,
+    open_anomalies,
+    report_silence,
+    save_anomalies,
+    track_episodes,
+)
 from .playbooks import queue_resolved_notices, queue_responses
 
 logger = logging.getLogger(__name__)
 
 # A new series is first scored over this much history.
 BACKFILL = timedelta(days=7)
+# How long an incident an operator confirmed makes its recurrence alert (episodes.py): the
+# evidence ranking forgets over about four weeks of five-minute points, after which a
+# recurrence alerts on its own.
+CONFIRMED_MEMORY = timedelta(days=28)
 # Runs hold this PostgreSQL advisory lock for their transaction, so the beat job and
 # `manage.py score_anomalies` never score the same new points twice.
 _RUN_LOCK = int.from_bytes(hashlib.sha1(b"anomalies.score_recent").digest()[:8], "big", signed=True)
@@ -100,12 +111,12 @@ def anomalies_score_recent(
         }
         points = series_values_since(starts, end=now + timedelta(microseconds=1))
         active = [s for s in series if points[s.pk][0].size]
-        dismissed = _dismissed_by_series([s.pk for s in series])
+        feedback = _feedback_for([s.pk for s in series], now)
         if active:
-            _score_active(active, points, states, fleet, rules, cfg, dismissed, run)
+            _score_active(active, points, states, fleet, rules, cfg, feedback, run)
         sent = {s.pk for s in active}
         silent = [(s, states[s.pk]) for s in series if s.pk in states and s.pk not in sent]
-        report_silence(silent, now, cfg, dismissed, run)
+        report_silence(silent, now, cfg, feedback, run)
         save_anomalies(run)
         run.series = len(active)
         if run.opened_ids:
@@ -116,7 +127,7 @@ def anomalies_score_recent(
     return run.counts()
 
 
-def _score_active(active, points, states, fleet, rules, cfg, dismissed, run: ScoreRun) -> None:
+def _score_active(active, points, states, fleet, rules, cfg, feedback, run: ScoreRun) -> None:
     """Score the series that sent points, track their anomalies, store states and fleet."""
     open_now = {a.series_id: a for a in open_anomalies(active)}
     fleet_blob = bytes(fleet.blob) if fleet else None
@@ -142,7 +153,7 @@ def _score_active(active, points, states, fleet, rules, cfg, dismissed, run: Sco
                 ts_block,
                 value_block,
                 cfg,
-                dismissed,
+                feedback,
                 open_now.get(s.pk),
                 state.episode,
                 run,
@@ -233,12 +244,26 @@ def _save_fleet(detector: StreamingDetector, fleet: LearnedModel | None) -> None
         fleet.save(update_fields=["blob", "windows", "updated_at"])
 
 
-def _dismissed_by_series(series_ids: list[int]) -> dict[int, list[tuple[int, Fingerprint]]]:
-    out: dict[int, list[tuple[int, Fingerprint]]] = {}
+def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
+    """The run's dismissed patterns, and its incidents confirmed within `CONFIRMED_MEMORY`."""
+    dismissed: dict[int, list[tuple[int, Fingerprint]]] = {}
     for d in DismissedPattern.objects.filter(series_id__in=series_ids):
         fp = Fingerprint(direction=d.direction, peak_z=d.peak_z, methods=frozenset(d.methods))
-        out.setdefault(d.series_id, []).append((d.pk, fp))
-    return out
+        dismissed.setdefault(d.series_id, []).append((d.pk, fp))
+    confirmed: dict[int, list[Fingerprint]] = {}
+    incidents = (
+        Anomaly.objects.filter(
+            series_id__in=series_ids,
+            confirmed_at__isnull=False,
+            started_at__gte=now - CONFIRMED_MEMORY,
+        )
+        .exclude(status=Anomaly.Status.FALSE_POSITIVE)
+        .values_list("series_id", "direction", "peak_z", "methods")
+    )
+    for series_id, direction, peak_z, methods in incidents:
+        fp = Fingerprint(direction=direction, peak_z=peak_z, methods=frozenset(methods))
+        confirmed.setdefault(series_id, []).append(fp)
+    return Feedback(dismissed=dismissed, confirmed=confirmed)
 
 
 def learned_model_retrain() -> dict:

@@ -406,6 +406,24 @@ def test_severity_needs_both_improbability_and_size():
     assert classify_severity(15.0, 0.3, 3 * 3600.0, 1.0, improbability_only=True) == "critical"
 
 
+def test_a_recurrence_goes_the_confirmed_way_and_is_nearly_as_large():
+    from anomalies.engine.feedback import Fingerprint, is_recurrence
+
+    confirmed = [Fingerprint(direction=1, peak_z=50.0, methods=frozenset({"statistical"}))]
+
+    def candidate(direction: int, z: float) -> Fingerprint:
+        return Fingerprint(direction=direction, peak_z=z, methods=frozenset({"pattern"}))
+
+    assert is_recurrence(candidate(1, 40.0), confirmed)  # 0.8 of it: the same incident
+    assert is_recurrence(candidate(1, 120.0), confirmed)  # a larger one too
+    assert not is_recurrence(candidate(1, 39.0), confirmed)  # a smaller excursion
+    assert not is_recurrence(candidate(-1, 60.0), confirmed)  # the other way
+    assert not is_recurrence(candidate(1, 60.0), [])
+    # A confirmed stall has no size: it makes no point "as large as" it.
+    stall = [Fingerprint(direction=-1, peak_z=0.0, methods=frozenset({"stalled"}))]
+    assert not is_recurrence(candidate(-1, 0.5), stall)
+
+
 def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():
     from anomalies.engine.feedback import Fingerprint, is_dismissed
 

@@ -150,6 +150,42 @@ def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
     assert after(series, 1690).exists()
 
 
+def test_a_confirmed_incident_that_recurs_alerts_again(db):
+    # The same three-hour outage, 80 standard deviations high, three days apart. The
+    # evidence ranking holds the first outage, so on its own the repeat ranks under the
+    # alert level (the control series, same values, nobody acknowledged its first outage).
+    # Acknowledging the first says it was an incident: the repeat opens an anomaly.
+    series, ts, values = _synthetic("svc.latency.recur", n=1728, end=1_795_000_200.0)
+    control = series_ensure(name="svc.latency.recur-control", unit="ms")
+    first, second = 576, 1440
+    values[first : first + 36] += 80.0
+    values[second : second + 36] += 80.0
+
+    def feed(a: int, b: int) -> None:
+        for s in (series, control):
+            insert_samples([s.pk] * (b - a), ts[a:b], values[a:b])
+        services.anomalies_score_recent(
+            now=to_datetime(ts[b - 1]), series_ids=[series.pk, control.pk]
+        )
+
+    def around(s, i: int):
+        window = (to_datetime(ts[i - 6]), to_datetime(ts[i + 36]))
+        return Anomaly.objects.filter(series=s, detected_at__range=window)
+
+    feed(0, first + 12)  # an hour into the first outage, the operator acknowledges it
+    services.anomaly_acknowledge(anomaly_id=around(series, first).get().pk, by="ops")
+    feed(first + 12, 1728)
+    for s in (series, control):
+        assert around(s, first).count() == 1 and around(s, first).get().ended_at is not None
+    assert not around(control, second).exists()
+    repeat = around(series, second).get()
+    assert "recurrence" in repeat.methods and repeat.detected_at == to_datetime(ts[second])
+    assert repeat.ended_at is not None and repeat.severity == "critical"
+    # ...and the confirmation made nothing else alert: the repeat is the only difference.
+    extra = Anomaly.objects.filter(series=series).count()
+    assert extra == Anomaly.objects.filter(series=control).count() + 1
+
+
 def test_a_state_from_an_older_detector_layout_is_rebuilt_without_reopening_history(db):
     import json
 
@@ -407,10 +443,14 @@ def test_failed_resolved_notice_is_kept_and_retried(db, monkeypatch):
 def test_operator_actions_follow_the_anomaly_status(db):
     series = series_ensure(name="svc.status")
     a = _anomaly(series)
+    assert a.confirmed_at is None
     services.anomaly_acknowledge(anomaly_id=a.pk, by="ann", note="looking")
     a.refresh_from_db()
     assert (a.status, a.acknowledged_by, a.note) == ("acknowledged", "ann", "looking")
+    assert a.confirmed_at is not None  # an incident: its recurrence alerts
     services.anomaly_mark_false_positive(anomaly_id=a.pk, by="ann")
+    a.refresh_from_db()
+    assert a.confirmed_at is None  # taken back
     with pytest.raises(services.AnomalyStateError, match="false positive"):
         services.anomaly_acknowledge(anomaly_id=a.pk, by="bob")
     # Resolving a false positive takes the dismissal back: the pattern alerts again.
@@ -418,6 +458,7 @@ def test_operator_actions_follow_the_anomaly_status(db):
     services.anomaly_resolve(anomaly_id=a.pk, by="bob")
     a.refresh_from_db()
     assert (a.status, a.resolved_by) == ("resolved", "bob")
+    assert a.confirmed_at is not None  # real after all
     assert not DismissedPattern.objects.filter(anomaly=a).exists()
     with pytest.raises(services.AnomalyStateError, match="resolved"):
         services.anomaly_acknowledge(anomaly_id=a.pk, by="bob")
