@@ -16,7 +16,7 @@ from celery import Task, current_app
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 
-from telemetry.validation import label_problem
+from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
 
 # The task retries a failed action until the playbook's `max_attempts`; with backoff
 # capped at 10 minutes, 10 attempts span about 40 minutes.
@@ -113,6 +113,8 @@ def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) ->
     _labels(errors, labels)
     if not isinstance(arguments, dict):
         _add(errors, "arguments", "must be an object")
+    elif has_nul(arguments):  # stored as jsonb, which holds no NUL (a 500 on PostgreSQL)
+        _add(errors, "arguments", NUL_PROBLEM)
     target = target if isinstance(target, str) else ""
     if action not in _ACTIONS:
         _add(errors, "action", f"must be one of {', '.join(_ACTIONS)}")

@@ -25,6 +25,8 @@ from forecasting.models import (
 )
 
 HORIZON_CHOICES = sorted(HORIZONS)
+# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
+MAX_ID = 2**63 - 1
 
 
 @extend_schema_field({"type": "string", "enum": list(PredictionType.values)})
@@ -129,12 +131,12 @@ class PredictionQuerySerializer(serializers.Serializer):
 class ForecastFilterSerializer(serializers.Serializer):
     type = PredictionTypeField(required=False)
     horizon = serializers.ChoiceField(choices=HORIZON_CHOICES, required=False)
-    target = serializers.IntegerField(required=False, min_value=1)
+    target = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     current = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
 class BacktestFilterSerializer(serializers.Serializer):
-    forecast = serializers.IntegerField(required=False, min_value=1)
+    forecast = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     chosen = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 

@@ -7,11 +7,14 @@ starting, stopping and recomputing needs ``operator``.
 from __future__ import annotations
 
 from django.db import transaction
+from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from telemetry.validation import NUL
 
 from . import selectors, services, validation
 from .models import Experiment, ExperimentResult, PersonaChange, PersonalizationRule, UserProfile
@@ -141,6 +144,13 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "user_id"
     lookup_value_regex = "[^/]+"
     action_roles = {"recompute": "operator"}
+
+    def get_object(self) -> UserProfile:
+        # No profile's user id holds a NUL (ingestion refuses them), and PostgreSQL cannot
+        # even compare one: a lookup with it was a 500 there.
+        if NUL in self.kwargs[self.lookup_field]:
+            raise Http404
+        return super().get_object()
 
     def get_queryset(self):
         queryset = UserProfile.objects.all()

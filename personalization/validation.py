@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from telemetry.validation import NUL_PROBLEM, has_nul
+
 from .engine.personas import PERSONAS
 from .engine.rules import validate_conditions
 
@@ -15,6 +17,9 @@ METRIC_KINDS = ("conversion", "mean")
 
 
 def conditions_errors(value: Any) -> list[str]:
+    # Every document here is stored as jsonb, which holds no NUL (a 500 on PostgreSQL).
+    if has_nul(value):
+        return [NUL_PROBLEM]
     return validate_conditions(value, personas=PERSONAS)
 
 
@@ -23,12 +28,16 @@ def action_errors(value: Any) -> list[str]:
         return ["must be a JSON object (a UI configuration fragment)"]
     if not value:
         return ["must set at least one key"]
+    if has_nul(value):
+        return [NUL_PROBLEM]
     return []
 
 
 def variants_errors(value: Any) -> list[str]:
     if not isinstance(value, list) or len(value) < 2:
         return ["need a list of at least two variants; the first is the control"]
+    if has_nul(value):
+        return [NUL_PROBLEM]
     errors = []
     names = []
     for i, variant in enumerate(value):
@@ -47,6 +56,8 @@ def variants_errors(value: Any) -> list[str]:
 def metric_errors(value: Any) -> list[str]:
     if not isinstance(value, dict):
         return ['must be an object like {"kind": "conversion", "event": "purchase"}']
+    if has_nul(value):
+        return [NUL_PROBLEM]
     errors = []
     if value.get("kind") not in METRIC_KINDS:
         errors.append(f"kind must be one of {list(METRIC_KINDS)}")

@@ -87,16 +87,24 @@ class RunNowSerializer(serializers.Serializer):
         return task
 
 
+class JobRunFilterSerializer(serializers.Serializer):
+    task_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    status = serializers.ChoiceField(
+        choices=JobRun.Status.choices, required=False, allow_blank=True
+    )
+
+
 class JobRunViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = JobRun.objects.all()
     serializer_class = JobRunSerializer
 
     def get_queryset(self):
-        qs = super().get_queryset()
-        for field in ("task_name", "status"):
-            if value := self.request.query_params.get(field):
-                qs = qs.filter(**{field: value})
-        return qs
+        # Through a serializer: the raw values went to the database, where one holding a NUL
+        # was a 500 on PostgreSQL. An empty value still means no filter.
+        params = JobRunFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        filters = {field: value for field, value in params.validated_data.items() if value}
+        return super().get_queryset().filter(**filters)
 
     @extend_schema(request=RunNowSerializer, responses={202: dict})
     @action(detail=False, methods=["post"])

@@ -196,8 +196,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["phase3.permissions.HasRole"],
+    # orjson for every JSON body: DRF's own parser turns deep nesting and 1e309 into 500s.
+    "DEFAULT_PARSER_CLASSES": [
+        "telemetry.parsers.OrjsonParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "phase3.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_THROTTLE_RATES": {
         "failed_auth": os.environ.get("PHASE3_FAILED_AUTH_RATE", "20/min"),

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
+
 from . import selectors, services
 from .models import ScalableResource, ScalingDecision, ScalingRule
+
+# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
+MAX_ID = 2**63 - 1
+
+
+def _series_labels(value: Any) -> dict:
+    """Labels the job finds a telemetry series by: a series' own rules (no NUL for jsonb)."""
+    if (problem := label_problem(value)) is not None:
+        raise serializers.ValidationError(problem)
+    return value
 
 
 class ScalableResourceSerializer(serializers.ModelSerializer):
@@ -28,6 +42,14 @@ class ScalableResourceSerializer(serializers.ModelSerializer):
         if self.instance is not None:
             fields["current_units"].read_only = True
         return fields
+
+    def validate_load_series_labels(self, value: Any) -> dict:
+        return _series_labels(value)
+
+    def validate_actuator_config(self, value: Any) -> Any:
+        if has_nul(value):  # stored as jsonb, which holds no NUL (a 500 on PostgreSQL)
+            raise serializers.ValidationError(NUL_PROBLEM)
+        return value
 
     def validate(self, attrs):
         merged = {f: getattr(self.instance, f) for f in ("min_units", "max_units", "current_units")
@@ -49,6 +71,15 @@ class StepSerializer(serializers.Serializer):
     upper = serializers.FloatField(allow_null=True, required=False, default=None)
     change = serializers.IntegerField()
 
+    def validate(self, attrs: dict) -> dict:
+        # A PATCH is partial for the rule, and DRF carries that into nested serializers
+        # (required fields and defaults skipped); but `steps` replaces the whole list, so
+        # each step must still be complete: a step without `lower` broke the evaluation.
+        missing = [f for f in ("lower", "change") if f not in attrs]
+        if missing:
+            raise serializers.ValidationError({f: ["This field is required."] for f in missing})
+        return {"upper": None, **attrs}
+
 
 class ScalingRuleSerializer(serializers.ModelSerializer):
     steps = StepSerializer(many=True, required=False)
@@ -57,6 +88,9 @@ class ScalingRuleSerializer(serializers.ModelSerializer):
         model = ScalingRule
         fields = "__all__"
         read_only_fields = ["updated_at"]
+
+    def validate_metric_labels(self, value: Any) -> dict:
+        return _series_labels(value)
 
     def validate(self, attrs):
         kind = attrs.get("kind", getattr(self.instance, "kind", None))
@@ -106,7 +140,7 @@ class RuleViewSet(viewsets.ModelViewSet):
 
 
 class DecisionFilterSerializer(serializers.Serializer):
-    resource = serializers.IntegerField(required=False, min_value=1)
+    resource = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     status = serializers.ChoiceField(choices=ScalingDecision.Status.choices, required=False)
     action = serializers.ChoiceField(choices=ScalingDecision.Action.choices, required=False)
     outcome = serializers.ChoiceField(choices=ScalingDecision.Outcome.choices, required=False)

@@ -12,55 +12,34 @@ import math
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import serializers, status, viewsets
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import APIException, ParseError, ValidationError
-from rest_framework.parsers import BaseParser
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import conf
 from .downsample import AGGREGATIONS, parse_step
 from .models import Series
+from .parsers import IngestParser
 from .routers import OptionalSlashRouter
 from .selectors import series_list_with_latest, series_points
 from .services import event_bounds, events_write_batch, ingest_bounds, samples_write_batch
-from .validation import MAX_ROWS, BatchInvalid, gc_paused, validate_events, validate_samples
+from .validation import (
+    MAX_ROWS,
+    NUL,
+    NUL_PROBLEM,
+    BatchInvalid,
+    gc_paused,
+    validate_events,
+    validate_samples,
+)
 
 MAX_POINTS = 100_000
-
-
-class RequestTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "Request body too large."
-    default_code = "request_too_large"
-
-
-class OrjsonParser(BaseParser):
-    """JSON bodies parsed by orjson (several times faster than ``json`` on big batches).
-
-    The body is read with a size cap (``PHASE3_INGEST_MAX_BODY_BYTES``) so an oversized
-    upload is refused with a 413 before it is parsed.
-    """
-
-    media_type = "application/json"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        if stream is None:
-            raise ParseError("Request body is empty.")
-        limit = conf.max_body_bytes()
-        body = stream.read(limit + 1)
-        if len(body) > limit:
-            raise RequestTooLarge(f"Request body is larger than {limit} bytes.")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"JSON parse error - {exc}") from exc
 
 
 # --- Ingestion ---------------------------------------------------------------------------
@@ -104,7 +83,7 @@ class IngestResultSerializer(serializers.Serializer):
 class SampleIngestView(APIView):
     """Write a batch of samples, all or nothing; re-sending a batch changes nothing."""
 
-    parser_classes = [OrjsonParser]
+    parser_classes = [IngestParser]
     serializer_class = SampleBatchSerializer
     write_role = "operator"
 
@@ -121,7 +100,7 @@ class SampleIngestView(APIView):
 class EventIngestView(APIView):
     """Write a batch of end-user events, all or nothing; re-sending a batch changes nothing."""
 
-    parser_classes = [OrjsonParser]
+    parser_classes = [IngestParser]
     serializer_class = EventBatchSerializer
     write_role = "operator"
 
@@ -246,6 +225,10 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
         }
         if "" in labels:
             raise ValidationError({LABEL_PARAM: ["give the label key: label.<key>=<value>"]})
+        # No label holds a NUL (ingestion refuses them) and PostgreSQL cannot compare one.
+        for key, value in labels.items():
+            if NUL in key or NUL in value:
+                raise ValidationError({LABEL_PARAM + key: [NUL_PROBLEM]})
         return series_list_with_latest(
             name=params.validated_data.get("name"),
             name_prefix=params.validated_data.get("name_prefix"),

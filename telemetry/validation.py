@@ -41,6 +41,10 @@ EVENT_TEXT_MAX = 100
 # that separate pairs in Series.labels_key, so two label sets never share one key.
 LABEL_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 US = 1_000_000
+# PostgreSQL stores no NUL character, in text or in jsonb ("\u0000 cannot be converted to
+# text"): one in a batch or a configured document was a 500 there (and stored on SQLite).
+NUL = "\x00"
+NUL_PROBLEM = "may not contain NUL characters"
 
 
 @contextmanager
@@ -208,6 +212,22 @@ def _float_or_inf(value: float) -> float:
         return math.inf
 
 
+def has_nul(document: Any) -> bool:
+    """Whether a NUL character hides in a JSON document, keys included (walked without recursion)."""
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            if NUL in node:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def label_problem(labels: Any) -> str | None:
     """Why `labels` cannot name a series (None if they can); other apps match on them too."""
     if not isinstance(labels, dict):
@@ -219,6 +239,8 @@ def label_problem(labels: Any) -> str | None:
             return f"value of {key!r} must be a string"
         if "," in value or "=" in value:
             return f"value of {key!r} may not contain ',' or '='"
+        if NUL in value:
+            return f"value of {key!r} {NUL_PROBLEM}"
     if sum(len(k) + len(v) + 2 for k, v in labels.items()) > LABELS_KEY_MAX:
         return f"labels are longer than {LABELS_KEY_MAX} characters in total"
     return None
@@ -313,10 +335,14 @@ def _series_problem(name: Any, labels: Any, unit: Any) -> tuple[str, str] | None
         return ("series", "must be a non-empty string")
     if len(name) > SERIES_NAME_MAX:
         return ("series", f"at most {SERIES_NAME_MAX} characters")
+    if NUL in name:
+        return ("series", NUL_PROBLEM)
     if (problem := label_problem(labels)) is not None:
         return ("labels", problem)
     if not isinstance(unit, str) or len(unit) > UNIT_MAX:
         return ("unit", f"must be a string of at most {UNIT_MAX} characters")
+    if NUL in unit:
+        return ("unit", NUL_PROBLEM)
     return None
 
 
@@ -346,6 +372,8 @@ def _text(row: dict, field: str, i: int, errors: _Errors, *, required: bool) -> 
         return ""
     if len(value) > EVENT_TEXT_MAX:
         errors.add(i, field, f"at most {EVENT_TEXT_MAX} characters")
+    if NUL in value:
+        errors.add(i, field, NUL_PROBLEM)
     return value
 
 
@@ -392,6 +420,10 @@ def validate_events(
             props[i] = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode()
         except (TypeError, orjson.JSONEncodeError):
             errors.add(i, "properties", "must be JSON-serializable")
+            continue
+        # orjson writes a NUL as "\u0000": only then is the document walked for a real one.
+        if "\\u0000" in props[i] and has_nul(properties):
+            errors.add(i, "properties", NUL_PROBLEM)
     ts_us = parse_timestamps(raw_ts, errors, bounds)
     if not errors:
         _flag_duplicate_client_ids(clients, errors)
