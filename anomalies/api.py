@@ -150,6 +150,10 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
             series_id=p.get("series"), severity=p.get("severity"), status=p.get("status")
         )
 
+    @extend_schema(parameters=[AnomalyFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
     def _operator(self) -> str:
         user = self.request.user
         return getattr(user, "username", "") or str(getattr(self.request, "auth", "") or "")

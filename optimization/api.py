@@ -87,6 +87,10 @@ class RecommendationViewSet(
         params.is_valid(raise_exception=True)
         return queryset.filter(**params.validated_data)
 
+    @extend_schema(parameters=[RecommendationFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
     def _act(self, fn, **kwargs) -> Response:
         try:
             rec = fn(recommendation_id=self.get_object().pk, actor=_actor(self.request), **kwargs)
@@ -137,6 +141,10 @@ class BaselineViewSet(viewsets.ReadOnlyModelViewSet):
         params.is_valid(raise_exception=True)
         return queryset.filter(**params.validated_data)
 
+    @extend_schema(parameters=[BaselineFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
 
 class HealthFilterSerializer(serializers.Serializer):
     days = serializers.IntegerField(required=False, min_value=1, max_value=365, default=30)
@@ -151,6 +159,10 @@ class HealthSnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         params = HealthFilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         return selectors.health_history(days=params.validated_data["days"])
+
+    @extend_schema(parameters=[HealthFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
 
 class AnalyzeQuerySerializer(serializers.Serializer):

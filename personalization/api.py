@@ -161,6 +161,10 @@ class ProfileViewSet(viewsets.ReadOnlyModelViewSet):
                 queryset = queryset.filter(persona=params.validated_data["persona"])
         return queryset
 
+    @extend_schema(parameters=[ProfileFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
     @extend_schema(responses=PersonaChangeSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)
     def history(self, request, user_id=None):

@@ -99,12 +99,19 @@ class JobRunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = JobRunSerializer
 
     def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            return queryset
         # Through a serializer: the raw values went to the database, where one holding a NUL
         # was a 500 on PostgreSQL. An empty value still means no filter.
         params = JobRunFilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         filters = {field: value for field, value in params.validated_data.items() if value}
-        return super().get_queryset().filter(**filters)
+        return queryset.filter(**filters)
+
+    @extend_schema(parameters=[JobRunFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(request=RunNowSerializer, responses={202: dict})
     @action(detail=False, methods=["post"])

@@ -160,6 +160,10 @@ class DecisionViewSet(viewsets.ReadOnlyModelViewSet):
             filters["resource_id"] = filters.pop("resource")
         return queryset.filter(**filters)
 
+    @extend_schema(parameters=[DecisionFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
 
 class StatusQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=200, default=20)

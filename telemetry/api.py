@@ -216,6 +216,8 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if self.action == "samples":  # one series by id: no list filters, no last value
             return Series.objects.all()
+        if self.action != "list":  # one series by id: the list's filters made ?name= a 404
+            return series_list_with_latest()
         params = SeriesFilterSerializer(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         labels = {

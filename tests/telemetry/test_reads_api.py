@@ -50,6 +50,14 @@ def test_series_list_filters_and_shows_last_value(viewer, latency):
     assert empty["last_value"] is None
 
 
+def test_series_detail_shows_its_last_value_whatever_the_list_filters_say(viewer, latency):
+    # The detail ran the list's filters: /series/<id>/?name=other was a 404.
+    series, _, values = latency
+    response = viewer.get(f"{SERIES}/{series.pk}/", {"name": "other", "label.env": "x"})
+    assert response.status_code == 200
+    assert response.json()["last_value"] == pytest.approx(values[-1])
+
+
 def test_series_list_query_count_does_not_grow_with_series(viewer, django_assert_max_num_queries):
     for i in range(30):
         series_ensure(name="test.many", labels={"i": str(i)})
