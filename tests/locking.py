@@ -48,3 +48,20 @@ class OtherConnection(threading.Thread):
             self.outcome.append(exc)
         finally:
             connections.close_all()
+
+    def start_at(self, monkeypatch, owner: Any, name: str) -> None:
+        """Start this side at the test's first call of `owner.name`, before the call runs.
+
+        That call is the moment of the race (the test's side has read and not yet
+        written): this side runs until it finishes, which the old code allowed, or waits
+        on a lock the test's side holds. Its own calls of `owner.name` pass straight on.
+        """
+        original = getattr(owner, name)
+
+        def racing(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not self and self.ident is None:
+                self.start()
+                until_done_or_waiting_on_us(self)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, racing)

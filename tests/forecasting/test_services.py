@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from unittest import mock
 
@@ -30,7 +29,7 @@ from tests.forecasting.factories import (
     hourly_values,
     series_with_values,
 )
-from tests.locking import OtherConnection, until_done_or_waiting_on_us
+from tests.locking import OtherConnection
 
 pytestmark = pytest.mark.django_db
 
@@ -188,16 +187,8 @@ def test_horizons_stored_at_once_write_one_growth_insight_per_history(postgres, 
     thread = OtherConnection(
         lambda: services.forecast_compute(target_id=target.pk, horizon_days=30)
     )
-    insert = BusinessInsight.objects.bulk_create
-
-    def other_horizon_stores_meanwhile(objs, *args, **kwargs):
-        # This task has checked for the history's insights and is about to insert them.
-        if threading.current_thread() is threading.main_thread() and not thread.is_alive():
-            thread.start()
-            until_done_or_waiting_on_us(thread)  # the old code let the other task finish
-        return insert(objs, *args, **kwargs)
-
-    monkeypatch.setattr(BusinessInsight.objects, "bulk_create", other_horizon_stores_meanwhile)
+    # This task has checked for the history's insights and is about to insert them.
+    thread.start_at(monkeypatch, BusinessInsight.objects, "bulk_create")
     services.forecast_compute(target_id=target.pk, horizon_days=7)
     thread.join()
     assert isinstance(thread.outcome[0], services.ForecastOutcome), thread.outcome

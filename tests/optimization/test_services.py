@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import numpy as np
@@ -22,7 +21,7 @@ from optimization.models import (
 from optimization.recording import PerformanceAggregator
 from telemetry import selectors as telemetry
 from telemetry.models import DemoIncident
-from tests.locking import OtherConnection, until_done_or_waiting_on_us
+from tests.locking import OtherConnection
 
 from .factories import grid, small_world, write
 
@@ -76,16 +75,8 @@ def test_flushes_of_two_processes_at_once_lose_neither_share(postgres, monkeypat
     _requests(first, minute, 10, latency=100)
     _requests(second, minute, 30, latency=300, status=500)
     thread = OtherConnection(lambda: services.performance_flush(buckets=second.drain()))
-    write_samples = Sample.objects.bulk_create
-
-    def other_process_flushes_meanwhile(objs, *args, **kwargs):
-        # This flush has read the minute's samples and is about to write the merged values.
-        if threading.current_thread() is threading.main_thread() and not thread.is_alive():
-            thread.start()
-            until_done_or_waiting_on_us(thread)  # the old code let the other flush finish
-        return write_samples(objs, *args, **kwargs)
-
-    monkeypatch.setattr(Sample.objects, "bulk_create", other_process_flushes_meanwhile)
+    # This flush has read the minute's samples and is about to write the merged values.
+    thread.start_at(monkeypatch, Sample.objects, "bulk_create")
     services.performance_flush(buckets=first.drain())
     thread.join()
     assert isinstance(thread.outcome[0], dict), thread.outcome

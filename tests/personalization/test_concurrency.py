@@ -18,7 +18,7 @@ from personalization.admin import ExperimentAdmin, UserProfileAdmin
 from personalization.api import ExperimentSerializer
 from personalization.models import Experiment, ExperimentResult, PersonaChange
 from personalization.services import experiments as experiments_service
-from tests.locking import OtherConnection, until_done_or_waiting_on_us
+from tests.locking import OtherConnection
 
 from .factories import ExperimentFactory, UserProfileFactory, add_events
 from .test_services import _experiment_with_data
@@ -175,17 +175,9 @@ def test_concurrent_result_recomputes_keep_every_sequential_look(postgres, monke
     exp, _ = _experiment_with_data(seed=7)
     services.experiment_results_recompute(experiment_id=exp.pk)  # look 1
 
-    analyse = experiments_service.analyse_experiment
     thread = OtherConnection(lambda: services.experiment_results_recompute(experiment_id=exp.pk))
-
-    def operator_recomputes_mid_run(*args, **kwargs):
-        # The job has read its previous state but not written its result yet.
-        if not thread.is_alive() and not thread.outcome:
-            thread.start()
-            until_done_or_waiting_on_us(thread)  # the old code let the operator finish here
-        return analyse(*args, **kwargs)
-
-    monkeypatch.setattr(experiments_service, "analyse_experiment", operator_recomputes_mid_run)
+    # The job has read its previous state but not written its result yet.
+    thread.start_at(monkeypatch, experiments_service, "analyse_experiment")
     services.experiment_results_recompute(experiment_id=exp.pk)
     thread.join()
     assert isinstance(thread.outcome[0], dict), thread.outcome
