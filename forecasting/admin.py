@@ -81,6 +81,8 @@ class ForecastTargetAdmin(ChartAdminMixin, admin.ModelAdmin):
     list_filter = ["prediction_type", "source", "enabled"]
     search_fields = ["name", "series__name", "event_metric"]
     list_editable = ["enabled"]
+    # ``series`` is empty for event targets, and Django joins only non-null foreign keys itself.
+    list_select_related = ["series"]
     raw_id_fields = ["series"]
     actions = ["recompute_now"]
     chart_url_name = "forecasting_target_chart"

@@ -133,6 +133,8 @@ class HealthSnapshotAdmin(admin.ModelAdmin):
 class AnalysisReportAdmin(admin.ModelAdmin):
     list_display = ["at", "health", "recommendations_seen", "recommendations_created",
                     "computed_at"]  # fmt: skip
+    # ``health`` may be empty, and Django joins only non-null foreign keys by itself.
+    list_select_related = ["health"]
     date_hierarchy = "at"
     search_fields = ["at"]
     readonly_fields = [f.name for f in AnalysisReport._meta.fields]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -32,6 +33,11 @@ class PersonaChangeInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ["-changed_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PersonaChange]:
+        """Each row is titled ``str(change)``, which reads the profile's user id: join the
+        profile, not a query per change listed."""
+        return super().get_queryset(request).select_related("profile")
 
 
 @admin.register(UserProfile)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
@@ -17,6 +18,11 @@ class ScalingRuleInline(admin.TabularInline):
     extra = 0
     fields = ["name", "metric", "kind", "target", "tolerance", "critical", "cooldown_up_seconds",
               "cooldown_down_seconds", "priority", "enabled"]  # fmt: skip
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScalingRule]:
+        """Each row is titled ``str(rule)``, which names the resource: join it, not a query
+        per rule listed."""
+        return super().get_queryset(request).select_related("resource")
 
 
 @admin.register(ScalableResource)
@@ -54,10 +60,25 @@ class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
             resource_id=obj.pk, data={name: getattr(obj, name) for name in form.changed_data}
         )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ScalableResource]:
+        """Count judged and successful decisions in the list's own query (as
+        ``selectors.success_rate`` does), not in a query per resource shown."""
+        judged = Q(decisions__outcome__in=selectors.JUDGED)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                decisions_judged=Count("decisions", filter=judged),
+                decisions_succeeded=Count(
+                    "decisions", filter=Q(decisions__outcome=ScalingDecision.Outcome.SUCCESS)
+                ),
+            )
+        )
+
     @admin.display(description="success rate")
     def success_rate(self, obj: ScalableResource) -> str:
-        rate = selectors.success_rate(resource_id=obj.pk)
-        return "-" if rate["rate"] is None else f"{rate['rate']:.0%} of {rate['judged']}"
+        judged = obj.decisions_judged
+        return "-" if not judged else f"{obj.decisions_succeeded / judged:.0%} of {judged}"
 
     def chart_page(self, request: HttpRequest, resource: ScalableResource) -> ChartPage:
         rate = selectors.success_rate(resource_id=resource.pk)
@@ -143,6 +164,15 @@ class ScalingDecisionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # decisions come from the engine, not from hand entry
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None):
+        """The read-only ``rules`` field shows ``str(rule)``, which names the rule's resource:
+        fetch the rules with their resources in one query, not a query per rule."""
+        obj = super().get_object(request, object_id, from_field)
+        if obj is not None:
+            rules = ScalingRule.objects.select_related("resource")
+            prefetch_related_objects([obj], Prefetch("rules", queryset=rules))
+        return obj
 
     @admin.action(description="Execute the selected proposed decisions")
     def execute_proposed(self, request, queryset):

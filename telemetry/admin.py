@@ -15,7 +15,8 @@ from . import tasks
 from .admin_charts import ChartAdminMixin, ChartPage
 from .charts import timeseries_chart
 from .models import DemoIncident, DemoUser, Event, RollupState, Sample, SampleRollup, Series
-from .selectors import rollup_status, series_points
+from .selectors import horizon_of, series_points
+from .selectors import lag_hours as rollup_lag_hours
 
 CHART_RANGES = {"1d": (timedelta(days=1), None), "7d": (timedelta(days=7), 900.0),
                 "90d": (timedelta(days=90), 3600.0), "1y": (timedelta(days=365), 86400.0)}  # fmt: skip
@@ -89,8 +90,12 @@ class RollupStateAdmin(admin.ModelAdmin):
     actions = ["update_rollups_now", "enforce_retention_now"]
 
     @admin.display(description="lag (hours)")
-    def lag_hours(self, obj: RollupState):
-        return rollup_status()["lag_hours"]
+    def lag_hours(self, obj: RollupState) -> float | None:
+        """The lag of this row, from its own marks as ``rollup_status()`` computes it.
+
+        ``rollup_status()`` reads the hourly state again (twice) for every row listed.
+        """
+        return rollup_lag_hours(horizon_of(obj.rolled_until, obj.dirty_from), timezone.now())
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -119,7 +124,8 @@ class DemoIncidentAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "cause_series", "start", "end", "effects"]
     list_filter = ["kind"]
     search_fields = ["name", "description", "cause_series__name"]
-    filter_horizontal = ["effect_series"]
+    # By id: a product's thousands of series would each be an option of two widgets.
+    raw_id_fields = ["cause_series", "effect_series"]
 
     def get_queryset(self, request):
         return (

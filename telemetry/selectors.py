@@ -178,9 +178,21 @@ def rollup_horizon() -> datetime | None:
     """Rollups are complete and current before this moment; raw samples hold the rest."""
     state = RollupState.objects.filter(step_seconds=3600).values_list("rolled_until", "dirty_from")
     row = state.first()
-    if not row or row[0] is None:
+    return None if not row else horizon_of(*row)
+
+
+def horizon_of(rolled_until: datetime | None, dirty_from: datetime | None) -> datetime | None:
+    """The horizon of one rollup state's marks (the hour before which it is complete)."""
+    if rolled_until is None:
         return None
-    return min(m for m in row if m is not None).replace(minute=0, second=0, microsecond=0)
+    marks = [m for m in (rolled_until, dirty_from) if m is not None]
+    return min(marks).replace(minute=0, second=0, microsecond=0)
+
+
+def lag_hours(horizon: datetime | None, now: datetime) -> float | None:
+    """Hours from a rollup horizon to the last closed hour (None: nothing rolled up yet)."""
+    closed = now.replace(minute=0, second=0, microsecond=0)
+    return None if horizon is None else max(0.0, (closed - horizon) / timedelta(hours=1))
 
 
 def series_rollup_partials(series_id: int, start: datetime, end: datetime) -> Partials:
@@ -315,12 +327,10 @@ def rollup_status(*, now: datetime | None = None) -> dict:
     """How current rollups are: lag of the horizon behind the last closed hour."""
     now = now or timezone.now()
     state = RollupState.objects.filter(step_seconds=3600).first()
-    horizon = rollup_horizon()
-    closed = now.replace(minute=0, second=0, microsecond=0)
     return {
         "rolled_until": state.rolled_until if state else None,
         "stale_from": state.dirty_from if state else None,
-        "lag_hours": None if horizon is None else max(0.0, (closed - horizon) / timedelta(hours=1)),
+        "lag_hours": lag_hours(rollup_horizon(), now),
     }
 
 
