@@ -63,7 +63,7 @@ class RowMaker:
         self._n = itertools.count(1)
         self._now = timezone.now()
 
-    def make(self, model: type[models.Model], **given) -> models.Model:
+    def make(self, model: type[models.Model], /, **given) -> models.Model:
         n = next(self._n)
         values = dict(given)
         for field in model._meta.concrete_fields:
