@@ -91,20 +91,22 @@ def test_a_second_run_scores_only_new_points(scored_demo):
     assert counts["points"] == 3 and counts["series"] == 1
 
 
+# A fixed end (2026-11-18 11:10 UTC): ending "now" made an outage's size in scale units,
+# against the daily shape, depend on the hour the suite ran. The playbook test failed
+# after 16:00 UTC, since the day's first session, on code that passed in the morning.
+FIXED_END = 1_795_000_200.0
+
+
 def _synthetic(
-    name: str, n: int = 1200, seed: int = 0, daily: float = 10.0, end: float | None = None
+    name: str, n: int = 1200, seed: int = 0, daily: float = 10.0, end: float = FIXED_END
 ):
-    """A fresh series with a daily shape and noise, ending now; returns (series, ts, values)."""
+    """A fresh series with a daily shape and noise; returns (series, ts, values)."""
     rng = np.random.default_rng(seed)
     series = series_ensure(name=name, unit="ms")
-    end = np.floor((_now_epoch() if end is None else end) / STEP) * STEP
+    end = np.floor(end / STEP) * STEP
     ts = end - STEP * np.arange(n)[::-1]
     values = 100 + daily * np.sin(2 * np.pi * ts / 86400.0) + rng.normal(0, 1.0, n)
     return series, ts, values
-
-
-def _now_epoch() -> float:
-    return timezone.now().timestamp()
 
 
 def _score(series, now_epoch):
@@ -120,7 +122,7 @@ def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
     # history, and then there is nothing left for the feedback to do. The series has no
     # daily shape (three days are too few to learn one) and a fixed end, because the bump's
     # size in scale units then depended on the hour the test ran.
-    series, ts, values = _synthetic("svc.latency.fp", n=2000, daily=0.0, end=1_795_000_200.0)
+    series, ts, values = _synthetic("svc.latency.fp", n=2000, daily=0.0)
     control = series_ensure(name="svc.latency.fp-control", unit="ms")
     values[700:704] += 25.0  # a harmless batch job bump...
     values[1200:1204] += 32.0  # ...and its repeat
@@ -155,7 +157,7 @@ def test_a_confirmed_incident_that_recurs_alerts_again(db):
     # evidence ranking holds the first outage, so on its own the repeat ranks under the
     # alert level (the control series, same values, nobody acknowledged its first outage).
     # Acknowledging the first says it was an incident: the repeat opens an anomaly.
-    series, ts, values = _synthetic("svc.latency.recur", n=1728, end=1_795_000_200.0)
+    series, ts, values = _synthetic("svc.latency.recur", n=1728)
     control = series_ensure(name="svc.latency.recur-control", unit="ms")
     first, second = 576, 1440
     values[first : first + 36] += 80.0
@@ -222,7 +224,7 @@ def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
 
 
 def test_a_stuck_exporter_opens_a_stalled_anomaly_judged_on_improbability(db):
-    series, ts, values = _synthetic("svc.cpu.stuck", n=1200, seed=5, daily=0.0, end=1_795_000_200.0)
+    series, ts, values = _synthetic("svc.cpu.stuck", n=1200, seed=5, daily=0.0)
     values[1150:] = values[1149]  # the exporter repeats its last value for four hours
     insert_samples([series.pk] * 1200, ts, values)
     _score(series, ts[-1])
