@@ -197,7 +197,8 @@ def track_episodes(
         candidate = Fingerprint(
             direction=1 if finite_z >= 0 else -1, peak_z=abs(finite_z), methods=methods
         )
-        recurs = is_recurrence(candidate, feedback.confirmed.get(s.pk, []))
+        # Only said of a point under the alert level: one above it opens anyway.
+        recurs = not alert[i] and is_recurrence(candidate, feedback.confirmed.get(s.pk, []))
         if not (alert[i] or recurs):
             continue
         dismissed = feedback.dismissed.get(s.pk, [])

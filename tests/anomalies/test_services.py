@@ -159,9 +159,10 @@ def test_a_confirmed_incident_that_recurs_alerts_again(db):
     # Acknowledging the first says it was an incident: the repeat opens an anomaly.
     series, ts, values = _synthetic("svc.latency.recur", n=1728)
     control = series_ensure(name="svc.latency.recur-control", unit="ms")
-    first, second = 576, 1440
+    first, second, third = 576, 1440, 1650
     values[first : first + 36] += 80.0
     values[second : second + 36] += 80.0
+    values[third : third + 6] += 400.0  # far larger: it alerts on its own
 
     def feed(a: int, b: int) -> None:
         for s in (series, control):
@@ -183,6 +184,8 @@ def test_a_confirmed_incident_that_recurs_alerts_again(db):
     repeat = around(series, second).get()
     assert "recurrence" in repeat.methods and repeat.detected_at == to_datetime(ts[second])
     assert repeat.ended_at is not None and repeat.severity == "critical"
+    # An anomaly the detector raises on its own is not called a recurrence.
+    assert "recurrence" not in around(series, third).get().methods
     # ...and the confirmation made nothing else alert: the repeat is the only difference.
     extra = Anomaly.objects.filter(series=series).count()
     assert extra == Anomaly.objects.filter(series=control).count() + 1
