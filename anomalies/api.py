@@ -12,6 +12,8 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.validation import MAX_ID
+
 from . import selectors, services
 from .engine import FAMILIES, RECURRENCE, STALLED
 from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
@@ -63,10 +65,6 @@ class AnomalySerializer(serializers.ModelSerializer):
 
 class OperatorNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
-
-
-# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
-MAX_ID = 2**63 - 1
 
 
 class DetectQuerySerializer(serializers.Serializer):

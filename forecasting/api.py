@@ -23,10 +23,9 @@ from forecasting.models import (
     ForecastTarget,
     PredictionType,
 )
+from telemetry.validation import MAX_ID
 
 HORIZON_CHOICES = sorted(HORIZONS)
-# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
-MAX_ID = 2**63 - 1
 
 
 @extend_schema_field({"type": "string", "enum": list(PredictionType.values)})

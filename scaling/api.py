@@ -9,13 +9,10 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
+from telemetry.validation import MAX_ID, NUL_PROBLEM, has_nul, label_problem
 
 from . import selectors, services
 from .models import ScalableResource, ScalingDecision, ScalingRule
-
-# Ids beyond a signed 64-bit integer match nothing, and SQLite raises OverflowError on them.
-MAX_ID = 2**63 - 1
 
 
 def _series_labels(value: Any) -> dict:

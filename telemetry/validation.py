@@ -45,6 +45,9 @@ US = 1_000_000
 # text"): one in a batch or a configured document was a 500 there (and stored on SQLite).
 NUL = "\x00"
 NUL_PROBLEM = "may not contain NUL characters"
+# Ids beyond a signed 64-bit integer match no row, and the databases refuse them (SQLite
+# raises OverflowError, PostgreSQL "bigint out of range"): id filters stop at this.
+MAX_ID = 2**63 - 1
 
 
 @contextmanager
