@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from telemetry.validation import MAX_ID
 
 from . import selectors, services
-from .engine import FAMILIES, RECURRENCE, STALLED
+from .engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
 from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
 from .validation import playbook_errors, rule_errors
 
@@ -111,7 +111,8 @@ class AnomalyDetectView(APIView):
             )[: params["limit"]]
         )
         by_method = {
-            f: sum(f in a.methods for a in anomalies) for f in (*FAMILIES, STALLED, RECURRENCE)
+            f: sum(f in a.methods for a in anomalies)
+            for f in (*FAMILIES, STALLED, COLLAPSE, RECURRENCE)
         }
         by_severity = {s: sum(a.severity == s for a in anomalies) for s in Anomaly.Severity.values}
         return Response(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import FAMILIES, STALLED, DetectorConfig
+from .config import COLLAPSE, FAMILIES, STALLED, DetectorConfig
 from .feedback import RECURRENCE
 from .rules import ThresholdRule
 from .streaming import ScoreResult, StreamingDetector, is_current_state
 
 __all__ = [
+    "COLLAPSE",
     "FAMILIES",
     "RECURRENCE",
     "STALLED",

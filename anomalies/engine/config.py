@@ -14,6 +14,9 @@ FAMILIES: tuple[str, ...] = ("statistical", "learned", "pattern", "rules")
 # Not a family: the pattern family's "the data stopped" part (flatline, missing points),
 # reported on its own among an anomaly's methods (ScoreResult.stalled).
 STALLED = "stalled"
+# Not a family either: the pattern family's "a positive series fell to a fraction of its
+# expected value" part (collapse.py), reported on its own (ScoreResult.collapsed).
+COLLAPSE = "collapse"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class DetectorConfig:
     # Residual updates are clipped at this many scale units so that an anomaly does not
     # drag the baseline it is being compared with.
     winsor: float = 4.0
+    # Collapse (collapse.py): the series' usual log deviation from its expected value is
+    # tracked over this many points (NAB subset 75.2-75.4 for spans of 24 to 960).
+    collapse_span: float = 96.0
     # CUSUM drift in scale units and the cap that keeps a long shift from growing forever.
     cusum_drift: float = 0.5
     cusum_cap: float = 40.0

@@ -5,6 +5,8 @@
   accumulates small persistent deviations that no single point would reveal;
 * variance shift: log ratio of the recent residual variance to the long-run one;
 * flatline: a run of repeated values, scored by flatline.py outside the calibrator;
+* collapse: a positive series at a small fraction of its expected value, scored by
+  collapse.py outside the calibrator;
 * missing data: a gap in the timestamps or a missing value.
 """
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import baseline, flatline, learned, pattern, statistical
+from . import baseline, collapse, flatline, learned, pattern, statistical
 from .calibration import TailCalibrator, score_from_surprisal
 from .config import FAMILIES, DetectorConfig
 from .evidence import EvidenceRanker
@@ -32,7 +32,7 @@ from .sustained import SustainedEvidence
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
 # Bumped whenever the serialised layout of a series' state changes.
-STATE_VERSION = 7
+STATE_VERSION = 8
 
 
 def is_current_state(blob: bytes) -> bool:
@@ -62,6 +62,10 @@ class ScoreResult:
     # missing points): such an anomaly has no deviation size, so severity judges it on
     # improbability alone.
     stalled: np.ndarray
+    # (S, T) the part of the pattern family that says a positive series collapsed to a
+    # fraction of its expected value (collapse.py): its size in residual scales understates
+    # it, so severity judges it on improbability alone too.
+    collapsed: np.ndarray
 
     def votes(self) -> dict[str, np.ndarray]:
         """family -> (S, T) bool: did the method call this point anomalous on its own."""
@@ -96,6 +100,7 @@ class StreamingDetector:
         self.stat = statistical.new_statistical_state(n_series)
         self.pat = pattern.new_pattern_state(n_series)
         self.flat = flatline.new_flatline_state(n_series)
+        self.collapse = collapse.new_collapse_state(n_series)
         self.z_lags = np.zeros((n_series, learned.FEATURE_LAGS))
         self.calibrator = TailCalibrator(n_series, _HURDLES, cfg.calibration_span)
         # Isolation scores live in (0, 1] with a narrow spread, hence a small excess floor.
@@ -129,11 +134,14 @@ class StreamingDetector:
         expected = np.full((n_s, n_t), np.nan, np.float32)
         scale = np.full((n_s, n_t), np.nan, np.float32)
         stalled = np.zeros((n_s, n_t), np.float32)
+        collapsed = np.zeros((n_s, n_t), np.float32)
         features = np.zeros((n_s, n_t, learned.N_FEATURES), np.float32)
         valid_all = np.isfinite(values) & np.isfinite(ts)
         seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
         for j in range(n_t):
-            self._step(ts[:, j], values[:, j], j, families, expected, scale, stalled, features)
+            self._step(
+                ts[:, j], values[:, j], j, families, expected, scale, stalled, collapsed, features
+            )
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
         self._rules_pass(ts, values, families["rules"])
@@ -179,9 +187,12 @@ class StreamingDetector:
             scale,
             self.config.vote_surprisal,
             stalled,
+            collapsed,
         )
 
-    def _step(self, t, x, j, families, expected_out, scale_out, stalled_out, features) -> None:
+    def _step(
+        self, t, x, j, families, expected_out, scale_out, stalled_out, collapsed_out, features
+    ) -> None:
         cfg = self.config
         active = np.isfinite(t)
         valid = active & np.isfinite(x)
@@ -229,12 +240,18 @@ class StreamingDetector:
         burned = self.count >= cfg.burn_in
         missing = pattern.missing_surprisal(gap, active & ~valid)
         stuck = flatline.flatline_surprisal(self.flat, y, self.y_prev, valid, cfg.calibration_span)
+        fall = collapse.collapse_surprisal(self.collapse, y, exp.expected, valid, self.count, cfg)
         views = statistical.RESIDUAL_VIEWS
         stat = surprisal[:, :views].max(axis=1) + surprisal[:, views]
         families["statistical"][:, j] = np.where(burned, stat, 0.0)
         stalled_out[:, j] = np.where(burned, np.maximum(missing, stuck), 0.0)
+        collapsed_out[:, j] = np.where(burned, fall, 0.0)
         families["pattern"][:, j] = np.where(
-            burned, np.maximum(surprisal[:, n_stat:].max(axis=1), stalled_out[:, j]), 0.0
+            burned,
+            np.maximum.reduce(
+                [surprisal[:, n_stat:].max(axis=1), stalled_out[:, j], collapsed_out[:, j]]
+            ),
+            0.0,
         )
         expected_out[:, j] = np.where(active, exp.expected, np.nan)
         scale_out[:, j] = np.where(active, exp.scale, np.nan)
@@ -381,6 +398,7 @@ class StreamingDetector:
             "stat": self.stat,
             "pat": self.pat,
             "flat": self.flat,
+            "collapse": self.collapse,
             "cal": self.calibrator.state(),
             "lcal": self.learned_calibrator.state(),
             "evid": self.ranker.state(),

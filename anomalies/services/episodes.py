@@ -20,7 +20,7 @@ from phase3.bulk import bulk_update_rows
 from telemetry.models import Series
 from telemetry.selectors import to_datetime
 
-from ..engine import STALLED, DetectorConfig, pattern
+from ..engine import COLLAPSE, STALLED, DetectorConfig, pattern
 from ..engine.calibration import score_from_surprisal
 from ..engine.feedback import RECURRENCE, Fingerprint, is_dismissed, is_recurrence
 from ..engine.root_cause import estimate_onset
@@ -167,6 +167,8 @@ def track_episodes(
     # Reported beside the families (it is part of the pattern family's evidence): operators
     # see "stalled" among the methods, and severity does not ask a stopped series for size.
     families[STALLED] = result.stalled[row, :n]
+    # Likewise "collapse": its size in residual scales understates a fall to 1 % (collapse.py).
+    families[COLLAPSE] = result.collapsed[row, :n]
     voting = result.any_vote()[row, :n]
     total = result.total[row, :n]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -272,7 +274,7 @@ def _refresh_severity(a: Anomaly) -> None:
         a.peak_z,
         duration,
         a.series.importance,
-        improbability_only="rules" in a.methods or STALLED in a.methods,
+        improbability_only=bool({"rules", STALLED, COLLAPSE} & set(a.methods)),
     )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity

@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from anomalies import services
-from anomalies.engine import STALLED
+from anomalies.engine import COLLAPSE, STALLED
+from anomalies.engine.severity import classify_severity
 from anomalies.models import (
     Anomaly,
     DetectionRule,
@@ -502,3 +503,24 @@ def test_retrain_refits_the_shared_model(db):
     services.anomalies_score_recent(now=to_datetime(ts[-1]), series_ids=ids)
     counts = services.learned_model_retrain()
     assert counts["retrained"] == 1 and counts["windows"] > 0
+
+
+def test_a_collapse_names_its_method_and_is_judged_on_improbability(db):
+    """A price falls to half a percent of its expected value for one point. In residual
+    scales that is a few widths (the busy hours set the scale), so on size it would be
+    "info"; a collapse is judged like a stopped series, on how improbable it was."""
+    rng = np.random.default_rng(4)
+    series = series_ensure(name="exchange.cpm", unit="usd")
+    n = 2000
+    ts = np.floor(FIXED_END / STEP) * STEP - STEP * np.arange(n)[::-1]
+    values = 0.2 * np.exp(np.sin(2 * np.pi * ts / 86400.0) + 0.17 * rng.standard_normal(n))
+    at = 1700 + int(np.argmin(np.sin(2 * np.pi * ts[1700:1988] / 86400.0)))  # at night
+    values[at] *= 0.005
+    insert_samples([series.pk] * n, ts, values)
+    _score(series, ts[-1])
+    anomaly = Anomaly.objects.get(series=series)
+    assert anomaly.detected_at == to_datetime(ts[at])
+    assert COLLAPSE in anomaly.methods
+    duration = (anomaly.last_seen_at - anomaly.started_at).total_seconds()
+    on_size = classify_severity(anomaly.peak_surprisal, anomaly.peak_z, duration, series.importance)
+    assert on_size == "info" and anomaly.severity != "info"
