@@ -33,12 +33,14 @@ def test_detect_lists_recent_anomalies_with_causes_and_method_counts(client_with
     )
     _anomaly(name="api.cpu", severity="critical", methods=["learned"])
     _anomaly(name="api.exporter", methods=["pattern", "stalled"])
+    _anomaly(name="api.revenue", methods=["pattern", "collapse"])
     response = client_with_role("viewer").get(BASE + "anomaly/detect")
     assert response.status_code == 200
     body = response.json()
-    assert body["count"] == 3
+    assert body["count"] == 4
     assert body["by_method"]["statistical"] == 1 and body["by_method"]["learned"] == 1
-    assert body["by_method"]["stalled"] == 1 and body["by_method"]["pattern"] == 2
+    assert body["by_method"]["stalled"] == 1 and body["by_method"]["pattern"] == 3
+    assert body["by_method"]["collapse"] == 1
     listed = {x["id"]: x for x in body["anomalies"]}
     assert listed[a.pk]["root_causes"][0]["series_id"] == cause.pk
     only_critical = client_with_role("viewer").get(BASE + "anomaly/detect/?severity=critical")
