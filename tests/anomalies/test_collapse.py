@@ -81,3 +81,19 @@ def test_a_price_that_falls_to_half_a_percent_alerts(seed, monkeypatch):
     monkeypatch.setattr(collapse, "collapse_surprisal", lambda state, y, *a: np.zeros(y.shape))
     without = StreamingDetector(1).update(ts[None], values[None])
     assert without.scores[0, 900] < cfg.alert_score
+
+
+def test_a_price_held_at_zero_is_left_to_the_flatline_statistic():
+    """An exact 0 is not a collapse (an error ratio's first 0 is routine); a price that
+    stays at 0 repeats a value, and the flatline statistic finds it within a few points."""
+    cfg = DetectorConfig()
+    rng = np.random.default_rng(1)
+    ts = START + 300.0 * np.arange(3000)
+    values = 0.2 * np.exp(np.sin(2 * np.pi * ts / 86400.0) + 0.17 * rng.standard_normal(3000))
+    at = 2800 + int(np.argmin(np.sin(2 * np.pi * ts[2800:2988] / 86400.0)))  # at night
+    values[at : at + 24] = 0.0
+    result = StreamingDetector(1).update(ts[None], values[None])
+    assert result.collapsed[0, at : at + 24].max() == 0.0
+    alerts = np.flatnonzero(result.scores[0, at : at + 24] >= cfg.alert_score)
+    assert alerts.size and alerts[0] <= 3
+    assert result.stalled[0, at + alerts[0]] >= cfg.vote_surprisal
