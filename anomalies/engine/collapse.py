@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibration import LN10
 from .config import DetectorConfig, alpha
 
-LN10 = np.log(10.0)
 # Share of recent points (over the calibration span) that must have been positive.
 POSITIVE_SHARE = 0.999
 # A point counts as a collapse at or below this fraction of its expected value.
