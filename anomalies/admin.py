@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 from telemetry.charts import timeseries_chart
@@ -19,6 +20,7 @@ from .models import (
     ResponseExecution,
     ResponsePlaybook,
     RootCauseCandidate,
+    Silence,
 )
 
 
@@ -51,19 +53,29 @@ class ResponseExecutionInline(admin.TabularInline):
         return super().get_queryset(request).select_related("playbook")
 
 
+def _apply_each(request, queryset, call, refusal: type[Exception], done: str) -> None:
+    """Run `call` on each selected row; report how many it did and why it refused others."""
+    count, refused = 0, []
+    for obj in queryset:
+        try:
+            call(obj)
+            count += 1
+        except refusal as exc:
+            refused.append(str(exc))
+    if count:
+        messages.success(request, done.format(count=count))
+    for reason in refused:
+        messages.warning(request, reason)
+
+
 def _operator_action(service, verb: str):
     def run(modeladmin, request, queryset):
-        done, refused = 0, []
-        for anomaly in queryset:
-            try:
-                service(anomaly_id=anomaly.pk, by=request.user.get_username())
-                done += 1
-            except services.AnomalyStateError as exc:
-                refused.append(str(exc))
-        if done:
-            messages.success(request, f"{done} anomalies {verb}.")
-        for reason in refused:
-            messages.warning(request, reason)
+        def call(anomaly):
+            service(anomaly_id=anomaly.pk, by=request.user.get_username())
+
+        _apply_each(
+            request, queryset, call, services.AnomalyStateError, "{count} anomalies " + verb + "."
+        )
 
     return run
 
@@ -213,3 +225,55 @@ class LearnedModelAdmin(ReadOnlyAdmin):
     search_fields = ["name"]
     list_filter = ["trained_at"]
     exclude = ["blob"]
+
+
+class SilenceStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("active", "Active"), ("pending", "Not yet started"), ("expired", "Expired")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        return {
+            "active": queryset.filter(starts_at__lte=now, ends_at__gt=now),
+            "pending": queryset.filter(starts_at__gt=now),
+            "expired": queryset.filter(Q(ends_at__lte=now)),
+        }.get(self.value(), queryset)
+
+
+@admin.register(Silence)
+class SilenceAdmin(admin.ModelAdmin):
+    list_display = [
+        "series_pattern",
+        "labels",
+        "starts_at",
+        "ends_at",
+        "is_active_now",
+        "comment",
+        "created_by",
+    ]
+    list_filter = [SilenceStateFilter, "starts_at"]
+    search_fields = ["series_pattern", "comment", "created_by"]
+    readonly_fields = ["created_by", "created_at"]
+    actions = ["expire"]
+
+    @admin.display(boolean=True, description="active")
+    def is_active_now(self, silence: Silence) -> bool:
+        return silence.is_active(timezone.now())
+
+    def save_model(self, request, obj: Silence, form, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Expire selected silences now (alerting resumes)")
+    def expire(self, request, queryset):
+        _apply_each(
+            request,
+            queryset,
+            lambda silence: services.silence_expire(silence_id=silence.pk),
+            services.SilenceStateError,
+            "{count} silences expired.",
+        )

@@ -1,5 +1,5 @@
-"""Anomaly API: the `anomaly/detect` read, and viewsets for anomalies, rules, playbooks
-and executions. Views validate and call services; roles come from the project defaults."""
+"""Anomaly API: the `anomaly/detect` read, and viewsets for anomalies, rules, playbooks,
+executions and silences. Views validate and call services; roles come from the project defaults."""
 
 from __future__ import annotations
 
@@ -16,8 +16,22 @@ from telemetry.validation import MAX_ID
 
 from . import selectors, services
 from .engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
-from .models import Anomaly, DetectionRule, ResponseExecution, ResponsePlaybook, RootCauseCandidate
-from .validation import playbook_errors, rule_errors
+from .models import (
+    Anomaly,
+    DetectionRule,
+    ResponseExecution,
+    ResponsePlaybook,
+    RootCauseCandidate,
+    Silence,
+)
+from .validation import playbook_errors, rule_errors, silence_errors
+
+
+def _caller(request) -> str:
+    """Who acted, for the record: the admin user, or the API key's name."""
+    user = request.user
+    return getattr(user, "username", "") or str(getattr(request, "auth", "") or "")
+
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
 
@@ -33,6 +47,9 @@ class RootCauseSerializer(serializers.ModelSerializer):
 class AnomalySerializer(serializers.ModelSerializer):
     series_name = serializers.CharField(source="series.__str__", read_only=True)
     root_causes = RootCauseSerializer(source="causes", many=True, read_only=True)
+    silenced_by = serializers.SerializerMethodField(
+        help_text="Active silences that hold this anomaly's responses back."
+    )
 
     class Meta:
         model = Anomaly
@@ -59,8 +76,17 @@ class AnomalySerializer(serializers.ModelSerializer):
             "resolved_by",
             "confirmed_at",
             "root_causes",
+            "silenced_by",
         ]
         read_only_fields = fields
+
+    def get_silenced_by(self, anomaly: Anomaly) -> list[int]:
+        # Looked up once per response (every row shares the root's context), not per row.
+        if "silences" not in self.context:
+            now = timezone.now()
+            self.context["silences"] = (now, selectors.silences_active(now))
+        now, silences = self.context["silences"]
+        return selectors.silenced_by(anomaly, silences, now)
 
 
 class OperatorNoteSerializer(serializers.Serializer):
@@ -153,10 +179,6 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    def _operator(self) -> str:
-        user = self.request.user
-        return getattr(user, "username", "") or str(getattr(self.request, "auth", "") or "")
-
     def _act(self, request, pk, service):
         anomaly = self.get_object()  # 404 for an unknown id
         body = OperatorNoteSerializer(data=request.data)
@@ -164,7 +186,7 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             service(
                 anomaly_id=anomaly.pk,
-                by=self._operator(),
+                by=_caller(request),
                 note=body.validated_data.get("note", ""),
             )
         except services.AnomalyStateError as exc:
@@ -283,3 +305,82 @@ class ResponseExecutionViewSet(
 ):
     serializer_class = ResponseExecutionSerializer
     queryset = ResponseExecution.objects.select_related("playbook").all()
+
+
+class SilenceSerializer(serializers.ModelSerializer):
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Silence
+        fields = [
+            "id",
+            "series_pattern",
+            "labels",
+            "starts_at",
+            "ends_at",
+            "comment",
+            "created_by",
+            "created_at",
+            "active",
+        ]
+        read_only_fields = ["created_by", "created_at"]
+
+    def get_active(self, silence: Silence) -> bool:
+        return silence.is_active(timezone.now())
+
+    def validate(self, attrs):
+        values = _merged(
+            attrs,
+            self.instance,
+            {"series_pattern": "", "labels": {}, "starts_at": None, "ends_at": None, "comment": ""},
+        )
+        if values["starts_at"] is None:
+            values["starts_at"] = timezone.now()
+        errors = silence_errors(**values, now=None if self.instance else timezone.now())
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SilenceFilterSerializer(serializers.Serializer):
+    active = serializers.BooleanField(required=False, allow_null=True, default=None)
+
+
+class SilenceViewSet(viewsets.ModelViewSet):
+    """Maintenance windows. Operators create and expire them; admins edit or delete them."""
+
+    serializer_class = SilenceSerializer
+    queryset = Silence.objects.all()
+    action_roles = {"update": "admin", "partial_update": "admin", "destroy": "admin"}
+
+    def get_queryset(self):
+        qs = Silence.objects.all()
+        if self.action != "list":
+            return qs
+        query = SilenceFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        active = query.validated_data.get("active")
+        now = timezone.now()
+        if active is True:
+            qs = qs.filter(starts_at__lte=now, ends_at__gt=now)
+        elif active is False:
+            qs = qs.exclude(starts_at__lte=now, ends_at__gt=now)
+        return qs
+
+    @extend_schema(parameters=[SilenceFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        serializer.save(created_by=_caller(self.request))
+
+    @extend_schema(request=None, responses=SilenceSerializer)
+    @action(detail=True, methods=["post"])
+    def expire(self, request, pk=None):
+        """End the silence now: alerting resumes on the next scoring run."""
+        silence = self.get_object()
+        try:
+            silence = services.silence_expire(silence_id=silence.pk)
+        except services.SilenceStateError as exc:
+            return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(SilenceSerializer(silence).data)

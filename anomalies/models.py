@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from fnmatch import fnmatchcase
+
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
@@ -9,7 +12,7 @@ from django.utils import timezone
 
 from telemetry.models import Series
 
-from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors
+from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors, silence_errors
 
 
 class DetectorState(models.Model):
@@ -265,3 +268,53 @@ class ResponseExecution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.playbook} for anomaly {self.anomaly_id}: {self.status}"
+
+
+class Silence(models.Model):
+    """A maintenance window: what it matches is still detected and listed, but no
+    playbook runs for it until the window ends.
+
+    Alertmanager's silences and Datadog's downtimes work the same way. An anomaly still
+    ongoing when the silence ends gets its responses on the next scoring run, so muting
+    a deploy never hides an incident that outlasts it.
+    """
+
+    series_pattern = models.CharField(
+        max_length=200,
+        help_text="Series name, or a shell-style pattern: `http.*`, `*` for every series.",
+    )
+    labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    starts_at = models.DateTimeField(default=timezone.now)
+    ends_at = models.DateTimeField(db_index=True)
+    comment = models.TextField(max_length=2000, help_text="Why: the next operator reads it.")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-starts_at"]
+
+    def __str__(self) -> str:
+        labels = ",".join(f"{k}={v}" for k, v in sorted((self.labels or {}).items()))
+        return f"silence {self.series_pattern}{{{labels}}} until {self.ends_at:%Y-%m-%d %H:%M}"
+
+    def is_active(self, at: datetime) -> bool:
+        return self.starts_at <= at < self.ends_at
+
+    def matches(self, name: str, labels: dict | None) -> bool:
+        """Case-sensitive, as series names are (`fnmatch` would follow the OS)."""
+        if not fnmatchcase(name, self.series_pattern):
+            return False
+        labels = labels or {}
+        return all(labels.get(k) == v for k, v in (self.labels or {}).items())
+
+    def clean(self) -> None:
+        errors = silence_errors(
+            series_pattern=self.series_pattern,
+            labels=self.labels,
+            starts_at=self.starts_at,
+            ends_at=self.ends_at,
+            comment=self.comment,
+            now=timezone.now() if self._state.adding else None,
+        )
+        if errors:
+            raise ValidationError(errors)

@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from telemetry.selectors import series_values
 
-from .models import Anomaly, ResponseExecution, RootCauseCandidate
+from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
 
 
 def anomalies_recent(
@@ -59,7 +60,34 @@ def overview_section() -> dict:
         ),
         "responses_by_status": executions,
         "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
+        "active_silences": len(silences_active(timezone.now())),
     }
+
+
+def silences_active(at: datetime) -> list[Silence]:
+    """The silences in force at `at`; few at any time, so callers match them in Python."""
+    return silences_overlapping(since=at, until=at)
+
+
+def silences_overlapping(*, since: datetime, until: datetime) -> list[Silence]:
+    """The silences in force at some moment of [since, until]."""
+    return list(Silence.objects.filter(starts_at__lte=until, ends_at__gt=since))
+
+
+def silenced_by(anomaly: Anomaly, silences: list[Silence], at: datetime) -> list[int]:
+    """Ids of the silences among `silences` that mute this anomaly at `at`.
+
+    One in force at `at` mutes it; so does one in force when it ended, because an
+    incident that began and ended under a silence is never announced (a "resolved"
+    message for an alert nobody was sent would only confuse the receiver).
+    """
+    series = anomaly.series
+    moments = [at] if anomaly.ended_at is None else [at, anomaly.ended_at]
+    return [
+        s.pk
+        for s in silences
+        if any(s.is_active(m) for m in moments) and s.matches(series.name, series.labels)
+    ]
 
 
 def anomaly_context(

@@ -10,6 +10,7 @@ from .api import (
     DetectionRuleViewSet,
     ResponseExecutionViewSet,
     ResponsePlaybookViewSet,
+    SilenceViewSet,
 )
 
 router = OptionalSlashRouter()
@@ -17,6 +18,7 @@ router.register("anomaly/anomalies", AnomalyViewSet, basename="anomaly")
 router.register("anomaly/rules", DetectionRuleViewSet, basename="anomaly-rule")
 router.register("anomaly/playbooks", ResponsePlaybookViewSet, basename="anomaly-playbook")
 router.register("anomaly/executions", ResponseExecutionViewSet, basename="anomaly-execution")
+router.register("anomaly/silences", SilenceViewSet, basename="anomaly-silence")
 
 urlpatterns = [
     re_path(r"^anomaly/detect/?$", AnomalyDetectView.as_view(), name="anomaly-detect"),

@@ -1,4 +1,4 @@
-"""Checks on detection rules and response playbooks, shared by the API and the admin.
+"""Checks on detection rules, response playbooks and silences, shared by the API and the admin.
 
 The scoring job reads every enabled rule and playbook on every run, so one row it cannot
 use would fail the run for every series. Both writers (the API serializers and the admin
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from datetime import datetime
 from typing import Any
 
 from celery import Task, current_app
@@ -142,3 +143,31 @@ def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) ->
 
 def email_recipients(target: str) -> list[str]:
     return [a.strip() for a in target.split(",") if a.strip()]
+
+
+def silence_errors(
+    *,
+    series_pattern: Any,
+    labels: Any,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    comment: Any,
+    now: datetime | None,
+) -> Errors:
+    """What makes a silence unusable, by field (empty when it is fine).
+
+    `now` is given on creation only: a silence that has already ended would mute nothing,
+    and is almost always a date typed wrong. As in Alertmanager a comment is required,
+    because the next operator has to know why their alerts are quiet.
+    """
+    errors: Errors = {}
+    _labels(errors, labels)
+    if not isinstance(series_pattern, str) or not series_pattern.strip():
+        _add(errors, "series_pattern", "give a series name or pattern (`*` for every series)")
+    if not isinstance(comment, str) or not comment.strip():
+        _add(errors, "comment", "say why alerts are silenced")
+    if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+        _add(errors, "ends_at", "must be after `starts_at`")
+    elif now is not None and ends_at is not None and ends_at <= now:
+        _add(errors, "ends_at", "is in the past: the silence would mute nothing")
+    return errors

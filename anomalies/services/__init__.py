@@ -3,7 +3,7 @@
 `anomalies_score_recent` (scoring.py) is the scheduled job: telemetry -> engine ->
 anomalies in one transaction; episodes.py turns scores into anomalies, causes.py ranks
 their root causes, playbooks.py runs the responses, operators.py holds the operator
-actions.
+actions, silences.py ends maintenance windows early.
 """
 
 from .operators import (
@@ -14,9 +14,11 @@ from .operators import (
 )
 from .playbooks import response_execute, response_notify_resolved
 from .scoring import anomalies_score_recent, learned_model_retrain
+from .silences import SilenceStateError, silence_expire
 
 __all__ = [
     "AnomalyStateError",
+    "SilenceStateError",
     "anomalies_score_recent",
     "anomaly_acknowledge",
     "anomaly_mark_false_positive",
@@ -24,4 +26,5 @@ __all__ = [
     "learned_model_retrain",
     "response_execute",
     "response_notify_resolved",
+    "silence_expire",
 ]

@@ -1,7 +1,9 @@
 """Response playbooks: which anomalies they match, and carrying out their actions.
 
 An anomaly gets one execution per matching playbook; later matches of the same ongoing
-anomaly only count `repeats`. Executions run in the `anomalies.execute_response` task
+anomaly only count `repeats`. An anomaly under an active silence gets none until the
+silence ends; if it is still ongoing then, the next scoring run queues its responses, and
+if it ended under the silence, none are ever sent. Executions run in the `anomalies.execute_response` task
 (retried with backoff), and webhook receivers that were told an alert fired are told
 when it resolves (`anomalies.notify_resolved`).
 """
@@ -18,6 +20,7 @@ from django.utils import timezone
 
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_webhook
+from ..selectors import silenced_by, silences_overlapping
 from ..validation import playbook_errors
 from .episodes import SEVERITY_ORDER
 
@@ -44,17 +47,22 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
 def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
     """One execution per (playbook, anomaly); later matches only bump `repeats`.
 
-    Three queries whatever the number of anomalies: during a fleet-wide incident every
+    Four queries whatever the number of anomalies: during a fleet-wide incident every
     series' anomaly matches on every run.
     """
     playbooks = _usable_playbooks()
     if not playbooks:
         return 0
-    anomalies = list(
-        Anomaly.objects.filter(pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE)
+    silences = silences_overlapping(since=now - RESPONSE_MAX_AGE, until=now)
+    anomalies = [
+        a
+        for a in Anomaly.objects.filter(
+            pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE
+        )
         .exclude(status=Anomaly.Status.FALSE_POSITIVE)
         .select_related("series")
-    )
+        if not silenced_by(a, silences, now)
+    ]
     existing = {
         (playbook_id, anomaly_id): pk
         for pk, playbook_id, anomaly_id in ResponseExecution.objects.filter(

@@ -161,6 +161,13 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "min_duration_seconds": 60,
         "enabled": True,
     },
+    "Silence": lambda w: {
+        "series_pattern": "svc.*",
+        "labels": {"env": "prod"},
+        "starts_at": timezone.now().isoformat(),
+        "ends_at": (timezone.now() + timedelta(hours=2)).isoformat(),
+        "comment": "deploy",
+    },
     "ForecastRecompute": lambda w: {"type": "user_growth", "horizons": [7]},
     "ForecastTarget": lambda w: {
         "name": _unique("target"),

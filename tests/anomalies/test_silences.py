@@ -1,0 +1,237 @@
+"""Silences: anomalies are still found and listed, but their playbooks wait until the
+silence ends, and one that ended under it is never announced."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from celery import current_app
+from django.urls import reverse
+from django.utils import timezone
+
+from anomalies.models import Anomaly, ResponseExecution, ResponsePlaybook, Silence
+from anomalies.selectors import overview_section
+from anomalies.services.playbooks import queue_responses
+from telemetry.bulk import insert_samples
+from telemetry.selectors import to_datetime
+from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
+from tests.anomalies.test_services import _score, _synthetic
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/admin/api/phase3/anomaly/silences/"
+
+
+def _silence(pattern: str = "*", *, start: timedelta, end: timedelta, **kw) -> Silence:
+    now = timezone.now()
+    return Silence.objects.create(
+        series_pattern=pattern, starts_at=now + start, ends_at=now + end, comment="deploy", **kw
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "labels", "name", "series_labels", "muted"),
+    [
+        ("*", {}, "svc.latency", {}, True),
+        ("svc.*", {}, "svc.latency", {}, True),
+        ("svc.*", {}, "db.connections", {}, False),
+        ("SVC.*", {}, "svc.latency", {}, False),  # names are case-sensitive on every OS
+        ("svc.latency", {"env": "prod"}, "svc.latency", {"env": "prod", "az": "b"}, True),
+        ("svc.latency", {"env": "prod"}, "svc.latency", {"env": "staging"}, False),
+        ("svc.latency", {"env": "prod"}, "svc.latency", {}, False),
+    ],
+)
+def test_a_silence_matches_by_name_pattern_and_labels(
+    pattern, labels, name, series_labels, muted
+):
+    silence = Silence(series_pattern=pattern, labels=labels)
+    assert silence.matches(name, series_labels) is muted
+
+
+def _hook(monkeypatch) -> list[dict]:
+    """Webhook payloads sent, with queued tasks run in-process through the real task."""
+    sent = []
+
+    class Ok:
+        ok, status_code = True, 200
+
+    monkeypatch.setattr(
+        "anomalies.responses.requests.post", lambda url, json, timeout: sent.append(json) or Ok()
+    )
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+    ResponsePlaybook.objects.create(
+        name="page", action="webhook", target="http://hooks.example/alert", min_severity="info"
+    )
+    return sent
+
+
+def test_a_silenced_incident_is_found_but_paged_only_once_the_silence_ends(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = _hook(monkeypatch)
+    series, ts, values = _synthetic("svc.errors.deploy", n=900, seed=2)
+    values[840:] += 40.0  # an outage that begins during the deploy and outlasts it
+    deploy = Silence.objects.create(
+        series_pattern="svc.errors.*",
+        starts_at=to_datetime(ts[800]),
+        ends_at=to_datetime(ts[852]),
+        comment="deploy of the errors service",
+    )
+    # A silence for other labels mutes nothing here.
+    Silence.objects.create(
+        series_pattern="*",
+        labels={"env": "staging"},
+        starts_at=to_datetime(ts[0]),
+        ends_at=to_datetime(ts[-1]) + timedelta(days=1),
+        comment="staging is noisy",
+    )
+    insert_samples([series.pk] * 850, ts[:850], values[:850])
+    with django_capture_on_commit_callbacks(execute=True):
+        _score(series, ts[849])
+    anomaly = Anomaly.objects.get(series=series)
+    assert anomaly.ended_at is None  # found and listed while silenced...
+    assert not ResponseExecution.objects.exists() and sent == []  # ...but nobody was paged
+    insert_samples([series.pk] * 10, ts[850:860], values[850:860])
+    with django_capture_on_commit_callbacks(execute=True):
+        _score(series, ts[859])
+    assert ResponseExecution.objects.get().anomaly_id == anomaly.pk
+    assert [p["status"] for p in sent] == ["firing"]
+    assert not deploy.is_active(to_datetime(ts[859]))
+
+
+def test_an_incident_that_ended_under_a_silence_is_never_announced():
+    ResponsePlaybook.objects.create(
+        name="mail", action="email", target="ops@example.com", min_severity="info"
+    )
+    now = timezone.now()
+    series = series_ensure(name="svc.batch")
+    ended_quietly = AnomalyFactory(
+        series=series,
+        started_at=now - timedelta(minutes=40),
+        last_seen_at=now - timedelta(minutes=25),
+        ended_at=now - timedelta(minutes=20),
+    )
+    ended_after = AnomalyFactory(
+        series=series,
+        started_at=now - timedelta(minutes=30),
+        last_seen_at=now - timedelta(minutes=5),
+        ended_at=now - timedelta(minutes=2),
+    )
+    # In force from 45 to 10 minutes ago: the first ended under it, the second after it.
+    _silence("svc.*", start=-timedelta(minutes=45), end=-timedelta(minutes=10))
+    assert queue_responses({ended_quietly.pk, ended_after.pk}, now=now) == 1
+    assert ResponseExecution.objects.get().anomaly_id == ended_after.pk
+
+
+def test_operators_create_and_expire_silences_admins_edit_them(client_with_role):
+    now = timezone.now()
+    body = {
+        "series_pattern": "checkout.*",
+        "labels": {"env": "prod"},
+        "ends_at": (now + timedelta(hours=1)).isoformat(),
+        "comment": "release 4.2",
+    }
+    assert client_with_role("viewer").post(BASE, body, format="json").status_code == 403
+    created = client_with_role("operator").post(BASE, body, format="json")
+    assert created.status_code == 201, created.json()
+    silence = created.json()
+    assert silence["active"] is True and silence["created_by"]
+    url = f"{BASE}{silence['id']}/"
+    longer = {"ends_at": (now + timedelta(hours=3)).isoformat()}
+    assert client_with_role("operator").patch(url, longer, format="json").status_code == 403
+    assert client_with_role("admin").patch(url, longer, format="json").status_code == 200
+    assert overview_section()["active_silences"] == 1
+    listed = client_with_role("viewer").get(BASE, {"active": "true"}).json()
+    assert [s["id"] for s in listed["results"]] == [silence["id"]]
+
+    expired = client_with_role("operator").post(f"{url}expire")
+    assert expired.status_code == 200 and expired.json()["active"] is False
+    assert client_with_role("viewer").get(BASE, {"active": "true"}).json()["results"] == []
+    again = client_with_role("operator").post(f"{url}expire")
+    assert again.status_code == 400 and "ends_at" in again.json()
+    assert overview_section()["active_silences"] == 0
+
+
+def test_expiring_a_silence_not_yet_begun_ends_it_before_it_starts(client_with_role):
+    later = _silence(start=timedelta(hours=2), end=timedelta(hours=3))
+    response = client_with_role("operator").post(f"{BASE}{later.pk}/expire")
+    assert response.status_code == 200
+    later.refresh_from_db()
+    assert later.starts_at == later.ends_at <= timezone.now()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"comment": "  "}, "comment"),
+        ({"series_pattern": ""}, "series_pattern"),
+        ({"labels": {"env": 3}}, "labels"),
+        ({"ends_at": "2020-01-01T00:00:00Z"}, "ends_at"),  # already over
+        ({"starts_at": "2100-01-02T00:00:00Z", "ends_at": "2100-01-01T00:00:00Z"}, "ends_at"),
+        ({"ends_at": "tomorrow"}, "ends_at"),
+    ],
+)
+def test_bad_silences_are_refused_naming_the_field(client_with_role, change, field):
+    body = {
+        "series_pattern": "checkout.*",
+        "ends_at": (timezone.now() + timedelta(hours=1)).isoformat(),
+        "comment": "release 4.2",
+        **change,
+    }
+    response = client_with_role("operator").post(BASE, body, format="json")
+    assert response.status_code == 400 and field in response.json()
+    assert not Silence.objects.exists()
+
+
+def test_the_active_filter_is_checked(client_with_role):
+    response = client_with_role("viewer").get(BASE, {"active": "maybe"})
+    assert response.status_code == 400 and "active" in response.json()
+
+
+def test_detect_shows_which_silence_mutes_an_anomaly(client_with_role):
+    muted = AnomalyFactory(series=series_ensure(name="checkout.latency"))
+    loud = AnomalyFactory(series=series_ensure(name="search.latency"))
+    silence = _silence("checkout.*", start=-timedelta(minutes=5), end=timedelta(hours=1))
+    _silence("*", start=-timedelta(hours=3), end=-timedelta(hours=2))  # over: mutes nothing
+    body = client_with_role("viewer").get("/admin/api/phase3/anomaly/detect").json()
+    by_id = {a["id"]: a["silenced_by"] for a in body["anomalies"]}
+    assert by_id == {muted.pk: [silence.pk], loud.pk: []}
+
+
+def test_admin_expires_selected_silences_and_records_who_made_one(admin_client):
+    add = admin_client.post(
+        reverse("admin:anomalies_silence_add"),
+        {
+            "series_pattern": "db.*",
+            "labels": "{}",
+            "starts_at_0": "2026-01-01",
+            "starts_at_1": "00:00:00",
+            "ends_at_0": "2100-01-01",
+            "ends_at_1": "00:00:00",
+            "comment": "database migration",
+        },
+    )
+    assert add.status_code == 302, add.content
+    silence = Silence.objects.get()
+    assert silence.created_by == "admin" and silence.is_active(timezone.now())
+    past = admin_client.post(
+        reverse("admin:anomalies_silence_add"),
+        {
+            "series_pattern": "db.*",
+            "labels": "{}",
+            "starts_at_0": "2020-01-01",
+            "starts_at_1": "00:00:00",
+            "ends_at_0": "2020-01-02",
+            "ends_at_1": "00:00:00",
+            "comment": "typo",
+        },
+    )
+    assert past.status_code == 200 and Silence.objects.count() == 1  # the form says why
+    admin_client.post(
+        reverse("admin:anomalies_silence_changelist"),
+        {"action": "expire", "_selected_action": [silence.pk]},
+    )
+    silence.refresh_from_db()
+    assert not silence.is_active(timezone.now())
