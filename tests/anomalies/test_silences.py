@@ -43,9 +43,7 @@ def _silence(pattern: str = "*", *, start: timedelta, end: timedelta, **kw) -> S
         ("svc.latency", {"env": "prod"}, "svc.latency", {}, False),
     ],
 )
-def test_a_silence_matches_by_name_pattern_and_labels(
-    pattern, labels, name, series_labels, muted
-):
+def test_a_silence_matches_by_name_pattern_and_labels(pattern, labels, name, series_labels, muted):
     silence = Silence(series_pattern=pattern, labels=labels)
     assert silence.matches(name, series_labels) is muted
 
