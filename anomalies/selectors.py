@@ -77,17 +77,15 @@ def silences_overlapping(*, since: datetime, until: datetime) -> list[Silence]:
 def silenced_by(anomaly: Anomaly, silences: list[Silence], at: datetime) -> list[int]:
     """Ids of the silences among `silences` that mute this anomaly at `at`.
 
-    One in force at `at` mutes it; so does one in force when it ended, because an
-    incident that began and ended under a silence is never announced (a "resolved"
-    message for an alert nobody was sent would only confuse the receiver).
+    An ongoing anomaly is muted by a silence in force at `at`; one that has ended, by a
+    silence that was in force when it ended: an incident that ended under a silence is
+    never announced (a "resolved" message for an alert nobody was sent would only
+    confuse the receiver), and one that ended before the silence began is not its
+    business.
     """
     series = anomaly.series
-    moments = [at] if anomaly.ended_at is None else [at, anomaly.ended_at]
-    return [
-        s.pk
-        for s in silences
-        if any(s.is_active(m) for m in moments) and s.matches(series.name, series.labels)
-    ]
+    moment = at if anomaly.ended_at is None else anomaly.ended_at
+    return [s.pk for s in silences if s.is_active(moment) and s.matches(series.name, series.labels)]
 
 
 def anomaly_context(

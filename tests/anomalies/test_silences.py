@@ -99,7 +99,7 @@ def test_a_silenced_incident_is_found_but_paged_only_once_the_silence_ends(
     assert not deploy.is_active(to_datetime(ts[859]))
 
 
-def test_an_incident_that_ended_under_a_silence_is_never_announced():
+def test_an_incident_that_ended_under_a_silence_is_never_announced_one_before_it_is():
     ResponsePlaybook.objects.create(
         name="mail", action="email", target="ops@example.com", min_severity="info"
     )
@@ -117,10 +117,19 @@ def test_an_incident_that_ended_under_a_silence_is_never_announced():
         last_seen_at=now - timedelta(minutes=5),
         ended_at=now - timedelta(minutes=2),
     )
-    # In force from 45 to 10 minutes ago: the first ended under it, the second after it.
+    ended_before = AnomalyFactory(
+        series=series,
+        started_at=now - timedelta(minutes=58),
+        last_seen_at=now - timedelta(minutes=55),
+        ended_at=now - timedelta(minutes=50),
+    )
+    # In force from 45 to 10 minutes ago: the first ended under it, the second after it,
+    # the third before it began.
     _silence("svc.*", start=-timedelta(minutes=45), end=-timedelta(minutes=10))
-    assert queue_responses({ended_quietly.pk, ended_after.pk}, now=now) == 1
-    assert ResponseExecution.objects.get().anomaly_id == ended_after.pk
+    ids = {ended_quietly.pk, ended_after.pk, ended_before.pk}
+    assert queue_responses(ids, now=now) == 2
+    sent_for = set(ResponseExecution.objects.values_list("anomaly_id", flat=True))
+    assert sent_for == {ended_after.pk, ended_before.pk}
 
 
 def test_operators_create_and_expire_silences_admins_edit_them(client_with_role):
@@ -189,13 +198,21 @@ def test_the_active_filter_is_checked(client_with_role):
 
 
 def test_detect_shows_which_silence_mutes_an_anomaly(client_with_role):
+    now = timezone.now()
     muted = AnomalyFactory(series=series_ensure(name="checkout.latency"))
     loud = AnomalyFactory(series=series_ensure(name="search.latency"))
+    # Over before the silence began: the silence is not its business.
+    earlier = AnomalyFactory(
+        series=series_ensure(name="checkout.errors"),
+        started_at=now - timedelta(hours=5),
+        last_seen_at=now - timedelta(hours=4),
+        ended_at=now - timedelta(hours=4),
+    )
     silence = _silence("checkout.*", start=-timedelta(minutes=5), end=timedelta(hours=1))
     _silence("*", start=-timedelta(hours=3), end=-timedelta(hours=2))  # over: mutes nothing
     body = client_with_role("viewer").get("/admin/api/phase3/anomaly/detect").json()
     by_id = {a["id"]: a["silenced_by"] for a in body["anomalies"]}
-    assert by_id == {muted.pk: [silence.pk], loud.pk: []}
+    assert by_id == {muted.pk: [silence.pk], loud.pk: [], earlier.pk: []}
 
 
 def test_admin_expires_selected_silences_and_records_who_made_one(admin_client):
