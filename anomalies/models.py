@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from fnmatch import fnmatchcase
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -12,6 +11,7 @@ from django.utils import timezone
 
 from telemetry.models import Series
 
+from .matching import series_matches
 from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors, silence_errors
 
 
@@ -167,7 +167,10 @@ class DetectionRule(models.Model):
     """An operator threshold: value above/below a limit for at least a duration."""
 
     name = models.CharField(max_length=100, unique=True)
-    series_name = models.CharField(max_length=200, help_text="Series name this rule applies to.")
+    series_name = models.CharField(
+        max_length=200,
+        help_text="Series name, or a shell-style pattern: `disk.used.*` applies it to each.",
+    )
     labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
     above = models.FloatField(null=True, blank=True)
     below = models.FloatField(null=True, blank=True)
@@ -201,7 +204,11 @@ class ResponsePlaybook(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     enabled = models.BooleanField(default=True)
-    series_name = models.CharField(max_length=200, blank=True, help_text="Empty: any series.")
+    series_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Series name or shell-style pattern (`checkout.*`); empty: any series.",
+    )
     labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
     min_severity = models.CharField(
         max_length=10, choices=Anomaly.Severity.choices, default=Anomaly.Severity.WARNING
@@ -301,11 +308,7 @@ class Silence(models.Model):
         return self.starts_at <= at < self.ends_at
 
     def matches(self, name: str, labels: dict | None) -> bool:
-        """Case-sensitive, as series names are (`fnmatch` would follow the OS)."""
-        if not fnmatchcase(name, self.series_pattern):
-            return False
-        labels = labels or {}
-        return all(labels.get(k) == v for k, v in (self.labels or {}).items())
+        return series_matches(self.series_pattern, self.labels, name, labels)
 
     def clean(self) -> None:
         errors = silence_errors(

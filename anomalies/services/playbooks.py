@@ -18,6 +18,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_webhook
 from ..selectors import silenced_by, silences_overlapping
@@ -112,10 +113,7 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
 
 
 def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
-    if p.series_name and p.series_name != a.series.name:
-        return False
-    labels = a.series.labels or {}
-    if any(labels.get(k) != v for k, v in (p.labels or {}).items()):
+    if not series_matches(p.series_name, p.labels, a.series.name, a.series.labels):
         return False
     return SEVERITY_ORDER[a.severity] >= SEVERITY_ORDER[p.min_severity]
 

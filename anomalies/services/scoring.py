@@ -25,6 +25,7 @@ from telemetry.selectors import series_values, series_values_since, to_datetime
 
 from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
 from ..engine.feedback import Fingerprint
+from ..matching import series_matches
 from ..models import Anomaly, DetectionRule, DetectorState, DismissedPattern, LearnedModel
 from ..validation import rule_errors
 from .causes import causes_rank_around
@@ -64,13 +65,12 @@ def _usable_rules() -> list[DetectionRule]:
 
 
 def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule]:
-    labels = series.labels or {}
     return [
         ThresholdRule(
             name=r.name, above=r.above, below=r.below, min_duration_seconds=r.min_duration_seconds
         )
         for r in rules
-        if r.series_name == series.name and all(labels.get(k) == v for k, v in r.labels.items())
+        if series_matches(r.series_name, r.labels, series.name, series.labels)
     ]
 
 

@@ -1,0 +1,25 @@
+"""Which series a detection rule, a response playbook or a silence applies to.
+
+All three name series the same way: a shell-style pattern on the series name
+(`checkout.*`, `disk.used.[ab]`, `*`) and labels that must all be present with the same
+values. A plain name is a pattern that matches only itself, so rules and playbooks
+written before patterns existed keep matching what they matched.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+
+def series_matches(
+    pattern: str, required_labels: dict | None, name: str, labels: dict | None
+) -> bool:
+    """An empty pattern matches every name (a playbook for "any series").
+
+    `fnmatchcase`, not `fnmatch`: the latter folds case on Windows and series names are
+    case-sensitive everywhere.
+    """
+    if pattern and not fnmatchcase(name, pattern):
+        return False
+    labels = labels or {}
+    return all(labels.get(k) == v for k, v in (required_labels or {}).items())
