@@ -63,6 +63,8 @@ class ScoreRun:
     closed: int = 0
     suppressed: int = 0
     responses: int = 0
+    # Anomalies whose responses an operator's silence held back in this run.
+    silenced: int = 0
     touched: set[int] = field(default_factory=set)
     opened_ids: set[int] = field(default_factory=set)
     # Anomalies opened, extended or closed in this run, written together by
@@ -81,6 +83,7 @@ class ScoreRun:
             "closed": self.closed,
             "suppressed": self.suppressed,
             "responses": self.responses,
+            "silenced": self.silenced,
         }
 
 

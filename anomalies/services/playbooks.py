@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import F
@@ -45,7 +46,14 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
     return usable
 
 
-def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
+class Queued(NamedTuple):
+    """What one call did: executions created, and anomalies held back by a silence."""
+
+    queued: int
+    silenced: int
+
+
+def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     """One execution per (playbook, anomaly); later matches only bump `repeats`.
 
     Four queries whatever the number of anomalies: during a fleet-wide incident every
@@ -53,17 +61,19 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
     """
     playbooks = _usable_playbooks()
     if not playbooks:
-        return 0
+        return Queued(0, 0)
     silences = silences_overlapping(since=now - RESPONSE_MAX_AGE, until=now)
-    anomalies = [
-        a
-        for a in Anomaly.objects.filter(
-            pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE
-        )
+    candidates = (
+        Anomaly.objects.filter(pk__in=anomaly_ids, last_seen_at__gte=now - RESPONSE_MAX_AGE)
         .exclude(status=Anomaly.Status.FALSE_POSITIVE)
         .select_related("series")
-        if not silenced_by(a, silences, now)
-    ]
+    )
+    anomalies, silenced = [], 0
+    for a in candidates:
+        if silenced_by(a, silences, now):
+            silenced += 1
+        else:
+            anomalies.append(a)
     existing = {
         (playbook_id, anomaly_id): pk
         for pk, playbook_id, anomaly_id in ResponseExecution.objects.filter(
@@ -86,7 +96,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> int:
         from ..tasks import execute_response
 
         transaction.on_commit(lambda: [execute_response.delay(pk) for pk in queued])
-    return len(queued)
+    return Queued(len(queued), silenced)
 
 
 def queue_resolved_notices(anomaly_ids: set[int]) -> int:

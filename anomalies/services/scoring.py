@@ -122,7 +122,7 @@ def anomalies_score_recent(
         if run.opened_ids:
             causes_rank_around(run.opened_ids)
         if run.touched:
-            run.responses = queue_responses(run.touched, now=now)
+            run.responses, run.silenced = queue_responses(run.touched, now=now)
             queue_resolved_notices(run.touched)
     return run.counts()
 

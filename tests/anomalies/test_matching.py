@@ -61,7 +61,7 @@ def test_a_playbook_with_a_pattern_answers_for_every_series_it_names():
         for n in ("checkout.latency", "checkout.errors")
     ]
     miss = AnomalyFactory(series=series_ensure(name="search.latency"))
-    assert queue_responses({a.pk for a in [*hit, miss]}, now=timezone.now()) == 2
+    assert queue_responses({a.pk for a in [*hit, miss]}, now=timezone.now()).queued == 2
     assert set(ResponseExecution.objects.values_list("anomaly_id", flat=True)) == {
         a.pk for a in hit
     }

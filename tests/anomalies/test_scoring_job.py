@@ -281,9 +281,9 @@ def test_queuing_responses_costs_the_same_queries_for_many_anomalies():
         ids = {
             AnomalyFactory(series=series_ensure(name=f"job.q{count}.{k}")).pk for k in range(count)
         }
-        assert queue_responses(ids, now=timezone.now()) == 2 * count
+        assert queue_responses(ids, now=timezone.now()).queued == 2 * count
         with CaptureQueriesContext(connection) as ctx:
-            assert queue_responses(ids, now=timezone.now()) == 0  # grouped, not re-sent
+            assert queue_responses(ids, now=timezone.now()).queued == 0  # grouped, not re-sent
         repeats = ResponseExecution.objects.filter(anomaly_id__in=ids).values_list(
             "repeats", flat=True
         )

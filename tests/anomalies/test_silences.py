@@ -87,13 +87,15 @@ def test_a_silenced_incident_is_found_but_paged_only_once_the_silence_ends(
     )
     insert_samples([series.pk] * 850, ts[:850], values[:850])
     with django_capture_on_commit_callbacks(execute=True):
-        _score(series, ts[849])
+        first = _score(series, ts[849])
+    assert first["silenced"] == 1 and first["responses"] == 0  # in the job-run record
     anomaly = Anomaly.objects.get(series=series)
     assert anomaly.ended_at is None  # found and listed while silenced...
     assert not ResponseExecution.objects.exists() and sent == []  # ...but nobody was paged
     insert_samples([series.pk] * 10, ts[850:860], values[850:860])
     with django_capture_on_commit_callbacks(execute=True):
-        _score(series, ts[859])
+        second = _score(series, ts[859])
+    assert second["silenced"] == 0 and second["responses"] == 1
     assert ResponseExecution.objects.get().anomaly_id == anomaly.pk
     assert [p["status"] for p in sent] == ["firing"]
     assert not deploy.is_active(to_datetime(ts[859]))
@@ -127,7 +129,7 @@ def test_an_incident_that_ended_under_a_silence_is_never_announced_one_before_it
     # the third before it began.
     _silence("svc.*", start=-timedelta(minutes=45), end=-timedelta(minutes=10))
     ids = {ended_quietly.pk, ended_after.pk, ended_before.pk}
-    assert queue_responses(ids, now=now) == 2
+    assert queue_responses(ids, now=now) == (2, 1)  # queued, held back by the silence
     sent_for = set(ResponseExecution.objects.values_list("anomaly_id", flat=True))
     assert sent_for == {ended_after.pk, ended_before.pk}
 
