@@ -199,6 +199,7 @@ class ResponsePlaybook(models.Model):
 
     class Action(models.TextChoices):
         WEBHOOK = "webhook"
+        SLACK = "slack", "Slack (incoming webhook)"
         EMAIL = "email"
         CELERY_TASK = "celery_task"
 
@@ -215,7 +216,8 @@ class ResponsePlaybook(models.Model):
     )
     action = models.CharField(max_length=20, choices=Action.choices)
     target = models.CharField(
-        max_length=500, help_text="Webhook URL, comma-separated e-mails or a Celery task name."
+        max_length=500,
+        help_text="Webhook or Slack URL, comma-separated e-mails or a Celery task name.",
     )
     arguments = models.JSONField(default=dict, blank=True, help_text="Task kwargs / extra payload.")
     max_attempts = models.PositiveSmallIntegerField(

@@ -1,15 +1,17 @@
-"""Carrying out a response playbook's action: webhook, e-mail or another system's task.
+"""Carrying out a response playbook's action: webhook, Slack, e-mail or another system's task.
 
 These functions talk to the outside world and write nothing: the service records the
 outcome. A failure raises `ResponseActionError`, which the task retries with backoff.
 The webhook body follows Alertmanager's webhook format (version 4), so anything that
-already receives Alertmanager notifications (PagerDuty, Opsgenie, Slack bridges) accepts it.
+already receives Alertmanager notifications (PagerDuty, Opsgenie) accepts it. Slack's
+incoming webhooks refuse that body (they need `text` or `blocks`), so the Slack action
+sends a message of its own; Mattermost and Rocket.Chat take the same one.
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 
 import requests
 from celery import current_app
@@ -18,7 +20,7 @@ from django.core.mail import send_mail
 from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
-from .validation import PlaybookTaskError, email_recipients, task_call
+from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 
@@ -79,25 +81,69 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     }
 
 
-def post_webhook(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
-    """POST the anomaly's current state (firing, or resolved once it has ended)."""
-    try:
-        response = requests.post(
-            playbook.target,
-            json=alertmanager_payload(anomaly, playbook),
-            timeout=WEBHOOK_TIMEOUT_SECONDS,
+SEVERITY_EMOJI = {"info": ":large_blue_circle:", "warning": ":warning:", "critical": ":red_circle:"}
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def slack_payload(anomaly: Anomaly) -> dict:
+    """A Slack message: `text` is what the notification shows, `blocks` the message.
+
+    Names, values and methods only: Slack's mrkdwn would read `<`, `>` and `&` in a
+    series label as markup, so they are escaped as Slack documents.
+    """
+    series = _slack_escape(str(anomaly.series))
+    link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
+    methods = ", ".join(anomaly.methods) or "none"
+    values = f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}"
+    if anomaly.ended_at is None:
+        head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"
+        text = f"[{anomaly.severity}] {series} is abnormal: {values}"
+        detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
+    else:
+        head = f":white_check_mark: *resolved*: {series}"
+        text = f"[resolved] {series} is back to normal"
+        detail = (
+            f"abnormal from {_utc(anomaly.started_at)} to {_utc(anomaly.ended_at)} "
+            f"({anomaly.severity}; peak {values})"
         )
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{head}\n{detail}"}},
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"<{link}|Open in Phase 3>"}],
+            },
+        ],
+    }
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
+    """POST the anomaly's current state (firing, or resolved once it has ended)."""
+    if playbook.action == ResponsePlaybook.Action.SLACK:
+        body, what = slack_payload(anomaly), "Slack"
+    else:
+        body, what = alertmanager_payload(anomaly, playbook), "webhook"
+    try:
+        response = requests.post(playbook.target, json=body, timeout=WEBHOOK_TIMEOUT_SECONDS)
     except requests.RequestException as exc:
-        raise ResponseActionError(f"webhook failed: {exc}") from exc
+        raise ResponseActionError(f"{what} failed: {exc}") from exc
     if not response.ok:
-        raise ResponseActionError(f"webhook answered HTTP {response.status_code}")
+        raise ResponseActionError(f"{what} answered HTTP {response.status_code}")
     return {"http_status": response.status_code}
 
 
 def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """Do what the playbook says; return what to record as the result."""
-    if playbook.action == ResponsePlaybook.Action.WEBHOOK:
-        return post_webhook(anomaly, playbook)
+    if playbook.action in URL_ACTIONS:
+        return post_notification(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         recipients = email_recipients(playbook.target)
         payload = alertmanager_payload(anomaly, playbook)

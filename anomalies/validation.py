@@ -24,7 +24,9 @@ from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
 MAX_ATTEMPTS = 10
 # Passed to a playbook's task when its signature accepts it (or **kwargs).
 ANOMALY_KWARG = "anomaly_id"
-_ACTIONS = ("webhook", "email", "celery_task")
+_ACTIONS = ("webhook", "slack", "email", "celery_task")
+# Actions that POST to a URL, and are told when the alert resolves.
+URL_ACTIONS = ("webhook", "slack")
 _url = URLValidator(schemes=["http", "https"])
 _email = EmailValidator()
 
@@ -119,11 +121,11 @@ def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) ->
     target = target if isinstance(target, str) else ""
     if action not in _ACTIONS:
         _add(errors, "action", f"must be one of {', '.join(_ACTIONS)}")
-    elif action == "webhook":
+    elif action in URL_ACTIONS:
         try:
             _url(target)
         except ValidationError:
-            _add(errors, "target", "a webhook needs an http(s) URL")
+            _add(errors, "target", f"a {action} action needs an http(s) URL")
     elif action == "email":
         recipients = email_recipients(target)
         if not recipients:

@@ -21,9 +21,9 @@ from django.utils import timezone
 
 from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
-from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_webhook
+from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
 from ..selectors import silenced_by, silences_overlapping
-from ..validation import playbook_errors
+from ..validation import URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
 
 logger = logging.getLogger(__name__)
@@ -100,17 +100,18 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
 
 
 def queue_resolved_notices(anomaly_ids: set[int]) -> int:
-    """Tell webhook receivers that alerts they were sent have ended.
+    """Tell webhook and Slack receivers that alerts they were sent have ended.
 
     Alertmanager receivers (PagerDuty, Opsgenie) keep an incident open until they get the
     same alert with status "resolved"; without it every page would have to be closed by
-    hand. As in Alertmanager's defaults, e-mails and tasks get no resolved notice.
+    hand, and a Slack channel would never learn that the alert it saw is over. As in
+    Alertmanager's defaults, e-mails and tasks get no resolved notice.
     """
     pending = list(
         ResponseExecution.objects.filter(
             anomaly_id__in=anomaly_ids,
             anomaly__ended_at__isnull=False,
-            playbook__action=ResponsePlaybook.Action.WEBHOOK,
+            playbook__action__in=URL_ACTIONS,
             status=ResponseExecution.Status.SUCCEEDED,
             resolved_notified_at__isnull=True,
         ).values_list("pk", flat=True)
@@ -169,7 +170,7 @@ def response_execute(*, execution_id: int) -> dict:
 
 
 def response_notify_resolved(*, execution_id: int) -> dict:
-    """Send a webhook receiver the resolved state of an alert it was sent.
+    """Send a webhook or Slack receiver the resolved state of an alert it was sent.
 
     Raises ResponseActionError for the task to retry; the error is kept on the execution.
     """
@@ -179,7 +180,7 @@ def response_notify_resolved(*, execution_id: int) -> dict:
     if execution.resolved_notified_at is not None or execution.anomaly.ended_at is None:
         return {"skipped": 1}
     try:
-        post_webhook(execution.anomaly, execution.playbook)
+        post_notification(execution.anomaly, execution.playbook)
     except ResponseActionError as exc:
         ResponseExecution.objects.filter(pk=execution_id).update(error=f"resolved notice: {exc}")
         raise

@@ -124,6 +124,7 @@ def test_playbook_validation_names_the_field(client_with_role):
         ({"action": "celery_task", "target": "scaling.evaluate", "arguments": [1]}, "arguments"),
         ({"action": "webhook", "target": "http://"}, "target"),
         ({"action": "webhook", "target": "http://exa mple.com/x"}, "target"),
+        ({"action": "slack", "target": "#ops-alerts"}, "target"),
         ({"action": "email", "target": " , "}, "target"),
         ({"action": "email", "target": "ops@example.com, not-an-address"}, "target"),
         ({"max_attempts": 0}, "max_attempts"),

@@ -431,6 +431,36 @@ def test_resolving_tells_webhook_receivers_once(
     assert ResponseExecution.objects.get(playbook=mail).resolved_notified_at is None
 
 
+def test_slack_gets_a_message_it_accepts_when_firing_and_when_resolved(
+    db, monkeypatch, django_capture_on_commit_callbacks
+):
+    from celery import current_app
+
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+    sent = _webhook_recorder(monkeypatch)
+    # A label value with Slack markup in it must reach the channel as text.
+    series = series_ensure(name="svc.slack", labels={"route": "<checkout>&co"})
+    anomaly = _anomaly(series)
+    slack = ResponsePlaybook.objects.create(
+        name="ops channel", action="slack", target="https://hooks.slack.example/T0/B0/x"
+    )
+    execution = ResponseExecution.objects.create(playbook=slack, anomaly=anomaly)
+    assert services.response_execute(execution_id=execution.pk) == {"succeeded": 1, "failed": 0}
+    with django_capture_on_commit_callbacks(execute=True):
+        services.anomaly_resolve(anomaly_id=anomaly.pk, by="ops")
+    firing, resolved = sent
+    # Slack refuses a body without `text` or `blocks` (Alertmanager's body has neither).
+    assert "alerts" not in firing and firing["text"].startswith("[critical] svc.slack")
+    assert "&lt;checkout&gt;&amp;co" in firing["text"] and "<checkout>" not in firing["text"]
+    message = firing["blocks"][0]["text"]["text"]
+    assert "observed 10 vs expected 1" in message and "statistical" in message
+    link = firing["blocks"][1]["elements"][0]["text"]
+    assert link.startswith("<http") and f"/anomaly/{anomaly.pk}/" in link
+    assert resolved["text"].startswith("[resolved] svc.slack")
+    execution.refresh_from_db()
+    assert execution.resolved_notified_at is not None
+
+
 def test_failed_resolved_notice_is_kept_and_retried(db, monkeypatch):
     series = series_ensure(name="svc.hook.down")
     anomaly = _anomaly(series, ended_at=timezone.now())
