@@ -89,10 +89,10 @@ def _utc(moment: datetime) -> str:
 
 
 def slack_payload(anomaly: Anomaly) -> dict:
-    """A Slack message: `text` is what the notification shows, `blocks` the message.
+    """A Slack message: `text` is what a phone notification shows, `blocks` the message.
 
-    Names, values and methods only: Slack's mrkdwn would read `<`, `>` and `&` in a
-    series label as markup, so they are escaped as Slack documents.
+    Slack's mrkdwn reads `<`, `>` and `&` as markup, so a series label holding them is
+    escaped as Slack documents; unescaped it could turn into a link or vanish.
     """
     series = _slack_escape(str(anomaly.series))
     link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
