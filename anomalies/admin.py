@@ -100,7 +100,7 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
     # and learn the dismissed pattern; an edited status field would do none of that.
     readonly_fields = [f.name for f in Anomaly._meta.fields if f.name != "note"]
     inlines = [RootCauseInline, ResponseExecutionInline]
-    actions = ["acknowledge", "resolve", "false_positive"]
+    actions = ["acknowledge", "resolve", "false_positive", "silence_two_hours"]
     chart_url_name = "anomalies_anomaly_chart"
 
     def has_add_permission(self, request) -> bool:
@@ -124,6 +124,22 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
         _operator_action(services.anomaly_mark_false_positive, "marked as false positives")(
             self, request, queryset
         )
+
+    @admin.action(description="Silence these series for 2 hours (no responses; still detected)")
+    def silence_two_hours(self, request, queryset):
+        by = request.user.get_username()
+        series_done = set()
+        for anomaly in queryset.select_related("series"):
+            if anomaly.series_id in series_done:
+                continue
+            series_done.add(anomaly.series_id)
+            services.silence_anomaly_series(
+                anomaly_id=anomaly.pk,
+                minutes=120,
+                comment=f"silenced from the admin by {by} while anomaly {anomaly.pk} is handled",
+                by=by,
+            )
+        messages.success(request, f"{len(series_done)} series silenced for 2 hours.")
 
     def get_chart_queryset(self) -> QuerySet:
         return Anomaly.objects.select_related("series")

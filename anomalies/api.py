@@ -93,6 +93,11 @@ class OperatorNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
+class SilenceSeriesSerializer(serializers.Serializer):
+    minutes = serializers.IntegerField(min_value=1, max_value=services.MAX_SILENCE_MINUTES)
+    comment = serializers.CharField(max_length=2000)
+
+
 class DetectQuerySerializer(serializers.Serializer):
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
@@ -153,6 +158,41 @@ class AnomalyDetectView(APIView):
         )
 
 
+class SilenceSerializer(serializers.ModelSerializer):
+    active = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Silence
+        fields = [
+            "id",
+            "series_pattern",
+            "labels",
+            "starts_at",
+            "ends_at",
+            "comment",
+            "created_by",
+            "created_at",
+            "active",
+        ]
+        read_only_fields = ["created_by", "created_at"]
+
+    def get_active(self, silence: Silence) -> bool:
+        return silence.is_active(timezone.now())
+
+    def validate(self, attrs):
+        values = _merged(
+            attrs,
+            self.instance,
+            {"series_pattern": "", "labels": {}, "starts_at": None, "ends_at": None, "comment": ""},
+        )
+        if values["starts_at"] is None:
+            values["starts_at"] = timezone.now()
+        errors = silence_errors(**values, now=None if self.instance else timezone.now())
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
 class AnomalyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Anomaly.Status.choices, required=False)
     severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
@@ -163,7 +203,12 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     """Anomalies; operators acknowledge, resolve or mark them as false positives."""
 
     serializer_class = AnomalySerializer
-    action_roles = {"acknowledge": "operator", "resolve": "operator", "false_positive": "operator"}
+    action_roles = {
+        "acknowledge": "operator",
+        "resolve": "operator",
+        "false_positive": "operator",
+        "silence": "operator",
+    }
 
     def get_queryset(self):
         if self.action != "list":
@@ -207,6 +252,18 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"], url_path="false-positive")
     def false_positive(self, request, pk=None):
         return self._act(request, pk, services.anomaly_mark_false_positive)
+
+    @extend_schema(request=SilenceSeriesSerializer, responses={201: SilenceSerializer})
+    @action(detail=True, methods=["post"])
+    def silence(self, request, pk=None):
+        """Hold back this series' responses for `minutes` (its exact name and labels)."""
+        anomaly = self.get_object()
+        body = SilenceSeriesSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        silence = services.silence_anomaly_series(
+            anomaly_id=anomaly.pk, by=_caller(request), **body.validated_data
+        )
+        return Response(SilenceSerializer(silence).data, status=status.HTTP_201_CREATED)
 
 
 def _merged(attrs: dict, instance, defaults: dict) -> dict:
@@ -305,41 +362,6 @@ class ResponseExecutionViewSet(
 ):
     serializer_class = ResponseExecutionSerializer
     queryset = ResponseExecution.objects.select_related("playbook").all()
-
-
-class SilenceSerializer(serializers.ModelSerializer):
-    active = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Silence
-        fields = [
-            "id",
-            "series_pattern",
-            "labels",
-            "starts_at",
-            "ends_at",
-            "comment",
-            "created_by",
-            "created_at",
-            "active",
-        ]
-        read_only_fields = ["created_by", "created_at"]
-
-    def get_active(self, silence: Silence) -> bool:
-        return silence.is_active(timezone.now())
-
-    def validate(self, attrs):
-        values = _merged(
-            attrs,
-            self.instance,
-            {"series_pattern": "", "labels": {}, "starts_at": None, "ends_at": None, "comment": ""},
-        )
-        if values["starts_at"] is None:
-            values["starts_at"] = timezone.now()
-        errors = silence_errors(**values, now=None if self.instance else timezone.now())
-        if errors:
-            raise serializers.ValidationError(errors)
-        return attrs
 
 
 class SilenceFilterSerializer(serializers.Serializer):

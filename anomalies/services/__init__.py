@@ -14,9 +14,15 @@ from .operators import (
 )
 from .playbooks import response_execute, response_notify_resolved
 from .scoring import anomalies_score_recent, learned_model_retrain
-from .silences import SilenceStateError, silence_expire
+from .silences import (
+    MAX_SILENCE_MINUTES,
+    SilenceStateError,
+    silence_anomaly_series,
+    silence_expire,
+)
 
 __all__ = [
+    "MAX_SILENCE_MINUTES",
     "AnomalyStateError",
     "SilenceStateError",
     "anomalies_score_recent",
@@ -26,5 +32,6 @@ __all__ = [
     "learned_model_retrain",
     "response_execute",
     "response_notify_resolved",
+    "silence_anomaly_series",
     "silence_expire",
 ]

@@ -252,3 +252,54 @@ def test_admin_expires_selected_silences_and_records_who_made_one(admin_client):
     )
     silence.refresh_from_db()
     assert not silence.is_active(timezone.now())
+
+
+def test_an_operator_silences_an_anomalys_series_and_only_that_series(client_with_role):
+    series = series_ensure(name="jobs[nightly]", labels={"env": "prod"})
+    anomaly = AnomalyFactory(series=series)
+    url = f"/admin/api/phase3/anomaly/anomalies/{anomaly.pk}/silence"
+    body = {"minutes": 120, "comment": "fixing the cron"}
+    assert client_with_role("viewer").post(url, body, format="json").status_code == 403
+    response = client_with_role("operator").post(url, body, format="json")
+    assert response.status_code == 201, response.json()
+    silence = Silence.objects.get(pk=response.json()["id"])
+    assert silence.is_active(timezone.now())
+    assert timedelta(minutes=119) < silence.ends_at - silence.starts_at <= timedelta(minutes=120)
+    # The name is a pattern, escaped: `[nightly]` is not a character class here.
+    assert silence.matches("jobs[nightly]", {"env": "prod"})
+    assert not silence.matches("jobsn", {"env": "prod"})
+    assert not silence.matches("jobs[nightly]", {"env": "staging"})
+    anomaly.refresh_from_db()
+    assert anomaly.status == Anomaly.Status.OPEN  # muting is not acknowledging
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"minutes": 0, "comment": "x"}, "minutes"),
+        ({"minutes": 7 * 24 * 60 + 1, "comment": "x"}, "minutes"),
+        ({"minutes": 60}, "comment"),
+        ({"minutes": 60, "comment": ""}, "comment"),
+    ],
+)
+def test_silencing_from_an_anomaly_checks_its_body(client_with_role, body, field):
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.cron"))
+    url = f"/admin/api/phase3/anomaly/anomalies/{anomaly.pk}/silence"
+    response = client_with_role("operator").post(url, body, format="json")
+    assert response.status_code == 400 and field in response.json()
+    assert not Silence.objects.exists()
+
+
+def test_the_admin_silences_each_selected_series_once(admin_client):
+    a = AnomalyFactory(series=series_ensure(name="svc.flapping"))
+    b = AnomalyFactory(series=a.series)
+    c = AnomalyFactory(series=series_ensure(name="svc.other"))
+    admin_client.post(
+        reverse("admin:anomalies_anomaly_changelist"),
+        {"action": "silence_two_hours", "_selected_action": [a.pk, b.pk, c.pk]},
+    )
+    assert sorted(Silence.objects.values_list("series_pattern", flat=True)) == [
+        "svc.flapping",
+        "svc.other",
+    ]
+    assert {s.created_by for s in Silence.objects.all()} == {"admin"}

@@ -161,6 +161,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "min_duration_seconds": 60,
         "enabled": True,
     },
+    "SilenceSeries": lambda w: {"minutes": 60, "comment": "fixing it"},
     "Silence": lambda w: {
         "series_pattern": "svc.*",
         "labels": {"env": "prod"},
