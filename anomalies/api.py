@@ -160,6 +160,10 @@ class AnomalyDetectView(APIView):
 
 class SilenceSerializer(serializers.ModelSerializer):
     active = serializers.SerializerMethodField()
+    open_anomalies = serializers.SerializerMethodField(
+        help_text="Open or acknowledged anomalies on series this silence matches: the "
+        "check that a pattern names what its author meant."
+    )
 
     class Meta:
         model = Silence
@@ -173,11 +177,23 @@ class SilenceSerializer(serializers.ModelSerializer):
             "created_by",
             "created_at",
             "active",
+            "open_anomalies",
         ]
         read_only_fields = ["created_by", "created_at"]
 
     def get_active(self, silence: Silence) -> bool:
         return silence.is_active(timezone.now())
+
+    def get_open_anomalies(self, silence: Silence) -> list[int]:
+        # Loaded once per response (every row shares the root's context); open anomalies
+        # are few, and matching them in Python keeps one matcher for the job and the API.
+        if "open_anomalies" not in self.context:
+            self.context["open_anomalies"] = selectors.anomalies_open()
+        return [
+            a.pk
+            for a in self.context["open_anomalies"]
+            if silence.matches(a.series.name, a.series.labels)
+        ]
 
     def validate(self, attrs):
         values = _merged(

@@ -64,6 +64,15 @@ def overview_section() -> dict:
     }
 
 
+def anomalies_open() -> list[Anomaly]:
+    """Anomalies still being dealt with (open or acknowledged), with their series."""
+    return list(
+        Anomaly.objects.filter(status__in=[Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED])
+        .select_related("series")
+        .order_by("-started_at")
+    )
+
+
 def silences_active(at: datetime) -> list[Silence]:
     """The silences in force at `at`; few at any time, so callers match them in Python."""
     return silences_overlapping(since=at, until=at)

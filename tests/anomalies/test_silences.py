@@ -136,6 +136,13 @@ def test_an_incident_that_ended_under_a_silence_is_never_announced_one_before_it
 
 def test_operators_create_and_expire_silences_admins_edit_them(client_with_role):
     now = timezone.now()
+    # What the new silence will cover, shown in its answer: only the first of these.
+    covered = AnomalyFactory(series=series_ensure(name="checkout.latency", labels={"env": "prod"}))
+    AnomalyFactory(series=series_ensure(name="checkout.errors", labels={"env": "staging"}))
+    AnomalyFactory(
+        series=series_ensure(name="checkout.cpu", labels={"env": "prod"}),
+        status=Anomaly.Status.RESOLVED,
+    )
     body = {
         "series_pattern": "checkout.*",
         "labels": {"env": "prod"},
@@ -147,6 +154,7 @@ def test_operators_create_and_expire_silences_admins_edit_them(client_with_role)
     assert created.status_code == 201, created.json()
     silence = created.json()
     assert silence["active"] is True and silence["created_by"]
+    assert silence["open_anomalies"] == [covered.pk]
     url = f"{BASE}{silence['id']}/"
     longer = {"ends_at": (now + timedelta(hours=3)).isoformat()}
     assert client_with_role("operator").patch(url, longer, format="json").status_code == 403
