@@ -24,7 +24,7 @@ from .models import (
     RootCauseCandidate,
     Silence,
 )
-from .validation import playbook_errors, rule_errors, silence_errors
+from .validation import playbook_errors, rule_errors, silence_errors, silence_match_errors
 
 
 def _caller(request) -> str:
@@ -380,6 +380,25 @@ class ResponseExecutionViewSet(
     queryset = ResponseExecution.objects.select_related("playbook").all()
 
 
+class SilencePreviewSerializer(serializers.Serializer):
+    series_pattern = serializers.CharField(max_length=200)
+    labels = serializers.JSONField(required=False, default=dict)
+
+    def validate(self, attrs):
+        errors = silence_match_errors(
+            series_pattern=attrs["series_pattern"], labels=attrs.get("labels", {})
+        )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SilencePreviewResultSerializer(serializers.Serializer):
+    series = serializers.IntegerField(help_text="How many series the silence would match.")
+    series_names = serializers.ListField(child=serializers.CharField())
+    open_anomalies = serializers.ListField(child=serializers.IntegerField())
+
+
 class SilenceFilterSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
@@ -411,6 +430,14 @@ class SilenceViewSet(viewsets.ModelViewSet):
 
     def perform_create(self, serializer):
         serializer.save(created_by=_caller(self.request))
+
+    @extend_schema(request=SilencePreviewSerializer, responses=SilencePreviewResultSerializer)
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """What a silence with this pattern and labels would cover, without making it."""
+        body = SilencePreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return Response(selectors.silence_preview(**body.validated_data))
 
     @extend_schema(request=None, responses=SilenceSerializer)
     @action(detail=True, methods=["post"])

@@ -8,8 +8,10 @@ import numpy as np
 from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
+from telemetry.models import Series
 from telemetry.selectors import series_values
 
+from .matching import series_matches
 from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
 
 
@@ -71,6 +73,34 @@ def anomalies_open() -> list[Anomaly]:
         .select_related("series")
         .order_by("-started_at")
     )
+
+
+# How many matching series a preview names; the count covers them all.
+PREVIEW_NAMES = 20
+
+
+def silence_preview(*, series_pattern: str, labels: dict) -> dict:
+    """What a silence with this pattern and these labels would cover, before it exists:
+    the series it matches (a count and the first names) and their open anomalies.
+
+    One pass over the series' names and labels, not their samples: a typo in a pattern
+    shows as 0 series at once.
+    """
+    matched = [
+        (pk, Series(name=name, labels_key=key))
+        for pk, name, series_labels, key in Series.objects.values_list(
+            "pk", "name", "labels", "labels_key"
+        )
+        .order_by("name", "labels_key")
+        .iterator()
+        if series_matches(series_pattern, labels, name, series_labels)
+    ]
+    ids = {pk for pk, _ in matched}
+    return {
+        "series": len(matched),
+        "series_names": [str(series) for _, series in matched[:PREVIEW_NAMES]],
+        "open_anomalies": [a.pk for a in anomalies_open() if a.series_id in ids],
+    }
 
 
 def silences_active(at: datetime) -> list[Silence]:

@@ -147,6 +147,15 @@ def email_recipients(target: str) -> list[str]:
     return [a.strip() for a in target.split(",") if a.strip()]
 
 
+def silence_match_errors(*, series_pattern: Any, labels: Any) -> Errors:
+    """What makes a silence's choice of series unusable, by field."""
+    errors: Errors = {}
+    _labels(errors, labels)
+    if not isinstance(series_pattern, str) or not series_pattern.strip():
+        _add(errors, "series_pattern", "give a series name or pattern (`*` for every series)")
+    return errors
+
+
 def silence_errors(
     *,
     series_pattern: Any,
@@ -162,10 +171,7 @@ def silence_errors(
     and is almost always a date typed wrong. As in Alertmanager a comment is required,
     because the next operator has to know why their alerts are quiet.
     """
-    errors: Errors = {}
-    _labels(errors, labels)
-    if not isinstance(series_pattern, str) or not series_pattern.strip():
-        _add(errors, "series_pattern", "give a series name or pattern (`*` for every series)")
+    errors = silence_match_errors(series_pattern=series_pattern, labels=labels)
     if not isinstance(comment, str) or not comment.strip():
         _add(errors, "comment", "say why alerts are silenced")
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:

@@ -311,3 +311,31 @@ def test_the_admin_silences_each_selected_series_once(admin_client):
         "svc.other",
     ]
     assert {s.created_by for s in Silence.objects.all()} == {"admin"}
+
+
+def test_a_preview_shows_what_a_silence_would_cover_without_making_it(client_with_role):
+    prod = {"env": "prod"}
+    latency = series_ensure(name="checkout.latency", labels=prod)
+    series_ensure(name="checkout.errors", labels=prod)
+    series_ensure(name="checkout.cpu", labels={"env": "staging"})
+    series_ensure(name="search.latency", labels=prod)
+    ongoing = AnomalyFactory(series=latency)
+    url = BASE + "preview"
+    body = {"series_pattern": "checkout.*", "labels": prod}
+    assert client_with_role("viewer").post(url, body, format="json").status_code == 403
+    response = client_with_role("operator").post(url, body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json() == {
+        "series": 2,
+        "series_names": ["checkout.errors{env=prod}", "checkout.latency{env=prod}"],
+        "open_anomalies": [ongoing.pk],
+    }
+    typo = client_with_role("operator").post(url, {"series_pattern": "chekout.*"}, format="json")
+    assert typo.json()["series"] == 0
+    for bad, field in (
+        ({"series_pattern": ""}, "series_pattern"),
+        ({"series_pattern": "*", "labels": {"env": 1}}, "labels"),
+    ):
+        refused = client_with_role("operator").post(url, bad, format="json")
+        assert refused.status_code == 400 and field in refused.json()
+    assert not Silence.objects.exists()

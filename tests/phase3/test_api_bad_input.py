@@ -162,6 +162,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "enabled": True,
     },
     "SilenceSeries": lambda w: {"minutes": 60, "comment": "fixing it"},
+    "SilencePreview": lambda w: {"series_pattern": "svc.*", "labels": {"env": "prod"}},
     "Silence": lambda w: {
         "series_pattern": "svc.*",
         "labels": {"env": "prod"},
