@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -253,9 +253,9 @@ class SilenceStateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         now = timezone.now()
         return {
-            "active": queryset.filter(starts_at__lte=now, ends_at__gt=now),
+            "active": queryset.filter(selectors.silence_in_force(now)),
             "pending": queryset.filter(starts_at__gt=now),
-            "expired": queryset.filter(Q(ends_at__lte=now)),
+            "expired": queryset.filter(ends_at__lte=now),
         }.get(self.value(), queryset)
 
 

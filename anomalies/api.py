@@ -189,11 +189,9 @@ class SilenceSerializer(serializers.ModelSerializer):
         # are few, and matching them in Python keeps one matcher for the job and the API.
         if "open_anomalies" not in self.context:
             self.context["open_anomalies"] = selectors.anomalies_open()
-        return [
-            a.pk
-            for a in self.context["open_anomalies"]
-            if silence.matches(a.series.name, a.series.labels)
-        ]
+        return selectors.anomalies_matching(
+            self.context["open_anomalies"], silence.series_pattern, silence.labels
+        )
 
     def validate(self, attrs):
         values = _merged(
@@ -417,11 +415,11 @@ class SilenceViewSet(viewsets.ModelViewSet):
         query = SilenceFilterSerializer(data=self.request.query_params)
         query.is_valid(raise_exception=True)
         active = query.validated_data.get("active")
-        now = timezone.now()
+        in_force = selectors.silence_in_force(timezone.now())
         if active is True:
-            qs = qs.filter(starts_at__lte=now, ends_at__gt=now)
+            qs = qs.filter(in_force)
         elif active is False:
-            qs = qs.exclude(starts_at__lte=now, ends_at__gt=now)
+            qs = qs.exclude(in_force)
         return qs
 
     @extend_schema(parameters=[SilenceFilterSerializer])

@@ -9,7 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-from telemetry.models import Series
+from telemetry.models import Series, labels_key
 
 from .matching import series_matches
 from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors, silence_errors
@@ -303,7 +303,7 @@ class Silence(models.Model):
         ordering = ["-starts_at"]
 
     def __str__(self) -> str:
-        labels = ",".join(f"{k}={v}" for k, v in sorted((self.labels or {}).items()))
+        labels = labels_key(self.labels)
         return f"silence {self.series_pattern}{{{labels}}} until {self.ends_at:%Y-%m-%d %H:%M}"
 
     def is_active(self, at: datetime) -> bool:

@@ -43,10 +43,14 @@ def anomalies_recent(
     return qs.order_by("-started_at")
 
 
+# An anomaly someone still has to deal with.
+OPEN_STATUSES = (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED)
+
+
 def overview_section() -> dict:
     """Open anomalies by severity, method agreement and response outcomes, from the DB."""
     by_status = dict(Anomaly.objects.values_list("status").annotate(n=Count("id")))
-    open_qs = Anomaly.objects.filter(status__in=[Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED])
+    open_qs = Anomaly.objects.filter(status__in=OPEN_STATUSES)
     open_by_severity = dict(open_qs.values_list("severity").annotate(n=Count("id")))
     reviewed = by_status.get(Anomaly.Status.FALSE_POSITIVE, 0) + by_status.get(
         Anomaly.Status.RESOLVED, 0
@@ -62,17 +66,24 @@ def overview_section() -> dict:
         ),
         "responses_by_status": executions,
         "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
-        "active_silences": len(silences_active(timezone.now())),
+        "active_silences": Silence.objects.filter(silence_in_force(timezone.now())).count(),
     }
 
 
 def anomalies_open() -> list[Anomaly]:
     """Anomalies still being dealt with (open or acknowledged), with their series."""
     return list(
-        Anomaly.objects.filter(status__in=[Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED])
+        Anomaly.objects.filter(status__in=OPEN_STATUSES)
         .select_related("series")
         .order_by("-started_at")
     )
+
+
+def anomalies_matching(anomalies: list[Anomaly], pattern: str, labels: dict) -> list[int]:
+    """Ids of those of `anomalies` on series that `pattern` and `labels` name."""
+    return [
+        a.pk for a in anomalies if series_matches(pattern, labels, a.series.name, a.series.labels)
+    ]
 
 
 # How many matching series a preview names; the count covers them all.
@@ -87,20 +98,22 @@ def silence_preview(*, series_pattern: str, labels: dict) -> dict:
     shows as 0 series at once.
     """
     matched = [
-        (pk, Series(name=name, labels_key=key))
-        for pk, name, series_labels, key in Series.objects.values_list(
-            "pk", "name", "labels", "labels_key"
-        )
+        Series(name=name, labels_key=key)
+        for name, series_labels, key in Series.objects.values_list("name", "labels", "labels_key")
         .order_by("name", "labels_key")
         .iterator()
         if series_matches(series_pattern, labels, name, series_labels)
     ]
-    ids = {pk for pk, _ in matched}
     return {
         "series": len(matched),
-        "series_names": [str(series) for _, series in matched[:PREVIEW_NAMES]],
-        "open_anomalies": [a.pk for a in anomalies_open() if a.series_id in ids],
+        "series_names": [str(series) for series in matched[:PREVIEW_NAMES]],
+        "open_anomalies": anomalies_matching(anomalies_open(), series_pattern, labels),
     }
+
+
+def silence_in_force(at: datetime) -> Q:
+    """The condition for a silence to be in force at `at`, for filter() or exclude()."""
+    return Q(starts_at__lte=at, ends_at__gt=at)
 
 
 def silences_active(at: datetime) -> list[Silence]:

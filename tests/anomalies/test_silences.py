@@ -17,7 +17,7 @@ from telemetry.bulk import insert_samples
 from telemetry.selectors import to_datetime
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
-from tests.anomalies.test_services import _score, _synthetic
+from tests.anomalies.test_services import _score, _synthetic, _webhook_recorder
 
 pytestmark = pytest.mark.django_db
 
@@ -50,14 +50,7 @@ def test_a_silence_matches_by_name_pattern_and_labels(pattern, labels, name, ser
 
 def _hook(monkeypatch) -> list[dict]:
     """Webhook payloads sent, with queued tasks run in-process through the real task."""
-    sent = []
-
-    class Ok:
-        ok, status_code = True, 200
-
-    monkeypatch.setattr(
-        "anomalies.responses.requests.post", lambda url, json, timeout: sent.append(json) or Ok()
-    )
+    sent = _webhook_recorder(monkeypatch)
     monkeypatch.setitem(current_app.conf, "task_always_eager", True)
     ResponsePlaybook.objects.create(
         name="page", action="webhook", target="http://hooks.example/alert", min_severity="info"
