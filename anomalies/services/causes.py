@@ -14,7 +14,7 @@ import numpy as np
 
 from phase3.bulk import insert_columns
 
-from ..engine.root_cause import CauseCandidate, rank_causes
+from ..engine.root_cause import CauseCandidate, RankedCause, rank_causes
 from ..models import Anomaly, RootCauseCandidate
 
 # Other series' anomalies this close to an onset are root-cause candidates.
@@ -67,9 +67,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
             ],
             step,
         )
-        kept = [r for r in ranked if pool[r.key].series_id != target.series_id or r.key == t_index][
-            :MAX_CAUSES
-        ]
+        kept = _best_per_series(ranked, pool, target.series_id, t_index)[:MAX_CAUSES]
         for r in kept:
             cause = pool[r.key]
             columns["anomaly"].append(target.pk)
@@ -91,6 +89,27 @@ def causes_rank_around(opened_ids: set[int]) -> int:
     RootCauseCandidate.objects.filter(anomaly__in=targets).delete()
     # Column-wise: a fleet-wide incident stores 20,000 candidates in one run.
     return insert_columns(RootCauseCandidate, columns)
+
+
+def _best_per_series(
+    ranked: list[RankedCause], pool: list[Anomaly], own_series: int, own_key: int
+) -> list[RankedCause]:
+    """Each series once, at its best-ranked anomaly; the target's own series only as itself.
+
+    A neighbour that flapped (recovered and reopened inside the window) has two anomalies
+    near the onset, but a candidate names a series, unique per target: storing both broke
+    that constraint and rolled back the whole scoring run, on every run after it.
+    """
+    seen = {own_series}
+    kept = []
+    for r in ranked:
+        series_id = pool[r.key].series_id
+        if r.key == own_key:
+            kept.append(r)
+        elif series_id not in seen:
+            seen.add(series_id)
+            kept.append(r)
+    return kept
 
 
 def _distance_to_nearest(points: np.ndarray, others: list[float]) -> np.ndarray:

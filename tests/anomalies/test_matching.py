@@ -65,3 +65,20 @@ def test_a_playbook_with_a_pattern_answers_for_every_series_it_names():
     assert set(ResponseExecution.objects.values_list("anomaly_id", flat=True)) == {
         a.pk for a in hit
     }
+
+
+@pytest.mark.django_db
+def test_an_ongoing_anomaly_that_escalates_reaches_the_playbooks_of_its_new_severity():
+    """A warning that grows into an outage must page whoever only takes critical alerts."""
+    ResponsePlaybook.objects.create(
+        name="chat", action="email", target="team@example.com", min_severity="warning"
+    )
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", min_severity="critical"
+    )
+    anomaly = AnomalyFactory(series=series_ensure(name="api.latency"), severity="warning")
+    assert queue_responses({anomaly.pk}, now=timezone.now()).queued == 1
+    Anomaly.objects.filter(pk=anomaly.pk).update(severity="critical")
+    assert queue_responses({anomaly.pk}, now=timezone.now()).queued == 1
+    sent = dict(ResponseExecution.objects.values_list("playbook__name", "repeats"))
+    assert sent == {"chat": 1, "pager": 0}  # the chat message is grouped, not sent again

@@ -4,6 +4,7 @@ series, concurrent runs, missing values, new series with a week of backfill."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -157,6 +158,23 @@ def test_causes_are_capped_and_kept_while_nothing_new_opens():
     before = set(RootCauseCandidate.objects.values_list("pk", flat=True))
     causes_rank_around({far.pk})
     assert before <= set(RootCauseCandidate.objects.values_list("pk", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_neighbour_that_flapped_is_one_candidate_at_its_earlier_onset():
+    now = to_datetime(END)
+    db = series_ensure(name="job.db.flapping")
+    first = AnomalyFactory(
+        series=db,
+        started_at=now - timedelta(minutes=20),
+        ended_at=now - timedelta(minutes=10),
+        status="resolved",
+    )
+    AnomalyFactory(series=db, started_at=now - timedelta(minutes=5))  # reopened
+    effect = AnomalyFactory(series=series_ensure(name="job.api.slow"), started_at=now)
+    causes_rank_around({effect.pk})
+    candidates = list(RootCauseCandidate.objects.filter(anomaly=effect, series=db))
+    assert [c.cause_anomaly_id for c in candidates] == [first.pk]
 
 
 @pytest.mark.django_db
