@@ -193,8 +193,12 @@ def track_episodes(
                     current, calm = None, 0
             continue
         if suppressing:
+            # A dismissed episode stays quiet while it lasts, but each of its alert-level
+            # points is judged again: a dismissed backup bump that grows into an outage
+            # must open an anomaly, not be swallowed as part of the bump.
             suppressing = bool(voting[i] or alert[i])
-            continue
+            if not alert[i]:
+                continue
         if not (alert[i] or (voting[i] and result.combined[row, i] >= RECURRENCE_SCORE)):
             continue
         methods = frozenset(f for f, v in families.items() if v[i] >= cfg.vote_surprisal)
@@ -209,12 +213,14 @@ def track_episodes(
         dismissed = feedback.dismissed.get(s.pk, [])
         matches = [pk for pk, fp in dismissed if is_dismissed(candidate, [fp])]
         if matches:
-            DismissedPattern.objects.filter(pk=matches[0]).update(
-                suppressed_count=F("suppressed_count") + 1
-            )
-            run.suppressed += 1
+            if not suppressing:  # counted once per suppressed episode
+                DismissedPattern.objects.filter(pk=matches[0]).update(
+                    suppressed_count=F("suppressed_count") + 1
+                )
+                run.suppressed += 1
             suppressing = True
             continue
+        suppressing = False
         onset = estimate_onset(trace_ts, trace_z, i + tail_ts.size)
         current = Anomaly(
             series=s,
@@ -293,8 +299,11 @@ def report_silence(
     """Open (or extend) a "stalled" anomaly for each series that stopped sending.
 
     The engine judges a gap when the next point arrives; an exporter that died would
-    otherwise be reported only once it came back. A silence is reported once: an
-    anomaly that ended after the series' last point (an operator resolved it) covers it.
+    otherwise be reported only once it came back. A silence is reported once: an ended
+    anomaly that began after the series' last point (one only a silence can open, which
+    an operator resolved) covers it. Any anomaly that merely ended after it did not: an
+    operator who resolves a spike at the wall clock, after a restart that killed the
+    exporter, must still hear that the series went quiet.
     """
     found = []
     for s, st in silent:
@@ -307,15 +316,15 @@ def report_silence(
     if not found:
         return
     current = {a.series_id: a for a in open_anomalies([s for s, _, _ in found])}
-    last_ended = dict(
+    last_closed_onset = dict(
         Anomaly.objects.filter(series__in=[s for s, _, _ in found], ended_at__isnull=False)
         .values_list("series_id")
-        .annotate(last=Max("ended_at"))
+        .annotate(last=Max("started_at"))
     )
     for s, st, surprisal in found:
         a = current.get(s.pk)
         if a is None:
-            if s.pk in last_ended and last_ended[s.pk] > st.last_ts:
+            if s.pk in last_closed_onset and last_closed_onset[s.pk] > st.last_ts:
                 continue
             methods = frozenset({"pattern", STALLED})
             candidate = Fingerprint(direction=-1, peak_z=0.0, methods=methods)

@@ -268,6 +268,23 @@ def test_a_series_that_stops_sending_is_reported_while_silent_and_recovers():
 
 
 @pytest.mark.django_db
+def test_a_series_that_dies_after_an_operator_resolved_a_spike_is_reported_silent():
+    # The restart that fixed the spike killed the exporter: the spike's anomaly ended at
+    # the wall clock, after the last point, but it does not cover the silence after it.
+    from anomalies.engine.pattern import SILENT_STEPS
+
+    series, ts, values = _series("job.restarted", 400, seed=15)
+    insert_samples([series.pk] * 400, ts, values)
+    _run([series], ts[-1])
+    spike = AnomalyFactory(series=series, started_at=to_datetime(ts[-4]))
+    services.anomaly_resolve(anomaly_id=spike.pk, by="ops")
+    assert Anomaly.objects.get(pk=spike.pk).ended_at > to_datetime(ts[-1])
+    _run([series], ts[-1] + (SILENT_STEPS + 2) * STEP)
+    stalled = Anomaly.objects.exclude(pk=spike.pk).get(series=series)
+    assert "stalled" in stalled.methods and stalled.ended_at is None
+
+
+@pytest.mark.django_db
 def test_a_silence_marked_false_positive_is_not_reported_the_next_time():
     from anomalies.engine.pattern import SILENT_STEPS
 

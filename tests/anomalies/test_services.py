@@ -153,6 +153,24 @@ def test_false_positive_teaches_the_detector_to_ignore_that_pattern(db):
     assert after(series, 1690).exists()
 
 
+def test_a_dismissed_bump_that_grows_into_an_outage_opens_an_anomaly(db):
+    # The repeat of the dismissed bump is suppressed while it lasts, but three points in it
+    # turns into a three-hour, 80-sigma outage: that must not pass as part of the bump.
+    series, ts, values = _synthetic("svc.latency.fp-grows", n=1500, daily=0.0, seed=3)
+    values[700:704] += 25.0
+    values[1200:1203] += 27.0
+    values[1203:1240] += 80.0
+    insert_samples([series.pk] * 800, ts[:800], values[:800])
+    _score(series, ts[799])
+    first = Anomaly.objects.get(series=series, started_at__gte=to_datetime(ts[690]))
+    services.anomaly_mark_false_positive(anomaly_id=first.pk, by="ops")
+    insert_samples([series.pk] * 700, ts[800:], values[800:])
+    counts = _score(series, ts[-1])
+    assert counts["suppressed"] == 1  # the bump itself, once
+    outage = Anomaly.objects.get(series=series, started_at__gte=to_datetime(ts[1190]))
+    assert outage.peak_z > 40
+
+
 def test_a_confirmed_incident_that_recurs_alerts_again(db):
     # The same three-hour outage, 80 standard deviations high, three days apart. The
     # evidence ranking holds the first outage, so on its own the repeat ranks under the
