@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from phase3.admin_actions import ActionPermissionMixin, may_add
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 from telemetry.charts import timeseries_chart
 
@@ -81,7 +82,7 @@ def _operator_action(service, verb: str):
 
 
 @admin.register(Anomaly)
-class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
+class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = [
         "series",
         "severity",
@@ -111,21 +112,26 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
         and a full save would put back the values the page was loaded with."""
         obj.save(update_fields=["note", "updated_at"])
 
-    @admin.action(description="Acknowledge selected anomalies")
+    @admin.action(permissions=["act"], description="Acknowledge selected anomalies")
     def acknowledge(self, request, queryset):
         _operator_action(services.anomaly_acknowledge, "acknowledged")(self, request, queryset)
 
-    @admin.action(description="Resolve selected anomalies")
+    @admin.action(permissions=["act"], description="Resolve selected anomalies")
     def resolve(self, request, queryset):
         _operator_action(services.anomaly_resolve, "resolved")(self, request, queryset)
 
-    @admin.action(description="Mark as false positive (the pattern stops alerting)")
+    @admin.action(
+        permissions=["act"], description="Mark as false positive (the pattern stops alerting)"
+    )
     def false_positive(self, request, queryset):
         _operator_action(services.anomaly_mark_false_positive, "marked as false positives")(
             self, request, queryset
         )
 
-    @admin.action(description="Silence these series for 2 hours (no responses; still detected)")
+    @admin.action(
+        permissions=["silence"],
+        description="Silence these series for 2 hours (no responses; still detected)",
+    )
     def silence_two_hours(self, request, queryset):
         by = request.user.get_username()
         series_done = set()
@@ -140,6 +146,10 @@ class AnomalyAdmin(ChartAdminMixin, admin.ModelAdmin):
                 by=by,
             )
         messages.success(request, f"{len(series_done)} series silenced for 2 hours.")
+
+    def has_silence_permission(self, request: HttpRequest) -> bool:
+        """It changes no anomaly: it makes a silence, so it asks what making one asks."""
+        return may_add(request, Silence)
 
     def get_chart_queryset(self) -> QuerySet:
         return Anomaly.objects.select_related("series")
@@ -260,7 +270,7 @@ class SilenceStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Silence)
-class SilenceAdmin(admin.ModelAdmin):
+class SilenceAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = [
         "series_pattern",
         "labels",
@@ -284,7 +294,9 @@ class SilenceAdmin(admin.ModelAdmin):
             obj.created_by = request.user.get_username()
         super().save_model(request, obj, form, change)
 
-    @admin.action(description="Expire selected silences now (alerting resumes)")
+    @admin.action(
+        permissions=["act"], description="Expire selected silences now (alerting resumes)"
+    )
     def expire(self, request, queryset):
         _apply_each(
             request,

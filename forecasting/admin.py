@@ -18,6 +18,7 @@ from forecasting.models import (
     ForecastPoint,
     ForecastTarget,
 )
+from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 from telemetry.charts import bar_chart, timeseries_chart
 
@@ -75,7 +76,7 @@ def _queue(targets, horizons=None) -> int:
 
 
 @admin.register(ForecastTarget)
-class ForecastTargetAdmin(ChartAdminMixin, admin.ModelAdmin):
+class ForecastTargetAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = ["name", "prediction_type", "source", "series", "event_metric", "threshold",
                     "threshold_direction", "enabled", "chart_link"]  # fmt: skip
     list_filter = ["prediction_type", "source", "enabled"]
@@ -87,7 +88,9 @@ class ForecastTargetAdmin(ChartAdminMixin, admin.ModelAdmin):
     actions = ["recompute_now"]
     chart_url_name = "forecasting_target_chart"
 
-    @admin.action(description="Recompute forecasts now (queued, every horizon)")
+    @admin.action(
+        permissions=["act"], description="Recompute forecasts now (queued, every horizon)"
+    )
     def recompute_now(self, request, queryset):
         n = _queue(queryset.filter(enabled=True))
         self.message_user(request, f"Queued {n} forecast tasks.", messages.SUCCESS)
@@ -117,7 +120,7 @@ class BacktestInline(admin.TabularInline):
 
 
 @admin.register(Forecast)
-class ForecastAdmin(ChartAdminMixin, admin.ModelAdmin):
+class ForecastAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = ["target", "prediction_type", "horizon_days", "model_name", "backtest_mase",
                     "baseline_mase", "backtest_coverage80", "is_current", "created_at",
                     "chart_link"]  # fmt: skip
@@ -133,7 +136,7 @@ class ForecastAdmin(ChartAdminMixin, admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # forecasts are computed, never typed in
 
-    @admin.action(description="Recompute these forecasts now (queued)")
+    @admin.action(permissions=["act"], description="Recompute these forecasts now (queued)")
     def recompute_now(self, request, queryset):
         n = 0
         for forecast in queryset.select_related("target"):
@@ -184,7 +187,7 @@ class BacktestResultAdmin(admin.ModelAdmin):
 
 
 @admin.register(BusinessInsight)
-class BusinessInsightAdmin(admin.ModelAdmin):
+class BusinessInsightAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["summary", "kind", "prediction_type", "horizon_days", "confidence",
                     "expected_at", "is_current", "created_at"]  # fmt: skip
     list_filter = ["kind", "prediction_type", "is_current", "horizon_days"]
@@ -211,7 +214,7 @@ class BusinessInsightAdmin(admin.ModelAdmin):
         if editable:
             obj.save(update_fields=editable)
 
-    @admin.action(description="Retire (no longer current)")
+    @admin.action(permissions=["act"], description="Retire (no longer current)")
     def retire(self, request, queryset):
         n = queryset.update(is_current=False)
         self.message_user(request, f"Retired {n} insights.", messages.SUCCESS)

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts
@@ -27,7 +28,7 @@ class ReadOnlyResultAdmin(admin.ModelAdmin):
 
 
 @admin.register(MLModel)
-class MLModelAdmin(ChartAdminMixin, ReadOnlyResultAdmin):
+class MLModelAdmin(ActionPermissionMixin, ChartAdminMixin, ReadOnlyResultAdmin):
     list_display = ["name", "version", "kind", "primary_metric", "primary_score", "is_active",
                     "training_rows", "holdout_rows", "trained_at", "chart_link"]  # fmt: skip
     list_filter = ["kind", "is_active", "name"]
@@ -55,7 +56,9 @@ class MLModelAdmin(ChartAdminMixin, ReadOnlyResultAdmin):
         rows = [(k, v) for k, v in sorted(model.metrics.items())]
         return ChartPage(str(model), chart_list, rows)
 
-    @admin.action(description="Activate the selected version (one per model name)")
+    @admin.action(
+        permissions=["act"], description="Activate the selected version (one per model name)"
+    )
     def activate(self, request, queryset):
         names = list(queryset.values_list("name", flat=True))
         if len(names) != len(set(names)):
@@ -119,7 +122,7 @@ class StatePatternAdmin(ReadOnlyResultAdmin):
 
 
 @admin.register(Insight)
-class InsightAdmin(ReadOnlyResultAdmin):
+class InsightAdmin(ActionPermissionMixin, ReadOnlyResultAdmin):
     list_display = ["title", "category", "source", "priority", "impact", "confidence",
                     "novelty", "status", "times_seen", "last_seen_at"]  # fmt: skip
     list_filter = ["status", "category", "source"]
@@ -127,13 +130,13 @@ class InsightAdmin(ReadOnlyResultAdmin):
     readonly_fields = ["priority_explanation"]
     actions = ["acknowledge", "dismiss"]
 
-    @admin.action(description="Acknowledge selected insights")
+    @admin.action(permissions=["act"], description="Acknowledge selected insights")
     def acknowledge(self, request, queryset):
         for insight in queryset:
             insight_acknowledge(insight=insight, actor=request.user.get_username())
         self.message_user(request, f"Acknowledged {queryset.count()} insight(s).")
 
-    @admin.action(description="Dismiss selected insights")
+    @admin.action(permissions=["act"], description="Dismiss selected insights")
     def dismiss(self, request, queryset):
         for insight in queryset:
             insight_dismiss(insight=insight, actor=request.user.get_username())

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts, services
@@ -34,7 +35,7 @@ def _run_per_row(modeladmin, request, queryset, fn, verb: str, **kwargs) -> None
 
 
 @admin.register(Recommendation)
-class RecommendationAdmin(admin.ModelAdmin):
+class RecommendationAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["title", "category", "state", "confidence", "predicted_ms_saved_per_day",
                     "realised_ms_saved_per_day", "complexity", "risk", "times_seen",
                     "last_seen_at"]  # fmt: skip
@@ -47,23 +48,23 @@ class RecommendationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # recommendations come from the analysis, not from hand entry
 
-    @admin.action(description="Claim (I am working on it)")
+    @admin.action(permissions=["act"], description="Claim (I am working on it)")
     def claim(self, request, queryset):
         _run_per_row(self, request, queryset, services.recommendation_claim, "Claimed")
 
-    @admin.action(description="Mark applied now (starts verification)")
+    @admin.action(permissions=["act"], description="Mark applied now (starts verification)")
     def mark_applied(self, request, queryset):
         _run_per_row(self, request, queryset, services.recommendation_mark_applied, "Applied")
 
-    @admin.action(description="Dismiss")
+    @admin.action(permissions=["act"], description="Dismiss")
     def dismiss(self, request, queryset):
         _run_per_row(self, request, queryset, services.recommendation_dismiss, "Dismissed")
 
-    @admin.action(description="Roll back (the change was reverted)")
+    @admin.action(permissions=["act"], description="Roll back (the change was reverted)")
     def rollback(self, request, queryset):
         _run_per_row(self, request, queryset, services.recommendation_rollback, "Rolled back")
 
-    @admin.action(description="Verify realised impact now")
+    @admin.action(permissions=["act"], description="Verify realised impact now")
     def verify_now(self, request, queryset):
         done, refused = 0, []
         for rec in queryset:
@@ -78,7 +79,7 @@ class RecommendationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Baseline)
-class BaselineAdmin(ChartAdminMixin, admin.ModelAdmin):
+class BaselineAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = ["series", "metric", "endpoint", "points", "trend_relative_change_per_week",
                     "trend_significant", "computed_at", "chart_link"]  # fmt: skip
     list_filter = ["metric", "trend_significant"]
@@ -106,7 +107,7 @@ class BaselineAdmin(ChartAdminMixin, admin.ModelAdmin):
             ],
         )
 
-    @admin.action(description="Recompute the selected baselines now")
+    @admin.action(permissions=["act"], description="Recompute the selected baselines now")
     def recompute(self, request, queryset):
         counts = services.baselines_recompute(
             series_ids=list(queryset.values_list("series_id", flat=True))
@@ -130,7 +131,7 @@ class HealthSnapshotAdmin(admin.ModelAdmin):
 
 
 @admin.register(AnalysisReport)
-class AnalysisReportAdmin(admin.ModelAdmin):
+class AnalysisReportAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["at", "health", "recommendations_seen", "recommendations_created",
                     "computed_at"]  # fmt: skip
     # ``health`` may be empty, and Django joins only non-null foreign keys by itself.
@@ -143,7 +144,7 @@ class AnalysisReportAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Run the analysis now (for the current hour)")
+    @admin.action(permissions=["act"], description="Run the analysis now (for the current hour)")
     def run_now(self, request, queryset):
         report = services.analysis_run()
         self.message_user(request, f"Analysis stored for {report.at:%Y-%m-%d %H:00}.")

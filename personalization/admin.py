@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage, render_chart_page
 
 from . import charts, selectors, services, validation
@@ -41,7 +42,7 @@ class PersonaChangeInline(admin.TabularInline):
 
 
 @admin.register(UserProfile)
-class UserProfileAdmin(admin.ModelAdmin):
+class UserProfileAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["user_id", "persona", "persona_confidence", "sessions", "event_count",
                     "segments", "last_seen_at", "computed_at"]  # fmt: skip
     list_filter = ["persona", "computed_at"]
@@ -85,7 +86,9 @@ class UserProfileAdmin(admin.ModelAdmin):
             'Persona distribution chart: <a href="{}">{}</a>', link, link)}  # fmt: skip
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Recompute every profile and persona now (28 days)")
+    @admin.action(
+        permissions=["act"], description="Recompute every profile and persona now (28 days)"
+    )
     def recompute_all(self, request, queryset):
         counts = services.profiles_recompute(days=28)
         self.message_user(request, f"Profiles recomputed: {counts}")
@@ -105,7 +108,7 @@ class PersonaChangeAdmin(admin.ModelAdmin):
 
 
 @admin.register(PersonaModelRun)
-class PersonaModelRunAdmin(admin.ModelAdmin):
+class PersonaModelRunAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["computed_at", "users_total", "users_classified", "labelled_users",
                     "accuracy", "ece", "brier", "ece_uncalibrated", "temperature", "note"]  # fmt: skip
     list_filter = ["computed_at"]
@@ -116,7 +119,7 @@ class PersonaModelRunAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Run the persona model now (28 days)")
+    @admin.action(permissions=["act"], description="Run the persona model now (28 days)")
     def run_now(self, request, queryset):
         counts = services.profiles_recompute(days=28)
         self.message_user(request, f"Profiles recomputed: {counts}")
@@ -146,7 +149,7 @@ class RuleForm(JsonDocumentForm):
 
 
 @admin.register(PersonalizationRule)
-class PersonalizationRuleAdmin(admin.ModelAdmin):
+class PersonalizationRuleAdmin(ActionPermissionMixin, admin.ModelAdmin):
     form = RuleForm
     list_display = ["key", "name", "priority", "enabled", "starts_at", "ends_at", "updated_at"]
     list_filter = ["enabled", "priority"]
@@ -154,13 +157,13 @@ class PersonalizationRuleAdmin(admin.ModelAdmin):
     search_fields = ["key", "name", "description"]
     actions = ["enable", "disable"]
 
-    @admin.action(description="Enable selected rules")
+    @admin.action(permissions=["act"], description="Enable selected rules")
     def enable(self, request, queryset):
         n = services.rules_set_enabled(rule_ids=list(queryset.values_list("pk", flat=True)),
                                        enabled=True)  # fmt: skip
         self.message_user(request, f"{n} rule(s) enabled.")
 
-    @admin.action(description="Disable selected rules")
+    @admin.action(permissions=["act"], description="Disable selected rules")
     def disable(self, request, queryset):
         n = services.rules_set_enabled(rule_ids=list(queryset.values_list("pk", flat=True)),
                                        enabled=False)  # fmt: skip
@@ -197,7 +200,7 @@ class ExperimentResultInline(admin.TabularInline):
 
 
 @admin.register(Experiment)
-class ExperimentAdmin(ChartAdminMixin, admin.ModelAdmin):
+class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     form = ExperimentForm
     list_display = ["key", "name", "status", "starts_at", "ends_at", "results_link"]
     list_filter = ["status"]
@@ -245,15 +248,15 @@ class ExperimentAdmin(ChartAdminMixin, admin.ModelAdmin):
             except services.ExperimentStateError as exc:
                 self.message_user(request, f"{exp.key}: {exc}", level=messages.ERROR)
 
-    @admin.action(description="Start selected experiments")
+    @admin.action(permissions=["act"], description="Start selected experiments")
     def start(self, request, queryset):
         self._transition(request, queryset, services.experiment_start, "started")
 
-    @admin.action(description="Stop selected experiments")
+    @admin.action(permissions=["act"], description="Stop selected experiments")
     def stop(self, request, queryset):
         self._transition(request, queryset, services.experiment_stop, "stopped")
 
-    @admin.action(description="Recompute results now")
+    @admin.action(permissions=["act"], description="Recompute results now")
     def recompute_results(self, request, queryset):
         for exp in queryset:
             counts = services.experiment_results_recompute(experiment_id=exp.pk)

@@ -1,12 +1,13 @@
 from django.contrib import admin, messages
 from django.utils import timezone
 
+from .admin_actions import ActionPermissionMixin
 from .keys import api_key_create, api_key_revoke
 from .models import ApiKey, JobLock, JobRun
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = [
         "name",
         "prefix",
@@ -43,7 +44,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             level=messages.WARNING,
         )
 
-    @admin.action(description="Revoke selected keys")
+    @admin.action(permissions=["act"], description="Revoke selected keys")
     def revoke(self, request, queryset):
         for key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(api_key=key)

@@ -40,12 +40,31 @@ def session_role(user) -> str | None:
     return Role.VIEWER  # staff may read; Django's model permissions still apply below
 
 
+_CRUD_ACTIONS = frozenset({"list", "retrieve", "create", "update", "partial_update", "destroy"})
+
+
 class _ModelPerms(DjangoModelPermissions):
     perms_map = {
         **DjangoModelPermissions.perms_map,
         "GET": ["%(app_label)s.view_%(model_name)s"],
         "HEAD": ["%(app_label)s.view_%(model_name)s"],
     }
+
+    def has_permission(self, request, view) -> bool:
+        """An action on one object (acknowledge, expire) is a change to it, not an addition.
+
+        DRF maps every POST to "add", so a staff operator allowed to change anomalies, as
+        in the admin, got a 403 on `/acknowledge`.
+        """
+        action = getattr(view, "action", None)
+        if (
+            getattr(view, "detail", False)
+            and action not in _CRUD_ACTIONS
+            and request.method not in SAFE_METHODS
+        ):
+            model = self._queryset(view).model
+            return request.user.has_perm(f"{model._meta.app_label}.change_{model._meta.model_name}")
+        return super().has_permission(request, view)
 
 
 class HasRole(BasePermission):

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 
+from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
 from . import charts, selectors, services
@@ -26,7 +27,7 @@ class ScalingRuleInline(admin.TabularInline):
 
 
 @admin.register(ScalableResource)
-class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
+class ScalableResourceAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = ["name", "kind", "current_units", "min_units", "max_units", "unit_capacity",
                     "cost_per_unit_hour", "target_utilization", "actuator", "enabled",
                     "success_rate", "chart_link"]  # fmt: skip
@@ -104,7 +105,9 @@ class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
             ],
         )
 
-    @admin.action(description="Evaluate now (dry run: show what the rules would do)")
+    @admin.action(
+        permissions=["act"], description="Evaluate now (dry run: show what the rules would do)"
+    )
     def evaluate_dry_run(self, request, queryset):
         for ev in services.decisions_evaluate(
             resource_ids=list(queryset.values_list("pk", flat=True))
@@ -117,7 +120,7 @@ class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
                 messages.INFO,
             )
 
-    @admin.action(description="Evaluate and execute now")
+    @admin.action(permissions=["act"], description="Evaluate and execute now")
     def evaluate_and_execute(self, request, queryset):
         evaluations = services.decisions_evaluate(
             resource_ids=list(queryset.values_list("pk", flat=True)), execute=True
@@ -134,7 +137,7 @@ class ScalableResourceAdmin(ChartAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ScalingRule)
-class ScalingRuleAdmin(admin.ModelAdmin):
+class ScalingRuleAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["name", "resource", "metric", "kind", "target", "tolerance", "critical",
                     "cooldown_up_seconds", "cooldown_down_seconds", "priority", "enabled"]  # fmt: skip
     list_editable = ["target", "tolerance", "critical", "enabled"]
@@ -142,17 +145,17 @@ class ScalingRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "metric", "queue", "resource__name"]
     actions = ["enable", "disable"]
 
-    @admin.action(description="Enable the selected rules")
+    @admin.action(permissions=["act"], description="Enable the selected rules")
     def enable(self, request, queryset):
         self.message_user(request, f"Enabled {queryset.update(enabled=True)} rule(s).")
 
-    @admin.action(description="Disable the selected rules")
+    @admin.action(permissions=["act"], description="Disable the selected rules")
     def disable(self, request, queryset):
         self.message_user(request, f"Disabled {queryset.update(enabled=False)} rule(s).")
 
 
 @admin.register(ScalingDecision)
-class ScalingDecisionAdmin(admin.ModelAdmin):
+class ScalingDecisionAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["at", "resource", "action", "current_units", "desired_units", "status",
                     "emergency", "predictive", "cost_per_month_delta", "utilization_before",
                     "expected_utilization", "outcome"]  # fmt: skip
@@ -174,7 +177,7 @@ class ScalingDecisionAdmin(admin.ModelAdmin):
             prefetch_related_objects([obj], Prefetch("rules", queryset=rules))
         return obj
 
-    @admin.action(description="Execute the selected proposed decisions")
+    @admin.action(permissions=["act"], description="Execute the selected proposed decisions")
     def execute_proposed(self, request, queryset):
         # decision_execute claims each row itself: one still PROPOSED here may be taken by
         # the scaling job before we get to it, and then it is reported, not acted on again.
@@ -182,6 +185,8 @@ class ScalingDecisionAdmin(admin.ModelAdmin):
             done = services.decision_execute(decision_id=row.pk)
             self.message_user(request, f"#{done.pk}: {done.status} {done.actuator_detail}")
 
-    @admin.action(description="Judge outcomes now (decisions past their settle time)")
+    @admin.action(
+        permissions=["act"], description="Judge outcomes now (decisions past their settle time)"
+    )
     def check_outcomes_now(self, request, queryset):
         self.message_user(request, f"Outcomes: {services.outcomes_check()}")

@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
+from phase3.admin_actions import ActionPermissionMixin
+
 from . import tasks
 from .admin_charts import ChartAdminMixin, ChartPage
 from .charts import timeseries_chart
@@ -84,7 +86,7 @@ class SampleRollupAdmin(admin.ModelAdmin):
 
 
 @admin.register(RollupState)
-class RollupStateAdmin(admin.ModelAdmin):
+class RollupStateAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = ["step_seconds", "rolled_until", "dirty_from", "lag_hours", "updated_at"]
     readonly_fields = ["step_seconds", "rolled_until", "dirty_from", "updated_at"]
     actions = ["update_rollups_now", "enforce_retention_now"]
@@ -100,12 +102,12 @@ class RollupStateAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Update rollups now (queued)")
+    @admin.action(permissions=["act"], description="Update rollups now (queued)")
     def update_rollups_now(self, request, queryset):
         transaction.on_commit(tasks.update_rollups.delay)
         self.message_user(request, "Rollup update queued.", messages.SUCCESS)
 
-    @admin.action(description="Enforce raw retention now (queued)")
+    @admin.action(permissions=["act"], description="Enforce raw retention now (queued)")
     def enforce_retention_now(self, request, queryset):
         transaction.on_commit(tasks.enforce_retention.delay)
         self.message_user(request, "Retention run queued.", messages.SUCCESS)

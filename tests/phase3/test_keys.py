@@ -102,3 +102,21 @@ def test_superuser_session_is_admin():
     client = APIClient()
     client.force_login(user)
     assert client.get(f"{API}keys").status_code == 200
+
+
+def test_staff_operator_acts_on_one_object_with_the_change_permission():
+    from telemetry.services import series_ensure
+    from tests.anomalies.factories import AnomalyFactory
+
+    anomaly = AnomalyFactory(series=series_ensure(name="sess.latency"))
+    user = User.objects.create_user("op", password="pw", is_staff=True)
+    user.groups.add(Group.objects.create(name="phase3-operator"))
+    user.user_permissions.add(Permission.objects.get(codename="view_anomaly"))
+    client = APIClient()
+    client.force_login(user)
+    url = f"{API}anomaly/anomalies/{anomaly.pk}/acknowledge"
+    assert client.post(url, {}, format="json").status_code == 403  # may only look
+    user.user_permissions.add(Permission.objects.get(codename="change_anomaly"))
+    user = User.objects.get(pk=user.pk)  # permissions are cached on the instance
+    client.force_login(user)
+    assert client.post(url, {}, format="json").status_code == 200
