@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer = _scorer(args.nab)
     files, epochs, values = [], [], []
     for rel, windows in sorted(_windows(args.nab).items()):
-        raw_ts, epoch, v = read_series_csv(args.nab / "data" / rel)
+        raw_ts, epoch, v, _ = read_series_csv(args.nab / "data" / rel)
         labelled = [(a.replace(".000000", ""), b.replace(".000000", "")) for a, b in windows]
         files.append((rel, list(raw_ts), labelled))
         epochs.append(epoch)

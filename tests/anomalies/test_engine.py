@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +16,7 @@ from anomalies.engine import (
     score_series,
 )
 from anomalies.engine.calibration import TailCalibrator, score_from_surprisal
-from anomalies.engine.csv_runner import CsvInputError, run_csv_files
+from anomalies.engine.csv_runner import CsvInputError, CsvOutputError, run_csv_files
 from anomalies.engine.rules import evaluate_rules
 from anomalies.engine.statistical import esd_critical_value, generalized_esd
 
@@ -313,6 +315,74 @@ def test_csv_runner_reads_empty_values_as_missing_and_rejects_text(tmp_path):
     with pytest.raises(CsvInputError, match=r"line 3: value 'n/a!' is not a number"):
         run_csv_files([text], tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+def test_csv_runner_never_writes_over_an_input_or_outside_the_out_dir(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    src = data / "x.csv"
+    src.write_text("timestamp,value,note\n2020-01-01 00:00:00,1,a\n2020-01-01 00:05:00,2,b\n")
+    before = src.read_text()
+    with pytest.raises(CsvInputError, match="is an input file"):
+        run_csv_files([src], tmp_path)  # `--out-dir .` next to data/
+    assert src.read_text() == before
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "x.csv").write_text("an unrelated file")
+    monkeypatch.chdir(work)
+    (out,) = run_csv_files([Path("../data/x.csv")], Path("out"))
+    assert out == Path("out/data/x.csv") and (work / out).exists()
+    assert (work / "x.csv").read_text() == "an unrelated file"
+
+
+def test_csv_runner_reads_iso_8601_per_cell_and_writes_values_back_exactly(tmp_path):
+    # Python's isoformat() drops a zero fraction; offsets and a Z may be mixed.
+    src = tmp_path / "mixed.csv"
+    src.write_text(
+        "timestamp,value\n"
+        "2024-01-01 00:00:00,0.0000001234\n"
+        "2024-01-01 00:00:00.500000,-4e-7\n"
+        "2024-01-01T00:00:01Z,\n"
+        "2024-01-01T01:00:02+01:00,1\n"
+    )
+    frame = pd.read_csv(run_csv_files([src], tmp_path / "out")[0], dtype=str)
+    assert frame["value"].fillna("").tolist() == ["0.0000001234", "-4e-7", "", "1"]
+    assert frame["timestamp"].tolist()[1] == "2024-01-01 00:00:00.500000"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("timestamp,value\n", "no data rows"),
+        ("timestamp,value\n1700000000,1\n", "line 2: timestamp '1700000000' is not an ISO 8601"),
+        ("timestamp,value\n00:05:00,1\n", "is not an ISO 8601"),
+        (
+            "timestamp,value\n2020-01-01 00:05:00,1\n2020-01-01 00:00:00,1\n",
+            "line 3: timestamp is earlier",
+        ),
+    ],
+)
+def test_csv_runner_names_the_line_and_the_problem(tmp_path, body, message):
+    src = tmp_path / "bad.csv"
+    src.write_text(body)
+    with pytest.raises(CsvInputError, match=message):
+        run_csv_files([src], tmp_path / "out")
+
+
+def test_csv_runner_replaces_no_output_when_one_write_fails(tmp_path):
+    rows = "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:05:00,2\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "one.csv").write_text(rows)
+    (tmp_path / "b" / "two.csv").write_text(rows)
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "one.csv").write_text("the previous result")
+    (out / "b" / "two.csv").mkdir(parents=True)  # a directory where the file must go
+    with pytest.raises(CsvOutputError, match=r"two\.csv: exists and is not a file"):
+        run_csv_files([tmp_path / "a" / "one.csv", tmp_path / "b" / "two.csv"], out)
+    assert (out / "a" / "one.csv").read_text() == "the previous result"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["one.csv"]
 
 
 def test_root_cause_ranks_earlier_onset_first_then_bigger_deviation():
