@@ -45,15 +45,21 @@ OPENING_RUN = -(10**9)
 
 
 def damp_repeats(
-    scores: np.ndarray, evidence: np.ndarray, state: PauseState, step: float, cfg: DetectorConfig
+    scores: np.ndarray,
+    evidence: np.ndarray,
+    state: PauseState,
+    step: float | np.ndarray,
+    cfg: DetectorConfig,
 ) -> PauseState:
     """Damp `scores` (one series' new points, in place) inside alert pauses.
 
     `evidence` is the raw evidence of the same points and `step` the series' sampling step
-    in seconds. Returns the pause state after the last point.
+    in seconds, one for all or as known at each point (a pause is sized by the step when it
+    opens, so scores stay causal when a scrape interval changes). Returns the pause state
+    after the last point.
     """
     n = scores.size
-    cooldown = max(1, round(cfg.cooldown_seconds / step))
+    steps = np.broadcast_to(np.asarray(step, dtype=float), (n,))
     left, bar, run = state.left, state.bar, state.run
     j = 0
     while j < n:
@@ -75,9 +81,15 @@ def damp_repeats(
             if hits.size == 0:
                 break
             j += int(hits[0])
-        left, bar, run = cooldown, float(evidence[j]), OPENING_RUN
+        left, bar, run = _cooldown_points(steps[j], cfg), float(evidence[j]), OPENING_RUN
         j += 1
     return PauseState(left, bar, run)
+
+
+def _cooldown_points(step: float, cfg: DetectorConfig) -> int:
+    """The pause in points at this sampling step (a minute while the step is unknown)."""
+    step = step if np.isfinite(step) and step > 0 else 60.0
+    return max(1, round(cfg.cooldown_seconds / step))
 
 
 def _run_lengths(above: np.ndarray, carry: int) -> np.ndarray:

@@ -136,12 +136,16 @@ class StreamingDetector:
         stalled = np.zeros((n_s, n_t), np.float32)
         collapsed = np.zeros((n_s, n_t), np.float32)
         features = np.zeros((n_s, n_t, learned.N_FEATURES), np.float32)
+        # The sampling step as known at each point: a pause opened there is sized by it,
+        # not by what the rest of the batch later reveals.
+        step_at = np.full((n_s, n_t), np.nan)
         valid_all = np.isfinite(values) & np.isfinite(ts)
         seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
         for j in range(n_t):
             self._step(
                 ts[:, j], values[:, j], j, families, expected, scale, stalled, collapsed, features
             )
+            step_at[:, j] = self.step
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
         self._rules_pass(ts, values, families["rules"])
@@ -177,7 +181,7 @@ class StreamingDetector:
         combined = combined.astype(np.float32)
         combined[~np.isfinite(ts)] = np.nan
         scores = combined.copy()
-        self._suppress_repeats(scores, total, np.isfinite(ts))
+        self._suppress_repeats(scores, total, np.isfinite(ts), step_at)
         return ScoreResult(
             scores,
             combined,
@@ -354,11 +358,13 @@ class StreamingDetector:
             )
             out[s, act] = surprisal
 
-    def _suppress_repeats(self, scores: np.ndarray, total: np.ndarray, active: np.ndarray) -> None:
+    def _suppress_repeats(
+        self, scores: np.ndarray, total: np.ndarray, active: np.ndarray, step_at: np.ndarray
+    ) -> None:
         """Damp repeats inside each series' alert pause (pause.py), carrying the pause."""
         for s in range(self.n_series):
             n = int(active[s].sum())
-            step = self.step[s] if np.isfinite(self.step[s]) and self.step[s] > 0 else 60.0
+            step = step_at[s, :n]
             before = PauseState(
                 int(self.cooldown_left[s]), float(self.cooldown_bar[s]), int(self.cooldown_run[s])
             )

@@ -50,6 +50,46 @@ def test_score_at_t_uses_only_data_up_to_t():
     np.testing.assert_allclose(prefix[:1000], full[:1000])
 
 
+def test_scores_stay_causal_when_the_sampling_step_changes_later():
+    # A scrape interval that changes from five minutes to an hour after point 1,000 must
+    # not change how long the alert pause opened at point 900 lasts: it was sized when it
+    # opened. Sized by the step at the end of the batch, it lasted 24 points instead of 288
+    # and the repeat at 960 was no longer damped.
+    ts, values = seasonal(1500, seed=1)
+    values[[900, 960]] += 25.0
+    later = np.concatenate([ts[:1000], ts[999] + 3600.0 * np.arange(1, 501)])
+    prefix = score_series(ts[:1000], values[:1000])
+    full = score_series(later, values)
+    assert prefix[900] >= 0.823 and prefix[960] < prefix[900]
+    np.testing.assert_array_equal(full[:1000], prefix)
+
+
+def test_datetimes_of_any_kind_score_as_their_epoch_seconds():
+    ts, values = seasonal(600, seed=3)
+    values[500] += 20.0
+    expected = score_series(ts, values)
+    stamps = pd.to_datetime(ts, unit="s", utc=True)
+    for given in (
+        stamps.tz_convert(None).values,  # datetime64[ns]: nanoseconds if cast to float
+        stamps.tz_convert("Europe/Paris"),
+        list(stamps.tz_convert(None).to_pydatetime()),  # naive: UTC
+    ):
+        np.testing.assert_array_equal(score_series(given, values), expected)
+
+
+@pytest.mark.parametrize(
+    ("timestamps", "message"),
+    [
+        ([0.0, np.nan, 600.0], "timestamp 1 is not finite"),
+        ([0.0, 600.0, 300.0], "timestamp 2 is earlier"),
+        (["a", "b", "c"], "not numbers"),
+    ],
+)
+def test_bad_timestamps_are_refused_with_the_position(timestamps, message):
+    with pytest.raises(ValueError, match=message):
+        score_series(timestamps, np.ones(3))
+
+
 def test_spike_gets_the_highest_score_and_crosses_the_alert_level():
     ts, values = seasonal(1200, seed=2)
     values[1000] += 20.0  # 20 noise standard deviations
