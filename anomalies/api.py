@@ -3,8 +3,6 @@ executions and silences. Views validate and call services; roles come from the p
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
@@ -12,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.api import resolve_window
 from telemetry.validation import MAX_ID
 
 from . import selectors, services
@@ -106,10 +105,9 @@ class DetectQuerySerializer(serializers.Serializer):
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
 
     def validate(self, attrs):
-        since, until = attrs.get("since"), attrs.get("until")
-        if since and until and since >= until:
-            raise serializers.ValidationError({"until": ["must be after `since`"]})
-        return attrs
+        # The window defaults to the day before `until` (or before now).
+        since, _ = resolve_window(attrs.get("since"), attrs.get("until"), names=("since", "until"))
+        return {**attrs, "since": since}
 
 
 class DetectResponseSerializer(serializers.Serializer):
@@ -131,8 +129,7 @@ class AnomalyDetectView(APIView):
         query = DetectQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        # The window defaults to the day before `until` (or before now).
-        since = params.get("since") or (params.get("until") or timezone.now()) - timedelta(days=1)
+        since = params["since"]
         anomalies = list(
             selectors.anomalies_recent(
                 series_id=params.get("series"),

@@ -117,6 +117,36 @@ class EventIngestView(APIView):
 # --- Reads -------------------------------------------------------------------------------
 
 
+def resolve_window(
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    span: timedelta = timedelta(days=1),
+    names: tuple[str, str] = ("start", "end"),
+) -> tuple[datetime, datetime]:
+    """A query's time window, its defaults filled in: `end` now, `start` a `span` before.
+
+    Errors name the field the client gave: `start=9999-12-31` alone is a start after now,
+    not an `end` they never sent; `end=0001-01-01` alone leaves no room for a default
+    start a day earlier (Python's datetime stops at year 1), a 400, not an OverflowError.
+    """
+    start_name, end_name = names
+    given_end = end is not None
+    end = end or timezone.now()
+    if start is None:
+        try:
+            start = end - span
+        except OverflowError as exc:
+            raise ValidationError(
+                {end_name: [f"leaves no room for the default {start_name}"]}
+            ) from exc
+    if start >= end:
+        if given_end:
+            raise ValidationError({end_name: [f"must be after {start_name}"]})
+        raise ValidationError({start_name: [f"must be before now (the default {end_name})"]})
+    return start, end
+
+
 @extend_schema_field(OpenApiTypes.STR)
 class InstantField(serializers.Field):
     """A moment given as ISO-8601 (naive means UTC) or as epoch seconds."""
@@ -180,10 +210,7 @@ class SamplesQuerySerializer(serializers.Serializer):
             raise ValidationError(str(exc)) from exc
 
     def validate(self, attrs: dict) -> dict:
-        end = attrs.get("end") or timezone.now()
-        start = attrs.get("start") or end - timedelta(days=1)
-        if start >= end:
-            raise ValidationError({"end": ["must be after start"]})
+        start, end = resolve_window(attrs.get("start"), attrs.get("end"))
         step = attrs.get("step")
         if step is not None and (end - start).total_seconds() / step > MAX_POINTS:
             raise ValidationError(

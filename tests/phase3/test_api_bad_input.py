@@ -67,6 +67,8 @@ QUERY_VALUES = [
     "Infinity",
     "2026-13-45",
     "2026-02-30T25:61:00Z",
+    "0001-01-01T00:00:00Z",  # a default window before it is before year 1
+    "9999-12-31T23:59:59Z",  # one after it is past year 9999
     "9" * 30,
     "x" * 5000,
     "[]",
