@@ -175,6 +175,8 @@ def silence_errors(
     if not isinstance(comment, str) or not comment.strip():
         _add(errors, "comment", "say why alerts are silenced")
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
+        # Either may be the one typed wrong: both are named.
+        _add(errors, "starts_at", "must be before `ends_at`")
         _add(errors, "ends_at", "must be after `starts_at`")
     elif now is not None and ends_at is not None and ends_at <= now:
         _add(errors, "ends_at", "is in the past: the silence would mute nothing")
