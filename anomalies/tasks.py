@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from phase3.tasks import TRANSIENT_ERRORS
+
 from . import services
 from .responses import ResponseActionError
 from .validation import MAX_ATTEMPTS
@@ -24,7 +26,9 @@ def retrain() -> dict:
 # stops raising at the playbook's own max_attempts (at most MAX_ATTEMPTS), recording the
 # execution as failed; max_retries only bounds the task itself.
 _OUTBOUND = {
-    "autoretry_for": (ResponseActionError,),
+    # Plus the base task's transient errors: a database blip while recording an attempt
+    # must not leave the execution pending for good.
+    "autoretry_for": (ResponseActionError, *TRANSIENT_ERRORS),
     "retry_backoff": 10,
     "retry_backoff_max": 600,
     "retry_jitter": True,

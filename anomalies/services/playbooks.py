@@ -18,6 +18,7 @@ from typing import NamedTuple
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
@@ -75,28 +76,63 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         else:
             anomalies.append(a)
     existing = {
-        (playbook_id, anomaly_id): pk
-        for pk, playbook_id, anomaly_id in ResponseExecution.objects.filter(
+        (playbook_id, anomaly_id): (pk, status == NOT_QUEUED and attempts == 0)
+        for pk, playbook_id, anomaly_id, status, attempts in ResponseExecution.objects.filter(
             anomaly__in=anomalies
-        ).values_list("pk", "playbook_id", "anomaly_id")
+        ).values_list("pk", "playbook_id", "anomaly_id", "status", "attempts")
     }
-    new, repeated = [], []
+    new, repeated, unsent = [], [], []
     for a in anomalies:
         for p in playbooks:
             if not _playbook_matches(p, a):
                 continue
             if (p.pk, a.pk) in existing:
-                repeated.append(existing[(p.pk, a.pk)])
+                pk, never_queued = existing[(p.pk, a.pk)]
+                repeated.append(pk)
+                if never_queued:
+                    unsent.append(pk)
             else:
                 new.append(ResponseExecution(playbook=p, anomaly=a))
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
     queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
-    if queued:
+    if queued or unsent:
         from ..tasks import execute_response
 
-        transaction.on_commit(lambda: [execute_response.delay(pk) for pk in queued])
+        transaction.on_commit(lambda: enqueue_executions(execute_response, [*queued, *unsent]))
     return Queued(len(queued), silenced)
+
+
+# An execution the broker refused is "retrying" with no attempt made; the next scoring run
+# that matches its anomaly queues it again.
+NOT_QUEUED = ResponseExecution.Status.RETRYING
+
+
+def enqueue_executions(task, execution_ids: list[int]) -> int:
+    """Queue each execution on its own; returns how many the broker refused.
+
+    Runs after the scoring run has committed. Queued in one comprehension, the first
+    refusal (a broker restart) skipped every execution after it and left them all pending
+    for good, each later match only counting a repeat: the page was never sent.
+    """
+    refused, accepted = 0, []
+    for pk in execution_ids:
+        try:
+            task.delay(pk)
+        except (OSError, KombuError) as exc:
+            refused += 1
+            logger.warning("response execution %s could not be queued: %s", pk, exc)
+            ResponseExecution.objects.filter(pk=pk, attempts=0).update(
+                status=NOT_QUEUED,
+                error=f"could not be queued ({exc}); queued again on the anomaly's next match",
+            )
+        else:
+            accepted.append(pk)
+    # Refused before and queued now: pending again, so the next match does not queue it twice.
+    ResponseExecution.objects.filter(pk__in=accepted, status=NOT_QUEUED, attempts=0).update(
+        status=ResponseExecution.Status.PENDING, error=""
+    )
+    return refused
 
 
 def queue_resolved_notices(anomaly_ids: set[int]) -> int:
@@ -119,8 +155,19 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
     if pending:
         from ..tasks import notify_resolved
 
-        transaction.on_commit(lambda: [notify_resolved.delay(pk) for pk in pending])
+        transaction.on_commit(lambda: _enqueue_notices(notify_resolved, pending))
     return len(pending)
+
+
+def _enqueue_notices(task, execution_ids: list[int]) -> None:
+    for pk in execution_ids:
+        try:
+            task.delay(pk)
+        except (OSError, KombuError) as exc:
+            logger.warning("resolved notice %s could not be queued: %s", pk, exc)
+            ResponseExecution.objects.filter(pk=pk).update(
+                error=f"resolved notice could not be queued ({exc})"
+            )
 
 
 def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
@@ -142,6 +189,8 @@ def response_execute(*, execution_id: int) -> dict:
         return {"skipped": 1}
     started = time.perf_counter()
     error, result, final = "", {}, False
+    # What is sent says "resolved" only if the anomaly had ended when it was built.
+    sent_resolved = execution.anomaly.ended_at is not None
     try:
         result = perform_action(execution.anomaly, execution.playbook)
     except ResponseConfigError as exc:
@@ -156,7 +205,7 @@ def response_execute(*, execution_id: int) -> dict:
         execution.result, execution.error = result, error
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
-            if execution.anomaly.ended_at is not None:
+            if sent_resolved:
                 # What was sent already said "resolved" (the anomaly ended while retrying).
                 execution.resolved_notified_at = execution.finished_at
         elif final or execution.attempts >= execution.playbook.max_attempts:
@@ -164,6 +213,10 @@ def response_execute(*, execution_id: int) -> dict:
         else:
             execution.status = ResponseExecution.Status.RETRYING
         execution.save()
+        if not error and not sent_resolved:
+            # The anomaly may have ended while "firing" was on its way: the run that closed
+            # it skipped this execution (not yet succeeded), so its notice is queued here.
+            queue_resolved_notices({execution.anomaly_id})
     if execution.status == ResponseExecution.Status.RETRYING:
         raise ResponseActionError(error)
     return {"succeeded": int(not error), "failed": int(bool(error))}

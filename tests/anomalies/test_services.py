@@ -298,6 +298,79 @@ def _anomaly(series, **kw):
     return AnomalyFactory(series=series, severity="critical", methods=["statistical"], **kw)
 
 
+def test_an_anomaly_that_ends_while_its_page_is_sent_still_gets_a_resolved_notice(
+    db, monkeypatch, django_capture_on_commit_callbacks
+):
+    # The page went out "firing"; while the POST was on its way the scoring run closed the
+    # anomaly and asked for resolved notices, skipping this not-yet-succeeded execution.
+    from anomalies.services.playbooks import queue_resolved_notices
+
+    anomaly = _anomaly(series_ensure(name="svc.race.hook"))
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    execution = ResponseExecution.objects.create(playbook=hook, anomaly=anomaly)
+    sent, notices = [], []
+
+    def post(a, playbook):
+        sent.append("firing" if a.ended_at is None else "resolved")
+        Anomaly.objects.filter(pk=anomaly.pk).update(ended_at=timezone.now())
+        assert queue_resolved_notices({anomaly.pk}) == 0
+        return {"http_status": 200}
+
+    monkeypatch.setattr("anomalies.services.playbooks.perform_action", post)
+    monkeypatch.setattr("anomalies.tasks.notify_resolved.delay", notices.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert sent == ["firing"] and execution.resolved_notified_at is None
+    assert notices == [execution.pk]
+
+
+def test_an_execution_the_broker_refused_is_queued_again_on_the_next_match(
+    db, monkeypatch, django_capture_on_commit_callbacks
+):
+    from anomalies import tasks
+    from anomalies.services.playbooks import queue_responses
+
+    first = _anomaly(series_ensure(name="svc.lost.one"))
+    second = _anomaly(series_ensure(name="svc.lost.two"))
+    ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    queued = []
+
+    def broker_down(pk):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(tasks.execute_response, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({first.pk, second.pk}, now=timezone.now())
+    refused = ResponseExecution.objects.all()
+    assert {(e.status, e.attempts) for e in refused} == {("retrying", 0)}  # both, not one
+    assert all("could not be queued" in e.error for e in refused)
+    monkeypatch.setattr(tasks.execute_response, "delay", queued.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({first.pk, second.pk}, now=timezone.now())
+    assert sorted(queued) == sorted(e.pk for e in refused)
+    assert {(e.status, e.error) for e in ResponseExecution.objects.all()} == {("pending", "")}
+    queued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({first.pk, second.pk}, now=timezone.now())
+    assert queued == []  # a queued execution is not queued twice
+
+
+def test_a_database_blip_while_sending_is_retried_like_a_failed_send(db, monkeypatch):
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from anomalies import tasks
+
+    def blip(*, execution_id):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr("anomalies.services.response_execute", blip)
+    with pytest.raises(Retry) as raised:  # eager mode reports the retry instead of sleeping
+        tasks.execute_response.apply(args=[1])
+    assert isinstance(raised.value.exc, OperationalError)
+
+
 def test_failed_webhook_is_recorded_retried_then_failed(db, monkeypatch):
     def boom(url, json, timeout):
         import requests
