@@ -274,6 +274,7 @@ class SilenceAdmin(ActionPermissionMixin, admin.ModelAdmin):
     list_display = [
         "series_pattern",
         "labels",
+        "exact_labels",
         "starts_at",
         "ends_at",
         "is_active_now",

@@ -168,6 +168,7 @@ class SilenceSerializer(serializers.ModelSerializer):
             "id",
             "series_pattern",
             "labels",
+            "exact_labels",
             "starts_at",
             "ends_at",
             "comment",
@@ -187,7 +188,10 @@ class SilenceSerializer(serializers.ModelSerializer):
         if "open_anomalies" not in self.context:
             self.context["open_anomalies"] = selectors.anomalies_open()
         return selectors.anomalies_matching(
-            self.context["open_anomalies"], silence.series_pattern, silence.labels
+            self.context["open_anomalies"],
+            silence.series_pattern,
+            silence.labels,
+            exact_labels=silence.exact_labels,
         )
 
     def validate(self, attrs):
@@ -376,8 +380,9 @@ class ResponseExecutionViewSet(
 
 
 class SilencePreviewSerializer(serializers.Serializer):
-    series_pattern = serializers.CharField(max_length=200)
+    series_pattern = serializers.CharField(max_length=600)
     labels = serializers.JSONField(required=False, default=dict)
+    exact_labels = serializers.BooleanField(required=False, default=False)
 
     def validate(self, attrs):
         errors = silence_match_errors(

@@ -12,14 +12,23 @@ from fnmatch import fnmatchcase
 
 
 def series_matches(
-    pattern: str, required_labels: dict | None, name: str, labels: dict | None
+    pattern: str,
+    required_labels: dict | None,
+    name: str,
+    labels: dict | None,
+    *,
+    exact_labels: bool = False,
 ) -> bool:
     """An empty pattern matches every name (a playbook for "any series").
 
     `fnmatchcase`, not `fnmatch`: the latter folds case on Windows and series names are
-    case-sensitive everywhere.
+    case-sensitive everywhere. With `exact_labels` the series' labels must be exactly
+    the required ones: "this series", not every series that also carries them
+    (`cpu{host=a}` and not `cpu{host=a,core=1}`).
     """
     if pattern and not fnmatchcase(name, pattern):
         return False
     labels = labels or {}
+    if exact_labels:
+        return labels == (required_labels or {})
     return all(labels.get(k) == v for k, v in (required_labels or {}).items())

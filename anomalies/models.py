@@ -289,10 +289,16 @@ class Silence(models.Model):
     """
 
     series_pattern = models.CharField(
-        max_length=200,
+        # A series name (200 characters) escaped for the pattern can be three times longer.
+        max_length=600,
         help_text="Series name, or a shell-style pattern: `http.*`, `*` for every series.",
     )
     labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    exact_labels = models.BooleanField(
+        default=False,
+        help_text="The series' labels must be exactly these, not include them: one series "
+        "(set when silencing from an anomaly).",
+    )
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField(db_index=True)
     comment = models.TextField(max_length=2000, help_text="Why: the next operator reads it.")
@@ -310,7 +316,9 @@ class Silence(models.Model):
         return self.starts_at <= at < self.ends_at
 
     def matches(self, name: str, labels: dict | None) -> bool:
-        return series_matches(self.series_pattern, self.labels, name, labels)
+        return series_matches(
+            self.series_pattern, self.labels, name, labels, exact_labels=self.exact_labels
+        )
 
     def clean(self) -> None:
         errors = silence_errors(

@@ -79,10 +79,16 @@ def anomalies_open() -> list[Anomaly]:
     )
 
 
-def anomalies_matching(anomalies: list[Anomaly], pattern: str, labels: dict) -> list[int]:
+def anomalies_matching(
+    anomalies: list[Anomaly], pattern: str, labels: dict, *, exact_labels: bool = False
+) -> list[int]:
     """Ids of those of `anomalies` on series that `pattern` and `labels` name."""
     return [
-        a.pk for a in anomalies if series_matches(pattern, labels, a.series.name, a.series.labels)
+        a.pk
+        for a in anomalies
+        if series_matches(
+            pattern, labels, a.series.name, a.series.labels, exact_labels=exact_labels
+        )
     ]
 
 
@@ -90,7 +96,7 @@ def anomalies_matching(anomalies: list[Anomaly], pattern: str, labels: dict) -> 
 PREVIEW_NAMES = 20
 
 
-def silence_preview(*, series_pattern: str, labels: dict) -> dict:
+def silence_preview(*, series_pattern: str, labels: dict, exact_labels: bool = False) -> dict:
     """What a silence with this pattern and these labels would cover, before it exists:
     the series it matches (a count and the first names) and their open anomalies.
 
@@ -102,12 +108,14 @@ def silence_preview(*, series_pattern: str, labels: dict) -> dict:
         for name, series_labels, key in Series.objects.values_list("name", "labels", "labels_key")
         .order_by("name", "labels_key")
         .iterator()
-        if series_matches(series_pattern, labels, name, series_labels)
+        if series_matches(series_pattern, labels, name, series_labels, exact_labels=exact_labels)
     ]
     return {
         "series": len(matched),
         "series_names": [str(series) for series in matched[:PREVIEW_NAMES]],
-        "open_anomalies": anomalies_matching(anomalies_open(), series_pattern, labels),
+        "open_anomalies": anomalies_matching(
+            anomalies_open(), series_pattern, labels, exact_labels=exact_labels
+        ),
     }
 
 

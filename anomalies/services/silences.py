@@ -46,7 +46,8 @@ def silence_anomaly_series(
     """Silence the anomaly's series (its exact name and labels) from now for `minutes`.
 
     The name is escaped, so a series called `jobs[nightly]` silences only itself, not
-    `jobsn`. The anomaly itself keeps its status: muting is not acknowledging.
+    `jobsn`, and the labels must match exactly, so `cpu{host=a}` does not also mute
+    `cpu{host=a,core=1}`. The anomaly itself keeps its status: muting is not acknowledging.
     """
     if not 1 <= minutes <= MAX_SILENCE_MINUTES:
         raise ValueError(f"minutes must be from 1 to {MAX_SILENCE_MINUTES}")
@@ -55,6 +56,7 @@ def silence_anomaly_series(
     return Silence.objects.create(
         series_pattern=glob.escape(series.name),
         labels=dict(series.labels or {}),
+        exact_labels=True,
         starts_at=now,
         ends_at=now + timedelta(minutes=minutes),
         comment=comment,

@@ -270,8 +270,23 @@ def test_an_operator_silences_an_anomalys_series_and_only_that_series(client_wit
     assert silence.matches("jobs[nightly]", {"env": "prod"})
     assert not silence.matches("jobsn", {"env": "prod"})
     assert not silence.matches("jobs[nightly]", {"env": "staging"})
+    # Exactly its labels: a series that also carries them is another series.
+    assert not silence.matches("jobs[nightly]", {"env": "prod", "shard": "2"})
+    wider = AnomalyFactory(
+        series=series_ensure(name="jobs[nightly]", labels={"env": "prod", "shard": "2"})
+    )
+    listed = client_with_role("viewer").get(f"/admin/api/phase3/anomaly/silences/{silence.pk}")
+    assert listed.json()["open_anomalies"] == [anomaly.pk] and wider.pk != anomaly.pk
     anomaly.refresh_from_db()
     assert anomaly.status == Anomaly.Status.OPEN  # muting is not acknowledging
+
+
+def test_a_series_with_the_longest_name_of_pattern_characters_can_be_silenced(client_with_role):
+    anomaly = AnomalyFactory(series=series_ensure(name="[" * 200))  # escaped: 600 characters
+    url = f"/admin/api/phase3/anomaly/anomalies/{anomaly.pk}/silence"
+    response = client_with_role("operator").post(url, {"minutes": 5, "comment": "x"}, format="json")
+    assert response.status_code == 201
+    assert Silence.objects.get().matches("[" * 200, {})
 
 
 @pytest.mark.parametrize(
