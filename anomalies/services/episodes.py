@@ -294,6 +294,7 @@ def report_silence(
     now: datetime,
     cfg: DetectorConfig,
     feedback: Feedback,
+    open_now: dict[int, Anomaly],
     run: ScoreRun,
 ) -> None:
     """Open (or extend) a "stalled" anomaly for each series that stopped sending.
@@ -315,14 +316,13 @@ def report_silence(
             found.append((s, st, surprisal))
     if not found:
         return
-    current = {a.series_id: a for a in open_anomalies([s for s, _, _ in found])}
     last_closed_onset = dict(
         Anomaly.objects.filter(series__in=[s for s, _, _ in found], ended_at__isnull=False)
         .values_list("series_id")
         .annotate(last=Max("started_at"))
     )
     for s, st, surprisal in found:
-        a = current.get(s.pk)
+        a = open_now.get(s.pk)
         if a is None:
             if s.pk in last_closed_onset and last_closed_onset[s.pk] > st.last_ts:
                 continue

@@ -111,12 +111,17 @@ def anomalies_score_recent(
         }
         points = series_values_since(starts, end=now + timedelta(microseconds=1))
         active = [s for s in series if points[s.pk][0].size]
+        # Lock the open anomalies before reading the operators' feedback: a false positive
+        # marked between the two reads would end an anomaly the run then no longer holds,
+        # while its dismissal is not in the feedback read, so the next alert point opened
+        # a fresh anomaly and paged. Locked first, the operator's request waits for the run.
+        open_now = {a.series_id: a for a in open_anomalies(series)}
         feedback = _feedback_for([s.pk for s in series], now)
         if active:
-            _score_active(active, points, states, fleet, rules, cfg, feedback, run)
+            _score_active(active, points, states, fleet, rules, cfg, feedback, open_now, run)
         sent = {s.pk for s in active}
         silent = [(s, states[s.pk]) for s in series if s.pk in states and s.pk not in sent]
-        report_silence(silent, now, cfg, feedback, run)
+        report_silence(silent, now, cfg, feedback, open_now, run)
         save_anomalies(run)
         run.series = len(active)
         if run.opened_ids:
@@ -127,9 +132,10 @@ def anomalies_score_recent(
     return run.counts()
 
 
-def _score_active(active, points, states, fleet, rules, cfg, feedback, run: ScoreRun) -> None:
+def _score_active(
+    active, points, states, fleet, rules, cfg, feedback, open_now, run: ScoreRun
+) -> None:
     """Score the series that sent points, track their anomalies, store states and fleet."""
-    open_now = {a.series_id: a for a in open_anomalies(active)}
     fleet_blob = bytes(fleet.blob) if fleet else None
     detector = None
     groups = _groups_by_width(active, points)

@@ -396,6 +396,53 @@ def test_an_operator_acknowledging_during_a_run_is_not_undone_by_it(postgres, mo
     assert anomaly.last_seen_at.timestamp() == ts[-1]  # and the run's extension is kept
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_false_positive_marked_as_a_run_starts_does_not_open_a_fresh_anomaly(
+    postgres, monkeypatch
+):
+    # The operator dismisses the open anomaly just after the run read the feedback. Before
+    # the run locked the open anomalies first, the dismissal committed at once: the run no
+    # longer held the anomaly, did not know the pattern was dismissed, and opened a fresh
+    # one (and paged) on the outage's next alert point.
+    from anomalies.engine import DetectorConfig
+    from anomalies.services import scoring
+
+    # A pause of one point, so that the outage's step up at 690 is an alert of its own.
+    cfg = DetectorConfig(ml_retrain_every=0, cooldown_seconds=STEP)
+
+    def run(at: float) -> dict:
+        return services.anomalies_score_recent(
+            now=to_datetime(at), series_ids=[series.pk], config=cfg
+        )
+
+    series, ts, values = _series("job.fp-race", 700, seed=16)
+    values[660:] += 60.0
+    values[690:] += 600.0
+    insert_samples([series.pk] * 680, ts[:680], values[:680])
+    run(ts[679])
+    anomaly = Anomaly.objects.get(series=series, ended_at__isnull=True)
+    insert_samples([series.pk] * 20, ts[680:], values[680:])
+
+    read_feedback = scoring._feedback_for
+    thread = OtherConnection(
+        lambda: services.anomaly_mark_false_positive(anomaly_id=anomaly.pk, by="ops")
+    )
+
+    def dismissed_right_after(*args, **kwargs):
+        feedback = read_feedback(*args, **kwargs)
+        thread.start()
+        until_done_or_waiting_on_us(thread)
+        return feedback
+
+    monkeypatch.setattr(scoring, "_feedback_for", dismissed_right_after)
+    run(ts[-1])
+    thread.join()
+    assert isinstance(thread.outcome[0], Anomaly), thread.outcome
+    assert list(Anomaly.objects.filter(series=series).values_list("pk", "status")) == [
+        (anomaly.pk, Anomaly.Status.FALSE_POSITIVE)
+    ]
+
+
 def _peers_by_sorting_each_window(onsets, deviation, target, window, step):
     """The preselection as first written: sort every target's window (quadratic)."""
     near = np.flatnonzero(np.abs(onsets - onsets[target]) <= window)
