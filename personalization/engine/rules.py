@@ -19,17 +19,24 @@ Conditions are a small declarative document (validated by
      "variant": {"checkout_flow": ["treatment"]}}   # experiment key -> variants
 
 All present conditions must hold; an empty document matches everyone.
+``persona``, ``segment`` and each experiment's variants are a string or a list of
+strings; ``in``/``not_in`` take a list, ``gt``..``lte`` a number, ``exists`` a
+boolean. A stored document that still cannot be evaluated is logged and skipped
+by :func:`resolve_config` (it matches nobody) rather than failing every request.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 CONDITION_KEYS = frozenset({"persona", "min_confidence", "segment", "attributes", "variant"})
+logger = logging.getLogger(__name__)
+
 OPERATORS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"})
 
 
@@ -122,19 +129,54 @@ def rule_matches(conditions: Mapping[str, Any], context: UserContext) -> bool:
     return True
 
 
+def _strings_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a string or a list of strings (None when it is).
+
+    Matching puts these values in a set (segments) or compares them with the
+    stored strings: an object or a number there was accepted, then made every
+    user's configuration request fail.
+    """
+    if isinstance(value, str):
+        return None
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return None
+    return f"{name} must be a string or a list of strings"
+
+
+def _operator_problem(name: str, op: str, value: Any) -> str | None:
+    """Why ``value`` does not suit attribute operator ``op`` (None when it does)."""
+    if op in ("in", "not_in") and not isinstance(value, list | tuple):
+        return f"attribute '{name}': {op} needs a list of values"
+    if op in ("gt", "gte", "lt", "lte") and (
+        not isinstance(value, int | float) or isinstance(value, bool)
+    ):
+        return f"attribute '{name}': {op} needs a number"
+    if op == "exists" and not isinstance(value, bool):
+        return f"attribute '{name}': exists needs true or false"
+    return None
+
+
 def validate_conditions(conditions: Any, *, personas: Sequence[str] = ()) -> list[str]:
     """Human-readable problems with a conditions document (empty list: valid)."""
     if not isinstance(conditions, Mapping):
         return ["must be a JSON object"]
     errors = [f"unknown condition '{k}'" for k in conditions if k not in CONDITION_KEYS]
     if "persona" in conditions:
-        unknown = [p for p in _as_list(conditions["persona"]) if personas and p not in personas]
-        if unknown:
-            errors.append(f"unknown persona {unknown}; expected some of {list(personas)}")
+        problem = _strings_problem("persona", conditions["persona"])
+        if problem:
+            errors.append(problem)
+        else:
+            unknown = [p for p in _as_list(conditions["persona"]) if personas and p not in personas]
+            if unknown:
+                errors.append(f"unknown persona {unknown}; expected some of {list(personas)}")
     if "min_confidence" in conditions:
         value = conditions["min_confidence"]
-        if not isinstance(value, int | float) or not 0 <= value <= 1:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
             errors.append("min_confidence must be a number between 0 and 1")
+    if "segment" in conditions:
+        problem = _strings_problem("segment", conditions["segment"])
+        if problem:
+            errors.append(problem)
     attributes = conditions.get("attributes", {})
     if not isinstance(attributes, Mapping):
         errors.append("attributes must be an object")
@@ -146,9 +188,34 @@ def validate_conditions(conditions: Any, *, personas: Sequence[str] = ()) -> lis
                     errors.append(
                         f"attribute '{name}': unknown operator {bad}; use {sorted(OPERATORS)}"
                     )
-    if "variant" in conditions and not isinstance(conditions["variant"], Mapping):
+                errors.extend(
+                    problem
+                    for op, value in expected.items()
+                    if op in OPERATORS and (problem := _operator_problem(name, op, value))
+                )
+    variants = conditions.get("variant", {})
+    if not isinstance(variants, Mapping):
         errors.append("variant must be an object of experiment key -> variant(s)")
+    else:
+        errors.extend(
+            problem
+            for key, names in variants.items()
+            if (problem := _strings_problem(f"variant '{key}'", names))
+        )
     return errors
+
+
+def matches_or_skip(conditions: Mapping[str, Any], context: UserContext, *, source: str) -> bool:
+    """``rule_matches``, but a document it cannot evaluate is logged and matches nobody.
+
+    Validation refuses such documents; this keeps one stored before a check
+    existed (or written around the API) from failing every user's request.
+    """
+    try:
+        return rule_matches(conditions, context)
+    except Exception:  # any failure of one document must not fail every request
+        logger.exception("personalization: skipped %s, its conditions cannot be evaluated", source)
+        return False
 
 
 def deep_merge(
@@ -194,7 +261,11 @@ def resolve_config(
     provenance: dict[str, str] = {}
     if defaults:
         deep_merge(config, defaults, source="defaults", provenance=provenance)
-    matched = [r for r in rules if rule_is_live(r, now) and rule_matches(r.conditions, context)]
+    matched = [
+        r
+        for r in rules
+        if rule_is_live(r, now) and matches_or_skip(r.conditions, context, source=f"rule {r.key}")
+    ]
     matched.sort(key=lambda r: (r.priority, r.key))
     for rule in matched:
         deep_merge(config, rule.action, source=rule.key, provenance=provenance)

@@ -33,7 +33,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..engine.assignment import assign_variant
-from ..engine.rules import RuleSpec, UserContext, resolve_config, rule_is_live, rule_matches
+from ..engine.rules import (
+    RuleSpec,
+    UserContext,
+    matches_or_skip,
+    resolve_config,
+    rule_is_live,
+)
 from ..models import Experiment, Exposure, PersonalizationRule, UserProfile
 
 VERSION_KEY = "personalization:config-version"
@@ -213,7 +219,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
     for exp in experiments:
         if (exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at):
             continue
-        if not rule_matches(exp.targeting, context):
+        if not matches_or_skip(exp.targeting, context, source=f"experiment {exp.key}"):
             continue
         variant = assign_variant(
             experiment_key=exp.key,

@@ -48,6 +48,16 @@ class TestConfigEndpoint:
         body = viewer.get(f"{API}/users/t-api2/config").json()
         assert body["cached"] is False and body["config"]["home"]["modules"] == ["trophies"]
 
+    def test_a_stored_rule_that_cannot_be_evaluated_does_not_fail_requests(self, client_with_role):
+        # Stored around the API's validation (older data, a shell): skipped, not a 500.
+        RuleFactory(key="t-unhashable", conditions={"segment": [{"a": 1}]}, action={"x": 1})
+        ExperimentFactory(key="t-bad-targeting", targeting={"segment": [{"a": 1}]})
+        UserProfileFactory(user_id="t-seg", segments=["power_user"])
+        response = client_with_role("viewer").get(f"{API}/users/t-seg/config")
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert "t-unhashable" not in body["rules"] and "t-bad-targeting" not in body["experiments"]
+
     def test_bad_user_id_is_a_400_naming_the_field(self, client_with_role):
         response = client_with_role("viewer").get(f"{API}/users/{'x' * 101}/config")
         assert response.status_code == 400 and "user_id" in response.json()
@@ -101,6 +111,8 @@ class TestRulesApi:
         [
             ({"conditions": {"persona": ["wizard"]}}, "conditions"),
             ({"conditions": {"attributes": {"age": {"between": 3}}}}, "conditions"),
+            ({"conditions": {"segment": [{"a": 1}]}}, "conditions"),
+            ({"conditions": {"persona": {"a": 1}}}, "conditions"),
             ({"action": {}}, "action"),
             ({"action": ["not", "an", "object"]}, "action"),
             ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
@@ -151,6 +163,7 @@ class TestExperimentsApi:
             ({"primary_metric": {"kind": "conversion"}}, "primary_metric"),
             ({"guardrail_metrics": [{"kind": "mean"}]}, "guardrail_metrics"),
             ({"targeting": {"persona": "wizard"}}, "targeting"),
+            ({"targeting": {"segment": [{"a": 1}]}}, "targeting"),
             ({"coverage": 1.5}, "coverage"),
             ({"alpha": 0.9}, "alpha"),
             ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),

@@ -303,6 +303,45 @@ class TestRules:
             assert fragment in text
         assert validate_conditions([]) == ["must be a JSON object"]
 
+    @pytest.mark.parametrize(
+        ("conditions", "fragment"),
+        [
+            ({"segment": [{"a": 1}]}, "segment"),
+            ({"segment": {"a": 1}}, "segment"),
+            ({"segment": 3}, "segment"),
+            ({"persona": [["optimizer"]]}, "persona"),
+            ({"variant": {"checkout": [{"b": 1}]}}, "variant 'checkout'"),
+            ({"attributes": {"country": {"in": "DE"}}}, "in needs a list"),
+            ({"attributes": {"age": {"gte": "thirty"}}}, "gte needs a number"),
+            ({"attributes": {"age": {"lt": True}}}, "lt needs a number"),
+            ({"attributes": {"plan": {"exists": "yes"}}}, "exists needs true or false"),
+            ({"min_confidence": True}, "min_confidence"),
+        ],
+    )
+    def test_validation_checks_the_type_of_each_condition_value(self, conditions, fragment):
+        errors = validate_conditions(conditions, personas=PERSONAS)
+        assert any(fragment in e for e in errors), errors
+
+    def test_well_typed_conditions_stay_valid(self):
+        conditions = {
+            "persona": "optimizer",
+            "segment": ["power_user"],
+            "attributes": {"plan": "pro", "country": {"in": ["DE"]}, "age": {"gte": 30},
+                           "team": {"exists": True}},
+            "variant": {"checkout": "b", "search": ["a", "b"]},
+        }  # fmt: skip
+        assert validate_conditions(conditions, personas=PERSONAS) == []
+
+    def test_a_rule_that_cannot_be_evaluated_is_skipped_not_fatal(self, caplog):
+        rules = [
+            _rule("broken", 50, {"broken": True}, {"segment": [{"a": 1}]}),
+            _rule("fine", 10, {"fine": True}),
+        ]
+        ctx = UserContext("u", segments=frozenset({"power_user"}))
+        out = resolve_config(rules, ctx, now=NOW)
+        assert out.config == {"fine": True} and out.matched_rules == ["fine"]
+        assert "broken" in caplog.text
+
 
 # --------------------------------------------------------------------------- assignment
 # Verbatim from GrowthBook's shared SDK test cases (cases.json): [seed, value, version, expected].
