@@ -80,6 +80,6 @@ def forecast_over(
     native = infer_step(ts)
     grain = choose_step(native, horizon_seconds)
     if grain != native:
-        ts, ys = aggregate(ts, ys, grain)
+        ts, ys = aggregate(ts, ys, grain, sample_step=native)
     steps = max(1, int(np.ceil(horizon_seconds / grain)))
     return select_and_forecast(ts, ys, steps, step=grain, include_prophet=include_prophet)

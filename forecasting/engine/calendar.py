@@ -67,7 +67,11 @@ def regularize(
 
 
 def aggregate(
-    timestamps: np.ndarray, values: np.ndarray, step: float
+    timestamps: np.ndarray,
+    values: np.ndarray,
+    step: float,
+    *,
+    sample_step: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Average a series into buckets of ``step`` seconds aligned on the epoch.
 
@@ -76,6 +80,13 @@ def aggregate(
     keep the trend and the weekly pattern that matter at that range. Buckets
     are aligned on the epoch so that daily buckets are calendar days (UTC).
     Only buckets that have samples are returned; ``regularize`` fills holes.
+
+    The last bucket is dropped when the samples stop before its end (the day
+    in progress): its mean would cover only part of the daily cycle, e.g. the
+    night trough for a forecast run at 03:20 UTC, and every model would read
+    it as a drop. A bucket counts as complete when its last sample, plus one
+    ``sample_step`` (default: the series' inferred spacing), reaches its end
+    within half a sample step.
     """
     ts = np.asarray(timestamps, dtype=float)
     ys = np.asarray(values, dtype=float)
@@ -85,7 +96,14 @@ def aggregate(
     uniq, inverse = np.unique(bucket, return_inverse=True)
     sums = np.bincount(inverse, weights=ys)
     counts = np.bincount(inverse)
-    return uniq.astype(float) * step, sums / counts
+    starts, means = uniq.astype(float) * step, sums / counts
+    if sample_step is None and np.unique(ts).size >= 2:
+        sample_step = infer_step(ts)
+    if sample_step is not None and starts.size:
+        covered_until = ts.max() + sample_step
+        if covered_until < starts[-1] + step - 0.5 * sample_step:
+            starts, means = starts[:-1], means[:-1]
+    return starts, means
 
 
 def candidate_periods(step: float, n: int, min_seasons: int = 2) -> list[int]:

@@ -78,6 +78,47 @@ def test_aggregate_averages_calendar_days():
     np.testing.assert_allclose(means, [2.0, 6.0])
 
 
+def test_aggregate_drops_the_day_in_progress():
+    ts = np.arange(0, 2 * DAY + 3 * HOUR + 20 * 60, 300.0)  # two days, then 00:00-03:15
+    days, _ = aggregate(ts, np.ones(ts.size), DAY)
+    np.testing.assert_allclose(days, [0, DAY])
+    hours, _ = aggregate(ts, np.ones(ts.size), HOUR)
+    assert hours[-1] == 2 * DAY + 2 * HOUR  # 03:00-03:15 is an hour in progress too
+
+
+def five_minute_traffic(seed: int, end_offset: float) -> tuple[np.ndarray, np.ndarray]:
+    """60 days of 5-minute traffic (daily cycle, level walking day to day), then a partial day."""
+    rng = np.random.default_rng(seed)
+    start = np.floor(1_700_006_400.0 / DAY) * DAY
+    ts = np.arange(start, start + 60 * DAY + end_offset, 300.0)
+    day = np.floor((ts - start) / DAY).astype(int)
+    level = 100 + np.cumsum(rng.normal(0, 8, day.max() + 1))[day]
+    hour = (ts % DAY) / HOUR
+    y = level + 60 * np.sin((hour - 9) / 24 * 2 * np.pi) + rng.normal(0, 3, ts.size)
+    return ts, y
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_run_at_0320_utc_forecasts_as_if_the_history_ended_at_midnight(seed):
+    # the long horizons run at 03:20 UTC: a mean of 00:00-03:20 (the night trough) as the
+    # last daily point dragged every 90-365 day forecast down
+    ts, y = five_minute_traffic(seed, 3 * HOUR + 20 * 60)
+    midnight = ts < np.floor(ts[-1] / DAY) * DAY
+    partial = forecast_over(ts, y, 90 * DAY)
+    whole_days = forecast_over(ts[midnight], y[midnight], 90 * DAY)
+    np.testing.assert_allclose(partial.yhat, whole_days.yhat)
+    np.testing.assert_allclose(partial.timestamps, whole_days.timestamps)
+
+
+def test_an_hourly_grain_forecast_ignores_the_hour_in_progress():
+    ts, y = five_minute_traffic(0, 3 * HOUR + 20 * 60)
+    whole_hours = ts < np.floor(ts[-1] / HOUR) * HOUR
+    partial = forecast_over(ts, y, 7 * DAY)
+    reference = forecast_over(ts[whole_hours], y[whole_hours], 7 * DAY)
+    assert partial.step == HOUR
+    np.testing.assert_allclose(partial.yhat, reference.yhat)
+
+
 def test_detects_daily_and_weekly_but_not_in_noise():
     _, y = hourly(42)
     assert detect_seasonality(y, HOUR) == [24, 168]
