@@ -24,7 +24,7 @@ from . import engine
 from .actuators import ActuationRequest, ActuatorError, actuator_for
 from .defaults import DEFAULT_RESOURCES, DEFAULT_RULES
 from .models import ScalableResource, ScalingDecision, ScalingRule
-from .readings import load_series, resource_utilization, rule_reading
+from .readings import STALE_READING_SECONDS, load_series, resource_utilization, rule_reading
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def _predictive_proposal(
     """Units needed for the forecast peak within the start-up time, at the target utilisation.
 
     Prefers the forecasting system's current forecast of the load series; falls back to
-    the engine's built-in seasonal-level forecaster on the last week of that series.
+    the engine's built-in seasonal-level forecaster on the last week of that series, unless
+    the series has no reading within ``STALE_READING_SECONDS`` (then there is no prediction).
     """
     series = load_series(resource)
     if not resource.predictive_enabled or series is None:
@@ -138,6 +139,11 @@ def _predictive_proposal(
     except Exception as exc:
         logger.warning("forecasting unavailable for %s: %s", resource, exc)
     if peak is None:
+        latest = telemetry.series_latest(series.pk)
+        if latest is None or now - latest[0] > STALE_READING_SECONDS:
+            # A week-old profile says nothing about a series that stopped reporting.
+            return None, {"forecast_skipped": "load series has no reading in the last "
+                          f"{STALE_READING_SECONDS}s"}  # fmt: skip
         end = telemetry.to_datetime(now + 1)
         start = end - timedelta(days=FORECAST_HISTORY_DAYS)
         ts, values = telemetry.series_values_resampled(series.pk, start, end, FORECAST_STEP_SECONDS)

@@ -5,7 +5,8 @@ Order of the steps, and why:
 1. the largest proposal wins (under-provisioning costs users, over-provisioning
    only money);
 2. prediction only ever adds capacity: a predictive proposal can raise the
-   target but never pull it below what real demand (the reactive rules) asks;
+   target but never pull it below what real demand (the reactive rules) asks, and
+   when no rule has a reading it cannot go below the current size either;
 3. emergency (a reading at or above a rule's critical threshold) skips the
    cooldowns and scales by the maximum step, and says so;
 4. scale-up is bounded per step (HPA: at most ``max(2 x current, 4)`` units)
@@ -72,6 +73,10 @@ class DecisionPolicy:
     scale_up_factor: float = 2.0
     scale_up_min_limit: int = 4
     stabilization_window_seconds: float = 300.0
+    # Live, prediction never removes capacity: with every rule abstaining (stale or missing
+    # readings) a forecast alone holds the current size. The replay sets this: there the
+    # forecast, fed the real load up to now, is the demand signal itself.
+    prediction_may_scale_down: bool = False
 
     def scale_up_limit(self, current_units: int) -> int:
         """The HPA's bound: at most ``max(factor x current, min_limit)`` units after one step."""
@@ -177,8 +182,14 @@ def decide(
     if best_prediction is not None and best_prediction.desired_units > target:
         target = best_prediction.desired_units
         winners = [best_prediction]
+        if reactive_target is None and target < current and not policy.prediction_may_scale_down:
+            reasons.append(
+                f"prediction alone never removes capacity: holding {current} units "
+                f"(forecast asks {target}, no rule has a reading)"
+            )
+            target = current
     recommendation = resource.clamp(target)
-    reasons.extend(p.reason for p in winners)
+    reasons[:0] = [p.reason for p in winners]
     if winners[0].predictive and reactive_target is not None:
         reasons.append(f"predictive: provisions ahead above real demand ({reactive_target} units)")
 

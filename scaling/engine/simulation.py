@@ -25,7 +25,9 @@ class SimulationPolicy:
     """How the replay combines rules. Defaults are the ones measured in docs/scaling.md."""
 
     decision: DecisionPolicy = field(
-        default_factory=lambda: DecisionPolicy(stabilization_window_seconds=900.0)
+        default_factory=lambda: DecisionPolicy(
+            stabilization_window_seconds=900.0, prediction_may_scale_down=True
+        )
     )
     predictive: bool = True
     startup_seconds: float = 0.0

@@ -166,6 +166,18 @@ def test_prediction_only_adds_capacity():
     assert any("predictive" in r for r in high.reasons)
 
 
+def test_a_forecast_alone_never_removes_capacity_unless_the_policy_allows_it():
+    forecast = proposal("forecast", 3, predictive=True)
+    held = decide(resource(8), [forecast], ScalingMemory(), 0.0)
+    assert held.action == Action.NONE and held.desired_units == 8
+    assert any("never removes capacity" in r for r in held.reasons)
+    grow = decide(resource(8), [proposal("forecast", 11, predictive=True)], ScalingMemory(), 0.0)
+    assert grow.action == Action.SCALE_UP and grow.desired_units == 11
+    replay = DecisionPolicy(stabilization_window_seconds=0, prediction_may_scale_down=True)
+    shrink = decide(resource(8), [forecast], ScalingMemory(), 0.0, replay)
+    assert shrink.action == Action.SCALE_DOWN and shrink.desired_units == 3
+
+
 def test_cost_impact_and_expected_utilisation_follow_the_change():
     up = decide(resource(4, demand=300.0), [proposal("cpu", 6)], ScalingMemory(), 0.0)
     down = decide(resource(4, demand=300.0), [proposal("cpu", 3)], ScalingMemory(), 0.0)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from scaling import selectors, services
 from scaling.defaults import DEFAULT_RESOURCES, DEFAULT_RULES
 from scaling.models import ScalableResource, ScalingDecision, ScalingRule
+from scaling.readings import STALE_READING_SECONDS
 
 from .factories import cpu_rule, resource, samples
 
@@ -119,6 +120,37 @@ def test_prediction_adds_capacity_ahead_of_load_but_never_removes_it():
     samples("test.load", [100.0] * 20, step=300)
     ev = evaluate(res, execute=False)
     assert not ev.decision.predictive  # the rule's larger demand wins over the forecast
+
+
+def test_a_forecast_does_not_shrink_a_resource_whose_rules_all_abstain():
+    res = resource(
+        current_units=20,
+        load_series_name="test.load",
+        predictive_enabled=True,
+        stabilization_window_seconds=0,
+    )
+    cpu_rule(res)
+    now = timezone.now()
+    samples("test.cpu", [0.9], end=now - timedelta(seconds=STALE_READING_SECONDS + 60))
+    samples("test.load", [100.0] * 50, end=now, step=300)  # the forecast asks for 2 units
+    ev = evaluate(res, now=now)
+    forecast = next(p for p in ev.decision.proposals if p.predictive)
+    assert forecast.desired_units < res.current_units
+    assert ev.decision.action == "none" and ev.row.desired_units == res.current_units
+    res.refresh_from_db()
+    assert res.current_units == 20
+
+
+def test_no_built_in_forecast_from_a_load_series_that_stopped_reporting():
+    res = resource(current_units=4, load_series_name="test.load", predictive_enabled=True)
+    now = timezone.now()
+    stale_end = now - timedelta(seconds=STALE_READING_SECONDS + 60)
+    samples("test.load", [1000.0] * 50, end=stale_end, step=300)
+    ev = evaluate(res, execute=False, now=now)
+    assert not any(p.predictive for p in ev.decision.proposals)
+    assert "forecast_skipped" in ev.inputs
+    fresh = evaluate(res, execute=False, now=stale_end)
+    assert any(p.predictive for p in fresh.decision.proposals)
 
 
 def test_outcomes_are_judged_after_settle_and_feed_the_success_rate():
