@@ -37,6 +37,8 @@ from telemetry import selectors as telemetry
 
 #: history read for a forecast; a year of daily points is what the 365-day horizon needs
 MAX_HISTORY_DAYS = 400
+#: grain a series target is read at (hourly rollups hold it beyond the raw retention)
+HISTORY_STEP_SECONDS = 3600
 #: Prophet earns its cost only on long horizons, where the series is daily and short
 PROPHET_FROM_DAYS = 90
 
@@ -101,11 +103,26 @@ def crossing_insights_retire(*, target_id: int) -> int:
 def target_history(
     target: ForecastTarget, *, end: datetime | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The target's history as (epoch seconds, values), at most ``MAX_HISTORY_DAYS`` long."""
+    """The target's history as (epoch seconds, values), at most ``MAX_HISTORY_DAYS`` long.
+
+    A series is read as hourly means (bucket starts) through telemetry's ``series_points``,
+    which takes the hours before the rollup horizon from the hourly rollups: raw samples are
+    kept only ``PHASE3_RAW_RETENTION_DAYS`` (90 by default), and the 180 and 365-day
+    horizons need the year the rollups hold. Every horizon is forecast at hourly grain or
+    coarser (``engine.choose_step``), so nothing finer is lost. The hour in progress at
+    ``end`` is left out: its mean covers only part of the hour.
+    """
     end = end or timezone.now()
     start = end - timedelta(days=MAX_HISTORY_DAYS)
     if target.source == ForecastTarget.Source.SERIES:
-        return telemetry.series_values(target.series_id, start, end)
+        closed = np.floor(end.timestamp() / HISTORY_STEP_SECONDS) * HISTORY_STEP_SECONDS
+        points = telemetry.series_points(
+            target.series_id,
+            start=start,
+            end=telemetry.to_datetime(closed),
+            step_seconds=HISTORY_STEP_SECONDS,
+        )
+        return points.ts, points.values
     frame = telemetry.events_frame(start=start, end=end, with_properties=False)
     if frame["ts"].size == 0:
         return np.empty(0), np.empty(0)

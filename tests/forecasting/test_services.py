@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from unittest import mock
 
 import numpy as np
@@ -20,6 +20,7 @@ from forecasting.models import (
     ForecastTarget,
 )
 from phase3.models import JobRun
+from telemetry import services as telemetry_services
 from tests.forecasting.factories import (
     DAY,
     HOUR,
@@ -209,6 +210,32 @@ def test_growth_insight_has_the_sign_of_the_trend():
     assert growth[up.pk].lower > 0 and growth[up.pk].value > 0
     assert growth[down.pk].upper < 0 and growth[down.pk].value < 0
     assert growth[up.pk].confidence > 0.95
+
+
+def test_history_reaches_past_the_raw_retention_through_hourly_rollups(settings):
+    # raw samples are kept PHASE3_RAW_RETENTION_DAYS; the long horizons need the rollups
+    settings.PHASE3_RAW_RETENTION_DAYS = 30
+    stored_days = 120
+    end = hour_end()
+    series = series_with_values("fc.rollup", hourly_values(stored_days), end=end)
+    now = datetime.fromtimestamp(end + HOUR, tz=UTC)
+    telemetry_services.rollups_update(now=now, max_windows=500)
+    telemetry_services.samples_enforce_retention(now=now)
+    target = ForecastTargetFactory(series=series)
+    ts, values = services.target_history(target, end=now)
+    assert (ts.max() - ts.min()) / DAY > stored_days - 1
+    np.testing.assert_allclose(values, hourly_values(stored_days))  # hourly means, as stored
+    forecast = services.forecast_compute(target_id=target.pk, horizon_days=180, end=now).forecast
+    assert forecast.history_points >= stored_days - 1
+
+
+def test_the_hour_in_progress_is_not_part_of_the_history():
+    hour = hour_end() - HOUR
+    minutes = np.full(24 * 12 + 4, 50.0)  # a day of 5-minute samples, then 00-15 of an hour
+    series = series_with_values("fc.minutes", minutes, step=300.0, end=hour + HOUR + 15 * 60)
+    target = ForecastTargetFactory(series=series)
+    ts, _ = services.target_history(target, end=datetime.fromtimestamp(hour + HOUR + 1200, tz=UTC))
+    assert ts.max() == hour  # the last whole hour
 
 
 def test_events_targets_count_active_users_from_events():
