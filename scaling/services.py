@@ -166,13 +166,18 @@ def _predictive_proposal(
 
 
 def _memory(resource: ScalableResource, *, now: datetime) -> engine.ScalingMemory:
-    """Rebuild the engine's memory from stored decisions (recommendations and last changes)."""
+    """Rebuild the engine's memory from stored decisions (recommendations and last changes).
+
+    No upper bound on ``at``: an overlapping run that took its ``now`` earlier but got the
+    resource's lock later must still see the change the other run has just executed (a
+    change stamped after ``now`` counts as "just now", so its cooldown applies).
+    """
     memory = engine.ScalingMemory()
     window = timedelta(seconds=resource.stabilization_window_seconds)
-    recent = resource.decisions.filter(at__gt=now - window, at__lte=now).order_by("at")
+    recent = resource.decisions.filter(at__gt=now - window).order_by("at")
     for at, rec in recent.values_list("at", "recommendation"):
         memory.recommendations.append((at.timestamp(), rec))
-    executed = resource.decisions.filter(status=ScalingDecision.Status.EXECUTED, at__lte=now)
+    executed = resource.decisions.filter(status=ScalingDecision.Status.EXECUTED)
     for action, attr in (("scale_up", "last_scale_up_at"), ("scale_down", "last_scale_down_at")):
         last = executed.filter(action=action).order_by("-at").values_list("at", flat=True).first()
         setattr(memory, attr, last.timestamp() if last else None)
@@ -412,7 +417,13 @@ def _mark_failed(row: ScalingDecision, detail: str) -> None:
 def decisions_evaluate(
     *, resource_ids: list[int] | None = None, execute: bool = False, now: datetime | None = None
 ) -> list[Evaluation]:
-    """Evaluate every enabled resource; with ``execute``, store each decision and act on it."""
+    """Evaluate every enabled resource; with ``execute``, store each decision and act on it.
+
+    Without an explicit ``now``, each resource is evaluated at the time its lock was taken:
+    the loop can run for most of a minute, and a run that waited for the lock must see the
+    decisions stored meanwhile as past ones (their cooldowns apply).
+    """
+    given_now = now
     now = now or timezone.now()
     resources = ScalableResource.objects.filter(enabled=True).prefetch_related("rules")
     if resource_ids is not None:
@@ -435,10 +446,11 @@ def decisions_evaluate(
             )
             if locked is None:
                 continue
-            ev = resource_evaluate(locked, now=now)
-            ev.row = _store(ev, now=now)
+            at = given_now or timezone.now()
+            ev = resource_evaluate(locked, now=at)
+            ev.row = _store(ev, now=at)
         if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
-            ev.row = decision_execute(decision_id=ev.row.pk, now=now)
+            ev.row = decision_execute(decision_id=ev.row.pk, now=at)
         evaluations.append(ev)
     return evaluations
 

@@ -174,6 +174,25 @@ def test_overlapping_evaluations_scale_up_once(postgres, monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_run_that_reached_the_lock_last_sees_the_change_executed_meanwhile(actuator):
+    res = resource()
+    cpu_rule(res, cooldown_up_seconds=300)
+    started = timezone.now()
+    samples("test.cpu", [0.9], end=started - timedelta(seconds=5))  # 4 units -> 6
+    # The run that started later got the resource's lock first and scaled it...
+    [first] = services.decisions_evaluate(
+        resource_ids=[res.pk], execute=True, now=started + timedelta(seconds=20)
+    )
+    assert first.row.status == ScalingDecision.Status.EXECUTED
+    # ...then the run that took its time earlier reaches the resource: still in cooldown.
+    [second] = services.decisions_evaluate(resource_ids=[res.pk], execute=True, now=started)
+    assert second.row.status == ScalingDecision.Status.SKIPPED_COOLDOWN, second.row.reasons
+    assert len(actuator.calls) == 1
+    res.refresh_from_db()
+    assert res.current_units == first.row.desired_units
+
+
+@pytest.mark.django_db
 def test_a_change_left_in_flight_by_a_dead_run_stops_holding_after_a_while(actuator):
     res = resource()
     cpu_rule(res)
