@@ -150,7 +150,12 @@ class Experiment(models.Model):
         default=0.05, validators=[MinValueValidator(0.001), MaxValueValidator(0.2)]
     )
     planned_users = models.PositiveIntegerField(
-        default=10_000, help_text="Sample size at which the sequential interval is tightest."
+        default=10_000,
+        # The sequential mixture is tuned for this many users: 0 has no mixture at all
+        # (every recomputation of the experiment failed), and fewer than two users per
+        # comparison cannot be analysed.
+        validators=[MinValueValidator(2)],
+        help_text="Sample size at which the sequential interval is tightest (at least 2).",
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     starts_at = models.DateTimeField(null=True, blank=True)

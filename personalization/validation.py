@@ -41,8 +41,14 @@ def variants_errors(value: Any) -> list[str]:
     errors = []
     names = []
     for i, variant in enumerate(value):
-        if not isinstance(variant, dict) or not str(variant.get("name", "")).strip():
-            errors.append(f"variant {i} needs a non-empty 'name'")
+        # A string: exposures store it as text, and the analysis looks arms up by name
+        # (a number 1 came back as "1" and was not found).
+        name = variant.get("name") if isinstance(variant, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            errors.append(f"variant {i} needs a non-empty string 'name'")
+            continue
+        if len(name) > 100:
+            errors.append(f"variant {i}: name is longer than 100 characters")
             continue
         names.append(variant["name"])
         weight = variant.get("weight", 1.0)

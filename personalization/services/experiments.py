@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from datetime import datetime
 
 import numpy as np
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from telemetry.selectors import events_queryset
 
 from ..engine.analysis import VariantSummary, analyse_experiment
 from ..engine.sequential import SequentialState
+from ..engine.stats import srm_check
 from ..models import Experiment, ExperimentResult, Exposure
 from ..validation import metric_name
 from .config import config_invalidate
 
+logger = logging.getLogger(__name__)
+
+SRM_NOTE = "sample ratio mismatch (p < 0.001): do not trust these results"
+
 # What defines an experiment's arms and who is in them: changing it after the start would
-# mix users assigned under different rules into one comparison.
-FROZEN_ONCE_STARTED = ("key", "variants", "coverage", "targeting", "primary_metric", "starts_at")
+# mix users assigned under different rules into one comparison. ``alpha`` and
+# ``planned_users`` define the sequential test: loosening them after peeking at the
+# results would turn a non-significant result "significant".
+FROZEN_ONCE_STARTED = (
+    "key", "variants", "coverage", "targeting", "primary_metric", "starts_at", "alpha",
+    "planned_users",
+)  # fmt: skip
 
 
 class ExperimentStateError(Exception):
@@ -187,7 +198,16 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                 metric_kind=metric["kind"], computed_at=now, users=users,
             )  # fmt: skip
             if min(users.values()) < 2:
-                result.note = "waiting for at least two exposed users in every variant"
+                # Arm sizes are checked before anything else: an arm that receives nobody
+                # (500 vs 0 at 50/50) is the plainest mismatch, not a reason to wait.
+                srm = srm_check([s.users for s in summaries], exp.weights)
+                if sum(users.values()):
+                    result.srm_p_value, result.srm_mismatch = srm.p_value, srm.mismatch
+                result.note = (
+                    SRM_NOTE
+                    if srm.mismatch
+                    else "waiting for at least two exposed users in every variant"
+                )
                 result.sequential_state = previous
             else:
                 analysis = analyse_experiment(
@@ -207,7 +227,7 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                     c.variant: _state_to_json(c.sequential.state) for c in analysis.comparisons
                 }
                 if analysis.srm.mismatch:
-                    result.note = "sample ratio mismatch (p < 0.001): do not trust these results"
+                    result.note = SRM_NOTE
             result.save()
             written += 1
     return {"experiment": exp.pk, "results": written, "exposures": len(exposures)}
@@ -219,6 +239,20 @@ def experiments_results_recompute(*, now: datetime | None = None) -> dict:
         Experiment.objects.filter(status=Experiment.Status.RUNNING).values_list("pk", flat=True)
     )
     results = 0
+    failed: dict[str, str] = {}
     for pk in ids:
-        results += experiment_results_recompute(experiment_id=pk, now=now)["results"]
-    return {"experiments": len(ids), "results": results}
+        # One experiment that cannot be analysed (a setting stored before it was validated,
+        # data the analysis rejects) must not stop the results of every one after it. Its
+        # own transaction is rolled back; transient database errors still fail the job so
+        # that it is retried.
+        try:
+            results += experiment_results_recompute(experiment_id=pk, now=now)["results"]
+        except OperationalError:
+            raise
+        except Exception as exc:
+            logger.exception("personalization: results of experiment %s failed", pk)
+            failed[str(pk)] = f"{type(exc).__name__}: {exc}"[:300]
+    counts = {"experiments": len(ids), "results": results, "failed": len(failed)}
+    if failed:
+        counts["errors"] = failed
+    return counts

@@ -166,6 +166,10 @@ class TestExperimentsApi:
             ({"targeting": {"segment": [{"a": 1}]}}, "targeting"),
             ({"coverage": 1.5}, "coverage"),
             ({"alpha": 0.9}, "alpha"),
+            ({"planned_users": 0}, "planned_users"),
+            ({"planned_users": 1}, "planned_users"),
+            ({"variants": [{"name": 1}, {"name": 2}]}, "variants"),
+            ({"variants": [{"name": "x" * 101}, {"name": "b"}]}, "variants"),
             ({"starts_at": "2026-02-01T00:00:00Z", "ends_at": "2026-01-01T00:00:00Z"}, "ends_at"),
         ],
     )
@@ -174,6 +178,31 @@ class TestExperimentsApi:
             f"{API}/experiments", self._body(**patch), format="json"
         )
         assert response.status_code == 400 and field in response.json(), response.content
+
+    @pytest.mark.parametrize(
+        ("field", "value"), [("alpha", 0.2), ("planned_users", 50), ("coverage", 0.5)]
+    )
+    def test_the_sequential_test_settings_are_frozen_once_started(
+        self, client_with_role, field, value
+    ):
+        # Loosening alpha or planned_users after peeking turns a result "significant".
+        exp = ExperimentFactory(key="t-frozen")
+        before = getattr(exp, field)
+        response = client_with_role("admin").patch(
+            f"{API}/experiments/{exp.pk}", {field: value}, format="json"
+        )
+        assert response.status_code == 400 and field in response.json(), response.content
+        exp.refresh_from_db()
+        assert getattr(exp, field) == before
+
+    def test_a_draft_may_still_change_its_sequential_settings(self, client_with_role):
+        exp = ExperimentFactory(key="t-draft-alpha", status=Experiment.Status.DRAFT)
+        response = client_with_role("admin").patch(
+            f"{API}/experiments/{exp.pk}", {"alpha": 0.1, "planned_users": 500}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        exp.refresh_from_db()
+        assert (exp.alpha, exp.planned_users) == (0.1, 500)
 
     def test_results_and_recompute(self, client_with_role):
         exp = ExperimentFactory(key="t-res")

@@ -11,7 +11,7 @@ from django.utils import timezone
 from personalization import selectors, services
 from personalization.defaults import DEFAULT_RULES
 from personalization.engine.assignment import assign_variant
-from personalization.engine.stats import two_proportion_test
+from personalization.engine.stats import srm_check, two_proportion_test
 from personalization.models import (
     Experiment,
     ExperimentResult,
@@ -247,7 +247,42 @@ class TestExperimentResults:
         _experiment_with_data(seed=2)
         ExperimentFactory(key="t-draft", status=Experiment.Status.DRAFT)
         counts = services.experiments_results_recompute()
-        assert counts == {"experiments": 1, "results": 1}
+        assert counts == {"experiments": 1, "results": 1, "failed": 0}
+
+    def test_hourly_job_goes_on_past_an_experiment_that_cannot_be_analysed(self, caplog):
+        # planned_users=0 was stored before it was validated: its analysis raises.
+        broken = ExperimentFactory(key="t-unplanned", planned_users=0)
+        exposed = timezone.now() - timedelta(hours=2)
+        Exposure.objects.bulk_create([
+            Exposure(experiment=broken, user_id=f"t-un{i}", variant=v, exposed_at=exposed)
+            for i, v in enumerate(["control", "treatment"] * 3)
+        ])  # fmt: skip
+        healthy, _ = _experiment_with_data(n_users=60, seed=3)
+        counts = services.experiments_results_recompute()
+        assert counts["failed"] == 1 and str(broken.pk) in counts["errors"]
+        assert ExperimentResult.objects.filter(experiment=healthy).count() == 1
+        assert not ExperimentResult.objects.filter(experiment=broken).exists()
+        assert str(broken.pk) in caplog.text
+
+    def test_an_arm_that_receives_nobody_is_a_sample_ratio_mismatch(self):
+        exp = ExperimentFactory(key="t-empty-arm")
+        exposed = timezone.now() - timedelta(hours=2)
+        Exposure.objects.bulk_create([
+            Exposure(experiment=exp, user_id=f"t-ea{i}", variant="control", exposed_at=exposed)
+            for i in range(500)
+        ])  # fmt: skip
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        result = ExperimentResult.objects.get(experiment=exp)
+        expected = srm_check([500, 0], exp.weights)
+        assert result.srm_mismatch and result.srm_p_value == pytest.approx(expected.p_value)
+        assert "mismatch" in result.note and result.comparisons == []
+
+    def test_a_small_balanced_start_is_waiting_not_a_mismatch(self):
+        exp = ExperimentFactory(key="t-one-user")
+        Exposure.objects.create(experiment=exp, user_id="t-ou", variant="control")
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        result = ExperimentResult.objects.get(experiment=exp)
+        assert not result.srm_mismatch and "waiting" in result.note
 
 
 # --------------------------------------------------------------------------- overview
