@@ -109,6 +109,9 @@ def _finite_or_none(value: float) -> float | None:
 def profiles_recompute(*, days: int = 28, now: datetime | None = None) -> dict:
     """Recompute every active user's profile and persona over the last ``days`` days.
 
+    Profiles of users with no event in the window are marked dormant, with no persona
+    (recorded as a persona change), in the same transaction.
+
     Idempotent: running twice on the same data writes the same profiles and no
     second history row (a change is recorded only when the persona differs).
     """
@@ -190,6 +193,22 @@ def profiles_recompute(*, days: int = 28, now: datetime | None = None) -> dict:
                 "sessions", "event_count", "last_seen_at", "model_run", "computed_at",
             ],
         )  # fmt: skip
+        # Users with no event in the window are not in ``profiles``: left alone they kept the
+        # persona and segments (power_user...) of their last active window for ever, and
+        # rules kept matching them. They are dormant now, with no persona.
+        gone = UserProfile.objects.exclude(model_run=run).exclude(
+            persona="", persona_confidence=None, persona_probabilities={}, segments=["dormant"]
+        )
+        gone_changes = [
+            PersonaChange(profile_id=pk, previous_persona=persona, persona="", confidence=None,
+                          model_run=run, changed_at=now)
+            for pk, persona in gone.exclude(persona="").values_list("pk", "persona")
+        ]  # fmt: skip
+        gone_count = gone.update(
+            persona="", persona_confidence=None, persona_probabilities={}, segments=["dormant"],
+            computed_at=now,
+        )  # fmt: skip
+        PersonaChange.objects.bulk_create(gone_changes, batch_size=1000)
         changed = {p.user_id: p for p in profiles if previous.get(p.user_id, "") != p.persona}
         ids = dict(
             UserProfile.objects.filter(user_id__in=list(changed)).values_list("user_id", "id")
@@ -212,6 +231,7 @@ def profiles_recompute(*, days: int = 28, now: datetime | None = None) -> dict:
     return {
         "users": len(profiles),
         "classified": run.users_classified,
-        "persona_changes": len(changed),
+        "persona_changes": len(changed) + len(gone_changes),
+        "gone_dormant": gone_count,
         "run": run.pk,
     }

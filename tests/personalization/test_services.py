@@ -81,6 +81,30 @@ class TestProfiles:
         assert counts["users"] == 0 and run.users_classified == 0
         assert "no personas" in run.note
 
+    def test_users_gone_longer_than_the_window_become_dormant_without_persona(
+        self, empty_telemetry
+    ):
+        gone = UserProfileFactory(
+            user_id="t-gone", persona="explorer", persona_confidence=0.9,
+            persona_probabilities={"explorer": 0.9, "optimizer": 0.1},
+            segments=["power_user", "purchaser"], attributes={"plan": "pro"},
+            last_seen_at=timezone.now() - timedelta(days=40),
+        )  # fmt: skip
+        now = timezone.now()
+        add_events([("t-active", "session_start", now - timedelta(days=1), {})])
+        counts = services.profiles_recompute(days=28, now=now)
+        gone.refresh_from_db()
+        assert (gone.persona, gone.persona_confidence, gone.persona_probabilities) == ("", None, {})
+        assert gone.segments == ["dormant"] and gone.attributes == {"plan": "pro"}
+        assert counts["gone_dormant"] == 1
+        change = PersonaChange.objects.get(profile=gone)
+        assert (change.previous_persona, change.persona) == ("explorer", "")
+        assert UserProfile.objects.get(user_id="t-active").model_run_id == counts["run"]
+        # Idempotent: the next day's run finds nothing more to change.
+        again = services.profiles_recompute(days=28, now=now)
+        assert again["gone_dormant"] == 0
+        assert PersonaChange.objects.filter(profile=gone).count() == 1
+
     def test_bad_window_is_rejected(self):
         with pytest.raises(ValueError, match="days"):
             services.profiles_recompute(days=0)
