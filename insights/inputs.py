@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+from django.db.models import Min
 
 from insights.engine import behaviour
 from telemetry import selectors as tsel
@@ -45,8 +46,31 @@ def cohort_between(
     names = [*behaviour.FEATURE_EVENTS, "session_start", "purchase"]
     frame = tsel.events_frame(start=start, end=end, names=names)
     return behaviour.feature_cohort(
-        frame, end_ts=end.timestamp(), observe_days=observe_days, horizon_days=horizon_days
+        frame,
+        end_ts=end.timestamp(),
+        observe_days=observe_days,
+        horizon_days=horizon_days,
+        first_seen=users_first_seen(set(frame["user_id"]), end),
+        start_ts=start.timestamp(),
     )
+
+
+def users_first_seen(user_ids: set[str], end: datetime) -> dict[str, float]:
+    """Each user's first event ever (any name, before ``end``), in epoch seconds.
+
+    One grouped query over the (user_id, ts) index; the cohort keeps only users whose
+    first event falls inside its window (newcomers), whatever they did before it.
+    """
+    if not user_ids:
+        return {}
+    rows = (
+        tsel.events_queryset(end=end)
+        .filter(user_id__in=list(user_ids))
+        .values("user_id")
+        .annotate(first=Min("ts"))
+        .values_list("user_id", "first")
+    )
+    return {user: first.timestamp() for user, first in rows}
 
 
 @dataclass

@@ -116,6 +116,8 @@ def feature_cohort(
     observe_days: float = 2.0,
     horizon_days: float = 5.0,
     features: Sequence[str] | None = None,
+    first_seen: Mapping[str, float] | None = None,
+    start_ts: float | None = None,
 ) -> Cohort:
     """Early feature use of each user and whether they were retained / converted.
 
@@ -123,6 +125,12 @@ def feature_cohort(
     retention is a return *after* that, so a feature is not credited for use that
     happened because the user was retained anyway. Users first seen less than
     ``horizon_days`` before ``end_ts`` are left out: their outcome is not known yet.
+
+    ``first_seen`` (user -> epoch seconds of their first event ever, from all history)
+    anchors those windows; without it a user's first event in ``frame`` does. With
+    ``start_ts`` (the start of the frame's window) users first seen before it are left
+    out: a long-standing user's first event inside the window is not their first
+    days, and counting them as newcomers credited features with veterans' loyalty.
     """
     if not 0 < observe_days < horizon_days:
         raise ValueError("observe_days must be positive and shorter than horizon_days")
@@ -134,7 +142,12 @@ def feature_cohort(
     first = np.full(len(uniq), np.inf)
     if len(ts):
         np.minimum.at(first, idx, ts)
+    if first_seen:
+        known = np.array([first_seen.get(u, np.inf) for u in uniq], dtype=float)
+        first = np.minimum(first, known)
     eligible = first + horizon_days * DAY <= end_ts
+    if start_ts is not None:
+        eligible &= first >= start_ts
     rel = ts - first[idx] if len(ts) else ts
     in_obs = (rel >= 0) & (rel < observe_days * DAY)
     in_horizon = rel <= horizon_days * DAY

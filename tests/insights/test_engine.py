@@ -482,6 +482,40 @@ def test_cohort_counts_early_use_only_and_judges_outcomes_after_it():
         bh.feature_cohort(frame, end_ts=10 * DAY, observe_days=7, horizon_days=2)
 
 
+def test_cohort_leaves_out_users_first_seen_before_the_window():
+    # A veteran active every day of the window (and long before it) is not a newcomer
+    # whose first days are the window's first days; a newcomer of the window stays.
+    start, end = 72 * DAY, 100 * DAY
+    rows = []
+    for day in range(28):
+        t = start + day * DAY
+        rows += [("veteran", "session_start", t, {}),
+                 ("veteran", "feature_use", t + 60, {"feature": "search"})]  # fmt: skip
+    rows += [("newcomer", "session_start", start + 2 * DAY, {}),
+             ("newcomer", "feature_use", start + 2 * DAY + 60, {"feature": "search"}),
+             ("newcomer", "session_start", start + 8 * DAY, {})]  # fmt: skip
+    frame = _frame(rows)
+    first_seen = {"veteran": start - 60 * DAY, "newcomer": start + 2 * DAY}
+    cohort = bh.feature_cohort(frame, end_ts=end, observe_days=3, horizon_days=7,
+                               first_seen=first_seen, start_ts=start)  # fmt: skip
+    assert list(cohort.user_ids) == ["newcomer"]
+    assert list(cohort.retained) == [1]
+    # Without the history, the veteran's first event in the window would pass for a first day.
+    naive = bh.feature_cohort(frame, end_ts=end, observe_days=3, horizon_days=7)
+    assert "veteran" in list(naive.user_ids)
+
+
+def test_cohort_windows_start_at_the_first_event_ever():
+    # The user's first event (of a kind the frame does not hold) was two days before the
+    # feature use: their first day is then, so the use falls outside a one-day observation.
+    frame = _frame([("u", "feature_use", 2 * DAY, {"feature": "export"}),
+                    ("u", "session_start", 6 * DAY, {})])  # fmt: skip
+    cohort = bh.feature_cohort(frame, end_ts=20 * DAY, observe_days=1, horizon_days=7,
+                               first_seen={"u": 0.0}, start_ts=0.0)  # fmt: skip
+    col = {f: j for j, f in enumerate(cohort.feature_names)}
+    assert cohort.usage[0, col["export"]] == 0
+
+
 def test_align_states_keeps_only_common_complete_steps():
     ts, states, names = bh.align_states(
         {

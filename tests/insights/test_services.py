@@ -118,6 +118,31 @@ def test_feature_impact_stores_one_row_per_supported_feature(demo_world):
         assert row.suggestion in ("", "promote", "review")
 
 
+def test_feature_cohort_holds_only_users_first_seen_inside_the_window(empty_telemetry):
+    from insights import inputs
+    from telemetry.models import Event
+
+    end = timezone.now()
+    start = end - timedelta(days=28)
+
+    def event(user, name, ts, **props):
+        return Event(user_id=user, name=name, ts=ts, session_id=f"{user}-s", properties=props)
+
+    rows = [event("t-veteran", "signup_completed", start - timedelta(days=90))]
+    for day in range(28):
+        t = start + timedelta(days=day, hours=1)
+        rows += [event("t-veteran", "session_start", t),
+                 event("t-veteran", "feature_use", t, feature="search")]  # fmt: skip
+    first = start + timedelta(days=3)
+    rows += [event("t-newcomer", "session_start", first),
+             event("t-newcomer", "feature_use", first, feature="search"),
+             event("t-newcomer", "session_start", first + timedelta(days=5))]  # fmt: skip
+    Event.objects.bulk_create(rows)
+    cohort = inputs.cohort_between(start, end, observe_days=3, horizon_days=7)
+    assert list(cohort.user_ids) == ["t-newcomer"]
+    assert list(cohort.retained) == [1]
+
+
 def test_too_little_data_writes_nothing(demo_world):
     long_ago = timezone.now() - timedelta(days=400)
     with pytest.raises(InsufficientData):
