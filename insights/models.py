@@ -218,6 +218,14 @@ class Insight(models.Model):
     key_value = models.FloatField(
         null=True, blank=True, help_text="The figure whose change makes a known finding new."
     )
+    reference_value = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=(
+            "The key figure when the finding was first seen, dismissed or last moved "
+            "materially: novelty and reopening measure the change from it."
+        ),
+    )
     status = models.CharField(
         max_length=15, choices=Status.choices, default=Status.NEW, db_index=True
     )

@@ -14,12 +14,22 @@ from insights.models import Insight
 from insights.sources import collect_other_systems
 
 
+def _reference(insight: Insight) -> float | None:
+    return insight.reference_value if insight.reference_value is not None else insight.key_value
+
+
 def _novelty(previous: Insight | None, finding: Finding, now: datetime) -> tuple[pr.Part, float]:
-    """(novelty part, how much the key figure moved on the change scale: >= 1 is material)."""
+    """(novelty part, how much the key figure moved on the change scale: >= 1 is material).
+
+    Measured from the insight's reference value (its figure when first seen, dismissed
+    or last moved materially), not from the previous run's: a figure drifting 2% an
+    hour never moved "materially" from one hour to the next, yet tripled in three days.
+    """
     current = finding.key_value if finding.key_value is not None else 0.0
     if previous is None:
         return pr.novelty(previous_value=None, current_value=current, days_since_first_seen=0), 1.0
-    before = previous.key_value if previous.key_value is not None else current
+    reference = _reference(previous)
+    before = reference if reference is not None else current
     age_days = (now - previous.first_seen_at).total_seconds() / 86400
     part = pr.novelty(previous_value=before, current_value=current, days_since_first_seen=age_days)
     moved = pr.novelty(
@@ -76,12 +86,17 @@ def insights_generate(*, now: datetime | None = None, since_days: int = 7) -> di
                 "last_seen_at": now,
             }
             if previous is None:
-                Insight.objects.create(dedup_key=key, first_seen_at=now, **fields)
+                Insight.objects.create(
+                    dedup_key=key, first_seen_at=now, reference_value=f.key_value, **fields
+                )
                 created += 1
                 continue
             for name, value in fields.items():
                 setattr(previous, name, value)
             previous.times_seen += 1
+            if moved >= 1.0:
+                # Novelty is back to full for this change: later runs measure from here.
+                previous.reference_value = f.key_value
             if previous.status == Insight.Status.DISMISSED and moved >= 1.0:
                 previous.status = Insight.Status.NEW
                 previous.status_changed_at = now
@@ -105,7 +120,12 @@ def _set_status(insight: Insight, status: str, actor: str) -> Insight:
             locked.status = status
             locked.status_changed_at = timezone.now()
             locked.status_changed_by = actor[:150]
-            locked.save(update_fields=["status", "status_changed_at", "status_changed_by"])
+            fields = ["status", "status_changed_at", "status_changed_by"]
+            if status == Insight.Status.DISMISSED:
+                # Reopening measures the move from the figure the operator dismissed.
+                locked.reference_value = locked.key_value
+                fields.append("reference_value")
+            locked.save(update_fields=fields)
     return locked
 
 
@@ -115,5 +135,6 @@ def insight_acknowledge(*, insight: Insight, actor: str) -> Insight:
 
 
 def insight_dismiss(*, insight: Insight, actor: str) -> Insight:
-    """Not useful: hidden from the top list until its key figure moves materially."""
+    """Not useful: hidden from the top list until its key figure moves materially
+    from its value at dismissal (kept as the reference value)."""
     return _set_status(insight, Insight.Status.DISMISSED, actor)

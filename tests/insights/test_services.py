@@ -12,8 +12,11 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from insights import selectors, sources
+from insights.engine import priority as pr
+from insights.findings import Finding
 from insights.model_names import SEGMENT_MODEL, STATE_MODEL, feature_impact_model_name
 from insights.models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
+from insights.services import insights as insights_service
 from insights.services.errors import InsufficientData
 from insights.services.feature_impact import feature_impact_recompute
 from insights.services.insights import insight_dismiss, insights_generate
@@ -196,11 +199,53 @@ def test_a_dismissed_insight_returns_only_when_its_figure_moves(demo_world):
     insights_generate()
     insight.refresh_from_db()
     assert insight.status == Insight.Status.DISMISSED
-    # Pretend the figure was much smaller last time: now it moved materially.
-    Insight.objects.filter(pk=insight.pk).update(key_value=insight.key_value / 10)
+    assert insight.reference_value == insight.key_value  # the figure at dismissal
+    # Pretend the figure was much smaller when dismissed: now it moved materially.
+    Insight.objects.filter(pk=insight.pk).update(reference_value=insight.key_value / 10)
     counts = insights_generate()
     insight.refresh_from_db()
     assert counts["reopened"] >= 1 and insight.status == Insight.Status.NEW
+
+
+def _drifting_finding(value: float) -> Finding:
+    return Finding(category="segment", source="insights", subject=("t-drift",), title="drift",
+                   body="a figure that drifts", impact=pr.Part(0.8, "i"),
+                   confidence=pr.Part(0.9, "c"), key_value=value)  # fmt: skip
+
+
+def _generate_hourly(monkeypatch, values, start):
+    box = {}
+    monkeypatch.setattr(insights_service, "OWN_SOURCES", {"t": lambda: [box["finding"]]})
+    monkeypatch.setattr(insights_service, "collect_other_systems", lambda since: ([], {}))
+    for hour, value in enumerate(values):
+        box["finding"] = _drifting_finding(value)
+        insights_generate(now=start + timedelta(hours=hour))
+
+
+def test_a_dismissed_insight_reopens_when_its_figure_drifts_far_from_the_dismissed_one(
+    db, monkeypatch
+):
+    start = timezone.now()
+    _generate_hourly(monkeypatch, [10.0], start)
+    insight = Insight.objects.get()
+    insight_dismiss(insight=insight, actor="tester")
+    # +2% an hour: no single hour moves materially, but the figure soon doubles.
+    drift = [10.0 * 1.02**h for h in range(1, 80)]
+    _generate_hourly(monkeypatch, drift, start + timedelta(hours=1))
+    insight.refresh_from_db()
+    assert insight.status == Insight.Status.NEW, (insight.key_value, insight.reference_value)
+    assert insight.status_changed_by == "insights: key figure moved"
+
+
+def test_a_dismissed_insight_stays_dismissed_while_its_figure_holds(db, monkeypatch):
+    start = timezone.now()
+    _generate_hourly(monkeypatch, [10.0], start)
+    insight = Insight.objects.get()
+    insight_dismiss(insight=insight, actor="tester")
+    wobble = [10.0 * (1 + 0.02 * (-1) ** h) for h in range(1, 80)]
+    _generate_hourly(monkeypatch, wobble, start + timedelta(hours=1))
+    insight.refresh_from_db()
+    assert insight.status == Insight.Status.DISMISSED and insight.reference_value == 10.0
 
 
 @pytest.fixture
