@@ -208,6 +208,17 @@ class Recommendation(models.Model):
     def __str__(self) -> str:
         return self.title
 
+    @classmethod
+    def with_outcome(cls) -> Q:
+        """Recommendations whose outcome is known: verified, or rolled back (a failure).
+
+        A change reverted before the verifier ran never gets ``verified_at``; it failed all
+        the same, and the overview's success rate and calibration count it.
+        """
+        return Q(state__in=[cls.State.SUCCEEDED, cls.State.FAILED]) & (
+            Q(verified_at__isnull=False) | Q(rolled_back_at__isnull=False)
+        )
+
     @property
     def expected_value(self) -> float:
         """Confidence x predicted saving: the order operators should work in."""

@@ -61,10 +61,9 @@ def overview_section() -> dict:
         else None
     )
     by_state = dict(Recommendation.objects.values_list("state").annotate(n=Count("id")).order_by())
-    verified = Recommendation.objects.filter(
-        state__in=[Recommendation.State.SUCCEEDED, Recommendation.State.FAILED],
-        verified_at__isnull=False,
-    )
+    # verified, or rolled back (a failure even before the verifier ran); a rolled-back
+    # change's realised saving is cleared: it saves nothing any more
+    verified = Recommendation.objects.filter(Recommendation.with_outcome())
     outcome = verified.aggregate(
         predicted=Sum("predicted_ms_saved_per_day"), realised=Sum("realised_ms_saved_per_day")
     )

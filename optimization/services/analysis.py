@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from telemetry import selectors as telemetry
@@ -304,9 +304,11 @@ def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
 
 def calibration_current() -> dict[str, CategoryCalibration]:
     """Per-category calibration learnt from every verified recommendation so far."""
+    # a rolled-back change is a failure for the confidence map; its saving is null (it was
+    # reverted), so it does not move the impact factor (``calibrate`` skips non-finite ones)
     verified = RecommendationModel.objects.filter(
-        state__in=[RecommendationModel.State.SUCCEEDED, RecommendationModel.State.FAILED],
-        realised_ms_saved_per_day__isnull=False,
+        RecommendationModel.with_outcome()
+        & (Q(realised_ms_saved_per_day__isnull=False) | Q(rolled_back_at__isnull=False))
     ).values_list(
         "category",
         "predicted_ms_saved_per_day",
@@ -330,7 +332,7 @@ def calibration_current() -> dict[str, CategoryCalibration]:
             Outcome(
                 category=category,
                 predicted_per_day=(cal or {}).get(raw_key, predicted),
-                realised_per_day=realised,
+                realised_per_day=float("nan") if realised is None else realised,
                 confidence=(cal or {}).get("raw_confidence", conf),
                 succeeded=state == RecommendationModel.State.SUCCEEDED,
             )

@@ -182,11 +182,23 @@ def recommendation_dismiss(
 def recommendation_rollback(
     *, recommendation_id: int, actor: str, reason: str = ""
 ) -> Recommendation:
-    """The applied change was reverted (following its rollback plan): the outcome is a failure."""
+    """The applied change was reverted (following its rollback plan): the outcome is a failure.
+
+    A reverted change saves nothing any more: ``realised_ms_saved_per_day`` is cleared (the
+    figure measured before, if any, stays in ``realised`` under ``ms_saved_per_day_before_
+    rollback``), so the overview's realised savings and calibration's impact factor do not
+    count it. A rollback is an outcome on its own (``Recommendation.with_outcome``):
+    one made before the verifier ran still counts as a failure.
+    """
     rec = _transition(recommendation_id, [State.CLAIMED, State.SUCCEEDED], "roll back")
     if rec.applied_at is None:
         raise RecommendationStateError("was never marked applied", field="applied_at")
     now = timezone.now()
+    history = dict(rec.realised or {})
+    if rec.realised_ms_saved_per_day is not None:
+        history["ms_saved_per_day_before_rollback"] = rec.realised_ms_saved_per_day
+    history["rolled_back_at"] = now.isoformat()
+    rec.realised, rec.realised_ms_saved_per_day = history, None
     rec.state, rec.rolled_back_at, rec.state_changed_at = State.FAILED, now, now
     rec.note = f"rolled back by {actor}: {reason}".strip(": ")
     rec.save()

@@ -269,6 +269,38 @@ def test_verification_fails_a_change_that_did_nothing_and_calibration_learns_fro
     assert calibration.calibrate_confidence(0.8) < 0.8
 
 
+def test_a_rolled_back_success_no_longer_counts_its_saving():
+    rec = _applied_recommendation(improvement_ms=30)
+    services.recommendations_verify()
+    rec.refresh_from_db()
+    measured = rec.realised_ms_saved_per_day
+    assert rec.state == "succeeded" and measured > 0
+    services.recommendation_rollback(recommendation_id=rec.pk, actor="ops", reason="broke it")
+    rec.refresh_from_db()
+    # the change was reverted: nothing is saved any more; the measurement stays on record
+    assert rec.realised_ms_saved_per_day is None
+    assert rec.realised["ms_saved_per_day_before_rollback"] == measured
+    section = selectors.overview_section()
+    assert not section["realised_ms_saved_per_day_verified"]
+    assert section["verified"] == 1 and section["success_rate"] == 0.0
+    from optimization.services.analysis import calibration_current
+
+    calibration = calibration_current()["n_plus_one"]  # a failure, not a 3x saving
+    assert calibration.success_rate == 0 and calibration.impact_factor == 1.0
+
+
+def test_a_rollback_before_verification_counts_as_a_failure():
+    rec = _applied_recommendation(improvement_ms=0)
+    services.recommendation_rollback(recommendation_id=rec.pk, actor="ops", reason="worse")
+    section = selectors.overview_section()
+    assert section["verified"] == 1 and section["success_rate"] == 0.0
+    from optimization.services.analysis import calibration_current
+
+    calibration = calibration_current()["n_plus_one"]
+    assert calibration.outcomes == 1 and calibration.calibrate_confidence(0.8) < 0.8
+    assert services.recommendations_verify()["checked"] == 0  # nothing left to verify
+
+
 def test_illegal_transitions_are_refused_with_the_field():
     rec = _applied_recommendation(improvement_ms=0)
     with pytest.raises(services.RecommendationStateError) as exc:
