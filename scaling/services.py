@@ -38,6 +38,8 @@ IN_FLIGHT_STATUSES = (ScalingDecision.Status.PROPOSED, ScalingDecision.Status.EX
 # Fields only the scaling job writes (after a real scaling action): an operator's save
 # carries the value the form or client loaded earlier and would put a stale size back.
 JOB_OWNED_FIELDS = frozenset({"current_units"})
+# How the detail of a decision refused as out of date starts (the actuator was not called).
+STALE_REFUSAL = "refused as stale:"
 
 
 @dataclass
@@ -358,6 +360,11 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
     if not claimed:
         return row
     resource = row.resource
+    refusal = _stale_refusal(row, resource, now=now or timezone.now())
+    if refusal is not None:
+        _mark_failed(row, refusal)
+        row.refresh_from_db()
+        return row
     request = ActuationRequest(
         resource=resource.name,
         current_units=row.current_units,
@@ -387,6 +394,30 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
         )
     row.refresh_from_db()
     return row
+
+
+def _stale_refusal(
+    row: ScalingDecision, resource: ScalableResource, *, now: datetime
+) -> str | None:
+    """Why a stored decision must not be applied any more, or None.
+
+    A decision is a size computed from the readings and the size of its moment: applied
+    later (the admin's "execute proposed" on an old row) a "scale_up 4->8" could shrink a
+    resource that has grown to 20 since. It is refused when older than IN_FLIGHT_SECONDS
+    or when the resource's size is no longer the one it was decided from.
+    """
+    age = (now - row.at).total_seconds()
+    if age > IN_FLIGHT_SECONDS:
+        return (
+            f"{STALE_REFUSAL} decided {age:.0f}s ago (more than {IN_FLIGHT_SECONDS}s): "
+            "its readings are out of date; evaluate the resource again"
+        )
+    if resource.current_units != row.current_units:
+        return (
+            f"{STALE_REFUSAL} the resource has {resource.current_units} units now, the "
+            f"decision was made at {row.current_units}; evaluate the resource again"
+        )
+    return None
 
 
 def _abandon_stale_claims(resources, *, now: datetime) -> int:

@@ -137,6 +137,26 @@ def test_a_proposed_decision_claimed_by_one_run_is_not_executed_by_another(actua
     assert res.current_units == 6
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("age", "size_now", "why"),
+    [
+        (timedelta(days=2), 20, "ago"),  # decided long ago
+        (timedelta(seconds=10), 6, "units now"),  # recent, but the resource moved since
+    ],
+)
+def test_an_out_of_date_proposed_decision_is_refused_not_applied(actuator, age, size_now, why):
+    res = resource(current_units=size_now)
+    row = ScalingDecision.objects.create(resource=res, at=timezone.now() - age, current_units=4,
+                                         desired_units=8, recommendation=8, action="scale_up",
+                                         status="proposed")  # fmt: skip
+    done = services.decision_execute(decision_id=row.pk)
+    assert done.status == ScalingDecision.Status.FAILED and not actuator.calls
+    assert done.actuator_detail.startswith(services.STALE_REFUSAL) and why in done.actuator_detail
+    res.refresh_from_db()
+    assert res.current_units == size_now
+
+
 @pytest.mark.django_db(transaction=True)
 def test_overlapping_evaluations_scale_up_once(postgres, monkeypatch):
     res = resource()
