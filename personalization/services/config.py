@@ -24,7 +24,7 @@ exposure (``INSERT ... ON CONFLICT DO NOTHING``).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -167,7 +167,9 @@ def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
                 e.ends_at,
                 e.pk,
             )
-            for e in Experiment.objects.filter(status=Experiment.Status.RUNNING)
+            # Oldest first: targeting on another experiment's variant sees the variants
+            # of the experiments created before this one (assigned earlier in the loop).
+            for e in Experiment.objects.filter(status=Experiment.Status.RUNNING).order_by("pk")
         ]
         specs = (rules, experiments)
         cache.set(key, specs, timeout=CONFIG_TTL_SECONDS)
@@ -219,7 +221,8 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
     for exp in experiments:
         if (exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at):
             continue
-        if not matches_or_skip(exp.targeting, context, source=f"experiment {exp.key}"):
+        targeted = replace(context, variants=dict(variants))
+        if not matches_or_skip(exp.targeting, targeted, source=f"experiment {exp.key}"):
             continue
         variant = assign_variant(
             experiment_key=exp.key,

@@ -182,6 +182,18 @@ class TestConfig:
         assert set(services.config_resolve(user_id="t-ach")["experiments"]) == {"t-target"}
         assert services.config_resolve(user_id="t-opt")["experiments"] == {}
 
+    def test_targeting_on_an_earlier_experiments_variant_matches(self):
+        # Weight 0.0001 puts every user of this test in "only".
+        ExperimentFactory(key="t-first", variants=[{"name": "only", "weight": 1.0},
+                                                   {"name": "never", "weight": 0.0001}])  # fmt: skip
+        ExperimentFactory(key="t-second", targeting={"variant": {"t-first": ["only"]}})
+        ExperimentFactory(key="t-third", targeting={"variant": {"t-first": ["never"]}})
+        for user in ("t-v1", "t-v2", "t-v3"):
+            variants = services.config_resolve(user_id=user, use_cache=False)["experiments"]
+            assert variants["t-first"] == "only"
+            assert "t-second" in variants and "t-third" not in variants
+            assert Exposure.objects.filter(user_id=user).count() == 2
+
 
 # --------------------------------------------------------------------------- experiments
 def _experiment_with_data(n_users=600, rates=(0.10, 0.16), seed=0):
