@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from collections.abc import Iterable
+
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from .models import (
@@ -30,12 +32,39 @@ def rules_active(*, now=None) -> QuerySet[PersonalizationRule]:
     )
 
 
+def latest_results_by_experiment(
+    experiments: Iterable[Experiment],
+) -> dict[int, list[ExperimentResult]]:
+    """The newest result of each metric of each experiment, primary first: one query.
+
+    A result is kept when no result of the same experiment and metric is newer (served
+    by the (experiment, metric, -computed_at) index); one query for any number of
+    experiments, where a query per experiment made the status page grow with them.
+    """
+    by_pk = {exp.pk: exp for exp in experiments}
+    newer = ExperimentResult.objects.filter(
+        experiment=OuterRef("experiment"),
+        metric=OuterRef("metric"),
+        computed_at__gt=OuterRef("computed_at"),
+    )
+    rows = (
+        ExperimentResult.objects.filter(experiment__in=list(by_pk))
+        .exclude(Exists(newer))
+        .order_by("-computed_at", "-pk")
+    )
+    seen: dict[int, dict[str, ExperimentResult]] = {pk: {} for pk in by_pk}
+    for result in rows:
+        result.experiment = by_pk[result.experiment_id]  # no query per result for alpha
+        seen[result.experiment_id].setdefault(result.metric, result)
+    return {
+        pk: sorted(latest.values(), key=lambda r: (not r.is_primary, r.metric))
+        for pk, latest in seen.items()
+    }
+
+
 def experiment_latest_results(experiment: Experiment) -> list[ExperimentResult]:
     """The newest result of each metric of an experiment, primary first."""
-    seen: dict[str, ExperimentResult] = {}
-    for result in experiment.results.order_by("-computed_at")[:50]:
-        seen.setdefault(result.metric, result)
-    return sorted(seen.values(), key=lambda r: (not r.is_primary, r.metric))
+    return latest_results_by_experiment([experiment])[experiment.pk]
 
 
 def experiments_running() -> QuerySet[Experiment]:
@@ -79,18 +108,19 @@ def result_summary(result: ExperimentResult) -> dict:
 def status_report() -> dict:
     """GET personalization/status: personas, active rules, running experiments and results."""
     run = persona_run_latest()
-    experiments = []
-    for exp in experiments_running().prefetch_related("results"):
-        experiments.append(
-            {
-                "key": exp.key,
-                "name": exp.name,
-                "variants": exp.variants,
-                "starts_at": exp.starts_at,
-                "exposures": exp.exposures.count(),
-                "results": [result_summary(r) for r in experiment_latest_results(exp)],
-            }
-        )
+    running = list(experiments_running().annotate(exposure_count=Count("exposures")))
+    latest = latest_results_by_experiment(running)
+    experiments = [
+        {
+            "key": exp.key,
+            "name": exp.name,
+            "variants": exp.variants,
+            "starts_at": exp.starts_at,
+            "exposures": exp.exposure_count,
+            "results": [result_summary(r) for r in latest[exp.pk]],
+        }
+        for exp in running
+    ]
     return {
         "persona_distribution": persona_distribution(),
         "persona_model": (
@@ -119,6 +149,8 @@ def status_report() -> dict:
 def overview_section() -> dict:
     """A few aggregates for the overview; every figure counted from the database."""
     run = persona_run_latest()
+    running = list(experiments_running())
+    latest = latest_results_by_experiment(running)
     return {
         "profiles": UserProfile.objects.count(),
         "persona_distribution": persona_distribution(),
@@ -126,9 +158,8 @@ def overview_section() -> dict:
         "persona_ece": run.ece if run else None,
         "active_rules": rules_active().count(),
         "rules_total": PersonalizationRule.objects.count(),
-        "running_experiments": experiments_running().count(),
+        "running_experiments": len(running),
         "experiments_with_srm": sum(
-            any(r.srm_mismatch for r in experiment_latest_results(exp))
-            for exp in experiments_running()
+            any(r.srm_mismatch for r in results) for results in latest.values()
         ),
     }

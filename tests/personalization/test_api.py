@@ -92,6 +92,22 @@ def test_status_reports_personas_rules_and_experiment_results(client_with_role):
     assert low <= comparison["relative_lift"] <= high
 
 
+def test_status_queries_do_not_grow_with_experiments(client_with_role):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    viewer = client_with_role("viewer")
+    ExperimentFactory()
+    viewer.get(f"{API}/status")  # warm the key lookup and its caches
+    with CaptureQueriesContext(connection) as one:
+        assert viewer.get(f"{API}/status").status_code == 200
+    for _ in range(5):
+        ExperimentFactory()
+    with CaptureQueriesContext(connection) as six:
+        assert viewer.get(f"{API}/status").status_code == 200
+    assert len(six) == len(one), (len(one), len(six))
+
+
 class TestRulesApi:
     def test_roles(self, client_with_role):
         body = {"key": "t-new", "name": "New", "action": {"a": 1}}

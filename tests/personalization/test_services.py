@@ -337,6 +337,57 @@ def test_overview_section_follows_the_data():
     assert after["running_experiments"] == before["running_experiments"] + 1
 
 
+def test_overview_and_status_queries_do_not_grow_with_experiments():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries(read) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            read()
+        return len(captured)
+
+    def add_experiment_with_results():
+        exp = ExperimentFactory()
+        Exposure.objects.create(experiment=exp, user_id=f"t-q{exp.pk}", variant="control")
+        for hours in (2, 1):
+            ExperimentResult.objects.create(
+                experiment=exp, metric="conversion:t_convert", metric_kind="conversion",
+                computed_at=timezone.now() - timedelta(hours=hours),
+            )  # fmt: skip
+
+    add_experiment_with_results()
+    one = queries(selectors.status_report), queries(selectors.overview_section)
+    for _ in range(5):
+        add_experiment_with_results()
+    six = queries(selectors.status_report), queries(selectors.overview_section)
+    assert six == one
+    report = selectors.status_report()["running_experiments"]
+    assert len(report) == 6 and all(e["exposures"] == 1 for e in report)
+    assert all(len(e["results"]) == 1 for e in report)
+
+
+def test_latest_results_are_the_newest_per_metric_of_each_experiment():
+    first, second = ExperimentFactory(), ExperimentFactory()
+    now = timezone.now()
+    made = {}
+    for exp in (first, second):
+        for metric, primary in (("conversion:t_convert", True), ("mean:t_buy", False)):
+            for hours in (3, 1, 2):
+                made[exp.pk, metric, hours] = ExperimentResult.objects.create(
+                    experiment=exp, metric=metric, is_primary=primary, metric_kind="conversion",
+                    computed_at=now - timedelta(hours=hours),
+                )  # fmt: skip
+    latest = selectors.latest_results_by_experiment([first, second])
+    for exp in (first, second):
+        assert [r.pk for r in latest[exp.pk]] == [
+            made[exp.pk, "conversion:t_convert", 1].pk,
+            made[exp.pk, "mean:t_buy", 1].pk,
+        ]
+        assert [r.pk for r in selectors.experiment_latest_results(exp)] == [
+            r.pk for r in latest[exp.pk]
+        ]
+
+
 def test_overview_counts_srm_on_the_latest_result_only():
     exp = ExperimentFactory()
     base = selectors.overview_section()["experiments_with_srm"]
