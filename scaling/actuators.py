@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,10 +21,114 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 SIGNATURE_HEADER = "X-Phase3-Signature"
+# A webhook's worst case (every attempt timing out, plus the backoff sleeps between them)
+# must end well inside the scaling.evaluate task's soft time limit (50 s).
+WEBHOOK_TIME_BUDGET_SECONDS = 40.0
+RETRY_BACKOFF_MAX_SECONDS = 10.0
 
 
 class ActuatorError(RuntimeError):
     """The change could not be applied (the message says why)."""
+
+
+def _number(low: float, high: float, *, integer: bool = False, low_open: bool = False):
+    def check(value: Any) -> str | None:
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+            return "must be an integer" if integer else "must be a number"
+        if value < low or (low_open and value == low) or value > high:
+            return f"must lie in {'(' if low_open else '['}{low:g}, {high:g}]"
+        return None
+
+    return check
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if value and not value.startswith(("http://", "https://")):
+        return "must be an http:// or https:// URL"
+    return None
+
+
+def _destination(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    return "must be a worker name or a list of worker names"
+
+
+def _one_of(*choices: str):
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+CONFIG_FIELDS: dict[str, dict[str, Callable[[Any], str | None]]] = {
+    "dry_run": {},
+    "webhook": {
+        "url": _url,
+        "secret_env": _string,
+        "timeout_seconds": _number(0, 30, low_open=True),
+        "retries": _number(0, 10, integer=True),
+        "backoff_seconds": _number(0, RETRY_BACKOFF_MAX_SECONDS),
+    },
+    "celery": {
+        "destination": _destination,
+        "mode": _one_of("pool", "autoscale"),
+        "autoscale_min": _number(0, 10_000, integer=True),
+    },
+    "kubernetes": {"deployment": _string, "namespace": _string},
+}
+
+
+def webhook_worst_case_seconds(retries: int, timeout: float, backoff: float) -> float:
+    """Every attempt timing out plus urllib3's sleeps (none before the first retry, then
+    ``backoff x 2^(n-1)`` capped at RETRY_BACKOFF_MAX_SECONDS); Retry-After is ignored."""
+    sleeps = sum(
+        min(backoff * 2 ** (n - 1), RETRY_BACKOFF_MAX_SECONDS) for n in range(2, retries + 1)
+    )
+    return (retries + 1) * timeout + sleeps
+
+
+def config_problems(kind: str, config: Any) -> list[str]:
+    """What is wrong with ``config`` for actuator ``kind`` (empty when it is usable)."""
+    if not isinstance(config, dict):
+        return ["must be an object"]
+    fields = CONFIG_FIELDS.get(kind)
+    if fields is None:
+        return [f"unknown actuator {kind!r}"]
+    problems = [
+        f"{key} {problem}"
+        for key, check in fields.items()
+        if key in config and (problem := check(config[key])) is not None
+    ]
+    if kind == "webhook" and not problems:
+        worst = webhook_worst_case_seconds(
+            int(config.get("retries", 3)),
+            float(config.get("timeout_seconds", 5.0)),
+            float(config.get("backoff_seconds", 0.5)),
+        )
+        if worst > WEBHOOK_TIME_BUDGET_SECONDS:
+            problems.append(
+                f"retries, timeout_seconds and backoff_seconds can take {worst:.0f}s, more "
+                f"than the {WEBHOOK_TIME_BUDGET_SECONDS:.0f}s a scaling run allows"
+            )
+    return problems
+
+
+def require_valid_config(kind: str, config: Any) -> dict[str, Any]:
+    """``config`` if usable by actuator ``kind``, else ActuatorError naming the problems."""
+    problems = config_problems(kind, config)
+    if problems:
+        raise ActuatorError(f"{kind} actuator: actuator_config: " + "; ".join(problems))
+    return config
 
 
 @dataclass(frozen=True)
@@ -48,6 +154,7 @@ class DryRunActuator:
     """Records only: the decision row is the whole effect."""
 
     def apply(self, request: ActuationRequest) -> ActuationResult:
+        require_valid_config("dry_run", request.config)
         return ActuationResult(request.desired_units, "dry run: nothing changed")
 
 
@@ -67,7 +174,7 @@ class WebhookActuator:
         self.session = session
 
     def apply(self, request: ActuationRequest) -> ActuationResult:
-        cfg = request.config
+        cfg = require_valid_config("webhook", request.config)
         url = cfg.get("url")
         if not url:
             raise ActuatorError("webhook actuator: actuator_config.url is not set")
@@ -82,7 +189,10 @@ class WebhookActuator:
             total=retries, connect=retries, read=retries, status=retries,
             backoff_factor=float(cfg.get("backoff_seconds", 0.5)),
             status_forcelist=(429, 500, 502, 503, 504), allowed_methods=frozenset({"POST"}),
-            raise_on_status=False,
+            raise_on_status=False, backoff_max=RETRY_BACKOFF_MAX_SECONDS,
+            # A receiver's Retry-After (an hour, say) would outlast the task's time limit:
+            # retries wait the configured backoff only.
+            respect_retry_after_header=False,
         )  # fmt: skip
         session.mount("http://", HTTPAdapter(max_retries=retry))
         session.mount("https://", HTTPAdapter(max_retries=retry))
@@ -133,7 +243,7 @@ class CeleryPoolActuator:
         return sizes
 
     def apply(self, request: ActuationRequest) -> ActuationResult:
-        cfg = request.config
+        cfg = require_valid_config("celery", request.config)
         destination = cfg.get("destination") or None
         if isinstance(destination, str):
             destination = [destination]
@@ -202,7 +312,7 @@ class KubernetesActuator:
         return client.AppsV1Api()
 
     def apply(self, request: ActuationRequest) -> ActuationResult:
-        cfg = request.config
+        cfg = require_valid_config("kubernetes", request.config)
         name, namespace = cfg.get("deployment"), cfg.get("namespace", "default")
         if not name:
             raise ActuatorError("kubernetes actuator: actuator_config.deployment is not set")

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from telemetry.validation import MAX_ID, NUL_PROBLEM, has_nul, label_problem
 
 from . import selectors, services
+from .actuators import config_problems
 from .models import ScalableResource, ScalingDecision, ScalingRule
 
 
@@ -49,6 +50,11 @@ class ScalableResourceSerializer(serializers.ModelSerializer):
         return value
 
     def validate(self, attrs):
+        if self.instance is None or {"actuator", "actuator_config"} & attrs.keys():
+            kind = attrs.get("actuator", getattr(self.instance, "actuator", "dry_run"))
+            config = attrs.get("actuator_config", getattr(self.instance, "actuator_config", {}))
+            if problems := config_problems(kind, config):
+                raise serializers.ValidationError({"actuator_config": problems})
         merged = {f: getattr(self.instance, f) for f in ("min_units", "max_units", "current_units")
                   if self.instance is not None}  # fmt: skip
         merged.update(attrs)

@@ -83,6 +83,10 @@ class ScalableResource(models.Model):
         return self.name
 
     def clean(self) -> None:
+        from .actuators import config_problems
+
+        if problems := config_problems(self.actuator, self.actuator_config):
+            raise ValidationError({"actuator_config": problems})
         if self.min_units > self.max_units:
             raise ValidationError({"min_units": "must not exceed max_units"})
         if not self.min_units <= self.current_units <= self.max_units:

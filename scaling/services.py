@@ -463,27 +463,67 @@ def decisions_evaluate(
         _abandon_stale_claims(resources, now=now)
     evaluations = []
     for resource in resources:
-        if not execute:
-            evaluations.append(resource_evaluate(resource, now=now))
-            continue
-        with transaction.atomic():
-            # Re-check ``enabled`` under the lock: the loop can run for most of a minute, and
-            # a resource the operator disabled meanwhile must not be scaled once more.
-            locked = (
-                ScalableResource.objects.select_for_update()
-                .prefetch_related("rules")
-                .filter(pk=resource.pk, enabled=True)
-                .first()
-            )
-            if locked is None:
-                continue
-            at = given_now or timezone.now()
-            ev = resource_evaluate(locked, now=at)
-            ev.row = _store(ev, now=at)
-        if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
-            ev.row = decision_execute(decision_id=ev.row.pk, now=at)
-        evaluations.append(ev)
+        # One resource's failure (a broken actuator_config, a telemetry read that raises)
+        # is recorded on that resource and the run goes on with the others.
+        try:
+            ev = _evaluate_one(resource, execute=execute, now=given_now)
+        except Exception as exc:
+            logger.exception("scaling: evaluating %s failed", resource)
+            ev = _failed_evaluation(resource, exc, now=given_now or timezone.now(), store=execute)
+        if ev is not None:
+            evaluations.append(ev)
     return evaluations
+
+
+def _evaluate_one(
+    resource: ScalableResource, *, execute: bool, now: datetime | None
+) -> Evaluation | None:
+    if not execute:
+        return resource_evaluate(resource, now=now or timezone.now())
+    with transaction.atomic():
+        # Re-check ``enabled`` under the lock: the loop can run for most of a minute, and
+        # a resource the operator disabled meanwhile must not be scaled once more.
+        locked = (
+            ScalableResource.objects.select_for_update()
+            .prefetch_related("rules")
+            .filter(pk=resource.pk, enabled=True)
+            .first()
+        )
+        if locked is None:
+            return None
+        at = now or timezone.now()
+        ev = resource_evaluate(locked, now=at)
+        ev.row = _store(ev, now=at)
+    if ev.row.status == ScalingDecision.Status.PROPOSED and ev.decision.changes_capacity:
+        try:
+            ev.row = decision_execute(decision_id=ev.row.pk, now=at)
+        except Exception as exc:  # decision_execute has marked the row failed
+            logger.exception("scaling: executing decision #%s failed", ev.row.pk)
+            ev.row.refresh_from_db()
+            ev.errors.append(f"execute: {type(exc).__name__}: {exc}")
+    return ev
+
+
+def _failed_evaluation(
+    resource: ScalableResource, exc: Exception, *, now: datetime, store: bool
+) -> Evaluation:
+    """A "no change" decision saying why ``resource`` could not be evaluated (stored when
+    executing, so the operator finds it with the other decisions)."""
+    units = resource.current_units
+    reason = f"evaluation failed: {type(exc).__name__}: {exc}"[:1000]
+    decision = engine.Decision(
+        at=now.timestamp(), resource=resource.name, current_units=units, desired_units=units,
+        recommendation=units, action=engine.Action.NONE, status=engine.DecisionStatus.FAILED,
+        winning_sources=(), reasons=(reason,), proposals=(), emergency=False, predictive=False,
+        cost=engine.cost_impact(units, units, resource.cost_per_unit_hour),
+        expected_utilization=None,
+    )  # fmt: skip
+    ev = Evaluation(resource, decision, {"rule_ids": {}, "errors": [reason]}, None, [reason])
+    if store:
+        ev.row = _store(ev, now=now)
+        ScalingDecision.objects.filter(pk=ev.row.pk).update(actuator_detail=reason)
+        ev.row.refresh_from_db()
+    return ev
 
 
 # --- judging -----------------------------------------------------------------------------------

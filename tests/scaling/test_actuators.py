@@ -19,11 +19,14 @@ import pytest
 
 from scaling.actuators import (
     SIGNATURE_HEADER,
+    WEBHOOK_TIME_BUDGET_SECONDS,
     ActuationRequest,
     ActuatorError,
     CeleryPoolActuator,
     KubernetesActuator,
     WebhookActuator,
+    actuator_for,
+    config_problems,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +40,7 @@ def request(desired: int = 6, **config) -> ActuationRequest:
 class Receiver:
     """A local HTTP server answering from a script of (status, delay) pairs."""
 
-    def __init__(self, script: list[tuple[int, float]]) -> None:
+    def __init__(self, script: list[tuple[int, float] | tuple[int, float, dict]]) -> None:
         self.script, self.seen = list(script), []
         outer = self
 
@@ -45,9 +48,11 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.seen.append((dict(self.headers), body))
-                status, delay = outer.script.pop(0) if outer.script else (200, 0.0)
+                status, delay, *headers = outer.script.pop(0) if outer.script else (200, 0.0)
                 time.sleep(delay)
                 self.send_response(status)
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
 
             def log_message(self, *args):
@@ -103,6 +108,43 @@ def test_webhook_gives_up_after_retries_and_on_timeout(secret):
             slow.close()
     finally:
         receiver.close()
+
+
+def test_webhook_does_not_wait_for_a_receivers_retry_after(secret):
+    receiver = Receiver([(503, 0.0, {"Retry-After": "3600"}), (200, 0.0)])
+    started = time.monotonic()
+    try:
+        WebhookActuator().apply(request(url=receiver.url, retries=1, backoff_seconds=0.01))
+    finally:
+        receiver.close()
+    assert len(receiver.seen) == 2
+    assert time.monotonic() - started < WEBHOOK_TIME_BUDGET_SECONDS
+
+
+@pytest.mark.parametrize(
+    ("kind", "config", "field"),
+    [
+        ("webhook", {"retries": "three"}, "retries"),
+        ("webhook", {"timeout_seconds": 0}, "timeout_seconds"),
+        ("webhook", {"url": "ftp://x"}, "url"),
+        ("webhook", {"retries": 10, "timeout_seconds": 30}, "can take"),  # over the budget
+        ("celery", {"mode": "turbo"}, "mode"),
+        ("celery", {"destination": [1]}, "destination"),
+        ("kubernetes", {"deployment": 5}, "deployment"),
+        ("dry_run", ["not", "an", "object"], "object"),
+    ],
+)
+def test_a_bad_actuator_config_is_named_and_raised_as_an_actuator_error(kind, config, field):
+    problems = config_problems(kind, config)
+    assert problems and field in " ".join(problems)
+    with pytest.raises(ActuatorError, match=field):
+        actuator_for(kind).apply(request(**config) if isinstance(config, dict) else
+                                 ActuationRequest("web", 4, 6, config, {}))  # fmt: skip
+
+
+def test_the_default_actuator_configs_are_valid():
+    for kind in ("dry_run", "webhook", "celery", "kubernetes"):
+        assert config_problems(kind, {}) == []
 
 
 def test_webhook_needs_its_secret(monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from scaling import services
@@ -47,3 +48,11 @@ def test_dry_run_action_reports_without_writing(staff):
     assert response.status_code == 200
     assert "4-&gt;6" in response.content.decode() or "4->6" in response.content.decode()
     assert ScalingDecision.objects.count() == 0
+
+
+def test_the_admin_form_names_a_bad_actuator_config():
+    res = resource(actuator="webhook")
+    res.actuator_config = {"retries": "three"}
+    with pytest.raises(ValidationError) as raised:
+        res.full_clean()
+    assert "retries" in str(raised.value.message_dict["actuator_config"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaling.models import ScalingDecision, ScalingRule
+from scaling.models import ScalableResource, ScalingDecision, ScalingRule
 
 from .factories import cpu_rule, resource, samples
 
@@ -96,6 +96,38 @@ def test_resource_bounds_are_validated(client_with_role):
     body.update(min_units=1, current_units=9)
     response = client_with_role("admin").post(f"{API}/resources", body, format="json")
     assert response.status_code == 400 and "current_units" in response.json()
+
+
+def test_a_bad_actuator_config_is_a_400_naming_it(client_with_role):
+    res = resource(actuator="webhook", actuator_config={"url": "http://127.0.0.1:9/"})
+    admin = client_with_role("admin")
+    bad = {"actuator_config": {"url": "http://127.0.0.1:9/", "retries": "three"}}
+    response = admin.patch(f"{API}/resources/{res.pk}", bad, format="json")
+    assert response.status_code == 400 and "retries" in str(response.json()["actuator_config"])
+    body = {"name": "hook", "unit_capacity": 1.0, "actuator": "celery",
+            "actuator_config": {"mode": "turbo"}}  # fmt: skip
+    response = admin.post(f"{API}/resources", body, format="json")
+    assert response.status_code == 400 and "mode" in str(response.json()["actuator_config"])
+
+
+def test_evaluate_post_reports_a_broken_actuator_and_acts_on_the_other_resources(
+    client_with_role, monkeypatch
+):
+    monkeypatch.setenv("SCALING_WEBHOOK_SECRET", "s")
+    ScalableResource.objects.update(enabled=False)  # only the two below
+    bad = resource(name="a-bad", actuator="webhook",
+                   actuator_config={"url": "http://127.0.0.1:9/", "retries": "three"})  # fmt: skip
+    good = resource(name="b-good")
+    cpu_rule(bad)
+    cpu_rule(good)
+    samples("test.cpu", [0.9])
+    response = client_with_role("operator").post(f"{API}/evaluate", {}, format="json")
+    assert response.status_code == 201, response.content
+    by_name = {d["resource"]: d for d in response.json()["decisions"]}
+    assert (
+        by_name["a-bad"]["status"] == "failed" and "retries" in by_name["a-bad"]["actuator_detail"]
+    )
+    assert by_name["b-good"]["status"] == "executed"
 
 
 def test_overview_has_the_scaling_section(client_with_role):

@@ -57,7 +57,8 @@ def form_data(form: forms.BaseForm) -> dict[str, str]:
             if value:
                 data[form.add_prefix(name)] = "on"  # unchecked boxes are not sent
             continue
-        value = field.prepare_value(value)
+        if not isinstance(field, forms.JSONField):  # its value() is the widget's text already
+            value = field.prepare_value(value)
         data[form.add_prefix(name)] = "" if value is None else str(value)
     return data
 

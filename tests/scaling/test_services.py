@@ -153,6 +153,28 @@ def test_no_built_in_forecast_from_a_load_series_that_stopped_reporting():
     assert any(p.predictive for p in fresh.decision.proposals)
 
 
+def test_a_resource_that_cannot_be_evaluated_is_recorded_and_the_run_goes_on(monkeypatch):
+    broken, fine = resource(name="a-broken"), resource(name="b-fine")
+    cpu_rule(broken)
+    cpu_rule(fine)
+    samples("test.cpu", [0.9])
+    evaluate_resource = services.resource_evaluate
+
+    def flaky(res, **kw):
+        if res.pk == broken.pk:
+            raise ZeroDivisionError("telemetry went away")
+        return evaluate_resource(res, **kw)
+
+    monkeypatch.setattr(services, "resource_evaluate", flaky)
+    evaluations = services.decisions_evaluate(resource_ids=[broken.pk, fine.pk], execute=True)
+    rows = {ev.resource.name: ev.row for ev in evaluations}
+    assert rows["a-broken"].status == ScalingDecision.Status.FAILED
+    assert (
+        rows["a-broken"].action == "none" and "telemetry went away" in rows["a-broken"].reasons[0]
+    )
+    assert rows["b-fine"].status == ScalingDecision.Status.EXECUTED
+
+
 def test_outcomes_are_judged_after_settle_and_feed_the_success_rate():
     res = resource(load_series_name="test.load", settle_seconds=300)
     cpu_rule(res, cooldown_up_seconds=0)
