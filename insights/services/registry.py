@@ -7,9 +7,10 @@ it is kept, inactive, with a note, for an admin to compare and activate by hand.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -43,7 +44,11 @@ def mlmodel_register(
     metric_name, score = engine_registry.primary_metric(kind, metrics)
     clean = engine_registry.clean_metrics(metrics)
     with transaction.atomic():
-        # Lock the active row (if any) so two trainings cannot both become active.
+        # Two trainings of one name must not both become active nor take the same version.
+        # Locking the active row alone did not serialise them when no version was active
+        # (nothing to lock): both read "no active version, last version N" and the second
+        # failed on the unique constraints. The per-name lock covers that case too.
+        _lock_versions_of(name)
         active = MLModel.objects.select_for_update().filter(name=name, is_active=True).first()
         last = MLModel.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0
         activate = engine_registry.should_activate(
@@ -97,11 +102,29 @@ def _prune_artefacts(name: str) -> int:
     )
 
 
+def _lock_versions_of(name: str) -> None:
+    """Serialise registrations and activations of one model name until the transaction ends.
+
+    A PostgreSQL advisory lock keyed by the name (other databases serialise writers anyway).
+    """
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(
+        hashlib.sha1(f"insights.registry:{name}".encode()).digest()[:8], "big", signed=True
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
 def mlmodel_activate(*, model: MLModel) -> MLModel:
     """Make this version the active one of its name (rollback or promotion by an admin)."""
-    if model.artefact_size == 0:
-        raise ArtefactPruned(f"{model} has no artefact left; retrain instead")
     with transaction.atomic():
+        _lock_versions_of(model.name)
+        # Read again under the lock: a registration may have pruned this version's artefact
+        # since the caller loaded it, and an active version without bytes cannot be loaded.
+        current = MLModel.objects.select_for_update().get(pk=model.pk)
+        if current.artefact_size == 0:
+            raise ArtefactPruned(f"{model} has no artefact left; retrain instead")
         MLModel.objects.select_for_update().filter(name=model.name, is_active=True).exclude(
             pk=model.pk
         ).update(is_active=False)

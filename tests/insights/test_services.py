@@ -24,6 +24,7 @@ from insights.services.patterns import state_patterns_refresh
 from insights.services.registry import mlmodel_activate, mlmodel_load, mlmodel_register
 from insights.services.segments import segments_recompute
 from telemetry.models import DemoIncident
+from tests.locking import OtherConnection
 
 pytestmark = pytest.mark.django_db
 
@@ -489,3 +490,38 @@ def test_old_artefacts_are_pruned_but_versions_stay_comparable(db, monkeypatch):
     with pytest.raises(registry.ArtefactPruned):
         mlmodel_activate(model=oldest)
     assert MLModel.objects.get(name="p", is_active=True).version == 4
+
+
+def _register(name: str, value: int) -> MLModel:
+    return mlmodel_register(name=name, kind="clustering", fitted={"v": value},
+                            metrics={"silhouette": 0.5}, parameters={}, training_rows=1,
+                            holdout_rows=1)  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_first_trainings_of_a_name_at_once_take_two_versions_and_one_is_active(
+    postgres, monkeypatch
+):
+    # No version active yet: there was no row to lock, so both read "no active version,
+    # last version 0" and the second failed on the unique (name, version) constraint.
+    thread = OtherConnection(lambda: _register("t-race", 2))
+    # This side has read the active version and the last version and is about to insert.
+    thread.start_at(monkeypatch, MLModel.objects, "create")
+    _register("t-race", 1)
+    thread.join()
+    assert isinstance(thread.outcome[0], MLModel), thread.outcome
+    versions = MLModel.objects.filter(name="t-race")
+    assert sorted(versions.values_list("version", flat=True)) == [1, 2]
+    assert versions.filter(is_active=True).count() == 1
+
+
+def test_activating_a_version_pruned_since_it_was_loaded_is_refused(db):
+    from insights.services import registry
+
+    stale = _register("t-pruned", 1)
+    newest = _register("t-pruned", 2)
+    assert stale.artefact_size > 0  # as loaded by the caller
+    MLModel.objects.filter(pk=stale.pk).update(artefact=b"", artefact_size=0)  # pruned since
+    with pytest.raises(registry.ArtefactPruned):
+        mlmodel_activate(model=stale)
+    assert MLModel.objects.get(name="t-pruned", is_active=True).pk == newest.pk
