@@ -196,19 +196,23 @@ def profiles_recompute(*, days: int = 28, now: datetime | None = None) -> dict:
         # Users with no event in the window are not in ``profiles``: left alone they kept the
         # persona and segments (power_user...) of their last active window for ever, and
         # rules kept matching them. They are dormant now, with no persona.
-        gone = UserProfile.objects.exclude(model_run=run).exclude(
-            persona="", persona_confidence=None, persona_probabilities={}, segments=["dormant"]
-        )
-        gone_changes = [
-            PersonaChange(profile_id=pk, previous_persona=persona, persona="", confidence=None,
-                          model_run=run, changed_at=now)
-            for pk, persona in gone.exclude(persona="").values_list("pk", "persona")
-        ]  # fmt: skip
-        gone_count = gone.update(
-            persona="", persona_confidence=None, persona_probabilities={}, segments=["dormant"],
-            computed_at=now,
-        )  # fmt: skip
-        PersonaChange.objects.bulk_create(gone_changes, batch_size=1000)
+        # A window with no event at all says the event feed stopped, not that every user
+        # left: then no profile is touched, so an ingestion outage cannot wipe every persona.
+        gone_changes, gone_count = [], 0
+        if features.user_ids.size:
+            gone = UserProfile.objects.exclude(model_run=run).exclude(
+                persona="", persona_confidence=None, persona_probabilities={}, segments=["dormant"]
+            )
+            gone_changes = [
+                PersonaChange(profile_id=pk, previous_persona=persona, persona="",
+                              confidence=None, model_run=run, changed_at=now)
+                for pk, persona in gone.exclude(persona="").values_list("pk", "persona")
+            ]  # fmt: skip
+            gone_count = gone.update(
+                persona="", persona_confidence=None, persona_probabilities={},
+                segments=["dormant"], computed_at=now,
+            )  # fmt: skip
+            PersonaChange.objects.bulk_create(gone_changes, batch_size=1000)
         changed = {p.user_id: p for p in profiles if previous.get(p.user_id, "") != p.persona}
         ids = dict(
             UserProfile.objects.filter(user_id__in=list(changed)).values_list("user_id", "id")

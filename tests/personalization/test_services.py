@@ -105,6 +105,20 @@ class TestProfiles:
         assert again["gone_dormant"] == 0
         assert PersonaChange.objects.filter(profile=gone).count() == 1
 
+    def test_a_window_with_no_event_at_all_leaves_every_profile_alone(self, empty_telemetry):
+        # The event feed stopped (an ingestion outage): nobody is marked dormant.
+        kept = UserProfileFactory(
+            user_id="t-kept", persona="achiever", persona_confidence=0.8,
+            segments=["purchaser"], last_seen_at=timezone.now() - timedelta(days=40),
+        )  # fmt: skip
+        counts = services.profiles_recompute(days=28, now=timezone.now())
+        kept.refresh_from_db()
+        assert (kept.persona, kept.segments, counts["gone_dormant"]) == (
+            "achiever",
+            ["purchaser"],
+            0,
+        )
+
     def test_bad_window_is_rejected(self):
         with pytest.raises(ValueError, match="days"):
             services.profiles_recompute(days=0)
