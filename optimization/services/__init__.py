@@ -7,6 +7,7 @@ from .analysis import AnalysisResult, analysis_compute, analysis_run
 from .baselines import baseline_series_ids, baselines_recompute
 from .profiles import performance_flush
 from .recommendations import (
+    APPLIED_AT_MAX_AGE,
     RecommendationStateError,
     recommendation_claim,
     recommendation_dismiss,
@@ -18,6 +19,7 @@ from .recommendations import (
 )
 
 __all__ = [
+    "APPLIED_AT_MAX_AGE",
     "AnalysisResult",
     "RecommendationStateError",
     "analysis_compute",

@@ -7,6 +7,7 @@ later measures the metric before and after against its baseline and decides succ
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -23,7 +24,12 @@ from ..engine.recommendations import RecommendationDraft
 from ..models import Recommendation
 from .jsonable import jsonable
 
+logger = logging.getLogger(__name__)
+
 State = Recommendation.State
+# The verifier gives up on a change this long after it went live (``give_up_days``); an
+# applied_at further back could never be verified.
+APPLIED_AT_MAX_AGE = timedelta(days=14)
 # A dismissed recommendation stays dismissed while its cause keeps being seen within this gap.
 DISMISSED_MEMORY = timedelta(hours=24)
 
@@ -160,6 +166,12 @@ def recommendation_mark_applied(
     applied_at = applied_at or now
     if applied_at > now:
         raise RecommendationStateError("cannot be in the future", field="applied_at")
+    if now - applied_at > APPLIED_AT_MAX_AGE:
+        raise RecommendationStateError(
+            f"cannot be more than {APPLIED_AT_MAX_AGE.days} days ago: "
+            "verification compares the days just before and after the change",
+            field="applied_at",
+        )
     rec.state, rec.applied_at, rec.state_changed_at = State.CLAIMED, applied_at, now
     rec.claimed_by = rec.claimed_by or actor[:150]
     rec.save()
@@ -281,9 +293,17 @@ def recommendations_verify(
         applied_at__lte=now - timedelta(hours=min_hours_after),
         metric_series__isnull=False,
     ).values_list("pk", flat=True)
-    counts = {"checked": 0, "succeeded": 0, "failed": 0, "waiting": 0}
+    counts = {"checked": 0, "succeeded": 0, "failed": 0, "waiting": 0, "errors": 0}
     for pk in list(due):
-        rec = recommendation_verify(recommendation_id=pk, now=now)
+        try:
+            rec = recommendation_verify(recommendation_id=pk, now=now)
+        except Exception as exc:  # one bad row must not stop the others' verification
+            logger.exception("verification of recommendation %s failed", pk)
+            Recommendation.objects.filter(pk=pk, state=State.CLAIMED).update(
+                realised={"outcome": "error", "reason": f"{type(exc).__name__}: {exc}"[:500]}
+            )
+            counts["errors"] += 1
+            continue
         counts["checked"] += 1
         key = {State.SUCCEEDED: "succeeded", State.FAILED: "failed"}.get(rec.state, "waiting")
         counts[key] += 1

@@ -63,6 +63,9 @@ def test_recommendation_actions_follow_the_lifecycle(client_with_role, analysed)
     assert bad.status_code == 400 and "applied_at" in bad.json()
     future = operator.post(f"{url}/applied", {"applied_at": "2999-01-01T00:00:00Z"}, format="json")
     assert future.status_code == 400 and "applied_at" in future.json()
+    # year 1 was accepted, then every nightly verification failed on a date overflow
+    ancient = operator.post(f"{url}/applied", {"applied_at": "0001-01-02T00:00:00Z"}, format="json")
+    assert ancient.status_code == 400 and "applied_at" in ancient.json()
     applied = operator.post(f"{url}/applied", {}, format="json")
     assert applied.status_code == 200 and applied.json()["applied_at"]
     rolled = operator.post(f"{url}/rollback", {"reason": "slower"}, format="json")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -234,7 +234,7 @@ def _applied_recommendation(*, improvement_ms: float) -> Recommendation:
         dedup_key="k", category="n_plus_one", title="t", endpoint="/v", confidence=0.8,
         confidence_explanation="e", predicted_ms_saved_per_day=1e6,
         predicted_db_ms_saved_per_day=1e6, complexity="low", risk="low", rollback_plan="r",
-        metric_series=series,
+        metric_series=series, first_seen_at=now - timedelta(days=7),
     )  # fmt: skip
     services.recommendation_claim(recommendation_id=rec.pk, actor="ops")
     services.recommendation_mark_applied(recommendation_id=rec.pk, actor="ops", applied_at=applied)
@@ -301,6 +301,48 @@ def test_a_rollback_before_verification_counts_as_a_failure():
     assert services.recommendations_verify()["checked"] == 0  # nothing left to verify
 
 
+def test_applied_at_beyond_the_verification_window_is_refused():
+    # the verifier gives up 14 days after a change; year 1 overflowed its baseline window
+    now = timezone.now()
+    rec = Recommendation.objects.create(
+        dedup_key="early", category="n_plus_one", title="t", endpoint="/v", confidence=0.5,
+        confidence_explanation="e", predicted_ms_saved_per_day=1.0,
+        predicted_db_ms_saved_per_day=1.0, complexity="low", risk="low", rollback_plan="r",
+        first_seen_at=now - timedelta(days=30),
+    )  # fmt: skip
+    for applied_at in (
+        now - services.APPLIED_AT_MAX_AGE - timedelta(hours=1),
+        datetime.min.replace(tzinfo=UTC),
+    ):
+        with pytest.raises(services.RecommendationStateError, match="days ago") as exc:
+            services.recommendation_mark_applied(
+                recommendation_id=rec.pk, actor="ops", applied_at=applied_at
+            )
+        assert exc.value.field == "applied_at"
+    inside = now - services.APPLIED_AT_MAX_AGE + timedelta(hours=1)
+    services.recommendation_mark_applied(recommendation_id=rec.pk, actor="ops", applied_at=inside)
+
+
+def test_one_recommendation_that_cannot_be_verified_does_not_stop_the_others():
+    good = _applied_recommendation(improvement_ms=30)
+    broken = Recommendation.objects.create(
+        dedup_key="old", category="n_plus_one", title="t", endpoint="/v", confidence=0.5,
+        confidence_explanation="e", predicted_ms_saved_per_day=1.0,
+        predicted_db_ms_saved_per_day=1.0, complexity="low", risk="low", rollback_plan="r",
+        metric_series=good.metric_series, state="claimed",
+    )  # fmt: skip
+    # stored before applied_at was checked: the baseline window starts before year 1
+    Recommendation.objects.filter(pk=broken.pk).update(
+        applied_at=datetime(1, 1, 2, tzinfo=UTC), first_seen_at=datetime(1, 1, 1, tzinfo=UTC)
+    )
+    counts = services.recommendations_verify()
+    assert counts["errors"] == 1 and counts["succeeded"] == 1
+    good.refresh_from_db()
+    broken.refresh_from_db()
+    assert good.state == "succeeded"
+    assert broken.state == "claimed" and broken.realised["outcome"] == "error"
+
+
 def test_illegal_transitions_are_refused_with_the_field():
     rec = _applied_recommendation(improvement_ms=0)
     with pytest.raises(services.RecommendationStateError) as exc:
@@ -340,7 +382,7 @@ def test_tasks_call_their_service_and_return_counts(django_capture_on_commit_cal
     counts = tasks.analyze()
     assert counts["health"] == 1 and counts["recommendations_seen"] >= 1
     assert tasks.verify_recommendations() == {
-        "checked": 0, "succeeded": 0, "failed": 0, "waiting": 0
+        "checked": 0, "succeeded": 0, "failed": 0, "waiting": 0, "errors": 0
     }  # fmt: skip
 
 
