@@ -97,8 +97,8 @@ class ForecastTargetAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdm
 
     def save_model(self, request, obj: ForecastTarget, form, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if change and services.CROSSING_INPUTS & set(form.changed_data):
-            services.crossing_insights_retire(target_id=obj.pk)
+        if change:
+            services.target_edited(target_id=obj.pk, changed=form.changed_data)
 
     def chart_page(self, request: HttpRequest, target: ForecastTarget) -> ChartPage:
         forecasts = selectors.forecast_queryset().filter(target=target, is_current=True)

@@ -288,8 +288,9 @@ class ForecastTargetViewSet(viewsets.ModelViewSet):
                     "destroy": "admin"}  # fmt: skip
 
     def perform_update(self, serializer) -> None:
-        before = {f: getattr(serializer.instance, f) for f in services.CROSSING_INPUTS}
+        fields = services.CROSSING_INPUTS | services.SOURCE_INPUTS
+        before = {f: getattr(serializer.instance, f) for f in fields}
         with transaction.atomic():
             target = serializer.save()
-            if any(getattr(target, f) != value for f, value in before.items()):
-                services.crossing_insights_retire(target_id=target.pk)
+            changed = {f for f, value in before.items() if getattr(target, f) != value}
+            services.target_edited(target_id=target.pk, changed=changed)

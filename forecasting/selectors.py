@@ -33,10 +33,20 @@ def forecasts_current(
 
 
 def forecast_for_series(series_id: int, *, horizon_days: int = 7) -> Forecast | None:
-    """The current forecast of a telemetry series (for capacity planning), if there is one."""
+    """The current forecast of a telemetry series (for capacity planning), if there is one.
+
+    A switched-off target's forecasts are not served, as ``forecasts_current`` does not list
+    them: the operator stopped trusting or maintaining them.
+    """
     return (
         forecast_queryset()
-        .filter(target__series_id=series_id, horizon_days=horizon_days, is_current=True)
+        .filter(
+            target__series_id=series_id,
+            target__enabled=True,
+            horizon_days=horizon_days,
+            is_current=True,
+        )
+        .order_by("-created_at", "-pk")
         .first()
     )
 

@@ -87,6 +87,38 @@ def targets_sync() -> dict:
 CROSSING_INPUTS = frozenset({"threshold", "threshold_direction", "enabled"})
 
 
+# The fields of a target that say what is forecast: a change makes every forecast a different
+# number's.
+SOURCE_INPUTS = frozenset({"source", "series", "event_metric"})
+
+
+def target_forecasts_retire(*, target_id: int) -> dict:
+    """Retire a target's current forecasts and insights (every horizon and kind).
+
+    Called when an operator points the target at another series or event metric: the
+    forecasts were of the old number, and ``forecast_for_series`` would otherwise hand the
+    old series' forecast to capacity planning as the new one's until each horizon is
+    recomputed (a day for the long ones). The rows stay as history, no longer current.
+    """
+    forecasts = Forecast.objects.filter(target_id=target_id, is_current=True).update(
+        is_current=False
+    )
+    insights = BusinessInsight.objects.filter(target_id=target_id, is_current=True).update(
+        is_current=False
+    )
+    return {"forecasts": forecasts, "insights": insights}
+
+
+def target_edited(*, target_id: int, changed: Iterable[str]) -> dict:
+    """Retire what an operator's edit of a target made stale; ``changed``: the fields edited."""
+    changed = set(changed)
+    if SOURCE_INPUTS & changed:
+        return target_forecasts_retire(target_id=target_id)
+    if CROSSING_INPUTS & changed:
+        return {"forecasts": 0, "insights": crossing_insights_retire(target_id=target_id)}
+    return {"forecasts": 0, "insights": 0}
+
+
 def crossing_insights_retire(*, target_id: int) -> int:
     """Retire a target's current threshold-crossing insights (every horizon).
 
@@ -179,6 +211,11 @@ def forecast_compute(
             raise ForecastTarget.DoesNotExist(f"target {target_id} was deleted during the fit")
         if not locked.enabled:
             raise ForecastUnavailable(f"{locked.name}: disabled during the fit")
+        if any(
+            getattr(locked, f) != getattr(target, f)
+            for f in ("source", "series_id", "event_metric")
+        ):
+            raise ForecastUnavailable(f"{locked.name}: its series changed during the fit")
         return _store(locked, horizon_days, ts, result, history_insights)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from forecasting import services
+from forecasting import selectors, services
 from forecasting.models import HORIZONS, BusinessInsight, Forecast, ForecastTarget
 from tests.forecasting.factories import ForecastTargetFactory, hourly_values, series_with_values
 from tests.schema import assert_matches_schema
@@ -182,3 +182,32 @@ def test_changing_a_targets_limit_retires_its_crossings_at_once(client_with_role
     assert response.status_code == 200 and not crossings.filter(is_current=True).exists()
     other = BusinessInsight.objects.filter(target=forecasts["traffic"], is_current=True)
     assert other.exists()  # another target's insights are untouched
+
+
+def test_repointing_a_target_retires_the_old_series_forecasts_at_once(client_with_role, forecasts):
+    # scaling asks forecast_for_series for the new series and got the old series' forecast
+    traffic = forecasts["traffic"]
+    bigger = series_with_values("http.requests.rate", hourly_values(30, level=10_000.0), env="b")
+    admin = client_with_role("admin")
+    response = admin.patch(API + f"forecasting/targets/{traffic.pk}", {"series": bigger.pk},
+                           format="json")  # fmt: skip
+    assert response.status_code == 200
+    assert selectors.forecast_for_series(bigger.pk, horizon_days=7) is None
+    assert not Forecast.objects.filter(target=traffic, is_current=True).exists()
+    assert not BusinessInsight.objects.filter(target=traffic, is_current=True).exists()
+    assert Forecast.objects.filter(target=traffic).count() == 2  # kept as history
+    assert Forecast.objects.filter(target=forecasts["cpu"], is_current=True).count() == 2
+    services.forecast_compute(target_id=traffic.pk, horizon_days=7)
+    levels = selectors.forecast_arrays(selectors.forecast_for_series(bigger.pk))["yhat"]
+    assert levels.mean() > 1000  # the new series' level, not the old one's
+
+
+def test_a_switched_off_target_is_not_served_to_capacity_planning(client_with_role, forecasts):
+    traffic = forecasts["traffic"]
+    assert selectors.forecast_for_series(traffic.series_id, horizon_days=7) is not None
+    admin = client_with_role("admin")
+    response = admin.patch(API + f"forecasting/targets/{traffic.pk}", {"enabled": False},
+                           format="json")  # fmt: skip
+    assert response.status_code == 200
+    assert not selectors.forecasts_current().filter(target=traffic).exists()
+    assert selectors.forecast_for_series(traffic.series_id, horizon_days=7) is None

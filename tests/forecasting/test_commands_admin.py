@@ -177,3 +177,18 @@ def test_clearing_a_threshold_in_the_admin_retires_the_crossing(admin_client, co
     assert response.status_code == 302
     crossing.refresh_from_db()
     assert not crossing.is_current
+
+
+def test_repointing_a_target_in_the_admin_retires_its_forecasts(admin_client, computed):
+    target = computed.target
+    other = series_with_values("t.adm.other", hourly_values(30))
+    url = reverse("admin:forecasting_forecasttarget_change", args=[target.pk])
+    form = admin_client.get(url).context["adminform"].form
+    data = {name: form.initial.get(name) for name in form.fields}
+    data = {k: ("" if v is None else v) for k, v in data.items()}
+    data["enabled"] = "on"
+    response = admin_client.post(url, {**data, "series": other.pk, "_save": "Save"})
+    assert response.status_code == 302
+    computed.refresh_from_db()
+    assert not computed.is_current
+    assert not BusinessInsight.objects.filter(target=target, is_current=True).exists()

@@ -171,6 +171,15 @@ def test_a_threshold_changed_during_the_fit_is_the_one_the_crossing_uses(monkeyp
     assert crossing.threshold == 5.0 and crossing.expected_at is None
 
 
+def test_a_target_repointed_during_the_fit_does_not_store_the_old_series_forecast(monkeypatch):
+    target = series_target()
+    other = series_with_values("test.other", hourly_values(30, level=10_000.0))
+    _operator_edits_during_the_fit(monkeypatch, target, series=other)
+    with pytest.raises(services.ForecastUnavailable, match="changed"):
+        services.forecast_compute(target_id=target.pk, horizon_days=7)
+    assert not Forecast.objects.filter(target=target).exists()
+
+
 def test_a_target_switched_off_during_the_fit_is_skipped_and_keeps_its_forecast(monkeypatch):
     target = series_target()
     old = services.forecast_compute(target_id=target.pk, horizon_days=7).forecast
