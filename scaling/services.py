@@ -40,6 +40,9 @@ IN_FLIGHT_STATUSES = (ScalingDecision.Status.PROPOSED, ScalingDecision.Status.EX
 JOB_OWNED_FIELDS = frozenset({"current_units"})
 # How the detail of a decision refused as out of date starts (the actuator was not called).
 STALE_REFUSAL = "refused as stale:"
+# How many recent changes are read to count an actuator's failures in a row (the backoff
+# stops growing at engine.decision.FAILURE_BACKOFF_MAX_SECONDS long before this).
+FAILURE_HISTORY = 20
 
 
 @dataclass
@@ -220,6 +223,7 @@ def resource_evaluate(resource: ScalableResource, *, now: datetime | None = None
     )
     decision = engine.decide(state, proposals, _memory(resource, now=now), epoch, policy)
     decision = _hold_while_in_flight(resource, decision, utilization, now=now)
+    decision = _hold_after_failures(resource, decision, utilization, now=now)
     inputs = {"readings": readings, **forecast_inputs, "rule_ids": rule_ids, "errors": errors}
     return Evaluation(resource, decision, inputs, utilization, errors=errors)
 
@@ -252,16 +256,73 @@ def _hold_while_in_flight(
     )
     if in_flight is None:
         return decision
+    return _held(
+        resource,
+        decision,
+        utilization,
+        f"skipped: decision #{in_flight.pk} ({in_flight.action} "
+        f"{in_flight.current_units}->{in_flight.desired_units}) is still {in_flight.status}",
+    )
+
+
+def _hold_after_failures(
+    resource: ScalableResource,
+    decision: engine.Decision,
+    utilization: float | None,
+    *,
+    now: datetime,
+) -> engine.Decision:
+    """Back off from an actuator that keeps failing: after N failed changes in a row, wait
+    ``engine.failure_backoff_seconds(N)`` from the last one before calling it again.
+
+    An emergency still tries (its cooldowns are skipped too), and so does the first
+    evaluation after an operator's edit of the resource (a fixed actuator_config, say).
+    Refusals of stale decisions are not failures of the actuator and do not count.
+    """
+    if not decision.changes_capacity or decision.emergency:
+        return decision
+    recent = (
+        resource.decisions.filter(
+            status__in=(ScalingDecision.Status.EXECUTED, ScalingDecision.Status.FAILED)
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .exclude(status=ScalingDecision.Status.FAILED, actuator_detail__startswith=STALE_REFUSAL)
+        .order_by("-at", "-id")
+        .values_list("pk", "at", "status")[:FAILURE_HISTORY]
+    )
+    failures = []
+    for row in recent:
+        if row[2] != ScalingDecision.Status.FAILED:
+            break
+        failures.append(row)
+    if not failures:
+        return decision
+    last_id, last_at, _ = failures[0]
+    if resource.updated_at > last_at:
+        return decision  # edited since the failure: try the new settings now
+    wait = engine.failure_backoff_seconds(len(failures))
+    elapsed = (now - last_at).total_seconds()
+    if elapsed >= wait:
+        return decision
+    return _held(
+        resource,
+        decision,
+        utilization,
+        f"skipped: the actuator failed {len(failures)} time(s) in a row (last: decision "
+        f"#{last_id}); backing off {wait:.0f}s, {wait - elapsed:.0f}s left",
+    )
+
+
+def _held(
+    resource: ScalableResource, decision: engine.Decision, utilization: float | None, reason: str
+) -> engine.Decision:
+    """``decision`` turned into a cooldown skip for ``reason`` (no change, no cost)."""
     current = decision.current_units
     demand = None if utilization is None else utilization * resource.capacity
     return dataclasses.replace(
         decision,
         status=engine.DecisionStatus.SKIPPED_COOLDOWN,
-        reasons=(
-            *decision.reasons,
-            f"skipped: decision #{in_flight.pk} ({in_flight.action} "
-            f"{in_flight.current_units}->{in_flight.desired_units}) is still {in_flight.status}",
-        ),
+        reasons=(*decision.reasons, reason),
         cost=engine.cost_impact(current, current, resource.cost_per_unit_hour),
         expected_utilization=(
             None

@@ -15,6 +15,7 @@ from .decision import (
     ResourceState,
     ScalingMemory,
     decide,
+    failure_backoff_seconds,
 )
 from .forecasters import Forecaster, SeasonalLevelForecaster, last_value_forecaster
 from .headroom import ErrorScale, HeadroomBudget
@@ -63,6 +64,7 @@ __all__ = [
     "decide",
     "evaluate_rule",
     "expected_utilization",
+    "failure_backoff_seconds",
     "hpa_reference",
     "judge_outcome",
     "last_value_forecaster",

@@ -134,6 +134,22 @@ class Decision:
         return self.action != Action.NONE and self.status != DecisionStatus.SKIPPED_COOLDOWN
 
 
+FAILURE_BACKOFF_SECONDS = 300.0
+FAILURE_BACKOFF_MAX_SECONDS = 3600.0
+
+
+def failure_backoff_seconds(
+    consecutive_failures: int,
+    base: float = FAILURE_BACKOFF_SECONDS,
+    cap: float = FAILURE_BACKOFF_MAX_SECONDS,
+) -> float:
+    """How long to wait after the last of ``consecutive_failures`` failed changes before
+    calling the actuator again: ``base`` doubling with each failure, at most ``cap``."""
+    if consecutive_failures <= 0:
+        return 0.0
+    return min(cap, base * 2.0 ** min(consecutive_failures - 1, 32))
+
+
 def _in_cooldown(last_at: float | None, now: float, seconds: float) -> bool:
     return last_at is not None and now - last_at < seconds
 

@@ -24,6 +24,7 @@ from scaling.engine import (
     TraceError,
     decide,
     evaluate_rule,
+    failure_backoff_seconds,
     hpa_reference,
     judge_outcome,
     last_value_forecaster,
@@ -176,6 +177,14 @@ def test_a_forecast_alone_never_removes_capacity_unless_the_policy_allows_it():
     replay = DecisionPolicy(stabilization_window_seconds=0, prediction_may_scale_down=True)
     shrink = decide(resource(8), [forecast], ScalingMemory(), 0.0, replay)
     assert shrink.action == Action.SCALE_DOWN and shrink.desired_units == 3
+
+
+def test_failure_backoff_starts_after_a_failure_doubles_and_is_capped():
+    assert failure_backoff_seconds(0) == 0.0
+    waits = [failure_backoff_seconds(n, base=60.0, cap=600.0) for n in range(1, 8)]
+    assert waits[:3] == [60.0, 120.0, 240.0]
+    assert waits == sorted(waits) and max(waits) == 600.0
+    assert failure_backoff_seconds(10_000) == failure_backoff_seconds(10_001)  # no overflow
 
 
 def test_cost_impact_and_expected_utilisation_follow_the_change():

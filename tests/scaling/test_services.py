@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from scaling import selectors, services
+from scaling import engine, selectors, services
 from scaling.defaults import DEFAULT_RESOURCES, DEFAULT_RULES
 from scaling.models import ScalableResource, ScalingDecision, ScalingRule
 from scaling.readings import STALE_READING_SECONDS
@@ -173,6 +173,32 @@ def test_a_resource_that_cannot_be_evaluated_is_recorded_and_the_run_goes_on(mon
         rows["a-broken"].action == "none" and "telemetry went away" in rows["a-broken"].reasons[0]
     )
     assert rows["b-fine"].status == ScalingDecision.Status.EXECUTED
+
+
+def test_a_failing_actuator_is_retried_with_a_growing_backoff_not_every_tick():
+    res = resource(actuator="webhook", actuator_config={"url": ""})  # fails every call
+    cpu_rule(res, cooldown_up_seconds=0)
+    start = timezone.now() - timedelta(hours=1)  # ticks in the past, before the edit below
+    ScalableResource.objects.filter(pk=res.pk).update(updated_at=start)  # created back then
+    samples("test.cpu", [0.9], end=start)
+
+    def tick(after: timedelta) -> ScalingDecision:
+        return evaluate(res, now=start + after).row
+
+    first = tick(timedelta(minutes=1))
+    assert first.status == ScalingDecision.Status.FAILED
+    backoff = timedelta(seconds=engine.failure_backoff_seconds(1))
+    held = tick(timedelta(minutes=2))
+    assert held.status == ScalingDecision.Status.SKIPPED_COOLDOWN
+    assert "backing off" in held.reasons[-1]
+    again = tick(timedelta(minutes=1) + backoff)  # the backoff is over: one more call
+    assert again.status == ScalingDecision.Status.FAILED
+    longer = timedelta(seconds=engine.failure_backoff_seconds(2))
+    assert longer > backoff
+    assert tick(timedelta(minutes=1) + backoff + longer / 2).status == "skipped_cooldown"
+    # the operator fixes the config: the next evaluation tries at once
+    services.resource_update(resource_id=res.pk, data={"actuator": "dry_run"})
+    assert tick(timedelta(minutes=1) + backoff + longer / 2).status == "executed"
 
 
 def test_outcomes_are_judged_after_settle_and_feed_the_success_rate():
