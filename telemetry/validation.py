@@ -282,10 +282,16 @@ def validate_samples(payload: Any, *, bounds: TimeBounds) -> SampleBatch:
             errors.add(i, "value", "this field is required")
         else:
             errors.add(i, "value", "must be a finite number")
+        # Only a dict (or no labels at all) is keyed: a falsy non-object ([], "", 0, false)
+        # must not share the key of "no labels", or it would be stored as {} (first) or
+        # poison the valid rows after it; such a row is checked on its own.
         try:
-            key = (name, tuple(labels.items()) if labels else (), unit)
-            known = series_of.get(key)
-        except (AttributeError, TypeError):  # labels not a dict, or unhashable values
+            if labels is None or type(labels) is dict:
+                key = (name, tuple(labels.items()) if labels else (), unit)
+                known = series_of.get(key)
+            else:
+                key, known = None, None
+        except TypeError:  # unhashable name, label values or unit
             key, known = None, None
         if known is not None:
             index[i] = known

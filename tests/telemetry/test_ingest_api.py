@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import orjson
 import pytest
@@ -80,6 +81,20 @@ def test_one_bad_row_refuses_the_batch_naming_row_and_field(operator, field, bad
     assert list(response.json()["samples"]) == ["17"]
     assert field in response.json()["samples"]["17"]
     assert samples().count() == 0 and not Series.objects.filter(name__startswith="test.").exists()
+
+
+@pytest.mark.parametrize("bad", [[], "", 0, False])
+@pytest.mark.parametrize("bad_first", [True, False])
+def test_falsy_labels_that_are_not_an_object_are_a_400_of_their_own_row(operator, bad, bad_first):
+    batch = rows(2)
+    for row in batch:
+        del row["labels"]  # "no labels" is a series of its own, and valid
+    bad_row = 0 if bad_first else 1
+    batch[bad_row]["labels"] = bad
+    response = post(operator, SAMPLES, {"samples": batch})
+    assert response.status_code == 400, response.content
+    assert response.json()["samples"] == {str(bad_row): {"labels": [mock.ANY]}}
+    assert samples().count() == 0
 
 
 def test_nan_literal_in_the_body_is_a_400_not_a_500(operator):
