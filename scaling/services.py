@@ -590,22 +590,53 @@ def _failed_evaluation(
 # --- judging -----------------------------------------------------------------------------------
 
 
-def _utilization_after(row: ScalingDecision, start: datetime, end: datetime) -> np.ndarray:
+def _utilization_after(
+    row: ScalingDecision, start: datetime, end: datetime
+) -> tuple[np.ndarray, float, float | None]:
+    """The values to judge ``row`` by, the target they aim at and the band's upper cap.
+
+    With a load series: load / the decision's capacity, against the resource's target
+    utilisation. Without: the metric of the decision's target-tracking rule (else the
+    resource's first one) against *that rule's* target, which is what the rule steered to.
+    """
     resource = row.resource
     series = load_series(resource)
     if series is not None:
         _, load = telemetry.series_values(series.pk, start, end)
-        return load / (row.desired_units * resource.unit_capacity)
-    rule = resource.rules.filter(enabled=True, kind=ScalingRule.Kind.TARGET_TRACKING).first()
+        return load / (row.desired_units * resource.unit_capacity), resource.target_utilization, 1.0
+    tracking = ScalingRule.Kind.TARGET_TRACKING
+    rule = (
+        row.rules.filter(kind=tracking).order_by("priority", "pk").first()
+        or resource.rules.filter(enabled=True, kind=tracking).order_by("priority", "pk").first()
+    )
     metric = telemetry.series_get(rule.metric, rule.metric_labels or {}) if rule else None
     if metric is None:
-        return np.empty(0)
+        return np.empty(0), resource.target_utilization, 1.0
     _, values = telemetry.series_values(metric.pk, start, end)
-    return values
+    return values, rule.target, (1.0 if rule.target <= 1 else None)
+
+
+def _superseded_by(row: ScalingDecision, end: datetime) -> ScalingDecision | None:
+    """A later change of the same resource executed before ``row``'s judging window ended:
+    the window then measured another size, and says nothing about ``row``."""
+    return (
+        ScalingDecision.objects.filter(
+            resource_id=row.resource_id,
+            status=ScalingDecision.Status.EXECUTED,
+            executed_at__gt=row.executed_at,
+            executed_at__lt=end,
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .order_by("executed_at", "pk")
+        .first()
+    )
 
 
 def outcomes_check(*, now: datetime | None = None) -> dict:
-    """Judge executed decisions whose settle time has passed: back inside the target band?"""
+    """Judge executed decisions whose settle time has passed: back inside the target band?
+
+    A decision superseded by a later change before its window ended is ``unknown``.
+    """
     now = now or timezone.now()
     counts = {"judged": 0, "success": 0, "failure": 0, "unknown": 0, "waiting": 0}
     pending = ScalingDecision.objects.select_related("resource").filter(
@@ -618,11 +649,19 @@ def outcomes_check(*, now: datetime | None = None) -> dict:
         if now < end:
             counts["waiting"] += 1
             continue
-        verdict = engine.judge_outcome(
-            _utilization_after(row, start, end),
-            row.resource.target_utilization,
-            row.resource.outcome_tolerance,
-        )
+        later = _superseded_by(row, end)
+        if later is not None:
+            verdict = engine.OutcomeVerdict(
+                None,
+                None,
+                f"superseded by decision #{later.pk} ({later.current_units}->"
+                f"{later.desired_units}) before the judging window ended",
+            )
+        else:
+            values, target, upper_cap = _utilization_after(row, start, end)
+            verdict = engine.judge_outcome(
+                values, target, row.resource.outcome_tolerance, upper_cap=upper_cap
+            )
         outcome = {True: "success", False: "failure", None: "unknown"}[verdict.success]
         ScalingDecision.objects.filter(pk=row.pk).update(
             outcome=outcome,

@@ -14,9 +14,13 @@ class OutcomeVerdict:
     reason: str
 
 
-def target_band(target_utilization: float, tolerance: float) -> tuple[float, float]:
-    """The band a decision aims for: target +- tolerance x target (upper end capped at 1)."""
-    return target_utilization * (1 - tolerance), min(1.0, target_utilization * (1 + tolerance))
+def target_band(
+    target_utilization: float, tolerance: float, upper_cap: float | None = 1.0
+) -> tuple[float, float]:
+    """The band a decision aims for: target +- tolerance x target (upper end capped at
+    ``upper_cap``: 1 for a utilisation, None for a rule's metric in another unit)."""
+    high = target_utilization * (1 + tolerance)
+    return target_utilization * (1 - tolerance), high if upper_cap is None else min(upper_cap, high)
 
 
 def judge_outcome(
@@ -24,6 +28,7 @@ def judge_outcome(
     target_utilization: float,
     tolerance: float,
     min_samples: int = 1,
+    upper_cap: float | None = 1.0,
 ) -> OutcomeVerdict:
     """Success when the median utilisation after the settle time lies inside the target band.
 
@@ -35,7 +40,7 @@ def judge_outcome(
     values = values[np.isfinite(values)]
     if values.size < min_samples or values.size == 0:
         return OutcomeVerdict(None, None, f"only {values.size} samples after the settle time")
-    low, high = target_band(target_utilization, tolerance)
+    low, high = target_band(target_utilization, tolerance, upper_cap)
     median = float(np.median(values))
     if low <= median <= high:
         return OutcomeVerdict(

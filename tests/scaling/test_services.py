@@ -227,6 +227,44 @@ def test_outcomes_are_judged_after_settle_and_feed_the_success_rate():
     assert (rate["judged"], rate["success"]) == (2, 1) and rate["rate"] == 0.5
 
 
+def executed_change(res, *, at, current, desired) -> ScalingDecision:
+    """A stored change as the job records it, waiting for its outcome."""
+    return ScalingDecision.objects.create(
+        resource=res, at=at, current_units=current, desired_units=desired,
+        recommendation=desired, action="scale_up" if desired > current else "scale_down",
+        status="executed", actuator="dry_run", executed_at=at, outcome="pending",
+    )  # fmt: skip
+
+
+def test_without_a_load_series_an_outcome_is_judged_against_the_rules_target():
+    res = resource(target_utilization=0.9, outcome_tolerance=0.1)
+    rule = cpu_rule(res, target=0.5)  # the operator steers CPU to 0.5, not to 0.9
+    now = timezone.now()
+    row = executed_change(res, at=now - timedelta(minutes=30), current=2, desired=4)
+    row.rules.set([rule])
+    samples("test.cpu", [rule.target] * 20, end=now - timedelta(minutes=2))
+    services.outcomes_check(now=now)
+    row.refresh_from_db()
+    assert row.outcome == "success", row.outcome_reason
+    assert row.outcome_utilization == pytest.approx(rule.target)
+
+
+def test_a_change_superseded_before_its_window_ended_is_not_judged():
+    res = resource(current_units=16, load_series_name="test.load", settle_seconds=300)
+    now = timezone.now()
+    at = now - timedelta(minutes=30)
+    first = executed_change(res, at=at, current=4, desired=8)
+    second = executed_change(res, at=at + timedelta(minutes=2), current=8, desired=16)
+    load = res.target_utilization * second.desired_units * res.unit_capacity  # in band on 16
+    samples("test.load", [load] * 30, end=now - timedelta(minutes=1))
+    services.outcomes_check(now=now)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.outcome == "unknown" and f"#{second.pk}" in first.outcome_reason
+    assert first.outcome_utilization is None
+    assert second.outcome == "success"
+
+
 def test_queue_backlog_reads_the_redis_broker_including_priority_lists(redis_url, settings):
     import redis
 
