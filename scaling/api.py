@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
@@ -24,7 +25,8 @@ def _series_labels(value: Any) -> dict:
 
 
 class ScalableResourceSerializer(serializers.ModelSerializer):
-    """``current_units`` is writable on create only: afterwards the scaling job owns it.
+    """``current_units`` is writable on create only (default: ``min_units``); afterwards the
+    scaling job owns it, and new bounds that exclude it are clamped by the next evaluation.
 
     A PUT/PATCH would otherwise put back the size the client read before the job's last
     change; on update it is read-only (silently ignored, like ``updated_at``).
@@ -61,11 +63,16 @@ class ScalableResourceSerializer(serializers.ModelSerializer):
         low, high = merged.get("min_units", 1), merged.get("max_units", 10)
         if low > high:
             raise serializers.ValidationError({"min_units": ["must not exceed max_units"]})
-        current = merged.get("current_units", low)
-        if not low <= current <= high:
-            raise serializers.ValidationError(
-                {"current_units": [f"must lie within [{low}, {high}]"]}
-            )
+        if self.instance is None:
+            # A new resource starts at min_units unless told otherwise (the model's default
+            # of 1 lies outside [min_units, max_units] when min_units > 1).
+            current = attrs.setdefault("current_units", low)
+            if not low <= current <= high:
+                raise serializers.ValidationError(
+                    {"current_units": [f"must lie within [{low}, {high}]"]}
+                )
+        # On update the bounds may exclude the current size (capping a runaway resource):
+        # the next evaluation clamps it into them. current_units is not the client's to write.
         return attrs
 
 
@@ -128,9 +135,12 @@ class ResourceViewSet(viewsets.ModelViewSet):
 
     def perform_update(self, serializer: ScalableResourceSerializer) -> None:
         # Only the changed fields are written: a full save would revert the scaling job.
-        serializer.instance = services.resource_update(
-            resource_id=serializer.instance.pk, data=serializer.validated_data
-        )
+        try:
+            serializer.instance = services.resource_update(
+                resource_id=serializer.instance.pk, data=serializer.validated_data
+            )
+        except DjangoValidationError as exc:  # bounds crossed by a concurrent edit
+            raise serializers.ValidationError(exc.message_dict) from exc
 
 
 class RuleViewSet(viewsets.ModelViewSet):

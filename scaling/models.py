@@ -89,7 +89,9 @@ class ScalableResource(models.Model):
             raise ValidationError({"actuator_config": problems})
         if self.min_units > self.max_units:
             raise ValidationError({"min_units": "must not exceed max_units"})
-        if not self.min_units <= self.current_units <= self.max_units:
+        # Checked when the resource is added only: afterwards current_units belongs to the job,
+        # and bounds that exclude it (capping a runaway resource) are applied by the engine.
+        if self._state.adding and not self.min_units <= self.current_units <= self.max_units:
             raise ValidationError({"current_units": "must lie within [min_units, max_units]"})
 
     @property

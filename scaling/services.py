@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -81,6 +82,7 @@ def resource_update(*, resource_id: int, data: dict[str, Any]) -> ScalableResour
     started, so it would revert what the scaling job wrote in the meantime (above all
     ``current_units``, which is never taken from ``data``). The row is re-read under a lock
     and saved with ``update_fields``, so concurrent writers of other fields are kept.
+    Bounds crossed by a concurrent edit raise ValidationError (the row is left as it was).
     """
     with transaction.atomic():
         resource = ScalableResource.objects.select_for_update().get(pk=resource_id)
@@ -91,6 +93,11 @@ def resource_update(*, resource_id: int, data: dict[str, Any]) -> ScalableResour
         ]
         for name in changed:
             setattr(resource, name, data[name])
+        # Re-checked under the lock: two edits each valid alone (min 8; max 5) can cross.
+        if resource.min_units > resource.max_units:
+            raise ValidationError(
+                {"min_units": [f"must not exceed max_units ({resource.max_units} now)"]}
+            )
         if changed:
             resource.save(update_fields=[*changed, "updated_at"])
     return resource

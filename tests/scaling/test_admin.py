@@ -56,3 +56,9 @@ def test_the_admin_form_names_a_bad_actuator_config():
     with pytest.raises(ValidationError) as raised:
         res.full_clean()
     assert "retries" in str(raised.value.message_dict["actuator_config"])
+
+
+def test_the_admin_may_lower_max_units_below_the_current_size():
+    res = resource(current_units=30, max_units=40)
+    res.max_units = 10
+    res.full_clean()  # the engine clamps the size at the next evaluation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scaling import services
 from scaling.models import ScalableResource, ScalingDecision, ScalingRule
 
 from .factories import cpu_rule, resource, samples
@@ -128,6 +129,47 @@ def test_evaluate_post_reports_a_broken_actuator_and_acts_on_the_other_resources
         by_name["a-bad"]["status"] == "failed" and "retries" in by_name["a-bad"]["actuator_detail"]
     )
     assert by_name["b-good"]["status"] == "executed"
+
+
+def test_a_resource_created_without_current_units_starts_at_min_units(client_with_role):
+    body = {"name": "pool", "unit_capacity": 1.0, "min_units": 3, "max_units": 10}
+    response = client_with_role("admin").post(f"{API}/resources", body, format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["current_units"] == body["min_units"]
+    assert ScalableResource.objects.get(name="pool").current_units == body["min_units"]
+
+
+def test_max_units_can_be_lowered_below_the_current_size_and_the_engine_scales_down(
+    client_with_role,
+):
+    res = resource(current_units=30, max_units=40)
+    cpu_rule(res)
+    samples("test.cpu", [res.rules.get().target])  # on target: the rule asks for no change
+    url = f"{API}/resources/{res.pk}"
+    response = client_with_role("admin").patch(url, {"max_units": 10}, format="json")
+    assert response.status_code == 200, response.content
+    res.refresh_from_db()
+    assert (res.max_units, res.current_units) == (10, 30)  # the job's to change
+    [ev] = services.decisions_evaluate(resource_ids=[res.pk], execute=True)
+    assert ev.row.status == "executed" and ev.row.action == "scale_down"
+    res.refresh_from_db()
+    assert res.current_units == res.max_units
+
+
+def test_bounds_crossed_by_a_concurrent_edit_are_a_400_not_a_500(client_with_role, monkeypatch):
+    res = resource(min_units=1, max_units=10)
+    update = services.resource_update
+
+    def another_admin_first(*, resource_id, data):
+        ScalableResource.objects.filter(pk=resource_id).update(min_units=8)  # min 8 saved first
+        return update(resource_id=resource_id, data=data)
+
+    monkeypatch.setattr(services, "resource_update", another_admin_first)
+    url = f"{API}/resources/{res.pk}"
+    response = client_with_role("admin").patch(url, {"max_units": 5}, format="json")
+    assert response.status_code == 400 and "min_units" in response.json(), response.content
+    res.refresh_from_db()
+    assert (res.min_units, res.max_units) == (8, 10)
 
 
 def test_overview_has_the_scaling_section(client_with_role):
