@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Prefetch, Q, QuerySet, prefetch_related_objects
 from django.http import HttpRequest
 
@@ -57,9 +58,14 @@ class ScalableResourceAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelA
         if not change:
             super().save_model(request, obj, form, change)
             return
-        services.resource_update(
-            resource_id=obj.pk, data={name: getattr(obj, name) for name in form.changed_data}
-        )
+        try:
+            services.resource_update(
+                resource_id=obj.pk, data={name: getattr(obj, name) for name in form.changed_data}
+            )
+        except ValidationError as exc:  # bounds crossed by a concurrent edit: nothing saved
+            for field, problems in exc.message_dict.items():
+                self.message_user(request, f"Not saved: {field} {'; '.join(problems)}",
+                                  messages.ERROR)  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScalableResource]:
         """Count judged and successful decisions in the list's own query (as

@@ -7,8 +7,10 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from scaling import services
+from scaling.models import ScalableResource
 
 from .factories import cpu_rule, resource, samples
+from .test_concurrency import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -62,3 +64,24 @@ def test_the_admin_may_lower_max_units_below_the_current_size():
     res = resource(current_units=30, max_units=40)
     res.max_units = 10
     res.full_clean()  # the engine clamps the size at the next evaluation
+
+
+def test_bounds_crossed_by_a_concurrent_admin_edit_are_reported_not_a_500(staff, monkeypatch):
+    res = resource(min_units=1, max_units=10)
+    update = services.resource_update
+
+    def another_admin_first(*, resource_id, data):
+        ScalableResource.objects.filter(pk=resource_id).update(min_units=8)
+        return update(resource_id=resource_id, data=data)
+
+    monkeypatch.setattr(services, "resource_update", another_admin_first)
+    url = reverse("admin:scaling_scalableresource_change", args=[res.pk])
+    page = staff.get(url)
+    data = {**form_data(page.context["adminform"].form), "max_units": "5"}
+    for inline in page.context["inline_admin_formsets"]:
+        data.update(form_data(inline.formset.management_form))
+    response = staff.post(url, data, follow=True)
+    assert response.status_code == 200
+    assert any("Not saved: min_units" in str(m) for m in response.context["messages"])
+    res.refresh_from_db()
+    assert (res.min_units, res.max_units) == (8, 10)
