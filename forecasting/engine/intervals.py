@@ -24,6 +24,25 @@ class ErrorQuantiles:
     upper: np.ndarray
 
 
+def pool_half_width(h_bt: int) -> int:
+    """Neighbouring steps pooled on each side of a step when its quantiles are read."""
+    return max(1, h_bt // 24)
+
+
+def min_calibration_origins(level: float) -> int:
+    """Fewest origins whose split-conformal rank for ``level`` is a finite order statistic.
+
+    The rank is ceil((n+1)(1 - tail)) of n scores; when it exceeds n the conformal interval
+    is unbounded and ``error_quantiles`` falls back to the extreme error, whatever the level
+    (9 origins for 80%, 39 for 95%).
+    """
+    tail = (1.0 - level) / 2.0
+    n = 1
+    while np.ceil((n + 1) * (1.0 - tail) - 1e-9) > n:
+        n += 1
+    return n
+
+
 def error_quantiles(errors: np.ndarray, level: float, horizon: int) -> ErrorQuantiles:
     """Quantiles of backtest errors (origins x steps) extended to ``horizon`` steps.
 
@@ -36,7 +55,7 @@ def error_quantiles(errors: np.ndarray, level: float, horizon: int) -> ErrorQuan
     # points, are the independent draws, so n is the number of origins; with few origins
     # this widens the interval instead of pretending to know the tail
     tail = max(0.0, 1.0 - np.ceil((n_orig + 1) * (1.0 - (1.0 - level) / 2.0)) / n_orig)
-    half = max(1, h_bt // 24)
+    half = pool_half_width(h_bt)
     # each step pools the errors of its neighbours; edges repeat the outermost step
     padded = np.pad(errors, ((0, 0), (half, half)), mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1)

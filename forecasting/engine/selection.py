@@ -17,7 +17,7 @@ import numpy as np
 
 from forecasting.engine import intervals
 from forecasting.engine.calendar import detect_seasonality, regularize
-from forecasting.engine.metrics import coverage, mase, mase_scale, smape
+from forecasting.engine.metrics import mase, mase_scale, smape
 from forecasting.engine.models import (
     DampedTrendSmoothing,
     ForecastModel,
@@ -122,22 +122,44 @@ def _score(actual: np.ndarray, paths: np.ndarray, scale: float, name: str) -> Mo
     return ModelScore(model=name, mase=mase(actual, paths, scale), smape=smape(actual, paths))
 
 
-def _coverage_out_of_sample(errors: np.ndarray, horizon: int) -> tuple[float, float]:
-    """Calibrate on the earlier half of the origins, measure coverage on the later half.
+def _coverage_out_of_sample(
+    errors: np.ndarray, origins: np.ndarray, horizon: int
+) -> tuple[float, float]:
+    """Calibrate on the earlier half of the origins, measure coverage on later forecasts.
 
-    Coverage measured on the errors the quantiles were read from would be
-    80% by construction; this split says whether the intervals hold up on
-    data they were not tuned on.
+    Coverage measured on the errors the quantiles were read from would be 80% by
+    construction; this split says whether the intervals hold up on data they were not
+    tuned on. Two rules keep it honest:
+
+    * a test error at step k counts only when its origin comes after every actual value
+      the calibration read for that step (and its pooled neighbours): as in production,
+      where the intervals rest on errors whose actuals were all known when the forecast was
+      made. Without this gap, errors of overlapping windows (the same unusual days) sat on
+      both sides and the figure was optimistic.
+    * a level is reported (else NaN) only when the calibration half has enough origins for
+      its split-conformal rank to be finite (``intervals.min_calibration_origins``): below
+      that both levels fall back to the extreme error and would report the same coverage.
     """
     n_orig = errors.shape[0]
     if n_orig < 4:
         return float("nan"), float("nan")
     cut = n_orig // 2
     calib, test = errors[:cut], errors[cut:]
+    half = intervals.pool_half_width(horizon)
+    # test origin o counts at step k when o > last calibration origin + k + pooled steps
+    lead = origins[cut:, None] - origins[cut - 1]
+    valid = lead > np.arange(horizon)[None, :] + half
     out = []
     for level in (0.8, 0.95):
+        if cut < intervals.min_calibration_origins(level) or not valid.any():
+            out.append(float("nan"))
+            continue
         q = intervals.error_quantiles(calib, level, horizon)
-        out.append(coverage(test, q.lower[None, :], q.upper[None, :]))
+        inside = (test >= q.lower[None, :]) & (test <= q.upper[None, :])
+        # each step weighs the same: the later steps have fewer test origins past the gap
+        steps = valid.any(axis=0)
+        per_step = (inside & valid).sum(axis=0)[steps] / valid.sum(axis=0)[steps]
+        out.append(float(per_step.mean()))
     return out[0], out[1]
 
 
@@ -202,7 +224,7 @@ def select_and_forecast(
     baseline = scores[baseline_name]
     chosen_name = best.model if best.mase < baseline.mase else baseline_name
     errors = actual - paths[chosen_name]
-    cov80, cov95 = _coverage_out_of_sample(errors, plan.horizon)
+    cov80, cov95 = _coverage_out_of_sample(errors, plan.origins, plan.horizon)
     chosen = ModelScore(
         chosen_name, scores[chosen_name].mase, scores[chosen_name].smape, cov80, cov95
     )

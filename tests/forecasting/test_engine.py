@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.engine import choose_step, forecast, forecast_over, select_and_forecast
+from forecasting.engine import choose_step, forecast, forecast_over, intervals, select_and_forecast
 from forecasting.engine.calendar import (
     DAY,
     aggregate,
@@ -28,7 +28,7 @@ from forecasting.engine.models import (
     Theta,
     seasonal_profile,
 )
-from forecasting.engine.selection import plan_backtest
+from forecasting.engine.selection import _coverage_out_of_sample, plan_backtest
 from forecasting.engine.smoothing import damped_trend_states, ses_levels
 
 HOUR = 3600.0
@@ -253,6 +253,62 @@ def test_intervals_cover_about_their_level_on_fresh_data():
     assert 0.68 <= inside80 / total <= 0.92
     assert inside95 / total >= 0.85
     assert inside95 >= inside80
+
+
+@pytest.mark.parametrize("level", [0.8, 0.95])
+def test_min_calibration_origins_is_where_the_conformal_rank_becomes_finite(level):
+    n = intervals.min_calibration_origins(level)
+    tail = (1 - level) / 2
+
+    def rank(k):
+        return np.ceil((k + 1) * (1 - tail) - 1e-9)
+
+    assert rank(n) <= n and rank(n - 1) > n - 1
+
+
+def test_out_of_sample_coverage_matches_the_level_on_independent_errors():
+    rng = np.random.default_rng(0)
+    origins, horizon = np.arange(400), 4  # well past the conformal minimum for 95%
+    cov80, cov95 = _coverage_out_of_sample(rng.normal(size=(400, horizon)), origins, horizon)
+    assert cov80 == pytest.approx(0.8, abs=0.06)
+    assert cov95 == pytest.approx(0.95, abs=0.04)
+
+
+def test_out_of_sample_coverage_is_not_reported_for_a_level_with_too_few_origins():
+    n = 2 * intervals.min_calibration_origins(0.8)  # calibration half: enough for 80% only
+    rng = np.random.default_rng(1)
+    cov80, cov95 = _coverage_out_of_sample(rng.normal(size=(n, 3)), np.arange(n), 3)
+    assert np.isfinite(cov80) and np.isnan(cov95)
+
+
+def test_out_of_sample_coverage_counts_only_errors_made_after_the_calibration_actuals():
+    # a test error counts when its origin is past every actual the calibration read for that
+    # step (and the pooled neighbours): errors the calibration could not have known are huge,
+    # the ones it overlapped are marked as misses; the first set alone must be counted
+    n, horizon = 200, 6
+    origins = np.arange(n)
+    errors = np.random.default_rng(2).normal(size=(n, horizon))
+    cut = n // 2
+    half = intervals.pool_half_width(horizon)
+    lead = origins[cut:, None] - origins[cut - 1]
+    overlapping = lead <= np.arange(horizon)[None, :] + half
+    errors[cut:][overlapping] = 1e6  # would count as misses if they were counted
+    errors[cut:][~overlapping] = 0.0  # inside any interval
+    cov80, cov95 = _coverage_out_of_sample(errors, origins, horizon)
+    assert cov80 == cov95 == 1.0
+
+
+def test_reported_coverage_never_gives_both_levels_the_extreme_error():
+    # 60 daily points, 30 days ahead: too few calibration origins for a 95% rank, which used
+    # to make both levels read the min/max error and report the same (optimistic) coverage
+    same = 0
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        t = np.arange(60) * DAY
+        y = 100 + np.cumsum(rng.normal(0.5, 3, 60)) + 10 * np.sin(2 * np.pi * np.arange(60) / 7)
+        chosen = select_and_forecast(t, y, 30, step=DAY).chosen
+        same += chosen.coverage80 == chosen.coverage95
+    assert same == 0
 
 
 def test_forecast_returns_ordered_bands_after_the_last_sample():
