@@ -217,14 +217,26 @@ def recommendation_rollback(
     return rec
 
 
-def _requests_per_day(rec: Recommendation, start: datetime, end: datetime) -> float:
-    labels = {"endpoint": rec.endpoint} if rec.endpoint else None
-    series = telemetry.series_get("http.requests.rate", labels)
+def _requests_per_day(rec: Recommendation, start: datetime, end: datetime) -> float | None:
+    """Requests a day over the same traffic the metric series measures (None: not known).
+
+    The metric is a per-request figure: an endpoint's series (``db.time.ms{endpoint=/v}``) is
+    multiplied by that endpoint's requests, a global one (``db.time.ms{}``, when the endpoint
+    has no series of its own) by all requests. Multiplying a global mean by one endpoint's
+    rate gave a saving in no unit at all.
+    """
+    labels = (rec.metric_series.labels or {}) if rec.metric_series else {}
+    endpoint = labels.get("endpoint")
+    series = telemetry.series_get(
+        "http.requests.rate", {"endpoint": endpoint} if endpoint else None
+    )
     if series is None:
-        return float(rec.evidence.get("requests_per_day") or 0.0)
+        if endpoint and endpoint == rec.endpoint and rec.evidence.get("requests_per_day"):
+            return float(rec.evidence["requests_per_day"])
+        return None
     values = telemetry.series_values(series.pk, start, end)[1]
     values = values[np.isfinite(values)]
-    return float(values.mean() * 1440.0) if values.size else 0.0
+    return float(values.mean() * 1440.0) if values.size else None
 
 
 @transaction.atomic
@@ -252,8 +264,18 @@ def recommendation_verify(
         rec.metric_series_id, applied - timedelta(days=baseline_days), applied
     )
     after_ts, after = telemetry.series_values(rec.metric_series_id, applied, after_end)
+    requests_per_day = _requests_per_day(rec, applied, after_end)
     if not np.isfinite(history).any():
         outcome_detail = {"outcome": INCONCLUSIVE, "reason": "no data before the change"}
+        outcome = INCONCLUSIVE
+        saved = None
+    elif requests_per_day is None:
+        scope = rec.metric_series.labels.get("endpoint") or "all endpoints"
+        outcome_detail = {
+            "outcome": INCONCLUSIVE,
+            "reason": f"no request rate for the metric's scope ({scope}): the saving per day "
+            "cannot be computed",
+        }
         outcome = INCONCLUSIVE
         saved = None
     else:
@@ -265,7 +287,7 @@ def recommendation_verify(
             before_values=history[before],
             after_ts=after_ts,
             after_values=after,
-            requests_per_day=_requests_per_day(rec, applied, after_end),
+            requests_per_day=requests_per_day,
             lower_is_better=rec.lower_is_better,
         )
         outcome, outcome_detail, saved = impact.outcome, impact.as_dict(), impact.saved_per_day

@@ -343,6 +343,57 @@ def test_one_recommendation_that_cannot_be_verified_does_not_stop_the_others():
     assert broken.state == "claimed" and broken.realised["outcome"] == "error"
 
 
+def _applied_on_the_global_metric(*, improvement_ms: float, global_rate: float | None):
+    """An N+1 fix on /v whose only DB-time series is the global one (no per-endpoint series)."""
+    now = timezone.now()
+    ts = grid(31)
+    applied = now - timedelta(days=3)
+    rng = np.random.default_rng(7)
+    values = 100 + rng.normal(0, 3, ts.size)
+    values[ts >= applied.timestamp()] -= improvement_ms
+    series = write("db.time.ms", ts, values)
+    write("http.requests.rate", ts, 60.0, {"endpoint": "/v"})
+    if global_rate is not None:
+        write("http.requests.rate", ts, global_rate)
+    rec = Recommendation.objects.create(
+        dedup_key="g", category="n_plus_one", title="t", endpoint="/v", confidence=0.8,
+        confidence_explanation="e", predicted_ms_saved_per_day=1e6,
+        predicted_db_ms_saved_per_day=1e6, complexity="low", risk="low", rollback_plan="r",
+        metric_series=series, evidence={"requests_per_day": 60 * 1440},
+        first_seen_at=now - timedelta(days=7),
+    )  # fmt: skip
+    services.recommendation_claim(recommendation_id=rec.pk, actor="ops")
+    services.recommendation_mark_applied(recommendation_id=rec.pk, actor="ops", applied_at=applied)
+    return rec
+
+
+def test_a_global_metric_is_multiplied_by_all_requests_not_the_endpoints(
+    empty_telemetry,
+):  # the demo world has global series too
+    # db.time.ms{} is a mean over every request: a drop of x ms in it saves x ms on each of
+    # them, not on the endpoint's 60 a minute
+    global_rate = 600.0
+    rec = _applied_on_the_global_metric(improvement_ms=30, global_rate=global_rate)
+    services.recommendations_verify()
+    rec.refresh_from_db()
+    per_request = rec.realised["improvement_per_request"]
+    assert rec.state == "succeeded"
+    assert rec.realised_ms_saved_per_day == pytest.approx(
+        per_request * global_rate * 1440, rel=0.01
+    )
+
+
+def test_a_global_metric_without_an_overall_request_rate_is_inconclusive(
+    empty_telemetry,
+):  # the demo world has global series too
+    rec = _applied_on_the_global_metric(improvement_ms=30, global_rate=None)
+    counts = services.recommendations_verify()
+    rec.refresh_from_db()
+    assert counts["waiting"] == 1 and rec.state == "claimed"
+    assert rec.realised["outcome"] == "inconclusive" and "request rate" in rec.realised["reason"]
+    assert rec.realised_ms_saved_per_day is None
+
+
 def test_illegal_transitions_are_refused_with_the_field():
     rec = _applied_recommendation(improvement_ms=0)
     with pytest.raises(services.RecommendationStateError) as exc:
