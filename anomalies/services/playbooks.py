@@ -115,24 +115,31 @@ def enqueue_executions(task, execution_ids: list[int]) -> int:
     refusal (a broker restart) skipped every execution after it and left them all pending
     for good, each later match only counting a repeat: the page was never sent.
     """
-    refused, accepted = 0, []
-    for pk in execution_ids:
-        try:
-            task.delay(pk)
-        except (OSError, KombuError) as exc:
-            refused += 1
-            logger.warning("response execution %s could not be queued: %s", pk, exc)
-            ResponseExecution.objects.filter(pk=pk, attempts=0).update(
-                status=NOT_QUEUED,
-                error=f"could not be queued ({exc}); queued again on the anomaly's next match",
-            )
-        else:
-            accepted.append(pk)
+    accepted, refused = _delay_each(task, execution_ids)
+    for pk, exc in refused:
+        ResponseExecution.objects.filter(pk=pk, attempts=0).update(
+            status=NOT_QUEUED,
+            error=f"could not be queued ({exc}); queued again on the anomaly's next match",
+        )
     # Refused before and queued now: pending again, so the next match does not queue it twice.
     ResponseExecution.objects.filter(pk__in=accepted, status=NOT_QUEUED, attempts=0).update(
         status=ResponseExecution.Status.PENDING, error=""
     )
-    return refused
+    return len(refused)
+
+
+def _delay_each(task, execution_ids: list[int]) -> tuple[list[int], list[tuple[int, Exception]]]:
+    """(ids queued, (id, error) refused): one refusal does not stop the others."""
+    accepted, refused = [], []
+    for pk in execution_ids:
+        try:
+            task.delay(pk)
+        except (OSError, KombuError) as exc:
+            logger.warning("%s for execution %s could not be queued: %s", task.name, pk, exc)
+            refused.append((pk, exc))
+        else:
+            accepted.append(pk)
+    return accepted, refused
 
 
 def queue_resolved_notices(anomaly_ids: set[int]) -> int:
@@ -160,14 +167,10 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
 
 
 def _enqueue_notices(task, execution_ids: list[int]) -> None:
-    for pk in execution_ids:
-        try:
-            task.delay(pk)
-        except (OSError, KombuError) as exc:
-            logger.warning("resolved notice %s could not be queued: %s", pk, exc)
-            ResponseExecution.objects.filter(pk=pk).update(
-                error=f"resolved notice could not be queued ({exc})"
-            )
+    for pk, exc in _delay_each(task, execution_ids)[1]:
+        ResponseExecution.objects.filter(pk=pk).update(
+            error=f"resolved notice could not be queued ({exc})"
+        )
 
 
 def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
