@@ -3,7 +3,8 @@ from django.utils import timezone
 
 from .admin_actions import ActionPermissionMixin
 from .keys import api_key_create, api_key_revoke
-from .models import ApiKey, JobLock, JobRun
+from .models import ROLE_RANK, ApiKey, JobLock, JobRun, Role
+from .permissions import session_role
 
 
 @admin.register(ApiKey)
@@ -27,6 +28,20 @@ class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
     @admin.display(boolean=True)
     def active(self, obj: ApiKey) -> bool:
         return obj.is_active
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        """Roles up to the user's own: a viewer allowed to add keys must not mint an admin's."""
+        if db_field.name == "role":
+            own = ROLE_RANK[session_role(request.user) or Role.VIEWER]
+            kwargs["choices"] = [(v, label) for v, label in Role.choices if ROLE_RANK[v] <= own]
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        """A key above the user's own role is theirs to look at and revoke, not to edit."""
+        allowed = super().has_change_permission(request, obj)
+        if obj is None or not allowed:
+            return allowed
+        return ROLE_RANK[obj.role] <= ROLE_RANK[session_role(request.user) or Role.VIEWER]
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -11,7 +11,12 @@ from .keys import api_key_check
 
 
 class FailedAuthThrottle(SimpleRateThrottle):
-    """Counts only failed attempts: a client with a good key is never slowed down."""
+    """Counts only failed attempts: a client with a good key is never slowed down.
+
+    The client is its address as DRF's ``get_ident`` sees it: ``X-Forwarded-For`` is
+    trusted only through ``PHASE3_NUM_PROXIES`` proxies (``NUM_PROXIES``, 0 by default), so
+    a client cannot dodge the count with a made-up header.
+    """
 
     scope = "failed_auth"
 
@@ -56,14 +61,17 @@ class ApiKeyAuthentication(BaseAuthentication):
         raw = request.META.get(settings.PHASE3_API_KEY_HEADER)
         if raw is None:
             return None
+        # The key is checked first: a good key is never throttled, even behind an address
+        # (a NAT, a load balancer) that a broken script is hammering with a bad one.
+        # Secrets are 256 bits, so the throttle is about load and noise, not guessing.
+        key = api_key_check(raw)
+        if key is not None:
+            return KeyPrincipal(key), key
         throttle = FailedAuthThrottle()
         if throttle.blocked(request):
             raise exceptions.Throttled(detail="Too many failed authentication attempts.")
-        key = api_key_check(raw)
-        if key is None:
-            throttle.record_failure(request)
-            raise exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
-        return KeyPrincipal(key), key
+        throttle.record_failure(request)
+        raise exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
 
     def authenticate_header(self, request) -> str:
         # A WWW-Authenticate value makes DRF answer 401 (not 403) to unauthenticated calls.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,7 @@ from django.utils import timezone
 from .models import ApiKey, Role
 
 KEY_TYPE = "p3k"  # a typed prefix makes leaked keys easy to grep for, as Sentry's tokens do
+_PREFIX = re.compile(rf"{KEY_TYPE}_[0-9a-f]{{12}}")
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,8 @@ def api_key_revoke(*, api_key: ApiKey) -> ApiKey:
 def api_key_check(raw: str) -> ApiKey | None:
     """Return the active key for ``raw`` or None; never says which part was wrong."""
     prefix, sep, secret = raw.strip().partition(".")
-    if not sep or not prefix or not secret or len(raw) > 200:
-        return None
+    if not sep or not secret or len(raw) > 200 or not _PREFIX.fullmatch(prefix):
+        return None  # also keeps a NUL out of the query (PostgreSQL refuses one: a 500)
     key = ApiKey.objects.filter(prefix=prefix).first()
     expected = key.secret_hash if key else hash_secret("decoy")
     if not hmac.compare_digest(expected, hash_secret(secret)) or key is None:

@@ -91,12 +91,18 @@ def system_sections() -> dict:
         section = getattr(selectors, "overview_section", None)
         if section is None:
             continue
-        try:
-            sections[label] = section()
-        except Exception as exc:  # one broken system must not hide the others
-            logger.exception("overview section %s failed", label)
-            sections[label] = {"error": f"{type(exc).__name__}: {exc}"}
+        sections[label] = _guarded(label, section)
     return sections
+
+
+def _guarded(label: str, section) -> dict:
+    """A section, or its error: one broken part must not take down the health page, which
+    is when operators need it most."""
+    try:
+        return section()
+    except Exception as exc:
+        logger.exception("overview section %s failed", label)
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 class OverviewView(APIView):
@@ -107,9 +113,9 @@ class OverviewView(APIView):
         return Response(
             {
                 "generated_at": timezone.now(),
-                "telemetry": telemetry_section(),
-                "jobs": jobs_summary(),
-                "schedules": schedules_summary(),
+                "telemetry": _guarded("telemetry", telemetry_section),
+                "jobs": _guarded("jobs", jobs_summary),
+                "schedules": _guarded("schedules", schedules_summary),
                 **system_sections(),
             }
         )

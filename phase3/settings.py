@@ -205,6 +205,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "phase3.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # How many reverse proxies in front append to X-Forwarded-For: the client address is
+    # read that many hops from the end. 0 (the default) uses REMOTE_ADDR only; DRF's own
+    # default (None) took the whole client-supplied header as the address.
+    "NUM_PROXIES": int(os.environ.get("PHASE3_NUM_PROXIES", "0")),
     "DEFAULT_THROTTLE_RATES": {
         "failed_auth": os.environ.get("PHASE3_FAILED_AUTH_RATE", "20/min"),
     },

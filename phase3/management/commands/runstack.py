@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
@@ -62,6 +62,7 @@ class Command(BaseCommand):
                     proc.kill()
 
         signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
+        dead = []
         try:
             while all(p.poll() is None for p in procs.values()):
                 time.sleep(1)
@@ -71,3 +72,5 @@ class Command(BaseCommand):
             pass
         finally:
             stop()
+        if dead:  # a process that died on its own is a failure a supervisor must see
+            raise CommandError(f"{', '.join(dead)} stopped unexpectedly")
