@@ -28,13 +28,23 @@ def _redis(url: str):
 
 
 @contextlib.contextmanager
-def job_lock(key: str, *, timeout: float) -> Iterator[bool]:
-    """Yield True if this caller holds the lock, False if someone else does."""
+def job_lock(key: str, *, timeout: float, owner: str | None = None) -> Iterator[bool]:
+    """Yield True if this caller holds the lock, False if someone else does.
+
+    `owner` names the holder (a task's id). The same owner finding the lock held takes it
+    over: that is a message redelivered after its worker was killed (SIGKILL, out of
+    memory), whose lock would otherwise outlive it for the task's whole time limit and
+    turn the redelivery into a "skipped" run, the work lost.
+    """
+    owner = owner or uuid.uuid4().hex
     if settings.REDIS_URL:
         lock = _redis(settings.REDIS_URL).lock(
             f"phase3:lock:{key}", timeout=timeout, blocking=False
         )
-        acquired = lock.acquire(blocking=False)
+        acquired = lock.acquire(blocking=False, token=owner)
+        if not acquired and lock.redis.get(lock.name) == owner.encode():
+            lock.local.token = owner.encode()
+            acquired = bool(lock.reacquire())
         try:
             yield acquired
         finally:
@@ -42,7 +52,6 @@ def job_lock(key: str, *, timeout: float) -> Iterator[bool]:
                 with contextlib.suppress(Exception):  # expired meanwhile: nothing to release
                     lock.release()
         return
-    owner = uuid.uuid4().hex
     acquired = _db_acquire(key, owner, timeout)
     try:
         yield acquired
@@ -60,5 +69,9 @@ def _db_acquire(key: str, owner: str, timeout: float) -> bool:
                 key=key, owner=owner, expires_at=now + timedelta(seconds=timeout)
             )
     except IntegrityError:
-        return False
+        # Held: by this owner only if a redelivered message finds its dead worker's lock.
+        taken = JobLock.objects.filter(key=key, owner=owner).update(
+            expires_at=now + timedelta(seconds=timeout)
+        )
+        return taken == 1
     return True

@@ -57,10 +57,12 @@ class JobTask(Task):
         started = time.perf_counter()
         if not self.lock:
             return self._execute(run, started, args, kwargs)
-        with job_lock(self.lock_key(args, kwargs), timeout=timeout) as acquired:
+        key = self.lock_key(args, kwargs)
+        with job_lock(key, timeout=timeout, owner=self.request.id or None) as acquired:
             if not acquired:
                 _finish(run, started, JobRun.Status.SKIPPED, error="already running")
                 return {"skipped": 1}
+            _mark_lost(run)
             return self._execute(run, started, args, kwargs)
 
     def _execute(self, run: JobRun, started: float, args, kwargs):
@@ -75,6 +77,14 @@ class JobTask(Task):
         counts = result if isinstance(result, dict) else {}
         _finish(run, started, JobRun.Status.SUCCESS, counts=counts)
         return result
+
+
+def _mark_lost(run: JobRun) -> None:
+    """Earlier runs of this very message still "running" died with their worker: say so."""
+    if run.task_id:
+        JobRun.objects.filter(task_id=run.task_id, status=JobRun.Status.RUNNING).exclude(
+            pk=run.pk
+        ).update(status=JobRun.Status.FAILED, finished_at=timezone.now(), error="worker lost")
 
 
 def _finish(run: JobRun, started: float, status: str, *, error: str = "", counts=None) -> None:

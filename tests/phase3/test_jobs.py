@@ -132,3 +132,23 @@ def test_operators_run_a_schedule_now(
         "/admin/api/phase3/jobs/run", {"schedule": "nope"}, format="json"
     )
     assert bad.status_code == 400 and "schedule" in bad.json()
+
+
+@pytest.mark.parametrize("backend", ["database", "redis"])
+def test_a_message_redelivered_after_its_worker_died_runs_and_closes_the_dead_run(
+    backend, settings, request
+):
+    # The worker was killed mid-task: its lock outlives it (for the task's time limit) and
+    # its run row says "running". The broker redelivers the same message, same task id.
+    if backend == "redis":
+        settings.REDIS_URL = request.getfixturevalue("redis_url")
+    else:
+        settings.REDIS_URL = ""
+    key = count_things.lock_key((5,), {})
+    with job_lock(key, timeout=60, owner="task-dead") as held:
+        assert held
+        dead = JobRun.objects.create(task_name="tests.count_things", task_id="task-dead")
+        assert count_things.apply(args=[5], task_id="another-task").get() == {"skipped": 1}
+        assert count_things.apply(args=[5], task_id="task-dead").get() == {"things": 5}
+    dead.refresh_from_db()
+    assert (dead.status, dead.error) == (JobRun.Status.FAILED, "worker lost")
