@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 
+from .admin_actions import may_change
 from .models import ROLE_RANK, Role
 
 GROUP_PREFIX = "phase3-"
@@ -62,8 +63,7 @@ class _ModelPerms(DjangoModelPermissions):
             and action not in _CRUD_ACTIONS
             and request.method not in SAFE_METHODS
         ):
-            model = self._queryset(view).model
-            return request.user.has_perm(f"{model._meta.app_label}.change_{model._meta.model_name}")
+            return may_change(request, self._queryset(view).model)
         return super().has_permission(request, view)
 
 
