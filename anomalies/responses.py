@@ -11,7 +11,9 @@ sends a message of its own; Mattermost and Rocket.Chat take the same one.
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 from datetime import UTC, datetime
+from urllib.parse import urljoin
 
 import requests
 from celery import current_app
@@ -23,6 +25,12 @@ from .models import Anomaly, ResponsePlaybook
 from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
+# Redirects that keep the method and the body (307, 308) are followed, this many at most.
+MAX_REDIRECTS = 3
+# 4xx answers that mean "not now" rather than "not this": retried like a 5xx.
+RETRY_LATER = frozenset({408, 425, 429})
+# How much of a refusal's body the error keeps: the receiver's reason, not a whole page.
+REASON_BYTES = 300
 
 
 class ResponseActionError(Exception):
@@ -30,7 +38,8 @@ class ResponseActionError(Exception):
 
 
 class ResponseConfigError(ResponseActionError):
-    """The playbook itself cannot work (its task is gone): retrying would not help."""
+    """The playbook itself cannot work (its task is gone, its receiver refuses the request
+    or moved): retrying would not help, an operator has to fix the playbook."""
 
 
 def _iso(moment: datetime | None) -> str:
@@ -131,13 +140,56 @@ def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
         body, what = slack_payload(anomaly), "Slack"
     else:
         body, what = alertmanager_payload(anomaly, playbook), "webhook"
+    return {"http_status": _post_json(playbook.target, body, what)}
+
+
+def _post_json(url: str, body: dict, what: str) -> int:
+    """POST `body` and return the 2xx status; raise what the answer means otherwise.
+
+    Redirects are not left to `requests`: it follows a 301, 302 or 303 with a GET and no
+    body, and the receiver's 200 to that GET was recorded as a page sent. 307 and 308 keep
+    the POST and are followed; the others are a playbook to fix (the error names where
+    they point). A 4xx other than 408/425/429 is the receiver refusing this request (a
+    wrong key, a deleted channel): every retry would get the same answer, so it fails at
+    once with the receiver's reason. The answer's body is not read beyond that reason:
+    the status is the answer, and a huge or trickling body held the worker.
+    """
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            response = requests.post(
+                url, json=body, timeout=WEBHOOK_TIMEOUT_SECONDS, allow_redirects=False, stream=True
+            )
+        except requests.RequestException as exc:
+            raise ResponseActionError(f"{what} failed: {exc}") from exc
+        with closing(response):
+            code = response.status_code
+            location = response.headers.get("Location")
+            if code in (307, 308) and location:
+                url = urljoin(url, location)
+                continue
+            if 200 <= code < 300:
+                return code
+            if 300 <= code < 400:
+                raise ResponseConfigError(
+                    f"{what} answered HTTP {code} (redirect to {location or 'nowhere'}): not "
+                    "followed, the alert would arrive as a GET without a body; set the "
+                    "target to the address it redirects to"
+                )
+            reason = _reason(response)
+            message = f"{what} answered HTTP {code}" + (f": {reason}" if reason else "")
+            if 400 <= code < 500 and code not in RETRY_LATER:
+                raise ResponseConfigError(f"{message} (refused: not retried)")
+            raise ResponseActionError(message)
+    raise ResponseConfigError(f"{what} redirected more than {MAX_REDIRECTS} times")
+
+
+def _reason(response: requests.Response) -> str:
+    """The start of an error answer's body, on one line (receivers explain refusals there)."""
     try:
-        response = requests.post(playbook.target, json=body, timeout=WEBHOOK_TIMEOUT_SECONDS)
-    except requests.RequestException as exc:
-        raise ResponseActionError(f"{what} failed: {exc}") from exc
-    if not response.ok:
-        raise ResponseActionError(f"{what} answered HTTP {response.status_code}")
-    return {"http_status": response.status_code}
+        raw = response.raw.read(REASON_BYTES, decode_content=True) or b""
+    except Exception:  # a broken body must not hide the status we already have
+        return ""
+    return " ".join(raw.decode("utf-8", "replace").split())
 
 
 def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:

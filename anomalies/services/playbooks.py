@@ -229,6 +229,7 @@ def response_notify_resolved(*, execution_id: int) -> dict:
     """Send a webhook or Slack receiver the resolved state of an alert it was sent.
 
     Raises ResponseActionError for the task to retry; the error is kept on the execution.
+    A receiver that refuses it (a 4xx: a revoked key) is not asked again.
     """
     execution = ResponseExecution.objects.select_related(
         "playbook", "anomaly", "anomaly__series"
@@ -239,6 +240,8 @@ def response_notify_resolved(*, execution_id: int) -> dict:
         post_notification(execution.anomaly, execution.playbook)
     except ResponseActionError as exc:
         ResponseExecution.objects.filter(pk=execution_id).update(error=f"resolved notice: {exc}")
+        if isinstance(exc, ResponseConfigError):
+            return {"failed": 1}
         raise
     ResponseExecution.objects.filter(pk=execution_id).update(
         resolved_notified_at=timezone.now(), error=""

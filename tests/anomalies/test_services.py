@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import numpy as np
@@ -263,11 +264,9 @@ def test_playbook_runs_once_per_anomaly_and_groups_repeats(
 ):
     sent = []
 
-    class Ok:
-        ok, status_code = True, 200
-
     monkeypatch.setattr(
-        "anomalies.responses.requests.post", lambda url, json, timeout: sent.append(json) or Ok()
+        "anomalies.responses.requests.post",
+        lambda url, json, **kwargs: sent.append(json) or FakeAnswer(200),
     )
     # Run queued tasks in-process (through the real task class) instead of via a broker.
     from celery import current_app
@@ -292,6 +291,17 @@ def test_playbook_runs_once_per_anomaly_and_groups_repeats(
     assert [p["status"] for p in sent] == ["firing"] + ["resolved"] * ended
     payload = sent[0]
     assert payload["version"] == "4" and payload["alerts"][0]["labels"]["series"] == series.name
+
+
+class FakeAnswer:
+    """What `requests.post(..., stream=True)` returns, as far as the webhook reads it."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code, self.headers = status_code, {}
+        self.raw = io.BytesIO(b"")
+
+    def close(self) -> None:
+        pass
 
 
 def _anomaly(series, **kw):
@@ -372,7 +382,7 @@ def test_a_database_blip_while_sending_is_retried_like_a_failed_send(db, monkeyp
 
 
 def test_failed_webhook_is_recorded_retried_then_failed(db, monkeypatch):
-    def boom(url, json, timeout):
+    def boom(url, json, **kwargs):
         import requests
 
         raise requests.ConnectionError("refused")
@@ -483,14 +493,9 @@ def test_broken_rule_or_playbook_rows_are_skipped_not_fatal(db, sent_tasks):
 
 def _webhook_recorder(monkeypatch, ok: bool = True) -> list[dict]:
     sent = []
-
-    class Answer:
-        status_code = 200 if ok else 503
-
-    Answer.ok = ok
     monkeypatch.setattr(
         "anomalies.responses.requests.post",
-        lambda url, json, timeout: sent.append(json) or Answer(),
+        lambda url, json, **kwargs: sent.append(json) or FakeAnswer(200 if ok else 503),
     )
     return sent
 

@@ -1,0 +1,177 @@
+"""The on-call's side of responses: real webhook receivers, playbooks changed while pages
+are queued, and what every execution records.
+
+Webhooks are sent to a real HTTP server on 127.0.0.1 (in a thread), not a mocked
+`requests.post`: redirects, answers and timeouts are what `requests` really does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from anomalies import services
+from anomalies.models import ResponseExecution, ResponsePlaybook
+from anomalies.responses import ResponseActionError
+from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
+
+pytestmark = pytest.mark.django_db
+
+
+class Receiver:
+    """What the local server was sent: (method, path, parsed JSON body or None)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.seen: list[tuple[str, str, dict | None]] = []
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+
+def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def _answer(self, code: int, body: bytes = b"", headers: dict | None = None) -> None:
+            self.send_response(code)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _handle(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            receiver.seen.append((method, self.path, json.loads(raw) if raw else None))
+            parts = self.path.strip("/").split("/")
+            if parts[0] == "redirect":  # /redirect/<code>
+                self._answer(int(parts[1]), headers={"Location": "/ok"})
+            elif parts[0] == "status":  # /status/<code>: the receiver explains itself
+                self._answer(int(parts[1]), b'{"error": "integration key not found"}')
+            elif parts[0] == "trickle":  # 200 at once, then a body that takes 20 s
+                self.send_response(200)
+                self.send_header("Content-Length", "200")
+                self.end_headers()
+                try:
+                    for _ in range(200):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:
+                    return
+            else:  # accepted, in words rather than JSON
+                self._answer(200, b"ok")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+    return Handler
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), None)
+    rec = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
+    server.RequestHandlerClass = _handler(rec)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rec
+    server.shutdown()
+    server.server_close()
+
+
+def _execution(target: str, *, action: str = "webhook", **playbook) -> ResponseExecution:
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"), severity="critical")
+    hook = ResponsePlaybook.objects.create(
+        name=f"hook {ResponsePlaybook.objects.count()}", action=action, target=target, **playbook
+    )
+    return ResponseExecution.objects.create(playbook=hook, anomaly=anomaly)
+
+
+def _run(execution: ResponseExecution) -> ResponseExecution:
+    """One attempt, as the task makes it; a retryable failure raises, like in the task."""
+    try:
+        services.response_execute(execution_id=execution.pk)
+    except ResponseActionError:
+        pass
+    execution.refresh_from_db()
+    return execution
+
+
+@pytest.mark.parametrize("code", [301, 302, 303])
+def test_a_redirect_that_would_turn_the_page_into_an_empty_get_is_a_failure(receiver, code):
+    # requests follows 301/302/303 with a GET and no body: the receiver's 200 to that GET
+    # was recorded as "succeeded" while no alert had reached anyone.
+    execution = _run(_execution(receiver.url(f"/redirect/{code}"), max_attempts=4))
+    assert [m for m, _, _ in receiver.seen] == ["POST"]  # no body-less GET behind it
+    assert execution.status == "failed" and execution.attempts == 1  # retrying cannot help
+    assert str(code) in execution.error and "/ok" in execution.error
+
+
+@pytest.mark.parametrize("code", [307, 308])
+def test_a_redirect_that_keeps_the_post_is_followed(receiver, code):
+    execution = _run(_execution(receiver.url(f"/redirect/{code}")))
+    assert execution.status == "succeeded"
+    (first, _, body), (second, path, again) = receiver.seen
+    assert (first, second, path) == ("POST", "POST", "/ok") and again == body
+    assert body["alerts"][0]["status"] == "firing"
+
+
+@pytest.mark.parametrize("code", [400, 401, 403, 404, 410, 422])
+def test_a_receiver_that_refuses_the_alert_fails_at_once_with_its_reason(receiver, code):
+    # A wrong integration key or a deleted Slack channel answers 4xx every time: retried,
+    # the page was "retrying" for 40 minutes before anyone could see it would never go.
+    execution = _run(_execution(receiver.url(f"/status/{code}"), max_attempts=5))
+    assert execution.status == "failed" and execution.attempts == 1
+    assert str(code) in execution.error and "integration key not found" in execution.error
+    assert execution.duration_ms is not None and execution.finished_at is not None
+
+
+@pytest.mark.parametrize("code", [408, 429, 500, 502, 503])
+def test_a_receiver_that_is_busy_or_broken_is_retried(receiver, code):
+    execution = _execution(receiver.url(f"/status/{code}"), max_attempts=2)
+    with pytest.raises(ResponseActionError):
+        services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "retrying" and str(code) in execution.error
+    assert _run(execution).status == "failed" and execution.attempts == 2
+
+
+def test_the_answer_body_is_not_waited_for(receiver):
+    # The receiver said 200 at once; what it writes after that is not the page's business.
+    # Read in full, a body trickling in for 20 s (or a huge one) held the worker that long.
+    started = time.monotonic()
+    execution = _run(_execution(receiver.url("/trickle")))
+    assert execution.status == "succeeded" and execution.result == {"http_status": 200}
+    assert time.monotonic() - started < 5
+
+
+def test_a_non_json_answer_is_a_success(receiver):
+    execution = _run(_execution(receiver.url("/ok")))
+    assert execution.status == "succeeded" and execution.result == {"http_status": 200}
+    assert receiver.seen[0][2]["version"] == "4"
+
+
+def test_a_resolved_notice_the_receiver_refuses_is_not_retried(receiver):
+    from django.utils import timezone
+
+    execution = _execution(receiver.url("/status/404"))
+    ResponseExecution.objects.filter(pk=execution.pk).update(status="succeeded")
+    execution.anomaly.ended_at = timezone.now()
+    execution.anomaly.save()
+    assert services.response_notify_resolved(execution_id=execution.pk) == {"failed": 1}
+    execution.refresh_from_db()
+    assert "404" in execution.error and execution.resolved_notified_at is None
