@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -76,7 +76,11 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         else:
             anomalies.append(a)
     existing = {
-        (playbook_id, anomaly_id): (pk, status == NOT_QUEUED and attempts == 0)
+        (playbook_id, anomaly_id): (
+            pk,
+            (status == NOT_QUEUED and attempts == 0)
+            or status == ResponseExecution.Status.CANCELLED,
+        )
         for pk, playbook_id, anomaly_id, status, attempts in ResponseExecution.objects.filter(
             anomaly__in=anomalies
         ).values_list("pk", "playbook_id", "anomaly_id", "status", "attempts")
@@ -121,10 +125,12 @@ def enqueue_executions(task, execution_ids: list[int]) -> int:
             status=NOT_QUEUED,
             error=f"could not be queued ({exc}); queued again on the anomaly's next match",
         )
-    # Refused before and queued now: pending again, so the next match does not queue it twice.
-    ResponseExecution.objects.filter(pk__in=accepted, status=NOT_QUEUED, attempts=0).update(
-        status=ResponseExecution.Status.PENDING, error=""
-    )
+    # Refused or cancelled before and queued now: pending again, so the next match does not
+    # queue it twice.
+    ResponseExecution.objects.filter(
+        Q(status=NOT_QUEUED, attempts=0) | Q(status=ResponseExecution.Status.CANCELLED),
+        pk__in=accepted,
+    ).update(status=ResponseExecution.Status.PENDING, error="")
     return len(refused)
 
 
@@ -183,13 +189,16 @@ def response_execute(*, execution_id: int) -> dict:
     """Run one playbook action and record status, duration and result.
 
     Raises ResponseActionError after recording the failed attempt, so the task can retry
-    with backoff; the final attempt is recorded as FAILED.
+    with backoff; the final attempt is recorded as FAILED. An execution that no longer
+    applies (playbook disabled or edited, false positive) is CANCELLED without sending.
     """
     execution = ResponseExecution.objects.select_related(
         "playbook", "anomaly", "anomaly__series"
     ).get(pk=execution_id)
     if execution.status == ResponseExecution.Status.SUCCEEDED:
         return {"skipped": 1}
+    if reason := _no_longer_applies(execution.playbook, execution.anomaly):
+        return _cancel(execution_id, reason)
     started = time.perf_counter()
     error, result, final = "", {}, False
     # What is sent says "resolved" only if the anomaly had ended when it was built.
@@ -223,6 +232,34 @@ def response_execute(*, execution_id: int) -> dict:
     if execution.status == ResponseExecution.Status.RETRYING:
         raise ResponseActionError(error)
     return {"succeeded": int(not error), "failed": int(bool(error))}
+
+
+def _no_longer_applies(p: ResponsePlaybook, a: Anomaly) -> str:
+    """Why a queued page should not go out any more ("" when it should).
+
+    An execution waits in the queue, or up to 40 minutes between retries. An operator who
+    disables a noisy playbook, narrows it, or calls the anomaly a false positive meanwhile
+    has said not to send it.
+    """
+    if not p.enabled:
+        return "not sent: the playbook was disabled"
+    if a.status == Anomaly.Status.FALSE_POSITIVE:
+        return "not sent: the anomaly was marked a false positive"
+    if not _playbook_matches(p, a):
+        return "not sent: the playbook no longer matches this anomaly (edited)"
+    return ""
+
+
+def _cancel(execution_id: int, reason: str) -> dict:
+    ResponseExecution.objects.filter(pk=execution_id).exclude(
+        status=ResponseExecution.Status.SUCCEEDED
+    ).update(
+        status=ResponseExecution.Status.CANCELLED,
+        error=reason,
+        duration_ms=0.0,
+        finished_at=timezone.now(),
+    )
+    return {"cancelled": 1}
 
 
 def response_notify_resolved(*, execution_id: int) -> dict:

@@ -175,3 +175,53 @@ def test_a_resolved_notice_the_receiver_refuses_is_not_retried(receiver):
     assert services.response_notify_resolved(execution_id=execution.pk) == {"failed": 1}
     execution.refresh_from_db()
     assert "404" in execution.error and execution.resolved_notified_at is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["disabled", "now critical only", "other series", "false positive"],
+)
+def test_a_page_still_queued_is_not_sent_once_it_no_longer_applies(receiver, change):
+    # The operator disables a noisy playbook (or narrows it, or says the anomaly was a false
+    # positive) while its executions wait in the queue or between retries: they went out
+    # anyway, up to 40 minutes later.
+    execution = _execution(receiver.url("/ok"), min_severity="warning")
+    ResponseExecution.objects.filter(pk=execution.pk).update(status="retrying", attempts=1)
+    anomaly, playbook = execution.anomaly, execution.playbook
+    anomaly.severity = "warning"
+    anomaly.save()
+    if change == "disabled":
+        playbook.enabled = False
+    elif change == "now critical only":
+        playbook.min_severity = "critical"
+    elif change == "other series":
+        playbook.series_name = "svc.search.*"
+    playbook.save()
+    if change == "false positive":
+        services.anomaly_mark_false_positive(anomaly_id=anomaly.pk, by="ops")
+    assert services.response_execute(execution_id=execution.pk) == {"cancelled": 1}
+    execution.refresh_from_db()
+    assert receiver.seen == []
+    assert execution.status == "cancelled" and execution.attempts == 1
+    assert execution.error and execution.finished_at is not None
+
+
+def test_a_cancelled_page_goes_out_when_its_playbook_matches_again(
+    receiver, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.utils import timezone
+
+    from anomalies.services.playbooks import queue_responses
+
+    queued = []
+    monkeypatch.setattr("anomalies.tasks.execute_response.delay", queued.append)
+    execution = _execution(receiver.url("/ok"))
+    ResponsePlaybook.objects.filter(pk=execution.playbook_id).update(enabled=False)
+    services.response_execute(execution_id=execution.pk)
+    ResponsePlaybook.objects.filter(pk=execution.playbook_id).update(enabled=True)
+    # The anomaly is still going on at the next scoring run: its page is queued again.
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({execution.anomaly_id}, now=timezone.now())
+    assert ResponseExecution.objects.get(pk=execution.pk).status == "pending"
+    assert queued == [execution.pk]
+    assert _run(execution).status == "succeeded" and len(receiver.seen) == 1
