@@ -209,6 +209,11 @@ def response_execute(*, execution_id: int) -> dict:
         error, final = str(exc), True
     except ResponseActionError as exc:
         error = str(exc)
+    except Exception as exc:
+        # The worker's soft time limit, or a bug in building the message: unrecorded, the
+        # task failed and the execution stayed pending for good (never queued again).
+        logger.exception("response execution %s: the attempt failed unexpectedly", execution_id)
+        error = f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
         execution = ResponseExecution.objects.select_for_update().get(pk=execution_id)
         execution.attempts += 1

@@ -225,3 +225,22 @@ def test_a_cancelled_page_goes_out_when_its_playbook_matches_again(
     assert ResponseExecution.objects.get(pk=execution.pk).status == "pending"
     assert queued == [execution.pk]
     assert _run(execution).status == "succeeded" and len(receiver.seen) == 1
+
+
+def test_an_attempt_cut_short_by_the_worker_is_recorded_and_retried(receiver, monkeypatch):
+    # The worker's soft time limit (or any unexpected error) interrupts the send: the
+    # attempt was not recorded, the task failed, and the execution stayed "pending" for
+    # good, which the next scoring run does not queue again (it is not "not queued").
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    def interrupted(anomaly, playbook):
+        raise SoftTimeLimitExceeded("soft time limit (60 s) exceeded")
+
+    monkeypatch.setattr("anomalies.services.playbooks.perform_action", interrupted)
+    execution = _execution(receiver.url("/ok"), max_attempts=2)
+    with pytest.raises(ResponseActionError):
+        services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "retrying" and execution.attempts == 1
+    assert "time limit" in execution.error and execution.duration_ms is not None
+    assert _run(execution).status == "failed" and execution.attempts == 2
