@@ -113,10 +113,14 @@ class DetectQuerySerializer(serializers.Serializer):
 class DetectResponseSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField(allow_null=True)
-    count = serializers.IntegerField()
-    by_method = serializers.DictField(child=serializers.IntegerField())
-    by_severity = serializers.DictField(child=serializers.IntegerField())
-    anomalies = AnomalySerializer(many=True)
+    count = serializers.IntegerField(help_text="Anomalies in the window (all, not only listed).")
+    by_method = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Over every anomaly of the window."
+    )
+    by_severity = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Over every anomaly of the window."
+    )
+    anomalies = AnomalySerializer(many=True, help_text="The newest `limit` of them.")
 
 
 class AnomalyDetectView(APIView):
@@ -130,24 +134,28 @@ class AnomalyDetectView(APIView):
         query.is_valid(raise_exception=True)
         params = query.validated_data
         since = params["since"]
-        anomalies = list(
-            selectors.anomalies_recent(
-                series_id=params.get("series"),
-                severity=params.get("severity"),
-                since=since,
-                until=params.get("until"),
-            )[: params["limit"]]
+        matching = selectors.anomalies_recent(
+            series_id=params.get("series"),
+            severity=params.get("severity"),
+            since=since,
+            until=params.get("until"),
         )
+        anomalies = list(matching[: params["limit"]])
+        # The summary covers the whole window, not the page listed: counted over the first
+        # `limit` rows, a fleet-wide incident of 2,000 anomalies read as 100.
+        summary = list(matching.values_list("severity", "methods"))
         by_method = {
-            f: sum(f in a.methods for a in anomalies)
+            f: sum(f in methods for _, methods in summary)
             for f in (*FAMILIES, STALLED, COLLAPSE, RECURRENCE)
         }
-        by_severity = {s: sum(a.severity == s for a in anomalies) for s in Anomaly.Severity.values}
+        by_severity = {
+            s: sum(severity == s for severity, _ in summary) for s in Anomaly.Severity.values
+        }
         return Response(
             {
                 "since": since,
                 "until": params.get("until"),
-                "count": len(anomalies),
+                "count": len(summary),
                 "by_method": by_method,
                 "by_severity": by_severity,
                 "anomalies": AnomalySerializer(anomalies, many=True).data,

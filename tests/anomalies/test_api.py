@@ -62,6 +62,22 @@ def test_detect_rejects_bad_filters_naming_the_field(client_with_role, query, fi
     assert field in response.json()
 
 
+def test_detect_counts_every_anomaly_of_the_window_not_only_the_listed_ones(client_with_role):
+    # A fleet-wide incident: 5 critical anomalies and one warning, listed 2 at a time. The
+    # summary said "2 anomalies, 2 critical": the on-call read the incident as small.
+    for k in range(5):
+        _anomaly(name=f"api.fleet.{k}", severity="critical", methods=["statistical"])
+    _anomaly(name="api.fleet.cpu", severity="warning", methods=["learned"])
+    body = client_with_role("viewer").get(BASE + "anomaly/detect?limit=2").json()
+    assert len(body["anomalies"]) == 2
+    assert body["count"] == 6
+    assert body["by_severity"] == {"info": 0, "warning": 1, "critical": 5}
+    assert body["by_method"]["statistical"] == 5 and body["by_method"]["learned"] == 1
+    # The filters still apply to the counts.
+    body = client_with_role("viewer").get(BASE + "anomaly/detect?limit=1&severity=warning").json()
+    assert body["count"] == 1 and body["by_severity"]["critical"] == 0
+
+
 def test_operator_actions_need_the_operator_role(client_with_role):
     a = _anomaly()
     url = f"{BASE}anomaly/anomalies/{a.pk}/acknowledge"
