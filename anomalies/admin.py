@@ -174,6 +174,7 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
             y_title=anomaly.series.unit,
         )
         rows = [
+            ("series data", ctx["source"]),
             ("severity", anomaly.severity),
             ("status", anomaly.status),
             ("methods", ", ".join(anomaly.methods)),
