@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 from django.utils import timezone
+from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from .admin_actions import ActionPermissionMixin
 from .keys import api_key_create, api_key_revoke
@@ -92,3 +94,26 @@ class JobLockAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+    """django-celery-beat's page, with switching a schedule on recorded in its change time.
+
+    The overview counts a schedule's due times from when it was switched on (or from its
+    last success); the bulk actions write with ``update()``, which leaves ``date_changed``
+    as it was, so a schedule enabled after weeks off would show stale at once.
+    """
+
+    @admin.action(description="Enable selected tasks")
+    def enable_tasks(self, request, queryset):
+        queryset.filter(enabled=False).update(date_changed=timezone.now())
+        return super().enable_tasks(request, queryset)
+
+    @admin.action(description="Toggle activity of selected tasks")
+    def toggle_tasks(self, request, queryset):
+        queryset.filter(enabled=False).update(date_changed=timezone.now())
+        return super().toggle_tasks(request, queryset)

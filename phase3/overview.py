@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from celery.utils.time import remaining
 from django.conf import settings
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Min
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from drf_spectacular.utils import extend_schema
@@ -48,35 +50,170 @@ def jobs_summary(*, hours: int = 24) -> dict:
     }
 
 
-def schedules_summary() -> dict:
-    """A schedule is healthy when its task ran successfully within about two periods."""
-    tasks = PeriodicTask.objects.select_related("interval", "crontab")
+#: How late a run may start after its due time (queue wait, a busy worker) and still count
+#: as on time; never more than the schedule's own period, so a one-minute job is judged
+#: within minutes as before.
+GRACE = timedelta(minutes=5)
+#: Crontab due times are on the wall clock while runs are stamped by the worker's clock: a
+#: success this much before a due time is the run for that due time.
+CLOCK_SKEW = timedelta(seconds=30)
+#: django-celery-beat saves a row a few minutes after sending its task, which bumps
+#: ``date_changed``. A change further than this from the last send was someone else's:
+#: creating, enabling or editing the schedule.
+BEAT_SAVE_LAG = timedelta(minutes=10)
+#: Due times in a row that pass without a success before a schedule is stale: one missed or
+#: failed run is tolerated, the second is not.
+MISSES_TO_STALE = 2
+
+
+@dataclass(frozen=True)
+class ScheduleHealth:
+    """``state`` is ok, pending (never succeeded, nothing overdue), stale, disabled or
+    unknown; ``expected_by`` is when the schedule turns stale without a success."""
+
+    state: str
+    expected_by: datetime | None = None
+    period: timedelta | None = None
+
+    @property
+    def healthy(self) -> bool | None:
+        return None if self.state == "unknown" else self.state in ("ok", "pending")
+
+
+def schedule_health(
+    task: PeriodicTask,
+    *,
+    last_success: datetime | None,
+    first_run: datetime | None = None,
+    now: datetime,
+) -> ScheduleHealth:
+    """Whether `task` has succeeded as often as its own schedule says it should.
+
+    Its due times are counted from a reference: its last success, or a later creation,
+    enabling, edit or start time (a schedule switched on after its last due time owes
+    nothing yet). A task that never succeeded counts from the first sign it was on: its
+    first recorded run, or beat's last send. It is stale once the second due time after the
+    reference (plus grace) has passed: with a period of p, a success within 2p + grace, as
+    before, but p is the schedule's real one (an hourly crontab is not given two days, a
+    weekly one is not stale six days out of seven) and crontabs are read in their time zone.
+    """
+    if not task.enabled:
+        return ScheduleHealth("disabled")
+    if not (task.interval_id or task.crontab_id or task.clocked_id):
+        return ScheduleHealth("unknown")  # solar: needs ephem and a place; not judged
+    try:
+        return _judge(task, last_success, first_run, now)
+    except Exception:  # a crontab no date matches, a broken row: not worth the page
+        logger.exception("cannot judge the health of schedule %s", task.name)
+        return ScheduleHealth("unknown")
+
+
+def _judge(
+    task: PeriodicTask, last_success: datetime | None, first_run: datetime | None, now: datetime
+) -> ScheduleHealth:
+    since = _changed_by_operator(task)
+    wall_clock = bool(task.crontab_id or task.clocked_id)
+    reached = last_success + CLOCK_SKEW if last_success and wall_clock else last_success
+    starts = [t for t in (since, task.start_time) if t]
+    if _one_run_done(task, reached, starts):
+        return ScheduleHealth("ok")
+    reference = max([*starts, *([reached] if reached else [])], default=None)
+    if reference is None:  # never succeeded, and beat has saved the row since it was made
+        reference = min(t for t in (first_run, task.last_run_at) if t) - GRACE
+    state = "ok" if last_success else "pending"
+    if task.clocked_id:
+        due = max(task.clocked.clocked_time, reference)
+        return _verdict(state, due + GRACE, None, now)
+    if task.one_off:
+        return _verdict(state, _next_due(task, reference) + GRACE, None, now)
+    dues = [reference]
+    for _ in range(MISSES_TO_STALE):
+        dues.append(_next_due(task, dues[-1]))
+    period = dues[-1] - dues[-2]
+    return _verdict(state, dues[-1] + min(GRACE, period), period, now)
+
+
+def _one_run_done(task: PeriodicTask, reached: datetime | None, starts: list) -> bool:
+    """A one-off (or clocked) schedule expects a single run; after it beat switches it off."""
+    if not (task.one_off or task.clocked_id) or reached is None:
+        return False
+    if starts and reached < max(starts):
+        return False
+    return not task.clocked_id or reached >= task.clocked.clocked_time
+
+
+def _verdict(state: str, expected_by: datetime, period: timedelta | None, now: datetime):
+    return ScheduleHealth("stale" if now > expected_by else state, expected_by, period)
+
+
+def _changed_by_operator(task: PeriodicTask) -> datetime | None:
+    """When the row was last created, enabled or edited, if its change time says so."""
+    changed = task.date_changed
+    if changed is None:
+        return None
+    if task.last_run_at is None or changed - task.last_run_at > BEAT_SAVE_LAG:
+        return changed
+    return None
+
+
+def _next_due(task: PeriodicTask, after: datetime) -> datetime:
+    """The first time after `after` at which beat sends the task."""
+    if task.interval_id:
+        return after + task.interval.schedule.run_every
+    schedule = task.crontab.schedule  # celery's crontab, in the row's time zone
+    start, delta, _ = schedule.remaining_delta(after)
+    return after + remaining(start, delta, now=after)
+
+
+def schedules_summary(*, now: datetime | None = None) -> dict:
+    """Each schedule's health (see `schedule_health`) and how many are stale."""
+    now = now or timezone.now()
+    tasks = list(PeriodicTask.objects.select_related("interval", "crontab", "solar", "clocked"))
     last_ok = dict(
         JobRun.objects.filter(status=JobRun.Status.SUCCESS)
         .values_list("task_name")
         .annotate(last=Max("started_at"))
         .order_by()
     )
-    now = timezone.now()
-    rows, stale = [], 0
+    # Only for the rare enabled schedule that never succeeded and whose row beat has saved.
+    unproven = {
+        t.task
+        for t in tasks
+        if t.enabled and t.task not in last_ok and _changed_by_operator(t) is None
+    }
+    first_run = (
+        dict(
+            JobRun.objects.filter(task_name__in=unproven)
+            .values_list("task_name")
+            .annotate(first=Min("started_at"))
+            .order_by()
+        )
+        if unproven
+        else {}
+    )
+    rows = []
     for task in tasks:
-        period = task.interval.schedule.run_every if task.interval else timedelta(days=1)
         last = last_ok.get(task.task)
-        healthy = bool(task.enabled and last and now - last <= 2 * period + timedelta(minutes=1))
-        stale += int(task.enabled and not healthy)
+        health = schedule_health(
+            task, last_success=last, first_run=first_run.get(task.task), now=now
+        )
         rows.append(
             {
                 "name": task.name,
                 "task": task.task,
                 "enabled": task.enabled,
                 "last_success": last,
-                "healthy": healthy,
+                "healthy": health.healthy,
+                "health": health.state,
+                "expected_by": health.expected_by,
+                "period_seconds": health.period.total_seconds() if health.period else None,
             }
         )
     return {
         "count": len(rows),
         "enabled": sum(r["enabled"] for r in rows),
-        "stale": stale,
+        "stale": sum(r["health"] == "stale" for r in rows),
+        "unknown": sum(r["health"] == "unknown" for r in rows),
         "schedules": rows,
     }
 
