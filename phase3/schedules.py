@@ -14,6 +14,13 @@ SCHEDULES = [
         "description": "Shows that beat and at least one worker are alive.",
     },
     {
+        "name": "phase3: close lost job runs",
+        "task": "phase3.close_lost_runs",
+        "every_seconds": 600,
+        "expires_seconds": 540,
+        "description": "Closes as failed the runs still 'running' well past their time limit.",
+    },
+    {
         "name": "phase3: prune job runs",
         "task": "phase3.prune_job_runs",
         "crontab": "30 4 * * *",

@@ -12,11 +12,13 @@ import json
 import logging
 import socket
 import time
-from datetime import timedelta
+from collections import defaultdict
+from datetime import datetime, timedelta
 
-from celery import Task, shared_task
+from celery import Task, current_app, shared_task
 from celery.exceptions import Retry
 from django.db import InterfaceError, OperationalError
+from django.db.models import Q
 from django.utils import timezone
 
 from .locks import job_lock
@@ -25,6 +27,14 @@ from .models import JobRun
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+#: How long after its task's hard time limit a "running" run is surely dead: the limit kills
+#: the task, so this only covers clocks that differ between workers and a busy sweep.
+LOST_RUN_GRACE = timedelta(minutes=15)
+#: The limit assumed for a task the registry does not know (renamed, removed, its app not
+#: installed here) or that has no limit at all: long enough for any job of this project.
+LOST_RUN_FALLBACK_LIMIT = timedelta(hours=6)
+LOST_RUN_ERROR = "worker lost: no result after the task's time limit"
 
 
 class JobTask(Task):
@@ -87,6 +97,40 @@ def _mark_lost(run: JobRun) -> None:
         ).update(status=JobRun.Status.FAILED, finished_at=timezone.now(), error="worker lost")
 
 
+def job_runs_close_lost(*, now: datetime | None = None) -> int:
+    """Close as failed every run still "running" well past its task's hard time limit.
+
+    `_mark_lost` closes a dead worker's run when the broker redelivers its message; this
+    closes the rest (a message acked before the worker died, one the broker dropped, a run
+    killed by its own hard limit), which otherwise stay "running" forever and never count
+    as failures. A run within its limit may still be alive and is left alone. One UPDATE,
+    so a run that finishes meanwhile keeps its own result.
+    """
+    now = now or timezone.now()
+    running = JobRun.objects.filter(status=JobRun.Status.RUNNING)
+    names = set(running.order_by().values_list("task_name", flat=True).distinct())
+    if not names:
+        return 0
+    app = current_app
+    app.loader.import_default_modules()  # a beat-only or web process has not imported them
+    by_limit: dict[timedelta, list[str]] = defaultdict(list)
+    for name in names:
+        by_limit[_hard_time_limit(app, name)].append(name)
+    lost = Q()
+    for limit, group in by_limit.items():
+        lost |= Q(task_name__in=group, started_at__lt=now - limit - LOST_RUN_GRACE)
+    return running.filter(lost).update(
+        status=JobRun.Status.FAILED, finished_at=now, error=LOST_RUN_ERROR
+    )
+
+
+def _hard_time_limit(app, task_name: str) -> timedelta:
+    """The limit a worker kills `task_name` at: its own, else the app's, else the fallback."""
+    task = app.tasks.get(task_name)
+    seconds = task is not None and (task.time_limit or app.conf.task_time_limit)
+    return timedelta(seconds=seconds) if seconds else LOST_RUN_FALLBACK_LIMIT
+
+
 def _finish(run: JobRun, started: float, status: str, *, error: str = "", counts=None) -> None:
     run.status = status
     run.finished_at = timezone.now()
@@ -106,6 +150,12 @@ def prune_job_runs(days: int = 30) -> dict:
     cutoff = timezone.now() - timedelta(days=days)
     deleted, _ = JobRun.objects.filter(started_at__lt=cutoff).delete()
     return {"deleted": deleted}
+
+
+@shared_task(name="phase3.close_lost_runs")
+def close_lost_runs() -> dict:
+    """Runs whose worker died unseen would stay "running" forever: close them as failed."""
+    return {"closed": job_runs_close_lost()}
 
 
 @shared_task(name="phase3.heartbeat", lock=False)
