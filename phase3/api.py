@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
-from django.db import transaction
 from django_celery_beat.models import PeriodicTask
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from .celery import app as celery_app
 from .keys import api_key_create, api_key_revoke
 from .models import ApiKey, JobRun, Role
+from .scheduling import ScheduleExpired, schedule_run_now
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -116,14 +113,12 @@ class JobRunViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=RunNowSerializer, responses={202: dict})
     @action(detail=False, methods=["post"])
     def run(self, request):
-        """Start a scheduled job now with its configured arguments."""
+        """Start a scheduled job now with its arguments, queue, priority and expiry."""
         serializer = RunNowSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        schedule_job_now(serializer.validated_data["schedule"])
-        return Response({"queued": serializer.validated_data["schedule"].task}, status=202)
-
-
-def schedule_job_now(task: PeriodicTask) -> None:
-    kwargs = json.loads(task.kwargs or "{}")
-    args = json.loads(task.args or "[]")
-    transaction.on_commit(lambda: celery_app.send_task(task.task, args=args, kwargs=kwargs))
+        task = serializer.validated_data["schedule"]
+        try:
+            schedule_run_now(task)
+        except ScheduleExpired as exc:
+            raise serializers.ValidationError({"schedule": [str(exc)]}) from exc
+        return Response({"queued": task.task}, status=202)

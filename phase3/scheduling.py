@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from .celery import app as celery_app
 
 SCHEDULE_APPS = ["phase3", "telemetry", *settings.PHASE3_SYSTEMS]
 
@@ -78,3 +81,45 @@ def schedules_sync() -> SyncResult:
         PeriodicTask.objects.create(**fields)
         result.created.append(entry["name"])
     return result
+
+
+class ScheduleExpired(ValueError):
+    """The schedule's absolute expiry has passed: a worker would discard its message unrun."""
+
+
+def schedule_send_options(task: PeriodicTask) -> dict:
+    """The options beat sends `task`'s message with (django-celery-beat's ``ModelEntry``).
+
+    A run started by hand goes where the schedule sends it: its queue (a dedicated worker
+    pool), exchange and routing key, priority, expiry (a run stuck behind a backlog is
+    dropped rather than run late) and headers. Empty routing fields mean the default, as
+    for beat.
+    """
+    options: dict = {
+        field: getattr(task, field)
+        for field in ("queue", "exchange", "routing_key")
+        if getattr(task, field)
+    }
+    if task.priority is not None:
+        options["priority"] = task.priority
+    if task.expires_:
+        options["expires"] = task.expires_
+    options["headers"] = {**json.loads(task.headers or "{}"), "periodic_task_name": task.name}
+    return options
+
+
+def schedule_run_now(task: PeriodicTask) -> None:
+    """Queue one run of `task` now, once the surrounding transaction commits.
+
+    Sent by name through the project's Celery app, with the schedule's arguments and the
+    options beat would use; raises `ScheduleExpired` rather than queue a message a worker
+    would silently drop.
+    """
+    if task.expires and task.expires <= timezone.now():
+        raise ScheduleExpired(f"schedule {task.name!r} expired at {task.expires.isoformat()}")
+    args = json.loads(task.args or "[]")
+    kwargs = json.loads(task.kwargs or "{}")
+    options = schedule_send_options(task)
+    transaction.on_commit(
+        lambda: celery_app.send_task(task.task, args=args, kwargs=kwargs, **options)
+    )

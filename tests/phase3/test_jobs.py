@@ -119,9 +119,9 @@ def test_operators_run_a_schedule_now(
 ):
     schedules_sync()
     sent = []
-    from phase3 import api
+    from phase3.celery import app
 
-    monkeypatch.setattr(api.celery_app, "send_task", lambda name, **kw: sent.append(name))
+    monkeypatch.setattr(app, "send_task", lambda name, **kw: sent.append(name))
     with django_capture_on_commit_callbacks(execute=True):
         response = client_with_role("operator").post(
             "/admin/api/phase3/jobs/run", {"schedule": "phase3: heartbeat"}, format="json"
