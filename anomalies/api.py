@@ -376,6 +376,7 @@ class ResponseExecutionSerializer(serializers.ModelSerializer):
             "created_at",
             "finished_at",
             "resolved_notified_at",
+            "notified_severity",
         ]
         read_only_fields = fields
 

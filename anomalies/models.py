@@ -269,6 +269,12 @@ class ResponseExecution(models.Model):
     resolved_notified_at = models.DateTimeField(
         null=True, blank=True, help_text="When a webhook receiver was told the alert resolved."
     )
+    notified_severity = models.CharField(
+        max_length=10,
+        blank=True,
+        help_text="The severity the receiver was last told: a webhook or Slack receiver is "
+        "told again when the anomaly escalates.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

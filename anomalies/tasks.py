@@ -46,3 +46,8 @@ def execute_response(execution_id: int) -> dict:
 @shared_task(name="anomalies.notify_resolved", **_OUTBOUND)
 def notify_resolved(execution_id: int) -> dict:
     return services.response_notify_resolved(execution_id=execution_id)
+
+
+@shared_task(name="anomalies.notify_escalated", **_OUTBOUND)
+def notify_escalated(execution_id: int) -> dict:
+    return services.response_notify_escalated(execution_id=execution_id)

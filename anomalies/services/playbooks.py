@@ -76,27 +76,28 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         else:
             anomalies.append(a)
     existing = {
-        (playbook_id, anomaly_id): (
-            pk,
-            (status == NOT_QUEUED and attempts == 0)
-            or status == ResponseExecution.Status.CANCELLED,
+        (playbook_id, anomaly_id): (pk, status, attempts, told)
+        for pk, playbook_id, anomaly_id, status, attempts, told in (
+            ResponseExecution.objects.filter(anomaly__in=anomalies).values_list(
+                "pk", "playbook_id", "anomaly_id", "status", "attempts", "notified_severity"
+            )
         )
-        for pk, playbook_id, anomaly_id, status, attempts in ResponseExecution.objects.filter(
-            anomaly__in=anomalies
-        ).values_list("pk", "playbook_id", "anomaly_id", "status", "attempts")
     }
     new, repeated, unsent = [], [], []
+    escalated: dict[str, list[int]] = {}
     for a in anomalies:
         for p in playbooks:
             if not _playbook_matches(p, a):
                 continue
-            if (p.pk, a.pk) in existing:
-                pk, never_queued = existing[(p.pk, a.pk)]
-                repeated.append(pk)
-                if never_queued:
-                    unsent.append(pk)
-            else:
+            if (p.pk, a.pk) not in existing:
                 new.append(ResponseExecution(playbook=p, anomaly=a))
+                continue
+            pk, status, attempts, told = existing[(p.pk, a.pk)]
+            repeated.append(pk)
+            if (status == NOT_QUEUED and attempts == 0) or status == CANCELLED:
+                unsent.append(pk)
+            elif status == ResponseExecution.Status.SUCCEEDED and _tell_again(p, a, told):
+                escalated.setdefault(a.severity, []).append(pk)
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
     queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
@@ -104,12 +105,42 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         from ..tasks import execute_response
 
         transaction.on_commit(lambda: enqueue_executions(execute_response, [*queued, *unsent]))
+    if escalated:
+        _queue_escalation_notices(escalated)
     return Queued(len(queued), silenced)
+
+
+def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
+    """A webhook or Slack receiver was told a lower severity of this ongoing anomaly.
+
+    `told` is empty on executions sent before it was recorded: nothing is re-sent for them.
+    """
+    return (
+        p.action in URL_ACTIONS
+        and a.ended_at is None
+        and told in SEVERITY_ORDER
+        and SEVERITY_ORDER[a.severity] > SEVERITY_ORDER[told]
+    )
+
+
+def _queue_escalation_notices(escalated: dict[str, list[int]]) -> None:
+    """Queue an updated "firing" for receivers told a lower severity, once per escalation.
+
+    Marked as told when queued, so the runs while the notice is on its way (or retrying)
+    do not queue it again; a notice that finally fails keeps its error on the execution.
+    """
+    from ..tasks import notify_escalated
+
+    for severity, pks in escalated.items():
+        ResponseExecution.objects.filter(pk__in=pks).update(notified_severity=severity)
+    pending = [pk for pks in escalated.values() for pk in pks]
+    transaction.on_commit(lambda: _enqueue_notices(notify_escalated, pending, "escalation"))
 
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
 # that matches its anomaly queues it again.
 NOT_QUEUED = ResponseExecution.Status.RETRYING
+CANCELLED = ResponseExecution.Status.CANCELLED
 
 
 def enqueue_executions(task, execution_ids: list[int]) -> int:
@@ -128,7 +159,7 @@ def enqueue_executions(task, execution_ids: list[int]) -> int:
     # Refused or cancelled before and queued now: pending again, so the next match does not
     # queue it twice.
     ResponseExecution.objects.filter(
-        Q(status=NOT_QUEUED, attempts=0) | Q(status=ResponseExecution.Status.CANCELLED),
+        Q(status=NOT_QUEUED, attempts=0) | Q(status=CANCELLED),
         pk__in=accepted,
     ).update(status=ResponseExecution.Status.PENDING, error="")
     return len(refused)
@@ -168,14 +199,14 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
     if pending:
         from ..tasks import notify_resolved
 
-        transaction.on_commit(lambda: _enqueue_notices(notify_resolved, pending))
+        transaction.on_commit(lambda: _enqueue_notices(notify_resolved, pending, "resolved"))
     return len(pending)
 
 
-def _enqueue_notices(task, execution_ids: list[int]) -> None:
+def _enqueue_notices(task, execution_ids: list[int], what: str) -> None:
     for pk, exc in _delay_each(task, execution_ids)[1]:
         ResponseExecution.objects.filter(pk=pk).update(
-            error=f"resolved notice could not be queued ({exc})"
+            error=f"{what} notice could not be queued ({exc})"
         )
 
 
@@ -203,6 +234,7 @@ def response_execute(*, execution_id: int) -> dict:
     error, result, final = "", {}, False
     # What is sent says "resolved" only if the anomaly had ended when it was built.
     sent_resolved = execution.anomaly.ended_at is not None
+    sent_severity = execution.anomaly.severity
     try:
         result = perform_action(execution.anomaly, execution.playbook)
     except ResponseConfigError as exc:
@@ -222,6 +254,7 @@ def response_execute(*, execution_id: int) -> dict:
         execution.result, execution.error = result, error
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
+            execution.notified_severity = sent_severity
             if sent_resolved:
                 # What was sent already said "resolved" (the anomaly ended while retrying).
                 execution.resolved_notified_at = execution.finished_at
@@ -265,6 +298,31 @@ def _cancel(execution_id: int, reason: str) -> dict:
         finished_at=timezone.now(),
     )
     return {"cancelled": 1}
+
+
+def response_notify_escalated(*, execution_id: int) -> dict:
+    """Send a webhook or Slack receiver the anomaly's new severity while it is firing.
+
+    The alert keeps its fingerprint and group key, so the receiver updates the alert it
+    has (Alertmanager re-sends a changed group the same way); its resolved notice then
+    carries the severity it was last told. Nothing is sent once the anomaly has ended:
+    the resolved notice says it all.
+    """
+    execution = ResponseExecution.objects.select_related(
+        "playbook", "anomaly", "anomaly__series"
+    ).get(pk=execution_id)
+    if execution.anomaly.ended_at is not None:
+        return {"skipped": 1}
+    severity = execution.anomaly.severity
+    try:
+        post_notification(execution.anomaly, execution.playbook)
+    except ResponseActionError as exc:
+        ResponseExecution.objects.filter(pk=execution_id).update(error=f"escalation notice: {exc}")
+        if isinstance(exc, ResponseConfigError):
+            return {"failed": 1}
+        raise
+    ResponseExecution.objects.filter(pk=execution_id).update(notified_severity=severity, error="")
+    return {"notified": 1}
 
 
 def response_notify_resolved(*, execution_id: int) -> dict:

@@ -244,3 +244,53 @@ def test_an_attempt_cut_short_by_the_worker_is_recorded_and_retried(receiver, mo
     assert execution.status == "retrying" and execution.attempts == 1
     assert "time limit" in execution.error and execution.duration_ms is not None
     assert _run(execution).status == "failed" and execution.attempts == 2
+
+
+def test_an_anomaly_that_escalates_tells_every_receiver_it_is_now_critical(
+    receiver, monkeypatch, django_capture_on_commit_callbacks
+):
+    # A warning pages the team channel; while it lasts it becomes critical. The critical-only
+    # playbook fires then; the channel, told "warning", heard nothing until "resolved"
+    # arrived with severity=critical under the fingerprint it had seen as a warning.
+    from celery import current_app
+    from django.utils import timezone
+
+    from anomalies.models import Anomaly
+    from anomalies.services.playbooks import queue_responses
+
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.errors"), severity="warning")
+    ResponsePlaybook.objects.create(name="team", action="webhook", target=receiver.url("/team"))
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), min_severity="critical"
+    )
+
+    def run() -> list[tuple[str, str, str, str]]:
+        before = len(receiver.seen)
+        with django_capture_on_commit_callbacks(execute=True):
+            queue_responses({anomaly.pk}, now=timezone.now())
+        return [
+            (path, body["status"], body["alerts"][0]["labels"]["severity"], body["groupKey"])
+            for _, path, body in receiver.seen[before:]
+        ]
+
+    first = run()
+    assert [(p, s, sev) for p, s, sev, _ in first] == [("/team", "firing", "warning")]
+    assert run() == []  # grouped: the next match of the same warning sends nothing
+    Anomaly.objects.filter(pk=anomaly.pk).update(severity="critical")
+    escalated = sorted(run())
+    assert [(p, s, sev) for p, s, sev, _ in escalated] == [
+        ("/pager", "firing", "critical"),
+        ("/team", "firing", "critical"),
+    ]
+    assert escalated[1][3] == first[0][3]  # the same alert, updated
+    assert run() == []
+    with django_capture_on_commit_callbacks(execute=True):
+        services.anomaly_resolve(anomaly_id=anomaly.pk, by="ops")
+    resolved = [(path, b["status"], b["alerts"][0]["labels"]) for _, path, b in receiver.seen[-2:]]
+    assert sorted(p for p, _, _ in resolved) == ["/pager", "/team"]
+    assert all(s == "resolved" and labels["severity"] == "critical" for _, s, labels in resolved)
+    fingerprints = {
+        b["alerts"][0]["fingerprint"] for _, path, b in receiver.seen if path == "/team"
+    }
+    assert len(fingerprints) == 1
