@@ -48,21 +48,30 @@ def evaluate_rules(
     values: np.ndarray,
     rules: list[ThresholdRule],
     breach_since: dict[str, float | None],
+    *,
+    prev_ts: float = np.nan,
+    max_gap: float = np.inf,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float | None]]:
     """Which points fire each rule, for one series.
 
     Returns the rule-family surprisal per point, the boolean firing mask per rule name and
     the updated `breach_since` (start time of a breach still ongoing at the last point).
+    A breach is continuous only across points at most `max_gap` apart (`prev_ts` is the
+    series' point before `ts`): one breaching point, three hours without data, then
+    another do not show that the value held for 30 minutes (as in Prometheus, where a
+    series gone stale resets its alert's `for`).
     """
     fired: dict[str, np.ndarray] = {}
     since_out: dict[str, float | None] = {}
     surprisal = np.zeros(values.shape[0])
+    with np.errstate(invalid="ignore"):
+        broken = (ts - np.r_[prev_ts, ts[:-1]]) > max_gap
     for rule in rules:
         hit = rule.breached(values)
         # Start of the run each point belongs to: carried in from the previous run if the
         # breach was already going on, else the first breaching timestamp of the run.
-        starts = np.where(hit & ~np.r_[False, hit[:-1]], ts, np.nan)
-        if hit.size and hit[0] and breach_since.get(rule.name) is not None:
+        starts = np.where(hit & (~np.r_[False, hit[:-1]] | broken), ts, np.nan)
+        if hit.size and hit[0] and not broken[0] and breach_since.get(rule.name) is not None:
             starts[0] = breach_since[rule.name]
         run_start = _forward_fill(starts)
         run_start = np.where(hit, run_start, np.nan)

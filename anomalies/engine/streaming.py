@@ -140,6 +140,7 @@ class StreamingDetector:
         # not by what the rest of the batch later reveals.
         step_at = np.full((n_s, n_t), np.nan)
         valid_all = np.isfinite(values) & np.isfinite(ts)
+        t_before = self.t_prev.copy()  # each series' point before this block, for the rules
         seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
         for j in range(n_t):
             self._step(
@@ -148,7 +149,7 @@ class StreamingDetector:
             step_at[:, j] = self.step
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
-        self._rules_pass(ts, values, families["rules"])
+        self._rules_pass(ts, values, families["rules"], t_before)
         for surprisal in families.values():
             np.minimum(surprisal, self.config.max_surprisal, out=surprisal)
         w = self.config.weights
@@ -348,13 +349,23 @@ class StreamingDetector:
             raise ValueError("this detector holds several fleets")
         return self.fleets[0]
 
-    def _rules_pass(self, ts, values, out) -> None:
+    def _rules_pass(self, ts, values, out, t_before) -> None:
+        """Rule breaches per series; a breach does not carry over a silence of the series
+        (SILENT_STEPS of its step) nor a block in which it had no rule (a rule disabled
+        while breached and enabled hours later fired at its first point)."""
         for s, rules in enumerate(self.rules):
             if not rules:
+                self.breach_since[s] = {}
                 continue
             act = np.isfinite(ts[s])
+            step = float(self.step[s])
             surprisal, _, self.breach_since[s] = evaluate_rules(
-                ts[s, act], values[s, act], rules, self.breach_since[s]
+                ts[s, act],
+                values[s, act],
+                rules,
+                self.breach_since[s],
+                prev_ts=float(t_before[s]),
+                max_gap=pattern.SILENT_STEPS * step if np.isfinite(step) else np.inf,
             )
             out[s, act] = surprisal
 
