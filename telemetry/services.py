@@ -61,7 +61,10 @@ def series_ensure_many(*, series: Sequence[tuple[str, dict, str]]) -> tuple[np.n
         return {(n, lk): pk for n, lk, pk in rows}
 
     found = lookup()
-    missing = [i for i, key in enumerate(keys) if key not in found]
+    # Created in key order, so two batches creating the same new series wait on each
+    # other's index entries in one order instead of deadlocking.
+    missing = sorted({key: i for i, key in enumerate(keys) if key not in found}.items())
+    missing = [i for _, i in missing]
     if missing:
         Series.objects.bulk_create(
             [
