@@ -155,23 +155,36 @@ def _floor_hour(moment: datetime) -> datetime:
 def rollups_mark_stale(*, since: datetime) -> None:
     """Called inside an ingest transaction: samples at ``since`` or later were just written.
 
-    The state row is read ``FOR SHARE``: a rollup run (which takes it ``FOR UPDATE``)
-    either finished before, and this marks its hours stale, or starts after this batch
-    commits and sees the new samples. Concurrent batches do not block each other.
+    The state row is locked: a rollup run (which takes it ``FOR UPDATE``) either finished
+    before, and this marks its hours stale, or starts after this batch commits and sees
+    the new samples. A batch of current data takes it ``FOR SHARE``, so such batches do not
+    block each other. A late batch, which must update the row, takes ``FOR NO KEY UPDATE``
+    from the start: two late batches that both held the share lock and then both
+    updated waited on each other, and PostgreSQL aborted one ("deadlock detected", a 500).
     """
-    if connection.vendor == "postgresql":
-        table = RollupState._meta.db_table
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, rolled_until, dirty_from FROM {table} FOR SHARE")
-            rows = cursor.fetchall()
-    else:  # SQLite serialises writers: no lock needed
-        rows = list(RollupState.objects.values_list("id", "rolled_until", "dirty_from"))
-    for pk, rolled_until, dirty_from in rows:
-        if (
+
+    def stale(rolled_until: datetime | None, dirty_from: datetime | None) -> bool:
+        return (
             rolled_until is not None
             and since < rolled_until
             and (dirty_from is None or since < dirty_from)
-        ):
+        )
+
+    if connection.vendor == "postgresql":
+        table = RollupState._meta.db_table
+        select = f"SELECT id, rolled_until, dirty_from FROM {table}"
+        with connection.cursor() as cursor:
+            cursor.execute(select)
+            late = any(stale(r, d) for _, r, d in cursor.fetchall())
+            cursor.execute(select + (" FOR NO KEY UPDATE" if late else " FOR SHARE"))
+            rows = cursor.fetchall()
+    else:  # SQLite serialises writers: no lock needed
+        rows = list(RollupState.objects.values_list("id", "rolled_until", "dirty_from"))
+    # Under a share lock the row can still turn out stale (a rollup run committed between
+    # the two reads): the update below then upgrades the lock, which only another batch
+    # in that same instant could make a deadlock of.
+    for pk, rolled_until, dirty_from in rows:
+        if stale(rolled_until, dirty_from):
             RollupState.objects.filter(pk=pk).update(dirty_from=since)
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connections
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from telemetry import services
-from telemetry.models import Event, Sample, Series
+from telemetry.models import Event, RollupState, Sample, Series
+from tests.locking import OtherConnection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,3 +82,29 @@ def test_two_clients_sending_the_same_events_in_different_orders_both_succeed(po
     errors = _race([rows, rows[::-1]], lambda batch: services.events_ingest(rows=batch))
     assert not errors, errors
     assert Event.objects.filter(name="race").count() == 20_000
+
+
+def test_two_late_batches_at_once_both_mark_rollups_stale(postgres, monkeypatch):
+    """Two batches reaching back before the rollup horizon deadlocked on the state row.
+
+    Each read the row FOR SHARE and then tried to update it, waiting for the other's share
+    lock: PostgreSQL aborted one ("deadlock detected"), a 500 for that client. The other
+    side is started at the moment this side has read the row and is about to update it.
+    """
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    RollupState.objects.update_or_create(
+        step_seconds=3600, defaults={"rolled_until": hour, "dirty_from": None}
+    )
+
+    def late(name: str, ago: float) -> list[dict]:
+        start = time.time() - ago
+        return [{"series": name, "ts": start + i, "value": float(i)} for i in range(50)]
+
+    other = OtherConnection(lambda: services.samples_ingest(rows=late("race.late.b", 3 * 3600)))
+    other.start_at(monkeypatch, QuerySet, "update")
+    services.samples_ingest(rows=late("race.late.a", 2 * 3600))
+    other.join()
+    assert not isinstance(other.outcome[0], BaseException), other.outcome
+    state = RollupState.objects.get(step_seconds=3600)
+    assert state.dirty_from is not None and state.dirty_from < hour - timedelta(hours=2)
+    assert Sample.objects.filter(series__name__startswith="race.late.").count() == 100
