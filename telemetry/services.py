@@ -102,9 +102,20 @@ def ingest_bounds(*, now: float | None = None) -> TimeBounds:
     )
 
 
+#: 2000-01-01 UTC. An event before it is an exporter's unset clock (epoch 0) or a unit
+#: mistake; stored, year 1 stretched every "since the first event" figure over centuries,
+#: and a date beyond PostgreSQL's calendar was a 500.
+EVENT_OLDEST = 946_684_800.0
+
+
 def event_bounds(*, now: float | None = None) -> TimeBounds:
+    """Accepted event timestamps: not in the future, not before 2000 (``EVENT_OLDEST``)."""
     now = time.time() if now is None else now
-    return TimeBounds(newest=now + conf.max_future_seconds())
+    return TimeBounds(
+        newest=now + conf.max_future_seconds(),
+        oldest=EVENT_OLDEST,
+        oldest_reason="is before 2000-01-01 (an unset clock or a unit mistake?)",
+    )
 
 
 def samples_ingest(*, rows: Any) -> IngestResult:

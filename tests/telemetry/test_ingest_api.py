@@ -210,3 +210,21 @@ def test_bad_event_refuses_the_batch(operator):
     assert response.status_code == 400
     assert response.json() == {"events": {"4": {"properties": ["must be an object"]}}}
     assert Event.objects.filter(user_id__startswith="test-").count() == 0
+
+
+@pytest.mark.parametrize(
+    "ts", [-1e12, -9e12, 9.5e12, -62135596800, "0001-01-01T00:00:00Z", 0, "1970-01-01T00:00:00Z"]
+)
+def test_an_event_before_2000_or_beyond_any_calendar_is_a_400_not_a_500(operator, ts):
+    """-1e12 was a 500 (PostgreSQL: timestamp out of range) and year 1 was stored.
+
+    An event from 1970 or year 1 is an exporter's unset clock or unit mistake; stored, it
+    stretched every "since the first event" figure over centuries.
+    """
+    batch = events(3)
+    batch[1]["ts"] = ts
+    response = post(operator, EVENTS, {"events": batch})
+    assert response.status_code == 400, response.content
+    assert list(response.json()["events"]) == ["1"]
+    assert list(response.json()["events"]["1"]) == ["ts"]
+    assert Event.objects.filter(user_id__startswith="test-").count() == 0
