@@ -41,6 +41,9 @@ EVENT_TEXT_MAX = 100
 # that separate pairs in Series.labels_key, so two label sets never share one key.
 LABEL_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 US = 1_000_000
+# Year 5138 in epoch seconds: a larger number is a timestamp in milliseconds or finer (an
+# exporter's unit, not a date), and the reason a client needs to hear.
+MAX_EPOCH_SECONDS = 1e11
 # PostgreSQL stores no NUL character, in text or in jsonb ("\u0000 cannot be converted to
 # text"): one in a batch or a configured document was a 500 there (and stored on SQLite).
 NUL = "\x00"
@@ -181,11 +184,15 @@ def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarr
             secs = np.asarray(num_val, dtype=np.float64)
         except OverflowError:  # an integer beyond float range
             secs = np.array([_float_or_inf(v) for v in num_val], dtype=np.float64)
-        finite = np.isfinite(secs) & (np.abs(secs) < 1e13)
+        finite = np.isfinite(secs)
+        usable = finite & (np.abs(secs) < MAX_EPOCH_SECONDS)
         for i in idx[~finite].tolist():
             ok[i] = False
             errors.add(i, "ts", "must be a finite number of epoch seconds")
-        out[idx[finite]] = np.round(secs[finite] * US).astype(np.int64)
+        for j in np.flatnonzero(finite & ~usable).tolist():
+            ok[idx[j]] = False
+            errors.add(int(idx[j]), "ts", _unit_problem(float(secs[j])))
+        out[idx[usable]] = np.round(secs[usable] * US).astype(np.int64)
     if str_idx:
         idx = np.asarray(str_idx, dtype=np.int64)
         parsed = pd.to_datetime(
@@ -206,6 +213,17 @@ def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarr
         for i in np.flatnonzero(ok & (out < oldest)).tolist():
             errors.add(i, "ts", bounds.oldest_reason)
     return out
+
+
+def _unit_problem(seconds: float) -> str:
+    """Why a number too large for epoch seconds was refused (it used to read "in the future",
+    or overflowed into a date PostgreSQL refused with a 500)."""
+    if seconds > 0:
+        return (
+            f"must be epoch seconds: {seconds:.0f} looks like milliseconds or finer "
+            "(divide by 1000)"
+        )
+    return "is out of range for epoch seconds"
 
 
 def _float_or_inf(value: float) -> float:

@@ -228,3 +228,15 @@ def test_an_event_before_2000_or_beyond_any_calendar_is_a_400_not_a_500(operator
     assert list(response.json()["events"]) == ["1"]
     assert list(response.json()["events"]["1"]) == ["ts"]
     assert Event.objects.filter(user_id__startswith="test-").count() == 0
+
+
+@pytest.mark.parametrize("scale", [1e3, 1e6, 1e9])
+def test_epoch_milliseconds_are_refused_naming_the_unit(operator, scale):
+    """An exporter sending milliseconds was told "is in the future", which says nothing of why."""
+    batch = rows(3)
+    batch[2]["ts"] = time.time() * scale
+    response = post(operator, SAMPLES, {"samples": batch})
+    assert response.status_code == 400, response.content
+    [message] = response.json()["samples"]["2"]["ts"]
+    assert "seconds" in message and "milliseconds" in message
+    assert samples().count() == 0
