@@ -40,6 +40,8 @@ from .validation import (
 )
 
 MAX_POINTS = 100_000
+#: 0001-01-01 UTC in epoch seconds, the first moment a datetime holds
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 
 
 # --- Ingestion ---------------------------------------------------------------------------
@@ -165,7 +167,10 @@ class InstantField(serializers.Field):
             return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         if not math.isfinite(seconds) or abs(seconds) > 1e11:
             self.fail("invalid")
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:  # -1e11 is before year 1, which Python's datetime cannot hold: was a 500
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            self.fail("invalid")
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()
@@ -215,6 +220,12 @@ class SamplesQuerySerializer(serializers.Serializer):
         if step is not None and (end - start).total_seconds() / step > MAX_POINTS:
             raise ValidationError(
                 {"step": [f"gives more than {MAX_POINTS} buckets; use a larger step"]}
+            )
+        # Downsampled reads align start down to the step: near year 1, or with a step of
+        # millennia, that fell before year 1 and the read was a 500.
+        if step is not None and math.floor(start.timestamp() / step) * step < EARLIEST:
+            raise ValidationError(
+                {"start": ["aligned down to the step, falls before year 1; start later"]}
             )
         return {**attrs, "start": start, "end": end}
 

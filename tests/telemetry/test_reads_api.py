@@ -106,6 +106,10 @@ def test_downsampled_samples_equal_a_numpy_mean(viewer, latency, step):
         ({"step": "0"}, "step"),
         ({"step": "1", "start": 0, "end": 1e9}, "step"),
         ({"agg": "median"}, "agg"),
+        # before year 1: Python's datetime cannot hold them (these were 500s)
+        ({"start": -1e11}, "start"),
+        ({"start": "0001-01-01T00:00:00Z", "step": "2w"}, "start"),
+        ({"start": -1, "end": 10, "step": "99999999999999999999d"}, "start"),
     ],
 )
 def test_bad_parameters_are_a_400_naming_the_parameter(viewer, latency, params, field):
