@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     cells = [(f, s) for s in args.settings for f in args.families]
+    # a cell's seeds depend on the cell only, so a subset of the table reproduces its rows
     work = [
-        (f, s, 1000 * k + seed) for k, (f, s) in enumerate(cells) for seed in range(args.series)
+        (f, s, 100_000 * s + 1000 * FAMILIES.index(f) + seed)
+        for f, s in cells
+        for seed in range(args.series)
     ]
     started = time.perf_counter()
     if args.jobs > 1:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from forecasting.engine import choose_step, forecast, forecast_over, intervals, select_and_forecast
+from forecasting.engine import (
+    choose_step,
+    forecast,
+    forecast_over,
+    intervals,
+    select_and_forecast,
+    selection,
+)
 from forecasting.engine.calendar import (
     DAY,
     aggregate,
@@ -255,13 +262,104 @@ def test_intervals_cover_about_their_level_on_fresh_data():
     assert inside95 >= inside80
 
 
+def _realised(simulate, n: int, horizon: int, series: int) -> dict[str, float]:
+    """Forecast ``series`` simulated histories and score them against their simulated futures."""
+    inside80, inside95, reported, width80 = [], [], [], []
+    for seed in range(series):
+        y = simulate(np.random.default_rng(seed), n + horizon)
+        result = select_and_forecast(np.arange(n) * HOUR, y[:n], horizon, step=HOUR)
+        future = y[n:]
+        inside80.append(np.mean((future >= result.lower80) & (future <= result.upper80)))
+        inside95.append(np.mean((future >= result.lower95) & (future <= result.upper95)))
+        reported.append(result.chosen.coverage80)
+        width80.append(np.mean(result.upper80 - result.lower80))
+    return {
+        "real80": float(np.mean(inside80)),
+        "real95": float(np.mean(inside95)),
+        "reported80": float(np.nanmean(reported)),
+        "width80": float(np.mean(width80)),
+    }
+
+
+def test_random_walk_intervals_cover_their_level():
+    # a day ahead of 20 days of a unit random walk, 200 series: the calibration used to read
+    # the errors the model was chosen on, from overlapping windows (0.67 / 0.75 realised)
+    got = _realised(lambda rng, size: 100 + np.cumsum(rng.normal(0, 1, size)), 480, 24, 200)
+    assert got["real80"] == pytest.approx(0.80, abs=0.05)
+    assert got["real95"] == pytest.approx(0.95, abs=0.035)
+    assert got["reported80"] == pytest.approx(got["real80"], abs=0.06)
+
+
+def test_stationary_seasonal_intervals_cover_their_level_without_being_wide():
+    def simulate(rng, size):
+        i = np.arange(size)
+        return 100 + 10 * np.sin(2 * np.pi * i / 24) + rng.normal(0, 1, size)
+
+    got = _realised(simulate, 720, 24, 100)
+    assert got["real80"] == pytest.approx(0.80, abs=0.06)
+    assert got["real95"] == pytest.approx(0.95, abs=0.035)
+    assert got["reported80"] == pytest.approx(got["real80"], abs=0.05)
+    # the oracle 80% interval of unit noise is 2.56 wide; the model's own error adds to it
+    assert got["width80"] < 1.3 * 2 * 1.2816
+
+
+def test_effective_draws_follow_the_overlap_of_the_windows():
+    rng = np.random.default_rng(0)
+    noise = intervals.effective_draws(rng.normal(size=(400, 3)))
+    assert np.all(noise > 250)  # independent errors: about one draw per origin
+    walk = np.cumsum(rng.normal(size=2000))
+    origins = np.arange(0, 1600, 4)  # 400 origins over 1600 steps
+    steps = np.array([1, 40, 200])
+    draws = intervals.effective_draws(walk[origins[:, None] + steps] - walk[origins, None])
+    # a random walk's k-step errors from origins closer than k share their increments:
+    # about span / k independent windows
+    assert draws[0] > 250
+    assert 1600 / 40 / 2 < draws[1] < 2 * 1600 / 40
+    assert 1600 / 200 / 2 < draws[2] < 2 * 1600 / 200
+
+
+def test_error_quantiles_are_symmetric_and_wider_when_the_draws_are_few():
+    rng = np.random.default_rng(3)
+    independent = rng.normal(size=(200, 24))
+    shared = np.repeat(rng.normal(size=(10, 24)), 20, axis=0)  # 10 draws, each 20 times
+    a = intervals.error_quantiles(independent, 0.8, 24)
+    np.testing.assert_allclose(a.lower, -a.upper)
+    assert np.all(np.diff(a.upper) >= 0)
+    assert np.median(a.upper) == pytest.approx(1.2816, rel=0.1)
+    b = intervals.error_quantiles(shared, 0.8, 24)
+    # the same spread read off 10 draws is less certain: Student's t at about 10 draws
+    ratio = b.upper / np.quantile(np.abs(shared), 0.8, axis=0)
+    assert np.median(ratio) > 1.05
+
+
+def test_intervals_are_calibrated_on_origins_the_selection_did_not_see():
+    seen = {}
+    original = selection._calibration_errors
+
+    def spy(ctx, plan, members, selection_errors, period):
+        origins, errors = original(ctx, plan, members, selection_errors, period)
+        seen.update(plan=plan, origins=origins, errors=errors)
+        return origins, errors
+
+    ts, y = hourly(45, seed=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(selection, "_calibration_errors", spy)
+        select_and_forecast(ts, y, 48)
+        plan, origins = seen["plan"], seen["origins"]
+        assert origins.size >= 40 and origins.max() < plan.fit_end  # before the selection
+        assert seen["errors"].shape == (origins.size, plan.horizon)
+        # a history with no room before the selection backtest keeps its errors
+        short = 24 * 5
+        select_and_forecast(ts[:short], y[:short], 48)
+        np.testing.assert_array_equal(seen["origins"], seen["plan"].origins)
+
+
 @pytest.mark.parametrize("level", [0.8, 0.95])
 def test_min_calibration_origins_is_where_the_conformal_rank_becomes_finite(level):
     n = intervals.min_calibration_origins(level)
-    tail = (1 - level) / 2
 
-    def rank(k):
-        return np.ceil((k + 1) * (1 - tail) - 1e-9)
+    def rank(k):  # the conformal rank of |error| among k origins
+        return np.ceil((k + 1) * level - 1e-9)
 
     assert rank(n) <= n and rank(n - 1) > n - 1
 
