@@ -40,6 +40,7 @@ EVENT_TEXT_MAX = 100
 # Label keys follow Prometheus' rules (plus dots); values may not hold the "," and "="
 # that separate pairs in Series.labels_key, so two label sets never share one key.
 LABEL_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 US = 1_000_000
 # Year 5138 in epoch seconds: a larger number is a timestamp in milliseconds or finer (an
 # exporter's unit, not a date), and the reason a client needs to hear.
@@ -364,6 +365,12 @@ def _series_problem(name: Any, labels: Any, unit: Any) -> tuple[str, str] | None
         return ("series", f"at most {SERIES_NAME_MAX} characters")
     if NUL in name:
         return ("series", NUL_PROBLEM)
+    # "cpu\n" or " cpu" is a second series beside "cpu" that nobody can tell apart in the
+    # admin, while every system reads the first: refused rather than silently split.
+    if name != name.strip():
+        return ("series", "may not start or end with whitespace")
+    if CONTROL_RE.search(name):
+        return ("series", "may not contain control characters")
     if (problem := label_problem(labels)) is not None:
         return ("labels", problem)
     if not isinstance(unit, str) or len(unit) > UNIT_MAX:

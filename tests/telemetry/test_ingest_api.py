@@ -240,3 +240,24 @@ def test_epoch_milliseconds_are_refused_naming_the_unit(operator, scale):
     [message] = response.json()["samples"]["2"]["ts"]
     assert "seconds" in message and "milliseconds" in message
     assert samples().count() == 0
+
+
+@pytest.mark.parametrize(
+    "name", [" test.cpu", "test.cpu ", "test.cpu\n", "test.\tcpu", "test.\x7f"]
+)
+def test_a_series_name_with_edge_whitespace_or_control_characters_is_refused(operator, name):
+    """ "cpu\\n" from an exporter's line-based config became a second series beside "cpu",
+    indistinguishable from it in the admin, and the systems read only the first."""
+    batch = [{"series": "test.cpu", "ts": time.time() - 60, "value": 1.0}]
+    batch.append({**batch[0], "series": name})
+    response = post(operator, SAMPLES, {"samples": batch})
+    assert response.status_code == 400, response.content
+    assert list(response.json()["samples"]) == ["1"]
+    assert list(response.json()["samples"]["1"]) == ["series"]
+    assert not Series.objects.filter(name__startswith="test.").exists()
+
+
+def test_unicode_series_names_and_label_values_are_kept(operator):
+    row = {"series": "test.größe.✓", "labels": {"page": "/über/🎉"}, "ts": time.time(), "value": 1}
+    assert post(operator, SAMPLES, {"samples": [row]}).status_code == 200
+    assert Series.objects.get(name="test.größe.✓").labels == {"page": "/über/🎉"}
