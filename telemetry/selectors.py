@@ -14,6 +14,7 @@ from django.db import connection
 from django.db.models import Count, Max, Min, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
+from . import conf
 from .downsample import AGGREGATIONS, Partials, finish, merge_partials, partials_from_samples
 from .models import Event, RollupState, Sample, SampleRollup, Series, labels_key
 
@@ -239,6 +240,7 @@ def series_points(
     start = datetime.fromtimestamp(origin, tz=UTC)
     horizon = rollup_horizon() if step_seconds % 3600 == 0 else None
     split = min(max(horizon, start), end) if horizon is not None else start
+    split = _rollup_edge(split)
     parts = []
     source = []
     if split > start:
@@ -250,6 +252,21 @@ def series_points(
         source.append("raw")
     out_ts, out_values = finish(merge_partials(parts, step=step_seconds, origin=origin), agg)
     return SeriesPoints(out_ts, out_values, "+".join(source))
+
+
+def _rollup_edge(split: datetime) -> datetime:
+    """Where rollups stop when a window ends mid-hour inside them (``split`` is then ``end``).
+
+    An hour's rollup covers the whole hour, so reading it for a window ending at 10:30
+    counted the 30 minutes after ``end``: the partial hour is read from raw samples. Past
+    the raw retention those are gone (or about to be), so there the last hour stays whole
+    rather than vanishing.
+    """
+    hour = split.replace(minute=0, second=0, microsecond=0)
+    if hour == split:
+        return split
+    raw_kept_from = timezone.now() - timedelta(days=conf.raw_retention_days())
+    return hour if hour >= raw_kept_from else hour + timedelta(hours=1)
 
 
 def series_list_with_latest(

@@ -126,6 +126,40 @@ def test_retention_deletes_only_rolled_up_old_hours_and_reads_stay_the_same(now,
     assert services.samples_enforce_retention(now=now)["deleted"] == 0
 
 
+@pytest.mark.parametrize("agg", ["count", "sum", "max"])
+def test_a_window_ending_mid_hour_in_the_rolled_up_past_stops_at_its_end(now, agg):
+    """step=1h with end at 10:30 a day ago answered the whole 10:00 hour from its rollup:
+    30 minutes past `end` were counted, while step=30m (raw) stopped at 10:30."""
+    end = now.timestamp()
+    series, ts, values = fill("midhour", end - 3 * DAY, end, step=60)
+    services.rollups_update(now=now)
+    start = datetime.fromtimestamp(hour_floor(now).timestamp() - 2 * DAY, UTC)
+    stop = start + timedelta(hours=20, minutes=30)
+    points = selectors.series_points(series.pk, start=start, end=stop, step_seconds=HOUR, agg=agg)
+    assert points.source.startswith("rollup")
+    inside = (ts >= start.timestamp()) & (ts < stop.timestamp())
+    expected = selectors.resample(
+        ts[inside], values[inside], step_seconds=HOUR, agg=agg, origin=start.timestamp()
+    )
+    np.testing.assert_array_equal(points.ts, expected[0])
+    np.testing.assert_allclose(points.values, expected[1], rtol=1e-12)
+
+
+def test_past_the_raw_retention_a_mid_hour_end_keeps_its_last_hour_whole(now, settings):
+    """Its raw samples are gone: the last hour comes from its rollup rather than vanishing."""
+    settings.PHASE3_RAW_RETENTION_DAYS = 1
+    end = now.timestamp()
+    series, _, _ = fill("midhour.old", end - 3 * DAY, end, step=60)
+    services.rollups_update(now=now)
+    services.samples_enforce_retention(now=now)
+    start = datetime.fromtimestamp(hour_floor(now).timestamp() - 2 * DAY, UTC)
+    stop = start + timedelta(hours=5, minutes=30)
+    points = selectors.series_points(
+        series.pk, start=start, end=stop, step_seconds=HOUR, agg="count"
+    )
+    assert points.values.tolist() == [60.0] * 6
+
+
 def test_retention_keeps_stale_hours_until_they_are_rolled_up_again(now, settings):
     settings.PHASE3_RAW_RETENTION_DAYS = 1
     end = now.timestamp()
