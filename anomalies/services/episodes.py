@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
+from django.conf import settings
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -34,12 +35,33 @@ MAX_POINTS = 500
 # Residuals kept across runs for tracing an onset back (a drift that crept up for two
 # hours of five-minute points before it alerted).
 ONSET_TAIL = 24
+# An anomaly that has recovered stays open for this long before it closes, so that a
+# series that breaches again a few minutes after recovering ("flapping") is one incident,
+# one page and no "resolved" in between (Prometheus' `keep_firing_for`, Datadog's recovery
+# hysteresis): this many of the series' steps, and at least `QUIET_MIN_SECONDS`.
+QUIET_STEPS = 3
+QUIET_MIN_SECONDS = 900.0
 SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 # A point under the alert level opens an anomaly as the recurrence of a confirmed incident
 # when its evidence still ranks this high ("still abnormal?", 0.7 = the top 1.8 % of the
 # series' history) and it is nearly as large (engine.feedback). A repeated outage of an hour
 # ranks at 0.74-0.83 the second time; routine points of a series are far below.
 RECURRENCE_SCORE = 0.7
+
+
+def quiet_seconds(step_seconds: float | None) -> float:
+    """How long a recovered anomaly waits for a relapse before it closes.
+
+    Sized by the series' step, as the silence check is (`engine.pattern.SILENT_STEPS`):
+    three points of an hourly series are three hours, of a one-minute series three
+    minutes, too short to tell a recovery from a blip, hence the 15-minute floor.
+    `settings.ANOMALIES_QUIET_SECONDS` replaces it for every series (0: close at once).
+    """
+    fixed = getattr(settings, "ANOMALIES_QUIET_SECONDS", None)
+    if fixed is not None:
+        return max(float(fixed), 0.0)
+    step = step_seconds if step_seconds and np.isfinite(step_seconds) else 0.0
+    return max(QUIET_STEPS * step, QUIET_MIN_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -161,8 +183,15 @@ def track_episodes(
     current: Anomaly | None,
     episode: dict,
     run: ScoreRun,
+    *,
+    quiet: float = 0.0,
 ) -> dict:
-    """Walk this series' new points: open, extend and close its anomaly; returns the episode."""
+    """Walk this series' new points: open, extend and close its anomaly; returns the episode.
+
+    An anomaly has recovered after `RECOVERY_POINTS` calm points, but closes only once
+    `quiet` seconds (`quiet_seconds`) have passed since without a point that would open
+    an anomaly; such a point within them resumes it. Its `ended_at` is still the recovery.
+    """
     n = int(np.isfinite(ts_block[row]).sum())
     ts, values = ts_block[row, :n], value_block[row, :n]
     expected, scale = result.expected[row, :n], result.scale[row, :n]
@@ -179,18 +208,40 @@ def track_episodes(
     alert = result.scores[row, :n] >= cfg.alert_score
     tail_ts, tail_z = _tail(episode)
     trace_ts, trace_z = np.concatenate([tail_ts, ts]), np.concatenate([tail_z, z])
-    calm = int(episode.get("calm", 0)) if current is not None else 0
+    calm, recovered = _held(episode, current)
     suppressing = bool(episode.get("suppressing", False))
+    confirmed = feedback.confirmed.get(s.pk, [])
+
+    def candidate_at(i: int) -> tuple[Fingerprint, bool] | None:
+        """The point's fingerprint and whether it recurs, if it would open an anomaly."""
+        if not (alert[i] or (voting[i] and result.combined[row, i] >= RECURRENCE_SCORE)):
+            return None
+        methods = frozenset(f for f, v in families.items() if v[i] >= cfg.vote_surprisal)
+        finite_z = float(z[i]) if np.isfinite(z[i]) else 0.0
+        candidate = Fingerprint(
+            direction=1 if finite_z >= 0 else -1, peak_z=abs(finite_z), methods=methods
+        )
+        # Only said of a point under the alert level: one above it opens anyway.
+        recurs = not alert[i] and is_recurrence(candidate, confirmed)
+        return (candidate, recurs) if alert[i] or recurs else None
+
     for i in range(n):
         if current is not None:
-            if voting[i] or alert[i]:
+            if recovered is None and (voting[i] or alert[i]):
                 calm = 0
+                _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+            elif recovered is not None and candidate_at(i) is not None:
+                # A relapse within the quiet period: the same incident goes on, with no
+                # "resolved" and no new page between (it used to flap).
+                calm, recovered = 0, None
                 _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
             else:
                 calm += 1
-                if calm >= RECOVERY_POINTS:
-                    _close(current, to_datetime(ts[i]), run)
-                    current, calm = None, 0
+                if calm >= RECOVERY_POINTS and recovered is None:
+                    recovered = float(ts[i])
+                if recovered is not None and ts[i] - recovered >= quiet:
+                    _close(current, to_datetime(recovered), run)
+                    current, calm, recovered = None, 0, None
             continue
         if suppressing:
             # A dismissed episode stays quiet while it lasts, but each of its alert-level
@@ -199,17 +250,10 @@ def track_episodes(
             suppressing = bool(voting[i] or alert[i])
             if not alert[i]:
                 continue
-        if not (alert[i] or (voting[i] and result.combined[row, i] >= RECURRENCE_SCORE)):
+        found = candidate_at(i)
+        if found is None:
             continue
-        methods = frozenset(f for f, v in families.items() if v[i] >= cfg.vote_surprisal)
-        finite_z = float(z[i]) if np.isfinite(z[i]) else 0.0
-        candidate = Fingerprint(
-            direction=1 if finite_z >= 0 else -1, peak_z=abs(finite_z), methods=methods
-        )
-        # Only said of a point under the alert level: one above it opens anyway.
-        recurs = not alert[i] and is_recurrence(candidate, feedback.confirmed.get(s.pk, []))
-        if not (alert[i] or recurs):
-            continue
+        candidate, recurs = found
         dismissed = feedback.dismissed.get(s.pk, [])
         matches = [pk for pk, fp in dismissed if is_dismissed(candidate, [fp])]
         if matches:
@@ -244,10 +288,51 @@ def track_episodes(
         run.write(current)
     return {
         "calm": calm,
+        # The anomaly the calm points belong to (its detection time: a new one has no id
+        # yet), and when it recovered, if it is waiting out its quiet period.
+        "anomaly": current.detected_at.timestamp() if current is not None else None,
+        "recovered_at": recovered,
         "suppressing": suppressing,
         "tail_ts": trace_ts[-ONSET_TAIL:].tolist(),
         "tail_z": [_finite(round(float(v), 4)) for v in trace_z[-ONSET_TAIL:]],
     }
+
+
+def _held(episode: dict, current: Anomaly | None) -> tuple[int, float | None]:
+    """(calm points, recovery time or None) carried over for the series' open anomaly.
+
+    Only if they were counted for that anomaly: one closed meanwhile (by an operator, or
+    on the clock while its series sent nothing) leaves counts that mean nothing for the
+    next. Episodes written before the anomaly was recorded in them keep their calm count.
+    """
+    if current is None:
+        return 0, None
+    owner = episode.get("anomaly", current.detected_at.timestamp())
+    if owner is None or abs(owner - current.detected_at.timestamp()) > 1e-3:
+        return 0, None
+    recovered = episode.get("recovered_at")
+    return int(episode.get("calm", 0)), None if recovered is None else float(recovered)
+
+
+def close_recovered(
+    silent: list[tuple[Series, DetectorState]],
+    now: datetime,
+    open_now: dict[int, Anomaly],
+    run: ScoreRun,
+) -> None:
+    """Close the recovered anomalies of series that sent nothing, once the quiet period is over.
+
+    Counted on the clock: without new points `track_episodes` never sees the period end,
+    and an anomaly that recovered just before its exporter stopped stayed open for good.
+    """
+    for s, st in silent:
+        a = open_now.get(s.pk)
+        if a is None:
+            continue
+        _, recovered = _held(st.episode or {}, a)
+        if recovered is not None and now.timestamp() - recovered >= quiet_seconds(st.step_seconds):
+            _close(a, to_datetime(recovered), run)
+            del open_now[s.pk]
 
 
 def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, total, z) -> None:

@@ -32,7 +32,9 @@ from .causes import causes_rank_around
 from .episodes import (
     Feedback,
     ScoreRun,
+    close_recovered,
     open_anomalies,
+    quiet_seconds,
     report_silence,
     save_anomalies,
     track_episodes,
@@ -121,6 +123,7 @@ def anomalies_score_recent(
             _score_active(active, points, states, fleet, rules, cfg, feedback, open_now, run)
         sent = {s.pk for s in active}
         silent = [(s, states[s.pk]) for s in series if s.pk in states and s.pk not in sent]
+        close_recovered(silent, now, open_now, run)
         report_silence(silent, now, cfg, feedback, open_now, run)
         save_anomalies(run)
         run.series = len(active)
@@ -152,6 +155,7 @@ def _score_active(
             fleet_blob = detector.fleet_state()
         for row, s in enumerate(group):
             state = states.get(s.pk) or DetectorState(series=s, points_scored=0, episode={})
+            step = float(detector.step[row])
             state.episode = track_episodes(
                 s,
                 row,
@@ -163,12 +167,12 @@ def _score_active(
                 open_now.get(s.pk),
                 state.episode,
                 run,
+                quiet=quiet_seconds(step),
             )
             valid_ts = ts_block[row][np.isfinite(ts_block[row])]
             state.state = detector.series_state(row)
             state.last_ts = to_datetime(valid_ts[-1])
             state.points_scored += valid_ts.size
-            step = float(detector.step[row])
             state.step_seconds = step if np.isfinite(step) else None
             states[s.pk] = state
             run.points += valid_ts.size
