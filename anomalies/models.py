@@ -250,8 +250,9 @@ class ResponseExecution(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         RETRYING = "retrying"
-        # Not sent: its playbook was disabled or no longer matches, or the anomaly was
-        # marked a false positive, while it waited. Queued again if it matches again.
+        # Not sent: its playbook was disabled or no longer matches, the anomaly was marked
+        # a false positive, or a silence began, while it waited. Queued again if it
+        # matches again.
         CANCELLED = "cancelled"
 
     playbook = models.ForeignKey(ResponsePlaybook, on_delete=models.CASCADE, related_name="runs")

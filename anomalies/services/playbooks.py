@@ -23,7 +23,7 @@ from kombu.exceptions import KombuError
 from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
-from ..selectors import silenced_by, silences_overlapping
+from ..selectors import silenced_by, silences_active, silences_overlapping
 from ..validation import URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
 
@@ -221,14 +221,15 @@ def response_execute(*, execution_id: int) -> dict:
 
     Raises ResponseActionError after recording the failed attempt, so the task can retry
     with backoff; the final attempt is recorded as FAILED. An execution that no longer
-    applies (playbook disabled or edited, false positive) is CANCELLED without sending.
+    applies (playbook disabled or edited, false positive, series silenced) is CANCELLED
+    without sending.
     """
     execution = ResponseExecution.objects.select_related(
         "playbook", "anomaly", "anomaly__series"
     ).get(pk=execution_id)
     if execution.status == ResponseExecution.Status.SUCCEEDED:
         return {"skipped": 1}
-    if reason := _no_longer_applies(execution.playbook, execution.anomaly):
+    if reason := _no_longer_applies(execution.playbook, execution.anomaly, timezone.now()):
         return _cancel(execution_id, reason)
     started = time.perf_counter()
     error, result, final = "", {}, False
@@ -272,12 +273,14 @@ def response_execute(*, execution_id: int) -> dict:
     return {"succeeded": int(not error), "failed": int(bool(error))}
 
 
-def _no_longer_applies(p: ResponsePlaybook, a: Anomaly) -> str:
+def _no_longer_applies(p: ResponsePlaybook, a: Anomaly, now: datetime) -> str:
     """Why a queued page should not go out any more ("" when it should).
 
     An execution waits in the queue, or up to 40 minutes between retries. An operator who
-    disables a noisy playbook, narrows it, or calls the anomaly a false positive meanwhile
-    has said not to send it.
+    disables a noisy playbook, narrows it, calls the anomaly a false positive or silences
+    its series meanwhile has said not to send it. A silenced page is held back as the
+    scoring run holds one back (`silenced_by`), and like any cancelled one it is queued
+    again by the first run that matches its anomaly after the silence ends.
     """
     if not p.enabled:
         return "not sent: the playbook was disabled"
@@ -285,6 +288,9 @@ def _no_longer_applies(p: ResponsePlaybook, a: Anomaly) -> str:
         return "not sent: the anomaly was marked a false positive"
     if not _playbook_matches(p, a):
         return "not sent: the playbook no longer matches this anomaly (edited)"
+    if muted := silenced_by(a, silences_active(a.ended_at or now), now):
+        names = ", ".join(f"silence {pk}" for pk in muted)
+        return f"not sent: held back by {names}; sent if the anomaly still goes on after it"
     return ""
 
 

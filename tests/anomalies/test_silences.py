@@ -347,3 +347,53 @@ def test_a_preview_shows_what_a_silence_would_cover_without_making_it(client_wit
         refused = client_with_role("operator").post(url, bad, format="json")
         assert refused.status_code == 400 and field in refused.json()
     assert not Silence.objects.exists()
+
+
+def test_a_silence_made_while_a_page_waits_to_retry_holds_that_retry_back(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    # The first attempt failed; the operator silences the series before the retry runs.
+    # The retry went out anyway: a silence was only looked at when the page was queued.
+    from anomalies import services
+    from anomalies.services.playbooks import queue_responses
+
+    sent = _webhook_recorder(monkeypatch)
+    queued = []
+    monkeypatch.setattr("anomalies.tasks.execute_response.delay", queued.append)
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.retry.muted"))
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    execution = ResponseExecution.objects.create(
+        playbook=hook, anomaly=anomaly, status="retrying", attempts=1
+    )
+    silence = services.silence_anomaly_series(
+        anomaly_id=anomaly.pk, minutes=60, comment="fixing it", by="ops"
+    )
+    assert services.response_execute(execution_id=execution.pk) == {"cancelled": 1}
+    execution.refresh_from_db()
+    assert sent == [] and execution.status == "cancelled" and execution.attempts == 1
+    assert f"silence {silence.pk}" in execution.error
+    # A silence on other series changes nothing; once this one ends, the anomaly, still
+    # going on, is paged on the next scoring run, like any other held back by a silence.
+    services.silence_expire(silence_id=silence.pk)
+    _silence("other.*", start=-timedelta(minutes=1), end=timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({anomaly.pk}, now=timezone.now())
+    assert queued == [execution.pk]
+    services.response_execute(execution_id=execution.pk)
+    execution.refresh_from_db()
+    assert execution.status == "succeeded" and [p["status"] for p in sent] == ["firing"]
+
+
+def test_a_resolved_notice_still_goes_out_under_a_silence_made_after_the_page(monkeypatch):
+    # The receiver was paged before the silence began: its incident must still close.
+    from anomalies import services
+
+    sent = _webhook_recorder(monkeypatch)
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.retry.closes"))
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    execution = ResponseExecution.objects.create(playbook=hook, anomaly=anomaly)
+    services.response_execute(execution_id=execution.pk)
+    services.silence_anomaly_series(anomaly_id=anomaly.pk, minutes=60, comment="fixing it")
+    Anomaly.objects.filter(pk=anomaly.pk).update(ended_at=timezone.now())
+    assert services.response_notify_resolved(execution_id=execution.pk) == {"notified": 1}
+    assert [p["status"] for p in sent] == ["firing", "resolved"]
