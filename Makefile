@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-forecasting \
-        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-forecasting \
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
@@ -71,6 +71,10 @@ eval-anomalies-lookahead: $(VENV)/.runtime
 ## eval-forecasting: the forecasting engine vs seasonal naive on ../shared/data/nab (MASE, coverage)
 eval-forecasting: $(VENV)/.runtime
 	$(PY) -m forecasting.engine.evaluate ../shared/data/nab/data --horizon-hours 24 --origins 3
+
+## eval-forecasting-intervals: reported vs realised interval coverage on simulated families with known answers
+eval-forecasting-intervals: $(VENV)/.runtime
+	$(PY) bench/forecasting_intervals.py --series 100
 
 ## eval-scaling: replay NAB tweet volumes through the scaling engine vs the plain HPA rule
 eval-scaling: $(VENV)/.runtime
