@@ -18,13 +18,16 @@ from urllib.parse import urljoin
 import requests
 from celery import current_app
 from django.conf import settings
-from django.core.mail import send_mail
+from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
 from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
+# The mail server's timeout when the deployment sets no EMAIL_TIMEOUT: without one Django's
+# SMTP backend waits on a hung relay until the worker's time limit kills the attempt.
+EMAIL_TIMEOUT_SECONDS = 10
 # Redirects that keep the method and the body (307, 308) are followed, this many at most.
 MAX_REDIRECTS = 3
 # 4xx answers that mean "not now" rather than "not this": retried like a 5xx.
@@ -192,6 +195,16 @@ def _reason(response: requests.Response) -> str:
     return " ".join(raw.decode("utf-8", "replace").split())
 
 
+def mail_timeout() -> float:
+    """Seconds the e-mail action waits on the mail server: `settings.EMAIL_TIMEOUT`.
+
+    Passed to the connection explicitly, so a deployment that unsets it still gets
+    `EMAIL_TIMEOUT_SECONDS` rather than a socket that waits forever; a timed-out attempt
+    is retried with backoff like a refused one.
+    """
+    return float(getattr(settings, "EMAIL_TIMEOUT", None) or EMAIL_TIMEOUT_SECONDS)
+
+
 def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """Do what the playbook says; return what to record as the result."""
     if playbook.action in URL_ACTIONS:
@@ -208,6 +221,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
                 ),
                 from_email=None,
                 recipient_list=recipients,
+                connection=get_connection(timeout=mail_timeout()),
             )
         except Exception as exc:  # mail backends raise many types (SMTP, socket...)
             raise ResponseActionError(f"e-mail failed: {exc}") from exc

@@ -281,6 +281,9 @@ EMAIL_BACKEND = os.environ.get(
     else "django.core.mail.backends.filebased.EmailBackend",
 )
 EMAIL_FILE_PATH = VAR_DIR / "mail"
+# Seconds to wait on the mail server (Django's default, None, waits forever: a hung relay
+# held the anomaly e-mail action until the task's time limit).
+EMAIL_TIMEOUT = float(os.environ.get("DJANGO_EMAIL_TIMEOUT", 10))
 DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "phase3@localhost")
 
 # --- Production hardening (makes `check --deploy` pass) --------------------------------

@@ -294,3 +294,64 @@ def test_an_anomaly_that_escalates_tells_every_receiver_it_is_now_critical(
         b["alerts"][0]["fingerprint"] for _, path, b in receiver.seen if path == "/team"
     }
     assert len(fingerprints) == 1
+
+
+@pytest.fixture
+def silent_mail_server() -> Iterator[int]:
+    """An SMTP port that accepts connections and never says anything (a hung mail relay).
+
+    Each connection is held for HOLD_SECONDS, then dropped, so a client without a timeout
+    fails after that long instead of hanging the suite.
+    """
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)
+            threading.Timer(HOLD_SECONDS, conn.close).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+HOLD_SECONDS = 8.0
+
+
+def test_the_mail_timeout_is_set_and_shorter_than_the_attempt(settings):
+    # Unset, Django's SMTP backend waits on the socket forever: the attempt was held until
+    # the worker's time limit killed it.
+    from anomalies.tasks import execute_response
+
+    assert settings.EMAIL_TIMEOUT and 0 < settings.EMAIL_TIMEOUT < execute_response.soft_time_limit
+
+
+@pytest.mark.parametrize("configured", [1.0, None])
+def test_a_mail_server_that_never_answers_fails_the_attempt_in_time(
+    settings, monkeypatch, silent_mail_server, configured
+):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", silent_mail_server
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    # A deployment that sets no timeout (None) still gets the action's own.
+    settings.EMAIL_TIMEOUT = configured
+    monkeypatch.setattr("anomalies.responses.EMAIL_TIMEOUT_SECONDS", 1.0)
+    execution = _execution("ops@example.com", action="email", max_attempts=3)
+    started = time.monotonic()
+    execution = _run(execution)
+    assert time.monotonic() - started < HOLD_SECONDS / 2
+    assert execution.status == "retrying" and "timed out" in execution.error
