@@ -381,11 +381,51 @@ class ResponseExecutionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class ExecutionFilterSerializer(serializers.Serializer):
+    anomaly = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    playbook = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    status = serializers.ChoiceField(choices=ResponseExecution.Status.choices, required=False)
+    since = serializers.DateTimeField(required=False, help_text="Created at or after.")
+    until = serializers.DateTimeField(required=False, help_text="Created before.")
+
+    def validate(self, attrs):
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and since >= until:
+            raise serializers.ValidationError({"until": ["must be after since"]})
+        return attrs
+
+
 class ResponseExecutionViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
+    """What each playbook did for each anomaly; filter by anomaly, playbook, status and
+    when it was created (the on-call's "what did we send for this incident?")."""
+
     serializer_class = ResponseExecutionSerializer
     queryset = ResponseExecution.objects.select_related("playbook").all()
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        if self.action != "list":
+            return qs
+        query = ExecutionFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        p = query.validated_data
+        if "anomaly" in p:
+            qs = qs.filter(anomaly_id=p["anomaly"])
+        if "playbook" in p:
+            qs = qs.filter(playbook_id=p["playbook"])
+        if "status" in p:
+            qs = qs.filter(status=p["status"])
+        if "since" in p:
+            qs = qs.filter(created_at__gte=p["since"])
+        if "until" in p:
+            qs = qs.filter(created_at__lt=p["until"])
+        return qs
+
+    @extend_schema(parameters=[ExecutionFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
 
 class SilencePreviewSerializer(serializers.Serializer):

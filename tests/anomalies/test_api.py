@@ -253,6 +253,71 @@ def test_executions_are_read_only(client_with_role):
     assert client_with_role("admin").post(BASE + "anomaly/executions", {}).status_code == 405
 
 
+def _executions_world():
+    """Two anomalies, two playbooks, executions in three states created at three times."""
+    from django.utils import timezone
+
+    from anomalies.models import ResponseExecution
+
+    now = timezone.now()
+    first, second = _anomaly("exec.a"), _anomaly("exec.b")
+    hook = ResponsePlaybook.objects.create(name="hook", action="webhook", target="http://h.ex/")
+    mail = ResponsePlaybook.objects.create(name="mail", action="email", target="ops@example.com")
+    rows = {
+        "old": ResponseExecution.objects.create(
+            playbook=hook, anomaly=first, status="failed", created_at=now - timedelta(days=2)
+        ),
+        "hour": ResponseExecution.objects.create(
+            playbook=mail, anomaly=first, status="succeeded", created_at=now - timedelta(hours=1)
+        ),
+        "now": ResponseExecution.objects.create(
+            playbook=hook, anomaly=second, status="succeeded", created_at=now
+        ),
+    }
+    return now, first, second, hook, mail, rows
+
+
+def test_executions_filter_by_anomaly_playbook_status_and_time(client_with_role):
+    now, first, second, hook, mail, rows = _executions_world()
+    client = client_with_role("viewer")
+
+    def listed(**query) -> set[str]:
+        response = client.get(BASE + "anomaly/executions", query)
+        assert response.status_code == 200, response.json()
+        ids = {r["id"] for r in response.json()["results"]}
+        return {name for name, e in rows.items() if e.pk in ids}
+
+    assert listed() == {"old", "hour", "now"}
+    assert listed(anomaly=first.pk) == {"old", "hour"}
+    assert listed(playbook=hook.pk) == {"old", "now"}
+    assert listed(status="succeeded") == {"hour", "now"}
+    assert listed(anomaly=first.pk, status="succeeded") == {"hour"}
+    day_ago = (now - timedelta(days=1)).isoformat()
+    half_hour_ago = (now - timedelta(minutes=30)).isoformat()
+    assert listed(since=day_ago) == {"hour", "now"}
+    assert listed(until=half_hour_ago) == {"old", "hour"}
+    assert listed(since=day_ago, until=half_hour_ago) == {"hour"}
+    assert listed(anomaly=second.pk, playbook=mail.pk) == set()
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("anomaly=abc", "anomaly"),
+        ("anomaly=0", "anomaly"),
+        ("playbook=" + "9" * 30, "playbook"),
+        ("status=sent", "status"),
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+    ],
+)
+def test_executions_refuse_bad_filters_naming_the_field(client_with_role, query, field):
+    response = client_with_role("viewer").get(BASE + "anomaly/executions?" + query)
+    assert response.status_code == 400
+    assert field in response.json()
+
+
 def test_admin_pages_and_chart_render(admin_client):
     a = _anomaly(points=[[1.7e9, 10.0, 1.0, 0.5, 0.9], [1.7e9 + 300, 9.0, 1.0, 0.5, 0.85]])
     for url in (
