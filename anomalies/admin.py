@@ -23,6 +23,8 @@ from .models import (
     RootCauseCandidate,
     Silence,
 )
+from .secrets import mask_text, mask_url, mask_value, may_see_secrets
+from .validation import URL_ACTIONS
 
 
 class RootCauseInline(admin.TabularInline):
@@ -40,10 +42,57 @@ class RootCauseInline(admin.TabularInline):
         return super().get_queryset(request).select_related("series")
 
 
-class ResponseExecutionInline(admin.TabularInline):
+class MaskedSecretsMixin:
+    """Playbook URLs (and the errors that quote them) masked below the admin role.
+
+    `masked` maps a field to the read-only method shown in its place, as the API masks
+    them (secrets.py); searching a masked field is off too, or a viewer could guess a
+    token one letter at a time from the number of results.
+    """
+
+    masked: dict[str, str] = {}
+
+    def _masking(self, request: HttpRequest, obj=None) -> bool:
+        return not may_see_secrets(request)
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if not self._masking(request, obj):
+            return fields
+        return [self.masked.get(f, f) for f in fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = super().get_readonly_fields(request, obj)
+        if not self._masking(request, obj):
+            return readonly
+        return [*(self.masked.get(f, f) for f in readonly), *self.masked.values()]
+
+    def get_list_display(self, request):
+        shown = super().get_list_display(request)
+        return shown if may_see_secrets(request) else [self.masked.get(f, f) for f in shown]
+
+    def get_search_fields(self, request):
+        fields = super().get_search_fields(request)
+        return fields if may_see_secrets(request) else [f for f in fields if f not in self.masked]
+
+    @admin.display(description="target")
+    def masked_target(self, obj) -> str:
+        return mask_url(obj.target) if obj.action in URL_ACTIONS else obj.target
+
+    @admin.display(description="error")
+    def masked_error(self, obj) -> str:
+        return mask_text(obj.error, [obj.playbook.target])
+
+    @admin.display(description="result")
+    def masked_result(self, obj):
+        return mask_value(obj.result, [obj.playbook.target])
+
+
+class ResponseExecutionInline(MaskedSecretsMixin, admin.TabularInline):
     model = ResponseExecution
     fields = ["playbook", "status", "attempts", "repeats", "duration_ms", "error"]
     readonly_fields = fields
+    masked = {"error": "masked_error"}
     extra = 0
     can_delete = False
 
@@ -216,14 +265,21 @@ class DetectionRuleAdmin(admin.ModelAdmin):
 
 
 @admin.register(ResponsePlaybook)
-class ResponsePlaybookAdmin(admin.ModelAdmin):
+class ResponsePlaybookAdmin(MaskedSecretsMixin, admin.ModelAdmin):
     list_display = ["name", "action", "target", "min_severity", "series_name", "enabled"]
     list_filter = ["action", "min_severity", "enabled"]
     search_fields = ["name", "target", "series_name"]
+    masked = {"target": "masked_target"}
+
+    def _masking(self, request: HttpRequest, obj=None) -> bool:
+        # A new playbook's form keeps its target field: its author is typing the URL.
+        return obj is not None and super()._masking(request, obj)
 
 
 @admin.register(ResponseExecution)
-class ResponseExecutionAdmin(ReadOnlyAdmin):
+class ResponseExecutionAdmin(MaskedSecretsMixin, ReadOnlyAdmin):
+    masked = {"error": "masked_error", "result": "masked_result"}
+
     list_display = [
         "playbook",
         "anomaly",

@@ -23,7 +23,14 @@ from .models import (
     RootCauseCandidate,
     Silence,
 )
-from .validation import playbook_errors, rule_errors, silence_errors, silence_match_errors
+from .secrets import mask_text, mask_url, mask_value, may_see_secrets
+from .validation import (
+    URL_ACTIONS,
+    playbook_errors,
+    rule_errors,
+    silence_errors,
+    silence_match_errors,
+)
 
 
 def _caller(request) -> str:
@@ -344,6 +351,13 @@ class ResponsePlaybookSerializer(serializers.ModelSerializer):
             "max_attempts",
         ]
 
+    def to_representation(self, instance: ResponsePlaybook) -> dict:
+        # A webhook or Slack URL is a credential: admins only (secrets.py).
+        data = super().to_representation(instance)
+        if instance.action in URL_ACTIONS and not may_see_secrets(self.context.get("request")):
+            data["target"] = mask_url(instance.target)
+        return data
+
     def validate(self, attrs):
         fields = {"action": None, "target": "", "labels": {}, "arguments": {}}
         if errors := playbook_errors(**_merged(attrs, self.instance, fields)):
@@ -379,6 +393,15 @@ class ResponseExecutionSerializer(serializers.ModelSerializer):
             "notified_severity",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: ResponseExecution) -> dict:
+        # Errors quote the receiver's URL (requests repeats its path): admins only.
+        data = super().to_representation(instance)
+        if not may_see_secrets(self.context.get("request")):
+            urls = [instance.playbook.target]
+            data["error"] = mask_text(data["error"], urls)
+            data["result"] = mask_value(data["result"], urls)
+        return data
 
 
 class ExecutionFilterSerializer(serializers.Serializer):

@@ -375,3 +375,94 @@ def test_overview_endpoint_carries_the_anomaly_section(client_with_role):
     _anomaly(severity="critical")
     after = client_with_role("viewer").get(BASE + "overview").json()["anomalies"]
     assert after["open_anomalies"] == before["open_anomalies"] + 1
+
+
+SLACK = "https://hooks.slack.com/services/T0SECRET/B0SECRET/xoxbSECRETtoken"
+HOOK = "https://events.pagerduty.example:8443/v2/enqueue?routing_key=SECRETkey"
+
+
+def _playbooks_with_secrets():
+    from anomalies.models import ResponseExecution
+
+    slack = ResponsePlaybook.objects.create(name="slack", action="slack", target=SLACK)
+    hook = ResponsePlaybook.objects.create(name="pd", action="webhook", target=HOOK)
+    mail = ResponsePlaybook.objects.create(name="mail", action="email", target="ops@example.com")
+    anomaly = _anomaly("secret.latency")
+    ResponseExecution.objects.create(
+        playbook=slack,
+        anomaly=anomaly,
+        status="retrying",
+        error=(
+            "Slack failed: HTTPSConnectionPool(host='hooks.slack.com', port=443): Max retries "
+            "exceeded with url: /services/T0SECRET/B0SECRET/xoxbSECRETtoken (Caused by x)"
+        ),
+    )
+    ResponseExecution.objects.create(
+        playbook=hook,
+        anomaly=anomaly,
+        status="failed",
+        error=f"webhook answered HTTP 302 (redirect to {HOOK}&v=2): not followed",
+    )
+    return slack, hook, mail
+
+
+def _secret_free(body: bytes) -> bool:
+    return b"SECRET" not in body
+
+
+@pytest.mark.parametrize(
+    ("role", "masked"), [("viewer", True), ("operator", True), ("admin", False)]
+)
+def test_playbook_urls_are_credentials_shown_to_admins_only(client_with_role, role, masked):
+    slack, _, _ = _playbooks_with_secrets()
+    client = client_with_role(role)
+    listed = client.get(BASE + "anomaly/playbooks")
+    targets = {p["name"]: p["target"] for p in listed.json()["results"]}
+    one = client.get(BASE + f"anomaly/playbooks/{slack.pk}").json()["target"]
+    executions = client.get(BASE + "anomaly/executions")
+    assert targets["mail"] == "ops@example.com"  # who is paged is no credential
+    if masked:
+        assert targets == {
+            "slack": "https://hooks.slack.com/…",
+            "pd": "https://events.pagerduty.example:8443/…",
+            "mail": "ops@example.com",
+        }
+        assert one == "https://hooks.slack.com/…"
+        assert _secret_free(listed.content) and _secret_free(executions.content)
+        errors = [e["error"] for e in executions.json()["results"]]
+        assert all("…" in error for error in errors)  # the reason stays readable
+    else:
+        assert (targets["slack"], targets["pd"], one) == (SLACK, HOOK, SLACK)
+        assert not _secret_free(executions.content)
+
+
+def test_staff_sessions_see_playbook_urls_by_role(admin_client):
+    from django.contrib.auth.models import Group, Permission, User
+    from rest_framework.test import APIClient
+
+    _playbooks_with_secrets()
+    user = User.objects.create_user("look", password="pw", is_staff=True)
+    user.groups.add(Group.objects.create(name="phase3-viewer"))
+    for codename in ("view_responseplaybook", "view_responseexecution", "view_anomaly"):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = APIClient()
+    client.force_login(user)
+    for path in ("anomaly/playbooks", "anomaly/executions"):
+        response = client.get(BASE + path)
+        assert response.status_code == 200 and _secret_free(response.content)
+        assert not _secret_free(admin_client.get(BASE + path).content)  # a superuser is admin
+    # The admin pages a viewer may open show the same masks, and its search cannot be
+    # used to guess a token letter by letter.
+    admin = APIClient()
+    admin.force_login(user)
+    for url in (
+        "/admin/anomalies/responseplaybook/",
+        "/admin/anomalies/responseexecution/",
+        f"/admin/anomalies/responseplaybook/{ResponsePlaybook.objects.get(name='slack').pk}/change/",
+    ):
+        page = admin.get(url)
+        assert page.status_code == 200 and _secret_free(page.content), url
+    # (The page repeats the search words, so only the count is looked at.)
+    assert b"0 results" in admin.get("/admin/anomalies/responseplaybook/?q=xoxbSECRET").content
+    assert b"1 result" in admin_client.get("/admin/anomalies/responseplaybook/?q=xoxb").content
+    assert not _secret_free(admin_client.get("/admin/anomalies/responseplaybook/").content)
