@@ -314,21 +314,12 @@ def response_notify_escalated(*, execution_id: int) -> dict:
     carries the severity it was last told. Nothing is sent once the anomaly has ended:
     the resolved notice says it all.
     """
-    execution = ResponseExecution.objects.select_related(
-        "playbook", "anomaly", "anomaly__series"
-    ).get(pk=execution_id)
+    execution = _notice_execution(execution_id)
     if execution.anomaly.ended_at is not None:
         return {"skipped": 1}
-    severity = execution.anomaly.severity
-    try:
-        post_notification(execution.anomaly, execution.playbook)
-    except ResponseActionError as exc:
-        ResponseExecution.objects.filter(pk=execution_id).update(error=f"escalation notice: {exc}")
-        if isinstance(exc, ResponseConfigError):
-            return {"failed": 1}
-        raise
-    ResponseExecution.objects.filter(pk=execution_id).update(notified_severity=severity, error="")
-    return {"notified": 1}
+    return _send_notice(
+        execution, "escalation notice", notified_severity=execution.anomaly.severity
+    )
 
 
 def response_notify_resolved(*, execution_id: int) -> dict:
@@ -337,19 +328,30 @@ def response_notify_resolved(*, execution_id: int) -> dict:
     Raises ResponseActionError for the task to retry; the error is kept on the execution.
     A receiver that refuses it (a 4xx: a revoked key) is not asked again.
     """
-    execution = ResponseExecution.objects.select_related(
-        "playbook", "anomaly", "anomaly__series"
-    ).get(pk=execution_id)
+    execution = _notice_execution(execution_id)
     if execution.resolved_notified_at is not None or execution.anomaly.ended_at is None:
         return {"skipped": 1}
+    return _send_notice(execution, "resolved notice", resolved_notified_at=timezone.now())
+
+
+def _notice_execution(execution_id: int) -> ResponseExecution:
+    return ResponseExecution.objects.select_related("playbook", "anomaly", "anomaly__series").get(
+        pk=execution_id
+    )
+
+
+def _send_notice(execution: ResponseExecution, what: str, **on_success) -> dict:
+    """Post the anomaly's current state to the execution's receiver and record the outcome.
+
+    A transient failure is raised for the task to retry, its reason kept on the execution;
+    a refusal (ResponseConfigError: a 4xx, a redirect) is recorded and not asked again.
+    """
     try:
         post_notification(execution.anomaly, execution.playbook)
     except ResponseActionError as exc:
-        ResponseExecution.objects.filter(pk=execution_id).update(error=f"resolved notice: {exc}")
+        ResponseExecution.objects.filter(pk=execution.pk).update(error=f"{what}: {exc}")
         if isinstance(exc, ResponseConfigError):
             return {"failed": 1}
         raise
-    ResponseExecution.objects.filter(pk=execution_id).update(
-        resolved_notified_at=timezone.now(), error=""
-    )
+    ResponseExecution.objects.filter(pk=execution.pk).update(error="", **on_success)
     return {"notified": 1}
