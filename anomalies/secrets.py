@@ -19,6 +19,7 @@ from phase3.models import Role
 from phase3.permissions import session_role
 
 MASK = "…"
+_CACHE = "_phase3_may_see_secrets"
 _URL = re.compile(r"https?://[^\s'\"<>()\[\]{},]+", re.IGNORECASE)
 
 
@@ -26,12 +27,22 @@ def may_see_secrets(request: Any) -> bool:
     """Whether the caller holds the admin role (an API key's role, or a staff session's).
 
     Resolved as the API's permission check resolves it (`phase3.permissions`), so the two
-    never disagree; no request (a serializer used outside a view) means no.
+    never disagree; no request (a serializer used outside a view) means no. The answer is
+    kept on the request: serializers ask once per listed row, and a staff session's role
+    costs a query of its groups.
     """
-    user = getattr(request, "user", None)
-    if user is None or not getattr(user, "is_authenticated", False):
+    if request is None:
         return False
-    return (getattr(user, "role", None) or session_role(user)) == Role.ADMIN
+    cached = getattr(request, _CACHE, None)
+    if cached is None:
+        user = getattr(request, "user", None)
+        cached = bool(
+            user is not None
+            and getattr(user, "is_authenticated", False)
+            and (getattr(user, "role", None) or session_role(user)) == Role.ADMIN
+        )
+        setattr(request, _CACHE, cached)
+    return cached
 
 
 def mask_url(url: str) -> str:
