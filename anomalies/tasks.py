@@ -49,5 +49,5 @@ def notify_resolved(execution_id: int) -> dict:
 
 
 @shared_task(name="anomalies.notify_escalated", **_OUTBOUND)
-def notify_escalated(execution_id: int) -> dict:
-    return services.response_notify_escalated(execution_id=execution_id)
+def notify_escalated(execution_id: int, told: str | None = None) -> dict:
+    return services.response_notify_escalated(execution_id=execution_id, told=told)

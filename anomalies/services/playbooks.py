@@ -84,7 +84,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         )
     }
     new, repeated, unsent = [], [], []
-    escalated: dict[str, list[int]] = {}
+    escalated: dict[str, dict[int, str]] = {}
     for a in anomalies:
         for p in playbooks:
             if not _playbook_matches(p, a):
@@ -97,7 +97,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             if (status == NOT_QUEUED and attempts == 0) or status == CANCELLED:
                 unsent.append(pk)
             elif status == ResponseExecution.Status.SUCCEEDED and _tell_again(p, a, told):
-                escalated.setdefault(a.severity, []).append(pk)
+                escalated.setdefault(a.severity, {})[pk] = told
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
     queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
@@ -123,7 +123,7 @@ def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
     )
 
 
-def _queue_escalation_notices(escalated: dict[str, list[int]]) -> None:
+def _queue_escalation_notices(escalated: dict[str, dict[int, str]]) -> None:
     """Queue an updated "firing" for receivers told a lower severity, once per escalation.
 
     Marked as told when queued, so the runs while the notice is on its way (or retrying)
@@ -131,10 +131,13 @@ def _queue_escalation_notices(escalated: dict[str, list[int]]) -> None:
     """
     from ..tasks import notify_escalated
 
-    for severity, pks in escalated.items():
-        ResponseExecution.objects.filter(pk__in=pks).update(notified_severity=severity)
-    pending = [pk for pks in escalated.values() for pk in pks]
-    transaction.on_commit(lambda: _enqueue_notices(notify_escalated, pending, "escalation"))
+    for severity, told in escalated.items():
+        ResponseExecution.objects.filter(pk__in=told).update(notified_severity=severity)
+    # What each receiver was told before travels with its notice: one cancelled at send
+    # time (a silence began meanwhile) puts it back, so the escalation goes out once it
+    # applies again.
+    calls = {pk: {"told": before} for told in escalated.values() for pk, before in told.items()}
+    transaction.on_commit(lambda: _enqueue_notices(notify_escalated, calls, "escalation"))
 
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
@@ -165,12 +168,18 @@ def enqueue_executions(task, execution_ids: list[int]) -> int:
     return len(refused)
 
 
-def _delay_each(task, execution_ids: list[int]) -> tuple[list[int], list[tuple[int, Exception]]]:
-    """(ids queued, (id, error) refused): one refusal does not stop the others."""
+def _delay_each(
+    task, execution_ids: list[int] | dict[int, dict]
+) -> tuple[list[int], list[tuple[int, Exception]]]:
+    """(ids queued, (id, error) refused): one refusal does not stop the others.
+
+    `execution_ids` may map each id to extra keyword arguments for its task.
+    """
     accepted, refused = [], []
+    extra = execution_ids if isinstance(execution_ids, dict) else {}
     for pk in execution_ids:
         try:
-            task.delay(pk)
+            task.delay(pk, **extra.get(pk, {}))
         except (OSError, KombuError) as exc:
             logger.warning("%s for execution %s could not be queued: %s", task.name, pk, exc)
             refused.append((pk, exc))
@@ -203,7 +212,7 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
     return len(pending)
 
 
-def _enqueue_notices(task, execution_ids: list[int], what: str) -> None:
+def _enqueue_notices(task, execution_ids: list[int] | dict[int, dict], what: str) -> None:
     for pk, exc in _delay_each(task, execution_ids)[1]:
         ResponseExecution.objects.filter(pk=pk).update(
             error=f"{what} notice could not be queued ({exc})"
@@ -306,20 +315,40 @@ def _cancel(execution_id: int, reason: str) -> dict:
     return {"cancelled": 1}
 
 
-def response_notify_escalated(*, execution_id: int) -> dict:
+def response_notify_escalated(*, execution_id: int, told: str | None = None) -> dict:
     """Send a webhook or Slack receiver the anomaly's new severity while it is firing.
 
     The alert keeps its fingerprint and group key, so the receiver updates the alert it
     has (Alertmanager re-sends a changed group the same way); its resolved notice then
     carries the severity it was last told. Nothing is sent once the anomaly has ended:
     the resolved notice says it all.
+
+    It is a page like the first, so it is checked at send time like the first
+    (`_no_longer_applies`): a silence that began, a playbook disabled or narrowed, or a
+    false positive while it waited in the queue holds it back (before, it went out through
+    the silence). `told`, the severity the receiver had been told before the notice was
+    queued, is put back then, so the next scoring run that matches the anomaly once it
+    applies again (the silence over) sends the escalation.
     """
     execution = _notice_execution(execution_id)
     if execution.anomaly.ended_at is not None:
         return {"skipped": 1}
+    if reason := _no_longer_applies(execution.playbook, execution.anomaly, timezone.now()):
+        if told is None:  # queued before `told` was carried: one step below what was queued
+            told = _severity_below(execution.notified_severity)
+        # Unless a later escalation was queued meanwhile: that notice answers for both.
+        ResponseExecution.objects.filter(
+            pk=execution.pk, notified_severity=execution.notified_severity
+        ).update(notified_severity=told, error=f"escalation notice {reason}")
+        return {"cancelled": 1}
     return _send_notice(
         execution, "escalation notice", notified_severity=execution.anomaly.severity
     )
+
+
+def _severity_below(severity: str) -> str:
+    below = [s for s, rank in SEVERITY_ORDER.items() if rank < SEVERITY_ORDER.get(severity, 0)]
+    return max(below, key=SEVERITY_ORDER.__getitem__, default="")
 
 
 def response_notify_resolved(*, execution_id: int) -> dict:
@@ -327,6 +356,15 @@ def response_notify_resolved(*, execution_id: int) -> dict:
 
     Raises ResponseActionError for the task to retry; the error is kept on the execution.
     A receiver that refuses it (a 4xx: a revoked key) is not asked again.
+
+    Unlike the first page and an escalation, it is not held back by a silence, a disabled
+    or narrowed playbook or a false positive: it closes an alert the receiver already has
+    open (a false positive is exactly what it should close), and a silence means "stop
+    paging me", not "leave my PagerDuty incident open for good". Alertmanager mutes the
+    resolved notification of an alert silenced after it fired, and its users then close
+    those incidents by hand; an alert that began and ended under the silence was never
+    sent, so it gets no notice either way (`queue_resolved_notices` asks for a succeeded
+    page).
     """
     execution = _notice_execution(execution_id)
     if execution.resolved_notified_at is not None or execution.anomaly.ended_at is None:

@@ -355,3 +355,64 @@ def test_a_mail_server_that_never_answers_fails_the_attempt_in_time(
     execution = _run(execution)
     assert time.monotonic() - started < HOLD_SECONDS / 2
     assert execution.status == "retrying" and "timed out" in execution.error
+
+
+@pytest.mark.parametrize("change", ["silence", "disabled", "other series", "false positive"])
+def test_an_escalation_notice_still_queued_is_checked_at_send_time_like_the_first_page(
+    receiver, monkeypatch, django_capture_on_commit_callbacks, change
+):
+    # The channel was told "warning"; the anomaly became critical and its notice was
+    # queued; then the operator silenced the series (or turned the playbook off, narrowed
+    # it, called the anomaly a false positive). The notice went out anyway: only the first
+    # page looked at silences and playbooks at send time.
+    from django.utils import timezone
+
+    from anomalies.models import Anomaly
+    from anomalies.services.playbooks import queue_responses
+
+    notices: list[tuple[int, dict]] = []
+    monkeypatch.setattr(
+        "anomalies.tasks.notify_escalated.delay", lambda pk, **kw: notices.append((pk, kw))
+    )
+    execution = _run(_execution(receiver.url("/team"), min_severity="warning"))
+    anomaly = execution.anomaly
+    Anomaly.objects.filter(pk=anomaly.pk).update(severity="warning")
+    ResponseExecution.objects.filter(pk=execution.pk).update(notified_severity="warning")
+    Anomaly.objects.filter(pk=anomaly.pk).update(severity="critical")
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({anomaly.pk}, now=timezone.now())
+    assert [pk for pk, _ in notices] == [execution.pk]
+    if change == "silence":
+        silence = services.silence_anomaly_series(
+            anomaly_id=anomaly.pk, minutes=60, comment="fixing it", by="ops"
+        )
+    elif change == "disabled":
+        ResponsePlaybook.objects.filter(pk=execution.playbook_id).update(enabled=False)
+    elif change == "other series":
+        ResponsePlaybook.objects.filter(pk=execution.playbook_id).update(series_name="svc.x.*")
+    else:
+        services.anomaly_mark_false_positive(anomaly_id=anomaly.pk, by="ops")
+    before = len(receiver.seen)
+    pk, kwargs = notices.pop()
+    result = services.response_notify_escalated(execution_id=pk, **kwargs)
+    assert receiver.seen[before:] == []
+    assert result in ({"cancelled": 1}, {"skipped": 1})
+    execution.refresh_from_db()
+    if change != "silence":
+        return
+    # Held back, not forgotten: the receiver still knows "warning", and once the silence
+    # is over the next scoring run tells it "critical".
+    assert result == {"cancelled": 1}
+    assert execution.notified_severity == "warning" and f"silence {silence.pk}" in execution.error
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({anomaly.pk}, now=timezone.now())
+    assert notices == []  # still silenced: nothing queued
+    services.silence_expire(silence_id=silence.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        queue_responses({anomaly.pk}, now=timezone.now())
+    pk, kwargs = notices.pop()
+    assert services.response_notify_escalated(execution_id=pk, **kwargs) == {"notified": 1}
+    ((_, _, body),) = receiver.seen[before:]
+    assert body["status"] == "firing" and body["alerts"][0]["labels"]["severity"] == "critical"
+    execution.refresh_from_db()
+    assert execution.notified_severity == "critical" and execution.error == ""
