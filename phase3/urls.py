@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from telemetry.routers import OptionalSlashRouter
 
 from .api import ApiKeyViewSet, JobRunViewSet
+from .api_root import ApiNotFoundView, ApiRootView
 from .overview import OverviewView
 
 router = OptionalSlashRouter()
@@ -16,6 +17,7 @@ router.register("jobs", JobRunViewSet, basename="jobrun")
 API = "admin/api/phase3/"
 
 api_patterns = [
+    re_path(r"^$", ApiRootView.as_view(), name="api-root"),
     re_path(r"^overview/?$", OverviewView.as_view(), name="overview"),
     re_path(r"^schema/?$", SpectacularAPIView.as_view(), name="schema"),
     re_path(r"^schema/docs/?$", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
@@ -23,6 +25,8 @@ api_patterns = [
     path("", include("telemetry.urls")),
     *[path("", include(f"{label}.urls")) for label in settings.PHASE3_SYSTEMS],
     path("", include(router.urls)),
+    # Last: any other path under the API is a JSON 404, not the admin's login redirect.
+    re_path(r"^(?P<unknown>.+)$", ApiNotFoundView.as_view(), name="api-not-found"),
 ]
 
 urlpatterns = [
