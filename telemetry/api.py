@@ -35,6 +35,7 @@ from .validation import (
     NUL_PROBLEM,
     BatchInvalid,
     gc_paused,
+    parse_instant,
     validate_events,
     validate_samples,
 )
@@ -151,26 +152,15 @@ def resolve_window(
 
 @extend_schema_field(OpenApiTypes.STR)
 class InstantField(serializers.Field):
-    """A moment given as ISO-8601 (naive means UTC) or as epoch seconds."""
-
-    default_error_messages = {"invalid": "must be an ISO-8601 timestamp or epoch seconds"}
+    """A moment given as ISO-8601 (naive means UTC) or as epoch seconds (``parse_instant``)."""
 
     def to_internal_value(self, data) -> datetime:
-        text = str(data).strip()
+        # The ingestion's parser: an epoch string, milliseconds or a bad date are read or
+        # refused here exactly as in a batch's ``ts``, with the same words.
         try:
-            seconds = float(text)
-        except ValueError:
-            try:
-                moment = datetime.fromisoformat(text)
-            except ValueError:
-                self.fail("invalid")
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        if not math.isfinite(seconds) or abs(seconds) > 1e11:
-            self.fail("invalid")
-        try:  # -1e11 is before year 1, which Python's datetime cannot hold: was a 500
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        except (ValueError, OverflowError, OSError):
-            self.fail("invalid")
+            return parse_instant(data)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
 
     def to_representation(self, value: datetime) -> str:
         return value.isoformat()

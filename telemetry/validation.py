@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -152,33 +152,67 @@ def _batch_rows(payload: Any, key: str, allowed_top: frozenset[str]) -> list:
     return rows
 
 
-def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarray:
-    """ISO-8601 strings (naive = UTC), epoch seconds or datetimes -> int64 microseconds; bad rows noted.
+#: 0001-01-01 UTC in epoch seconds: the first moment Python's datetime (and a read's
+#: window) can hold; an earlier number was a 500 in reads and a bad date at ingestion.
+YEAR_ONE_SECONDS = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Epoch seconds written as a string ("1700000000", "1.7e9"): ASCII only, so "١٢٣" is not one.
+_NUMBER_RE = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*", re.ASCII)
+TS_TYPE_PROBLEM = "must be an ISO-8601 string or epoch seconds"
+TS_TEXT_PROBLEM = "must be an ISO-8601 timestamp or epoch seconds"
 
-    Numbers and strings are split and each kind is converted in one vectorised call
-    (pandas' ISO-8601 parser for strings), so 100,000 timestamps cost milliseconds.
+
+def timestamps_to_us(raw: list) -> tuple[np.ndarray, dict[int, str]]:
+    """Timestamps -> int64 microseconds since the epoch (UTC), and why each bad one is refused.
+
+    The one parser of every timestamp a client sends, ingested (``ts`` of samples and
+    events) or read (``start``/``end`` of a query), so they accept the same things and
+    refuse them with the same words; they used to differ (an epoch string was refused by
+    ingestion and accepted by reads, milliseconds got "divide by 1000" only at ingestion).
+
+    Accepted: epoch seconds as a number or as a numeric string (``"1700000000"``; numbers
+    win, as in Prometheus' API, so ``"20261127"`` is seconds, not a basic ISO date), ISO-8601
+    strings (offsets honoured, naive means UTC) and datetimes (internal callers). Refused:
+    other types, non-finite numbers, 1e11 or more ("looks like milliseconds"), anything
+    before year 1. The caller checks its own range (future, retention, ...).
+
+    Kept column-wise for 100,000-row batches: one cheap test per string (ISO timestamps
+    have a "-" at index 4), then pandas' ISO-8601 parser once for all of them; only strings
+    that fail it are looked at one by one (dates outside pandas' 1677-2262 range, ISO week
+    dates).
     """
     n = len(raw)
     out = np.zeros(n, dtype=np.int64)
-    ok = np.ones(n, dtype=bool)
+    problems: dict[int, str] = {}
     num_idx: list[int] = []
     num_val: list[float] = []
-    str_idx: list[int] = []
-    str_val: list[str] = []
+    iso_idx: list[int] = []
+    iso_val: list[str] = []
+    odd: list[int] = []  # strings that may be numbers
     for i, t in enumerate(raw):
         kind = type(t)
         if kind is float or kind is int:
             num_idx.append(i)
             num_val.append(t)
         elif kind is str:
-            str_idx.append(i)
-            str_val.append(t)
+            if t[4:5] == "-":
+                iso_idx.append(i)
+                iso_val.append(t)
+            else:
+                odd.append(i)
         elif isinstance(t, datetime):  # internal callers (services) pass datetimes
             num_idx.append(i)
             num_val.append((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
         else:
-            ok[i] = False
-            errors.add(i, "ts", "must be an ISO-8601 string or epoch seconds")
+            problems[i] = TS_TYPE_PROBLEM
+    for i in odd:
+        text = raw[i]
+        if _NUMBER_RE.fullmatch(text):
+            num_idx.append(i)
+            num_val.append(_float_or_inf(text))
+        else:
+            iso_idx.append(i)
+            iso_val.append(text)
     if num_idx:
         idx = np.asarray(num_idx, dtype=np.int64)
         try:
@@ -186,26 +220,62 @@ def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarr
         except OverflowError:  # an integer beyond float range
             secs = np.array([_float_or_inf(v) for v in num_val], dtype=np.float64)
         finite = np.isfinite(secs)
-        usable = finite & (np.abs(secs) < MAX_EPOCH_SECONDS)
+        usable = finite & (secs < MAX_EPOCH_SECONDS) & (secs >= YEAR_ONE_SECONDS)
         for i in idx[~finite].tolist():
-            ok[i] = False
-            errors.add(i, "ts", "must be a finite number of epoch seconds")
+            problems[i] = "must be a finite number of epoch seconds"
         for j in np.flatnonzero(finite & ~usable).tolist():
-            ok[idx[j]] = False
-            errors.add(int(idx[j]), "ts", _unit_problem(float(secs[j])))
+            problems[int(idx[j])] = _unit_problem(float(secs[j]))
         out[idx[usable]] = np.round(secs[usable] * US).astype(np.int64)
-    if str_idx:
-        idx = np.asarray(str_idx, dtype=np.int64)
+    if iso_idx:
+        idx = np.asarray(iso_idx, dtype=np.int64)
         parsed = pd.to_datetime(
-            pd.Series(str_val, dtype=object), utc=True, format="ISO8601", errors="coerce"
+            pd.Series(iso_val, dtype=object), utc=True, format="ISO8601", errors="coerce"
         )
         bad = parsed.isna().to_numpy()
-        for i in idx[bad].tolist():
-            ok[i] = False
-            errors.add(i, "ts", "is not a valid ISO-8601 timestamp")
         good = ~bad
         naive_utc = parsed.dt.tz_convert(None).to_numpy().astype("datetime64[us]")
         out[idx[good]] = naive_utc[good].view(np.int64)
+        for j in np.flatnonzero(bad).tolist():
+            us = _iso_us(iso_val[j])
+            if us is None:
+                problems[int(idx[j])] = TS_TEXT_PROBLEM
+            else:
+                out[idx[j]] = us
+    return out, problems
+
+
+def _iso_us(text: str) -> int | None:
+    """Python's own ISO-8601 reading of what pandas refused (years 1-9999, week dates)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def parse_instant(value: Any) -> datetime:
+    """One timestamp, as ``timestamps_to_us`` reads it; ValueError with the reason if bad.
+
+    The query parameters of reads (``start``, ``end``) come through here, so a moment
+    means the same and is refused with the same words whether it is ingested or read.
+    """
+    us, problems = timestamps_to_us([value])
+    if problems:
+        raise ValueError(problems[0])
+    try:  # an offset can carry 0001-01-01 or 9999-12-31 out of datetime's range
+        return _EPOCH + timedelta(microseconds=int(us[0]))
+    except OverflowError as exc:
+        raise ValueError("is out of range") from exc
+
+
+def parse_timestamps(raw: list, errors: _Errors, bounds: TimeBounds) -> np.ndarray:
+    """A batch's ``ts`` column -> int64 microseconds, bad and out-of-bounds rows noted."""
+    out, problems = timestamps_to_us(raw)
+    ok = np.ones(len(raw), dtype=bool)
+    for i in sorted(problems):
+        ok[i] = False
+        errors.add(i, "ts", problems[i])
     newest = round(bounds.newest * US)
     for i in np.flatnonzero(ok & (out > newest)).tolist():
         errors.add(i, "ts", "is in the future")

@@ -25,6 +25,7 @@ from telemetry.validation import (
     BatchInvalid,
     TimeBounds,
     gc_paused,
+    parse_instant,
     validate_events,
     validate_samples,
 )
@@ -142,6 +143,54 @@ def test_iso_strings_with_offsets_naive_and_epoch_agree():
         {"samples": [sample(ts=f, labels=lb) for f, lb in zip(forms, labels)]}, bounds=BOUNDS
     )
     assert set(batch.ts_us.tolist()) == {round((NOW - 3600) * 1e6)}
+
+
+def test_epoch_seconds_as_a_string_are_read_as_at_ingestion_as_in_reads():
+    """An epoch string ("1800000000") was refused by ingestion ("not a valid ISO-8601
+    timestamp") while reads took it: one parser now serves both."""
+    forms = [str(int(NOW - 3600)), f"{NOW - 3600:.1f}", f" {int(NOW - 3600)} ", "1.7999964e9"]
+    labels = [{"form": str(i)} for i in range(len(forms))]
+    batch = validate_samples(
+        {"samples": [sample(ts=f, labels=lb) for f, lb in zip(forms, labels)]}, bounds=BOUNDS
+    )
+    assert set(batch.ts_us.tolist()) == {round((NOW - 3600) * 1e6)}
+    for form in forms:
+        assert parse_instant(form).timestamp() == NOW - 3600
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        ("yesterday", "ISO-8601"),
+        ("2026-13-01T00:00:00Z", "ISO-8601"),
+        ("nan", "ISO-8601"),
+        (str(int(NOW * 1000)), "divide by 1000"),  # milliseconds, as a string
+        (NOW * 1000, "divide by 1000"),  # milliseconds, as a number
+        (-1e11, "out of range"),
+        ("-62135596801", "out of range"),  # one second before year 1
+        (float("inf"), "finite"),
+        ([1, 2], "ISO-8601"),
+        (True, "ISO-8601"),
+    ],
+)
+def test_ingestion_and_reads_refuse_a_timestamp_with_the_same_words(raw, words):
+    bounds = TimeBounds(newest=1e12)  # no range of its own: only the parser speaks
+    with pytest.raises(BatchInvalid) as caught:
+        validate_samples({"samples": [sample(ts=raw)]}, bounds=bounds)
+    [ingest_message] = caught.value.errors["samples"]["0"]["ts"]
+    with pytest.raises(ValueError) as read:
+        parse_instant(raw)
+    assert str(read.value) == ingest_message
+    assert words in ingest_message
+
+
+def test_dates_pandas_cannot_hold_are_still_read_through_python():
+    # pandas' nanosecond timestamps stop at 1677 and 2262; a read's window may not
+    assert parse_instant("0001-01-01T00:00:00Z") == datetime(1, 1, 1, tzinfo=UTC)
+    assert parse_instant("9999-12-31").year == 9999
+    assert parse_instant("2026-W48").date().isoformat() == "2026-11-23"
+    with pytest.raises(ValueError, match="out of range"):
+        parse_instant("0001-01-01T00:00:00+05:00")
 
 
 def test_same_series_with_labels_in_another_order_is_one_series():

@@ -242,6 +242,17 @@ def test_epoch_milliseconds_are_refused_naming_the_unit(operator, scale):
     assert samples().count() == 0
 
 
+def test_epoch_seconds_sent_as_a_string_are_accepted_as_reads_accept_them(operator):
+    # "1700000000" was refused ("not a valid ISO-8601 timestamp") though reads took it
+    batch = rows(2)
+    batch[0]["ts"] = str(int(batch[0]["ts"]))
+    batch[1]["ts"] = f"{batch[1]['ts']:.3f}"
+    response = post(operator, SAMPLES, {"samples": batch})
+    assert response.status_code == 200, response.content
+    stored = sorted(samples().values_list("ts", flat=True))
+    assert [t.timestamp() for t in stored] == [float(batch[0]["ts"]), float(batch[1]["ts"])]
+
+
 @pytest.mark.parametrize(
     "name", [" test.cpu", "test.cpu ", "test.cpu\n", "test.\tcpu", "test.\x7f"]
 )

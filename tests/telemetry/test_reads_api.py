@@ -119,6 +119,19 @@ def test_bad_parameters_are_a_400_naming_the_parameter(viewer, latency, params, 
     assert field in response.json()
 
 
+def test_start_and_end_are_read_like_an_ingested_ts(viewer, latency):
+    """Reads took epoch strings but said nothing useful of milliseconds ("must be an
+    ISO-8601 timestamp or epoch seconds"); ingestion said "divide by 1000". One parser now."""
+    series, ts, _ = latency
+    as_text = {"start": str(int(ts[100])), "end": f"{ts[160]:.1f}"}
+    body = viewer.get(f"{SERIES}/{series.pk}/samples", as_text).json()
+    np.testing.assert_array_equal(body["ts"], ts[100:160])
+    millis = viewer.get(f"{SERIES}/{series.pk}/samples", {"start": int(ts[100] * 1000)})
+    assert millis.status_code == 400
+    [message] = millis.json()["start"]
+    assert "divide by 1000" in message
+
+
 def test_too_many_raw_points_asks_for_a_step(viewer, latency, settings):
     series, ts, _ = latency
     settings.PHASE3_MAX_RAW_POINTS = 100
