@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from phase3.first_runs import schedules_start_never_run
 from phase3.keys import api_key_create
 from phase3.models import ApiKey
 
@@ -36,6 +37,11 @@ class Command(BaseCommand):
         else:
             lines.append(
                 "API key:     'make-run' exists (create another: manage.py create_api_key)"
+            )
+        if started := schedules_start_never_run():
+            lines.append(
+                f"First runs:  {len(started)} schedules that had never run are queued "
+                "(personas, forecasts, insights fill in over the next minutes)"
             )
         banner = "=" * 78
         self.stdout.write("\n".join([banner, *lines, banner]))
