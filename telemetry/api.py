@@ -194,7 +194,8 @@ class SamplesQuerySerializer(serializers.Serializer):
     start = InstantField(required=False, help_text="Default: end minus one day.")
     end = InstantField(required=False, help_text="Default: now.")
     step = serializers.CharField(
-        required=False, help_text="Bucket size: seconds or 30s, 5m, 1h, 1d. Omit for raw."
+        required=False,
+        help_text="Bucket size: seconds or 30s, 5m, 1h, 1d, 1w; at most 366d. Omit for raw.",
     )
     agg = serializers.ChoiceField(choices=AGGREGATIONS, default="mean")
 

@@ -16,16 +16,25 @@ import numpy as np
 AGGREGATIONS = ("mean", "min", "max", "sum", "count")
 _STEP_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The largest bucket a read may ask for: one (leap) year. A step of millennia was taken,
+#: and aligning ``start`` down to it moved the window centuries back (or before year 1, a
+#: 400 on ``start`` that never named the step that caused it).
+MAX_STEP_SECONDS = 366 * 86400
 
 
 def parse_step(text: str) -> float:
-    """``"300"`` / ``"300s"`` / ``"5m"`` / ``"1h"`` / ``"1d"`` -> seconds; ValueError if not."""
+    """``"300"`` / ``"300s"`` / ``"5m"`` / ``"1h"`` / ``"1d"`` -> seconds; ValueError if not.
+
+    At least 1 second and at most ``MAX_STEP_SECONDS`` (366 days).
+    """
     match = _STEP_RE.match(str(text))
     if not match:
         raise ValueError("must be seconds or a duration such as 30s, 5m, 1h, 1d")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds < 1:
         raise ValueError("must be at least 1 second")
+    if seconds > MAX_STEP_SECONDS:
+        raise ValueError(f"must be at most 366 days ({MAX_STEP_SECONDS} seconds)")
     return seconds
 
 

@@ -294,10 +294,17 @@ def test_parse_step(text, seconds):
     assert parse_step(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "abc", "5x", "-5m", "0", "0.5"])
+@pytest.mark.parametrize("text", ["", "abc", "5x", "-5m", "0", "0.5", "367d", "53w", "1e400"])
 def test_parse_step_refuses_nonsense(text):
     with pytest.raises(ValueError):
         parse_step(text)
+
+
+def test_a_step_of_up_to_a_leap_year_is_taken_and_no_more():
+    """Steps of millennia were accepted; 366 days is the cap, and the error names it."""
+    assert parse_step("366d") == 366 * 86400
+    with pytest.raises(ValueError, match="366 days"):
+        parse_step("1000000w")
 
 
 def test_downsampling_matches_a_direct_computation():
