@@ -130,19 +130,36 @@ def _operator_action(service, verb: str):
     return run
 
 
+class AnomalyStateFilter(admin.SimpleListFilter):
+    """Ongoing / recovering / closed: a recovered anomaly waiting out its quiet period is
+    still open, and listed among the ongoing ones it looked like one being fought."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return Anomaly.State.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in Anomaly.State.values:
+            return queryset.filter(selectors.anomaly_state_q(self.value()))
+        return queryset
+
+
 @admin.register(Anomaly)
 class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_display = [
         "series",
         "severity",
         "status",
+        "state",
         "started_at",
         "ended_at",
         "peak_score",
         "methods",
         "chart_link",
     ]
-    list_filter = ["status", "severity", "started_at", "series__name"]
+    list_filter = [AnomalyStateFilter, "status", "severity", "started_at", "series__name"]
     search_fields = ["series__name", "series__labels_key", "note"]
     date_hierarchy = "started_at"
     list_select_related = ["series"]
@@ -155,6 +172,12 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="state")
+    def state(self, anomaly: Anomaly) -> str:
+        if anomaly.state == Anomaly.State.RECOVERING:
+            return f"recovering since {anomaly.recovered_at:%Y-%m-%d %H:%M}"
+        return anomaly.state
 
     def save_model(self, request, obj: Anomaly, form, change: bool) -> None:
         """Write the note only: the scoring job may be extending or closing this anomaly,

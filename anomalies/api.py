@@ -50,8 +50,19 @@ class RootCauseSerializer(serializers.ModelSerializer):
         fields = ["rank", "series", "series_id", "score", "lead_seconds", "evidence"]
 
 
+@extend_schema_field({"type": "string", "enum": list(Anomaly.State.values)})
+class AnomalyStateField(serializers.ChoiceField):
+    """The anomaly states, inlined in the schema (one enum name per choice set)."""
+
+
 class AnomalySerializer(serializers.ModelSerializer):
     series_name = serializers.CharField(source="series.__str__", read_only=True)
+    state = AnomalyStateField(
+        choices=Anomaly.State.choices,
+        read_only=True,
+        help_text="ongoing; recovering: calm again since `recovered_at`, waiting out the "
+        "quiet period (a relapse resumes it); closed: `ended_at` is set.",
+    )
     root_causes = RootCauseSerializer(source="causes", many=True, read_only=True)
     silenced_by = serializers.SerializerMethodField(
         help_text="Active silences that hold this anomaly's responses back."
@@ -67,6 +78,8 @@ class AnomalySerializer(serializers.ModelSerializer):
             "detected_at",
             "last_seen_at",
             "ended_at",
+            "recovered_at",
+            "state",
             "status",
             "severity",
             "peak_score",
@@ -225,6 +238,7 @@ class SilenceSerializer(serializers.ModelSerializer):
 
 class AnomalyFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Anomaly.Status.choices, required=False)
+    state = AnomalyStateField(choices=Anomaly.State.choices, required=False)
     severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
@@ -247,7 +261,10 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         query.is_valid(raise_exception=True)
         p = query.validated_data
         return selectors.anomalies_recent(
-            series_id=p.get("series"), severity=p.get("severity"), status=p.get("status")
+            series_id=p.get("series"),
+            severity=p.get("severity"),
+            status=p.get("status"),
+            state=p.get("state"),
         )
 
     @extend_schema(parameters=[AnomalyFilterSerializer])

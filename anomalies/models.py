@@ -66,11 +66,27 @@ class Anomaly(models.Model):
         WARNING = "warning"
         CRITICAL = "critical"
 
+    class State(models.TextChoices):
+        """Where the episode is, as the on-call asks it: still abnormal, calm but not yet
+        closed (a relapse resumes it), or over."""
+
+        ONGOING = "ongoing"
+        RECOVERING = "recovering"
+        CLOSED = "closed"
+
     series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="anomalies")
     started_at = models.DateTimeField(db_index=True, help_text="Estimated onset.")
     detected_at = models.DateTimeField(help_text="First point whose score crossed the alert.")
     last_seen_at = models.DateTimeField(help_text="Last point that was still abnormal.")
     ended_at = models.DateTimeField(null=True, blank=True, help_text="Recovery; empty if ongoing.")
+    recovered_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "When it recovered, while it waits out its quiet period for a relapse before it "
+            "closes; emptied by a relapse."
+        ),
+    )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.INFO)
     peak_score = models.FloatField()
@@ -108,6 +124,17 @@ class Anomaly(models.Model):
     @property
     def is_ongoing(self) -> bool:
         return self.ended_at is None
+
+    @property
+    def state(self) -> str:
+        """Ongoing, recovering (recovered, waiting out its quiet period) or closed.
+
+        Derived, not stored: `ended_at` says closed and `recovered_at` says calm, so the
+        two cannot disagree (selectors.anomaly_state_q asks the same in SQL).
+        """
+        if self.ended_at is not None:
+            return self.State.CLOSED
+        return self.State.RECOVERING if self.recovered_at is not None else self.State.ONGOING
 
 
 class RootCauseCandidate(models.Model):

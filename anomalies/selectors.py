@@ -23,6 +23,7 @@ def anomalies_recent(
     since: datetime | None = None,
     until: datetime | None = None,
     status: str | None = None,
+    state: str | None = None,
 ) -> QuerySet[Anomaly]:
     """Anomalies overlapping [since, until), newest first, with causes prefetched."""
     qs = Anomaly.objects.select_related("series").prefetch_related(
@@ -37,11 +38,21 @@ def anomalies_recent(
         qs = qs.filter(severity=severity)
     if status:
         qs = qs.filter(status=status)
+    if state:
+        qs = qs.filter(anomaly_state_q(state))
     if since is not None:
         qs = qs.filter(Q(ended_at__isnull=True) | Q(ended_at__gte=since))
     if until is not None:
         qs = qs.filter(started_at__lt=until)
     return qs.order_by("-started_at")
+
+
+def anomaly_state_q(state: str) -> Q:
+    """`Anomaly.state` as a filter: the list, the admin and the overview ask the same."""
+    if state == Anomaly.State.CLOSED:
+        return Q(ended_at__isnull=False)
+    recovering = state == Anomaly.State.RECOVERING
+    return Q(ended_at__isnull=True, recovered_at__isnull=not recovering)
 
 
 # An anomaly someone still has to deal with.
@@ -60,6 +71,9 @@ def overview_section() -> dict:
     finished = executions.get("succeeded", 0) + executions.get("failed", 0)
     return {
         "open_anomalies": open_qs.count(),
+        # Of those, the ones calm again and waiting out their quiet period: still open (a
+        # relapse resumes them), but not what the on-call is firefighting.
+        "recovering_anomalies": open_qs.filter(anomaly_state_q(Anomaly.State.RECOVERING)).count(),
         "open_by_severity": {s: open_by_severity.get(s, 0) for s in Anomaly.Severity.values},
         "anomalies_by_status": {s: by_status.get(s, 0) for s in Anomaly.Status.values},
         "false_positive_rate": (

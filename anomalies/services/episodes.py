@@ -115,6 +115,7 @@ class ScoreRun:
 JOB_FIELDS = (
     "last_seen_at",
     "ended_at",
+    "recovered_at",
     "status",
     "severity",
     "peak_score",
@@ -285,6 +286,9 @@ def track_episodes(
         run.opened += 1
         calm = 0
     if current is not None:
+        # Shown as "recovering" while it waits out its quiet period (the episode keeps the
+        # same moment for the job; this is the copy operators can list and filter).
+        current.recovered_at = None if recovered is None else to_datetime(recovered)
         run.write(current)
     return {
         "calm": calm,

@@ -176,3 +176,60 @@ def test_the_quiet_period_follows_the_series_step_and_the_setting(settings):
     assert quiet_seconds(60.0) >= 3 * 60.0
     settings.ANOMALIES_QUIET_SECONDS = 0
     assert quiet_seconds(3600.0) == 0.0
+
+
+def test_an_anomaly_waiting_out_its_quiet_period_is_shown_as_recovering(
+    pages, django_capture_on_commit_callbacks, client_with_role, admin_client
+):
+    # Recovered, not yet closed: it was listed as ongoing like the incident being fought,
+    # with nothing saying it had been calm for ten minutes.
+    from anomalies.selectors import overview_section
+
+    base = "/admin/api/phase3/anomaly/"
+    series, ts, values = _flat("svc.queue.recovering", 440)
+    _relapse(values, 409)
+    insert_samples([series.pk] * 400, ts[:400], values[:400])
+    _run(series, ts[399])
+    viewer = client_with_role("viewer")
+
+    def shown() -> tuple[str, str | None, str, list[int], list[int], int]:
+        a = Anomaly.objects.get(series=series)
+        listed = viewer.get(base + "anomalies", {"state": "recovering"}).json()["results"]
+        window = {"series": series.pk, "until": to_datetime(END + STEP).isoformat()}
+        detected = viewer.get(base + "detect", window).json()["anomalies"]
+        admin_page = admin_client.get("/admin/anomalies/anomaly/", {"state": "recovering"})
+        one = viewer.get(base + f"anomalies/{a.pk}").json()
+        assert detected[0]["state"] == one["state"] and admin_page.status_code == 200
+        return (
+            one["state"],
+            one["recovered_at"],
+            a.state,
+            [x["id"] for x in listed],
+            list(admin_page.context["cl"].result_list.values_list("pk", flat=True)),
+            overview_section()["recovering_anomalies"],
+        )
+
+    _stream(series, ts[:403], values[:403], 400, django_capture_on_commit_callbacks)
+    anomaly = Anomaly.objects.get(series=series)
+    assert shown() == ("ongoing", None, "ongoing", [], [], 0)
+    _stream(series, ts[:408], values[:408], 403, django_capture_on_commit_callbacks)
+    anomaly.refresh_from_db()
+    recovered = anomaly.last_seen_at + 3 * timedelta(seconds=STEP)
+    state, since, model_state, listed, admin_listed, count = shown()
+    assert (state, model_state, listed, admin_listed, count) == (
+        "recovering",
+        "recovering",
+        [anomaly.pk],
+        [anomaly.pk],
+        1,
+    )
+    assert anomaly.recovered_at == recovered and since.startswith(f"{recovered:%Y-%m-%dT%H:%M}")
+    assert anomaly.ended_at is None and anomaly.status == "open"
+    # A relapse within the quiet period: the same anomaly, ongoing again.
+    _stream(series, ts[:411], values[:411], 408, django_capture_on_commit_callbacks)
+    assert shown() == ("ongoing", None, "ongoing", [], [], 0)
+    # Calm for the whole quiet period: closed.
+    _stream(series, ts, values, 411, django_capture_on_commit_callbacks)
+    assert shown()[0] == "closed" and Anomaly.objects.filter(series=series).count() == 1
+    bad = viewer.get(base + "anomalies", {"state": "calm"})
+    assert bad.status_code == 400 and "state" in bad.json()
