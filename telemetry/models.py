@@ -5,6 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+# labels_key stays importable from here: other apps (anomalies) use it.
+from .labels import labels_key, labels_normalize
+
 
 class Series(models.Model):
     """A metric identified by name + labels, e.g. ``http.latency.p95{endpoint=/api/search}``."""
@@ -36,12 +39,9 @@ class Series(models.Model):
         return f"{self.name}{{{self.labels_key}}}" if self.labels_key else self.name
 
     def save(self, *args, **kwargs):
+        self.labels = labels_normalize(self.labels)
         self.labels_key = labels_key(self.labels)
         super().save(*args, **kwargs)
-
-
-def labels_key(labels: dict | None) -> str:
-    return ",".join(f"{k}={labels[k]}" for k in sorted(labels or {}))
 
 
 class Sample(models.Model):

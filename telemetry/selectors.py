@@ -16,7 +16,15 @@ from django.utils import timezone
 
 from . import conf
 from .downsample import AGGREGATIONS, Partials, finish, merge_partials, partials_from_samples
-from .models import Event, RollupState, Sample, SampleRollup, Series, labels_key
+from .models import (
+    Event,
+    RollupState,
+    Sample,
+    SampleRollup,
+    Series,
+    labels_key,
+    labels_normalize,
+)
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -24,19 +32,29 @@ def to_datetime(epoch: float) -> datetime:
 
 
 def series_get(name: str, labels: dict | None = None) -> Series | None:
+    """The series of exactly these labels; ``{"env": ""}`` is the same as no ``env`` label."""
     return Series.objects.filter(name=name, labels_key=labels_key(labels)).first()
 
 
 def series_list(
     *, name: str | None = None, name_prefix: str | None = None, labels: dict | None = None
 ) -> QuerySet[Series]:
+    """Series carrying these labels (and maybe others).
+
+    As in Prometheus, ``{"env": ""}`` selects the series *without* an ``env`` label: an empty
+    value is no label (``labels_normalize``). A series stored before that rule with an empty
+    value in its key (``env=``; see docs/telemetry.md) counts as lacking the label too.
+    """
     qs = Series.objects.all()
     if name:
         qs = qs.filter(name=name)
     if name_prefix:
         qs = qs.filter(name__startswith=name_prefix)
-    for key, value in (labels or {}).items():
+    given = labels or {}
+    for key, value in labels_normalize(given).items():
         qs = qs.filter(labels_key__regex=rf"(^|,){_re(key)}={_re(str(value))}(,|$)")
+    for key in given.keys() - labels_normalize(given).keys():
+        qs = qs.exclude(labels_key__regex=rf"(^|,){_re(key)}=[^,]")
     return qs
 
 

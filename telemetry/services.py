@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from . import conf
 from .bulk import insert_event_columns, insert_samples_us
-from .models import RollupState, Sample, SampleRollup, Series, labels_key
+from .models import RollupState, Sample, SampleRollup, Series, labels_key, labels_normalize
 from .validation import EventBatch, SampleBatch, TimeBounds, validate_events, validate_samples
 
 HOUR = timedelta(hours=1)
@@ -35,7 +35,8 @@ def series_ensure(
     description: str = "",
     importance: float | None = None,
 ) -> Series:
-    labels = labels or {}
+    """The series of ``name`` and ``labels``, created on first sight (empty label values dropped)."""
+    labels = labels_normalize(labels)
     defaults = {"labels": labels, "unit": unit, "kind": kind, "description": description}
     if importance is not None:
         defaults["importance"] = importance
@@ -69,7 +70,10 @@ def series_ensure_many(*, series: Sequence[tuple[str, dict, str]]) -> tuple[np.n
         Series.objects.bulk_create(
             [
                 Series(
-                    name=series[i][0], labels=series[i][1], labels_key=keys[i][1], unit=series[i][2]
+                    name=series[i][0],
+                    labels=labels_normalize(series[i][1]),
+                    labels_key=keys[i][1],
+                    unit=series[i][2],
                 )
                 for i in missing
             ],

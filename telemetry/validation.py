@@ -26,6 +26,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from .labels import labels_normalize
+
 MAX_ROWS = 100_000
 #: rows reported in an error answer; a batch with 90,000 bad rows needs no 90,000-line answer
 MAX_REPORTED_ROWS = 100
@@ -397,7 +399,8 @@ def validate_samples(payload: Any, *, bounds: TimeBounds) -> SampleBatch:
                 bad_series[key] = problem
             continue
         series_of[key] = index[i] = len(series)
-        series.append((name, dict(labels), unit))
+        # {"env": ""} is no label (Prometheus): merged below with the rows that leave it out
+        series.append((name, labels_normalize(labels), unit))
     ts_us = parse_timestamps(raw_ts, errors, bounds)
     values = np.asarray(raw_values, dtype=np.float64)
     for i in np.flatnonzero(~np.isfinite(values)).tolist():

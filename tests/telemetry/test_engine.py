@@ -203,6 +203,19 @@ def test_same_series_with_labels_in_another_order_is_one_series():
     assert batch.series_index.tolist() == [0, 0]
 
 
+def test_a_label_with_an_empty_value_is_the_same_series_as_without_it():
+    # Prometheus' rule; {"env": ""} used to be a series of its own
+    rows = [
+        sample(labels={"endpoint": "/api/search", "env": ""}, ts=NOW - 60),
+        sample(labels={"endpoint": "/api/search"}, ts=NOW - 120),
+        sample(labels={"env": ""}, ts=NOW - 60),
+        sample(labels=None, ts=NOW - 120),
+    ]
+    batch = validate_samples({"samples": rows}, bounds=BOUNDS)
+    assert [s[1] for s in batch.series] == [{"endpoint": "/api/search"}, {}]
+    assert batch.series_index.tolist() == [0, 0, 1, 1]
+
+
 def test_conflicting_duplicates_are_refused_identical_ones_pass():
     same = [sample(ts=NOW - 60, value=1.0), sample(ts=NOW - 60, value=1.0)]
     assert len(validate_samples({"samples": same}, bounds=BOUNDS)) == 2

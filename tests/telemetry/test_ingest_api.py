@@ -253,6 +253,17 @@ def test_epoch_seconds_sent_as_a_string_are_accepted_as_reads_accept_them(operat
     assert [t.timestamp() for t in stored] == [float(batch[0]["ts"]), float(batch[1]["ts"])]
 
 
+def test_an_empty_label_value_writes_to_the_series_without_that_label(operator):
+    batch = rows(4)
+    for row in batch[:2]:
+        row["labels"] = {**row["labels"], "env": ""}
+    response = post(operator, SAMPLES, {"samples": batch})
+    assert response.status_code == 200, response.content
+    assert response.json()["series_created"] == 1
+    [series] = Series.objects.filter(name=NAME)
+    assert series.labels == {"endpoint": "/api/e0"} and series.samples.count() == 4
+
+
 @pytest.mark.parametrize(
     "name", [" test.cpu", "test.cpu ", "test.cpu\n", "test.\tcpu", "test.\x7f"]
 )

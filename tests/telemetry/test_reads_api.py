@@ -50,6 +50,13 @@ def test_series_list_filters_and_shows_last_value(viewer, latency):
     assert empty["last_value"] is None
 
 
+def test_an_empty_label_filter_lists_the_series_without_that_label(viewer, latency):
+    series = latency[0]
+    series_ensure(name="test.latency", labels={"endpoint": "/api/feed", "env": "prod"})
+    found = viewer.get(SERIES, {"name": "test.latency", "label.env": ""}).json()["results"]
+    assert [s["id"] for s in found] == [series.pk]
+
+
 def test_series_detail_shows_its_last_value_whatever_the_list_filters_say(viewer, latency):
     # The detail ran the list's filters: /series/<id>/?name=other was a 404.
     series, _, values = latency

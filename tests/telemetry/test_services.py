@@ -254,3 +254,55 @@ def test_commands_report_counts_and_refuse_bad_arguments(now):
     ):
         with pytest.raises(CommandError, match="at least 1"):
             call_command(command, flag, "0")
+
+
+# --- labels: an empty value is no label (Prometheus) ----------------------------------------
+
+
+def test_an_empty_label_value_names_the_same_series_as_no_label():
+    """{"env": ""} made a series of its own beside the one without env."""
+    plain = services.series_ensure(name="test.empty", labels={"host": "a"})
+    assert services.series_ensure(name="test.empty", labels={"host": "a", "env": ""}) == plain
+    assert selectors.series_get("test.empty", {"env": "", "host": "a"}) == plain
+    ids, created = services.series_ensure_many(series=[("test.empty", {"host": "a", "k": ""}, "")])
+    assert ids.tolist() == [plain.pk] and created == 0
+    fresh = services.series_ensure(name="test.empty.new", labels={"env": ""})
+    assert fresh.labels == {} and fresh.labels_key == ""
+    assert Series.objects.filter(name__startswith="test.empty").count() == 2
+
+
+def test_listing_by_an_empty_label_value_selects_the_series_without_that_label():
+    services.series_ensure(name="test.sel", labels={"env": "prod"})
+    bare = services.series_ensure(name="test.sel", labels={"host": "a"})
+    assert list(selectors.series_list(name="test.sel", labels={"env": ""})) == [bare]
+    assert list(selectors.series_list(name="test.sel", labels={"env": "", "host": "a"})) == [bare]
+
+
+def _migration():
+    import importlib
+
+    return importlib.import_module("telemetry.migrations.0003_empty_label_values")
+
+
+def test_series_stored_with_an_empty_label_value_take_their_normalised_key():
+    """Series written before the rule keep their history and are found by the new lookups;
+    one whose normalised twin exists is left alone (not merged) and lookups find the twin."""
+    from django.apps import apps
+
+    def legacy(name: str, labels: dict) -> Series:
+        series = services.series_ensure(name=name, labels={"host": "a"})
+        key = ",".join(f"{k}={labels[k]}" for k in sorted(labels))  # the old labels_key
+        Series.objects.filter(pk=series.pk).update(labels=labels, labels_key=key)
+        return series
+
+    alone = legacy("test.legacy", {"env": "", "host": "a"})
+    twin = legacy("test.twin", {"env": "", "host": "a"})
+    normal_twin = services.series_ensure(name="test.twin", labels={"host": "a"})
+    assert selectors.series_get("test.legacy", {"host": "a"}) is None  # lost before
+    _migration().normalise_empty_label_values(apps, None)
+    assert selectors.series_get("test.legacy", {"host": "a", "env": ""}) == alone
+    assert Series.objects.get(pk=alone.pk).labels == {"host": "a"}
+    assert Series.objects.get(pk=twin.pk).labels_key == "env=,host=a"
+    assert selectors.series_get("test.twin", {"host": "a", "env": ""}) == normal_twin
+    listed = selectors.series_list(name="test.twin", labels={"env": "", "host": "a"})
+    assert set(listed) == {twin, normal_twin}  # the leftover still lacks env (it is empty)
