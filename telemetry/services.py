@@ -6,6 +6,7 @@ views, tasks and commands validate their input and call these.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,11 +48,14 @@ def series_ensure(
 
 
 def series_ensure_many(*, series: Sequence[tuple[str, dict, str]]) -> tuple[np.ndarray, int]:
-    """Ids of (name, labels, unit) series, creating the missing ones in bulk.
+    """Ids of (name, labels, unit) series, creating the missing ones in bulk; and how many
+    of them this call created.
 
     Two or three queries whatever the batch holds: one read, and for unseen series one
-    ``INSERT … ON CONFLICT DO NOTHING`` (a concurrent batch may create the same series)
-    and a re-read. The unit of an existing series is kept.
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING`` (a concurrent batch may create the same
+    series) and, only if some already existed by then, a re-read. The count is the rows
+    the insert returned: counting the series missing at the read said 2 × N when two
+    clients created the same N series at once. The unit of an existing series is kept.
     """
     keys = [(name, labels_key(labels)) for name, labels, _ in series]
 
@@ -65,22 +69,65 @@ def series_ensure_many(*, series: Sequence[tuple[str, dict, str]]) -> tuple[np.n
     # Created in key order, so two batches creating the same new series wait on each
     # other's index entries in one order instead of deadlocking.
     missing = sorted({key: i for i, key in enumerate(keys) if key not in found}.items())
-    missing = [i for _, i in missing]
+    created = 0
     if missing:
-        Series.objects.bulk_create(
-            [
-                Series(
-                    name=series[i][0],
-                    labels=labels_normalize(series[i][1]),
-                    labels_key=keys[i][1],
-                    unit=series[i][2],
-                )
-                for i in missing
-            ],
-            ignore_conflicts=True,
+        inserted = _series_insert(
+            [(key[0], labels_normalize(series[i][1]), key[1], series[i][2]) for key, i in missing]
         )
-        found = lookup()
-    return np.array([found[key] for key in keys], dtype=np.int64), len(missing)
+        created = len(inserted)
+        found.update(inserted)
+        if created < len(missing):  # another transaction created the rest
+            found = lookup()
+    return np.array([found[key] for key in keys], dtype=np.int64), created
+
+
+def _series_insert(rows: list[tuple[str, dict, str, str]]) -> dict[tuple[str, str], int]:
+    """Insert (name, labels, labels_key, unit) series in the order given, skipping those that
+    exist; returns ``{(name, labels_key): id}`` of the rows this statement inserted.
+
+    Django's ``bulk_create(ignore_conflicts=True)`` returns no ids and cannot tell a row
+    it inserted from one it skipped, hence the SQL. One statement on PostgreSQL (arrays
+    unnested in order); chunks of 500 rows on SQLite (its bound-parameter limit).
+    """
+    table = Series._meta.db_table
+    default = {f.name: f.get_default() for f in Series._meta.concrete_fields}
+    # the model's defaults as plain values (a TextChoices member is adapted by its name)
+    defaults = [str(default["kind"]), str(default["description"]), float(default["importance"])]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    columns = "name, labels, labels_key, unit, kind, description, importance, created_at"
+    out: dict[tuple[str, str], int] = {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) "
+                "SELECT n, l::jsonb, k, u, %s, %s, %s, %s "
+                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) "
+                "WITH ORDINALITY AS x(n, l, k, u, o) ORDER BY o "
+                "ON CONFLICT (name, labels_key) DO NOTHING RETURNING name, labels_key, id",
+                [
+                    *defaults,
+                    now,
+                    [r[0] for r in rows],
+                    [json.dumps(r[1]) for r in rows],
+                    [r[2] for r in rows],
+                    [r[3] for r in rows],
+                ],
+            )
+            return {(n, k): pk for n, k, pk in cursor.fetchall()}
+        for i in range(0, len(rows), 500):
+            chunk = rows[i : i + 500]
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                + " ON CONFLICT (name, labels_key) DO NOTHING RETURNING name, labels_key, id",
+                [
+                    value
+                    for name, labels, key, unit in chunk
+                    for value in (name, json.dumps(labels), key, unit, *defaults, now)
+                ],
+            )
+            out.update({(n, k): pk for n, k, pk in cursor.fetchall()})
+    return out
 
 
 @dataclass(frozen=True)

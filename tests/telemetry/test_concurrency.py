@@ -108,3 +108,43 @@ def test_two_late_batches_at_once_both_mark_rollups_stale(postgres, monkeypatch)
     state = RollupState.objects.get(step_seconds=3600)
     assert state.dirty_from is not None and state.dirty_from < hour - timedelta(hours=2)
     assert Sample.objects.filter(series__name__startswith="race.late.").count() == 100
+
+
+def test_series_created_counts_only_the_series_this_request_inserted(postgres, monkeypatch):
+    """Two clients creating the same new series at once both answered series_created=N.
+
+    The other side starts when this side has inserted the series (uncommitted) and is about
+    to write its samples: it reads no such series, its insert waits on this side's index
+    entries, and once this side commits its rows conflict. Each series is counted once.
+    """
+    rows = [
+        {"series": "race.count", "labels": {"shard": str(i)}, "ts": time.time() - 60, "value": 1.0}
+        for i in range(50)
+    ]
+    other = OtherConnection(lambda: services.samples_ingest(rows=rows[::-1]))
+    other.start_at(monkeypatch, services, "insert_samples_us")
+    mine = services.samples_ingest(rows=rows)
+    other.join()
+    theirs = other.outcome[0]
+    assert not isinstance(theirs, BaseException), theirs
+    assert Series.objects.filter(name="race.count").count() == 50
+    assert (mine.series_created, theirs.series_created) == (50, 0)
+    assert Sample.objects.filter(series__name="race.count").count() == 50
+
+
+def test_series_created_across_racing_clients_adds_up_to_the_series_created(postgres):
+    results: list = []
+
+    def ingest(batch: list[dict]) -> None:
+        results.append(services.samples_ingest(rows=batch))
+
+    for attempt in range(3):
+        rows = [
+            {"series": f"race.sum.{attempt}", "labels": {"i": str(i)}, "ts": time.time() - 60}
+            | {"value": 1.0}
+            for i in range(200)
+        ]
+        results.clear()
+        errors = _race([rows, rows[::-1], rows[100:]], ingest)
+        assert not errors, errors
+        assert sum(r.series_created for r in results) == 200
