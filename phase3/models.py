@@ -67,7 +67,16 @@ class JobRun(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["task_name", "-started_at"])]
+        indexes = [
+            models.Index(fields=["task_name", "-started_at"]),
+            # Each task's last success, read by schedule health and kept by the prune, is
+            # one probe here even behind a long run of failures.
+            models.Index(
+                fields=["task_name", "-started_at"],
+                condition=models.Q(status="success"),
+                name="phase3_jobrun_success_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.status} @ {self.started_at:%Y-%m-%d %H:%M:%S}"

@@ -25,5 +25,7 @@ SCHEDULES = [
         "task": "phase3.prune_job_runs",
         "crontab": "30 4 * * *",
         "kwargs": {"days": 30},
+        "description": "Deletes runs older than `days`, except each task's latest run, "
+        "latest success and (never succeeded) first run, which schedule health reads.",
     },
 ]

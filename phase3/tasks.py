@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from .locks import job_lock
 from .models import JobRun
+from .services import job_runs_prune
 
 logger = logging.getLogger(__name__)
 
@@ -146,10 +147,9 @@ def _jsonable(value):
 
 @shared_task(name="phase3.prune_job_runs")
 def prune_job_runs(days: int = 30) -> dict:
-    """Job records are for recent operations; a month is enough to see patterns."""
-    cutoff = timezone.now() - timedelta(days=days)
-    deleted, _ = JobRun.objects.filter(started_at__lt=cutoff).delete()
-    return {"deleted": deleted}
+    """Job records are for recent operations; a month is enough to see patterns, and what
+    schedule health still reads is kept whatever its age (see `job_runs_prune`)."""
+    return {"deleted": job_runs_prune(older_than=timedelta(days=days))}
 
 
 @shared_task(name="phase3.close_lost_runs")
