@@ -79,6 +79,10 @@ class MaskedSecretsMixin:
     def masked_target(self, obj) -> str:
         return mask_url(obj.target) if obj.action in URL_ACTIONS else obj.target
 
+    @admin.display(description="arguments")
+    def masked_arguments(self, obj):
+        return mask_value(obj.arguments)
+
     @admin.display(description="error")
     def masked_error(self, obj) -> str:
         return mask_text(obj.error, [obj.playbook.target])
@@ -292,7 +296,7 @@ class ResponsePlaybookAdmin(MaskedSecretsMixin, admin.ModelAdmin):
     list_display = ["name", "action", "target", "min_severity", "series_name", "enabled"]
     list_filter = ["action", "min_severity", "enabled"]
     search_fields = ["name", "target", "series_name"]
-    masked = {"target": "masked_target"}
+    masked = {"target": "masked_target", "arguments": "masked_arguments"}
 
     def _masking(self, request: HttpRequest, obj=None) -> bool:
         # A new playbook's form keeps its target field: its author is typing the URL.

@@ -369,10 +369,13 @@ class ResponsePlaybookSerializer(serializers.ModelSerializer):
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
-        # A webhook or Slack URL is a credential: admins only (secrets.py).
+        # A webhook or Slack URL is a credential, and so may be what a task's arguments
+        # carry (an API key, a DSN): admins only (secrets.py).
         data = super().to_representation(instance)
-        if instance.action in URL_ACTIONS and not may_see_secrets(self.context.get("request")):
-            data["target"] = mask_url(instance.target)
+        if not may_see_secrets(self.context.get("request")):
+            if instance.action in URL_ACTIONS:
+                data["target"] = mask_url(instance.target)
+            data["arguments"] = mask_value(instance.arguments)
         return data
 
     def validate(self, attrs):

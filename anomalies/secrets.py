@@ -6,6 +6,12 @@ operators need to know *where* a page goes (the host), not how to send one there
 API and the admin show them `https://hooks.slack.com/…`, in the playbook and in every
 execution's error or result that quotes it (`requests` errors repeat the path). E-mail
 addresses and task names are not credentials and are shown as they are.
+
+A task playbook's `arguments` (and the task's kwargs an execution records) are scrubbed
+as Sentry scrubs event data: the value of any key that looks like a secret (`password`,
+`api_key`, `dsn`, `auth`, ... anywhere in the name, case-insensitive, at any depth) is
+`[Filtered]`, so is a string that itself says it holds one ("Bearer ..."), and every URL
+(of any scheme: `postgres://user:pw@db/x`) is cut to `scheme://host/…`.
 """
 
 from __future__ import annotations
@@ -19,8 +25,25 @@ from phase3.models import Role
 from phase3.permissions import session_role
 
 MASK = "…"
+# What replaces a secret value; Sentry's word for it, so it reads as scrubbed, not empty.
+FILTERED = "[Filtered]"
 _CACHE = "_phase3_may_see_secrets"
-_URL = re.compile(r"https?://[^\s'\"<>()\[\]{},]+", re.IGNORECASE)
+# Any scheme with an authority: a DSN or a database URL carries user:password@ too.
+_URL = re.compile(r"[a-z][a-z0-9+.\-]*://[^\s'\"<>()\[\]{},]+", re.IGNORECASE)
+# A key naming a secret: Sentry's default sensitive fields (password, secret, passwd,
+# api_key, apikey, auth, credentials, mysql_pwd, privatekey, private_key, token, bearer)
+# plus `key`, `dsn`, `pwd`, `cookie`, `session` and `signature`, found anywhere in the
+# name as Sentry does, so `X-Api-Key`, `slackToken` and `db_password` are caught. It also
+# catches `monkey` or `author`: shown as [Filtered] below the admin role, which costs a
+# viewer little; a missed secret costs the on-call's integrations.
+_SECRET_KEY = re.compile(
+    r"pass(word|wd)|pwd|secret|token|bearer|key|auth|credential|dsn|cookie|session|signature",
+    re.IGNORECASE,
+)
+# A value that says it is a secret whatever its key ("Bearer abc", "password=hunter2").
+_SECRET_VALUE = re.compile(
+    r"\bbearer\s|pass(word|wd)|secret|api_?key|private_?key|token[=:]", re.IGNORECASE
+)
 
 
 def may_see_secrets(request: Any) -> bool:
@@ -76,12 +99,20 @@ def mask_text(text: str, urls: Iterable[str] = ()) -> str:
 
 
 def mask_value(value: Any, urls: Iterable[str] = ()) -> Any:
-    """`mask_text` applied to every string inside a JSON value (an execution's result)."""
+    """A JSON value (a task playbook's arguments, an execution's result) as shown below
+    the admin role: `[Filtered]` for the value of every key that looks like a secret and
+    for a string that says it holds one, `mask_text` on every other string, at any depth.
+    """
     urls = list(urls)
     if isinstance(value, str):
-        return mask_text(value, urls)
+        # URLs first: a token in a URL's query goes with the path, and the host stays.
+        value = mask_text(value, urls)
+        return FILTERED if _SECRET_VALUE.search(value) else value
     if isinstance(value, dict):
-        return {k: mask_value(v, urls) for k, v in value.items()}
+        return {
+            k: FILTERED if _SECRET_KEY.search(str(k)) else mask_value(v, urls)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [mask_value(v, urls) for v in value]
     return value

@@ -466,3 +466,79 @@ def test_staff_sessions_see_playbook_urls_by_role(admin_client):
     assert b"0 results" in admin.get("/admin/anomalies/responseplaybook/?q=xoxbSECRET").content
     assert b"1 result" in admin_client.get("/admin/anomalies/responseplaybook/?q=xoxb").content
     assert not _secret_free(admin_client.get("/admin/anomalies/responseplaybook/").content)
+
+
+TASK_ARGUMENTS = {
+    "resource_ids": [3, 4],
+    "api_key": "SECRETkey1",
+    "Options": {"DB_Password": "SECRETpw", "hosts": ["postgres://ops:SECRETpw2@db:5432/x"]},
+    "headers": [{"Authorization": "Bearer SECRETjwt"}],
+    "callback": "https://hooks.example/cb/SECRETpath?sig=1",
+    "note": "scale out",
+}
+
+
+def _task_playbook_with_secrets() -> ResponsePlaybook:
+    from anomalies.models import ResponseExecution
+
+    task = ResponsePlaybook.objects.create(
+        name="scale", action="celery_task", target="scaling.evaluate", arguments=TASK_ARGUMENTS
+    )
+    ResponseExecution.objects.create(
+        playbook=task,
+        anomaly=_anomaly("secret.cpu"),
+        status="succeeded",
+        result={"task": "scaling.evaluate", "task_id": "t-1", "kwargs": TASK_ARGUMENTS},
+    )
+    return task
+
+
+@pytest.mark.parametrize(
+    ("role", "masked"), [("viewer", True), ("operator", True), ("admin", False)]
+)
+def test_a_task_playbooks_secret_arguments_are_shown_to_admins_only(client_with_role, role, masked):
+    # The arguments were shown to every viewer as typed: an API key or a DSN among a
+    # scaling task's kwargs was readable by anyone with a read-only key.
+    task = _task_playbook_with_secrets()
+    client = client_with_role(role)
+    listed = client.get(BASE + "anomaly/playbooks")
+    one = client.get(BASE + f"anomaly/playbooks/{task.pk}").json()["arguments"]
+    executions = client.get(BASE + "anomaly/executions")
+    if not masked:
+        assert one == TASK_ARGUMENTS and not _secret_free(executions.content)
+        return
+    assert _secret_free(listed.content) and _secret_free(executions.content)
+    assert one == {
+        "resource_ids": [3, 4],  # what the task is told to act on stays readable
+        "api_key": "[Filtered]",
+        "Options": {"DB_Password": "[Filtered]", "hosts": ["postgres://db:5432/…"]},
+        "headers": [{"Authorization": "[Filtered]"}],
+        "callback": "https://hooks.example/…",
+        "note": "scale out",
+    }
+    assert executions.json()["results"][0]["result"]["kwargs"] == one
+
+
+def test_staff_below_admin_see_task_arguments_scrubbed_in_the_admin(admin_client):
+    from django.contrib.auth.models import Group, Permission, User
+    from rest_framework.test import APIClient
+
+    task = _task_playbook_with_secrets()
+    user = User.objects.create_user("ops", password="pw", is_staff=True)
+    user.groups.add(Group.objects.create(name="phase3-operator"))
+    for codename in ("view_responseplaybook", "view_responseexecution"):
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    staff = APIClient()
+    staff.force_login(user)
+    execution = task.runs.get()
+    for url in (
+        "/admin/anomalies/responseplaybook/",
+        f"/admin/anomalies/responseplaybook/{task.pk}/change/",
+        f"/admin/anomalies/responseexecution/{execution.pk}/change/",
+    ):
+        page = staff.get(url)
+        assert page.status_code == 200 and _secret_free(page.content), url
+        assert b"[Filtered]" in page.content or url.endswith("playbook/"), url
+    assert b"0 results" in staff.get("/admin/anomalies/responseplaybook/?q=SECRETkey1").content
+    page = admin_client.get(f"/admin/anomalies/responseplaybook/{task.pk}/change/")
+    assert b"SECRETkey1" in page.content  # an admin edits them as they are
