@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -291,6 +292,78 @@ class DetectionRuleAdmin(admin.ModelAdmin):
     search_fields = ["name", "series_name"]
 
 
+class WriteOnlySecretsForm(forms.ModelForm):
+    """A playbook's form for staff below the admin role: secrets are write-only.
+
+    A URL target, and arguments holding secrets, are shown masked (`secrets.py`) and never
+    rendered as stored. Left as shown or blank, the stored value is kept; anything else
+    replaces it. So a staff operator allowed to change playbooks can point a webhook at
+    its new address without being able to read the old one (before, the field was
+    read-only for them). A kept secret stays where it was going: a URL kept while the
+    action becomes e-mail or a task, or a task's secret arguments kept while the task
+    changes, is refused (the check's message would quote the URL, and the arguments
+    would be sent to another task), and the value must be typed again.
+    """
+
+    WRITE_ONLY_HELP = (
+        "Write-only: shown masked. Type a new value to replace it; leave it as shown (or "
+        "empty) to keep the current one."
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        stored = self.instance
+        shown = {
+            "target": mask_url(stored.target) if stored.action in URL_ACTIONS else None,
+            "arguments": mask_value(stored.arguments),
+        }
+        # Only what masking changes is write-only: plain arguments stay editable as they are.
+        self.write_only = {
+            name: masked
+            for name, masked in shown.items()
+            if masked is not None and masked != getattr(stored, name) and name in self.fields
+        }
+        self.kept: set[str] = set()
+        for name, masked in self.write_only.items():
+            self.initial[name] = masked
+            self.fields[name].required = False
+            self.fields[name].help_text = self.WRITE_ONLY_HELP
+
+    def _keep_or_replace(self, name: str):
+        value = self.cleaned_data.get(name)
+        if name in self.write_only and value in ("", None, self.write_only[name]):
+            self.kept.add(name)
+            return getattr(self.instance, name)
+        return value
+
+    def clean_target(self):
+        return self._keep_or_replace("target")
+
+    def clean_arguments(self):
+        return self._keep_or_replace("arguments")
+
+    def clean(self):
+        cleaned = super().clean()
+        stored = self.instance  # the form's values are put on it only after clean()
+        action = cleaned.get("action", stored.action)
+        if "target" in self.kept and action not in URL_ACTIONS:
+            self.add_error(
+                "target", f"type the {action} target: the stored URL is not carried over to it"
+            )
+            # The model's own check runs after this one, and would quote the URL it was given.
+            cleaned["target"] = ""
+        task = ResponsePlaybook.Action.CELERY_TASK
+        moved = (action, cleaned.get("target", stored.target)) != (stored.action, stored.target)
+        if "arguments" in self.kept and task in (action, stored.action) and moved:
+            self.add_error(
+                "arguments",
+                "type the arguments again: their secret values stay with the task they were "
+                "written for",
+            )
+            cleaned["arguments"] = self.write_only["arguments"]
+        return cleaned
+
+
 @admin.register(ResponsePlaybook)
 class ResponsePlaybookAdmin(MaskedSecretsMixin, admin.ModelAdmin):
     list_display = ["name", "action", "target", "min_severity", "series_name", "enabled"]
@@ -299,8 +372,19 @@ class ResponsePlaybookAdmin(MaskedSecretsMixin, admin.ModelAdmin):
     masked = {"target": "masked_target", "arguments": "masked_arguments"}
 
     def _masking(self, request: HttpRequest, obj=None) -> bool:
-        # A new playbook's form keeps its target field: its author is typing the URL.
-        return obj is not None and super()._masking(request, obj)
+        # A new playbook's form keeps its target field: its author is typing the URL. Staff
+        # who may change the playbook get the write-only form instead (`get_form`): only
+        # those who may merely view it get the masked, read-only display.
+        return (
+            obj is not None
+            and super()._masking(request, obj)
+            and not self.has_change_permission(request, obj)
+        )
+
+    def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):
+        if obj is not None and not may_see_secrets(request):
+            kwargs["form"] = WriteOnlySecretsForm
+        return super().get_form(request, obj, change=change, **kwargs)
 
 
 @admin.register(ResponseExecution)

@@ -542,3 +542,82 @@ def test_staff_below_admin_see_task_arguments_scrubbed_in_the_admin(admin_client
     assert b"0 results" in staff.get("/admin/anomalies/responseplaybook/?q=SECRETkey1").content
     page = admin_client.get(f"/admin/anomalies/responseplaybook/{task.pk}/change/")
     assert b"SECRETkey1" in page.content  # an admin edits them as they are
+
+
+def _staff_operator(*codenames: str):
+    from django.contrib.auth.models import Group, Permission, User
+    from django.test import Client
+
+    user = User.objects.create_user("oncall", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get_or_create(name="phase3-operator")[0])
+    for codename in codenames:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def _playbook_form(playbook: ResponsePlaybook, **changes) -> dict:
+    import json
+
+    data = {
+        "name": playbook.name,
+        "enabled": "on",
+        "series_name": playbook.series_name,
+        "labels": "{}",
+        "min_severity": playbook.min_severity,
+        "action": playbook.action,
+        "max_attempts": str(playbook.max_attempts),
+        "created_at_0": f"{playbook.created_at:%Y-%m-%d}",
+        "created_at_1": f"{playbook.created_at:%H:%M:%S}",
+    }
+    data.update(changes)
+    if isinstance(data.get("arguments"), dict):
+        data["arguments"] = json.dumps(data["arguments"])
+    return data
+
+
+def test_staff_who_may_change_playbooks_replace_a_url_they_cannot_read(admin_client):
+    # Staff below the admin role saw the URL masked and read-only: a webhook that moved
+    # could not be repointed by the on-call allowed to change playbooks.
+    hook = ResponsePlaybook.objects.create(
+        name="pd", action="webhook", target=HOOK, arguments={"token": "SECRETextra", "n": 1}
+    )
+    staff = _staff_operator("view_responseplaybook", "change_responseplaybook")
+    url = f"/admin/anomalies/responseplaybook/{hook.pk}/change/"
+    page = staff.get(url)
+    assert page.status_code == 200 and _secret_free(page.content)
+    form = page.context["adminform"].form
+    shown_target, shown_arguments = form.initial["target"], form.initial["arguments"]
+    assert shown_target == "https://events.pagerduty.example:8443/…"
+    assert "target" in form.fields and "arguments" in form.fields  # editable, not read-only
+
+    # Left as shown (or empty), the stored values are kept while the rest is edited.
+    for target, arguments in ((shown_target, shown_arguments), ("", "")):
+        data = _playbook_form(hook, target=target, arguments=arguments, min_severity="critical")
+        saved = staff.post(url, data)
+        assert saved.status_code == 302, saved.context["adminform"].form.errors
+        hook.refresh_from_db()
+        assert (hook.target, hook.min_severity) == (HOOK, "critical")
+        assert hook.arguments == {"token": "SECRETextra", "n": 1}
+        ResponsePlaybook.objects.filter(pk=hook.pk).update(min_severity="warning")
+        hook.refresh_from_db()
+
+    # Kept, the URL cannot become another action's target (the check would quote it).
+    refused = staff.post(url, _playbook_form(hook, target=shown_target, action="email"))
+    assert refused.status_code == 200 and "target" in refused.context["adminform"].form.errors
+    assert _secret_free(refused.content)
+    hook.refresh_from_db()
+    assert (hook.action, hook.target) == ("webhook", HOOK)
+
+    # A new value replaces it, and is checked like any other.
+    bad = staff.post(url, _playbook_form(hook, target="not a url", arguments=shown_arguments))
+    assert "target" in bad.context["adminform"].form.errors and _secret_free(bad.content)
+    moved = "https://events.pagerduty.example/v2/enqueue?routing_key=NEWkey"
+    assert (
+        staff.post(url, _playbook_form(hook, target=moved, arguments={"n": 2})).status_code == 302
+    )
+    hook.refresh_from_db()
+    assert (hook.target, hook.arguments) == (moved, {"n": 2})
+
+    assert b"NEWkey" in admin_client.get(url).content  # an admin reads it
