@@ -228,6 +228,17 @@ class SamplesSerializer(serializers.Serializer):
     step = serializers.FloatField(allow_null=True)
     agg = serializers.CharField(allow_null=True)
     source = serializers.CharField(help_text="raw, rollup or rollup+raw")
+    raw_from = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Raw samples are kept from this moment (the raw retention); points before "
+        "it come from hourly rollups. Null: no raw sample has been deleted yet.",
+    )
+    rollup_step = serializers.FloatField(
+        allow_null=True,
+        help_text="Bucket width (seconds) of the points read from rollups, those before "
+        "raw_from: 3600 (or step rounded up to whole hours) for a raw or finer read. Null: "
+        "none was.",
+    )
     ts = serializers.ListField(child=serializers.FloatField(), help_text="Epoch seconds.")
     values = serializers.ListField(child=serializers.FloatField())
 
@@ -282,7 +293,11 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(parameters=[SamplesQuerySerializer], responses=SamplesSerializer)
     @action(detail=True, methods=["get"], url_path="samples")
     def samples(self, request, pk=None):
-        """Samples of one series in [start, end): raw, or downsampled when ``step`` is given."""
+        """Samples of one series in [start, end): raw, or downsampled when ``step`` is given.
+
+        Past the raw retention (``raw_from``) the points come from hourly rollups, for raw
+        reads and fine steps too, rather than a silent gap.
+        """
         series = self.get_object()
         query = SamplesQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -307,8 +322,11 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
                 "start": q["start"],
                 "end": q["end"],
                 "step": step,
-                "agg": q["agg"] if step else None,
+                # a raw read's rolled-up part (past the raw retention) is aggregated too
+                "agg": q["agg"] if step or points.rollup_step else None,
                 "source": points.source,
+                "raw_from": points.raw_from,
+                "rollup_step": points.rollup_step,
                 "ts": points.ts.tolist(),
                 "values": points.values.tolist(),
             }

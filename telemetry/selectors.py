@@ -6,6 +6,7 @@ never need a timezone object.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -177,7 +178,15 @@ def series_values_resampled(
     cover (and so still see history older than the raw retention window).
     """
     if start is not None and end is not None and agg in AGGREGATIONS:
-        points = series_points(series_id, start=start, end=end, step_seconds=step_seconds, agg=agg)
+        # one grid for the engines: no hourly points past the raw retention for a finer step
+        points = series_points(
+            series_id,
+            start=start,
+            end=end,
+            step_seconds=step_seconds,
+            agg=agg,
+            past_raw_from_rollups=False,
+        )
         return points.ts, points.values
     ts, values = series_values(series_id, start, end)
     origin = (
@@ -191,6 +200,13 @@ class SeriesPoints:
     ts: np.ndarray  # epoch seconds (bucket starts when downsampled)
     values: np.ndarray
     source: str  # "raw", "rollup" or "rollup+raw": where the figures were read from
+    #: raw samples are complete from this moment on (None: none deleted yet); before it only
+    #: hourly rollups are sure to exist (``raw_kept_from``)
+    raw_from: datetime | None = None
+    #: bucket width (seconds) of the points before ``raw_from``, read from rollups (None:
+    #: no point came from rollups); coarser than the step asked for when that is under an
+    #: hour or not a whole number of hours
+    rollup_step: float | None = None
 
 
 def rollup_horizon() -> datetime | None:
@@ -198,6 +214,24 @@ def rollup_horizon() -> datetime | None:
     state = RollupState.objects.filter(step_seconds=3600).values_list("rolled_until", "dirty_from")
     row = state.first()
     return None if not row else horizon_of(*row)
+
+
+def raw_kept_from(horizon: datetime | None, *, now: datetime | None = None) -> datetime | None:
+    """From when raw samples are complete: the raw retention's cutoff, or the rollup horizon
+    if rollups lag further behind (retention deletes nothing not yet rolled up).
+
+    Before it, raw samples may be deleted and hourly rollups hold the data. None when
+    nothing has been rolled up yet, so nothing was deleted either.
+    """
+    if horizon is None:
+        return None
+    return min(raw_retention_cutoff(now or timezone.now()), horizon)
+
+
+def raw_retention_cutoff(now: datetime) -> datetime:
+    """Raw samples before this hour may be deleted (whole hours, never half an hour)."""
+    cutoff = now - timedelta(days=conf.raw_retention_days())
+    return cutoff.replace(minute=0, second=0, microsecond=0)
 
 
 def horizon_of(rolled_until: datetime | None, dirty_from: datetime | None) -> datetime | None:
@@ -240,6 +274,7 @@ def series_points(
     step_seconds: float | None = None,
     agg: str = "mean",
     limit: int | None = None,
+    past_raw_from_rollups: bool = True,
 ) -> SeriesPoints:
     """Samples of [start, end), raw or downsampled to ``step_seconds`` buckets.
 
@@ -248,15 +283,81 @@ def series_points(
     With a whole-hour step the stretch before the rollup horizon is read from hourly
     rollups (24 rows a day instead of 1,440 at one-minute sampling) and the rest from raw
     samples; partials combine exactly, so the figures equal a raw downsampling.
+
+    A raw read or a finer step reaching back before ``raw_kept_from`` (where raw samples
+    are deleted) gets that part from the hourly rollups, in hourly buckets (or the step
+    rounded up to whole hours), as Datadog or a downsampling Prometheus answer: it used to
+    be a silent gap. ``raw_from`` and ``rollup_step`` in the answer say where and how
+    coarse. ``past_raw_from_rollups=False`` keeps the gap, for callers that need one grid.
+    ``limit`` caps the points of a raw read (rolled-up ones included).
+    """
+    horizon = rollup_horizon()
+    raw_from = raw_kept_from(horizon)
+    if step_seconds is not None and step_seconds % 3600 == 0:
+        return _points_on_hour_grid(series_id, start, end, step_seconds, agg, horizon, raw_from)
+    if not past_raw_from_rollups or raw_from is None or start >= raw_from:
+        return _points_from_raw(series_id, start, end, step_seconds, agg, limit, raw_from)
+    # Before raw_from: hourly rollups, on a grid of whole hours (an hour cannot be split).
+    coarse = 3600.0 if step_seconds is None else math.ceil(step_seconds / 3600) * 3600.0
+    old_origin = math.floor(start.timestamp() / coarse) * coarse
+    old_end = min(raw_from, end)
+    hour = old_end.replace(minute=0, second=0, microsecond=0)
+    old_end = old_end if hour == old_end else hour + timedelta(hours=1)  # last hour whole
+    rollups = series_rollup_partials(series_id, to_datetime(old_origin), old_end)
+    old_ts, old_values = finish(merge_partials([rollups], step=coarse, origin=old_origin), agg)
+    if end <= raw_from:
+        return SeriesPoints(old_ts, old_values, "rollup", raw_from, coarse)
+    if limit is not None:
+        limit = max(limit - old_ts.size, 0)
+    recent = _points_from_raw(series_id, raw_from, end, step_seconds, agg, limit, raw_from, start)
+    return SeriesPoints(
+        np.concatenate([old_ts, recent.ts]),
+        np.concatenate([old_values, recent.values]),
+        "rollup+raw",
+        raw_from,
+        coarse,
+    )
+
+
+def _points_from_raw(
+    series_id: int,
+    start: datetime,
+    end: datetime,
+    step_seconds: float | None,
+    agg: str,
+    limit: int | None,
+    raw_from: datetime | None,
+    grid_start: datetime | None = None,
+) -> SeriesPoints:
+    """Raw samples of [start, end), or their whole buckets on the step grid of ``start``.
+
+    With ``grid_start`` (the rest of a read whose older part came from rollups) the grid is
+    that of ``grid_start`` and samples are read from ``start`` exactly.
     """
     if step_seconds is None:
         ts, values = series_values(series_id, start, end, limit=limit)
-        return SeriesPoints(ts, values, "raw")
+        return SeriesPoints(ts, values, "raw", raw_from)
+    origin = float(np.floor((grid_start or start).timestamp() / step_seconds)) * step_seconds
+    ts, values = series_values(series_id, start if grid_start else to_datetime(origin), end)
+    partials = partials_from_samples(ts, values, step=step_seconds, origin=origin)
+    out_ts, out_values = finish(partials, agg)
+    return SeriesPoints(out_ts, out_values, "raw", raw_from)
+
+
+def _points_on_hour_grid(
+    series_id: int,
+    start: datetime,
+    end: datetime,
+    step_seconds: float,
+    agg: str,
+    horizon: datetime | None,
+    raw_from: datetime | None,
+) -> SeriesPoints:
+    """A whole-hour step: rollups before the horizon, raw samples after it, one grid."""
     # Buckets are whole: start is aligned down to the step grid, so the first bucket means
     # the same whether it is read from rollups or from raw samples.
     origin = float(np.floor(start.timestamp() / step_seconds)) * step_seconds
     start = datetime.fromtimestamp(origin, tz=UTC)
-    horizon = rollup_horizon() if step_seconds % 3600 == 0 else None
     split = min(max(horizon, start), end) if horizon is not None else start
     split = _rollup_edge(split)
     parts = []
@@ -269,7 +370,8 @@ def series_points(
         parts.append(partials_from_samples(ts, values, step=step_seconds, origin=origin))
         source.append("raw")
     out_ts, out_values = finish(merge_partials(parts, step=step_seconds, origin=origin), agg)
-    return SeriesPoints(out_ts, out_values, "+".join(source))
+    rollup_step = step_seconds if "rollup" in source else None
+    return SeriesPoints(out_ts, out_values, "+".join(source), raw_from, rollup_step)
 
 
 def _rollup_edge(split: datetime) -> datetime:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from . import conf
 from .bulk import insert_event_columns, insert_samples_us
 from .models import RollupState, Sample, SampleRollup, Series, labels_key, labels_normalize
+from .selectors import raw_retention_cutoff
 from .validation import EventBatch, SampleBatch, TimeBounds, validate_events, validate_samples
 
 HOUR = timedelta(hours=1)
@@ -344,8 +345,11 @@ def rollups_update(
 
 
 def _retention_cutoff(now: datetime) -> datetime:
-    """Whole hours only, so an hour is never half deleted under its rollup."""
-    return _floor_hour(now - timedelta(days=conf.raw_retention_days()))
+    """Whole hours only, so an hour is never half deleted under its rollup.
+
+    The same moment reads call ``raw_from`` (``selectors.raw_kept_from``): one function.
+    """
+    return raw_retention_cutoff(now)
 
 
 def samples_enforce_retention(

@@ -151,6 +151,37 @@ def test_too_many_raw_points_asks_for_a_step(viewer, latency, settings):
     assert viewer.get(f"{SERIES}/{series.pk}/samples", {**params, "step": "1h"}).status_code == 200
 
 
+def test_a_raw_read_past_the_raw_retention_answers_from_the_rollups(viewer, latency, settings):
+    """It answered only the samples still kept: a silent gap for the older part."""
+    from django.utils import timezone
+
+    from telemetry import services
+
+    series, ts, values = latency
+    settings.PHASE3_RAW_RETENTION_DAYS = 1
+    now = timezone.now()
+    services.rollups_update(now=now)
+    services.samples_enforce_retention(now=now)
+    body = viewer.get(f"{SERIES}/{series.pk}/samples", {"start": ts[0], "end": ts[-1] + 60})
+    assert body.status_code == 200, body.content
+    body = body.json()
+    raw_from = datetime.fromisoformat(body["raw_from"]).timestamp()
+    assert raw_from == np.floor((now.timestamp() - 86400) / HOUR) * HOUR
+    assert body["source"] == "rollup+raw" and body["rollup_step"] == HOUR
+    assert body["agg"] == "mean"
+    got_ts, got = np.array(body["ts"]), np.array(body["values"])
+    old = got_ts < raw_from
+    hours = np.floor(ts / HOUR) * HOUR
+    assert got_ts[old].tolist() == sorted(set(hours[ts < raw_from].tolist()))
+    assert got[old][0] == pytest.approx(values[hours == got_ts[0]].mean())
+    np.testing.assert_array_equal(got_ts[~old], ts[ts >= raw_from])
+    fine = viewer.get(f"{SERIES}/{series.pk}/samples", {"start": ts[0], "step": "5m"}).json()
+    assert fine["ts"][0] == ts[0] and fine["rollup_step"] == HOUR
+    inside = viewer.get(f"{SERIES}/{series.pk}/samples", {"start": ts[-10]}).json()
+    assert inside["source"] == "raw" and inside["rollup_step"] is None
+    assert inside["raw_from"] == body["raw_from"]
+
+
 def test_unknown_series_is_a_404(viewer):
     assert viewer.get(f"{SERIES}/999999/samples").status_code == 404
 

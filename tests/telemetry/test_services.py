@@ -306,3 +306,56 @@ def test_series_stored_with_an_empty_label_value_take_their_normalised_key():
     assert selectors.series_get("test.twin", {"host": "a", "env": ""}) == normal_twin
     listed = selectors.series_list(name="test.twin", labels={"env": "", "host": "a"})
     assert set(listed) == {twin, normal_twin}  # the leftover still lacks env (it is empty)
+
+
+# --- reads past the raw retention -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [None, 300.0, 5400.0])
+def test_a_raw_or_fine_read_past_the_raw_retention_gets_the_rollups_there(now, settings, step):
+    """A raw read (or a 5-minute step) older than the raw retention was a silent gap: the
+    part before raw_from now comes from the hourly rollups, and the answer says so."""
+    settings.PHASE3_RAW_RETENTION_DAYS = 3
+    end = now.timestamp()
+    series, ts, values = fill("past.retention", end - 6 * DAY, end, step=300)
+    services.rollups_update(now=now)
+    services.samples_enforce_retention(now=now)
+    cutoff = hour_floor(now - timedelta(days=3))
+    start = datetime.fromtimestamp(ts[0] + 600, UTC)  # mid-hour: the first hour stays whole
+    points = selectors.series_points(series.pk, start=start, end=now, step_seconds=step)
+
+    assert points.raw_from == cutoff and points.source == "rollup+raw"
+    coarse = 3600.0 if step is None or step < HOUR else 7200.0
+    assert points.rollup_step == coarse
+    old = points.ts < cutoff.timestamp()
+    kept = ts < cutoff.timestamp()
+    expected = selectors.resample(ts[kept], values[kept], step_seconds=coarse, origin=0.0)
+    np.testing.assert_array_equal(points.ts[old], expected[0])
+    np.testing.assert_allclose(points.values[old], expected[1], rtol=1e-12)
+    recent = ts >= cutoff.timestamp()
+    if step is None:
+        np.testing.assert_array_equal(points.ts[~old], ts[recent])
+        np.testing.assert_allclose(points.values[~old], values[recent])
+    else:
+        grid = np.floor(start.timestamp() / step) * step
+        buckets = np.floor((ts[recent] - grid) / step) * step + grid
+        assert points.ts[~old].tolist() == sorted(set(buckets.tolist()))
+        last = buckets == points.ts[-1]
+        assert points.values[-1] == pytest.approx(values[recent][last].mean())
+    # the engines' grid read keeps its one step
+    grid_ts, _ = selectors.series_values_resampled(series.pk, start, now, 300.0)
+    assert grid_ts.min() >= cutoff.timestamp()
+
+
+def test_a_read_inside_the_raw_retention_says_from_when_raw_samples_are_kept(now, settings):
+    settings.PHASE3_RAW_RETENTION_DAYS = 3
+    end = now.timestamp()
+    series, ts, values = fill("inside.retention", end - DAY, end, step=300)
+    services.rollups_update(now=now)
+    start = hour_floor(now) - timedelta(hours=5, minutes=55)  # mid-hour, on the 5-minute grid
+    points = selectors.series_points(series.pk, start=start, end=now, step_seconds=300.0)
+    assert points.source == "raw" and points.rollup_step is None
+    assert points.raw_from == hour_floor(now - timedelta(days=3))
+    assert points.ts[0] == start.timestamp()  # no bucket before start (the hour's start)
+    inside = ts >= start.timestamp()
+    np.testing.assert_allclose(points.values, values[inside])
