@@ -71,7 +71,15 @@ class ApiKeyAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
 @admin.register(JobRun)
 class JobRunAdmin(admin.ModelAdmin):
-    list_display = ["task_name", "status", "started_at", "duration_ms", "counts", "worker"]
+    list_display = [
+        "task_name",
+        "status",
+        "started_at",
+        "heartbeat_at",
+        "duration_ms",
+        "counts",
+        "worker",
+    ]
     list_filter = ["status", "task_name"]
     search_fields = ["task_name", "task_id", "error"]
     date_hierarchy = "started_at"

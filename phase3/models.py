@@ -64,6 +64,11 @@ class JobRun(models.Model):
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    #: Refreshed every minute by the worker process while the run executes
+    #: (`phase3.heartbeat`): the lost-run sweep closes a run whose heartbeat stopped, not one
+    #: that merely outlived its time limit (only the prefork pool enforces time limits).
+    #: Empty on runs recorded before heartbeats existed, which are judged by that limit.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -18,7 +18,7 @@ SCHEDULES = [
         "task": "phase3.close_lost_runs",
         "every_seconds": 600,
         "expires_seconds": 540,
-        "description": "Closes as failed the runs still 'running' well past their time limit.",
+        "description": "Closes as failed the runs still 'running' whose worker stopped heartbeating.",
     },
     {
         "name": "phase3: prune job runs",

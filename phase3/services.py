@@ -6,12 +6,26 @@ statement, so it stays fast with millions of ``JobRun`` rows.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime, timedelta
 
+from celery import current_app
 from django.db import connection
+from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
+from .heartbeat import job_heartbeat_silence
 from .models import JobRun
+
+#: How long after its task's hard time limit a "running" run without heartbeats (recorded
+#: before they existed) is surely dead: the limit kills the task, so this only covers
+#: clocks that differ between workers and a busy sweep.
+LOST_RUN_GRACE = timedelta(minutes=15)
+#: The limit assumed for a task the registry does not know (renamed, removed, its app not
+#: installed here) or that has no limit at all: long enough for any job of this project.
+LOST_RUN_FALLBACK_LIMIT = timedelta(hours=6)
+LOST_RUN_ERROR = "worker lost: no result after the task's time limit"
+LOST_RUN_SILENT_ERROR = "worker lost: its heartbeat stopped"
 
 #: How long every job run is kept; older ones go unless schedule health still reads them.
 JOB_RUN_RETENTION = timedelta(days=30)
@@ -68,3 +82,70 @@ def job_runs_prune(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def job_runs_heartbeat(*, run_ids: list[int], now: datetime | None = None) -> int:
+    """Stamp the runs a worker process is executing as alive (see `phase3.heartbeat`).
+
+    Only runs still "running": one the sweep has closed stays closed until its own end
+    records the real outcome.
+    """
+    return JobRun.objects.filter(pk__in=run_ids, status=JobRun.Status.RUNNING).update(
+        heartbeat_at=now or timezone.now()
+    )
+
+
+def job_runs_close_lost(*, now: datetime | None = None) -> int:
+    """Close as failed every run still "running" whose worker is gone.
+
+    `_mark_lost` in `phase3.tasks` closes a dead worker's run when the broker redelivers
+    its message; this closes the rest (a message acked before the worker died, one the
+    broker dropped, a run killed by its own hard limit), which otherwise stay "running"
+    forever and never count as failures.
+
+    A run is lost when its heartbeat is older than `job_heartbeat_silence` (ten minutes):
+    its worker process stopped. Age alone proves nothing, since only the prefork pool
+    enforces time limits: under the solo, threads or green pools a task hours past its
+    limit is alive and still beating, and is left alone. A run without heartbeats
+    (recorded by a worker from before them, during a rolling upgrade) is judged as it was:
+    lost 15 minutes past its task's hard time limit.
+
+    One UPDATE: a run that finishes meanwhile keeps its own result, and one that finishes
+    after being closed records its real outcome over this one (`JobTask` saves it).
+    """
+    now = now or timezone.now()
+    running = JobRun.objects.filter(status=JobRun.Status.RUNNING)
+    lost = Q(heartbeat_at__lt=now - job_heartbeat_silence())
+    names = set(
+        running.filter(heartbeat_at__isnull=True)
+        .order_by()
+        .values_list("task_name", flat=True)
+        .distinct()
+    )
+    if names:
+        app = current_app
+        app.loader.import_default_modules()  # a beat-only or web process has not imported them
+        by_limit: dict[timedelta, list[str]] = defaultdict(list)
+        for name in names:
+            by_limit[_hard_time_limit(app, name)].append(name)
+        for limit, group in by_limit.items():
+            lost |= Q(
+                heartbeat_at__isnull=True,
+                task_name__in=group,
+                started_at__lt=now - limit - LOST_RUN_GRACE,
+            )
+    return running.filter(lost).update(
+        status=JobRun.Status.FAILED,
+        finished_at=now,
+        error=Case(
+            When(heartbeat_at__isnull=True, then=Value(LOST_RUN_ERROR)),
+            default=Value(LOST_RUN_SILENT_ERROR),
+        ),
+    )
+
+
+def _hard_time_limit(app, task_name: str) -> timedelta:
+    """The limit a worker kills `task_name` at: its own, else the app's, else the fallback."""
+    task = app.tasks.get(task_name)
+    seconds = task is not None and (task.time_limit or app.conf.task_time_limit)
+    return timedelta(seconds=seconds) if seconds else LOST_RUN_FALLBACK_LIMIT

@@ -175,6 +175,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("PHASE3_TASK_SOFT_TIME_LIMIT", 600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# How often a worker stamps the job runs it is executing (phase3.heartbeat); the lost-run
+# sweep closes a run whose stamp is ten of these (at least ten minutes) old.
+PHASE3_JOB_HEARTBEAT_SECONDS = float(os.environ.get("PHASE3_JOB_HEARTBEAT_SECONDS", 60))
 CELERY_TIMEZONE = "UTC"
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
 CELERY_TASK_EAGER_PROPAGATES = True

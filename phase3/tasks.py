@@ -12,30 +12,21 @@ import json
 import logging
 import socket
 import time
-from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from celery import Task, current_app, shared_task
+from celery import Task, shared_task
 from celery.exceptions import Retry
 from django.db import InterfaceError, OperationalError
-from django.db.models import Q
 from django.utils import timezone
 
+from .heartbeat import beating
 from .locks import job_lock
 from .models import JobRun
-from .services import job_runs_prune
+from .services import job_runs_close_lost, job_runs_prune
 
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
-
-#: How long after its task's hard time limit a "running" run is surely dead: the limit kills
-#: the task, so this only covers clocks that differ between workers and a busy sweep.
-LOST_RUN_GRACE = timedelta(minutes=15)
-#: The limit assumed for a task the registry does not know (renamed, removed, its app not
-#: installed here) or that has no limit at all: long enough for any job of this project.
-LOST_RUN_FALLBACK_LIMIT = timedelta(hours=6)
-LOST_RUN_ERROR = "worker lost: no result after the task's time limit"
 
 
 class JobTask(Task):
@@ -57,13 +48,20 @@ class JobTask(Task):
         if self.request.called_directly:
             # A plain function call (tests, shell): no job record, no lock.
             return self.run(*args, **kwargs)
+        now = timezone.now()
         run = JobRun.objects.create(
             task_name=self.name,
             task_id=self.request.id or "",
             args=_jsonable(list(args)),
             kwargs=_jsonable(kwargs),
             worker=self.request.hostname or socket.gethostname(),
+            started_at=now,
+            heartbeat_at=now,
         )
+        with beating(run.pk):  # the lost-run sweep leaves a run alone while it beats
+            return self._locked(run, args, kwargs)
+
+    def _locked(self, run: JobRun, args, kwargs):
         timeout = float(self.time_limit or self.app.conf.task_time_limit or 3600)
         started = time.perf_counter()
         if not self.lock:
@@ -98,41 +96,9 @@ def _mark_lost(run: JobRun) -> None:
         ).update(status=JobRun.Status.FAILED, finished_at=timezone.now(), error="worker lost")
 
 
-def job_runs_close_lost(*, now: datetime | None = None) -> int:
-    """Close as failed every run still "running" well past its task's hard time limit.
-
-    `_mark_lost` closes a dead worker's run when the broker redelivers its message; this
-    closes the rest (a message acked before the worker died, one the broker dropped, a run
-    killed by its own hard limit), which otherwise stay "running" forever and never count
-    as failures. A run within its limit may still be alive and is left alone. One UPDATE,
-    so a run that finishes meanwhile keeps its own result.
-    """
-    now = now or timezone.now()
-    running = JobRun.objects.filter(status=JobRun.Status.RUNNING)
-    names = set(running.order_by().values_list("task_name", flat=True).distinct())
-    if not names:
-        return 0
-    app = current_app
-    app.loader.import_default_modules()  # a beat-only or web process has not imported them
-    by_limit: dict[timedelta, list[str]] = defaultdict(list)
-    for name in names:
-        by_limit[_hard_time_limit(app, name)].append(name)
-    lost = Q()
-    for limit, group in by_limit.items():
-        lost |= Q(task_name__in=group, started_at__lt=now - limit - LOST_RUN_GRACE)
-    return running.filter(lost).update(
-        status=JobRun.Status.FAILED, finished_at=now, error=LOST_RUN_ERROR
-    )
-
-
-def _hard_time_limit(app, task_name: str) -> timedelta:
-    """The limit a worker kills `task_name` at: its own, else the app's, else the fallback."""
-    task = app.tasks.get(task_name)
-    seconds = task is not None and (task.time_limit or app.conf.task_time_limit)
-    return timedelta(seconds=seconds) if seconds else LOST_RUN_FALLBACK_LIMIT
-
-
 def _finish(run: JobRun, started: float, status: str, *, error: str = "", counts=None) -> None:
+    """Record how the run ended, over whatever the row says: a run the lost-run sweep closed
+    while it was in fact alive (its heartbeat held up) gets its real outcome, not "lost"."""
     run.status = status
     run.finished_at = timezone.now()
     run.duration_ms = (time.perf_counter() - started) * 1000.0
