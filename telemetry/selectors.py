@@ -307,12 +307,27 @@ def series_points(
     old_ts, old_values = finish(merge_partials([rollups], step=coarse, origin=old_origin), agg)
     if end <= raw_from:
         return SeriesPoints(old_ts, old_values, "rollup", raw_from, coarse)
+    # The step's grid resumes at its first boundary at or after raw_from (raw_from itself
+    # for steps dividing an hour); the raw samples before that seam make one short bucket
+    # at raw_from. So every point before raw_from is a rollup point and none after it is.
+    seam = raw_from
+    if step_seconds is not None:
+        grid = math.floor(start.timestamp() / step_seconds) * step_seconds
+        steps = math.ceil((raw_from.timestamp() - grid) / step_seconds)
+        seam = min(to_datetime(grid + steps * step_seconds), end)
+    pieces = [(old_ts, old_values)]
+    if raw_from < seam:
+        ts, values = series_values(series_id, raw_from, seam)
+        width = (seam - raw_from).total_seconds()
+        edge = partials_from_samples(ts, values, step=width, origin=raw_from.timestamp())
+        pieces.append(finish(edge, agg))
     if limit is not None:
         limit = max(limit - old_ts.size, 0)
-    recent = _points_from_raw(series_id, raw_from, end, step_seconds, agg, limit, raw_from, start)
+    recent = _points_from_raw(series_id, seam, end, step_seconds, agg, limit, raw_from, start)
+    pieces.append((recent.ts, recent.values))
     return SeriesPoints(
-        np.concatenate([old_ts, recent.ts]),
-        np.concatenate([old_values, recent.values]),
+        np.concatenate([p[0] for p in pieces]),
+        np.concatenate([p[1] for p in pieces]),
         "rollup+raw",
         raw_from,
         coarse,

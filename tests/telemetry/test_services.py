@@ -311,11 +311,18 @@ def test_series_stored_with_an_empty_label_value_take_their_normalised_key():
 # --- reads past the raw retention -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("hours_back", [0, 1, 2])  # the 2-hour and 90-minute grids' phases
 @pytest.mark.parametrize("step", [None, 300.0, 5400.0])
-def test_a_raw_or_fine_read_past_the_raw_retention_gets_the_rollups_there(now, settings, step):
+def test_a_raw_or_fine_read_past_the_raw_retention_gets_the_rollups_there(
+    now, settings, monkeypatch, step, hours_back
+):
     """A raw read (or a 5-minute step) older than the raw retention was a silent gap: the
     part before raw_from now comes from the hourly rollups, and the answer says so."""
     settings.PHASE3_RAW_RETENTION_DAYS = 3
+    shift = timedelta(hours=hours_back)
+    clock = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: clock() - shift)
+    now -= shift
     end = now.timestamp()
     series, ts, values = fill("past.retention", end - 6 * DAY, end, step=300)
     services.rollups_update(now=now)
@@ -332,7 +339,15 @@ def test_a_raw_or_fine_read_past_the_raw_retention_gets_the_rollups_there(now, s
     expected = selectors.resample(ts[kept], values[kept], step_seconds=coarse, origin=0.0)
     np.testing.assert_array_equal(points.ts[old], expected[0])
     np.testing.assert_allclose(points.values[old], expected[1], rtol=1e-12)
-    recent = ts >= cutoff.timestamp()
+    # the step's grid resumes at its first boundary from raw_from on; a 90-minute grid may
+    # leave a short bucket at raw_from for the samples before it
+    seam = cutoff.timestamp() if step is None else np.ceil(cutoff.timestamp() / step) * step
+    if seam > cutoff.timestamp():
+        assert points.ts[old.sum()] == cutoff.timestamp()
+        between = (ts >= cutoff.timestamp()) & (ts < seam)
+        assert points.values[old.sum()] == pytest.approx(values[between].mean())
+        old[old.sum()] = True
+    recent = ts >= seam
     if step is None:
         np.testing.assert_array_equal(points.ts[~old], ts[recent])
         np.testing.assert_allclose(points.values[~old], values[recent])
