@@ -19,6 +19,8 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 ## run: the product on its embedded default (SQLite, filesystem broker), demo data, web+worker+beat
+## in development mode (DEBUG on): the settings' bare default is DEBUG off, local names only
+run: export DJANGO_ENV ?= development
 run: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py bootstrap

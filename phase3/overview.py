@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 
 from telemetry.selectors import overview_section as telemetry_section
 
+from .deployment import deployment_summary
 from .models import JobRun
 
 logger = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ class OverviewView(APIView):
         return Response(
             {
                 "generated_at": timezone.now(),
+                "deployment": deployment_summary(host=request.get_host()),
                 "telemetry": _guarded("telemetry", telemetry_section),
                 "jobs": _guarded("jobs", jobs_summary),
                 "schedules": _guarded("schedules", schedules_summary),

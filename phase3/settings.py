@@ -3,7 +3,8 @@
 With nothing set the project runs on an embedded default (SQLite in WAL mode under
 ``var/``, kombu's filesystem broker, a file cache) so a newcomer needs no server.
 ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` / ``CELERY_BROKER_URL`` to
-Redis, ``DJANGO_ENV=production`` to a hardened deployment.
+Redis, ``DJANGO_ENV=production`` to a hardened deployment and ``DJANGO_ENV=development``
+(`make run`) to DEBUG; unset, DEBUG is off and only local Host names are answered.
 """
 
 from __future__ import annotations
@@ -43,13 +44,23 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
-DJANGO_ENV = os.environ.get("DJANGO_ENV", "development")
+# Three modes. ``production``: hardened (below). ``development`` (what `make run` sets):
+# DEBUG on, any Host accepted. Unset: the safe middle, for a deployment that forgot to say:
+# DEBUG off and only local Host names, so an exposed server shows no tracebacks (settings,
+# broker and cache URLs) and answers no other name, while the embedded default still runs
+# and serves the admin with its CSS (WhiteNoise reads the apps' static files directly).
+# DEBUG used to be on unless DJANGO_ENV=production.
+DJANGO_ENV = os.environ.get("DJANGO_ENV", "").strip().lower()
 PRODUCTION = DJANGO_ENV == "production"
+DEVELOPMENT = DJANGO_ENV == "development"
 TESTING = env_bool("PHASE3_TESTING")
 
 SECRET_KEY = _secret_key()
-DEBUG = env_bool("DJANGO_DEBUG", not PRODUCTION)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "" if PRODUCTION else "*")
+DEBUG = env_bool("DJANGO_DEBUG", DEVELOPMENT)
+LOCAL_HOSTS = "localhost,127.0.0.1,[::1]"
+ALLOWED_HOSTS = env_list(
+    "DJANGO_ALLOWED_HOSTS", "" if PRODUCTION else "*" if DEVELOPMENT else LOCAL_HOSTS
+)
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 # The six systems, in the order the overview lists them.
@@ -258,6 +269,9 @@ if _plotly_spec and _plotly_spec.submodule_search_locations:
     STATICFILES_DIRS.append(
         ("plotly", Path(next(iter(_plotly_spec.submodule_search_locations))) / "package_data")
     )
+# Outside production the apps' static files are served from where they lie, with DEBUG off
+# too (no collectstatic before the first start); production serves the collected ones.
+WHITENOISE_USE_FINDERS = not PRODUCTION
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -8,6 +8,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from phase3.deployment import bind_address_host, debug_exposure_warning
+
 
 class Command(BaseCommand):
     help = "Start web + Celery worker + beat in one terminal (the embedded default stack)."
@@ -17,6 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=2)
 
     def handle(self, *args, addr, concurrency, **options):
+        warning = debug_exposure_warning(host=bind_address_host(addr), how="listens on")
+        if warning:
+            self.stderr.write(self.style.WARNING(f"WARNING: {warning}"))
         py = sys.executable
         commands = {
             "web": [py, "manage.py", "runserver", addr, "--noreload"],
