@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
+from telemetry.labels import labels_normalize
+
 
 def series_matches(
     pattern: str,
@@ -25,10 +27,13 @@ def series_matches(
     case-sensitive everywhere. With `exact_labels` the series' labels must be exactly
     the required ones: "this series", not every series that also carries them
     (`cpu{host=a}` and not `cpu{host=a,core=1}`).
+
+    A label with an empty value is no label, as in telemetry and Prometheus: a required
+    ``env=""`` matches the series without ``env`` (Alertmanager's matcher does the same).
     """
     if pattern and not fnmatchcase(name, pattern):
         return False
-    labels = labels or {}
+    labels = labels_normalize(labels)
     if exact_labels:
-        return labels == (required_labels or {})
-    return all(labels.get(k) == v for k, v in (required_labels or {}).items())
+        return labels == labels_normalize(required_labels)
+    return all(labels.get(k, "") == v for k, v in (required_labels or {}).items())

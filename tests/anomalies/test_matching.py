@@ -27,10 +27,27 @@ from tests.anomalies.test_services import _synthetic
         ("Disk.*", {}, "disk.used", {}, False),
         ("*", {"env": "prod"}, "cpu", {"env": "prod", "az": "a"}, True),
         ("*", {"env": "prod"}, "cpu", None, False),
+        # An empty value is no label (telemetry's rule): env="" names the series without env.
+        ("*", {"env": ""}, "cpu", {"host": "a"}, True),
+        ("*", {"env": ""}, "cpu", None, True),
+        ("*", {"env": ""}, "cpu", {"env": "prod"}, False),
+        ("*", {"env": "prod"}, "cpu", {"env": ""}, False),
     ],
 )
 def test_series_match_by_pattern_and_labels(pattern, required, name, labels, matches):
     assert series_matches(pattern, required, name, labels) is matches
+
+
+@pytest.mark.parametrize(
+    ("required", "labels", "matches"),
+    [
+        ({"host": "a", "env": ""}, {"host": "a"}, True),
+        ({"host": "a"}, {"host": "a", "env": ""}, True),
+        ({"host": "a"}, {"host": "a", "core": "1"}, False),
+    ],
+)
+def test_exact_labels_ignore_empty_values(required, labels, matches):
+    assert series_matches("cpu", required, "cpu", labels, exact_labels=True) is matches
 
 
 @pytest.mark.django_db
