@@ -1,6 +1,6 @@
 """Unit tests of personalization.engine: no database, no Django settings.
 
-Run: .venv/bin/python -m pytest tests/personalization/test_engine.py -q -p no:django
+Run: .venv/bin/python -m pytest tests/personalization/test_engine.py -q -p no:django --noconftest
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure parts of telemetry: batch validation, downsampling, the binary COPY encoder, the demo world.
 
-No database and no Django settings: run with ``-p no:django``.
+No database and no Django settings: run with ``-p no:django --noconftest``.
 """
 
 from __future__ import annotations
