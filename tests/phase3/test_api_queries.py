@@ -35,6 +35,7 @@ PAGE = {"limit": 1000}
 # GET operations without a path parameter that answer with something other than rows of one
 # model: each is named with why it is not measured here.
 NOT_MODEL_LISTS = {
+    "": "the API root: links and the route list, no database",
     "analytics/predictions/": "forecast points computed on the fly, not model rows",
     "anomaly/detect/": "a report over anomalies; measured by the anomaly test below",
     "insights/status/": "a summary object of the insights system",
