@@ -1,6 +1,19 @@
 from django.apps import AppConfig
 
 
+def _invalidate_configs(**kwargs) -> None:
+    """Signal receiver: a rule, experiment or profile changed, so cached configurations are stale.
+
+    Module level on purpose: signals hold receivers by weak reference, and a function
+    defined inside ``ready()`` was collected once ``ready()`` returned, silently
+    disconnecting every receiver (edits through the API or the admin were then served
+    from the cache for up to five minutes).
+    """
+    from .services.config import config_invalidate
+
+    config_invalidate()
+
+
 class PersonalizationConfig(AppConfig):
     name = "personalization"
     verbose_name = "Personalization"
@@ -11,11 +24,8 @@ class PersonalizationConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from .models import Experiment, PersonalizationRule, UserProfile
-        from .services.config import config_invalidate
-
-        def invalidate(**kwargs) -> None:
-            config_invalidate()
 
         for model in (PersonalizationRule, Experiment, UserProfile):
-            post_save.connect(invalidate, sender=model, dispatch_uid=f"p13n-save-{model.__name__}")
-            post_delete.connect(invalidate, sender=model, dispatch_uid=f"p13n-del-{model.__name__}")
+            name = model.__name__
+            post_save.connect(_invalidate_configs, sender=model, dispatch_uid=f"p13n-save-{name}")
+            post_delete.connect(_invalidate_configs, sender=model, dispatch_uid=f"p13n-del-{name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 import numpy as np
@@ -162,6 +163,20 @@ class TestConfig:
         changed = services.config_resolve(user_id="t-cache")
         assert not changed["cached"]
         assert changed["config"]["home"]["modules"] == ["map"]
+
+    @pytest.mark.parametrize("model", [PersonalizationRule, Experiment, UserProfile])
+    def test_invalidation_receivers_survive_garbage_collection(self, model):
+        # Signals hold receivers weakly: a receiver defined inside ready() was collected
+        # and every API / admin edit was served from the cache for up to five minutes.
+        from django.db.models.signals import post_delete, post_save
+
+        gc.collect()
+        assert post_save._live_receivers(model) != ([], [])
+        assert post_delete._live_receivers(model) != ([], [])
+        before = services.config_version()
+        factory = {PersonalizationRule: RuleFactory, Experiment: ExperimentFactory}
+        factory.get(model, UserProfileFactory)()
+        assert services.config_version() > before
 
     def test_unknown_user_gets_rules_for_everyone_only(self):
         RuleFactory(key="t-all", action={"footer": {"links": 3}})
