@@ -283,6 +283,9 @@ def select_and_forecast(
         [models[m].paths(ctx, n, final_origin, horizon)[0] for m in final_members], axis=0
     )
     q80, q95 = intervals.error_quantiles_at(errors, (0.8, 0.95), horizon)
+    # the slope the forecast extrapolates may itself move (a late bend, a long horizon)
+    spread = intervals.trend_slope_spread(y, primary, horizon)
+    q80, q95 = intervals.widen_for_trend(q80, spread), intervals.widen_for_trend(q95, spread)
     lo80, hi80 = intervals.apply(point, q80)
     lo95, hi95 = intervals.apply(point, q95)
     all_scores = tuple(sorted(scores.values(), key=lambda s: s.mase))
