@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from telemetry.api import resolve_window
+from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
 
 from . import selectors, services
@@ -42,7 +43,7 @@ def _caller(request) -> str:
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
 
 
-class RootCauseSerializer(serializers.ModelSerializer):
+class RootCauseSerializer(ModelSerializer):
     series = serializers.CharField(source="series_label", read_only=True)
 
     class Meta:
@@ -51,11 +52,11 @@ class RootCauseSerializer(serializers.ModelSerializer):
 
 
 @extend_schema_field({"type": "string", "enum": list(Anomaly.State.values)})
-class AnomalyStateField(serializers.ChoiceField):
+class AnomalyStateField(ChoiceField):
     """The anomaly states, inlined in the schema (one enum name per choice set)."""
 
 
-class AnomalySerializer(serializers.ModelSerializer):
+class AnomalySerializer(ModelSerializer):
     series_name = serializers.CharField(source="series.__str__", read_only=True)
     state = AnomalyStateField(
         choices=Anomaly.State.choices,
@@ -119,7 +120,7 @@ class SilenceSeriesSerializer(serializers.Serializer):
 
 class DetectQuerySerializer(serializers.Serializer):
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
+    severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
@@ -183,7 +184,7 @@ class AnomalyDetectView(APIView):
         )
 
 
-class SilenceSerializer(serializers.ModelSerializer):
+class SilenceSerializer(ModelSerializer):
     active = serializers.SerializerMethodField()
     open_anomalies = serializers.SerializerMethodField(
         help_text="Open or acknowledged anomalies on series this silence matches: the "
@@ -237,9 +238,9 @@ class SilenceSerializer(serializers.ModelSerializer):
 
 
 class AnomalyFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Anomaly.Status.choices, required=False)
+    status = ChoiceField(choices=Anomaly.Status.choices, required=False)
     state = AnomalyStateField(choices=Anomaly.State.choices, required=False)
-    severity = serializers.ChoiceField(choices=Anomaly.Severity.choices, required=False)
+    severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
@@ -318,7 +319,7 @@ def _merged(attrs: dict, instance, defaults: dict) -> dict:
     return {k: attrs.get(k, getattr(instance, k, default)) for k, default in defaults.items()}
 
 
-class DetectionRuleSerializer(serializers.ModelSerializer):
+class DetectionRuleSerializer(ModelSerializer):
     class Meta:
         model = DetectionRule
         fields = [
@@ -346,11 +347,11 @@ class DetectionRuleViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_field({"type": "string", "enum": list(Anomaly.Severity.values)})
-class MinSeverityField(serializers.ChoiceField):
+class MinSeverityField(ChoiceField):
     """The anomaly severity choices, inlined in the schema (one enum name per choice set)."""
 
 
-class ResponsePlaybookSerializer(serializers.ModelSerializer):
+class ResponsePlaybookSerializer(ModelSerializer):
     min_severity = MinSeverityField(choices=Anomaly.Severity.choices, required=False)
 
     class Meta:
@@ -391,7 +392,7 @@ class ResponsePlaybookViewSet(viewsets.ModelViewSet):
     action_roles = ADMIN_EDITS
 
 
-class ResponseExecutionSerializer(serializers.ModelSerializer):
+class ResponseExecutionSerializer(ModelSerializer):
     playbook_name = serializers.CharField(source="playbook.name", read_only=True)
 
     class Meta:
@@ -427,7 +428,7 @@ class ResponseExecutionSerializer(serializers.ModelSerializer):
 class ExecutionFilterSerializer(serializers.Serializer):
     anomaly = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     playbook = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    status = serializers.ChoiceField(choices=ResponseExecution.Status.choices, required=False)
+    status = ChoiceField(choices=ResponseExecution.Status.choices, required=False)
     since = serializers.DateTimeField(required=False, help_text="Created at or after.")
     until = serializers.DateTimeField(required=False, help_text="Created before.")
 

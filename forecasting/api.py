@@ -23,13 +23,14 @@ from forecasting.models import (
     ForecastTarget,
     PredictionType,
 )
+from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
 
 HORIZON_CHOICES = sorted(HORIZONS)
 
 
 @extend_schema_field({"type": "string", "enum": list(PredictionType.values)})
-class PredictionTypeField(serializers.ChoiceField):
+class PredictionTypeField(ChoiceField):
     """The ``type`` filter: the same choices as ``prediction_type``, documented inline so the
     schema does not carry one enum under two names."""
 
@@ -37,20 +38,20 @@ class PredictionTypeField(serializers.ChoiceField):
         super().__init__(choices=PredictionType.choices, **kwargs)
 
 
-class ForecastPointSerializer(serializers.ModelSerializer):
+class ForecastPointSerializer(ModelSerializer):
     class Meta:
         model = ForecastPoint
         fields = ["ts", "yhat", "lower80", "upper80", "lower95", "upper95"]
 
 
-class BacktestResultSerializer(serializers.ModelSerializer):
+class BacktestResultSerializer(ModelSerializer):
     class Meta:
         model = BacktestResult
         fields = ["id", "forecast", "model_name", "mase", "smape", "rank", "is_chosen",
                   "is_baseline"]  # fmt: skip
 
 
-class ForecastSerializer(serializers.ModelSerializer):
+class ForecastSerializer(ModelSerializer):
     target = serializers.StringRelatedField()
     beats_baseline = serializers.BooleanField(read_only=True, allow_null=True)
 
@@ -84,7 +85,7 @@ class PredictionSerializer(ForecastSerializer):
         read_only_fields = fields
 
 
-class BusinessInsightSerializer(serializers.ModelSerializer):
+class BusinessInsightSerializer(ModelSerializer):
     target = serializers.StringRelatedField()
 
     class Meta:
@@ -97,7 +98,7 @@ class BusinessInsightSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ForecastTargetSerializer(serializers.ModelSerializer):
+class ForecastTargetSerializer(ModelSerializer):
     class Meta:
         model = ForecastTarget
         fields = ["id", "name", "prediction_type", "source", "series", "event_metric",
@@ -123,13 +124,13 @@ class ForecastTargetSerializer(serializers.ModelSerializer):
 
 class PredictionQuerySerializer(serializers.Serializer):
     type = PredictionTypeField(required=False)
-    horizon = serializers.ChoiceField(choices=HORIZON_CHOICES, required=False)
+    horizon = ChoiceField(choices=HORIZON_CHOICES, required=False)
     points = serializers.BooleanField(default=True, help_text="Include the forecast points.")
 
 
 class ForecastFilterSerializer(serializers.Serializer):
     type = PredictionTypeField(required=False)
-    horizon = serializers.ChoiceField(choices=HORIZON_CHOICES, required=False)
+    horizon = ChoiceField(choices=HORIZON_CHOICES, required=False)
     target = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     current = serializers.BooleanField(required=False, allow_null=True, default=None)
 
@@ -140,7 +141,7 @@ class BacktestFilterSerializer(serializers.Serializer):
 
 
 class InsightFilterSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=BusinessInsight.Kind.choices, required=False)
+    kind = ChoiceField(choices=BusinessInsight.Kind.choices, required=False)
     type = PredictionTypeField(required=False)
     current = serializers.BooleanField(required=False, allow_null=True, default=None)
 
@@ -148,7 +149,7 @@ class InsightFilterSerializer(serializers.Serializer):
 class ForecastRecomputeSerializer(serializers.Serializer):
     type = PredictionTypeField()
     horizons = serializers.ListField(
-        child=serializers.ChoiceField(choices=HORIZON_CHOICES),
+        child=ChoiceField(choices=HORIZON_CHOICES),
         required=False,
         allow_empty=False,
         help_text="Default: every horizon.",

@@ -14,13 +14,15 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.serializers import ChoiceField, ModelSerializer
+
 from . import selectors
 from .models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
 from .services.insights import insight_acknowledge, insight_dismiss
 from .services.registry import ArtefactPruned, mlmodel_activate
 
 
-class MLModelSerializer(serializers.ModelSerializer):
+class MLModelSerializer(ModelSerializer):
     class Meta:
         model = MLModel
         fields = [
@@ -44,13 +46,13 @@ class MLModelSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class SegmentSnapshotSerializer(serializers.ModelSerializer):
+class SegmentSnapshotSerializer(ModelSerializer):
     class Meta:
         model = SegmentSnapshot
         fields = ["day", "size", "share"]
 
 
-class SegmentSerializer(serializers.ModelSerializer):
+class SegmentSerializer(ModelSerializer):
     model_version = serializers.IntegerField(source="model.version", read_only=True)
     model_active = serializers.BooleanField(source="model.is_active", read_only=True)
     snapshots = SegmentSnapshotSerializer(many=True, read_only=True)
@@ -77,7 +79,7 @@ class SegmentSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class InsightSerializer(serializers.ModelSerializer):
+class InsightSerializer(ModelSerializer):
     class Meta:
         model = Insight
         fields = [
@@ -104,7 +106,7 @@ class InsightSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class FeatureImpactSerializer(serializers.ModelSerializer):
+class FeatureImpactSerializer(ModelSerializer):
     class Meta:
         model = FeatureImpact
         fields = [
@@ -130,7 +132,7 @@ class FeatureImpactSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class StatePatternSerializer(serializers.ModelSerializer):
+class StatePatternSerializer(ModelSerializer):
     class Meta:
         model = StatePattern
         fields = [
@@ -153,13 +155,13 @@ class StatusQuerySerializer(serializers.Serializer):
 
 
 class InsightFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Insight.Status.choices, required=False)
-    category = serializers.ChoiceField(choices=Insight.Category.choices, required=False)
+    status = ChoiceField(choices=Insight.Status.choices, required=False)
+    category = ChoiceField(choices=Insight.Category.choices, required=False)
     source = serializers.CharField(max_length=30, required=False)
 
 
 class ModelFilterSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=MLModel.Kind.choices, required=False)
+    kind = ChoiceField(choices=MLModel.Kind.choices, required=False)
     name = serializers.CharField(max_length=100, required=False)
     active = serializers.BooleanField(required=False, allow_null=True, default=None)
 
@@ -169,7 +171,7 @@ class SegmentFilterSerializer(serializers.Serializer):
 
 
 class OutcomeFilterSerializer(serializers.Serializer):
-    outcome = serializers.ChoiceField(choices=["retention", "conversion"], required=False)
+    outcome = ChoiceField(choices=["retention", "conversion"], required=False)
 
 
 def _filters(serializer_class, request) -> dict:

@@ -11,12 +11,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.serializers import ChoiceField, ModelSerializer
+
 from . import selectors, services
 from .models import Baseline, HealthSnapshot, Recommendation
 from .services.jsonable import jsonable
 
 
-class RecommendationSerializer(serializers.ModelSerializer):
+class RecommendationSerializer(ModelSerializer):
     metric_series = serializers.StringRelatedField()
     expected_value = serializers.FloatField(read_only=True)
 
@@ -33,7 +35,7 @@ class RecommendationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class BaselineSerializer(serializers.ModelSerializer):
+class BaselineSerializer(ModelSerializer):
     series = serializers.StringRelatedField()
 
     class Meta:
@@ -41,15 +43,15 @@ class BaselineSerializer(serializers.ModelSerializer):
         fields = "__all__"
 
 
-class HealthSnapshotSerializer(serializers.ModelSerializer):
+class HealthSnapshotSerializer(ModelSerializer):
     class Meta:
         model = HealthSnapshot
         fields = ["id", "at", "score", "breakdown", "window_start", "window_end", "computed_at"]
 
 
 class RecommendationFilterSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(choices=Recommendation.State.choices, required=False)
-    category = serializers.ChoiceField(choices=Recommendation.Category.choices, required=False)
+    state = ChoiceField(choices=Recommendation.State.choices, required=False)
+    category = ChoiceField(choices=Recommendation.Category.choices, required=False)
 
 
 class ReasonSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import NUL
 
 from . import selectors, services, validation
@@ -35,7 +36,7 @@ def _check_window(attrs: dict, instance) -> None:
         raise serializers.ValidationError({"ends_at": ["must be after starts_at"]})
 
 
-class UserProfileSerializer(serializers.ModelSerializer):
+class UserProfileSerializer(ModelSerializer):
     class Meta:
         model = UserProfile
         fields = [
@@ -46,13 +47,13 @@ class UserProfileSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PersonaChangeSerializer(serializers.ModelSerializer):
+class PersonaChangeSerializer(ModelSerializer):
     class Meta:
         model = PersonaChange
         fields = ["previous_persona", "persona", "confidence", "changed_at"]
 
 
-class RuleSerializer(serializers.ModelSerializer):
+class RuleSerializer(ModelSerializer):
     class Meta:
         model = PersonalizationRule
         fields = [
@@ -74,7 +75,7 @@ class RuleSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ExperimentSerializer(serializers.ModelSerializer):
+class ExperimentSerializer(ModelSerializer):
     class Meta:
         model = Experiment
         fields = [
@@ -119,7 +120,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ExperimentResultSerializer(serializers.ModelSerializer):
+class ExperimentResultSerializer(ModelSerializer):
     class Meta:
         model = ExperimentResult
         fields = [
@@ -129,8 +130,8 @@ class ExperimentResultSerializer(serializers.ModelSerializer):
 
 
 class ProfileFilterSerializer(serializers.Serializer):
-    persona = serializers.ChoiceField(choices=[*UserProfile._meta.get_field("persona").choices,
-                                               ("", "none")], required=False)  # fmt: skip
+    persona = ChoiceField(choices=[*UserProfile._meta.get_field("persona").choices,
+                                   ("", "none")], required=False)  # fmt: skip
 
 
 class RecomputeSerializer(serializers.Serializer):

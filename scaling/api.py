@@ -10,6 +10,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID, NUL_PROBLEM, has_nul, label_problem
 
 from . import selectors, services
@@ -24,7 +25,7 @@ def _series_labels(value: Any) -> dict:
     return value
 
 
-class ScalableResourceSerializer(serializers.ModelSerializer):
+class ScalableResourceSerializer(ModelSerializer):
     """``current_units`` is writable on create only (default: ``min_units``); afterwards the
     scaling job owns it, and new bounds that exclude it are clamped by the next evaluation.
 
@@ -91,7 +92,7 @@ class StepSerializer(serializers.Serializer):
         return {"upper": None, **attrs}
 
 
-class ScalingRuleSerializer(serializers.ModelSerializer):
+class ScalingRuleSerializer(ModelSerializer):
     steps = StepSerializer(many=True, required=False)
 
     class Meta:
@@ -116,7 +117,7 @@ class ScalingRuleSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ScalingDecisionSerializer(serializers.ModelSerializer):
+class ScalingDecisionSerializer(ModelSerializer):
     resource = serializers.StringRelatedField()
 
     class Meta:
@@ -154,9 +155,9 @@ class RuleViewSet(viewsets.ModelViewSet):
 
 class DecisionFilterSerializer(serializers.Serializer):
     resource = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    status = serializers.ChoiceField(choices=ScalingDecision.Status.choices, required=False)
-    action = serializers.ChoiceField(choices=ScalingDecision.Action.choices, required=False)
-    outcome = serializers.ChoiceField(choices=ScalingDecision.Outcome.choices, required=False)
+    status = ChoiceField(choices=ScalingDecision.Status.choices, required=False)
+    action = ChoiceField(choices=ScalingDecision.Action.choices, required=False)
+    outcome = ChoiceField(choices=ScalingDecision.Outcome.choices, required=False)
 
 
 class DecisionViewSet(viewsets.ReadOnlyModelViewSet):

@@ -28,6 +28,7 @@ from .models import Series
 from .parsers import IngestParser
 from .routers import OptionalSlashRouter
 from .selectors import series_list_with_latest, series_points
+from .serializers import ChoiceField, ModelSerializer
 from .services import event_bounds, events_write_batch, ingest_bounds, samples_write_batch
 from .validation import (
     MAX_ROWS,
@@ -171,7 +172,7 @@ class SeriesFilterSerializer(serializers.Serializer):
     name_prefix = serializers.CharField(required=False, max_length=200)
 
 
-class SeriesSerializer(serializers.ModelSerializer):
+class SeriesSerializer(ModelSerializer):
     last_ts = serializers.DateTimeField(read_only=True, allow_null=True)
     last_value = serializers.FloatField(read_only=True, allow_null=True)
 
@@ -197,7 +198,7 @@ class SamplesQuerySerializer(serializers.Serializer):
         required=False,
         help_text="Bucket size: seconds or 30s, 5m, 1h, 1d, 1w; at most 366d. Omit for raw.",
     )
-    agg = serializers.ChoiceField(choices=AGGREGATIONS, default="mean")
+    agg = ChoiceField(choices=AGGREGATIONS, default="mean")
 
     def validate_step(self, value: str) -> float:
         try:

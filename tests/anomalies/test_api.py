@@ -15,6 +15,7 @@ from anomalies.models import (
 )
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
+from tests.choices import assert_names_valid_choices
 
 pytestmark = pytest.mark.django_db
 
@@ -621,3 +622,8 @@ def test_staff_who_may_change_playbooks_replace_a_url_they_cannot_read(admin_cli
     assert (hook.target, hook.arguments) == (moved, {"n": 2})
 
     assert b"NEWkey" in admin_client.get(url).content  # an admin reads it
+
+
+def test_a_bad_status_filter_is_400_listing_the_valid_statuses(client_with_role):
+    response = client_with_role("viewer").get(BASE + "anomaly/anomalies", {"status": "fixed"})
+    assert_names_valid_choices(response, "status", "fixed", Anomaly.Status.values)

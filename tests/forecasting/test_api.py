@@ -6,6 +6,7 @@ import pytest
 
 from forecasting import selectors, services
 from forecasting.models import HORIZONS, BusinessInsight, Forecast, ForecastTarget
+from tests.choices import assert_names_valid_choices
 from tests.forecasting.factories import ForecastTargetFactory, hourly_values, series_with_values
 from tests.schema import assert_matches_schema
 
@@ -211,3 +212,8 @@ def test_a_switched_off_target_is_not_served_to_capacity_planning(client_with_ro
     assert response.status_code == 200
     assert not selectors.forecasts_current().filter(target=traffic).exists()
     assert selectors.forecast_for_series(traffic.series_id, horizon_days=7) is None
+
+
+def test_a_bad_horizon_is_400_listing_the_valid_horizons(client_with_role):
+    response = get(client_with_role("viewer"), "analytics/predictions", horizon="7d")
+    assert_names_valid_choices(response, "horizon", "7d", sorted(HORIZONS))

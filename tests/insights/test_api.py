@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from insights.models import Insight, MLModel
+from tests.choices import assert_names_valid_choices
 from tests.schema import assert_matches_schema
 
 from .factories import InsightFactory, MLModelFactory, SegmentFactory
@@ -161,3 +162,8 @@ def test_activating_a_pruned_version_is_a_400(client_with_role):
     response = client_with_role("admin").post(f"{BASE}/models/{pruned.pk}/activate")
     assert response.status_code == 400 and "model" in response.json()
     assert not MLModel.objects.get(pk=pruned.pk).is_active
+
+
+def test_a_bad_category_filter_is_400_listing_the_categories(client_with_role):
+    response = client_with_role("viewer").get(f"{BASE}/insights", {"category": "gossip"})
+    assert_names_valid_choices(response, "category", "gossip", Insight.Category.values)

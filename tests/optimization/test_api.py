@@ -6,6 +6,7 @@ import pytest
 
 from optimization import services
 from optimization.models import Recommendation
+from tests.choices import assert_names_valid_choices
 
 from .factories import small_world
 
@@ -97,3 +98,8 @@ def test_overview_carries_the_optimization_section(client_with_role, analysed):
     section = body["optimization"]
     assert section["health_score"] is not None
     assert analysed.pk in [r["id"] for r in section["top_recommendations"]]
+
+
+def test_a_bad_state_filter_is_400_listing_the_states(client_with_role):
+    response = client_with_role("viewer").get(f"{API}/recommendations", {"state": "done"})
+    assert_names_valid_choices(response, "state", "done", Recommendation.State.values)

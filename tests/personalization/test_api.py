@@ -7,7 +7,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from personalization.models import Experiment, ExperimentResult, Exposure, PersonalizationRule
+from personalization.models import (
+    Experiment,
+    ExperimentResult,
+    Exposure,
+    Persona,
+    PersonalizationRule,
+)
+from tests.choices import assert_names_valid_choices
 from tests.schema import assert_matches_schema
 
 from .factories import ExperimentFactory, RuleFactory, UserProfileFactory, add_events
@@ -263,3 +270,8 @@ def test_overview_gains_the_personalization_section(client_with_role):
     after = client_with_role("viewer").get("/admin/api/phase3/overview").json()["personalization"]
     assert after["profiles"] == before["profiles"] + 1
     assert after["active_rules"] == before["active_rules"] >= 4
+
+
+def test_a_bad_persona_filter_is_400_listing_the_personas_and_none(client_with_role):
+    response = client_with_role("viewer").get(f"{API}/profiles", {"persona": "wizard"})
+    assert_names_valid_choices(response, "persona", "wizard", [*Persona.values, ""])

@@ -6,6 +6,7 @@ import pytest
 
 from scaling import services
 from scaling.models import ScalableResource, ScalingDecision, ScalingRule
+from tests.choices import assert_names_valid_choices
 
 from .factories import cpu_rule, resource, samples
 
@@ -180,3 +181,12 @@ def test_overview_has_the_scaling_section(client_with_role):
         section["active_rules"]
         == ScalingRule.objects.filter(enabled=True, resource__enabled=True).count()
     )
+
+
+def test_a_bad_rule_kind_is_400_listing_the_model_choices(client_with_role):
+    """``kind`` is a model field: the ModelSerializer builds it with the listing field."""
+    rule = ScalingRule.objects.get(name="CPU utilisation")
+    response = client_with_role("admin").patch(
+        f"{API}/rules/{rule.pk}", {"kind": "sideways"}, format="json"
+    )
+    assert_names_valid_choices(response, "kind", "sideways", ScalingRule.Kind.values)

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from telemetry.bulk import insert_samples
+from telemetry.downsample import AGGREGATIONS
 from telemetry.services import series_ensure
+from tests.choices import assert_names_valid_choices
 
 pytestmark = pytest.mark.django_db
 
@@ -192,3 +194,9 @@ def test_default_range_is_the_last_day(viewer, latency):
     span = datetime.fromisoformat(body["end"]) - datetime.fromisoformat(body["start"])
     assert span == timedelta(days=1)
     assert 23 <= len(body["ts"]) <= 25
+
+
+def test_a_bad_aggregation_is_400_listing_the_aggregations(viewer):
+    series = series_ensure(name="test.cpu")
+    response = viewer.get(f"{SERIES}/{series.pk}/samples", {"step": "1h", "agg": "median"})
+    assert_names_valid_choices(response, "agg", "median", AGGREGATIONS)
