@@ -8,12 +8,14 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from telemetry.serializers import ChoiceField, ModelSerializer
+
 from .keys import api_key_create, api_key_revoke
 from .models import ApiKey, JobRun, Role
 from .scheduling import ScheduleExpired, schedule_run_now
 
 
-class ApiKeySerializer(serializers.ModelSerializer):
+class ApiKeySerializer(ModelSerializer):
     expires_in_days = serializers.IntegerField(
         write_only=True, required=False, min_value=1, max_value=3650
     )
@@ -68,7 +70,7 @@ class ApiKeyViewSet(
         return Response(ApiKeySerializer(api_key_revoke(api_key=self.get_object())).data)
 
 
-class JobRunSerializer(serializers.ModelSerializer):
+class JobRunSerializer(ModelSerializer):
     class Meta:
         model = JobRun
         fields = "__all__"
@@ -86,9 +88,7 @@ class RunNowSerializer(serializers.Serializer):
 
 class JobRunFilterSerializer(serializers.Serializer):
     task_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
-    status = serializers.ChoiceField(
-        choices=JobRun.Status.choices, required=False, allow_blank=True
-    )
+    status = ChoiceField(choices=JobRun.Status.choices, required=False, allow_blank=True)
 
 
 class JobRunViewSet(viewsets.ReadOnlyModelViewSet):

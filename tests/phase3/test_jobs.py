@@ -152,3 +152,12 @@ def test_a_message_redelivered_after_its_worker_died_runs_and_closes_the_dead_ru
         assert count_things.apply(args=[5], task_id="task-dead").get() == {"things": 5}
     dead.refresh_from_db()
     assert (dead.status, dead.error) == (JobRun.Status.FAILED, "worker lost")
+
+
+@pytest.mark.django_db
+def test_a_bad_job_status_names_the_valid_ones(client_with_role):
+    from phase3.models import JobRun
+    from tests.choices import assert_names_valid_choices
+
+    response = client_with_role("viewer").get("/admin/api/phase3/jobs", {"status": "bogus"})
+    assert_names_valid_choices(response, "status", "bogus", JobRun.Status.values)
