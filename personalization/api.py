@@ -242,7 +242,11 @@ class ExperimentViewSet(viewsets.ModelViewSet):
 
 
 class ConfigQuerySerializer(serializers.Serializer):
-    user_id = serializers.RegexField(r"^[\w.@:+-]{1,100}$", help_text="The end user's id.")
+    # The same ids telemetry ingests (any text up to 100 characters but NUL), so every
+    # user with events can be served: Auth0's "auth0|5f7c...", ids with spaces or slashes.
+    user_id = serializers.CharField(
+        max_length=100, trim_whitespace=False, help_text="The end user's id (as in telemetry)."
+    )
 
 
 class StatusView(APIView):

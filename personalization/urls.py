@@ -16,7 +16,7 @@ router.register(
 urlpatterns = [
     re_path(r"^personalization/status/?$", StatusView.as_view(), name="personalization-status"),
     re_path(
-        r"^personalization/users/(?P<user_id>[^/]+)/config/?$",
+        r"^personalization/users/(?P<user_id>.+?)/config/?$",
         UserConfigView.as_view(),
         name="personalization-user-config",
     ),

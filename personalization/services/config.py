@@ -23,6 +23,7 @@ exposure (``INSERT ... ON CONFLICT DO NOTHING``).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -189,11 +190,17 @@ def _ttl(rules: list[RuleSpec], experiments: list[ExperimentSpec], now: datetime
     return max(1, min(CONFIG_TTL_SECONDS, int((min(boundaries) - now).total_seconds())))
 
 
+def _user_key(user_id: str) -> str:
+    """The user's part of a cache key: a digest, since ids may hold spaces or control
+    characters that cache backends refuse or warn about (Django's key checks)."""
+    return hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
+
+
 def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool = True) -> dict:
     """The merged UI configuration of ``user_id``, with what produced it."""
     now = now or timezone.now()
     version = config_version()
-    key = f"personalization:config:{version}:{user_id}"
+    key = f"personalization:config:{version}:{_user_key(user_id)}"
     if use_cache:
         cached = _local.get(user_id, version)
         if cached is None:

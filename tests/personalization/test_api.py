@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.utils import timezone
@@ -68,6 +69,21 @@ class TestConfigEndpoint:
     def test_bad_user_id_is_a_400_naming_the_field(self, client_with_role):
         response = client_with_role("viewer").get(f"{API}/users/{'x' * 101}/config")
         assert response.status_code == 400 and "user_id" in response.json()
+
+    @pytest.mark.parametrize("user_id", ["auth0|5f7c8ec7", "google-oauth2|1", "jo doe", "a/b", "ü"])
+    def test_serves_every_user_id_telemetry_accepts(self, client_with_role, user_id):
+        # Telemetry ingests any id up to 100 characters; the config endpoint refused every
+        # one outside [\w.@:+-] (Auth0 ids among them) with a 400, and "a/b" was a 404.
+        UserProfileFactory(user_id=user_id, persona="achiever", persona_confidence=0.9)
+        ExperimentFactory(key="t-ids")
+        client = client_with_role("viewer")
+        for _ in range(2):  # a miss, then a cache hit
+            response = client.get(f"{API}/users/{quote(user_id, safe='/')}/config")
+            assert response.status_code == 200, response.content
+            body = response.json()
+            assert body["user_id"] == user_id and body["persona"] == "achiever"
+        assert body["cached"] is True
+        assert Exposure.objects.filter(user_id=user_id).count() == 1
 
     def test_needs_a_key(self, api_client):
         assert api_client.get(f"{API}/users/someone/config").status_code == 401
