@@ -16,9 +16,10 @@ Two layers:
   to 0 to always ask the shared cache (the tests do, for isolation).
 
 A resolution without a cache hit reads the profile and the live rules + running
-experiments (themselves cached under the same version); when the user is in an
-experiment it also checks that experiment is still running and writes the
-exposure (``INSERT ... ON CONFLICT DO NOTHING``).
+experiments (themselves cached under the same version); when an experiment is
+running it also reads, in one query, whether it still runs and which variant the
+user was already shown (that one is served again whatever the targeting says now:
+sticky bucketing), and writes new exposures (``INSERT ... ON CONFLICT DO NOTHING``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from ..engine.assignment import assign_variant
@@ -224,9 +226,48 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         attributes=profile.get("attributes") or {},
     )
     variants: dict[str, str] = {}
+    in_window = [
+        exp
+        for exp in experiments
+        if not ((exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at))
+    ]
+    sticky: dict[int, str] = {}
+    stale = False
+    if in_window:
+        # One indexed read, for two reasons. The specs may be up to the local trust
+        # window old: an experiment stopped or deleted meanwhile must not be served, and
+        # its exposure would break the (deferred) foreign key at commit. And a user
+        # already exposed keeps the variant they were shown (sticky bucketing): the
+        # nightly job may move them out of the targeting (a new persona, dormant), and
+        # the analysis keeps counting them in their arm, so serving them nothing (the
+        # control's UI) would both flip their UI and dilute the comparison.
+        rows = (
+            Experiment.objects.filter(
+                pk__in=[exp.pk for exp in in_window], status=Experiment.Status.RUNNING
+            )
+            .annotate(
+                served=Subquery(
+                    Exposure.objects.filter(experiment=OuterRef("pk"), user_id=user_id).values(
+                        "variant"
+                    )[:1]
+                )
+            )
+            .values_list("pk", "served")
+        )
+        alive = set()
+        for pk, served in rows:
+            alive.add(pk)
+            if served is not None:
+                sticky[pk] = served
+        if len(alive) != len(in_window):
+            stale = True
+            _local.forget()
+            in_window = [exp for exp in in_window if exp.pk in alive]
     new_exposures = []
-    for exp in experiments:
-        if (exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at):
+    for exp in in_window:
+        served = sticky.get(exp.pk)
+        if served in exp.variants:
+            variants[exp.key] = served
             continue
         targeted = replace(context, variants=dict(variants))
         if not matches_or_skip(exp.targeting, targeted, source=f"experiment {exp.key}"):
@@ -243,23 +284,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
             new_exposures.append(
                 Exposure(experiment_id=exp.pk, user_id=user_id, variant=variant, exposed_at=now)
             )
-    stale = False
     if new_exposures:
-        # The specs may be up to the local trust window old: an experiment stopped or
-        # deleted meanwhile must not be served, and its exposure would break the
-        # (deferred) foreign key at commit. One indexed read, only when exposing.
-        ids = {e.experiment_id for e in new_exposures}
-        alive = set(
-            Experiment.objects.filter(pk__in=ids, status=Experiment.Status.RUNNING).values_list(
-                "pk", flat=True
-            )
-        )
-        if alive != ids:
-            stale = True
-            _local.forget()
-            gone = {exp.key for exp in experiments if exp.pk in ids - alive}
-            variants = {k: v for k, v in variants.items() if k not in gone}
-            new_exposures = [e for e in new_exposures if e.experiment_id in alive]
         Exposure.objects.bulk_create(new_exposures, ignore_conflicts=True)
     context = UserContext(**{**context.__dict__, "variants": variants})
     live = [r for r in rules if rule_is_live(r, now)]

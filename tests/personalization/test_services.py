@@ -211,6 +211,31 @@ class TestConfig:
         assert set(services.config_resolve(user_id="t-ach")["experiments"]) == {"t-target"}
         assert services.config_resolve(user_id="t-opt")["experiments"] == {}
 
+    def test_an_exposed_user_keeps_their_variant_when_the_targeting_no_longer_matches(self):
+        # Sticky bucketing: the nightly job re-labelled the user, who left the targeting.
+        # They are still analysed in their arm, so they must keep seeing it (they were
+        # served nothing, the control's UI, while counted as treatment).
+        exp = ExperimentFactory(key="t-sticky", targeting={"persona": ["achiever"]})
+        RuleFactory(key="t-sticky-rule", conditions={"variant": {"t-sticky": ["treatment"]}},
+                    action={"sticky": {"on": True}})  # fmt: skip
+        users = [f"t-st{i}" for i in range(12)]
+        first = {}
+        for user in users:
+            UserProfileFactory(user_id=user, persona="achiever")
+            first[user] = services.config_resolve(user_id=user)["experiments"]["t-sticky"]
+        assert set(first.values()) == {"control", "treatment"}
+        for user in users:
+            profile = UserProfile.objects.get(user_id=user)
+            profile.persona = "optimizer"
+            profile.save()
+            out = services.config_resolve(user_id=user)
+            assert not out["cached"] and out["experiments"] == {"t-sticky": first[user]}
+            assert ("sticky" in out["config"]) == (first[user] == "treatment")
+        assert Exposure.objects.filter(experiment=exp).count() == len(users)
+        # A user never exposed is still targeted as configured.
+        UserProfileFactory(user_id="t-st-new", persona="optimizer")
+        assert services.config_resolve(user_id="t-st-new")["experiments"] == {}
+
     def test_targeting_on_an_earlier_experiments_variant_matches(self):
         # Weight 0.0001 puts every user of this test in "only".
         ExperimentFactory(key="t-first", variants=[{"name": "only", "weight": 1.0},
