@@ -22,10 +22,15 @@ _NUMBER = re.compile(r"(?<![\w.\"])-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?\b")
 _WHITESPACE = re.compile(r"\s+")
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)*\s*\)")
 _ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
+# Django names each savepoint after the thread and a per-connection counter that only grows
+# ("s140355013823360_x17"), so every SAVEPOINT / RELEASE / ROLLBACK TO statement is new text.
+_SAVEPOINT = re.compile(r"\b(SAVEPOINT)\s+(?:\"[^\"]*\"|\w+)", re.I)
+_SAVEPOINT_PREFIXES = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
 
 
 def _normalise(sql: str) -> str:
     text = _COMMENTS.sub(" ", sql)
+    text = _SAVEPOINT.sub(lambda m: m.group(1).upper() + " ?", text)
     text = _STRING.sub("?", text)
     text = _PLACEHOLDER.sub("?", text)
     text = _NUMBER.sub("?", text)
@@ -34,16 +39,22 @@ def _normalise(sql: str) -> str:
     return _ROWS.sub("(?)", text)
 
 
-@lru_cache(maxsize=8192)
+_cached_normalise = lru_cache(maxsize=8192)(_normalise)
+
+
 def sql_shape(sql: str) -> str:
     """Return the parameter-free shape of ``sql``.
 
     Literals and placeholders become ``?``; ``IN (?, ?, ?)`` and multi-row ``VALUES`` lists
     collapse to ``(?)`` so that fetching 3 or 30 ids is the same shape (an N+1 detector must
     see them as one repeated statement). Comments and whitespace runs are dropped because ORMs
-    and tracers add them without changing what the database does.
+    and tracers add them without changing what the database does. Savepoint names become ``?``
+    too: Django's are unique per statement, so each would be a shape (an hourly row) of its
+    own and would push a reusable statement out of the cache; they skip the cache.
     """
-    return _normalise(sql)
+    if sql.startswith(_SAVEPOINT_PREFIXES):
+        return _normalise(sql)
+    return _cached_normalise(sql)
 
 
 @lru_cache(maxsize=8192)

@@ -81,6 +81,18 @@ def test_identifiers_casts_and_distinct_statements_are_kept_apart():
     assert shape_key(shape) == shape_key(str(shape)) and len(shape_key(shape)) == 16
 
 
+def test_savepoint_names_do_not_make_a_shape_per_statement():
+    """Django names savepoints after the thread and a counter that only grows: one shape each
+    of SAVEPOINT / RELEASE / ROLLBACK TO, not one per transaction.atomic() ever entered."""
+    for verb in ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"):
+        shapes = {sql_shape(f'{verb} "s140355013823360_x{i}"') for i in range(1, 50)}
+        shapes |= {sql_shape(f'{verb} "s99_x{i}"') for i in range(1, 5)}
+        assert len(shapes) == 1, shapes
+        assert "x1" not in shapes.pop()
+    assert sql_shape('SAVEPOINT "s1_x1"') != sql_shape('RELEASE SAVEPOINT "s1_x1"')
+    assert sql_shape("savepoint sp_7") == sql_shape('SAVEPOINT "s1_x2"')
+
+
 # --- baselines -------------------------------------------------------------------------------
 
 
