@@ -8,6 +8,7 @@ from datetime import datetime
 
 import numpy as np
 from django.db import OperationalError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from telemetry.selectors import events_queryset
@@ -57,7 +58,15 @@ def experiment_start(*, experiment_id: int, now: datetime | None = None) -> Expe
 
 
 def experiment_stop(*, experiment_id: int, now: datetime | None = None) -> Experiment:
-    """running -> stopped; users fall back to the rules without the experiment's variant."""
+    """running -> stopped; users fall back to the rules without the experiment's variant.
+
+    The final results are computed right after the stop: the hourly job only looks
+    at running experiments, so the results read after a stop were those of the last
+    hourly look, missing up to an hour of data before ``ends_at``. The stop is
+    committed first (its own savepoint): an analysis that fails is logged and left
+    to ``experiments_results_recompute``, which retries stopped experiments that
+    have no result at or after their end; it never undoes the stop.
+    """
     now = now or timezone.now()
     with transaction.atomic():
         exp = Experiment.objects.select_for_update().get(pk=experiment_id)
@@ -67,6 +76,12 @@ def experiment_stop(*, experiment_id: int, now: datetime | None = None) -> Exper
         exp.ends_at = now if exp.ends_at is None or exp.ends_at > now else exp.ends_at
         exp.save(update_fields=["status", "ends_at", "updated_at"])
         config_invalidate()
+    try:
+        experiment_results_recompute(experiment_id=exp.pk)
+    except OperationalError:
+        logger.warning("personalization: final results of experiment %s deferred", exp.pk)
+    except Exception:
+        logger.exception("personalization: final results of experiment %s failed", exp.pk)
     return exp
 
 
@@ -234,9 +249,17 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
 
 
 def experiments_results_recompute(*, now: datetime | None = None) -> dict:
-    """Recompute every running experiment (the hourly job)."""
+    """The hourly job: recompute every running experiment, and every stopped one still
+    lacking its final look (no result at or after its end: the stop's own failed)."""
+    final_missing = Q(status=Experiment.Status.STOPPED, ends_at__isnull=False) & ~Exists(
+        ExperimentResult.objects.filter(
+            experiment=OuterRef("pk"), computed_at__gte=OuterRef("ends_at")
+        )
+    )
     ids = list(
-        Experiment.objects.filter(status=Experiment.Status.RUNNING).values_list("pk", flat=True)
+        Experiment.objects.filter(Q(status=Experiment.Status.RUNNING) | final_missing)
+        .order_by("pk")
+        .values_list("pk", flat=True)
     )
     results = 0
     failed: dict[str, str] = {}

@@ -333,6 +333,38 @@ class TestExperimentResults:
         stopped = services.experiment_stop(experiment_id=exp.pk)
         assert stopped.status == "stopped" and stopped.ends_at is not None
 
+    def test_stopping_computes_the_final_results(self):
+        # The hourly job skips stopped experiments: results read after a stop were the
+        # last hourly look's, without the conversions since.
+        exp, truth = _experiment_with_data(seed=5)
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        late = timezone.now() - timedelta(minutes=1)  # every exposed user converts (again)
+        exposed = Exposure.objects.filter(experiment=exp).values_list("user_id", flat=True)
+        add_events([(u, "t_convert", late, {}) for u in exposed])
+        before = truth["control"][1] / truth["control"][0]
+        stopped = services.experiment_stop(experiment_id=exp.pk)
+        latest = selectors.experiment_latest_results(stopped)[0]
+        assert latest.computed_at >= stopped.ends_at
+        assert latest.comparisons[0]["fixed"]["control_value"] == 1.0 > before
+        # Nothing left for the hourly job: the final look exists.
+        assert services.experiments_results_recompute()["experiments"] == 0
+
+    def test_hourly_job_takes_the_final_look_a_failed_stop_missed(self, monkeypatch):
+        exp, _ = _experiment_with_data(seed=6)
+        real = services.experiments.experiment_results_recompute
+
+        def broken(**kwargs):
+            raise RuntimeError("analysis down")
+
+        monkeypatch.setattr(services.experiments, "experiment_results_recompute", broken)
+        stopped = services.experiment_stop(experiment_id=exp.pk)
+        assert stopped.status == "stopped"  # the stop holds although its analysis failed
+        assert not ExperimentResult.objects.filter(experiment=exp).exists()
+        monkeypatch.setattr(services.experiments, "experiment_results_recompute", real)
+        assert services.experiments_results_recompute()["experiments"] == 1
+        assert ExperimentResult.objects.get(experiment=exp).computed_at >= stopped.ends_at
+        assert services.experiments_results_recompute()["experiments"] == 0
+
     def test_hourly_job_covers_running_experiments_only(self):
         _experiment_with_data(seed=2)
         ExperimentFactory(key="t-draft", status=Experiment.Status.DRAFT)
