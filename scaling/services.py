@@ -196,19 +196,49 @@ def _memory(resource: ScalableResource, *, now: datetime) -> engine.ScalingMemor
     return memory
 
 
+def _changes_since(resource: ScalableResource, since: float | None) -> list[tuple[float, int]]:
+    """Executed capacity changes that took effect after ``since``, as the engine's
+    ``(took_effect_at, units_before)``; added units take effect after ``startup_seconds``.
+
+    A reading taken before one of them measured the size before it (see
+    ``engine.units_measured``): metrics come every few minutes, evaluations every minute.
+    """
+    if since is None:
+        return []
+    startup = timedelta(seconds=resource.startup_seconds)
+    rows = (
+        resource.decisions.filter(
+            status=ScalingDecision.Status.EXECUTED,
+            executed_at__gt=telemetry.to_datetime(since) - startup,
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .values_list("action", "executed_at", "current_units")
+    )
+    return [
+        ((executed_at + (startup if action == "scale_up" else timedelta())).timestamp(), before)
+        for action, executed_at, before in rows
+    ]
+
+
 def resource_evaluate(resource: ScalableResource, *, now: datetime | None = None) -> Evaluation:
     """What the rules would decide for ``resource`` now. Reads only; writes nothing."""
     now = now or timezone.now()
     epoch = now.timestamp()
     rules = [r for r in resource.rules.all() if r.enabled]
     proposals, readings, errors, rule_ids = [], [], [], {}
-    for rule in rules:
-        reading = rule_reading(rule, now=epoch)
-        readings.append(asdict(reading))
+    taken = [(rule, rule_reading(rule, now=epoch)) for rule in rules]
+    changes = _changes_since(
+        resource, min((r.at for _, r in taken if r.value is not None), default=None)
+    )
+    for rule, reading in taken:
+        measured = None if reading.at is None else engine.units_measured(reading.at, changes)
+        readings.append({**asdict(reading), "measured_units": measured})
         if reading.value is None:
             errors.append(f"{rule.name}: no {reading.source} reading of {rule.metric}")
             continue
-        proposal = engine.evaluate_rule(_engine_rule(rule), reading.value, resource.current_units)
+        proposal = engine.evaluate_rule(
+            _engine_rule(rule), reading.value, resource.current_units, measured
+        )
         proposals.append(proposal)
         rule_ids[rule.name] = rule.pk
     prediction, forecast_inputs = _predictive_proposal(resource, now=epoch)

@@ -27,6 +27,7 @@ from .rules import (
     StepAdjustment,
     evaluate_rule,
     target_tracking_units,
+    units_measured,
 )
 from .simulation import (
     ReplayMetrics,
@@ -73,4 +74,5 @@ __all__ = [
     "simulate",
     "target_band",
     "target_tracking_units",
+    "units_measured",
 ]

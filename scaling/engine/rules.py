@@ -98,11 +98,34 @@ def target_tracking_units(
     return ceil_units(max(current_units, 1) * ratio)
 
 
-def evaluate_rule(rule: ScalingRule, value: float, current_units: int) -> Proposal:
-    """The proposal of one rule for one reading (``value`` in the rule's metric unit)."""
+def units_measured(
+    reading_at: float, changes: list[tuple[float, int]] | tuple[tuple[float, int], ...]
+) -> int | None:
+    """The size a reading taken at ``reading_at`` measured, or None if it measured the current one.
+
+    ``changes`` are the capacity changes as ``(took_effect_at, units_before)``. A reading
+    taken before a change took effect describes the size before it: sizing the current
+    units from it (``current x metric / target`` again) would apply the same demand twice,
+    so a 5-minute metric read every minute would grow the resource on every tick.
+    """
+    later = [(at, units) for at, units in changes if at > reading_at]
+    return min(later)[1] if later else None
+
+
+def evaluate_rule(
+    rule: ScalingRule, value: float, current_units: int, measured_units: int | None = None
+) -> Proposal:
+    """The proposal of one rule for one reading (``value`` in the rule's metric unit).
+
+    ``measured_units``: the size the reading was taken at when that is no longer the current
+    size (see :func:`units_measured`). The proposal is then sized from it, as the reading
+    describes that size's load, and it is no emergency: the change made since answered it.
+    """
     if not math.isfinite(value):
         raise ValueError(f"rule {rule.name!r}: metric {rule.metric!r} is not a finite number")
-    emergency = rule.critical is not None and value >= rule.critical
+    emergency = measured_units is None and rule.critical is not None and value >= rule.critical
+    if measured_units is not None:
+        current_units = measured_units
     if rule.kind == RuleKind.TARGET_TRACKING:
         desired = target_tracking_units(current_units, value, rule.target, rule.tolerance)
         reason = f"{rule.metric}={value:.3g} vs target {rule.target:.3g}" + (
@@ -124,6 +147,8 @@ def evaluate_rule(rule: ScalingRule, value: float, current_units: int) -> Propos
             if step
             else "no step matches"
         )
+    if measured_units is not None:
+        reason += f" (read at {measured_units} units, before the last change took effect)"
     if emergency:
         reason += f"; EMERGENCY: {value:.3g} >= critical {rule.critical:.3g}"
     return Proposal(

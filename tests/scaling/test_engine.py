@@ -32,6 +32,7 @@ from scaling.engine import (
     replay_metrics,
     simulate,
     target_tracking_units,
+    units_measured,
 )
 
 STEP = 300.0
@@ -100,6 +101,32 @@ def test_critical_threshold_marks_an_emergency_and_says_so():
     )
     calm, hot = evaluate_rule(rule, 0.7, 4), evaluate_rule(rule, 0.97, 4)
     assert not calm.emergency and hot.emergency and "EMERGENCY" in hot.reason
+
+
+def test_a_reading_taken_before_a_change_is_sized_from_the_units_it_measured():
+    # Changes as (took effect at, units before): 4 -> 6 at t=100, 6 -> 9 at t=400.
+    changes = [(400.0, 6), (100.0, 4)]
+    assert units_measured(50.0, changes) == 4
+    assert units_measured(100.0, changes) == 6  # taken as the change took effect: the old size
+    assert units_measured(250.0, changes) == 6
+    assert units_measured(400.0, changes) is None and units_measured(500.0, changes) is None
+    assert units_measured(0.0, []) is None
+
+    cpu = ScalingRule(
+        name="cpu", metric="cpu", kind=RuleKind.TARGET_TRACKING, target=0.6, critical=0.95
+    )
+    # 0.9 read at 4 units asks for 6; the resource has 6 now: nothing more to do.
+    assert evaluate_rule(cpu, 0.9, 6, measured_units=4).desired_units == 6
+    assert evaluate_rule(cpu, 0.9, 6).desired_units == 9  # the same value read at 6 units
+    stale_hot = evaluate_rule(cpu, 0.97, 8, measured_units=4)
+    assert not stale_hot.emergency and stale_hot.desired_units == 7  # ceil(4 x 0.97 / 0.6)
+    assert "read at 4 units" in stale_hot.reason
+    step = ScalingRule(name="api", metric="api", kind=RuleKind.STEP,
+                       steps=(StepAdjustment(0.85, None, 1),))  # fmt: skip
+    assert evaluate_rule(step, 0.9, 6, measured_units=5).desired_units == 6
+    queue = ScalingRule(name="q", metric="q", kind=RuleKind.QUEUE_BACKLOG, target=10.0)
+    # 100 queued at 10 units is on target; the resource has 12 since: still 10 needed.
+    assert evaluate_rule(queue, 100.0, 12, measured_units=10).desired_units == 10
 
 
 def test_rule_validation_and_non_finite_readings():

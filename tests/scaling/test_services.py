@@ -61,7 +61,7 @@ def test_dry_run_writes_nothing_and_execute_scales_with_cost():
 
 
 def test_cooldown_skips_then_emergency_overrides_it():
-    res = resource()
+    res = resource(startup_seconds=0)  # readings after the change measure the new size
     cpu_rule(res)
     now = timezone.now()
     samples("test.cpu", [0.9], end=now)
@@ -77,6 +77,35 @@ def test_cooldown_skips_then_emergency_overrides_it():
     assert urgent.emergency and urgent.status == ScalingDecision.Status.EXECUTED
     assert urgent.desired_units == 12  # maximum step: max(2 x 6, 4)
     assert any("emergency" in r for r in urgent.reasons)
+
+
+def test_one_reading_drives_one_change_however_often_it_is_evaluated():
+    # Metrics every 5 minutes, evaluations every minute: the same reading is seen again
+    # after the change it caused, and must not resize the new size once more.
+    res = resource()
+    cpu_rule(res)
+    t0 = timezone.now() - timedelta(minutes=30)
+    samples("test.cpu", [0.9], end=t0)
+    rows = [evaluate(res, now=t0 + timedelta(seconds=10 + 60 * k)).row for k in range(5)]
+    assert [r.status for r in rows].count(ScalingDecision.Status.EXECUTED) == 1
+    res.refresh_from_db()
+    assert res.current_units == 6  # ceil(4 x 0.9 / 0.6), once
+    assert rows[-1].inputs["readings"][0]["measured_units"] == 4
+    # A reading taken once the new units serve (startup_seconds later) measures 6 units.
+    samples("test.cpu", [0.9], end=t0 + timedelta(seconds=10 + res.startup_seconds + 5))
+    later = evaluate(res, now=t0 + timedelta(seconds=400)).row
+    assert later.status == ScalingDecision.Status.EXECUTED and later.desired_units == 9
+
+
+def test_one_critical_reading_is_one_emergency_not_a_doubling_every_minute():
+    res = resource()
+    cpu_rule(res)
+    t0 = timezone.now() - timedelta(minutes=30)
+    samples("test.cpu", [0.97], end=t0)
+    rows = [evaluate(res, now=t0 + timedelta(seconds=10 + 60 * k)).row for k in range(4)]
+    assert [r.emergency for r in rows] == [True, False, False, False]
+    res.refresh_from_db()
+    assert res.current_units == 8  # max(2 x 4, 4), once; 32 before
 
 
 def test_scale_down_waits_for_the_stabilisation_window():
