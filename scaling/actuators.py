@@ -202,9 +202,18 @@ class WebhookActuator:
                 data=body,
                 headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret)},
                 timeout=float(cfg.get("timeout_seconds", 5.0)),
+                # Followed, a 301/302/303 turns the POST into a GET without the body and its
+                # signature: the decision never arrives, yet the page it lands on says 200.
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise ActuatorError(f"webhook {url}: {type(exc).__name__}: {exc}") from exc
+        if response.is_redirect or response.is_permanent_redirect:
+            location = response.headers.get("Location", "")
+            raise ActuatorError(
+                f"webhook {url}: HTTP {response.status_code} redirect to {location[:200]!r} "
+                "(not followed: set url to the receiver's final address)"
+            )
         if response.status_code >= 300:
             raise ActuatorError(f"webhook {url}: HTTP {response.status_code} after retries")
         return ActuationResult(request.desired_units, f"webhook {url}: HTTP {response.status_code}")

@@ -41,10 +41,15 @@ class Receiver:
     """A local HTTP server answering from a script of (status, delay) pairs."""
 
     def __init__(self, script: list[tuple[int, float] | tuple[int, float, dict]]) -> None:
-        self.script, self.seen = list(script), []
+        self.script, self.seen, self.gets = list(script), [], []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # a login page, say: answers 200 to anything
+                outer.gets.append(self.path)
+                self.send_response(200)
+                self.end_headers()
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.seen.append((dict(self.headers), body))
@@ -108,6 +113,18 @@ def test_webhook_gives_up_after_retries_and_on_timeout(secret):
             slow.close()
     finally:
         receiver.close()
+
+
+def test_a_redirected_webhook_is_a_failure_not_an_executed_change(secret):
+    # requests follows a 302 from a POST with a GET (body and signature dropped): the
+    # receiver never got the decision, yet the login page's 200 read as success.
+    receiver = Receiver([(302, 0.0, {"Location": "/login"})])
+    try:
+        with pytest.raises(ActuatorError, match=r"HTTP 302.*/login"):
+            WebhookActuator().apply(request(url=receiver.url))
+    finally:
+        receiver.close()
+    assert len(receiver.seen) == 1 and receiver.gets == []
 
 
 def test_webhook_does_not_wait_for_a_receivers_retry_after(secret):
