@@ -114,15 +114,62 @@ class PerformanceMiddleware:
         started = clock()
         with connection.execute_wrapper(record_query):
             response = self.get_response(request)
+        if response.streaming:
+            self._record_when_streamed(request, response, record_query, queries, started)
+            return response
+        self._record(
+            endpoint_name(request), (clock() - started) * 1000.0, response.status_code, queries
+        )
+        return response
+
+    def _record(
+        self, endpoint: str, latency_ms: float, status: int, queries: list[tuple[str, float]]
+    ) -> None:
         now = time.time()
         AGGREGATOR.record(
-            endpoint=endpoint_name(request),
-            ts=now,
-            latency_ms=(clock() - started) * 1000.0,
-            status=response.status_code,
-            queries=queries,
+            endpoint=endpoint, ts=now, latency_ms=latency_ms, status=status, queries=queries
         )
         if self.flush_in_thread and now >= self._next_flush:
             self._next_flush = now + self.flush_seconds
             threading.Thread(target=_flush_in_background, daemon=True).start()
-        return response
+
+    def _record_when_streamed(self, request, response, record_query, queries, started) -> None:
+        """Record a streaming response once its body has been sent, not when the view returns.
+
+        A streaming view (a CSV export over ``queryset.iterator()``) does its work while the
+        server iterates the body, after the middleware has returned: recording at return
+        measured about a millisecond and no query. The body's iterator is wrapped so its
+        statements are profiled, and the request is recorded when the server closes the
+        response (the WSGI and ASGI handlers always do, after the last byte or a disconnect):
+        latency is time to the last byte, as in Sentry's and Datadog's request spans. A file
+        (``FileResponse``) keeps its iterator so ``wsgi.file_wrapper`` still sends it; an async
+        body's statements run in other threads and are not seen.
+        """
+        endpoint, status = endpoint_name(request), response.status_code
+        if getattr(response, "file_to_stream", None) is None and not response.is_async:
+            response.streaming_content = _profiled_chunks(response.streaming_content, record_query)
+        recorded = False
+
+        def finish() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._record(endpoint, (time.perf_counter() - started) * 1000.0, status, queries)
+
+        response._resource_closers.append(finish)
+
+
+def _profiled_chunks(chunks, record_query):
+    """Yield ``chunks`` with the statement wrapper installed while each one is produced.
+
+    The wrapper is entered per chunk rather than across ``yield``: between chunks the thread
+    may run other code whose wrappers must not be popped out of order.
+    """
+    iterator = iter(chunks)
+    while True:
+        with connection.execute_wrapper(record_query):
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+        yield chunk

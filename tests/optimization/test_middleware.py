@@ -54,6 +54,41 @@ def test_requests_are_profiled_in_memory_and_flushed_in_one_batch(client, profil
     assert telemetry.series_values(errors.pk)[1][0] == pytest.approx(1 / 3)
 
 
+def test_a_streaming_response_is_recorded_with_the_work_done_while_it_streams(client, profiled):
+    response = client.get("/export/")
+    assert len(middleware.AGGREGATOR) == 0  # nothing sent yet: nothing to record
+    assert b"".join(response.streaming_content) == b"0\n1\n2\n3\n"
+    download = client.get("/download/")
+    b"".join(download.streaming_content)
+    middleware.flush_recorded(before=time.time() + 120)
+
+    export = EndpointProfile.objects.get(endpoint="/export")
+    assert export.requests == 1 and export.queries == 4
+    assert export.db_ms_sum >= 4 * 10 and export.latency_ms_sum >= export.db_ms_sum
+    loop = QueryShapeStat.objects.get(endpoint="/export", shape__contains="pg_sleep")
+    assert loop.executions == 4
+    assert EndpointProfile.objects.get(endpoint="/download").requests == 1
+
+
+def test_a_file_response_keeps_its_file_for_the_server_and_is_recorded_at_close(
+    rf, settings, profiled
+):
+    from django.http import FileResponse
+    from django.urls import resolve
+
+    def view(request):
+        request.resolver_match = resolve("/download/")
+        return FileResponse(open(__file__, "rb"))  # the response closes it
+
+    response = middleware.PerformanceMiddleware(view)(rf.get("/download/"))
+    assert response.file_to_stream is not None  # wsgi.file_wrapper can still send the file
+    assert len(middleware.AGGREGATOR) == 0
+    response.close()
+    response.close()  # servers may close twice: one request all the same
+    (bucket,) = middleware.AGGREGATOR.drain()
+    assert bucket.endpoint == "/download" and bucket.requests == 1
+
+
 def test_endpoint_names_use_the_route_not_the_path(rf):
     from django.urls import resolve
 

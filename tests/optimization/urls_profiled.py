@@ -1,7 +1,7 @@
 """A tiny URLconf for the middleware tests: one view with an N+1 loop of slow statements."""
 
 from django.db import connection
-from django.http import JsonResponse
+from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 
@@ -14,4 +14,24 @@ def books(request, pk: int):
     return JsonResponse({"pk": pk}, status=500 if pk == 0 else 200)
 
 
-urlpatterns = [path("books/<int:pk>/", books)]
+def export(request):
+    """A streaming export: its 4 slow statements run while the body is sent, after the view."""
+
+    def rows():
+        with connection.cursor() as cursor:
+            for i in range(4):
+                cursor.execute("SELECT pg_sleep(0.01), %s", [i])
+                yield f"{i}\n"
+
+    return StreamingHttpResponse(rows())
+
+
+def download(request):
+    return FileResponse(open(__file__, "rb"))  # the response closes it
+
+
+urlpatterns = [
+    path("books/<int:pk>/", books),
+    path("export/", export),
+    path("download/", download),
+]
