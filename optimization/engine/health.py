@@ -197,6 +197,35 @@ def _trend_part(trends: Sequence[TrendSignal], policy: HealthPolicy):
     return 1.0 - worst_penalty, f"{worst_name} drifts {change:+.1%} per week", detail
 
 
+def overall_from_endpoints(
+    rates: np.ndarray, latency_p95_ms: np.ndarray, error_ratio: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole-service request rate, p95 and error ratio per interval from per-endpoint figures.
+
+    The request profiler writes per-endpoint series only, so an installation fed by it alone
+    has no overall series and its health score had no data at all. Inputs are
+    ``(endpoints, intervals)`` arrays with NaN for an endpoint without traffic in an interval.
+    The rate is the sum; the error ratio is the request-weighted mean, which is exact (failed
+    requests over requests); the p95 is the request-weighted mean of the endpoints' p95s, an
+    estimate (the union's p95 needs the raw latencies): a slow endpoint weighs by its share of
+    the traffic, so a rarely hit slow page does not by itself break the latency objective.
+    An interval without traffic is NaN in all three.
+    """
+    rates = np.atleast_2d(np.asarray(rates, dtype=np.float64))
+    latency = np.atleast_2d(np.asarray(latency_p95_ms, dtype=np.float64))
+    errors = np.atleast_2d(np.asarray(error_ratio, dtype=np.float64))
+    weight = np.where(np.isfinite(rates) & (rates > 0), rates, 0.0)
+
+    def weighted(values: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(values) & (weight > 0)
+        w = np.where(ok, weight, 0.0)
+        sums, norm = (np.where(ok, values, 0.0) * w).sum(axis=0), w.sum(axis=0)
+        return np.divide(sums, norm, out=np.full(norm.shape, np.nan), where=norm > 0)
+
+    total = weight.sum(axis=0)
+    return np.where(total > 0, total, np.nan), weighted(latency), weighted(errors)
+
+
 def health_score(
     *,
     latency_p95_ms: np.ndarray | None = None,

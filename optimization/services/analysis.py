@@ -26,7 +26,7 @@ from ..engine import bottlenecks as detect
 from ..engine import recommendations as rec
 from ..engine.baselines import hour_of_week
 from ..engine.calibration import CategoryCalibration, Outcome, calibrate
-from ..engine.health import HealthScore, TrendSignal, health_score
+from ..engine.health import HealthScore, TrendSignal, health_score, overall_from_endpoints
 from ..engine.trends import robust_trend
 from ..models import AnalysisReport, Baseline, EndpointProfile, HealthSnapshot, QueryShapeStat
 from ..models import Recommendation as RecommendationModel
@@ -81,13 +81,13 @@ def _mean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def _grid(series: Series | None, start: datetime, end: datetime) -> np.ndarray:
+def _grid(series: Series | None, start: datetime, end: datetime, agg: str = "mean") -> np.ndarray:
     """Values on the analysis grid [start, end) by STEP_SECONDS, NaN where data is missing."""
     n = int((end - start).total_seconds() // STEP_SECONDS)
     out = np.full(n, np.nan)
     if series is None:
         return out
-    ts, values = telemetry.series_values_resampled(series.pk, start, end, STEP_SECONDS)
+    ts, values = telemetry.series_values_resampled(series.pk, start, end, STEP_SECONDS, agg)
     index = ((ts - start.timestamp()) // STEP_SECONDS).astype(np.int64)
     ok = (index >= 0) & (index < n)
     out[index[ok]] = values[ok]
@@ -264,10 +264,39 @@ def _regressions_and_now(now, baselines: dict[int, Baseline], recent_hours: floa
     return sorted(regressions, key=lambda r: r.ratio, reverse=True), vs_now
 
 
+def _overall_from_endpoints(start: datetime, end: datetime) -> dict[str, np.ndarray]:
+    """Overall rate, p95 and error ratio on the grid, combined from the per-endpoint series.
+
+    The profiler writes per-endpoint series only (the overall ones would mix with other
+    writers of them, such as the demo feed). Each endpoint's weight in an interval is the sum
+    of its request-rate points there: its requests when the series is per minute, so an
+    endpoint seen in one minute of five weighs one fifth of one busy throughout.
+    """
+    rates = _endpoint_series("http.requests.rate")
+    p95 = _endpoint_series("http.latency.p95")
+    errors = _endpoint_series("http.errors.ratio")
+    endpoints = sorted(rates)
+    if not endpoints:
+        empty = _grid(None, start, end)
+        return {"rate": empty, "latency": empty, "errors": empty}
+    rate, latency, failed = overall_from_endpoints(
+        np.array([_grid(rates[e], start, end, "sum") for e in endpoints]),
+        np.array([_grid(p95.get(e), start, end) for e in endpoints]),
+        np.array([_grid(errors.get(e), start, end) for e in endpoints]),
+    )
+    return {"rate": rate, "latency": latency, "errors": failed}
+
+
 def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
     latency = telemetry.series_get("http.latency.p95")
     errors = telemetry.series_get("http.errors.ratio")
     rate = telemetry.series_get("http.requests.rate")
+    # an installation fed by the profiler alone has per-endpoint series only
+    derived = (
+        _overall_from_endpoints(start, now)
+        if latency is None or errors is None or rate is None
+        else {}
+    )
     resources = {
         name: series for name in SATURATION_RESOURCES if (series := telemetry.series_get(name))
     }
@@ -282,9 +311,9 @@ def _health(now, start) -> tuple[HealthScore | None, list[detect.ResourceLink]]:
             trends.append(TrendSignal(name, trend, "up"))
     try:
         score = health_score(
-            latency_p95_ms=_grid(latency, start, now),
-            error_ratio=_grid(errors, start, now),
-            request_rate=_grid(rate, start, now),
+            latency_p95_ms=_grid(latency, start, now) if latency else derived["latency"],
+            error_ratio=_grid(errors, start, now) if errors else derived["errors"],
+            request_rate=_grid(rate, start, now) if rate else derived["rate"],
             saturation={name: _grid(s, start, now) for name, s in resources.items()},
             trends=trends,
         )

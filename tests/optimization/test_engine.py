@@ -29,7 +29,12 @@ from optimization.engine.bottlenecks import (
     slow_query_shapes,
 )
 from optimization.engine.calibration import Outcome, brier_score, calibrate
-from optimization.engine.health import HealthPolicy, TrendSignal, health_score
+from optimization.engine.health import (
+    HealthPolicy,
+    TrendSignal,
+    health_score,
+    overall_from_endpoints,
+)
 from optimization.engine.impact import FAILED, INCONCLUSIVE, SUCCEEDED, realised_impact
 from optimization.engine.recommendations import (
     dedup_key,
@@ -186,6 +191,20 @@ def test_healthy_system_scores_full_marks_and_breakdown_adds_up():
     assert score.score == pytest.approx(100.0)
     assert all(p.points_lost == 0 for p in score.parts)
     assert set(score.breakdown()) == {"latency", "errors", "saturation", "availability", "trends"}
+
+
+def test_overall_figures_from_endpoints_weigh_each_endpoint_by_its_requests():
+    # 3 intervals; endpoint b has no traffic in the second, nobody in the third
+    nan = np.nan
+    rates = np.array([[90.0, 40.0, nan], [10.0, nan, nan]])
+    p95 = np.array([[100.0, 200.0, nan], [1100.0, nan, nan]])
+    errors = np.array([[0.0, 0.5, nan], [1.0, nan, nan]])
+    rate, latency, failed = overall_from_endpoints(rates, p95, errors)
+    assert rate[:2].tolist() == [100.0, 40.0] and np.isnan(rate[2])
+    # failed requests over requests: (0 * 90 + 1 * 10) / 100 exactly
+    assert failed[:2].tolist() == pytest.approx([0.1, 0.5]) and np.isnan(failed[2])
+    assert latency[:2].tolist() == pytest.approx([(90 * 100 + 10 * 1100) / 100, 200.0])
+    assert np.isnan(latency[2])
 
 
 def test_latency_violations_cost_latency_points_in_proportion_to_the_budget_burnt():

@@ -160,6 +160,41 @@ def test_health_score_drops_when_latency_breaks_the_slo():
     assert broken.breakdown()["latency"]["points_lost"] > 0
 
 
+def test_health_scores_an_installation_fed_by_the_profiler_alone():
+    """The middleware writes per-endpoint series only: the score is built from them (requests
+    weigh each endpoint) rather than missing, and it drops when the busy endpoint is slow."""
+    now = timezone.now()
+    base = np.floor(now.timestamp() / 60) * 60 - 6 * 3600
+
+    def traffic(latency_ms: float, *, rare_errors: bool) -> None:
+        aggregator = PerformanceAggregator()
+        for minute in range(0, 6 * 60, 5):
+            ts = base + minute * 60
+            for _ in range(20):
+                aggregator.record(endpoint="/busy", ts=ts, latency_ms=latency_ms, status=200,
+                                  queries=[])  # fmt: skip
+            failing = rare_errors and minute % 60 == 0
+            for _ in range(2):
+                aggregator.record(endpoint="/rare", ts=ts, latency_ms=50.0,
+                                  status=500 if failing else 200, queries=[])  # fmt: skip
+        services.performance_flush(buckets=aggregator.drain())
+
+    traffic(120.0, rare_errors=True)
+    assert telemetry.series_get("http.latency.p95") is None  # no overall series at all
+    healthy = services.analysis_compute(now=now).health
+    assert healthy is not None
+    parts = healthy.breakdown()
+    assert parts["latency"]["points_lost"] == 0
+    # failed requests over all requests: 6 hours x 2 failures against 72 x 22 requests
+    assert parts["errors"]["detail"]["failed_share"] == pytest.approx(12 / (72 * 22))
+    assert parts["errors"]["points_lost"] > 0
+
+    traffic(2000.0, rare_errors=False)  # a second process: the busy endpoint's p95 is 2 s
+    broken = services.analysis_compute(now=now).health
+    assert broken.score < healthy.score
+    assert broken.breakdown()["latency"]["points_lost"] > 0
+
+
 def test_dismissed_recommendation_stays_dismissed_while_its_cause_persists():
     small_world(seed=2)
     services.analysis_run()
