@@ -15,7 +15,7 @@ from telemetry.validation import MAX_ID, NUL_PROBLEM, has_nul, label_problem
 
 from . import selectors, services
 from .actuators import config_problems
-from .models import ScalableResource, ScalingDecision, ScalingRule
+from .models import ScalableResource, ScalingDecision, ScalingRule, steps_problem
 
 
 def _series_labels(value: Any) -> dict:
@@ -114,6 +114,8 @@ class ScalingRuleSerializer(ModelSerializer):
         for step in steps or []:
             if step.get("upper") is not None and step["upper"] <= step["lower"]:
                 raise serializers.ValidationError({"steps": ["each upper must exceed its lower"]})
+        if kind == ScalingRule.Kind.STEP and (problem := steps_problem(steps)):
+            raise serializers.ValidationError({"steps": [problem]})
         return attrs
 
 

@@ -7,6 +7,24 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
+def steps_problem(steps: object) -> str | None:
+    """What is wrong with a step rule's ``steps`` as stored (a list of lower/upper/change
+    objects), or None: the engine takes the first matching step, so ranges must not overlap."""
+    from .engine.rules import StepAdjustment, steps_overlap
+
+    try:
+        parsed = [
+            StepAdjustment(
+                float(s["lower"]), None if s.get("upper") is None else float(s["upper"]),
+                int(s["change"]),
+            )
+            for s in steps or []
+        ]  # fmt: skip
+    except (TypeError, KeyError, ValueError):
+        return 'must be a list of {"lower": number, "upper": number or null, "change": integer}'
+    return steps_overlap(parsed)
+
+
 class ScalableResource(models.Model):
     """Something whose capacity we change in units (workers, connections, quota, pods)."""
 
@@ -141,6 +159,12 @@ class ScalingRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource}: {self.name}"
+
+    def clean(self) -> None:
+        # Not keyed on "steps": the resource page's rule inline has no such field, and a
+        # form given an error for a field it lacks raises (a 500) instead of showing it.
+        if self.kind == self.Kind.STEP and (problem := steps_problem(self.steps)):
+            raise ValidationError(f"steps: {problem}")
 
 
 class ScalingDecision(models.Model):

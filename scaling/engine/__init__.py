@@ -26,6 +26,7 @@ from .rules import (
     ScalingRule,
     StepAdjustment,
     evaluate_rule,
+    steps_overlap,
     target_tracking_units,
     units_measured,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "read_trace_csv",
     "replay_metrics",
     "simulate",
+    "steps_overlap",
     "target_band",
     "target_tracking_units",
     "units_measured",

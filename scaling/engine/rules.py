@@ -8,6 +8,7 @@ so that every rule type is judged by the same policy.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -32,6 +33,23 @@ class StepAdjustment:
 
     def matches(self, value: float) -> bool:
         return value >= self.lower and (self.upper is None or value < self.upper)
+
+
+def steps_overlap(steps: list[StepAdjustment] | tuple[StepAdjustment, ...]) -> str | None:
+    """Why the step ranges overlap, or None.
+
+    The first matching step wins, so with ``[0.8, inf) +1`` listed before ``[0.9, inf) +3``
+    a reading of 0.95 got +1; AWS step scaling refuses overlapping ranges for this reason.
+    """
+    ordered = sorted(steps, key=lambda s: s.lower)
+    for low, high in itertools.pairwise(ordered):
+        if low.upper is None or low.upper > high.lower:
+            top = "inf" if low.upper is None else f"{low.upper:g}"
+            return (
+                f"step [{low.lower:g}, {top}) overlaps step [{high.lower:g}, ...): "
+                "ranges must not overlap (give every step but the top one an upper bound)"
+            )
+    return None
 
 
 @dataclass(frozen=True)

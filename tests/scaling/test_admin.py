@@ -60,6 +60,14 @@ def test_the_admin_form_names_a_bad_actuator_config():
     assert "retries" in str(raised.value.message_dict["actuator_config"])
 
 
+def test_the_admin_refuses_overlapping_steps():
+    res = resource()
+    rule = cpu_rule(res, kind="step", steps=[{"lower": 0.8, "upper": None, "change": 1},
+                                             {"lower": 0.9, "upper": None, "change": 3}])  # fmt: skip
+    with pytest.raises(ValidationError, match="overlaps"):
+        rule.full_clean()
+
+
 def test_the_admin_may_lower_max_units_below_the_current_size():
     res = resource(current_units=30, max_units=40)
     res.max_units = 10

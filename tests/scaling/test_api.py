@@ -90,6 +90,19 @@ def test_only_admins_edit_rules_and_bad_values_name_the_field(client_with_role):
     assert steps.status_code == 400 and "steps" in steps.json()
 
 
+def test_overlapping_steps_are_a_400_naming_steps(client_with_role):
+    # Two open-ended steps read as "at least 0.8: +1", "at least 0.9: +3"; the first match
+    # won, so 0.95 got +1. AWS refuses overlapping step ranges; so does the API now.
+    res = resource()
+    body = {"resource": res.pk, "name": "api", "metric": "test.api", "kind": "step",
+            "target": 1, "steps": [{"lower": 0.8, "change": 1}, {"lower": 0.9, "change": 3}]}  # fmt: skip
+    admin = client_with_role("admin")
+    response = admin.post(f"{API}/rules", body, format="json")
+    assert response.status_code == 400 and "overlaps" in response.json()["steps"][0]
+    body["steps"][0]["upper"] = 0.9
+    assert admin.post(f"{API}/rules", body, format="json").status_code == 201
+
+
 def test_resource_bounds_are_validated(client_with_role):
     body = {"name": "pool", "unit_capacity": 1.0, "min_units": 5, "max_units": 2,
             "current_units": 3}  # fmt: skip

@@ -31,6 +31,7 @@ from scaling.engine import (
     read_trace_csv,
     replay_metrics,
     simulate,
+    steps_overlap,
     target_tracking_units,
     units_measured,
 )
@@ -87,6 +88,17 @@ def test_step_rule_picks_the_matching_band():
     assert evaluate_rule(rule, 0.85, 5).desired_units == 6
     assert evaluate_rule(rule, 0.5, 5).desired_units == 5
     assert evaluate_rule(rule, 0.1, 5).desired_units == 4
+
+
+def test_overlapping_step_ranges_are_named():
+    def steps(*triples):
+        return [StepAdjustment(lo, hi, ch) for lo, hi, ch in triples]
+
+    # AWS's layout: contiguous ranges, the top one open.
+    assert steps_overlap(steps((0.0, 0.3, -1), (0.85, 0.95, 1), (0.95, None, 2))) is None
+    assert steps_overlap(steps((0.95, None, 2), (0.85, 0.95, 1))) is None  # any order
+    assert "overlaps" in steps_overlap(steps((0.8, None, 1), (0.9, None, 3)))
+    assert "overlaps" in steps_overlap(steps((0.8, 0.95, 1), (0.9, None, 3)))
 
 
 def test_queue_backlog_rule_sizes_by_backlog_per_unit():
