@@ -10,7 +10,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage, render_chart_page
@@ -268,12 +269,28 @@ def _fmt(value, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def arm_rows(result: ExperimentResult) -> list[tuple[str, str]]:
+    """Each arm's own rate or mean with its interval: "control (1200 users)", "8.10% [...]"."""
+    spec = ".2%" if result.metric_kind == Experiment.MetricKind.CONVERSION else ".4g"
+    level = f"{1 - result.experiment.alpha:.0%}"
+    rows = []
+    for arm in result.arms or []:
+        ci = arm.get("ci") or {}
+        rows.append((
+            f"{arm['variant']} ({arm['users']} users)",
+            f"{_fmt(arm['value'], spec)} [{_fmt(ci.get('lower'), spec)}, "
+            f"{_fmt(ci.get('upper'), spec)}] ({level} {arm['method']} interval)",
+        ))  # fmt: skip
+    return rows
+
+
 def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
     """Summary rows (label, value) of the newest results, for the chart page."""
     rows = []
     for result in selectors.experiment_latest_results(experiment):
         rows.append((f"{result.metric} users", result.users))
         rows.append((f"{result.metric} SRM p", result.srm_p_value))
+        rows.extend((f"{result.metric} {label}", text) for label, text in arm_rows(result))
         for c in result.comparisons:
             fixed, seq = c["fixed"], c["sequential"]
             ci = fixed["relative_lift_ci"]
@@ -309,7 +326,14 @@ class ExperimentResultAdmin(admin.ModelAdmin):
     list_filter = ["experiment", "is_primary", "srm_mismatch", "metric_kind"]
     search_fields = ["experiment__key", "metric"]
     list_select_related = ["experiment"]
-    readonly_fields = [f.name for f in ExperimentResult._meta.fields]
+    readonly_fields = [*(f.name for f in ExperimentResult._meta.fields), "arm_intervals"]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.display(description="arm estimates")
+    def arm_intervals(self, obj: ExperimentResult) -> str:
+        rows = arm_rows(obj)
+        if not rows:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{}: {}", rows)

@@ -120,12 +120,31 @@ class ExperimentSerializer(ModelSerializer):
         return attrs
 
 
+class IntervalSerializer(serializers.Serializer):
+    lower = serializers.FloatField(allow_null=True)
+    upper = serializers.FloatField(allow_null=True)
+
+
+class ArmEstimateSerializer(serializers.Serializer):
+    """One arm's own rate or mean; declared so the schema tells clients its shape."""
+
+    variant = serializers.CharField()
+    users = serializers.IntegerField()
+    value = serializers.FloatField(allow_null=True, help_text="Rate or mean per user.")
+    ci = IntervalSerializer(
+        allow_null=True, help_text="At the experiment's confidence level (1 - alpha)."
+    )
+    method = serializers.CharField(help_text='"wilson" (score interval) or "t" (Student).')
+
+
 class ExperimentResultSerializer(ModelSerializer):
+    arms = ArmEstimateSerializer(many=True, read_only=True)
+
     class Meta:
         model = ExperimentResult
         fields = [
             "metric", "is_primary", "metric_kind", "computed_at", "users", "srm_p_value",
-            "srm_mismatch", "comparisons", "note",
+            "srm_mismatch", "arms", "comparisons", "note",
         ]  # fmt: skip
 
 

@@ -211,6 +211,12 @@ class ExperimentResult(models.Model):
     srm_p_value = models.FloatField(null=True, blank=True)
     srm_mismatch = models.BooleanField(default=False)
     comparisons = models.JSONField(default=list)
+    arms = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Each variant's own rate or mean with its interval (Wilson score for rates, "
+        "Student's t for means), at the experiment's confidence level.",
+    )
     sequential_state = models.JSONField(default=dict, blank=True)
     note = models.CharField(max_length=300, blank=True)
 

@@ -85,6 +85,8 @@ def result_summary(result: ExperimentResult) -> dict:
         "srm_p_value": result.srm_p_value,
         "srm_mismatch": result.srm_mismatch,
         "note": result.note,
+        # Each arm's own rate or mean with its interval (Wilson / t), beside the comparisons.
+        "arms": result.arms,
         "comparisons": [
             {
                 "variant": c["variant"],

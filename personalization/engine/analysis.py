@@ -1,10 +1,10 @@
 """One experiment's full analysis from per-variant summaries.
 
 Puts the pieces of :mod:`.stats` and :mod:`.sequential` together the way an
-experiment report needs them: every treatment against the control, Holm
-correction across treatments (for the fixed-horizon and the sequential
-p-values), a sample-ratio-mismatch check on the arm sizes, and the sequential
-state to carry to the next look.
+experiment report needs them: each arm's own value with its interval, every
+treatment against the control, Holm correction across treatments (for the
+fixed-horizon and the sequential p-values), a sample-ratio-mismatch check on the
+arm sizes, and the sequential state to carry to the next look.
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ import numpy as np
 
 from .sequential import SequentialLook, SequentialState, sequential_look
 from .stats import (
+    ArmEstimate,
     FixedHorizonResult,
     SrmResult,
     chance_to_beat_control_binomial,
     chance_to_beat_control_normal,
     holm_adjust,
     srm_check,
+    t_interval,
     two_proportion_test,
     welch_test,
+    wilson_interval,
 )
 
 MetricKind = Literal["conversion", "mean"]
@@ -74,20 +77,55 @@ class ExperimentAnalysis:
     users: dict[str, int]
     srm: SrmResult
     comparisons: list[VariantComparison] = field(default_factory=list)
+    arms: list[ArmEstimate] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (infinite bounds become None)."""
+        return _json_clean(asdict(self))
 
-        def clean(value):
-            if isinstance(value, float) and not np.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list | tuple):
-                return [clean(v) for v in value]
-            return value
 
-        return clean(asdict(self))
+def _json_clean(value):
+    """Non-finite floats become None: JSON (and PostgreSQL's jsonb) has no NaN or inf."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_clean(v) for v in value]
+    return value
+
+
+def arms_to_json(arms: Sequence[ArmEstimate]) -> list[dict]:
+    """Arm estimates as stored with a result, shaped like ``to_dict()["arms"]``."""
+    return _json_clean([asdict(a) for a in arms])
+
+
+def arm_estimates(
+    summaries: Sequence[VariantSummary], *, metric_kind: MetricKind, alpha: float = 0.05
+) -> list[ArmEstimate]:
+    """Each arm's own rate (Wilson score interval) or mean per user (t interval).
+
+    Separate from the comparisons because it is defined for arms too small to
+    compare (a rate from one user): the service stores them even while a result
+    still waits for two users in every arm.
+    """
+    if metric_kind not in ("conversion", "mean"):
+        raise ValueError(f"unknown metric kind {metric_kind!r}")
+    arms = []
+    for s in summaries:
+        if metric_kind == "conversion":
+            if s.users < 1:
+                arms.append(ArmEstimate(s.name, s.users, None, None, "wilson"))
+                continue
+            ci = wilson_interval(s.total, s.users, alpha=alpha)
+            arms.append(ArmEstimate(s.name, s.users, s.total / s.users, ci, "wilson"))
+        elif s.users < 2:
+            value = s.mean if s.users else None
+            arms.append(ArmEstimate(s.name, s.users, value, None, "t"))
+        else:
+            ci = t_interval(s.mean, s.variance, s.users, alpha=alpha)
+            arms.append(ArmEstimate(s.name, s.users, s.mean, ci, "t"))
+    return arms
 
 
 def analyse_experiment(
@@ -149,4 +187,5 @@ def analyse_experiment(
         users={s.name: s.users for s in summaries},
         srm=srm,
         comparisons=comparisons,
+        arms=arm_estimates(summaries, metric_kind=metric_kind, alpha=alpha),
     )

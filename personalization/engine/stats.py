@@ -17,6 +17,9 @@ than raw rows, so the service can aggregate in SQL and the engine stays cheap.
   the configured weights; a p-value below 0.001 means the assignment is broken and
   the results should not be trusted.
 - :func:`holm_adjust` -- Holm's step-down adjustment across several variants.
+- :func:`wilson_interval` and :func:`t_interval` -- each arm's own rate or mean with
+  its interval (the per-variant row of an Optimizely / Statsig results table), next
+  to the comparisons, so a reader sees where each arm lies and not only their gap.
 """
 
 from __future__ import annotations
@@ -218,3 +221,55 @@ def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     out = np.empty(m)
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+@dataclass(frozen=True)
+class ArmEstimate:
+    """One arm's own value (rate or mean per user) with its confidence interval.
+
+    ``value`` and ``ci`` are None when the arm has too few users to say anything
+    (no user for a rate, fewer than two for a mean).
+    """
+
+    variant: str
+    users: int
+    value: float | None
+    ci: Interval | None
+    method: str  # "wilson" or "t"
+
+
+def wilson_interval(successes: float, n: int, *, alpha: float = 0.05) -> Interval:
+    """Wilson score interval for a binomial proportion (Wilson 1927, without correction).
+
+    Why not the Wald interval ``p +/- z sqrt(p(1-p)/n)``: an arm's rate is often
+    small (a 2% conversion) or its sample small (the first day), and there the Wald
+    interval collapses to a zero width at 0 successes and crosses 0 or 1; its
+    coverage is far below nominal (Brown, Cai & DasGupta 2001). Wilson's interval
+    inverts the score test: it stays inside [0, 1], is never empty, and keeps
+    close to nominal coverage down to a handful of users (Newcombe 1998 compares
+    seven methods and recommends it).
+    """
+    if n <= 0:
+        raise ValueError("a proportion needs at least one trial")
+    if not 0 <= successes <= n:
+        raise ValueError("successes must lie between 0 and n")
+    z = float(stats.norm.ppf(1 - alpha / 2))
+    p = successes / n
+    z2n = z * z / n
+    centre = (p + z2n / 2) / (1 + z2n)
+    half = z / (1 + z2n) * np.sqrt(p * (1 - p) / n + z2n / (4 * n))
+    # Clip rounding only: mathematically the bounds are already within [0, 1].
+    return Interval(float(max(centre - half, 0.0)), float(min(centre + half, 1.0)))
+
+
+def t_interval(mean: float, variance: float, n: int, *, alpha: float = 0.05) -> Interval:
+    """Student's t interval for a mean from the sample mean, variance (ddof=1) and size.
+
+    Why t and not z: the variance is estimated from the same users, and for small
+    arms the normal quantile would make the interval too narrow; at large n the
+    two agree. It matches ``scipy.stats.ttest_1samp(x).confidence_interval()``.
+    """
+    if n < 2:
+        raise ValueError("a mean's interval needs at least two users")
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * np.sqrt(max(variance, 0.0) / n)
+    return Interval(float(mean - half), float(mean + half))

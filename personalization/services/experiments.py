@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from telemetry.selectors import events_queryset
 
-from ..engine.analysis import VariantSummary, analyse_experiment
+from ..engine.analysis import VariantSummary, analyse_experiment, arm_estimates, arms_to_json
 from ..engine.sequential import SequentialState
 from ..engine.stats import srm_check
 from ..models import Experiment, ExperimentResult, Exposure
@@ -224,6 +224,10 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                     else "waiting for at least two exposed users in every variant"
                 )
                 result.sequential_state = previous
+                # Each arm's own figure is defined before a comparison is: shown while waiting.
+                result.arms = arms_to_json(
+                    arm_estimates(summaries, metric_kind=metric["kind"], alpha=exp.alpha)
+                )
             else:
                 analysis = analyse_experiment(
                     summaries,
@@ -238,6 +242,7 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                 result.srm_p_value = analysis.srm.p_value
                 result.srm_mismatch = analysis.srm.mismatch
                 result.comparisons = data["comparisons"]
+                result.arms = data["arms"]
                 result.sequential_state = {
                     c.variant: _state_to_json(c.sequential.state) for c in analysis.comparisons
                 }

@@ -113,6 +113,9 @@ def test_status_reports_personas_rules_and_experiment_results(client_with_role):
     assert comparison["variant"] == "treatment"
     low, high = comparison["relative_lift_ci"]["lower"], comparison["relative_lift_ci"]["upper"]
     assert low <= comparison["relative_lift"] <= high
+    arms = running["t-status"]["results"][0]["arms"]
+    assert [a["variant"] for a in arms] == ["control", "treatment"]
+    assert all(a["ci"]["lower"] <= a["value"] <= a["ci"]["upper"] for a in arms)
 
 
 def test_status_queries_do_not_grow_with_experiments(client_with_role):
@@ -253,6 +256,7 @@ class TestExperimentsApi:
         assert ExperimentResult.objects.filter(experiment=exp).count() == 1
         listed = viewer.get(f"{API}/experiments/{exp.pk}/results")
         assert listed.json()[0]["metric"] == "conversion:t_convert"
+        assert [a["variant"] for a in listed.json()[0]["arms"]] == ["control", "treatment"]
         assert_matches_schema(listed, f"{API}/experiments/{exp.pk}/results")
 
 

@@ -66,6 +66,12 @@ class TestAdmin:
         page = admin_client.get(reverse("admin:personalization_experiment_results", args=[exp.pk]))
         assert page.status_code == 200
         assert b"always-valid" in page.content and b"treatment" in page.content
+        assert b"95% wilson interval" in page.content  # each arm's own rate
+        result = ExperimentResult.objects.get(experiment=exp)
+        page = admin_client.get(
+            reverse("admin:personalization_experimentresult_change", args=[result.pk])
+        )
+        assert page.status_code == 200 and b"30 users" in page.content
 
     def test_rule_form_rejects_bad_conditions(self, admin_client):
         url = reverse("admin:personalization_personalizationrule_add")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from personalization.engine.analysis import VariantSummary, analyse_experiment
+from personalization.engine.analysis import VariantSummary, analyse_experiment, arm_estimates
 from personalization.engine.assignment import (
     assign_variant,
     bucket_ranges,
@@ -54,8 +54,10 @@ from personalization.engine.stats import (
     chance_to_beat_control_normal,
     holm_adjust,
     srm_check,
+    t_interval,
     two_proportion_test,
     welch_test,
+    wilson_interval,
 )
 
 T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
@@ -563,6 +565,97 @@ class TestSequential:
         assert confidence_halfwidth(1.0, 1000, rho2, 0.05) > stats.norm.ppf(0.975)
         # and its p-value is larger than the fixed-horizon one for the same z
         assert always_valid_p_value(2.5, 1000, rho2) > 2 * stats.norm.sf(2.5)
+
+
+class TestArmIntervals:
+    # Newcombe (1998), "Two-sided confidence intervals for the single proportion:
+    # comparison of seven methods", Stat. Med. 17:857-872, Table I, method 3 (score
+    # interval without continuity correction), published to four decimals.
+    @pytest.mark.parametrize(
+        "successes, n, lower, upper",
+        [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+         (1, 29, 0.0061, 0.1718)],
+    )  # fmt: skip
+    def test_wilson_matches_newcombes_published_values(self, successes, n, lower, upper):
+        ci = wilson_interval(successes, n, alpha=0.05)
+        assert ci.lower == pytest.approx(lower, abs=5e-5)
+        assert ci.upper == pytest.approx(upper, abs=5e-5)
+
+    def test_wilson_matches_scipy_at_other_levels(self):
+        for k, n, alpha in [(3, 7, 0.1), (0, 1, 0.05), (999, 1000, 0.01), (40, 400, 0.2)]:
+            ref = stats.binomtest(k, n).proportion_ci(confidence_level=1 - alpha, method="wilson")
+            ci = wilson_interval(k, n, alpha=alpha)
+            assert ci.lower == pytest.approx(ref.low, abs=1e-12)
+            assert ci.upper == pytest.approx(ref.high, abs=1e-12)
+
+    def test_wilson_keeps_its_coverage_where_wald_loses_it(self):
+        # Exact coverage (sum of binomial probabilities of the k whose interval holds p),
+        # averaged over small true rates at n = 50: the regime of an arm's first days.
+        n, wilson, wald = 50, [], []
+        ks = np.arange(n + 1)
+        for p in np.linspace(0.02, 0.3, 29):
+            pmf = stats.binom.pmf(ks, n, p)
+            wilson.append(sum(w * wilson_interval(k, n).contains(p) for k, w in zip(ks, pmf)))
+            half = 1.959964 * np.sqrt(ks / n * (1 - ks / n) / n)
+            wald.append(float(np.sum(pmf * (np.abs(ks / n - p) <= half))))
+        assert 0.93 < np.mean(wilson) < 0.97
+        assert np.mean(wald) < np.mean(wilson) - 0.02
+
+    def test_t_interval_matches_students_sleep_data(self):
+        # Student (1908) / Cushny & Peebles: extra hours of sleep, drug 2 minus drug 1 on
+        # the same ten patients; R's t.test(extra ~ group, sleep, paired = TRUE) gives the
+        # 95% interval 0.7001142 to 2.4598858 for the mean difference 1.58.
+        d = np.array([1.2, 2.4, 1.3, 1.3, 0.0, 1.0, 1.8, 0.8, 4.6, 1.4])
+        ci = t_interval(d.mean(), d.var(ddof=1), d.size)
+        assert ci.lower == pytest.approx(0.7001142, abs=1e-7)
+        assert ci.upper == pytest.approx(2.4598858, abs=1e-7)
+
+    def test_t_interval_matches_scipy_and_covers_the_truth(self):
+        rng = np.random.default_rng(15)
+        x = rng.exponential(4.0, size=37)
+        ref = stats.ttest_1samp(x, 0.0).confidence_interval(0.9)
+        ci = t_interval(x.mean(), x.var(ddof=1), x.size, alpha=0.1)
+        assert (ci.lower, ci.upper) == pytest.approx((ref.low, ref.high), rel=1e-12)
+        hits = sum(
+            t_interval((y := rng.normal(3.0, 2.0, 12)).mean(), y.var(ddof=1), 12).contains(3.0)
+            for _ in range(2000)
+        )
+        assert 0.94 < hits / 2000 < 0.96
+
+    def test_bad_sizes_raise(self):
+        with pytest.raises(ValueError):
+            wilson_interval(0, 0)
+        with pytest.raises(ValueError):
+            wilson_interval(5, 4)
+        with pytest.raises(ValueError):
+            t_interval(1.0, 1.0, 1)
+
+    def test_arms_from_summaries_follow_the_metric_kind(self):
+        rng = np.random.default_rng(16)
+        a, b = rng.gamma(2, 5, size=300), rng.gamma(2, 6, size=250)
+        summaries = [VariantSummary("c", a.size, a.sum(), (a**2).sum()),
+                     VariantSummary("t", b.size, b.sum(), (b**2).sum())]  # fmt: skip
+        out = analyse_experiment(summaries, weights=[0.5, 0.5], metric_kind="mean", alpha=0.1)
+        for arm, x in zip(out.arms, (a, b), strict=True):
+            ref = stats.ttest_1samp(x, 0.0).confidence_interval(0.9)
+            assert arm.method == "t" and arm.users == x.size
+            assert arm.value == pytest.approx(x.mean(), rel=1e-12)
+            assert (arm.ci.lower, arm.ci.upper) == pytest.approx((ref.low, ref.high), rel=1e-9)
+        conv = [VariantSummary("c", 263, 81), VariantSummary("t", 148, 15)]
+        out = analyse_experiment(conv, weights=[0.5, 0.5], metric_kind="conversion")
+        assert [a.value for a in out.arms] == [81 / 263, 15 / 148]
+        assert out.arms[0].ci == wilson_interval(81, 263)
+        assert out.to_dict()["arms"][1]["ci"]["upper"] == wilson_interval(15, 148).upper
+
+    def test_arms_too_small_to_estimate_have_no_interval(self):
+        tiny = [VariantSummary("c", 0, 0), VariantSummary("t", 1, 1, 1)]
+        conv = arm_estimates(tiny, metric_kind="conversion")
+        assert conv[0].value is None and conv[0].ci is None
+        assert conv[1].value == 1.0 and conv[1].ci.lower > 0  # one user already says something
+        mean = arm_estimates(tiny, metric_kind="mean")
+        assert mean[0].value is None and mean[1].value == 1.0 and mean[1].ci is None
+        with pytest.raises(ValueError):
+            arm_estimates(tiny, metric_kind="median")
 
 
 class TestExperimentAnalysis:

@@ -8,11 +8,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from django.utils import timezone
+from scipy import stats
 
 from personalization import selectors, services
 from personalization.defaults import DEFAULT_RULES
 from personalization.engine.assignment import assign_variant
-from personalization.engine.stats import srm_check, two_proportion_test
+from personalization.engine.stats import srm_check, two_proportion_test, wilson_interval
 from personalization.models import (
     Experiment,
     ExperimentResult,
@@ -284,6 +285,14 @@ class TestExperimentResults:
         assert comparison["fixed"]["p_value"] == pytest.approx(ref.p_value)
         assert comparison["fixed"]["relative_lift"] == pytest.approx(ref.relative_lift)
         assert not result.srm_mismatch
+        # Each arm's own rate with its Wilson interval, at the experiment's level.
+        arms = {a["variant"]: a for a in result.arms}
+        for name, (n, c) in truth.items():
+            ci = wilson_interval(c, n, alpha=exp.alpha)
+            assert arms[name]["users"] == n and arms[name]["method"] == "wilson"
+            assert arms[name]["value"] == pytest.approx(c / n)
+            assert arms[name]["ci"] == pytest.approx({"lower": ci.lower, "upper": ci.upper})
+        assert arms["control"]["value"] == pytest.approx(comparison["fixed"]["control_value"])
 
     def test_sequential_state_carries_between_recomputations(self):
         exp, _ = _experiment_with_data(seed=1)
@@ -314,6 +323,14 @@ class TestExperimentResults:
         results = {r.metric: r for r in ExperimentResult.objects.filter(experiment=exp)}
         primary = results["mean:t_buy.amount"]
         assert primary.is_primary and primary.srm_mismatch and "mismatch" in primary.note
+        amounts = {"control": [], "treatment": []}
+        for i in range(300):
+            amounts["control" if i % 3 else "treatment"].append(i % 7)
+        for arm in primary.arms:
+            x = np.array(amounts[arm["variant"]], dtype=float)
+            ref = stats.ttest_1samp(x, 0.0).confidence_interval(1 - exp.alpha)
+            assert arm["method"] == "t" and arm["value"] == pytest.approx(x.mean())
+            assert (arm["ci"]["lower"], arm["ci"]["upper"]) == pytest.approx((ref.low, ref.high))
         assert not results["conversion:t_error"].is_primary
 
     def test_too_few_users_is_a_note_not_an_error(self):
@@ -321,6 +338,16 @@ class TestExperimentResults:
         services.experiment_results_recompute(experiment_id=exp.pk)
         result = ExperimentResult.objects.get(experiment=exp)
         assert result.comparisons == [] and "waiting" in result.note
+        assert [(a["users"], a["value"], a["ci"]) for a in result.arms] == [(0, None, None)] * 2
+        # One converted user already bounds the rate away from 0: shown while waiting.
+        Exposure.objects.create(experiment=exp, user_id="t-e1", variant="treatment",
+                                exposed_at=timezone.now() - timedelta(hours=2))  # fmt: skip
+        add_events([("t-e1", "t_convert", timezone.now() - timedelta(hours=1), {})])
+        services.experiment_results_recompute(experiment_id=exp.pk)
+        latest = ExperimentResult.objects.filter(experiment=exp).order_by("-computed_at")[0]
+        treatment = latest.arms[1]
+        assert "waiting" in latest.note and treatment["value"] == 1.0
+        assert 0 < treatment["ci"]["lower"] < treatment["ci"]["upper"] == pytest.approx(1.0)
 
     def test_lifecycle(self):
         exp = ExperimentFactory(status=Experiment.Status.DRAFT, starts_at=None)
