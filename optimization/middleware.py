@@ -10,8 +10,11 @@ crosses the minute does not pay for the write either.
 Works in any Django project: add ``"optimization.middleware.PerformanceMiddleware"`` to
 ``MIDDLEWARE``. Settings (all optional): ``OPTIMIZATION_PROFILE_EXCLUDE`` (path prefixes not
 profiled, default static files), ``OPTIMIZATION_FLUSH_SECONDS`` (default 60),
-``OPTIMIZATION_FLUSH_IN_THREAD`` (default True; False leaves flushing to
-``manage.py optimization_flush`` or tests).
+``OPTIMIZATION_FLUSH_IN_THREAD`` (default True; False leaves flushing to whoever calls
+:func:`flush_recorded` in the serving process, as the tests do: the figures live in that
+process's memory, so no other process can write them). Minutes that cannot be written stay in
+memory for at most ``recording.MAX_PENDING_MINUTES`` (60); older ones are dropped, counted
+and logged, so a database outage costs data, never the process's memory.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse
 
 from .engine.sql_shape import sql_shape
-from .recording import PerformanceAggregator
+from .recording import MAX_PENDING_MINUTES, PerformanceAggregator
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +59,14 @@ def flush_recorded(*, before: float | None = None) -> int:
     from .services import performance_flush  # services import models: keep startup light
 
     with _flush_lock:
+        dropped = AGGREGATOR.take_dropped()
+        if dropped:
+            logger.warning(
+                "optimization: %d profiled requests were dropped unwritten (kept at most "
+                "%d minutes while flushes failed or were off)",
+                dropped,
+                MAX_PENDING_MINUTES,
+            )
         buckets = AGGREGATOR.drain(before=time.time() if before is None else before)
         if not buckets:
             return 0

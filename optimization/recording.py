@@ -21,6 +21,9 @@ from .engine.bottlenecks import find_repeated_shapes
 # Latencies kept per endpoint-minute for percentiles; beyond it, reservoir sampling keeps a
 # uniform sample so memory stays bounded under any load.
 LATENCY_RESERVOIR = 2048
+# Minutes kept in memory when they cannot be written (the database is down, or flushing is
+# off): older ones are dropped and counted, so a long outage costs data, never the process.
+MAX_PENDING_MINUTES = 60
 
 
 @dataclass
@@ -75,9 +78,12 @@ class EndpointMinute:
 class PerformanceAggregator:
     """Thread-safe per-endpoint, per-minute buckets of request profiles."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_pending_minutes: int = MAX_PENDING_MINUTES) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, int], EndpointMinute] = {}
+        self._max_pending_seconds = max_pending_minutes * 60
+        self._latest_minute = 0
+        self.dropped_requests = 0  # requests of minutes dropped unwritten (see take_dropped)
 
     def record(
         self,
@@ -94,6 +100,9 @@ class PerformanceAggregator:
         with self._lock:
             bucket = self._buckets.get((endpoint, minute))
             if bucket is None:
+                if minute > self._latest_minute:  # once a minute: drop what is too old
+                    self._latest_minute = minute
+                    self._drop_before(minute - self._max_pending_seconds)
                 bucket = self._buckets[(endpoint, minute)] = EndpointMinute(endpoint, minute)
             bucket.requests += 1
             bucket.errors += status >= 500
@@ -153,6 +162,19 @@ class PerformanceAggregator:
                     mine.n_plus_one_requests += figures.n_plus_one_requests
                     mine.repeats_sum += figures.repeats_sum
                     mine.pattern_ms_sum += figures.pattern_ms_sum
+            # a flush failing for long: its oldest minutes go, or memory grows without end
+            self._drop_before(self._latest_minute - self._max_pending_seconds)
+
+    def _drop_before(self, limit: int) -> None:
+        """Drop the buckets of minutes before ``limit`` (the lock is held)."""
+        for key in [key for key in self._buckets if key[1] < limit]:
+            self.dropped_requests += self._buckets.pop(key).requests
+
+    def take_dropped(self) -> int:
+        """Requests dropped unwritten since the last call (for a warning), and reset."""
+        with self._lock:
+            dropped, self.dropped_requests = self.dropped_requests, 0
+            return dropped
 
     def __len__(self) -> int:
         return len(self._buckets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import timedelta
 
@@ -87,6 +88,37 @@ def test_a_file_response_keeps_its_file_for_the_server_and_is_recorded_at_close(
     response.close()  # servers may close twice: one request all the same
     (bucket,) = middleware.AGGREGATOR.drain()
     assert bucket.endpoint == "/download" and bucket.requests == 1
+
+
+def test_a_long_database_outage_keeps_at_most_an_hour_in_memory(profiled, monkeypatch, caplog):
+    """Every failed flush put its minutes back: two hours without a database held two hours
+    of buckets (each up to 2,048 latencies per endpoint), growing for as long as it lasted."""
+    from optimization import services
+    from optimization.recording import MAX_PENDING_MINUTES
+
+    def down(*, buckets):
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(services, "performance_flush", down)
+    caplog.set_level("WARNING", logger="optimization.middleware")
+    start = (time.time() // 60) * 60 + 60  # after every minute other tests recorded
+    for minute in range(120):
+        ts = start + minute * 60
+        for endpoint in ("/a", "/b"):
+            middleware.AGGREGATOR.record(endpoint=endpoint, ts=ts, latency_ms=5.0, status=200,
+                                         queries=[])  # fmt: skip
+        if minute:  # the minute before is complete: its flush fails
+            with pytest.raises(ConnectionError):
+                middleware.flush_recorded(before=ts)
+    assert len(middleware.AGGREGATOR) <= 2 * (MAX_PENDING_MINUTES + 1)
+
+    monkeypatch.undo()  # the database is back: the last hour lands
+    middleware.flush_recorded(before=start + 121 * 60)
+    kept = sum(EndpointProfile.objects.filter(endpoint="/a").values_list("requests", flat=True))
+    assert MAX_PENDING_MINUTES <= kept < 120
+    # and every request lost was logged, as it was dropped
+    logged = re.findall(r"(\d+) profiled requests were dropped", caplog.text)
+    assert sum(map(int, logged)) == 2 * (120 - kept)
 
 
 def test_endpoint_names_use_the_route_not_the_path(rf):
