@@ -41,11 +41,25 @@ def state_patterns_refresh(
         raise InsufficientData(f"only {len(history.columns)} system metric(s) available")
     active = MLModel.objects.filter(name=STATE_MODEL, is_active=True).first()
     state_model = mlmodel_load(active) if active else None
+    # Due from the newest *training*, active or not: a retrain the registry kept inactive
+    # (worse than the active version) would otherwise leave the active version's age past
+    # the interval, and every hourly run would fit and store yet another forest.
+    latest = (
+        MLModel.objects.filter(name=STATE_MODEL)
+        .order_by("-version")
+        .only("trained_at", "parameters")
+        .first()
+    )
+    watches_other_metrics = state_model is not None and (
+        tuple(state_model.columns) != history.columns
+        and tuple(latest.parameters.get("columns") or ()) != history.columns
+    )
     due = (
         force_retrain
         or state_model is None
-        or tuple(state_model.columns) != history.columns
-        or end - active.trained_at >= timedelta(hours=retrain_after_hours)
+        or watches_other_metrics
+        or latest is None
+        or end - latest.trained_at >= timedelta(hours=retrain_after_hours)
     )
     fit = metrics = None
     if due:
@@ -77,6 +91,7 @@ def state_patterns_refresh(
                 },
                 training_rows=fit.n_train,
                 holdout_rows=fit.n_holdout,
+                trained_at=end,
             )
             if trained.is_active:
                 active, state_model = trained, fit.model

@@ -8,6 +8,7 @@ it is kept, inactive, with a note, for an admin to compare and activate by hand.
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, transaction
@@ -36,8 +37,13 @@ def mlmodel_register(
     parameters: dict[str, Any],
     training_rows: int,
     holdout_rows: int,
+    trained_at: datetime | None = None,
 ) -> MLModel:
-    """Store a fitted model as the next version of ``name``; activate it if it deserves."""
+    """Store a fitted model as the next version of ``name``; activate it if it deserves.
+
+    ``trained_at`` is the end of the data it learnt from when a job ran for a given
+    time (``now=``); retraining schedules count from it. Defaults to the current time.
+    """
     if kind not in MLModel.Kind.values:
         raise ValueError(f"unknown model kind {kind!r}")
     artefact = engine_registry.artefact_dump(fitted)
@@ -68,6 +74,7 @@ def mlmodel_register(
             name=name,
             kind=kind,
             version=last + 1,
+            trained_at=trained_at or timezone.now(),
             training_rows=training_rows,
             holdout_rows=holdout_rows,
             parameters=parameters,

@@ -525,3 +525,36 @@ def test_activating_a_version_pruned_since_it_was_loaded_is_refused(db):
     with pytest.raises(registry.ArtefactPruned):
         mlmodel_activate(model=stale)
     assert MLModel.objects.get(name="t-pruned", is_active=True).pk == newest.pk
+
+
+def test_a_rejected_state_retrain_is_not_repeated_every_hour(demo_world, monkeypatch):
+    """Retraining is due a day after the last *training*, not after the active version's.
+
+    A retrain the registry keeps inactive (worse, or unmeasurable against a measured active
+    one) used to leave the active version's age past the day, so every hourly run fitted
+    and stored another forest: 24 versions a day, pushing the rollback targets' artefacts
+    out of the pruning window.
+    """
+    from insights.services import patterns as patterns_service
+
+    now = timezone.now()
+    state_patterns_refresh(days=7, now=now)
+    active = MLModel.objects.get(name=STATE_MODEL, is_active=True)
+    MLModel.objects.filter(pk=active.pk).update(
+        metrics={**active.metrics, "auc": 0.99}, primary_score=0.99
+    )
+    # Every retrain from now on scores worse than the active version: kept inactive.
+    real_evaluate = patterns_service.engine.evaluate_against_incidents
+    monkeypatch.setattr(
+        patterns_service.engine,
+        "evaluate_against_incidents",
+        lambda *a, **k: {**real_evaluate(*a, **k), "auc": 0.1},
+    )
+    day_later = now + timedelta(days=1, minutes=5)
+    first = state_patterns_refresh(days=7, now=day_later)
+    assert first["retrained"] == 1
+    for hour in (1, 2, 3):
+        again = state_patterns_refresh(days=7, now=day_later + timedelta(hours=hour))
+        assert again["retrained"] == 0, hour
+    assert MLModel.objects.filter(name=STATE_MODEL).count() == 2
+    assert MLModel.objects.get(name=STATE_MODEL, is_active=True).pk == active.pk
