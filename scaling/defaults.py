@@ -51,9 +51,12 @@ DEFAULT_RULES = [
      "metric": "system.memory.utilization", "kind": "target_tracking", "target": 0.7,
      "tolerance": 0.1, "critical": 0.95, "cooldown_up_seconds": 60,
      "cooldown_down_seconds": 300, "priority": 20},
+    # Connections in use per unit (a pool slice of 10, so 7 is 70 %), the HPA's AverageValue:
+    # a share of the server's fixed maximum never falls as slices are added, and target
+    # tracking on it ran the pool to max_units (see DB_RULE_BEFORE).
     {"resource": "database-connections", "name": "Database connections",
-     "metric": "db.connections.utilization", "kind": "target_tracking", "target": 0.7,
-     "tolerance": 0.1, "critical": 0.95, "cooldown_up_seconds": 60,
+     "metric": "db.connections.active", "kind": "queue_backlog", "target": 7.0,
+     "tolerance": 0.1, "critical": 95.0, "cooldown_up_seconds": 60,
      "cooldown_down_seconds": 600, "priority": 10},
     {"resource": "api-quota", "name": "API rate-limit usage",
      "metric": "api.ratelimit.utilization", "kind": "step", "target": 0.75, "tolerance": 0.0,
@@ -66,3 +69,13 @@ DEFAULT_RULES = [
      "queue": "celery", "cooldown_up_seconds": 60, "cooldown_down_seconds": 300,
      "priority": 10},
 ]  # fmt: skip
+
+#: The "Database connections" rule as installations before migration 0004 got it: target
+#: tracking on the share of the server's 100 connections. That share does not fall as the
+#: pool grows, so outside its band the rule added slices until max_units. Migration 0004
+#: rewrites a row still exactly like this; an operator's edited row is left alone.
+DB_RULE_BEFORE = {
+    "metric": "db.connections.utilization", "kind": "target_tracking", "target": 0.7,
+    "tolerance": 0.1, "critical": 0.95, "queue": "", "metric_labels": {},
+    "cooldown_up_seconds": 60, "cooldown_down_seconds": 600, "priority": 10,
+}  # fmt: skip

@@ -29,7 +29,7 @@ def test_default_resources_and_five_rules_exist_and_ensure_is_idempotent():
     assert {
         "system.cpu.utilization",
         "system.memory.utilization",
-        "db.connections.utilization",
+        "db.connections.active",
         "api.ratelimit.utilization",
         "celery.queue.backlog",
     } == metrics
@@ -41,6 +41,42 @@ def test_default_resources_and_five_rules_exist_and_ensure_is_idempotent():
     assert edited.target == 0.42  # an operator's edit survives
     ScalingRule.objects.filter(name="Memory utilisation").delete()
     assert services.scaling_defaults_ensure()["rules"] == 1
+
+
+def test_the_default_db_pool_rule_holds_a_steady_load_at_one_size():
+    """The shipped rule tracked the share of the server's 100 connections, which does not
+    fall as slices are added: at a steady 80 in use it grew the pool 10 -> 12 -> 14 -> 16
+    one cooldown at a time. Sized by connections per slice it settles at ceil(80 / 7)."""
+    pool = ScalableResource.objects.get(name="database-connections")
+    start = timezone.now() - timedelta(minutes=45)  # samples from the future are refused
+    sizes = []
+    for i in range(4):
+        now = start + timedelta(minutes=11 * i)
+        samples("db.connections.active", [80.0] * 5, end=now)
+        samples("db.connections.utilization", [0.8] * 5, end=now)
+        evaluate(pool, now=now)
+        pool.refresh_from_db()
+        sizes.append(pool.current_units)
+    assert sizes == [12, 12, 12, 12]
+
+
+def test_the_migration_rewrites_the_old_db_rule_only_where_nobody_edited_it():
+    import importlib
+
+    from django.apps import apps
+
+    from scaling.defaults import DB_RULE_BEFORE
+
+    migration = importlib.import_module("scaling.migrations.0004_db_connections_rule_per_unit")
+    rule = ScalingRule.objects.get(name="Database connections")
+    ScalingRule.objects.filter(pk=rule.pk).update(**DB_RULE_BEFORE)
+    migration.rewrite(apps, None)
+    rule.refresh_from_db()
+    assert (rule.metric, rule.kind, rule.target) == ("db.connections.active", "queue_backlog", 7.0)
+    ScalingRule.objects.filter(pk=rule.pk).update(**{**DB_RULE_BEFORE, "target": 0.65})
+    migration.rewrite(apps, None)
+    rule.refresh_from_db()
+    assert (rule.metric, rule.target) == ("db.connections.utilization", 0.65)  # edited: kept
 
 
 def test_dry_run_writes_nothing_and_execute_scales_with_cost():
