@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +105,10 @@ class PerformanceMiddleware:
         self.flush_seconds = float(getattr(settings, "OPTIMIZATION_FLUSH_SECONDS", 60))
         self.flush_in_thread = bool(getattr(settings, "OPTIMIZATION_FLUSH_IN_THREAD", True))
         self._next_flush = time.time() + self.flush_seconds
+        # a flush period beyond the pending limit would drop minutes before their flush
+        AGGREGATOR.max_pending_minutes = max(
+            AGGREGATOR.max_pending_minutes, 2 * math.ceil(self.flush_seconds / 60) + 1
+        )
         if self.flush_in_thread and not _exit_hook.is_set():
             _exit_hook.set()
             atexit.register(_flush_at_exit)

@@ -81,7 +81,7 @@ class PerformanceAggregator:
     def __init__(self, *, max_pending_minutes: int = MAX_PENDING_MINUTES) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[tuple[str, int], EndpointMinute] = {}
-        self._max_pending_seconds = max_pending_minutes * 60
+        self.max_pending_minutes = max_pending_minutes
         self._latest_minute = 0
         self.dropped_requests = 0  # requests of minutes dropped unwritten (see take_dropped)
 
@@ -102,7 +102,7 @@ class PerformanceAggregator:
             if bucket is None:
                 if minute > self._latest_minute:  # once a minute: drop what is too old
                     self._latest_minute = minute
-                    self._drop_before(minute - self._max_pending_seconds)
+                    self._drop_before(minute - self.max_pending_minutes * 60)
                 bucket = self._buckets[(endpoint, minute)] = EndpointMinute(endpoint, minute)
             bucket.requests += 1
             bucket.errors += status >= 500
@@ -163,7 +163,7 @@ class PerformanceAggregator:
                     mine.repeats_sum += figures.repeats_sum
                     mine.pattern_ms_sum += figures.pattern_ms_sum
             # a flush failing for long: its oldest minutes go, or memory grows without end
-            self._drop_before(self._latest_minute - self._max_pending_seconds)
+            self._drop_before(self._latest_minute - self.max_pending_minutes * 60)
 
     def _drop_before(self, limit: int) -> None:
         """Drop the buckets of minutes before ``limit`` (the lock is held)."""

@@ -121,6 +121,15 @@ def test_a_long_database_outage_keeps_at_most_an_hour_in_memory(profiled, monkey
     assert sum(map(int, logged)) == 2 * (120 - kept)
 
 
+def test_a_long_flush_period_keeps_its_minutes_until_the_flush(settings, monkeypatch):
+    from optimization.recording import MAX_PENDING_MINUTES, PerformanceAggregator
+
+    monkeypatch.setattr(middleware, "AGGREGATOR", PerformanceAggregator())
+    settings.OPTIMIZATION_FLUSH_SECONDS = 3 * 3600
+    middleware.PerformanceMiddleware(lambda request: None)
+    assert middleware.AGGREGATOR.max_pending_minutes > 3 * 60 > MAX_PENDING_MINUTES
+
+
 def test_endpoint_names_use_the_route_not_the_path(rf):
     from django.urls import resolve
 

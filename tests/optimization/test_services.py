@@ -167,7 +167,7 @@ def test_health_scores_an_installation_fed_by_the_profiler_alone():
     base = np.floor(now.timestamp() / 60) * 60 - 6 * 3600
 
     def traffic(latency_ms: float, *, rare_errors: bool) -> None:
-        aggregator = PerformanceAggregator()
+        aggregator = PerformanceAggregator(max_pending_minutes=24 * 60)  # six hours in one go
         for minute in range(0, 6 * 60, 5):
             ts = base + minute * 60
             for _ in range(20):
