@@ -74,6 +74,7 @@ class SegmentSerializer(ModelSerializer):
             "trend_slope_per_day",
             "trend_p_value",
             "previous",
+            "lineage",
             "snapshots",
         ]
         read_only_fields = fields

@@ -43,6 +43,17 @@ def _active(name_prefix: str, kind: str) -> list[MLModel]:
     )
 
 
+def _segment_identity(seg: Segment) -> str:
+    """What makes two segments' findings "the same": their line across retrainings.
+
+    Names are built from the two strongest distinguishing features and labels are
+    arbitrary per fit, so both change between nightly runs of the same group of users
+    (two close effects swap order); keyed by them, a dismissed insight came back under a
+    new key, and two segments both named "typical users" collapsed into one insight.
+    """
+    return f"segment-line-{seg.lineage or seg.pk}"
+
+
 def segment_findings() -> list[Finding]:
     """Segments growing or shrinking significantly, and each segment's targeting."""
     out: list[Finding] = []
@@ -60,7 +71,7 @@ def segment_findings() -> list[Finding]:
                     Finding(
                         category=Insight.Category.SEGMENT,
                         source="insights",
-                        subject=("trend", seg.name),
+                        subject=("trend", _segment_identity(seg)),
                         title=f"Segment “{seg.name}” is {seg.trend}",
                         body=(
                             f"The share of active users in the segment “{seg.name}” went from "
@@ -97,7 +108,7 @@ def segment_findings() -> list[Finding]:
                     Finding(
                         category=Insight.Category.SEGMENT,
                         source="insights",
-                        subject=("target", seg.name),
+                        subject=("target", _segment_identity(seg)),
                         title=f"Target “{seg.name}” ({seg.share:.0%} of users)",
                         body=(
                             f"{seg.size} users stand apart by {what}. "

@@ -90,6 +90,15 @@ class Segment(models.Model):
         related_name="continued_by",
         help_text="The segment of the previous model version this one continues.",
     )
+    lineage = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=(
+            "Id of the first segment of the line this one continues (its own id when new): "
+            "a segment's identity across retrainings, whatever its label or name."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

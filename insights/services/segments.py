@@ -24,6 +24,13 @@ def _frame_slice(frame: dict[str, np.ndarray], start: float, end: float) -> dict
     return {key: values[mask] for key, values in frame.items()}
 
 
+def _lineage_of(previous: Segment | None) -> int | None:
+    """The line a matched segment continues (older rows may predate the field)."""
+    if previous is None:
+        return None
+    return previous.lineage or previous.pk
+
+
 def segments_recompute(
     *,
     days: int = 28,
@@ -130,7 +137,12 @@ def segments_recompute(
                 trend_slope_per_day=trend.slope_per_day if trend.points >= 3 else None,
                 trend_p_value=trend.p_value if trend.points >= 3 else None,
                 previous=matches.get(i),
+                lineage=_lineage_of(matches.get(i)),
             )
+            if segment.lineage is None:
+                # A new line starts here: its identity is this segment's own id.
+                segment.lineage = segment.pk
+                segment.save(update_fields=["lineage"])
             snapshots += [
                 SegmentSnapshot(
                     segment=segment,

@@ -558,3 +558,88 @@ def test_a_rejected_state_retrain_is_not_repeated_every_hour(demo_world, monkeyp
         assert again["retrained"] == 0, hour
     assert MLModel.objects.filter(name=STATE_MODEL).count() == 2
     assert MLModel.objects.get(name=STATE_MODEL, is_active=True).pk == active.pk
+
+
+def test_segment_insights_follow_the_segment_across_retrainings_not_its_name(
+    demo_world, monkeypatch
+):
+    """A retrain that renames the same segments (two close effects swap order) must update
+    their insights, not open new ones beside the dismissed ones."""
+    from insights.engine import segmentation
+
+    segments_recompute(**SEGMENT_ARGS)
+    insights_generate()
+    segment_insights = Insight.objects.filter(category=Insight.Category.SEGMENT)
+    before = segment_insights.count()
+    assert before > 0
+    for insight in segment_insights:
+        insight_dismiss(insight=insight, actor="tester")
+    # The next night the same groups come back under other names and other labels.
+    real_name = segmentation.SegmentProfile.name
+    monkeypatch.setattr(
+        segmentation.SegmentProfile, "name", property(lambda p: "renamed " + real_name.fget(p))
+    )
+    second = segments_recompute(**SEGMENT_ARGS, random_state=1)
+    new = mlmodel_activate(
+        model=MLModel.objects.get(name=SEGMENT_MODEL, version=second["model_version"])
+    )
+    assert Segment.objects.filter(model=new, previous__isnull=False).exists()
+    for seg in Segment.objects.filter(model=new, previous__isnull=False):
+        assert seg.lineage == (seg.previous.lineage or seg.previous.pk)
+    counts = insights_generate()
+    assert counts["created"] <= Segment.objects.filter(model=new, previous__isnull=True).count()
+    assert Insight.objects.filter(
+        category=Insight.Category.SEGMENT, status=Insight.Status.DISMISSED, times_seen=2
+    ).exists()
+    open_renamed = Insight.objects.filter(
+        category=Insight.Category.SEGMENT, title__contains="renamed", status=Insight.Status.NEW
+    )
+    unmatched = set(
+        Segment.objects.filter(model=new, previous__isnull=True).values_list("pk", flat=True)
+    )
+    assert all(i.evidence["segment_id"] in unmatched for i in open_renamed)
+
+
+def test_two_segments_with_the_same_name_get_an_insight_each(demo_world, monkeypatch):
+    from insights.engine import segmentation
+
+    monkeypatch.setattr(segmentation.SegmentProfile, "name", property(lambda p: "same name"))
+    segments_recompute(**SEGMENT_ARGS)
+    insights_generate()
+    segments = Segment.objects.filter(model__is_active=True)
+    assert segments.count() >= 2
+    # Every segment has a "target" insight when it has recommendations: give them all one.
+    segments.update(recommendations=["Do something for them."])
+    insights_generate()
+    targets = Insight.objects.filter(title__startswith="Target")
+    assert targets.count() == segments.count()
+
+
+def test_the_lineage_migration_rekeys_existing_segment_insights(demo_world):
+    import importlib
+
+    from django.apps import apps
+
+    from insights.findings import segment_findings
+
+    migration = importlib.import_module("insights.migrations.0003_segment_lineage")
+    segments_recompute(**SEGMENT_ARGS)
+    second = segments_recompute(**SEGMENT_ARGS, random_state=1)
+    mlmodel_activate(model=MLModel.objects.get(name=SEGMENT_MODEL, version=second["model_version"]))
+    Segment.objects.update(recommendations=["Do something for them."])
+    insights_generate()
+    expected = {f.dedup_key for f in segment_findings()}
+    # As before the field existed: no lineage, insights keyed by name.
+    Segment.objects.update(lineage=None)
+    for insight in Insight.objects.filter(category=Insight.Category.SEGMENT):
+        Insight.objects.filter(pk=insight.pk).update(dedup_key=f"old-{insight.pk}")
+    migration.backfill_lineage(apps, None)
+    for seg in Segment.objects.filter(previous__isnull=False):
+        assert seg.lineage == seg.previous.lineage
+    keys = set(
+        Insight.objects.filter(category=Insight.Category.SEGMENT).values_list(
+            "dedup_key", flat=True
+        )
+    )
+    assert expected <= keys
+    assert insights_generate()["created"] == 0
