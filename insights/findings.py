@@ -37,9 +37,9 @@ class Finding:
 
 def _active(name_prefix: str, kind: str) -> list[MLModel]:
     return list(
-        MLModel.objects.filter(name__startswith=name_prefix, kind=kind, is_active=True).order_by(
-            "name"
-        )
+        MLModel.objects.filter(name__startswith=name_prefix, kind=kind, is_active=True)
+        .defer("artefact")
+        .order_by("name")
     )
 
 

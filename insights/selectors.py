@@ -51,8 +51,13 @@ def models_summary() -> list[dict]:
     return rows
 
 
+# Result rows join their model for its version and state; the join must leave out the
+# artefact bytes (a state forest is ~0.6 MB), which were otherwise read once per row.
+NO_ARTEFACT = "model__artefact"
+
+
 def segment_queryset() -> QuerySet[Segment]:
-    return Segment.objects.select_related("model").prefetch_related("snapshots")
+    return Segment.objects.select_related("model").defer(NO_ARTEFACT).prefetch_related("snapshots")
 
 
 def segments_current() -> QuerySet[Segment]:
@@ -77,12 +82,20 @@ def insights_top(*, limit: int = 10) -> QuerySet[Insight]:
 
 
 def feature_impact_current(*, outcome: str | None = None) -> QuerySet[FeatureImpact]:
-    qs = FeatureImpact.objects.filter(model__is_active=True).select_related("model")
+    qs = (
+        FeatureImpact.objects.filter(model__is_active=True)
+        .select_related("model")
+        .defer(NO_ARTEFACT)
+    )
     return qs.filter(outcome=outcome) if outcome else qs
 
 
 def patterns_current() -> QuerySet[StatePattern]:
-    return StatePattern.objects.filter(model__is_active=True).select_related("model")
+    return (
+        StatePattern.objects.filter(model__is_active=True)
+        .select_related("model")
+        .defer(NO_ARTEFACT)
+    )
 
 
 def insights_by_status() -> dict[str, int]:

@@ -91,7 +91,9 @@ def segments_recompute(
     day_index = np.arange(len(days_back), dtype=float)
 
     with transaction.atomic():
-        previous_model = MLModel.objects.filter(name=SEGMENT_MODEL, is_active=True).first()
+        previous_model = (
+            MLModel.objects.filter(name=SEGMENT_MODEL, is_active=True).defer("artefact").first()
+        )
         model = mlmodel_register(
             name=SEGMENT_MODEL,
             kind=MLModel.Kind.CLUSTERING,

@@ -167,3 +167,67 @@ def test_activating_a_pruned_version_is_a_400(client_with_role):
 def test_a_bad_category_filter_is_400_listing_the_categories(client_with_role):
     response = client_with_role("viewer").get(f"{BASE}/insights", {"category": "gossip"})
     assert_names_valid_choices(response, "category", "gossip", Insight.Category.values)
+
+
+def _selects_artefacts(queries) -> list[str]:
+    """SQL of the queries that read a model's artefact bytes (not its checksum or size)."""
+    import re
+
+    column = re.compile(r'"insights_mlmodel"\."artefact"(?!_)')
+    return [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")
+            and column.search(q["sql"])]  # fmt: skip
+
+
+def _results_with_models():
+    from django.utils import timezone
+
+    from insights.models import FeatureImpact, StatePattern
+
+    segments = MLModelFactory(name="user-segments", is_active=True)
+    for _ in range(3):
+        SegmentFactory(model=segments).snapshots.create(day="2026-01-01", size=1, share=0.1)
+    impact = MLModelFactory(name="feature-impact-retention", kind="feature_impact",
+                            primary_metric="auc", is_active=True)  # fmt: skip
+    state = MLModelFactory(name="system-states", kind="anomaly", primary_metric="auc",
+                           is_active=True)  # fmt: skip
+    for i in range(3):
+        FeatureImpact.objects.create(
+            model=impact, outcome="retention", feature=f"f{i}", adoption=0.5, support=10,
+            odds_ratio=1.5, ci_low=1.1, ci_high=2.0, p_value=0.01, q_value=0.02,
+            success_rate_used=0.6, importance=0.01, importance_std=0.001,
+        )  # fmt: skip
+        StatePattern.objects.create(
+            model=state, label=i, description="d", signature={"cpu": 3.0}, episodes=[],
+            episode_count=2, first_seen=timezone.now(), last_seen=timezone.now(),
+        )  # fmt: skip
+
+
+def test_result_listings_never_read_the_models_artefact_bytes(client_with_role):
+    """Each segment, impact row and pattern joins its model; the join used to carry the
+    model's whole artefact (a state forest is ~0.6 MB) once per row listed."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _results_with_models()
+    client = client_with_role("viewer")
+    for path in ["segments", "segments?current=true", "feature-impact", "patterns", "status"]:
+        with CaptureQueriesContext(connection) as ctx:
+            assert client.get(f"{BASE}/{path}").status_code == 200
+        assert not _selects_artefacts(ctx.captured_queries), path
+
+
+def test_admin_result_pages_never_read_the_models_artefact_bytes(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.urls import reverse
+
+    _results_with_models()
+    for name in ["segment", "segmentsnapshot", "featureimpact", "statepattern", "mlmodel"]:
+        with CaptureQueriesContext(connection) as ctx:
+            response = admin_client.get(reverse(f"admin:insights_{name}_changelist"))
+        assert response.status_code == 200
+        assert not _selects_artefacts(ctx.captured_queries), name
+    model = MLModel.objects.get(name="user-segments")
+    url = reverse("admin:insights_segment_changelist") + f"?model__id__exact={model.pk}"
+    response = admin_client.get(url)
+    assert response.status_code == 200 and str(model) in response.content.decode()
