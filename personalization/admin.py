@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import path, reverse
@@ -20,6 +21,7 @@ from . import charts, selectors, services, validation
 from .models import (
     Experiment,
     ExperimentResult,
+    ExperimentShipment,
     Exposure,
     PersonaChange,
     PersonalizationRule,
@@ -186,6 +188,15 @@ class ExperimentForm(JsonDocumentForm):
                   "ends_at"]  # fmt: skip
 
 
+class ShipActionForm(helpers.ActionForm):
+    """The changelist's action bar with the variant the "ship" action serves."""
+
+    variant = forms.CharField(
+        required=False, max_length=100, label="Variant (for ship)",
+        help_text="Name of the variant to serve to every targeted user.",
+    )  # fmt: skip
+
+
 class ExperimentResultInline(admin.TabularInline):
     model = ExperimentResult
     fields = ["computed_at", "metric", "is_primary", "users", "srm_p_value", "srm_mismatch",
@@ -203,11 +214,14 @@ class ExperimentResultInline(admin.TabularInline):
 @admin.register(Experiment)
 class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     form = ExperimentForm
-    list_display = ["key", "name", "status", "starts_at", "ends_at", "results_link"]
-    list_filter = ["status"]
+    list_display = ["key", "name", "status", "shipped_variant", "starts_at", "ends_at",
+                    "results_link"]  # fmt: skip
+    list_filter = ["status", ("shipped_variant", admin.EmptyFieldListFilter)]
     search_fields = ["key", "name", "description"]
-    readonly_fields = ["status", "created_at", "updated_at"]
-    actions = ["start", "stop", "recompute_results"]
+    readonly_fields = ["status", *services.SHIP_FIELDS, "ship_history", "created_at",
+                       "updated_at"]  # fmt: skip
+    actions = ["start", "stop", "ship", "unship", "recompute_results"]
+    action_form = ShipActionForm
     chart_url_name = "personalization_experiment_results"
     chart_path = "results"
 
@@ -229,6 +243,21 @@ class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
             return
         changes = {f: getattr(obj, f) for f in form.cleaned_data if f in form._meta.fields}
         services.experiment_update(experiment_id=obj.pk, changes=changes)
+
+    @admin.display(description="ship history")
+    def ship_history(self, obj: Experiment) -> str:
+        """Who shipped which variant when, and who rolled it back. Read-only text rather
+        than an inline: an inline's formset would make every edit form post its own
+        management data for rows nobody may edit."""
+        rows = [
+            (s.variant, f"{s.shipped_at:%Y-%m-%d %H:%M}", s.shipped_by or "-",
+             f"rolled back {s.unshipped_at:%Y-%m-%d %H:%M} by {s.unshipped_by or '-'}"
+             if s.unshipped_at else "live")
+            for s in obj.shipments.all()
+        ]  # fmt: skip
+        if not rows:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{} shipped {} by {} ({})", rows)
 
     @admin.display(description="results")
     def results_link(self, obj: Experiment) -> str:
@@ -256,6 +285,27 @@ class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     @admin.action(permissions=["act"], description="Stop selected experiments")
     def stop(self, request, queryset):
         self._transition(request, queryset, services.experiment_stop, "stopped")
+
+    @admin.action(
+        permissions=["act"],
+        description="Ship the variant named below to every targeted user (stops a running one)",
+    )
+    def ship(self, request, queryset):
+        variant = request.POST.get("variant", "")
+        by = request.user.get_username()
+        for exp in queryset:
+            try:
+                services.experiment_ship(experiment_id=exp.pk, variant=variant, by=by)
+                self.message_user(request, f"{exp.key}: {variant} shipped.")
+            except services.ExperimentStateError as exc:
+                self.message_user(request, f"{exp.key}: {exc.field}: {exc}", level=messages.ERROR)
+
+    @admin.action(permissions=["act"], description="Un-ship (roll back) selected experiments")
+    def unship(self, request, queryset):
+        by = request.user.get_username()
+        self._transition(
+            request, queryset, lambda **kw: services.experiment_unship(**kw, by=by), "un-shipped"
+        )
 
     @admin.action(permissions=["act"], description="Recompute results now")
     def recompute_results(self, request, queryset):
@@ -314,6 +364,21 @@ class ExposureAdmin(admin.ModelAdmin):
     search_fields = ["user_id", "experiment__key"]
     list_select_related = ["experiment"]
     readonly_fields = ["experiment", "user_id", "variant", "exposed_at"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
+@admin.register(ExperimentShipment)
+class ExperimentShipmentAdmin(admin.ModelAdmin):
+    """The audit trail of ships: written by the ship / unship services only."""
+
+    list_display = ["experiment", "variant", "shipped_at", "shipped_by", "unshipped_at",
+                    "unshipped_by"]  # fmt: skip
+    list_filter = ["shipped_at", ("unshipped_at", admin.EmptyFieldListFilter)]
+    search_fields = ["experiment__key", "variant", "shipped_by", "unshipped_by"]
+    list_select_related = ["experiment"]
+    readonly_fields = [f.name for f in ExperimentShipment._meta.fields]
 
     def has_add_permission(self, request) -> bool:
         return False

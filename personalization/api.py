@@ -1,7 +1,8 @@
 """DRF faces of the personalization app. Views validate and call services or selectors.
 
-Roles: reads need ``viewer``; editing rules and experiments needs ``admin``;
-starting, stopping and recomputing needs ``operator``.
+Roles: reads need ``viewer``; editing rules and experiments, and shipping or un-shipping
+an experiment's variant, needs ``admin``; starting, stopping and recomputing needs
+``operator``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,27 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from telemetry.serializers import ChoiceField, ModelSerializer
+from telemetry.serializers import ChoiceField, ModelSerializer, valid_choices_text
 from telemetry.validation import NUL
 
 from . import selectors, services, validation
-from .models import Experiment, ExperimentResult, PersonaChange, PersonalizationRule, UserProfile
+from .models import (
+    Experiment,
+    ExperimentResult,
+    ExperimentShipment,
+    PersonaChange,
+    PersonalizationRule,
+    UserProfile,
+)
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin",
                "destroy": "admin"}  # fmt: skip
+
+
+def _caller(request) -> str:
+    """Who acted, for the record: the admin user, or the API key's name."""
+    user = request.user
+    return getattr(user, "username", "") or str(getattr(request, "auth", "") or "")
 
 
 def _check(errors: list[str]) -> None:
@@ -75,15 +89,28 @@ class RuleSerializer(ModelSerializer):
         return attrs
 
 
+class ShipmentSerializer(ModelSerializer):
+    class Meta:
+        model = ExperimentShipment
+        fields = ["variant", "shipped_at", "shipped_by", "unshipped_at", "unshipped_by"]
+        read_only_fields = fields
+
+
 class ExperimentSerializer(ModelSerializer):
+    shipments = ShipmentSerializer(
+        many=True, read_only=True, help_text="Ships and rollbacks, newest first."
+    )
+
     class Meta:
         model = Experiment
         fields = [
             "id", "key", "name", "description", "variants", "coverage", "targeting",
             "primary_metric", "guardrail_metrics", "alpha", "planned_users", "status",
-            "starts_at", "ends_at", "created_at", "updated_at",
+            "starts_at", "ends_at", "shipped_variant", "shipped_at", "shipped_by", "shipments",
+            "created_at", "updated_at",
         ]  # fmt: skip
-        read_only_fields = ["status", "created_at", "updated_at"]
+        # Ship fields belong to the ship / unship actions, like status to start / stop.
+        read_only_fields = ["status", *services.SHIP_FIELDS, "created_at", "updated_at"]
 
     def validate_variants(self, value):
         _check(validation.variants_errors(value))
@@ -146,6 +173,23 @@ class ExperimentResultSerializer(ModelSerializer):
             "metric", "is_primary", "metric_kind", "computed_at", "users", "srm_p_value",
             "srm_mismatch", "arms", "comparisons", "note",
         ]  # fmt: skip
+
+
+class ShipSerializer(serializers.Serializer):
+    """Body of ``ship``: the variant to serve, one of the experiment's (in ``context``)."""
+
+    variant = serializers.CharField(
+        max_length=100, trim_whitespace=False, help_text="Name of one of the experiment's variants."
+    )
+
+    def validate_variant(self, value: str) -> str:
+        names = self.context["experiment"].variant_names
+        if value not in names:
+            raise serializers.ValidationError(
+                f'"{value}" is not a variant of this experiment. Valid choices: '
+                f"{valid_choices_text({n: n for n in names})}."
+            )
+        return value
 
 
 class ProfileFilterSerializer(serializers.Serializer):
@@ -212,9 +256,10 @@ class ExperimentViewSet(viewsets.ModelViewSet):
     """Experiments: admins edit; operators start, stop and recompute results."""
 
     serializer_class = ExperimentSerializer
-    queryset = Experiment.objects.all()
+    queryset = Experiment.objects.prefetch_related("shipments")
+    # Shipping changes what every targeted user sees, like a rule edit: admins.
     action_roles = {**ADMIN_EDITS, "start": "operator", "stop": "operator",
-                    "recompute": "operator"}  # fmt: skip
+                    "recompute": "operator", "ship": "admin", "unship": "admin"}  # fmt: skip
 
     def perform_update(self, serializer) -> None:
         # Through the service: a body read before a concurrent stop must not put back
@@ -226,12 +271,12 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         except services.ExperimentStateError as exc:
             raise serializers.ValidationError({exc.field: [str(exc)]}) from exc
 
-    def _transition(self, fn) -> Response:
+    def _transition(self, fn, **kwargs) -> Response:
         try:
-            exp = fn(experiment_id=self.get_object().pk)
+            exp = fn(experiment_id=self.get_object().pk, **kwargs)
         except services.ExperimentStateError as exc:
             return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
-        return Response(ExperimentSerializer(exp).data)
+        return Response(ExperimentSerializer(self.get_queryset().get(pk=exp.pk)).data)
 
     @extend_schema(request=None, responses=ExperimentSerializer)
     @action(detail=True, methods=["post"])
@@ -242,6 +287,23 @@ class ExperimentViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         return self._transition(services.experiment_stop)
+
+    @extend_schema(request=ShipSerializer, responses=ExperimentSerializer)
+    @action(detail=True, methods=["post"])
+    def ship(self, request, pk=None):
+        """Serve one variant to every targeted user from now on (stops a running one
+        first); no exposure is recorded and the results stay those of the run."""
+        body = ShipSerializer(data=request.data, context={"experiment": self.get_object()})
+        body.is_valid(raise_exception=True)
+        return self._transition(
+            services.experiment_ship, variant=body.validated_data["variant"], by=_caller(request)
+        )
+
+    @extend_schema(request=None, responses=ExperimentSerializer)
+    @action(detail=True, methods=["post"])
+    def unship(self, request, pk=None):
+        """Roll the ship back: users fall back to the rules without the variant."""
+        return self._transition(services.experiment_unship, by=_caller(request))
 
     @extend_schema(responses=ExperimentResultSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)

@@ -160,11 +160,28 @@ class Experiment(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     starts_at = models.DateTimeField(null=True, blank=True)
     ends_at = models.DateTimeField(null=True, blank=True)
+    # Written only by ``experiment_ship`` / ``experiment_unship`` (history in
+    # ExperimentShipment): the variant every targeted user is served after the stop.
+    shipped_variant = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        help_text="Served to every user the targeting matches, without exposures (ship).",
+    )
+    shipped_at = models.DateTimeField(null=True, blank=True)
+    shipped_by = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            # A running experiment assigns variants; only a stopped one may serve one to all.
+            models.CheckConstraint(
+                condition=models.Q(shipped_variant="") | models.Q(status="stopped"),
+                name="experiment_shipped_only_when_stopped",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
@@ -179,6 +196,35 @@ class Experiment(models.Model):
         raw = [float(v.get("weight", 1.0)) for v in self.variants]
         total = sum(raw)
         return [w / total for w in raw] if total > 0 else raw
+
+
+class ExperimentShipment(models.Model):
+    """One ship of a variant and, once rolled back or replaced, its end: who and when.
+
+    The experiment row holds what is served now; these rows are the audit trail
+    (GrowthBook and Statsig keep the same history of "roll out" / "ship" decisions).
+    """
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="shipments")
+    variant = models.CharField(max_length=100)
+    shipped_at = models.DateTimeField(default=timezone.now)
+    shipped_by = models.CharField(max_length=150, blank=True)
+    unshipped_at = models.DateTimeField(null=True, blank=True)
+    unshipped_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-shipped_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment"],
+                condition=models.Q(unshipped_at__isnull=True),
+                name="one_live_shipment_per_experiment",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = f"until {self.unshipped_at:%Y-%m-%d %H:%M}" if self.unshipped_at else "live"
+        return f"{self.experiment.key}: {self.variant} shipped {self.shipped_at:%Y-%m-%d %H:%M} ({state})"
 
 
 class Exposure(models.Model):

@@ -71,6 +71,11 @@ def experiments_running() -> QuerySet[Experiment]:
     return Experiment.objects.filter(status=Experiment.Status.RUNNING)
 
 
+def experiments_shipped() -> QuerySet[Experiment]:
+    """Stopped experiments whose shipped variant every targeted user is served."""
+    return Experiment.objects.filter(status=Experiment.Status.STOPPED).exclude(shipped_variant="")
+
+
 def persona_run_latest() -> PersonaModelRun | None:
     return PersonaModelRun.objects.order_by("-computed_at").first()
 
@@ -108,7 +113,8 @@ def result_summary(result: ExperimentResult) -> dict:
 
 
 def status_report() -> dict:
-    """GET personalization/status: personas, active rules, running experiments and results."""
+    """GET personalization/status: personas, active rules, running experiments and results,
+    shipped experiments."""
     run = persona_run_latest()
     running = list(experiments_running().annotate(exposure_count=Count("exposures")))
     latest = latest_results_by_experiment(running)
@@ -145,6 +151,19 @@ def status_report() -> dict:
             for r in rules_active()
         ],
         "running_experiments": experiments,
+        # What configurations serve after the experiments ended: one query for all.
+        "shipped_experiments": [
+            {
+                "key": exp.key,
+                "name": exp.name,
+                "variant": exp.shipped_variant,
+                "shipped_at": exp.shipped_at,
+                "shipped_by": exp.shipped_by,
+                "targeting": exp.targeting,
+                "ends_at": exp.ends_at,
+            }
+            for exp in experiments_shipped().order_by("-shipped_at", "pk")
+        ],
     }
 
 
@@ -161,6 +180,7 @@ def overview_section() -> dict:
         "active_rules": rules_active().count(),
         "rules_total": PersonalizationRule.objects.count(),
         "running_experiments": len(running),
+        "shipped_experiments": experiments_shipped().count(),
         "experiments_with_srm": sum(
             any(r.srm_mismatch for r in results) for results in latest.values()
         ),

@@ -6,6 +6,7 @@ Split by subject; import from here.
 from .config import config_invalidate, config_resolve, config_version
 from .experiments import (
     FROZEN_ONCE_STARTED,
+    SHIP_FIELDS,
     ExperimentStateError,
     experiment_results_recompute,
     experiment_start,
@@ -15,17 +16,21 @@ from .experiments import (
 )
 from .profiles import personas_fit, profile_attributes_update, profiles_recompute
 from .rules import default_rules_ensure, rules_set_enabled
+from .shipping import experiment_ship, experiment_unship
 
 __all__ = [
     "FROZEN_ONCE_STARTED",
+    "SHIP_FIELDS",
     "ExperimentStateError",
     "config_invalidate",
     "config_resolve",
     "config_version",
     "default_rules_ensure",
     "experiment_results_recompute",
+    "experiment_ship",
     "experiment_start",
     "experiment_stop",
+    "experiment_unship",
     "experiment_update",
     "experiments_results_recompute",
     "personas_fit",

@@ -16,10 +16,11 @@ Two layers:
   to 0 to always ask the shared cache (the tests do, for isolation).
 
 A resolution without a cache hit reads the profile and the live rules + running
-experiments (themselves cached under the same version); when an experiment is
-running it also reads, in one query, whether it still runs and which variant the
-user was already shown (that one is served again whatever the targeting says now:
-sticky bucketing), and writes new exposures (``INSERT ... ON CONFLICT DO NOTHING``).
+and shipped experiments (themselves cached under the same version); when an
+experiment is running or shipped it also reads, in one query, whether it still runs
+(or is still shipped, and which variant) and which variant the user was already shown
+(that one is served again whatever the targeting says now: sticky bucketing), and
+writes new exposures (``INSERT ... ON CONFLICT DO NOTHING``) for running ones only.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from datetime import datetime
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ..engine.assignment import assign_variant
@@ -59,6 +60,9 @@ class ExperimentSpec:
     starts_at: datetime | None
     ends_at: datetime | None
     pk: int
+    # The shipped variant of a stopped experiment ("" while it runs): served to every
+    # user the targeting matches, with no assignment and no exposure.
+    shipped: str = ""
 
 
 LOCAL_MAX_ENTRIES = 50_000
@@ -143,8 +147,14 @@ def config_invalidate() -> None:
     transaction.on_commit(_bump_version)
 
 
+# Experiments whose variants configurations use: running ones, and stopped ones shipped.
+_SERVED = Q(status=Experiment.Status.RUNNING) | (
+    Q(status=Experiment.Status.STOPPED) & ~Q(shipped_variant="")
+)
+
+
 def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
-    key = f"personalization:specs:{version}"
+    key = f"personalization:specs:v2:{version}"  # v2: experiment specs carry ``shipped``
     specs = cache.get(key)
     if specs is None:
         rules = [
@@ -169,10 +179,12 @@ def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
                 e.starts_at,
                 e.ends_at,
                 e.pk,
+                e.shipped_variant if e.status == Experiment.Status.STOPPED else "",
             )
             # Oldest first: targeting on another experiment's variant sees the variants
-            # of the experiments created before this one (assigned earlier in the loop).
-            for e in Experiment.objects.filter(status=Experiment.Status.RUNNING).order_by("pk")
+            # of the experiments created before this one (assigned earlier in the loop),
+            # shipped ones included.
+            for e in Experiment.objects.filter(_SERVED).order_by("pk")
         ]
         specs = (rules, experiments)
         cache.set(key, specs, timeout=CONFIG_TTL_SECONDS)
@@ -226,10 +238,13 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         attributes=profile.get("attributes") or {},
     )
     variants: dict[str, str] = {}
+    shipped: list[str] = []
+    # A shipped experiment has ended; its variant is served with no time window.
     in_window = [
         exp
         for exp in experiments
-        if not ((exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at))
+        if exp.shipped
+        or not ((exp.starts_at and now < exp.starts_at) or (exp.ends_at and now >= exp.ends_at))
     ]
     sticky: dict[int, str] = {}
     stale = False
@@ -241,10 +256,11 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         # nightly job may move them out of the targeting (a new persona, dormant), and
         # the analysis keeps counting them in their arm, so serving them nothing (the
         # control's UI) would both flip their UI and dilute the comparison.
+        # The same read says whether each is still shipped, and which variant: a ship or
+        # an un-ship is then served at once by every process, not after its trust window.
         rows = (
-            Experiment.objects.filter(
-                pk__in=[exp.pk for exp in in_window], status=Experiment.Status.RUNNING
-            )
+            Experiment.objects.filter(pk__in=[exp.pk for exp in in_window])
+            .filter(_SERVED)
             .annotate(
                 served=Subquery(
                     Exposure.objects.filter(experiment=OuterRef("pk"), user_id=user_id).values(
@@ -252,19 +268,31 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
                     )[:1]
                 )
             )
-            .values_list("pk", "served")
+            .values_list("pk", "status", "shipped_variant", "served")
         )
-        alive = set()
-        for pk, served in rows:
-            alive.add(pk)
+        alive: dict[int, str] = {}
+        for pk, status, shipped_variant, served in rows:
+            alive[pk] = shipped_variant if status == Experiment.Status.STOPPED else ""
             if served is not None:
                 sticky[pk] = served
-        if len(alive) != len(in_window):
+        if any(alive.get(exp.pk) != exp.shipped for exp in in_window):
             stale = True
             _local.forget()
-            in_window = [exp for exp in in_window if exp.pk in alive]
+            in_window = [
+                replace(exp, shipped=alive[exp.pk]) for exp in in_window if exp.pk in alive
+            ]
     new_exposures = []
     for exp in in_window:
+        if exp.shipped:
+            # Shipped: the targeted audience (evaluated now, as for users never exposed)
+            # gets the variant, coverage and weights aside; nothing is recorded.
+            targeted = replace(context, variants=dict(variants))
+            if exp.shipped in exp.variants and matches_or_skip(
+                exp.targeting, targeted, source=f"experiment {exp.key}"
+            ):
+                variants[exp.key] = exp.shipped
+                shipped.append(exp.key)
+            continue
         served = sticky.get(exp.pk)
         if served in exp.variants:
             variants[exp.key] = served
@@ -297,6 +325,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         "provenance": resolved.provenance,
         "rules": resolved.matched_rules,
         "experiments": variants,
+        "shipped": shipped,
         "resolved_at": now,
         "cache_version": version,
     }

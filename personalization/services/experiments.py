@@ -34,6 +34,10 @@ FROZEN_ONCE_STARTED = (
 )  # fmt: skip
 
 
+# Written by ship / unship only (``services.shipping``), never by an edit.
+SHIP_FIELDS = ("shipped_variant", "shipped_at", "shipped_by")
+
+
 class ExperimentStateError(Exception):
     """A lifecycle move that is not allowed; ``field`` names what is wrong for a 400."""
 
@@ -72,17 +76,28 @@ def experiment_stop(*, experiment_id: int, now: datetime | None = None) -> Exper
         exp = Experiment.objects.select_for_update().get(pk=experiment_id)
         if exp.status != Experiment.Status.RUNNING:
             raise ExperimentStateError(f"only a running experiment can stop (it is {exp.status})")
-        exp.status = Experiment.Status.STOPPED
-        exp.ends_at = now if exp.ends_at is None or exp.ends_at > now else exp.ends_at
-        exp.save(update_fields=["status", "ends_at", "updated_at"])
-        config_invalidate()
-    try:
-        experiment_results_recompute(experiment_id=exp.pk)
-    except OperationalError:
-        logger.warning("personalization: final results of experiment %s deferred", exp.pk)
-    except Exception:
-        logger.exception("personalization: final results of experiment %s failed", exp.pk)
+        stop_locked(exp, now=now)
+    final_results_compute(experiment_id=exp.pk)
     return exp
+
+
+def stop_locked(exp: Experiment, *, now: datetime) -> None:
+    """Stop a running experiment whose row the caller holds locked (stop, and ship)."""
+    exp.status = Experiment.Status.STOPPED
+    exp.ends_at = now if exp.ends_at is None or exp.ends_at > now else exp.ends_at
+    exp.save(update_fields=["status", "ends_at", "updated_at"])
+    config_invalidate()
+
+
+def final_results_compute(*, experiment_id: int) -> None:
+    """The final look after a stop has committed; a failure never undoes the stop (the
+    hourly job retries stopped experiments lacking a result at or after their end)."""
+    try:
+        experiment_results_recompute(experiment_id=experiment_id)
+    except OperationalError:
+        logger.warning("personalization: final results of experiment %s deferred", experiment_id)
+    except Exception:
+        logger.exception("personalization: final results of experiment %s failed", experiment_id)
 
 
 def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
@@ -105,7 +120,7 @@ def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
                     raise ExperimentStateError(
                         "cannot change once the experiment has started", field=field
                     )
-        owned = {"status", "created_at", "updated_at", "id"}
+        owned = {"status", "created_at", "updated_at", "id", *SHIP_FIELDS}
         if exp.status == Experiment.Status.STOPPED:
             owned.add("ends_at")
         fields = [f for f in changes if f not in owned]

@@ -139,6 +139,17 @@ def _now() -> str:
     return timezone.now().isoformat()
 
 
+def _ship_body(w: World) -> dict:
+    """Ship needs a started experiment (a draft is a 400 naming ``status``): the world's
+    experiment is created as a draft through the API, so start it here."""
+    from personalization.models import Experiment
+
+    Experiment.objects.filter(pk=w.pk("personalization/experiments/")).update(
+        status=Experiment.Status.RUNNING, starts_at=timezone.now()
+    )
+    return {"variant": "b"}
+
+
 # A valid body per request component: the base that one property at a time is spoiled in.
 # Values may need other rows (a rule's resource): they get them from the `World`.
 VALID_BODIES: dict[str, Callable[[World], dict]] = {
@@ -202,6 +213,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "ends_at": None,
     },
     "Recompute": lambda w: {"days": 1},
+    "Ship": _ship_body,
     "Rule": lambda w: {
         "key": _unique("rule"),
         "name": "fuzz rule",
