@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connection, connections
 from django.http import HttpRequest, HttpResponse
 
+from .engine.bottlenecks import UNRESOLVED_ENDPOINT
 from .engine.sql_shape import sql_shape
 from .recording import MAX_PENDING_MINUTES, PerformanceAggregator
 
@@ -41,11 +42,15 @@ _exit_hook = threading.Event()
 
 
 def endpoint_name(request: HttpRequest) -> str:
-    """The URL pattern that served the request, not its path, so ids do not explode the labels."""
+    """The URL pattern that served the request, not its path, so ids do not explode the labels.
+
+    Requests that matched no pattern share one name (mostly 404s: a path per probe would
+    explode the labels); the analysis shows their figures but never ranks them.
+    """
     match = getattr(request, "resolver_match", None)
     route = getattr(match, "route", None) if match else None
     if not route:
-        return "<unresolved>"
+        return UNRESOLVED_ENDPOINT
     route = route.lstrip("^").rstrip("$")
     if route.endswith("/?"):
         route = route[:-2]

@@ -14,6 +14,14 @@ recommendation needs (how often, how strong, how much time is at stake):
   query counts and DB time are known (weaker evidence, lower confidence);
 * :func:`slow_query_shapes` - query shapes whose mean time is above a threshold;
 * :func:`regressions` - endpoints whose recent latency sits above their hour-of-week baseline.
+
+Requests that matched no URL route are pooled by the profiler under
+:data:`UNRESOLVED_ENDPOINT`. That is not an endpoint anyone can optimise: it is mostly 404s,
+and a scanner probing thousands of paths can make it the biggest "endpoint" of the day. As
+Datadog (one ``404`` resource kept apart from the routes) and Sentry (404s are not errors and
+can be left out of tracing) treat it, no detector here reports it: it is left out of the
+ranking (so it does not dilute the routes' shares either), of N+1, slow-query and regression
+findings, and its figures are summarised on their own by :func:`unresolved_traffic`.
 """
 
 from __future__ import annotations
@@ -29,6 +37,14 @@ from .baselines import HourOfWeekBaseline
 # Sentry's N+1 DB span detector defaults (sentry/utils/performance_issues/...): 5 repeats, 50 ms.
 N_PLUS_ONE_MIN_REPEATS = 5
 N_PLUS_ONE_MIN_TOTAL_MS = 50.0
+
+# The profiler's name for requests that resolved to no URL pattern (see the module docstring).
+UNRESOLVED_ENDPOINT = "<unresolved>"
+
+
+def is_routed(endpoint: str) -> bool:
+    """Whether ``endpoint`` is a URL route, i.e. something a change to the code can speed up."""
+    return endpoint != UNRESOLVED_ENDPOINT
 
 
 @dataclass(frozen=True)
@@ -56,8 +72,10 @@ def rank_endpoints(loads: Iterable[EndpointLoad]) -> list[EndpointShare]:
     """Endpoints ranked by their share of all request time (then of DB time).
 
     Time is requests x mean latency: the server time an endpoint consumes, which is what
-    capacity and user-facing wait both scale with.
+    capacity and user-facing wait both scale with. Unresolved requests are left out, so the
+    shares are of the routes' time: a 404 flood neither ranks nor shrinks a real hotspot.
     """
+    loads = [load for load in loads if is_routed(load.endpoint)]
     rows = [
         (
             load,
@@ -81,6 +99,51 @@ def rank_endpoints(loads: Iterable[EndpointLoad]) -> list[EndpointShare]:
         for load, time_ms, db_ms in rows
     ]
     return sorted(shares, key=lambda s: (s.time_share, s.db_share), reverse=True)
+
+
+@dataclass(frozen=True)
+class UnresolvedTraffic:
+    """What requests that matched no route cost: shown, never ranked or recommended on."""
+
+    requests: float
+    total_ms: float
+    db_ms: float
+    mean_latency_ms: float
+    share_of_all_time: float  # of all request time, unresolved included
+
+
+def unresolved_traffic(loads: Iterable[EndpointLoad]) -> UnresolvedTraffic | None:
+    """The unresolved requests' figures, kept visible beside the ranking (``None`` if none).
+
+    Its share is of all request time, the unresolved included, so an operator sees how much
+    server time the unmatched traffic (often a scanner) takes, e.g. to rate-limit it.
+    """
+    loads = [
+        load
+        for load in loads
+        if np.isfinite(load.requests) and np.isfinite(load.mean_latency_ms) and load.requests > 0
+    ]
+    mine = [load for load in loads if not is_routed(load.endpoint)]
+    if not mine:
+        return None
+
+    def time_ms(load: EndpointLoad) -> float:
+        return max(load.requests, 0.0) * max(load.mean_latency_ms, 0.0)
+
+    requests = sum(load.requests for load in mine)
+    total = sum(time_ms(load) for load in mine)
+    everything = sum(time_ms(load) for load in loads)
+    return UnresolvedTraffic(
+        requests=requests,
+        total_ms=total,
+        db_ms=sum(
+            load.requests * load.db_ms_per_request
+            for load in mine
+            if np.isfinite(load.db_ms_per_request)
+        ),
+        mean_latency_ms=total / requests,
+        share_of_all_time=total / everything if everything else 0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -332,7 +395,7 @@ def n_plus_one_from_requests(observations: Iterable[ShapeStats]) -> list[NPlusOn
             source="requests",
         )
         for o in observations
-        if o.requests_with_pattern > 0
+        if o.requests_with_pattern > 0 and is_routed(o.endpoint)
     ]
     return sorted(findings, key=lambda f: f.mean_pattern_ms * f.requests_with_pattern, reverse=True)
 
@@ -353,7 +416,10 @@ def n_plus_one_from_series(
     queries per request than the median of its peers (and ``peer_factor`` times as many) while
     spending at least ``min_db_ms`` in the database: the shape-level evidence the middleware
     collects is missing, so the finding says ``source="series"`` and earns less confidence.
+    Unresolved requests are no endpoint to fix: never a finding.
     """
+    if not is_routed(endpoint):
+        return None
     queries = np.asarray(queries_per_request, dtype=np.float64)
     db_ms = np.asarray(db_ms_per_request, dtype=np.float64)
     ok = np.isfinite(queries) & np.isfinite(db_ms)
@@ -405,11 +471,13 @@ def slow_query_shapes(
 ) -> list[SlowQuery]:
     """Query shapes whose mean duration exceeds ``threshold_ms``, largest excess first.
 
-    ``min_count`` keeps a single cold-cache outlier from becoming a recommendation.
+    ``min_count`` keeps a single cold-cache outlier from becoming a recommendation. Shapes
+    seen on unresolved requests have no endpoint to fix and are left out (their DB time stays
+    in :func:`unresolved_traffic`).
     """
     slow = []
     for row in stats_rows:
-        if row.count < min_count:
+        if row.count < min_count or not is_routed(row.endpoint):
             continue
         mean = row.total_ms / row.count
         if mean > threshold_ms:
@@ -457,8 +525,11 @@ def regression_against_baseline(
     A regression needs all three: the log ratio to the expectation is positive by a one-sided
     Wilcoxon signed-rank test (a consistent shift, not one spike), the median ratio is at least
     ``min_ratio`` (big enough to matter) and the median robust z is at least ``min_z`` (outside
-    the normal spread of that hour).
+    the normal spread of that hour). Unresolved requests are no endpoint: never a regression
+    (a scanner starting is a change of traffic, not of the code).
     """
+    if not is_routed(endpoint):
+        return None
     ts = np.asarray(ts, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     expected = baseline.expected(ts)

@@ -198,7 +198,11 @@ def _trend_part(trends: Sequence[TrendSignal], policy: HealthPolicy):
 
 
 def overall_from_endpoints(
-    rates: np.ndarray, latency_p95_ms: np.ndarray, error_ratio: np.ndarray
+    rates: np.ndarray,
+    latency_p95_ms: np.ndarray,
+    error_ratio: np.ndarray,
+    *,
+    routed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole-service request rate, p95 and error ratio per interval from per-endpoint figures.
 
@@ -210,11 +214,30 @@ def overall_from_endpoints(
     estimate (the union's p95 needs the raw latencies): a slow endpoint weighs by its share of
     the traffic, so a rarely hit slow page does not by itself break the latency objective.
     An interval without traffic is NaN in all three.
+
+    ``routed`` (one flag per endpoint, default all) marks the URL routes. A row that is not
+    one (requests that matched no route: mostly 404s, which are the client's error) counts
+    only through its server failures (5xx; a middleware failing before routing is a real
+    outage): they add to both failed requests and requests, while its other requests and
+    its latency are left out. A scanner's 404 flood thus neither dilutes the error ratio of
+    the real traffic nor pulls the latency estimate toward its fast 404s.
     """
     rates = np.atleast_2d(np.asarray(rates, dtype=np.float64))
     latency = np.atleast_2d(np.asarray(latency_p95_ms, dtype=np.float64))
     errors = np.atleast_2d(np.asarray(error_ratio, dtype=np.float64))
+    routed = (
+        np.ones(rates.shape[0], dtype=bool)
+        if routed is None
+        else np.asarray(routed, dtype=bool).reshape(-1)
+    )
+    if routed.size != rates.shape[0]:
+        raise ValueError("routed needs one flag per endpoint")
     weight = np.where(np.isfinite(rates) & (rates > 0), rates, 0.0)
+    # unresolved rows: only their failed requests count, as requests that all failed
+    failed_unrouted = np.where(np.isfinite(errors), weight * np.clip(errors, 0.0, 1.0), 0.0)
+    weight = np.where(routed[:, None], weight, failed_unrouted)
+    errors = np.where(routed[:, None], errors, 1.0)
+    latency = np.where(routed[:, None], latency, np.nan)
 
     def weighted(values: np.ndarray) -> np.ndarray:
         ok = np.isfinite(values) & (weight > 0)

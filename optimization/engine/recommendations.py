@@ -30,7 +30,14 @@ from dataclasses import dataclass, field, replace
 
 from scipy.stats import norm
 
-from .bottlenecks import EndpointShare, NPlusOneFinding, Regression, ResourceLink, SlowQuery
+from .bottlenecks import (
+    EndpointShare,
+    NPlusOneFinding,
+    Regression,
+    ResourceLink,
+    SlowQuery,
+    is_routed,
+)
 from .sql_shape import shape_key
 
 SERIES_EVIDENCE_DISCOUNT = 0.7
@@ -291,8 +298,11 @@ def recommend_hotspot(
     """Cache or restructure an endpoint that holds a large share of all time, mostly in the DB.
 
     Returns ``None`` unless the endpoint holds ``HOTSPOT_MIN_TIME_SHARE`` of all request time
-    and at least ``HOTSPOT_MIN_DB_FRACTION`` of its own time is database time.
+    and at least ``HOTSPOT_MIN_DB_FRACTION`` of its own time is database time, and for
+    unresolved requests (no route to cache: a scanner's 404 flood is traffic, not a hotspot).
     """
+    if not is_routed(share.endpoint):
+        return None
     if share.total_ms <= 0 or share.time_share < HOTSPOT_MIN_TIME_SHARE:
         return None
     db_fraction = share.db_ms / share.total_ms
@@ -329,9 +339,15 @@ def recommend_hotspot(
 
 
 def rank_recommendations(drafts: Iterable[RecommendationDraft]) -> list[RecommendationDraft]:
-    """Order by expected value: confidence x predicted ms saved per day; one per dedup key."""
+    """Order by expected value: confidence x predicted ms saved per day; one per dedup key.
+
+    A draft about unresolved requests (no URL route) is dropped whatever produced it: there is
+    no endpoint to change, so it could only ever be dismissed.
+    """
     best: dict[str, RecommendationDraft] = {}
     for draft in drafts:
+        if draft.endpoint and not is_routed(draft.endpoint):
+            continue
         kept = best.get(draft.dedup_key)
         if kept is None or _value(draft) > _value(kept):
             best[draft.dedup_key] = draft

@@ -179,7 +179,10 @@ def _n_plus_one(start, end, loads) -> list[detect.NPlusOneFinding]:
     seen = {f.endpoint for f in findings}
     queries = _endpoint_series("db.queries.per_request")
     db_ms = _endpoint_series("db.time.ms")
-    peers = {load.endpoint: load.queries_per_request for load in loads}
+    # unresolved requests (mostly cheap 404s) are no peer: they would lower the norm
+    peers = {
+        load.endpoint: load.queries_per_request for load in loads if detect.is_routed(load.endpoint)
+    }
     for endpoint, series in queries.items():
         if endpoint in seen or endpoint not in db_ms:
             continue
@@ -270,7 +273,8 @@ def _overall_from_endpoints(start: datetime, end: datetime) -> dict[str, np.ndar
     The profiler writes per-endpoint series only (the overall ones would mix with other
     writers of them, such as the demo feed). Each endpoint's weight in an interval is the sum
     of its request-rate points there: its requests when the series is per minute, so an
-    endpoint seen in one minute of five weighs one fifth of one busy throughout.
+    endpoint seen in one minute of five weighs one fifth of one busy throughout. Unresolved
+    requests count only by their 5xx (see ``overall_from_endpoints``).
     """
     rates = _endpoint_series("http.requests.rate")
     p95 = _endpoint_series("http.latency.p95")
@@ -283,6 +287,7 @@ def _overall_from_endpoints(start: datetime, end: datetime) -> dict[str, np.ndar
         np.array([_grid(rates[e], start, end, "sum") for e in endpoints]),
         np.array([_grid(p95.get(e), start, end) for e in endpoints]),
         np.array([_grid(errors.get(e), start, end) for e in endpoints]),
+        routed=np.array([detect.is_routed(e) for e in endpoints]),
     )
     return {"rate": rate, "latency": latency, "errors": failed}
 
@@ -375,7 +380,8 @@ def analysis_compute(*, now: datetime | None = None, window_hours: float = 24.0)
     start = now - timedelta(hours=window_hours)
     window_days = window_hours / 24.0
     loads, per_day = _loads(start, now)
-    shares = detect.rank_endpoints(loads)
+    shares = detect.rank_endpoints(loads)  # routes only
+    unresolved = detect.unresolved_traffic(loads)
     n_plus_one = _n_plus_one(start, now, loads)
     threshold = _setting("OPTIMIZATION_SLOW_QUERY_MS", 100.0)
     slow = _slow_queries(start, now, threshold)
@@ -384,7 +390,12 @@ def analysis_compute(*, now: datetime | None = None, window_hours: float = 24.0)
     )
     health, links = _health(now, start)
     total_rate = _mean(_values(telemetry.series_get("http.requests.rate"), start, now))
-    overall_per_day = total_rate * 1440.0 if np.isfinite(total_rate) else sum(per_day.values())
+    # relieving a resource is worth something for the routes' requests, not a scanner's
+    overall_per_day = (
+        total_rate * 1440.0
+        if np.isfinite(total_rate)
+        else sum(n for e, n in per_day.items() if detect.is_routed(e))
+    )
 
     drafts: list[rec.RecommendationDraft] = []
     drafts += [rec.recommend_n_plus_one(f, per_day.get(f.endpoint, 0.0)) for f in n_plus_one]
@@ -425,6 +436,8 @@ def analysis_compute(*, now: datetime | None = None, window_hours: float = 24.0)
         baselines_vs_now=vs_now,
         bottlenecks={
             "endpoints": [asdict(s) for s in shares],
+            # requests that matched no route: visible, never ranked or recommended on
+            "unresolved": asdict(unresolved) if unresolved else None,
             "saturation": [asdict(link) for link in links],
             "n_plus_one": [asdict(f) | {"share": f.share} for f in n_plus_one],
             "slow_queries": [asdict(q) for q in slow],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import astuple
 from datetime import UTC, datetime
 
 import numpy as np
@@ -15,6 +16,7 @@ from optimization.engine.baselines import (
     hour_of_week_baseline,
 )
 from optimization.engine.bottlenecks import (
+    UNRESOLVED_ENDPOINT,
     EndpointLoad,
     EndpointShare,
     NPlusOneFinding,
@@ -27,6 +29,7 @@ from optimization.engine.bottlenecks import (
     regression_against_baseline,
     saturation_links,
     slow_query_shapes,
+    unresolved_traffic,
 )
 from optimization.engine.calibration import Outcome, brier_score, calibrate
 from optimization.engine.health import (
@@ -207,6 +210,25 @@ def test_overall_figures_from_endpoints_weigh_each_endpoint_by_its_requests():
     assert np.isnan(latency[2])
 
 
+def test_unresolved_requests_count_in_the_overall_figures_only_by_their_server_failures():
+    # a route at 100 req (2 % failing, p95 300 ms) and a scanner's flood of fast 404s
+    routes = (np.array([[100.0, 100.0]]), np.array([[300.0, 300.0]]), np.array([[0.02, 0.02]]))
+    flood = (np.array([[5000.0, 5000.0]]), np.array([[5.0, 5.0]]), np.array([[0.0, 0.01]]))
+    rate, latency, failed = overall_from_endpoints(
+        *(np.vstack([r, f]) for r, f in zip(routes, flood, strict=True)),
+        routed=np.array([True, False]),
+    )
+    # the 404s neither dilute the failures nor pull the p95 toward 5 ms...
+    assert failed[0] == pytest.approx(0.02) and latency.tolist() == pytest.approx([300.0] * 2)
+    assert rate[0] == pytest.approx(100.0)
+    # ...but 50 unresolved 5xx (a middleware failing before routing) are failed requests
+    assert failed[1] == pytest.approx((2 + 50) / (100 + 50)) and rate[1] == pytest.approx(150.0)
+    # without the flag every row is a route, as before
+    assert overall_from_endpoints(*routes)[2][0] == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        overall_from_endpoints(*routes, routed=np.array([True, False]))
+
+
 def test_latency_violations_cost_latency_points_in_proportion_to_the_budget_burnt():
     policy = HealthPolicy()
     inputs = healthy_inputs()
@@ -285,6 +307,52 @@ def test_endpoints_rank_by_total_time_not_latency():
     assert [s.endpoint for s in shares] == ["/busy", "/mid", "/slow-rare"]
     assert sum(s.time_share for s in shares) == pytest.approx(1.0)
     assert sum(s.db_share for s in shares) == pytest.approx(1.0)
+
+
+def test_unresolved_requests_are_shown_apart_and_never_a_bottleneck_or_recommendation():
+    flood = EndpointLoad(UNRESOLVED_ENDPOINT, requests=500_000, mean_latency_ms=30,
+                         db_ms_per_request=25, queries_per_request=2)  # fmt: skip
+    routes = [
+        EndpointLoad("/busy", requests=10_000, mean_latency_ms=50, db_ms_per_request=40),
+        EndpointLoad("/mid", requests=1_000, mean_latency_ms=100, db_ms_per_request=10),
+    ]
+    shares = rank_endpoints([flood, *routes])
+    assert [s.endpoint for s in shares] == ["/busy", "/mid"]
+    assert shares == rank_endpoints(routes)  # the flood does not shrink the routes' shares
+    assert recommend_hotspot(shares[0], window_days=1, total_ms=6e5) is not None
+    seen = unresolved_traffic([flood, *routes])
+    assert seen.requests == flood.requests and seen.db_ms == pytest.approx(500_000 * 25)
+    all_ms = 500_000 * 30 + 10_000 * 50 + 1_000 * 100
+    assert seen.share_of_all_time == pytest.approx(500_000 * 30 / all_ms)
+    assert unresolved_traffic(routes) is None
+    # no detector reports it, and a draft about it never reaches the ranked list
+    as_share = EndpointShare(UNRESOLVED_ENDPOINT, 5e5, 1.5e7, 1.25e7, 0.9, 0.9)
+    assert recommend_hotspot(as_share, window_days=1, total_ms=1.6e7) is None
+    pattern = ShapeStats(UNRESOLVED_ENDPOINT, "SELECT session", 400, 500, 4000, 40_000)
+    assert n_plus_one_from_requests([pattern]) == []
+    loop = n1(400, 500)
+    ranked = rank_recommendations(
+        [recommend_n_plus_one(loop, 1000),
+         recommend_n_plus_one(NPlusOneFinding(UNRESOLVED_ENDPOINT, *astuple(loop)[1:]), 1e6)]
+    )  # fmt: skip
+    assert [d.endpoint for d in ranked] == [loop.endpoint]
+    rng = np.random.default_rng(3)
+    assert (
+        n_plus_one_from_series(UNRESOLVED_ENDPOINT, rng.normal(45, 3, 100),
+                               rng.normal(120, 10, 100), peer_queries_per_request=[5.0])
+        is None
+    )  # fmt: skip
+    slow = QueryStats(UNRESOLVED_ENDPOINT, "q-slow", count=20, total_ms=20 * 300, max_ms=900)
+    assert slow_query_shapes([slow], threshold_ms=100) == []
+    ts, values, _ = weekly_series(4, seed=11)
+    history, recent = ts < ts[-1] - 86400, ts >= ts[-1] - 86400
+    baseline = hour_of_week_baseline(ts[history], values[history])
+    assert (
+        regression_against_baseline(
+            UNRESOLVED_ENDPOINT, "p95", baseline, ts[recent], values[recent] * 1.5
+        )
+        is None
+    )
 
 
 def test_saturation_link_finds_the_leading_resource_and_its_lag():

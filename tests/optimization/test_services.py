@@ -195,6 +195,38 @@ def test_health_scores_an_installation_fed_by_the_profiler_alone():
     assert broken.breakdown()["latency"]["points_lost"] > 0
 
 
+def test_a_scanners_404_flood_is_shown_but_never_a_recommendation_or_a_health_failure():
+    """Unmatched requests (pooled as ``<unresolved>``) run the session lookup in a loop and
+    outweigh the routes, enough for an N+1, a slow query and a hotspot; none is recommended,
+    the routes keep their shares, and the 404s neither fail nor dilute the error budget."""
+    now = timezone.now()
+    base = np.floor(now.timestamp() / 60) * 60 - 6 * 3600
+    session = sql_shape("SELECT * FROM django_session WHERE session_key = 'x'")
+    aggregator = PerformanceAggregator(max_pending_minutes=24 * 60)
+    for minute in range(0, 6 * 60, 5):
+        ts = base + minute * 60
+        for i in range(20):
+            aggregator.record(endpoint="/books", ts=ts, latency_ms=80.0,
+                              status=500 if i == 0 else 200, queries=[])  # fmt: skip
+        for _ in range(200):
+            aggregator.record(endpoint="<unresolved>", ts=ts, latency_ms=700.0, status=404,
+                              queries=[(session, 110.0)] * 6)  # fmt: skip
+    services.performance_flush(buckets=aggregator.drain())
+    result = services.analysis_compute(now=now)
+    assert [d for d in result.drafts if d.endpoint == "<unresolved>"] == []
+    bottlenecks = result.bottlenecks
+    assert [row["endpoint"] for row in bottlenecks["endpoints"]] == ["/books"]
+    assert bottlenecks["endpoints"][0]["time_share"] == pytest.approx(1.0)
+    for kind in ("n_plus_one", "slow_queries", "regressions"):
+        assert "<unresolved>" not in {row["endpoint"] for row in bottlenecks[kind]}
+    # its figures stay visible: 72 intervals x 200 requests, most of the server's time
+    assert bottlenecks["unresolved"]["requests"] == 72 * 200
+    assert bottlenecks["unresolved"]["share_of_all_time"] > 0.9
+    # 1 of the 20 routed requests failed: 5 %, not 5 % diluted by 200 404s
+    errors = result.health.breakdown()["errors"]["detail"]
+    assert errors["failed_share"] == pytest.approx(1 / 20)
+
+
 def test_dismissed_recommendation_stays_dismissed_while_its_cause_persists():
     small_world(seed=2)
     services.analysis_run()
