@@ -29,6 +29,9 @@ class Finding:
     confidence: pr.Part
     key_value: float | None
     evidence: dict = field(default_factory=dict)
+    # When set, ``key_value`` is a date (epoch seconds) and only a move that much earlier
+    # is material (forecast threshold crossings); else the relative change is compared.
+    key_material_earlier_s: float | None = None
 
     @property
     def dedup_key(self) -> str:

@@ -144,6 +144,7 @@ def forecasting_findings(selectors: Any, since: datetime) -> list[Finding]:
     for row in selectors.insights_current()[:50]:
         target = getattr(row.target, "name", str(row.target_id))
         subject = (row.kind, target, str(row.horizon_days))
+        material = None
         if row.kind == "growth" and _num(row.value) is not None:
             value = float(row.value)
             if row.confidence is not None:
@@ -171,7 +172,10 @@ def forecasting_findings(selectors: Any, since: datetime) -> list[Finding]:
                 )
             else:
                 confidence = pr.Part(0.0, "no date range")
-            key = days
+            # Keyed by the crossing's date, what an operator dismisses; the days left shrink
+            # on their own and reopened a dismissed crossing each time they halved.
+            key = row.expected_at.timestamp()
+            material = pr.crossing_material_seconds(_num(row.horizon_days) or 0.0)
         else:
             continue
         out.append(
@@ -184,7 +188,16 @@ def forecasting_findings(selectors: Any, since: datetime) -> list[Finding]:
                 impact=impact,
                 confidence=confidence,
                 key_value=key,
-                evidence={"business_insight_id": row.pk, "kind": row.kind, "target": target},
+                evidence={
+                    "business_insight_id": row.pk,
+                    "kind": row.kind,
+                    "target": target,
+                    "horizon_days": row.horizon_days,
+                    **(
+                        {"expected_at": row.expected_at.isoformat()} if material is not None else {}
+                    ),
+                },
+                key_material_earlier_s=material,
             )
         )
     return out

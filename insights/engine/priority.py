@@ -11,7 +11,9 @@ Each part is in [0, 1]:
   a sample size, whichever the source has.
 - novelty: 1 for a finding never seen; decays with a half-life while the same finding
   (same dedup key) keeps being reported unchanged, and comes back when its key figure
-  moves.
+  moves. Most key figures move by their relative change; a forecast threshold crossing's
+  key figure is its date, and only a move *earlier* by a share of the forecast's horizon
+  counts (:func:`crossing_moved`).
 """
 
 from __future__ import annotations
@@ -120,6 +122,41 @@ def combine_confidence(*parts: Part) -> Part:
     return Part(_clip01(value), ", ".join(p.why for p in parts))
 
 
+# A forecast crossing that moved earlier by this share of the forecast's horizon moved
+# materially (a quarter: 7.5 days on a 30-day horizon, about 3 months on a year's).
+CROSSING_MATERIAL_SHARE = 0.25
+DAY_S = 86400.0
+
+
+def crossing_material_seconds(
+    horizon_days: float, *, share: float = CROSSING_MATERIAL_SHARE
+) -> float:
+    """How much earlier a forecast threshold crossing must come to be news again, in seconds.
+
+    Relative to the horizon because that is the precision the forecast is made at: a week
+    matters on a 30-day forecast and is noise on a year's. At least a day.
+    """
+    if share <= 0:
+        raise ValueError("share must be positive")
+    return max(share * float(horizon_days), 1.0) * DAY_S
+
+
+def crossing_moved(*, reference_at: float, current_at: float, material_seconds: float) -> float:
+    """How far a crossing moved *earlier* on a scale where 1 is material (0 if it did not).
+
+    Both dates are epoch seconds. The date of the crossing is what an operator dismisses
+    ("users cross 10k around 3 March"): it does not change as time passes, unlike the days
+    left until it, which halve on their own and used to reopen the insight each time. A
+    crossing moving later is good news for a threshold one is warned about, so it never
+    counts.
+    """
+    if material_seconds <= 0:
+        raise ValueError("material_seconds must be positive")
+    if not (math.isfinite(reference_at) and math.isfinite(current_at)):
+        return 0.0
+    return max(reference_at - current_at, 0.0) / material_seconds
+
+
 def novelty(
     *,
     previous_value: float | None,
@@ -127,23 +164,31 @@ def novelty(
     days_since_first_seen: float,
     half_life_days: float = 7.0,
     change_scale: float = 0.5,
+    moved: float | None = None,
 ) -> Part:
     """Novelty of a finding given what the same dedup key reported before.
 
     Never seen: 1. Seen before: the larger of (a) repetition decay 0.5 ** (days /
     half-life), and (b) how much the key figure moved, relative change / change_scale,
-    capped at 1, so a known finding that got much worse rises again.
+    capped at 1, so a known finding that got much worse rises again. A finding whose key
+    figure does not move by its relative change (a crossing date) passes ``moved``, already
+    on that scale (1 = material).
     """
     if previous_value is None:
         return Part(1.0, "first seen")
     if half_life_days <= 0 or change_scale <= 0:
         raise ValueError("half_life_days and change_scale must be positive")
     decay = 0.5 ** (max(days_since_first_seen, 0.0) / half_life_days)
-    denom = max(abs(previous_value), 1e-9)
-    change = abs(current_value - previous_value) / denom
-    moved = _clip01(change / change_scale)
-    value = max(decay, moved)
-    why = f"known for {days_since_first_seen:.1f} days, key figure moved {change:.0%}"
+    if moved is None:
+        denom = max(abs(previous_value), 1e-9)
+        change = abs(current_value - previous_value) / denom
+        moved_part = _clip01(change / change_scale)
+        what = f"key figure moved {change:.0%}"
+    else:
+        moved_part = _clip01(moved)
+        what = f"moved {moved:.0%} of a material change"
+    value = max(decay, moved_part)
+    why = f"known for {days_since_first_seen:.1f} days, {what}"
     return Part(_clip01(value), why)
 
 

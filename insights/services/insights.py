@@ -31,9 +31,19 @@ def _novelty(previous: Insight | None, finding: Finding, now: datetime) -> tuple
     reference = _reference(previous)
     before = reference if reference is not None else current
     age_days = (now - previous.first_seen_at).total_seconds() / 86400
-    part = pr.novelty(previous_value=before, current_value=current, days_since_first_seen=age_days)
+    shift = None
+    if finding.key_material_earlier_s is not None:
+        # A crossing date: only coming materially earlier is news (see crossing_moved).
+        shift = pr.crossing_moved(
+            reference_at=before,
+            current_at=current,
+            material_seconds=finding.key_material_earlier_s,
+        )
+    part = pr.novelty(
+        previous_value=before, current_value=current, days_since_first_seen=age_days, moved=shift
+    )
     moved = pr.novelty(
-        previous_value=before, current_value=current, days_since_first_seen=math.inf
+        previous_value=before, current_value=current, days_since_first_seen=math.inf, moved=shift
     ).value
     return part, moved
 

@@ -380,6 +380,31 @@ def test_novelty_decays_while_unchanged_and_returns_when_the_figure_moves():
     assert moved > older
 
 
+def test_a_crossing_moves_materially_only_when_it_comes_a_share_of_its_horizon_earlier():
+    day = pr.DAY_S
+    month, year = pr.crossing_material_seconds(30), pr.crossing_material_seconds(365)
+    assert month == pytest.approx(pr.CROSSING_MATERIAL_SHARE * 30 * day) and year > month
+    assert pr.crossing_material_seconds(0) == day  # never finer than a day
+    dismissed = 1_800_000_000.0
+
+    def moved(shift_days: float, material: float = month) -> float:
+        at = dismissed + shift_days * day
+        return pr.crossing_moved(reference_at=dismissed, current_at=at, material_seconds=material)
+
+    assert moved(0) == 0.0 and moved(+60) == 0.0  # unchanged, or later: no news
+    assert 0 < moved(-5) < 1 <= moved(-8)  # 7.5 days is a quarter of 30
+    assert moved(-8, year) < 1  # the same week is noise on a year's forecast
+    # the score the service uses: nothing moves as the crossing draws near on its own
+    for age in (1.0, 14.0, 28.0):
+        stale = pr.novelty(previous_value=dismissed, current_value=dismissed,
+                           days_since_first_seen=age, moved=moved(0))  # fmt: skip
+        plain = pr.novelty(previous_value=1.0, current_value=1.0, days_since_first_seen=age)
+        assert stale.value == pytest.approx(plain.value)
+    near = pr.novelty(previous_value=dismissed, current_value=dismissed - 10 * day,
+                      days_since_first_seen=28, moved=moved(-10))  # fmt: skip
+    assert near.value == 1.0
+
+
 def test_dedup_key_is_stable_and_specific():
     a = pr.dedup_key("feature_impact", "insights", "promote", "Search ")
     assert a == pr.dedup_key("feature_impact", "insights", "promote", "search")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from datetime import timedelta
@@ -247,6 +248,79 @@ def test_a_dismissed_insight_stays_dismissed_while_its_figure_holds(db, monkeypa
     _generate_hourly(monkeypatch, wobble, start + timedelta(hours=1))
     insight.refresh_from_db()
     assert insight.status == Insight.Status.DISMISSED and insight.reference_value == 10.0
+
+
+def test_a_dismissed_forecast_crossing_stays_dismissed_as_it_draws_near(db, monkeypatch):
+    """Keyed by the days left, a crossing 80 days away reopened once 40 were left although
+    the forecast never moved; keyed by its date it reopens only when the date comes a
+    quarter of the 90-day horizon (22.5 days) earlier than the dismissed one."""
+    start = timezone.now()
+    clock = {"now": start, "crossing": start + timedelta(days=80)}
+
+    def current():
+        return [_ns(pk=1, kind="threshold_crossing", target=_ns(name="users.active"),
+                    target_id=1, horizon_days=90, value=None, confidence=0.9,
+                    summary="Active users cross 10k", expected_at=clock["crossing"],
+                    earliest_at=None, latest_at=None)]  # fmt: skip
+
+    monkeypatch.setattr(sources, "timezone", _ns(now=lambda: clock["now"]))
+    monkeypatch.setattr(insights_service, "OWN_SOURCES", {})
+    monkeypatch.setattr(
+        insights_service,
+        "collect_other_systems",
+        lambda since: (sources.forecasting_findings(_ns(insights_current=current), since), {}),
+    )
+
+    def run(day: float) -> Insight:
+        clock["now"] = start + timedelta(days=day)
+        insights_generate(now=clock["now"])
+        return Insight.objects.get()
+
+    insight_dismiss(insight=run(0), actor="tester")
+    for day in range(5, 50, 5):  # 75 days left, then 70, ... 35: the date never moves
+        assert run(day).status == Insight.Status.DISMISSED, day
+    clock["crossing"] -= timedelta(days=15)  # earlier, but less than 22.5 days
+    assert run(46).status == Insight.Status.DISMISSED
+    clock["crossing"] += timedelta(days=30)  # later: good news, never reopens
+    assert run(47).status == Insight.Status.DISMISSED
+    clock["crossing"] = start + timedelta(days=80 - 23)  # materially earlier than dismissed
+    insight = run(48)
+    assert insight.status == Insight.Status.NEW
+    assert insight.status_changed_by == "insights: key figure moved"
+    assert insight.key_value == clock["crossing"].timestamp()
+    assert insight.evidence["expected_at"] == clock["crossing"].isoformat()
+
+
+def test_migration_turns_stored_days_left_into_crossing_dates(db):
+    from django.apps import apps
+
+    migration = importlib.import_module("insights.migrations.0004_forecast_crossing_key_by_date")
+    seen = timezone.now() - timedelta(hours=3)
+    dismissed_at = seen - timedelta(days=10)
+
+    def make(key: str, status: str, days: float, reference: float) -> Insight:
+        return Insight.objects.create(
+            dedup_key=key, category="forecast", source="forecasting", title=key, body=key,
+            evidence={"kind": "threshold_crossing"}, priority=0.1, impact=0.5, confidence=0.5,
+            novelty=0.5, priority_explanation="", key_value=days, reference_value=reference,
+            status=status, status_changed_at=dismissed_at, first_seen_at=dismissed_at,
+            last_seen_at=seen,
+        )  # fmt: skip
+
+    dismissed = make("dismissed", Insight.Status.DISMISSED, days=20.0, reference=30.0)
+    open_one = make("open", Insight.Status.NEW, days=20.0, reference=40.0)
+    migration.days_left_to_dates(apps, None)
+    migration.days_left_to_dates(apps, None)  # idempotent: dates are left as they are
+    dismissed.refresh_from_db()
+    open_one.refresh_from_db()
+    crossing = (seen + timedelta(days=20)).timestamp()
+    assert dismissed.key_value == pytest.approx(crossing)
+    # dismissed 10 days ago with 30 days left: the same date, so it stays dismissed
+    assert dismissed.reference_value == pytest.approx((dismissed_at + timedelta(30)).timestamp())
+    assert open_one.key_value == open_one.reference_value == pytest.approx(crossing)
+    migration.dates_to_days_left(apps, None)
+    dismissed.refresh_from_db()
+    assert (dismissed.key_value, dismissed.reference_value) == pytest.approx((20.0, 30.0))
 
 
 @pytest.fixture
