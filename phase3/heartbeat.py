@@ -9,6 +9,10 @@ process stamps ``JobRun.heartbeat_at`` on every run it is executing, once a
 prefork child killed by its hard time limit) stops beating with it, and the sweep closes
 its runs once their heartbeat is `job_heartbeat_silence` old.
 
+The same beat renews the run's non-overlap lock (`phase3.locks.job_lock_renew`): the lock
+expires a time limit after its last renewal, so a slow task under a pool that enforces no
+limit keeps it, and a dead worker's lock still expires.
+
 A green pool (eventlet, gevent) runs this thread as a greenlet: a task that computes for
 minutes without yielding starves it, as it starves the worker's broker heartbeats.
 """
@@ -56,6 +60,7 @@ class _Beater:
         # its lock may have been held at the moment of the fork.
         self._lock = threading.Lock()
         self._runs: dict[int, int] = {}  # run id -> how many nested `beating` hold it
+        self._locks: dict[int, tuple[str, str, float]] = {}  # run id -> (key, owner, timeout)
         self._thread: threading.Thread | None = None
 
     def add(self, run_id: int) -> None:
@@ -74,10 +79,24 @@ class _Beater:
                 self._runs[run_id] = left
             else:
                 self._runs.pop(run_id, None)
+                self._locks.pop(run_id, None)
+
+    def hold_lock(self, run_id: int, key: str, owner: str, timeout: float) -> None:
+        with self._lock:
+            if run_id in self._runs:
+                self._locks[run_id] = (key, owner, timeout)
+
+    def release_lock(self, run_id: int) -> None:
+        with self._lock:
+            self._locks.pop(run_id, None)
 
     def running(self) -> list[int]:
         with self._lock:
             return list(self._runs)
+
+    def held_locks(self) -> list[tuple[str, str, float]]:
+        with self._lock:
+            return list(self._locks.values())
 
     def _loop(self) -> None:
         # Wakes every second at most and beats once an interval has passed, so a changed
@@ -93,12 +112,18 @@ class _Beater:
 
     def beat(self) -> int:
         """Stamp every run this process is executing; never raises (the thread must live)."""
+        from .locks import job_lock_renew
         from .services import job_runs_heartbeat
 
         ids = self.running()
         if not ids:
             return 0  # idle: not even a database connection
         try:
+            for key, owner, timeout in self.held_locks():
+                try:
+                    job_lock_renew(key, owner=owner, timeout=timeout)
+                except Exception:  # Redis is down: the lock keeps its last expiry
+                    logger.warning("job lock %s not renewed", key, exc_info=True)
             return job_runs_heartbeat(run_ids=ids)
         except Exception:  # the database is down: the next beat tries again
             logger.warning("job heartbeat failed for runs %s", ids, exc_info=True)
@@ -121,6 +146,16 @@ def beating(run_id: int) -> Iterator[None]:
         yield
     finally:
         _beater.discard(run_id)
+
+
+@contextlib.contextmanager
+def renewing(run_id: int, key: str, owner: str, timeout: float) -> Iterator[None]:
+    """Renew `owner`'s lock on `key` with each heartbeat of `run_id` while the block runs."""
+    _beater.hold_lock(run_id, key, owner, timeout)
+    try:
+        yield
+    finally:
+        _beater.release_lock(run_id)
 
 
 def job_heartbeat_now() -> int:

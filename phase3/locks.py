@@ -2,7 +2,9 @@
 
 Redis (``SET NX PX`` through redis-py's Lock) when REDIS_URL is configured; otherwise a
 row in ``JobLock`` whose unique key makes the insert the atomic test-and-set. Both
-expire, so a killed worker cannot hold a job hostage.
+expire, so a killed worker cannot hold a job hostage; a live one renews its lock with
+each heartbeat (`job_lock_renew`), so a task that outlives its time limit under a pool
+that does not enforce it (solo, threads) is not overlapped by the next run.
 """
 
 from __future__ import annotations
@@ -58,6 +60,28 @@ def job_lock(key: str, *, timeout: float, owner: str | None = None) -> Iterator[
     finally:
         if acquired:
             JobLock.objects.filter(key=key, owner=owner).delete()
+
+
+#: Extends the key's expiry only while the caller still holds it (compare-and-expire).
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
+def job_lock_renew(key: str, *, owner: str, timeout: float) -> bool:
+    """Push the expiry of `owner`'s lock on `key` to `timeout` seconds from now.
+
+    False when the lock is no longer this owner's (it expired and someone else took it):
+    renewing never steals. Called by the heartbeat thread for the runs it keeps alive.
+    """
+    if settings.REDIS_URL:
+        client = _redis(settings.REDIS_URL)
+        return bool(client.eval(_RENEW, 1, f"phase3:lock:{key}", owner, int(timeout * 1000)))
+    expires = timezone.now() + timedelta(seconds=timeout)
+    return JobLock.objects.filter(key=key, owner=owner).update(expires_at=expires) == 1
 
 
 def _db_acquire(key: str, owner: str, timeout: float) -> bool:

@@ -12,6 +12,7 @@ import json
 import logging
 import socket
 import time
+import uuid
 from datetime import timedelta
 
 from celery import Task, shared_task
@@ -19,7 +20,7 @@ from celery.exceptions import Retry
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from .heartbeat import beating
+from .heartbeat import beating, renewing
 from .locks import job_lock
 from .models import JobRun
 from .services import job_runs_close_lost, job_runs_prune
@@ -67,12 +68,14 @@ class JobTask(Task):
         if not self.lock:
             return self._execute(run, started, args, kwargs)
         key = self.lock_key(args, kwargs)
-        with job_lock(key, timeout=timeout, owner=self.request.id or None) as acquired:
+        owner = self.request.id or uuid.uuid4().hex
+        with job_lock(key, timeout=timeout, owner=owner) as acquired:
             if not acquired:
                 _finish(run, started, JobRun.Status.SKIPPED, error="already running")
                 return {"skipped": 1}
             _mark_lost(run)
-            return self._execute(run, started, args, kwargs)
+            with renewing(run.pk, key, owner, timeout):  # held for as long as the run beats
+                return self._execute(run, started, args, kwargs)
 
     def _execute(self, run: JobRun, started: float, args, kwargs):
         try:

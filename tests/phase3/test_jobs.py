@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from celery import shared_task
@@ -161,3 +162,55 @@ def test_a_bad_job_status_names_the_valid_ones(client_with_role):
 
     response = client_with_role("viewer").get("/admin/api/phase3/jobs", {"status": "bogus"})
     assert_names_valid_choices(response, "status", "bogus", JobRun.Status.values)
+
+
+@pytest.fixture(params=["database", "redis"])
+def lock_backend(request, settings) -> str:
+    settings.REDIS_URL = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    return request.param
+
+
+def test_a_renewed_lock_outlives_its_first_expiry_and_only_its_owner_renews(lock_backend):
+    from phase3.locks import job_lock_renew
+
+    key = f"tests.renew.{lock_backend}"
+    with job_lock(key, timeout=0.5, owner="slow-task") as held:
+        assert held
+        assert not job_lock_renew(key, owner="someone-else", timeout=60)
+        assert job_lock_renew(key, owner="slow-task", timeout=60)
+        time.sleep(0.7)  # past the first expiry: still held, the renewal moved it
+        with job_lock(key, timeout=60, owner="next-run") as second:
+            assert not second
+    with job_lock(key, timeout=0.5, owner="slow-task") as held:
+        assert held
+        time.sleep(0.7)  # not renewed: it expires, and renewing then does not steal it back
+        with job_lock(key, timeout=60, owner="next-run") as second:
+            assert second
+            assert not job_lock_renew(key, owner="slow-task", timeout=60)
+
+
+@shared_task(name="tests.outlives_its_lock", time_limit=60)
+def outlives_its_lock() -> dict:
+    """Runs past its lock's expiry under a pool that enforces no time limit: the heartbeat
+    renews the lock, so the next run beat sends finds it held and skips."""
+    from phase3.heartbeat import job_heartbeat_now
+    from phase3.locks import job_lock_renew
+
+    if outlives_its_lock.request.id != "task-slow":
+        return {"ran": 1}  # the overlapping run, had the lock expired
+    key = outlives_its_lock.lock_key((), {})
+    job_lock_renew(key, owner="task-slow", timeout=0.3)  # as if its time limit were nearly up
+    job_heartbeat_now()
+    time.sleep(0.5)
+    count_things.apply(args=[1])  # an unrelated job is not blocked meanwhile
+    overlapping = outlives_its_lock.apply(task_id="task-next").get()
+    return {"next": overlapping}
+
+
+def test_the_heartbeat_renews_the_lock_of_a_run_past_its_limit(lock_backend):
+    result = outlives_its_lock.apply(task_id="task-slow").get()
+    assert result == {"next": {"skipped": 1}}
+    runs = dict(
+        JobRun.objects.filter(task_name="tests.outlives_its_lock").values_list("task_id", "status")
+    )
+    assert runs == {"task-slow": JobRun.Status.SUCCESS, "task-next": JobRun.Status.SKIPPED}
