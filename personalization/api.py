@@ -7,9 +7,13 @@ an experiment's variant, needs ``admin``; starting, stopping and recomputing nee
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db import transaction
-from django.http import Http404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.http import Http404, QueryDict
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -19,6 +23,7 @@ from telemetry.serializers import ChoiceField, ModelSerializer, valid_choices_te
 from telemetry.validation import NUL
 
 from . import selectors, services, validation
+from .engine.attributes import MAX_ATTRIBUTES, MAX_KEY_LENGTH, MAX_VALUE_LENGTH, attributes_errors
 from .models import (
     Experiment,
     ExperimentResult,
@@ -340,22 +345,103 @@ class StatusView(APIView):
         return Response(selectors.status_report())
 
 
+ATTRIBUTES_PARAM = "attributes"
+ATTRIBUTE_PREFIX = "attributes."
+# A JSON document of 50 attributes of 64-character names and 256-character values fits.
+MAX_ATTRIBUTES_JSON = 32_000
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _request_attributes(query: QueryDict) -> dict[str, Any]:
+    """The attributes a config request sends: ``attributes=<JSON object>`` (typed values)
+    and ``attributes.<key>=<text>`` (one string each), merged; 400 naming the input.
+
+    A GET, not a POST body: the endpoint stays the read a viewer key may make (every
+    POST of the API needs operator), and existing callers change nothing.
+    """
+    attributes: dict[str, Any] = {}
+    raw = query.get(ATTRIBUTES_PARAM)
+    if raw is not None:
+        if len(raw) > MAX_ATTRIBUTES_JSON:
+            raise serializers.ValidationError(
+                {ATTRIBUTES_PARAM: [f"at most {MAX_ATTRIBUTES_JSON} characters of JSON"]}
+            )
+        try:
+            parsed = json.loads(raw, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError) as exc:
+            raise serializers.ValidationError(
+                {ATTRIBUTES_PARAM: [f"must be a JSON object: {str(exc)[:100]}"]}
+            ) from exc
+        errors = attributes_errors(parsed)
+        if errors:
+            raise serializers.ValidationError(errors)
+        attributes.update(parsed)
+    for name, values in query.lists():
+        if not name.startswith(ATTRIBUTE_PREFIX):
+            continue
+        key = name[len(ATTRIBUTE_PREFIX) :]
+        if len(values) > 1:
+            raise serializers.ValidationError({name: ["given more than once"]})
+        if key in attributes:
+            raise serializers.ValidationError({name: ["also given in attributes"]})
+        errors = attributes_errors({key: values[0]})
+        if errors:
+            # A bad key (NUL, too long) is reported under the document's name.
+            raise serializers.ValidationError(errors)
+        attributes[key] = values[0]
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise serializers.ValidationError(
+            {ATTRIBUTES_PARAM: [f"at most {MAX_ATTRIBUTES} attributes (got {len(attributes)})"]}
+        )
+    return attributes
+
+
 class UserConfigView(APIView):
     """The user's merged UI configuration, the rules and variants behind it, and the persona.
 
     Serving a variant *is* the exposure, so a first resolution records it
     (idempotently: one row per user and experiment). Cached until a rule,
-    experiment or profile changes.
+    experiment or profile changes, per set of request attributes.
     """
 
     serializer_class = ConfigQuerySerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("user_id", str, OpenApiParameter.PATH)], responses=dict
+        parameters=[
+            OpenApiParameter("user_id", str, OpenApiParameter.PATH),
+            OpenApiParameter(
+                ATTRIBUTES_PARAM,
+                OpenApiTypes.STR,
+                description=(
+                    "Request attributes as a flat JSON object (string, number or boolean "
+                    f"values; at most {MAX_ATTRIBUTES} names of up to {MAX_KEY_LENGTH} "
+                    f"characters, strings of up to {MAX_VALUE_LENGTH}). Rule conditions and "
+                    'experiment targeting test them under "request".'
+                ),
+                examples=[
+                    OpenApiExample(
+                        "country, plan and app version",
+                        value='{"country": "FR", "plan": "pro", "app_version": 5}',
+                    )
+                ],
+            ),
+            OpenApiParameter(
+                "attributes.<key>",
+                OpenApiTypes.STR,
+                description="One request attribute as a string, e.g. attributes.country=FR.",
+            ),
+        ],
+        responses=dict,
     )
     def get(self, request, user_id: str):
         params = ConfigQuerySerializer(data={"user_id": user_id})
         params.is_valid(raise_exception=True)
+        attributes = _request_attributes(request.query_params)
         with transaction.atomic():
-            payload = services.config_resolve(user_id=params.validated_data["user_id"])
+            payload = services.config_resolve(
+                user_id=params.validated_data["user_id"], attributes=attributes
+            )
         return Response(payload)

@@ -16,7 +16,12 @@ Conditions are a small declarative document (validated by
      "min_confidence": 0.6,                     # persona probability at least this
      "segment": ["power_users"],                # any of these segments
      "attributes": {"plan": "pro", "age_days": {"gte": 30}, "country": {"in": ["DE"]}},
+     "request": {"country": {"in": ["FR", "BE"]}, "app_version": {"gte": 5}},
      "variant": {"checkout_flow": ["treatment"]}}   # experiment key -> variants
+
+``attributes`` are the profile's (stored, set by operators); ``request`` are the
+attributes the caller sent with this configuration request (``engine.attributes``):
+two keys, so a sent ``country`` never stands in for a stored one.
 
 All present conditions must hold; an empty document matches everyone.
 ``persona``, ``segment`` and each experiment's variants are a string or a list of
@@ -34,7 +39,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-CONDITION_KEYS = frozenset({"persona", "min_confidence", "segment", "attributes", "variant"})
+from .attributes import key_problem
+
+CONDITION_KEYS = frozenset(
+    {"persona", "min_confidence", "segment", "attributes", "request", "variant"}
+)
 logger = logging.getLogger(__name__)
 
 OPERATORS = frozenset({"eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists"})
@@ -59,6 +68,8 @@ class UserContext:
     segments: frozenset[str] = frozenset()
     attributes: Mapping[str, Any] = field(default_factory=dict)
     variants: Mapping[str, str] = field(default_factory=dict)  # experiment key -> variant
+    # Attributes sent with this request (validated by ``engine.attributes``).
+    request: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,9 @@ def rule_matches(conditions: Mapping[str, Any], context: UserContext) -> bool:
     for name, expected in (conditions.get("attributes") or {}).items():
         if not _attribute_matches(context.attributes.get(name), expected):
             return False
+    for name, expected in (conditions.get("request") or {}).items():
+        if not _attribute_matches(context.request.get(name), expected):
+            return False
     for experiment, variants in (conditions.get("variant") or {}).items():
         if context.variants.get(experiment) not in _as_list(variants):
             return False
@@ -146,14 +160,74 @@ def _strings_problem(name: str, value: Any) -> str | None:
 def _operator_problem(name: str, op: str, value: Any) -> str | None:
     """Why ``value`` does not suit attribute operator ``op`` (None when it does)."""
     if op in ("in", "not_in") and not isinstance(value, list | tuple):
-        return f"attribute '{name}': {op} needs a list of values"
+        return f"{name}: {op} needs a list of values"
     if op in ("gt", "gte", "lt", "lte") and (
         not isinstance(value, int | float) or isinstance(value, bool)
     ):
-        return f"attribute '{name}': {op} needs a number"
+        return f"{name}: {op} needs a number"
     if op == "exists" and not isinstance(value, bool):
-        return f"attribute '{name}': exists needs true or false"
+        return f"{name}: exists needs true or false"
     return None
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _scalar_problem(name: str, op: str, value: Any) -> str | None:
+    """Request attributes are flat scalars: an object or a null to compare with never matches.
+
+    Caught at save time rather than leaving a rule that silently matches nobody.
+    """
+    if op in ("in", "not_in"):
+        if not all(_is_scalar(v) for v in value):
+            return f"{name}: {op} takes strings, numbers or booleans"
+    elif op in ("eq", "ne") and not _is_scalar(value):
+        return f"{name}: {op} takes a string, a number or a boolean"
+    return None
+
+
+def _section_errors(section: str, value: Any, *, flat: bool) -> list[str]:
+    """Problems with an ``attributes`` or ``request`` condition section.
+
+    ``flat``: the section tests request attributes, whose names and values are
+    checked like the request's own (``engine.attributes``) so that a condition can
+    only name an attribute a request is able to send.
+    """
+    if not isinstance(value, Mapping):
+        return [f"{section} must be an object"]
+    errors: list[str] = []
+    label = "request attribute" if flat else "attribute"
+    for name, expected in value.items():
+        if flat and (problem := key_problem(name)):
+            errors.append(f"{section}: {problem}")
+            continue
+        where = f"{label} '{name}'"
+        if not isinstance(expected, Mapping):
+            if flat and not _is_scalar(expected):
+                errors.append(f"{where}: compare with a string, a number, a boolean or operators")
+            continue
+        bad = [op for op in expected if op not in OPERATORS]
+        if bad:
+            errors.append(f"{where}: unknown operator {bad}; use {sorted(OPERATORS)}")
+        for op, operand in expected.items():
+            if op not in OPERATORS:
+                continue
+            problem = _operator_problem(where, op, operand)
+            if problem is None and flat:
+                problem = _scalar_problem(where, op, operand)
+            if problem:
+                errors.append(problem)
+    return errors
+
+
+def uses_request(conditions: Any) -> bool:
+    """Whether a conditions document tests request attributes.
+
+    The configuration cache needs to know: such a document can reject a user under one
+    set of attributes and accept them under another (see ``services.config``).
+    """
+    return isinstance(conditions, Mapping) and bool(conditions.get("request"))
 
 
 def validate_conditions(conditions: Any, *, personas: Sequence[str] = ()) -> list[str]:
@@ -177,22 +251,8 @@ def validate_conditions(conditions: Any, *, personas: Sequence[str] = ()) -> lis
         problem = _strings_problem("segment", conditions["segment"])
         if problem:
             errors.append(problem)
-    attributes = conditions.get("attributes", {})
-    if not isinstance(attributes, Mapping):
-        errors.append("attributes must be an object")
-    else:
-        for name, expected in attributes.items():
-            if isinstance(expected, Mapping):
-                bad = [op for op in expected if op not in OPERATORS]
-                if bad:
-                    errors.append(
-                        f"attribute '{name}': unknown operator {bad}; use {sorted(OPERATORS)}"
-                    )
-                errors.extend(
-                    problem
-                    for op, value in expected.items()
-                    if op in OPERATORS and (problem := _operator_problem(name, op, value))
-                )
+    errors.extend(_section_errors("attributes", conditions.get("attributes", {}), flat=False))
+    errors.extend(_section_errors("request", conditions.get("request", {}), flat=True))
     variants = conditions.get("variant", {})
     if not isinstance(variants, Mapping):
         errors.append("variant must be an object of experiment key -> variant(s)")

@@ -21,12 +21,22 @@ experiment is running or shipped it also reads, in one query, whether it still r
 (or is still shipped, and which variant) and which variant the user was already shown
 (that one is served again whatever the targeting says now: sticky bucketing), and
 writes new exposures (``INSERT ... ON CONFLICT DO NOTHING``) for running ones only.
+
+Request attributes (``engine.attributes``) take part in matching, so they are part of
+the cache key (a stable digest; the empty set keeps the key of a request without any):
+one user's answer for ``country=FR`` is never served for ``country=DE``. One more case
+is not cached at all: a running experiment whose targeting tests request attributes
+rejected a user it never exposed. Under other attributes that user may be exposed, and
+from then on sticky bucketing serves them the variant whatever they send; an answer
+cached under the first attributes would keep hiding it (exposures bump no version).
+Answers for everyone else, and every answer once the user is exposed, are cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -37,12 +47,14 @@ from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from ..engine.assignment import assign_variant
+from ..engine.attributes import Scalar, attributes_digest
 from ..engine.rules import (
     RuleSpec,
     UserContext,
     matches_or_skip,
     resolve_config,
     rule_is_live,
+    uses_request,
 )
 from ..models import Experiment, Exposure, PersonalizationRule, UserProfile
 
@@ -84,20 +96,20 @@ class _LocalLayer:
         self.version, self.checked_at = None, 0.0
         self.configs.clear()
 
-    def get(self, user_id: str, version: int) -> dict | None:
+    def get(self, key: str, version: int) -> dict | None:
         if self.trust_seconds() <= 0 or version != self.version:
             return None
-        hit = self.configs.get(user_id)
+        hit = self.configs.get(key)
         if hit is None or hit[0] < time.monotonic():
             return None
         return hit[1]
 
-    def put(self, user_id: str, version: int, payload: dict, ttl: float) -> None:
+    def put(self, key: str, version: int, payload: dict, ttl: float) -> None:
         if self.trust_seconds() <= 0 or version != self.version:
             return
         if len(self.configs) >= LOCAL_MAX_ENTRIES:
             self.configs.clear()
-        self.configs[user_id] = (time.monotonic() + ttl, payload)
+        self.configs[key] = (time.monotonic() + ttl, payload)
 
 
 _local = _LocalLayer()
@@ -210,18 +222,34 @@ def _user_key(user_id: str) -> str:
     return hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
 
 
-def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool = True) -> dict:
-    """The merged UI configuration of ``user_id``, with what produced it."""
+def config_resolve(
+    *,
+    user_id: str,
+    attributes: Mapping[str, Scalar] | None = None,
+    now: datetime | None = None,
+    use_cache: bool = True,
+) -> dict:
+    """The merged UI configuration of ``user_id``, with what produced it.
+
+    ``attributes``: sent with this request (already validated, ``engine.attributes``);
+    conditions test them under ``request``. They decide eligibility only: the bucket
+    is the hash of the experiment key and the user id, and an exposed user keeps the
+    variant recorded, whatever they send.
+    """
     now = now or timezone.now()
+    attributes = dict(attributes or {})
     version = config_version()
+    digest = attributes_digest(attributes)
     key = f"personalization:config:{version}:{_user_key(user_id)}"
+    if digest:
+        key = f"{key}:a:{digest}"
     if use_cache:
-        cached = _local.get(user_id, version)
+        cached = _local.get(key, version)
         if cached is None:
             entry = cache.get(key)  # (valid until, epoch seconds; payload)
             if entry is not None:
                 cached = entry[1]
-                _local.put(user_id, version, cached, entry[0] - time.time())
+                _local.put(key, version, cached, entry[0] - time.time())
         if cached is not None:
             return {**cached, "cached": True}
     rules, experiments = _live_specs(version)
@@ -236,6 +264,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         persona_confidence=profile.get("persona_confidence"),
         segments=frozenset(profile.get("segments") or ()),
         attributes=profile.get("attributes") or {},
+        request=attributes,
     )
     variants: dict[str, str] = {}
     shipped: list[str] = []
@@ -248,6 +277,8 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
     ]
     sticky: dict[int, str] = {}
     stale = False
+    # A request-targeted experiment left this (never exposed) user out: see module doc.
+    request_rejected = False
     if in_window:
         # One indexed read, for two reasons. The specs may be up to the local trust
         # window old: an experiment stopped or deleted meanwhile must not be served, and
@@ -299,6 +330,7 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
             continue
         targeted = replace(context, variants=dict(variants))
         if not matches_or_skip(exp.targeting, targeted, source=f"experiment {exp.key}"):
+            request_rejected = request_rejected or uses_request(exp.targeting)
             continue
         variant = assign_variant(
             experiment_key=exp.key,
@@ -326,11 +358,12 @@ def config_resolve(*, user_id: str, now: datetime | None = None, use_cache: bool
         "rules": resolved.matched_rules,
         "experiments": variants,
         "shipped": shipped,
+        "attributes": attributes,
         "resolved_at": now,
         "cache_version": version,
     }
-    if use_cache and not stale:
+    if use_cache and not stale and not request_rejected:
         ttl = _ttl(rules, experiments, now)
         cache.set(key, (time.time() + ttl, payload), timeout=ttl)
-        _local.put(user_id, version, payload, ttl)
+        _local.put(key, version, payload, ttl)
     return {**payload, "cached": False}

@@ -312,6 +312,8 @@ ORM_SEEDS: dict[str, Callable[[], object]] = {
     "anomaly/anomalies/": lambda: AnomalyFactory().pk,
     "optimization/recommendations/": _recommendation,
     "telemetry/series/": lambda: series_ensure(name="fuzz.load").pk,
+    # Any user id is served a configuration (no row needed): the query is what is fuzzed.
+    "personalization/users/": lambda: "fuzz-user",
 }
 
 
