@@ -160,6 +160,7 @@ def test_health_score_drops_when_latency_breaks_the_slo():
     assert broken.breakdown()["latency"]["points_lost"] > 0
 
 
+@pytest.mark.usefixtures("empty_telemetry")  # the session demo world has these series
 def test_health_scores_an_installation_fed_by_the_profiler_alone():
     """The middleware writes per-endpoint series only: the score is built from them (requests
     weigh each endpoint) rather than missing, and it drops when the busy endpoint is slow."""

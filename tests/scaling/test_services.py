@@ -43,6 +43,7 @@ def test_default_resources_and_five_rules_exist_and_ensure_is_idempotent():
     assert services.scaling_defaults_ensure()["rules"] == 1
 
 
+@pytest.mark.usefixtures("empty_telemetry")  # the session demo world has these series
 def test_the_default_db_pool_rule_holds_a_steady_load_at_one_size():
     """The shipped rule tracked the share of the server's 100 connections, which does not
     fall as slices are added: at a steady 80 in use it grew the pool 10 -> 12 -> 14 -> 16
