@@ -79,6 +79,14 @@ class Segment(models.Model):
     centroid = models.JSONField(
         default=list, blank=True, help_text="Centre in the model's standardised feature space."
     )
+    spread = models.FloatField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Root-mean-square distance of its users from the centroid, same space: how far "
+            "a later version's centroid may be and still continue this segment."
+        ),
+    )
     trend = models.CharField(max_length=10, choices=Trend.choices, default=Trend.STABLE)
     trend_slope_per_day = models.FloatField(null=True, blank=True)
     trend_p_value = models.FloatField(null=True, blank=True)

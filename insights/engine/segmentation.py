@@ -65,6 +65,9 @@ class SegmentProfile:
     share: float
     deviations: tuple[FeatureDeviation, ...]  # every feature, sorted by |effect| desc
     centroid: tuple[float, ...]  # in the standardised space, used to match segments
+    # Root-mean-square distance of the members from the centroid, same space: the yardstick
+    # a centroid's move between versions is measured against (see ``match_segments``).
+    spread: float = float("nan")
 
     @property
     def distinguishing(self) -> tuple[FeatureDeviation, ...]:
@@ -253,6 +256,9 @@ def describe_segments(
         mask = labels == label
         size = int(mask.sum())
         seg_mean = x[mask].mean(axis=0)
+        members = z_space[mask]
+        centre = members.mean(axis=0)
+        spread = float(np.sqrt(((members - centre) ** 2).sum(axis=1).mean()))
         effect = (seg_mean - pop_mean) / safe_std
         fpc = np.sqrt(max(n - size, 0) / (n - 1)) if n > 1 else 0.0
         se_factor = fpc / np.sqrt(size)
@@ -276,26 +282,132 @@ def describe_segments(
                 size=size,
                 share=size / n,
                 deviations=tuple(deviations),
-                centroid=tuple(float(v) for v in z_space[mask].mean(axis=0)),
+                centroid=tuple(float(v) for v in centre),
+                spread=spread,
             )
         )
     return profiles
 
 
-def match_segments(previous_centroids: np.ndarray, current_centroids: np.ndarray) -> dict[int, int]:
-    """Map each current segment to the previous segment it continues (Hungarian matching).
+# Two segments of consecutive versions are the same group only when their centroids are
+# less than this many pooled spreads apart (centroid distance / RMS member-to-centroid
+# distance): the new centre then lies well inside the old group's own cloud of users.
+MAX_SEPARATION = 1.0
+
+
+def segment_separation(
+    previous_centroids: np.ndarray,
+    current_centroids: np.ndarray,
+    previous_spread: Sequence[float] | np.ndarray,
+    current_spread: Sequence[float] | np.ndarray,
+) -> np.ndarray:
+    """(current x previous) centroid distances in units of the two segments' pooled spread.
+
+    Why relative to the spread: a raw distance means nothing without a yardstick; the same
+    drift is large for a tight group and small for a diffuse one, and any rescaling of the
+    features scales distances and spreads alike, so the ratio does not depend on the
+    features' units. The pooled spread is sqrt((s_prev^2 + s_cur^2) / 2). A segment whose
+    spread is unknown (NaN: stored before spreads were) borrows its counterpart's.
+    """
+    prev = np.atleast_2d(np.asarray(previous_centroids, dtype=float))
+    cur = np.atleast_2d(np.asarray(current_centroids, dtype=float))
+    s_prev = np.asarray(previous_spread, dtype=float).reshape(-1)
+    s_cur = np.asarray(current_spread, dtype=float).reshape(-1)
+    if len(s_prev) != prev.shape[0] or len(s_cur) != cur.shape[0]:
+        raise ValueError("one spread per centroid is required")
+    sp = np.broadcast_to(s_prev[None, :], (cur.shape[0], prev.shape[0]))
+    sc = np.broadcast_to(s_cur[:, None], (cur.shape[0], prev.shape[0]))
+    sp, sc = np.where(np.isfinite(sp), sp, sc), np.where(np.isfinite(sc), sc, sp)
+    pooled = np.sqrt((sp**2 + sc**2) / 2)
+    distance = np.linalg.norm(cur[:, None, :] - prev[None, :, :], axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(pooled > 0, distance / pooled, np.where(distance > 0, np.inf, 0.0))
+    return np.where(np.isnan(ratio), np.inf, ratio)
+
+
+def restandardise(
+    centroids: np.ndarray,
+    spreads: Sequence[float] | np.ndarray,
+    *,
+    from_mean: np.ndarray,
+    from_scale: np.ndarray,
+    to_mean: np.ndarray,
+    to_scale: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move a version's centroids and spreads into another version's standardised space.
+
+    Each version standardises with its own scaler, fitted on its own window; comparing
+    centroids across scalers mistakes a change of population mix for movement of every
+    segment (on synthetic data, replacing one kind by another moved the unchanged kinds
+    by 0.5-0.7 spreads without this, 0.05-0.07 with it). The centroid is un-standardised
+    with the old scaler and standardised with the new one; a spread (a norm over all
+    dimensions) is rescaled by the root-mean-square ratio of the two scales.
+    """
+    c = np.atleast_2d(np.asarray(centroids, dtype=float))
+    f_mean, f_scale = np.asarray(from_mean, float), np.asarray(from_scale, float)
+    t_mean, t_scale = np.asarray(to_mean, float), np.asarray(to_scale, float)
+    if not (c.shape[1] == len(f_mean) == len(f_scale) == len(t_mean) == len(t_scale)):
+        raise ValueError("centroids and both scalers must have the same dimensions")
+    safe_to = np.where(t_scale > 0, t_scale, 1.0)
+    moved = (c * f_scale + f_mean - t_mean) / safe_to
+    factor = float(np.sqrt(np.mean((f_scale / safe_to) ** 2)))
+    return moved, np.asarray(spreads, dtype=float).reshape(-1) * factor
+
+
+def match_segments(
+    previous_centroids: np.ndarray,
+    current_centroids: np.ndarray,
+    *,
+    previous_spread: Sequence[float] | np.ndarray | None = None,
+    current_spread: Sequence[float] | np.ndarray | None = None,
+    max_separation: float = MAX_SEPARATION,
+) -> dict[int, int]:
+    """Map each current segment to the previous segment it continues, if one is close enough.
 
     Cluster labels are arbitrary between fits; without matching, "segment 2 grew" would
-    compare unrelated groups. Returns {current label index: previous label index} for
-    matched pairs only (a new segment with no counterpart is left out).
+    compare unrelated groups. The Hungarian assignment alone always pairs segments, so a
+    group that vanished and an unrelated one that appeared the same night shared a line
+    (and the newcomer inherited the old one's insights, dismissals included). A pair is
+    therefore kept only when its ``segment_separation`` is at most ``max_separation``;
+    pairs over the limit are priced out of the assignment (not just dropped after it), so
+    a far pair never takes a close partner from another segment. Returns {current index:
+    previous index}; an unmatched current segment starts a new line, an unmatched previous
+    one ends. Without spreads (both None) the limit is not applied (old behaviour).
+
+    Why centroids and not the overlap of users (Jaccard of memberships): versions are
+    trained on sliding windows, so a stable behaviour group keeps its centre while its
+    members churn (newcomers join, lapsed users leave) and a low user overlap would cut
+    its line; members are also not stored per segment. Assigning the same users with both
+    models is no cure either: the old model must put every user somewhere, so a distant
+    new group is filed under whichever old segment is nearest, however far, and looks
+    like a continuation. The standardised space is the one the model clusters in, so
+    distances there are what made the segments in the first place.
     """
     prev = np.atleast_2d(np.asarray(previous_centroids, dtype=float))
     cur = np.atleast_2d(np.asarray(current_centroids, dtype=float))
     if prev.size == 0 or cur.size == 0:
         return {}
-    cost = np.linalg.norm(cur[:, None, :] - prev[None, :, :], axis=2)
-    rows, cols = linear_sum_assignment(cost)
-    return {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
+    if previous_spread is None and current_spread is None:
+        cost = np.linalg.norm(cur[:, None, :] - prev[None, :, :], axis=2)
+        allowed = np.ones_like(cost, dtype=bool)
+    else:
+        nan_prev = np.full(prev.shape[0], np.nan)
+        nan_cur = np.full(cur.shape[0], np.nan)
+        cost = segment_separation(
+            prev,
+            cur,
+            nan_prev if previous_spread is None else previous_spread,
+            nan_cur if current_spread is None else current_spread,
+        )
+        allowed = cost <= max_separation
+    if not allowed.any():
+        return {}
+    finite = cost[allowed]
+    # Far pairs cost more than every allowed assignment together, so the assignment uses
+    # them only when nothing else is left, and they are then dropped.
+    priced = np.where(allowed, cost, float(finite.sum()) + 1.0 + finite.max() * cost.size)
+    rows, cols = linear_sum_assignment(priced)
+    return {int(r): int(c) for r, c in zip(rows, cols, strict=True) if allowed[r, c]}
 
 
 @dataclass(frozen=True)

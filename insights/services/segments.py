@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from django.db import transaction
@@ -10,13 +12,16 @@ from django.utils import timezone
 
 from insights import inputs
 from insights.engine import behaviour, segmentation
+from insights.engine.registry import ArtefactError
 from insights.model_names import SEGMENT_MODEL
 from insights.models import MLModel, Segment, SegmentSnapshot
 from insights.services.errors import InsufficientData
-from insights.services.registry import mlmodel_register
+from insights.services.registry import mlmodel_load, mlmodel_register
 from telemetry.selectors import events_frame
 
 MIN_USERS = 40
+
+logger = logging.getLogger(__name__)
 
 
 def _frame_slice(frame: dict[str, np.ndarray], start: float, end: float) -> dict[str, np.ndarray]:
@@ -29,6 +34,56 @@ def _lineage_of(previous: Segment | None) -> int | None:
     if previous is None:
         return None
     return previous.lineage or previous.pk
+
+
+def _scaler_of(fitted: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Mean and scale of a segmentation pipeline's standardiser (None if it has none)."""
+    scaler = getattr(fitted, "named_steps", {}).get("scale")
+    if scaler is None or not hasattr(scaler, "mean_"):
+        return None
+    return np.asarray(scaler.mean_, dtype=float), np.asarray(scaler.scale_, dtype=float)
+
+
+def _match_previous(
+    previous_model: MLModel | None,
+    previous: list[Segment],
+    result: segmentation.SegmentationResult,
+) -> dict[int, Segment]:
+    """{profile index: previous segment it continues}, close pairs only.
+
+    The previous centroids are moved into the new version's standardised space with the
+    previous version's scaler (read from its artefact) so a change of scaler is not
+    mistaken for movement; when that artefact is gone the centroids are compared as stored.
+    """
+    current = np.array([p.centroid for p in result.profiles])
+    prev_centroids = [p.centroid for p in previous]
+    if not previous or any(len(c) != current.shape[1] for c in prev_centroids):
+        return {}
+    centroids = np.array(prev_centroids, dtype=float)
+    spreads = np.array([np.nan if p.spread is None else p.spread for p in previous])
+    new_scaler = _scaler_of(result.model)
+    old_scaler = None
+    if previous_model is not None and previous_model.artefact_size:
+        try:
+            old_scaler = _scaler_of(mlmodel_load(previous_model))
+        except (ArtefactError, ValueError, TypeError, AttributeError) as exc:
+            logger.warning("segment matching: cannot read %s's scaler: %s", previous_model, exc)
+    if old_scaler and new_scaler and len(old_scaler[0]) == current.shape[1]:
+        centroids, spreads = segmentation.restandardise(
+            centroids,
+            spreads,
+            from_mean=old_scaler[0],
+            from_scale=old_scaler[1],
+            to_mean=new_scaler[0],
+            to_scale=new_scaler[1],
+        )
+    pairs = segmentation.match_segments(
+        centroids,
+        current,
+        previous_spread=spreads,
+        current_spread=[p.spread for p in result.profiles],
+    )
+    return {cur: previous[prev] for cur, prev in pairs.items()}
 
 
 def segments_recompute(
@@ -104,13 +159,7 @@ def segments_recompute(
             holdout_rows=result.n_holdout,
         )
         previous = list(previous_model.segments.all()) if previous_model else []
-        matches = {}
-        prev_centroids = [p.centroid for p in previous]
-        if previous and all(len(c) == len(result.profiles[0].centroid) for c in prev_centroids):
-            pairs = segmentation.match_segments(
-                np.array(prev_centroids), np.array([p.centroid for p in result.profiles])
-            )
-            matches = {cur: previous[prev] for cur, prev in pairs.items()}
+        matches = _match_previous(previous_model, previous, result)
         snapshots = []
         for i, profile in enumerate(result.profiles):
             trend = segmentation.segment_trend(
@@ -134,6 +183,7 @@ def segments_recompute(
                     for d in profile.distinguishing
                 ],
                 centroid=list(profile.centroid),
+                spread=profile.spread if np.isfinite(profile.spread) else None,
                 recommendations=segmentation.recommend_targeting(profile),
                 trend=trend.direction,
                 trend_slope_per_day=trend.slope_per_day if trend.points >= 3 else None,

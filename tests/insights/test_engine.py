@@ -106,6 +106,132 @@ def test_match_segments_undoes_a_relabelling():
     assert seg.match_segments(previous, current) == {i: int(perm[i]) for i in range(4)}
 
 
+def _version(sizes: dict[str, int], *, seed: int, drift: float = 1.0):
+    """One model version on a synthetic population; ``drift`` scales every user's counts."""
+    population = syn.make_population(sizes, seed=seed)
+    result = seg.segment_users(
+        population.features * drift, population.feature_names, k_range=range(2, 6)
+    )
+    kinds = [
+        str(max(set(k), key=list(k).count))
+        for k in (population.kinds[result.labels == p.label] for p in result.profiles)
+    ]
+    return result, kinds
+
+
+def _match_versions(old: seg.SegmentationResult, new: seg.SegmentationResult) -> dict[int, int]:
+    """As the service does: old centroids moved into the new scaler's space, then matched."""
+    old_scale, new_scale = old.model.named_steps["scale"], new.model.named_steps["scale"]
+    centroids, spreads = seg.restandardise(
+        [p.centroid for p in old.profiles],
+        [p.spread for p in old.profiles],
+        from_mean=old_scale.mean_,
+        from_scale=old_scale.scale_,
+        to_mean=new_scale.mean_,
+        to_scale=new_scale.scale_,
+    )
+    return seg.match_segments(
+        centroids,
+        [p.centroid for p in new.profiles],
+        previous_spread=spreads,
+        current_spread=[p.spread for p in new.profiles],
+    )
+
+
+def test_a_vanished_segment_and_a_distant_new_one_do_not_share_a_line():
+    """Achievers leave and socializers arrive between two versions: the kinds present in
+    both are paired with each other, the newcomer starts its own line, the achievers end."""
+    old, old_kinds = _version({"explorer": 200, "optimizer": 200, "achiever": 200}, seed=0)
+    new, new_kinds = _version({"explorer": 200, "optimizer": 200, "socializer": 200}, seed=1)
+    assert sorted(old_kinds) == ["achiever", "explorer", "optimizer"]
+    assert sorted(new_kinds) == ["explorer", "optimizer", "socializer"]
+    pairs = _match_versions(old, new)
+    assert {new_kinds[c]: old_kinds[p] for c, p in pairs.items()} == {
+        "explorer": "explorer",
+        "optimizer": "optimizer",
+    }
+    # Without the limit (the old behaviour) the newcomer took the achievers' line.
+    unlimited = seg.match_segments(
+        [p.centroid for p in old.profiles], [p.centroid for p in new.profiles]
+    )
+    assert old_kinds[unlimited[new_kinds.index("socializer")]] == "achiever"
+
+
+def test_a_segment_that_drifts_a_little_keeps_its_line():
+    """Other users, other group sizes and 15 % more activity overall: still the same groups."""
+    old, old_kinds = _version({"explorer": 200, "optimizer": 200, "achiever": 200}, seed=0)
+    new, new_kinds = _version(
+        {"explorer": 170, "optimizer": 240, "achiever": 190}, seed=5, drift=1.15
+    )
+    pairs = _match_versions(old, new)
+    assert len(pairs) == 3
+    assert all(new_kinds[c] == old_kinds[p] for c, p in pairs.items())
+
+
+def test_separation_does_not_depend_on_the_scale_of_the_features():
+    rng = np.random.default_rng(4)
+    previous = rng.normal(size=(3, 4)) * 10
+    current = np.vstack([previous[0] + 0.3, previous[1] - 0.2, previous[2] + 40])
+    spreads = np.array([2.0, 1.5, 2.5])
+    pairs = seg.match_segments(previous, current, previous_spread=spreads, current_spread=spreads)
+    assert pairs == {0: 0, 1: 1}  # the far third is a new segment, not a continuation
+    for factor in (1e-3, 1e3):
+        assert (
+            seg.match_segments(
+                previous * factor,
+                current * factor,
+                previous_spread=spreads * factor,
+                current_spread=spreads * factor,
+            )
+            == pairs
+        )
+    separation = seg.segment_separation(previous, current, spreads, spreads)
+    assert np.allclose(
+        separation, seg.segment_separation(previous * 7, current * 7, spreads * 7, spreads * 7)
+    )
+
+
+def test_a_far_pair_does_not_take_a_close_partner_from_another_segment():
+    """Plain Hungarian minimises the total distance, which can pair A with B's old self
+    and B with something far; pricing far pairs out keeps every close pair it can."""
+    previous = np.array([[0.0, 0.0], [1.0, 0.0]])
+    current = np.array([[0.5, 0.0], [-10.0, 0.0]])
+    spreads = np.ones(2)
+    # Unlimited: {0: 1, 1: 0} (total 0.5 + 10) beats {0: 0, 1: 1} (0.5 + 11).
+    assert seg.match_segments(previous, current) == {0: 1, 1: 0}
+    pairs = seg.match_segments(previous, current, previous_spread=spreads, current_spread=spreads)
+    assert len(pairs) == 1 and 1 not in pairs
+
+
+def test_an_unknown_spread_borrows_its_counterparts():
+    previous = np.array([[0.0, 0.0]])
+    current = np.array([[0.5, 0.0]])
+    assert seg.match_segments(
+        previous, current, previous_spread=[np.nan], current_spread=[1.0]
+    ) == {0: 0}
+    assert (
+        seg.match_segments(previous, current, previous_spread=[np.nan], current_spread=[0.1]) == {}
+    )
+
+
+def test_restandardise_undoes_one_scaler_and_applies_the_other():
+    rng = np.random.default_rng(6)
+    profile = rng.normal(size=(3, 4))
+    m1, s1 = rng.normal(size=4), rng.uniform(0.5, 2, 4)
+    m2, s2 = rng.normal(size=4), rng.uniform(0.5, 2, 4)
+    moved, spreads = seg.restandardise(
+        (profile - m1) / s1, [1.0, 2.0, 3.0], from_mean=m1, from_scale=s1, to_mean=m2, to_scale=s2
+    )
+    assert np.allclose(moved, (profile - m2) / s2)
+    assert np.allclose(spreads, np.array([1.0, 2.0, 3.0]) * np.sqrt(np.mean((s1 / s2) ** 2)))
+
+
+def test_spread_is_the_rms_distance_of_members_from_their_centroid():
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [10.0, 12.0]])
+    profiles = seg.describe_segments(x, np.array([0, 0, 1, 1]), ["a", "b"])
+    assert [p.spread for p in profiles] == pytest.approx([1.0, 1.0])
+
+
 def test_segment_trend_detects_growth_and_ignores_noise():
     rng = np.random.default_rng(4)
     days = np.arange(14.0)

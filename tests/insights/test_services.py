@@ -717,3 +717,88 @@ def test_the_lineage_migration_rekeys_existing_segment_insights(demo_world):
     )
     assert expected <= keys
     assert insights_generate()["created"] == 0
+
+
+def _kind_events(rng, user: str, kind: str, start) -> list[tuple]:
+    """One week of a user of a synthetic kind as raw events (counts from KIND_RATES)."""
+    from insights.engine.synthetic import KIND_RATES
+
+    ses, pv, breadth, sc, task, goal, streak, soc, inv, pur, act = KIND_RATES[kind]
+    personal = rng.gamma(4.0, 0.25)
+    days = rng.choice(7, size=int(min(7, max(1, round(act)))), replace=False)
+    counted = [
+        ("session_start", ses), ("page_view", pv), ("shortcut_used", sc),
+        ("task_completed", task), ("goal_completed", goal), ("streak_day", streak),
+        ("share", soc), ("invite", inv), ("purchase", pur),
+    ]  # fmt: skip
+    rows = []
+    for name, rate in counted:
+        for _ in range(rng.poisson(rate * personal)):
+            ts = start + timedelta(days=int(rng.choice(days)), seconds=int(rng.integers(86400)))
+            props = {"feature": f"f{rng.integers(max(1, round(breadth)))}"}
+            rows.append((user, name, ts, f"{user}-s", props if name == "page_view" else {}, None))
+    return rows
+
+
+def test_a_new_segment_does_not_inherit_the_dismissed_insight_of_a_vanished_one(
+    empty_telemetry, monkeypatch
+):
+    """Achievers stop coming and explorers arrive between two nightly runs: the
+    explorers' segment starts its own line (open insights), the achievers' line ends,
+    and the groups present both times keep theirs (their dismissals hold)."""
+    from insights import inputs, tasks
+    from telemetry.bulk import insert_events
+
+    rng = np.random.default_rng(11)
+    now = timezone.now()
+    first_end, second_start = now - timedelta(days=8), now - timedelta(days=7)
+    kinds = {f"u-{kind}-{i}": kind for kind in ("optimizer", "socializer", "achiever",
+             "explorer") for i in range(60)}  # fmt: skip
+    rows: list[tuple] = []
+    for user, kind in kinds.items():
+        if kind != "explorer":
+            rows += _kind_events(rng, user, kind, first_end - timedelta(days=7))
+        if kind != "achiever":
+            rows += _kind_events(rng, user, kind, second_start)
+    insert_events(rows)
+
+    def segment_of(model: MLModel, kind: str, start, end) -> Segment:
+        matrix = inputs.behaviour_between(start, end, window_days=7)
+        users = [u for u in matrix.user_ids if kinds[u] == kind]
+        labels = mlmodel_load(model).predict(matrix.features[np.isin(matrix.user_ids, users)])
+        return model.segments.get(label=int(np.bincount(labels).argmax()))
+
+    segments_recompute(days=7, trailing_days=3, trend_days=2, k_max=5, now=first_end)
+    first = MLModel.objects.get(name=SEGMENT_MODEL, is_active=True)
+    first.segments.update(recommendations=["Do something for them."])
+    insights_generate()
+    segment_insights = Insight.objects.filter(category=Insight.Category.SEGMENT)
+    assert segment_insights.count() >= first.segments.count()
+    for insight in segment_insights:
+        insight_dismiss(insight=insight, actor="tester")
+    vanished = segment_of(first, "achiever", first_end - timedelta(days=7), first_end)
+
+    # The real nightly job, with its JobRun and lock.
+    monkeypatch.setattr(tasks.generate_insights, "delay", lambda: None)
+    counts = tasks.segment_users.apply(kwargs={"days": 7}).get()
+    second = mlmodel_activate(
+        model=MLModel.objects.get(name=SEGMENT_MODEL, version=counts["model_version"])
+    )
+    second.segments.update(recommendations=["Do something for them."])
+    newcomer = segment_of(second, "explorer", second_start, now)
+    assert newcomer.previous is None and newcomer.lineage == newcomer.pk
+    assert not Segment.objects.filter(model=second, lineage=vanished.lineage).exists()
+    for kind in ("optimizer", "socializer"):
+        kept = segment_of(second, kind, second_start, now)
+        before = segment_of(first, kind, first_end - timedelta(days=7), first_end)
+        assert kept.previous_id == before.pk and kept.lineage == before.lineage
+
+    insights_generate()
+    inherited = Insight.objects.filter(
+        category=Insight.Category.SEGMENT, evidence__segment_id=newcomer.pk
+    )
+    assert inherited.exists()
+    assert all(i.status == Insight.Status.NEW and i.times_seen == 1 for i in inherited)
+    assert Insight.objects.filter(
+        category=Insight.Category.SEGMENT, status=Insight.Status.DISMISSED, times_seen=2
+    ).exists()  # the continuing lines kept their dismissals
