@@ -25,6 +25,9 @@ SIGNATURE_HEADER = "X-Phase3-Signature"
 # must end well inside the scaling.evaluate task's soft time limit (50 s).
 WEBHOOK_TIME_BUDGET_SECONDS = 40.0
 RETRY_BACKOFF_MAX_SECONDS = 10.0
+# The largest size a decision and a resource can store (PositiveIntegerField): a receiver's
+# larger answer would fail the write after the change was made, leaving the claim behind.
+MAX_UNITS = 2**31 - 1
 
 
 class ActuatorError(RuntimeError):
@@ -133,8 +136,18 @@ def require_valid_config(kind: str, config: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ActuationResult:
-    applied_units: int
+    """What an actuator did.
+
+    ``applied_units`` is the size the target system says it now runs (the replicas a
+    Deployment was set to, the size a webhook receiver answered with), or None when the
+    actuator cannot know it: outcomes are judged on this size, since the requested one may
+    never have run (bounds moved, the orchestrator clamped, the receiver chose another).
+    ``warnings`` are recorded on the decision (an answer that was ignored, say).
+    """
+
+    applied_units: int | None
     detail: str
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,7 +168,7 @@ class DryRunActuator:
 
     def apply(self, request: ActuationRequest) -> ActuationResult:
         require_valid_config("dry_run", request.config)
-        return ActuationResult(request.desired_units, "dry run: nothing changed")
+        return ActuationResult(None, "dry run: nothing changed")
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -216,7 +229,35 @@ class WebhookActuator:
             )
         if response.status_code >= 300:
             raise ActuatorError(f"webhook {url}: HTTP {response.status_code} after retries")
-        return ActuationResult(request.desired_units, f"webhook {url}: HTTP {response.status_code}")
+        units, warning = webhook_answer_units(response)
+        detail = f"webhook {url}: HTTP {response.status_code}"
+        if units is not None:
+            detail += f", receiver reports units={units}"
+        return ActuationResult(units, detail, (warning,) if warning else ())
+
+
+def webhook_answer_units(response: requests.Response) -> tuple[int | None, str | None]:
+    """The size a receiver says it applied (``{"units": N}`` in its JSON answer), and a
+    warning when it sent one that cannot be a size.
+
+    Optional, so an empty or non-JSON answer (a plain 200/204) reports nothing and keeps the
+    requested size. A ``units`` that is not a non-negative integer (``"5"``, ``5.5``, ``-1``,
+    ``true``) is ignored rather than trusted: a wrong size would be written as the resource's
+    and judged on, which is worse than the requested one.
+    """
+    try:
+        answer = response.json()
+    except ValueError:
+        return None, None
+    if not isinstance(answer, dict) or "units" not in answer:
+        return None, None
+    units = answer["units"]
+    if isinstance(units, bool) or not isinstance(units, int) or not 0 <= units <= MAX_UNITS:
+        return None, (
+            f"webhook answer ignored: units must be a non-negative integer (at most "
+            f"{MAX_UNITS}), got {units!r}"[:300]
+        )
+    return units, None
 
 
 class CeleryPoolActuator:
@@ -265,7 +306,9 @@ class CeleryPoolActuator:
             if not replies:
                 raise ActuatorError("celery autoscale: no worker replied")
             _raise_on_error("celery autoscale", replies)
-            return ActuationResult(request.desired_units, f"celery autoscale: {replies}")
+            # The autoscaler's maximum, not a running size (the pool moves between min and
+            # max by itself): nothing to report, the requested maximum stands.
+            return ActuationResult(None, f"celery autoscale: {replies}")
         sizes = self.pool_sizes(destination)
         details = []
         for worker, size in sizes.items():
@@ -284,6 +327,8 @@ class CeleryPoolActuator:
             if isinstance(reply, list):
                 _raise_on_error(f"celery pool change on {worker}", reply)
             details.append(f"{worker}: {size}->{request.desired_units} ({reply})")
+        # Every answering worker's pool was read and moved to exactly desired_units (a
+        # refused change raised above): that is the size now running, per worker.
         return ActuationResult(request.desired_units, "celery pool: " + "; ".join(details))
 
 
@@ -332,8 +377,12 @@ class KubernetesActuator:
             )
         except Exception as exc:  # the client raises ApiException; keep the message
             raise ActuatorError(f"kubernetes {namespace}/{name}: {exc}") from exc
-        replicas = getattr(getattr(result, "spec", None), "replicas", request.desired_units)
-        return ActuationResult(int(replicas), f"kubernetes {namespace}/{name}: replicas={replicas}")
+        # The Scale the API returns holds the replicas the Deployment was set to, which an
+        # admission webhook or a policy may have changed from the request.
+        replicas = getattr(getattr(result, "spec", None), "replicas", None)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            return ActuationResult(None, f"kubernetes {namespace}/{name}: scale patched")
+        return ActuationResult(replicas, f"kubernetes {namespace}/{name}: replicas={replicas}")
 
 
 def actuator_for(kind: str) -> Actuator:

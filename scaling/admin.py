@@ -162,9 +162,9 @@ class ScalingRuleAdmin(ActionPermissionMixin, admin.ModelAdmin):
 
 @admin.register(ScalingDecision)
 class ScalingDecisionAdmin(ActionPermissionMixin, admin.ModelAdmin):
-    list_display = ["at", "resource", "action", "current_units", "desired_units", "status",
-                    "emergency", "predictive", "cost_per_month_delta", "utilization_before",
-                    "expected_utilization", "outcome"]  # fmt: skip
+    list_display = ["at", "resource", "action", "current_units", "desired_units", "applied_units",
+                    "status", "emergency", "predictive", "cost_per_month_delta",
+                    "utilization_before", "expected_utilization", "outcome"]  # fmt: skip
     list_filter = ["status", "action", "outcome", "emergency", "predictive", "resource"]
     search_fields = ["resource__name", "winning_sources", "reasons", "actuator_detail"]
     date_hierarchy = "at"

@@ -24,6 +24,7 @@ def resource_charts(resource: ScalableResource, *, days: int = 7) -> list[str]:
             "status",
             "action",
             "emergency",
+            "applied_units",
         )
     )
     if not rows:
@@ -32,7 +33,11 @@ def resource_charts(resource: ScalableResource, *, days: int = 7) -> list[str]:
     util = [r[1] for r in rows]
     low = resource.target_utilization * (1 - resource.outcome_tolerance)
     high = min(1.0, resource.target_utilization * (1 + resource.outcome_tolerance))
-    served = [r[3] if r[4] == ScalingDecision.Status.EXECUTED else r[2] for r in rows]
+    # An executed change serves the size its actuator reported (r[7]) when it reported one.
+    served = [
+        (r[3] if r[7] is None else r[7]) if r[4] == ScalingDecision.Status.EXECUTED else r[2]
+        for r in rows
+    ]
     changes = [r for r in rows if r[5] != ScalingDecision.Action.NONE]
     utilization = timeseries_chart(
         f"{resource.name}: utilisation",

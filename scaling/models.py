@@ -211,6 +211,11 @@ class ScalingDecision(models.Model):
     cost_per_month_delta = models.FloatField(default=0.0)
     utilization_before = models.FloatField(null=True, blank=True)
     expected_utilization = models.FloatField(null=True, blank=True)
+    applied_units = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="The size the actuator reported it set (empty: it reports none, and "
+        "desired_units stands). Outcomes are judged on it.",
+    )  # fmt: skip
     actuator = models.CharField(max_length=20, blank=True)
     actuator_detail = models.TextField(blank=True)
     executed_at = models.DateTimeField(null=True, blank=True)
@@ -227,3 +232,9 @@ class ScalingDecision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.resource} {self.action} {self.current_units}->{self.desired_units}"
+
+    @property
+    def units_after(self) -> int:
+        """The size this decision left running: the actuator's report when it gave one
+        (the request may have been clamped or changed on the way), else the request."""
+        return self.desired_units if self.applied_units is None else self.applied_units

@@ -480,14 +480,21 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
         # Do not leave the claim behind (it would hold every change for IN_FLIGHT_SECONDS).
         _mark_failed(row, f"unexpected {type(exc).__name__}: {exc}")
         raise
+    detail = "\n".join([result.detail, *(f"warning: {w}" for w in result.warnings)])
     with transaction.atomic():
         locked = ScalableResource.objects.select_for_update().get(pk=resource.pk)
-        locked.current_units = max(locked.min_units, min(locked.max_units, result.applied_units))
+        if result.applied_units is not None:
+            # The size that really runs, even outside the bounds (moved since deciding, or
+            # not honoured by the target): the next evaluation starts from it and clamps.
+            locked.current_units = result.applied_units
+        else:
+            locked.current_units = max(locked.min_units, min(locked.max_units, row.desired_units))
         locked.save(update_fields=["current_units", "updated_at"])
         ScalingDecision.objects.filter(pk=row.pk).update(
             status=ScalingDecision.Status.EXECUTED,
             executed_at=now or timezone.now(),
-            actuator_detail=result.detail[:5000],
+            applied_units=result.applied_units,
+            actuator_detail=detail[:5000],
             outcome=ScalingDecision.Outcome.PENDING,
         )
     row.refresh_from_db()
@@ -632,15 +639,19 @@ def _utilization_after(
 ) -> tuple[np.ndarray, float, float | None]:
     """The values to judge ``row`` by, the target they aim at and the band's upper cap.
 
-    With a load series: load / the decision's capacity, against the resource's target
-    utilisation. Without: the metric of the decision's target-tracking rule (else the
+    With a load series: load / the capacity the decision left running (the size the actuator
+    reported, else the requested one: a clamped request never ran), against the resource's
+    target utilisation. Without: the metric of the decision's target-tracking rule (else the
     resource's first one) against *that rule's* target, which is what the rule steered to.
     """
     resource = row.resource
     series = load_series(resource)
     if series is not None:
         _, load = telemetry.series_values(series.pk, start, end)
-        return load / (row.desired_units * resource.unit_capacity), resource.target_utilization, 1.0
+        capacity = row.units_after * resource.unit_capacity
+        if capacity <= 0:  # scaled to zero: load is unserved (a failure), no load says nothing
+            return np.where(load > 0, np.inf, np.nan), resource.target_utilization, 1.0
+        return load / capacity, resource.target_utilization, 1.0
     tracking = ScalingRule.Kind.TARGET_TRACKING
     rule = (
         row.rules.filter(kind=tracking).order_by("priority", "pk").first()
@@ -692,7 +703,7 @@ def outcomes_check(*, now: datetime | None = None) -> dict:
                 None,
                 None,
                 f"superseded by decision #{later.pk} ({later.current_units}->"
-                f"{later.desired_units}) before the judging window ended",
+                f"{later.units_after}) before the judging window ended",
             )
         else:
             values, target, upper_cap = _utilization_after(row, start, end)

@@ -37,7 +37,8 @@ def judge_outcome(
     ``min_units`` still counts as a failure: the engine could not bring it in.
     """
     values = np.asarray(utilization_after_settle, dtype=float)
-    values = values[np.isfinite(values)]
+    # +inf is load on no capacity at all (scaled to zero): overloaded, so it is kept.
+    values = values[np.isfinite(values) | (values == np.inf)]
     if values.size < min_samples or values.size == 0:
         return OutcomeVerdict(None, None, f"only {values.size} samples after the settle time")
     low, high = target_band(target_utilization, tolerance, upper_cap)

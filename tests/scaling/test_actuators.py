@@ -38,9 +38,12 @@ def request(desired: int = 6, **config) -> ActuationRequest:
 
 
 class Receiver:
-    """A local HTTP server answering from a script of (status, delay) pairs."""
+    """A local HTTP server answering from a script of (status, delay[, headers[, body]])."""
 
-    def __init__(self, script: list[tuple[int, float] | tuple[int, float, dict]]) -> None:
+    def __init__(
+        self,
+        script: list[tuple[int, float] | tuple[int, float, dict] | tuple[int, float, dict, bytes]],
+    ) -> None:
         self.script, self.seen, self.gets = list(script), [], []
         outer = self
 
@@ -53,12 +56,17 @@ class Receiver:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.seen.append((dict(self.headers), body))
-                status, delay, *headers = outer.script.pop(0) if outer.script else (200, 0.0)
+                status, delay, *rest = outer.script.pop(0) if outer.script else (200, 0.0)
+                headers = rest[0] if rest else {}
+                answer = rest[1] if len(rest) > 1 else b""
                 time.sleep(delay)
                 self.send_response(status)
-                for name, value in (headers[0] if headers else {}).items():
+                for name, value in headers.items():
                     self.send_header(name, value)
+                if answer:
+                    self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args):
                 pass
@@ -87,7 +95,42 @@ def test_webhook_signs_the_exact_body(secret):
     [(headers, body)] = receiver.seen
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     assert headers[SIGNATURE_HEADER] == expected
-    assert b'"desired_units":6' in body and result.applied_units == 6
+    assert b'"desired_units":6' in body
+    assert result.applied_units is None  # an empty answer reports no size: the request stands
+
+
+def test_webhook_reports_the_units_its_receiver_answers_with(secret):
+    receiver = Receiver([(200, 0.0, {"Content-Type": "application/json"}, b'{"units": 5}')])
+    try:
+        result = WebhookActuator().apply(request(6, url=receiver.url))
+    finally:
+        receiver.close()
+    assert result.applied_units == 5 and "units=5" in result.detail and result.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "answer", [b'{"units": -1}', b'{"units": 2.5}', b'{"units": "5"}', b'{"units": true}',
+               b'{"units": null}', b'{"units": 100000000000}'],
+)  # fmt: skip
+def test_a_webhook_answer_whose_units_is_no_size_is_ignored_with_a_warning(secret, answer):
+    receiver = Receiver([(200, 0.0, {"Content-Type": "application/json"}, answer)])
+    try:
+        result = WebhookActuator().apply(request(6, url=receiver.url))
+    finally:
+        receiver.close()
+    assert result.applied_units is None
+    [warning] = result.warnings
+    assert "units" in warning and "non-negative integer" in warning
+
+
+@pytest.mark.parametrize("answer", [b"ok", b'{"status": "scaled"}', b"[5]", b""])
+def test_a_webhook_answer_without_units_reports_nothing_and_warns_of_nothing(secret, answer):
+    receiver = Receiver([(200, 0.0, {}, answer)])
+    try:
+        result = WebhookActuator().apply(request(6, url=receiver.url))
+    finally:
+        receiver.close()
+    assert result.applied_units is None and result.warnings == ()
 
 
 def test_webhook_retries_server_errors_then_succeeds(secret):
@@ -182,6 +225,22 @@ def test_kubernetes_patches_the_deployment_scale():
     assert result.applied_units == 7
 
 
+def test_kubernetes_reports_the_replicas_the_api_set_not_the_request():
+    api = mock.Mock()
+    api.patch_namespaced_deployment_scale.return_value = types.SimpleNamespace(
+        spec=types.SimpleNamespace(replicas=5)  # a policy capped the request
+    )
+    assert KubernetesActuator(apps_api=api).apply(request(7, deployment="web")).applied_units == 5
+    api.patch_namespaced_deployment_scale.return_value = types.SimpleNamespace(spec=None)
+    assert (
+        KubernetesActuator(apps_api=api).apply(request(7, deployment="web")).applied_units is None
+    )
+
+
+def test_the_dry_run_reports_no_size():
+    assert actuator_for("dry_run").apply(request(7)).applied_units is None
+
+
 def test_kubernetes_uses_the_official_client_and_reports_api_errors(monkeypatch):
     apps = mock.Mock()
     apps.patch_namespaced_deployment_scale.side_effect = RuntimeError("(403) Forbidden")
@@ -253,7 +312,7 @@ def test_celery_pool_grows_and_shrinks_a_real_worker(celery_worker):
     actuator = CeleryPoolActuator(app=app, timeout=5.0)
     assert actuator.pool_sizes([name]) == {name: 1}
     grown = actuator.apply(request(3, destination=name))
-    assert "1->3" in grown.detail
+    assert "1->3" in grown.detail and grown.applied_units == 3  # the size it set, per worker
     assert settled_size(actuator, name, 3) == 3
     actuator.apply(request(2, destination=name))
     assert settled_size(actuator, name, 2) == 2
@@ -263,9 +322,10 @@ def test_celery_pool_grows_and_shrinks_a_real_worker(celery_worker):
 def test_celery_autoscale_sets_the_maximum_of_a_real_autoscaling_worker(celery_worker):
     app, name = celery_worker
     actuator = CeleryPoolActuator(app=app, timeout=5.0)
-    actuator.apply(request(5, destination=name, mode="autoscale", autoscale_min=1))
+    result = actuator.apply(request(5, destination=name, mode="autoscale", autoscale_min=1))
     stats = app.control.inspect(destination=[name], timeout=5.0).stats()
     assert stats[name]["autoscaler"]["max"] == 5
+    assert result.applied_units is None  # a maximum, not a running size: nothing reported
 
 
 def test_celery_autoscale_on_a_fixed_pool_worker_is_a_failure(celery_worker):

@@ -419,3 +419,9 @@ def test_read_trace_csv_explains_bad_files(tmp_path, content, message):
 def test_hours_per_month_is_an_average_month():
     assert HOURS_PER_MONTH == pytest.approx(365.25 * 24 / 12)
     assert math.isclose(HOURS_PER_MONTH * 12, 8766.0)
+
+
+def test_load_on_no_capacity_is_judged_overloaded_not_skipped():
+    # load / 0 units is +inf: dropped with the NaNs it made a zero-unit change "unknown".
+    verdict = judge_outcome(np.array([np.inf, np.inf, np.nan]), 0.6, 0.25)
+    assert verdict.success is False and "above" in verdict.reason

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -13,6 +16,7 @@ from scaling.models import ScalableResource, ScalingDecision, ScalingRule
 from scaling.readings import STALE_READING_SECONDS
 
 from .factories import cpu_rule, resource, samples
+from .test_actuators import Receiver
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("postgres")]
 
@@ -329,6 +333,128 @@ def test_a_change_superseded_before_its_window_ended_is_not_judged():
     assert first.outcome == "unknown" and f"#{second.pk}" in first.outcome_reason
     assert first.outcome_utilization is None
     assert second.outcome == "success"
+
+
+@pytest.fixture
+def kubernetes_scale(monkeypatch):
+    """The official client mocked at ``AppsV1Api``: the scale subresource answers with the
+    replicas in ``answer["replicas"]`` (a policy or an admission webhook may change them)."""
+    answer = {"replicas": None}
+    apps = mock.Mock()
+    apps.patch_namespaced_deployment_scale.side_effect = lambda **kw: types.SimpleNamespace(
+        spec=types.SimpleNamespace(replicas=answer["replicas"])
+    )
+    fake = types.ModuleType("kubernetes")
+    fake.client = types.SimpleNamespace(AppsV1Api=mock.Mock(return_value=apps))
+    fake.config = types.SimpleNamespace(
+        load_incluster_config=mock.Mock(), load_kube_config=mock.Mock()
+    )
+    monkeypatch.setitem(sys.modules, "kubernetes", fake)
+    return answer
+
+
+def scale_up_and_judge(res, *, load_per_unit: float = 0.0, load: float | None = None):
+    """Scale ``res`` up from a CPU spike three hours ago, feed a load of ``load_per_unit``
+    per unit *actually running* afterwards (or ``load``), judge it; returns the decision
+    and the resource."""
+    cpu_rule(res, cooldown_up_seconds=0)
+    start = timezone.now() - timedelta(hours=3)
+    samples("test.cpu", [0.9], end=start)  # 4 x 0.9 / 0.6 -> 6 requested
+    row = evaluate(res, now=start).row
+    res.refresh_from_db()
+    load = load_per_unit * res.current_units if load is None else load
+    samples("test.load", [load] * 20, end=start + timedelta(minutes=20), step=60)
+    services.outcomes_check(now=start + timedelta(hours=1))
+    row.refresh_from_db()
+    return row, res
+
+
+def test_a_kubernetes_change_is_judged_on_the_replicas_it_set_not_the_request(kubernetes_scale):
+    # The request was 6; the cluster set 5. Load at the target on 5 replicas is on target:
+    # judged on 6 it read as 0.5 (below a 0.54-0.66 band) and failed a change that worked.
+    kubernetes_scale["replicas"] = 5
+    res = resource(load_series_name="test.load", outcome_tolerance=0.1,
+                   actuator="kubernetes", actuator_config={"deployment": "web"})  # fmt: skip
+    target = res.target_utilization * res.unit_capacity
+    row, res = scale_up_and_judge(res, load_per_unit=target)
+    assert row.status == "executed" and row.desired_units == 6
+    assert row.outcome == "success", row.outcome_reason
+    assert row.outcome_utilization == pytest.approx(res.target_utilization)
+    assert res.current_units == row.applied_units == 5
+
+
+def test_a_size_the_cluster_set_outside_the_bounds_is_recorded_as_it_is(kubernetes_scale):
+    # max_units was lowered to 5 after deciding, or a policy holds 12: either way the resource
+    # runs 12, and writing the clamped 5 would make the next evaluation start from a lie.
+    kubernetes_scale["replicas"] = 12
+    res = resource(max_units=6, load_series_name="test.load", actuator="kubernetes",
+                   actuator_config={"deployment": "web"})  # fmt: skip
+    row, res = scale_up_and_judge(res, load_per_unit=res.target_utilization * res.unit_capacity)
+    assert res.current_units == 12
+    assert row.outcome_utilization == pytest.approx(res.target_utilization)
+    assert row.applied_units == 12
+
+
+def test_a_kubernetes_answer_without_replicas_keeps_the_requested_size(kubernetes_scale):
+    res = resource(load_series_name="test.load", actuator="kubernetes",
+                   actuator_config={"deployment": "web"})  # fmt: skip
+    row, res = scale_up_and_judge(res, load_per_unit=res.target_utilization * res.unit_capacity)
+    assert row.applied_units is None and res.current_units == row.desired_units == 6
+    assert row.outcome == "success"
+
+
+@pytest.fixture
+def webhook_secret(monkeypatch):
+    monkeypatch.setenv("SCALING_WEBHOOK_SECRET", "s3cret")
+
+
+def webhook_resource(receiver):
+    return resource(load_series_name="test.load", outcome_tolerance=0.1, actuator="webhook",
+                    actuator_config={"url": receiver.url, "retries": 0})  # fmt: skip
+
+
+def test_a_webhook_receivers_units_become_the_size_and_the_outcome_is_judged_on_them(
+    webhook_secret,
+):
+    receiver = Receiver([(200, 0.0, {"Content-Type": "application/json"}, b'{"units": 8}')])
+    try:
+        res = webhook_resource(receiver)
+        on_target_on_8 = 8 * res.target_utilization * res.unit_capacity
+        row, res = scale_up_and_judge(res, load=on_target_on_8)
+    finally:
+        receiver.close()
+    [(_, body)] = receiver.seen
+    assert b'"desired_units":6' in body
+    assert row.outcome == "success", row.outcome_reason  # on 6 it read 0.8: a failure
+    assert res.current_units == row.applied_units == 8
+    assert "units=8" in row.actuator_detail
+
+
+@pytest.mark.parametrize("units", [b'"8"', b"-2", b"7.5", b"true"])
+def test_a_webhook_answer_with_a_bad_units_is_ignored_with_a_warning_on_the_decision(
+    webhook_secret, units
+):
+    answer = b'{"units": ' + units + b"}"
+    receiver = Receiver([(200, 0.0, {"Content-Type": "application/json"}, answer)])
+    try:
+        res = webhook_resource(receiver)
+        row, res = scale_up_and_judge(res, load_per_unit=res.target_utilization * res.unit_capacity)
+    finally:
+        receiver.close()
+    assert row.status == "executed"
+    assert row.applied_units is None and res.current_units == row.desired_units == 6
+    assert "warning: webhook answer ignored" in row.actuator_detail
+    assert row.outcome == "success"
+
+
+def test_a_decision_whose_reported_size_is_zero_fails_when_load_remains(kubernetes_scale):
+    kubernetes_scale["replicas"] = 0
+    res = resource(load_series_name="test.load", actuator="kubernetes",
+                   actuator_config={"deployment": "web"})  # fmt: skip
+    row, res = scale_up_and_judge(res, load=100.0)
+    assert res.current_units == 0
+    assert row.outcome == "failure" and "above" in row.outcome_reason
+    assert row.applied_units == 0
 
 
 def test_queue_backlog_reads_the_redis_broker_including_priority_lists(redis_url, settings):
