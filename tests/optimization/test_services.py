@@ -196,6 +196,7 @@ def test_health_scores_an_installation_fed_by_the_profiler_alone():
     assert broken.breakdown()["latency"]["points_lost"] > 0
 
 
+@pytest.mark.usefixtures("empty_telemetry")  # the session demo world has routed endpoints
 def test_a_scanners_404_flood_is_shown_but_never_a_recommendation_or_a_health_failure():
     """Unmatched requests (pooled as ``<unresolved>``) run the session lookup in a loop and
     outweigh the routes, enough for an N+1, a slow query and a hotspot; none is recommended,
