@@ -161,9 +161,9 @@ class EndpointProfileAdmin(admin.ModelAdmin):
 
 @admin.register(QueryShapeStat)
 class QueryShapeStatAdmin(admin.ModelAdmin):
-    list_display = ["endpoint", "hour", "short_shape", "executions", "total_ms", "max_ms",
-                    "n_plus_one_requests"]  # fmt: skip
-    list_filter = ["endpoint"]
+    list_display = ["endpoint", "hour", "database", "short_shape", "executions", "total_ms",
+                    "max_ms", "n_plus_one_requests"]  # fmt: skip
+    list_filter = ["database", "endpoint"]
     search_fields = ["endpoint", "shape", "shape_key"]
     date_hierarchy = "hour"
     readonly_fields = [f.name for f in QueryShapeStat._meta.fields]

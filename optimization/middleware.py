@@ -1,7 +1,9 @@
 """Request profiler: per-endpoint latency, status, query count, DB time and query shapes.
 
-Each request runs inside ``connection.execute_wrapper`` with a wrapper that times every
-statement and keeps its shape (:func:`optimization.engine.sql_shape.sql_shape`). At the end of
+Each request runs with an execute wrapper on the connection of every configured database alias
+(``django.db.connections``: a read replica's statements count as much as the primary's) that
+times every statement and keeps its shape (:func:`optimization.engine.sql_shape.sql_shape`),
+tagged with its alias when it is not ``default``. At the end of
 the request a handful of numbers go into the process-wide :data:`AGGREGATOR`; nothing touches the
 database. About once a minute a daemon thread drains the complete minutes and writes them with
 ``optimization.services.performance_flush`` (one transaction per flush), so the request that
@@ -27,11 +29,11 @@ import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 
 from .engine.bottlenecks import UNRESOLVED_ENDPOINT
-from .engine.sql_shape import sql_shape
+from .engine.sql_shape import alias_tag, sql_shape
 from .recording import MAX_PENDING_MINUTES, PerformanceAggregator
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,9 @@ class PerformanceMiddleware:
         AGGREGATOR.max_pending_minutes = max(
             AGGREGATOR.max_pending_minutes, 2 * math.ceil(self.flush_seconds / 60) + 1
         )
+        # (alias, tag) of every configured database, read once: settings do not change while
+        # serving, and reading them opens no connection
+        self.databases = tuple((alias, alias_tag(alias)) for alias in connections)
         if self.flush_in_thread and not _exit_hook.is_set():
             _exit_hook.set()
             atexit.register(_flush_at_exit)
@@ -122,26 +127,52 @@ class PerformanceMiddleware:
         if request.path.startswith(self.exclude):
             return self.get_response(request)
         queries: list[tuple[str, float]] = []
-        append = queries.append
-        clock = time.perf_counter
-
-        def record_query(execute, sql, params, many, context):
-            started = clock()
-            try:
-                return execute(sql, params, many, context)
-            finally:
-                append((sql_shape(sql), (clock() - started) * 1000.0))
-
-        started = clock()
-        with connection.execute_wrapper(record_query):
+        wrappers = self._wrappers(queries.append)
+        started = time.perf_counter()
+        with _wrapping(wrappers):
             response = self.get_response(request)
         if response.streaming:
-            self._record_when_streamed(request, response, record_query, queries, started)
+            self._record_when_streamed(request, response, wrappers, queries, started)
             return response
         self._record(
-            endpoint_name(request), (clock() - started) * 1000.0, response.status_code, queries
+            endpoint_name(request),
+            (time.perf_counter() - started) * 1000.0,
+            response.status_code,
+            queries,
         )
         return response
+
+    def _wrappers(self, append: Callable[[tuple[str, float]], None]) -> list[tuple]:
+        """One ``(connection, wrapper)`` per configured alias, all appending to one list.
+
+        ``connections[alias]`` only builds (or returns this thread's) wrapper object; no
+        connection is opened, so an alias the request never uses costs a list append and pop.
+        One list keeps the statements of all databases in execution order, which the N+1 rule
+        (consecutive repeats) needs; the alias tag keeps a replica's shapes apart.
+        """
+        clock = time.perf_counter
+        wrappers = []
+        for alias, tag in self.databases:
+            if tag:
+
+                def record_query(execute, sql, params, many, context, tag=tag):
+                    started = clock()
+                    try:
+                        return execute(sql, params, many, context)
+                    finally:
+                        append((tag + sql_shape(sql), (clock() - started) * 1000.0))
+
+            else:
+
+                def record_query(execute, sql, params, many, context):
+                    started = clock()
+                    try:
+                        return execute(sql, params, many, context)
+                    finally:
+                        append((sql_shape(sql), (clock() - started) * 1000.0))
+
+            wrappers.append((connections[alias], record_query))
+        return wrappers
 
     def _record(
         self, endpoint: str, latency_ms: float, status: int, queries: list[tuple[str, float]]
@@ -154,7 +185,7 @@ class PerformanceMiddleware:
             self._next_flush = now + self.flush_seconds
             threading.Thread(target=_flush_in_background, daemon=True).start()
 
-    def _record_when_streamed(self, request, response, record_query, queries, started) -> None:
+    def _record_when_streamed(self, request, response, wrappers, queries, started) -> None:
         """Record a streaming response once its body has been sent, not when the view returns.
 
         A streaming view (a CSV export over ``queryset.iterator()``) does its work while the
@@ -168,7 +199,7 @@ class PerformanceMiddleware:
         """
         endpoint, status = endpoint_name(request), response.status_code
         if getattr(response, "file_to_stream", None) is None and not response.is_async:
-            response.streaming_content = _profiled_chunks(response.streaming_content, record_query)
+            response.streaming_content = _profiled_chunks(response.streaming_content, wrappers)
         recorded = False
 
         def finish() -> None:
@@ -180,15 +211,39 @@ class PerformanceMiddleware:
         response._resource_closers.append(finish)
 
 
-def _profiled_chunks(chunks, record_query):
-    """Yield ``chunks`` with the statement wrapper installed while each one is produced.
+class _wrapping:
+    """Install each ``(connection, wrapper)`` for the block, like nested ``execute_wrapper``.
 
-    The wrapper is entered per chunk rather than across ``yield``: between chunks the thread
-    may run other code whose wrappers must not be popped out of order.
+    Django's context manager appends to ``connection.execute_wrappers`` and pops on exit; this
+    does the same for every alias at once without a generator-based context manager per alias,
+    so the per-request cost stays a few list operations however many databases are configured.
+    """
+
+    __slots__ = ("wrappers",)
+
+    def __init__(self, wrappers: list[tuple]) -> None:
+        self.wrappers = wrappers
+
+    def __enter__(self) -> None:
+        for conn, wrapper in self.wrappers:
+            conn.execute_wrappers.append(wrapper)
+
+    def __exit__(self, *exc_info) -> None:
+        for conn, _ in self.wrappers:
+            conn.execute_wrappers.pop()
+
+
+def _profiled_chunks(chunks, wrappers):
+    """Yield ``chunks`` with the statement wrappers installed while each one is produced.
+
+    The wrappers are entered per chunk rather than across ``yield``: between chunks the thread
+    may run other code whose wrappers must not be popped out of order. They are the wrapper
+    objects of the thread that ran the view; a WSGI server iterates the body in that thread.
     """
     iterator = iter(chunks)
+    installed = _wrapping(wrappers)
     while True:
-        with connection.execute_wrapper(record_query):
+        with installed:
             try:
                 chunk = next(iterator)
             except StopIteration:

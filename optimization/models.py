@@ -40,6 +40,9 @@ class QueryShapeStat(models.Model):
     hour = models.DateTimeField()
     shape_key = models.CharField(max_length=16)
     shape = models.TextField()
+    # the database alias the statements ran on (a replica's cost is fixed on the replica); the
+    # shape text of a non-default alias starts with it too, so findings quoting it say where
+    database = models.CharField(max_length=100, default="default")
     executions = models.PositiveIntegerField(default=0)
     total_ms = models.FloatField(default=0.0)
     max_ms = models.FloatField(default=0.0)

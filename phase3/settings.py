@@ -144,6 +144,11 @@ else:
             },
         }
     }
+if TESTING and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A second alias, as a read replica would be, mirroring the test database: the request
+    # profiler's tests check that statements on every alias are seen. Tests must list it in
+    # ``django_db(databases=[...])`` to use it.
+    DATABASES["replica"] = {**DATABASES["default"], "TEST": {"MIRROR": "default"}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis, cache, broker --------------------------------------------------------------

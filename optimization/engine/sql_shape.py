@@ -64,3 +64,32 @@ def shape_key(shape: str) -> str:
     A hash rather than the text because shapes can be kilobytes long and labels are indexed.
     """
     return hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()
+
+
+# Statements on the ``default`` database keep their bare shape, so profiles (and shape keys)
+# recorded before other databases were profiled stay comparable; a statement on any other
+# database gets its alias in front, as an SQL comment so the shape still reads as SQL.
+DEFAULT_ALIAS = "default"
+_ALIAS_TAG = "/* db:"
+_ALIAS_END = " */ "
+
+
+def alias_tag(alias: str) -> str:
+    """The prefix that marks a shape as run on database ``alias`` ("" for ``default``).
+
+    The same statement on the primary and on a replica is two different costs (and an N+1
+    loop on a replica is fixed on the replica's query), so the alias is part of the shape:
+    it separates the hourly rows, the shape keys and the N+1 runs, and the user reads it in
+    every finding that quotes the shape. The middleware computes this once per alias and
+    request and prepends it per statement: one string concatenation, no lookup.
+    """
+    return "" if alias == DEFAULT_ALIAS else f"{_ALIAS_TAG}{alias}{_ALIAS_END}"
+
+
+def shape_database(shape: str) -> tuple[str, str]:
+    """Split a recorded shape into ``(alias, shape without the tag)``; untagged is ``default``."""
+    if shape.startswith(_ALIAS_TAG):
+        end = shape.find(_ALIAS_END, len(_ALIAS_TAG))
+        if end > 0:
+            return shape[len(_ALIAS_TAG) : end], shape[end + len(_ALIAS_END) :]
+    return DEFAULT_ALIAS, shape

@@ -13,7 +13,7 @@ from django.db.models.functions import Greatest
 from telemetry.models import Sample, Series
 from telemetry.services import series_ensure
 
-from ..engine.sql_shape import shape_key
+from ..engine.sql_shape import shape_database, shape_key
 from ..models import EndpointProfile, QueryShapeStat
 from ..recording import EndpointMinute
 
@@ -129,6 +129,7 @@ def _write_shapes(buckets: Sequence[EndpointMinute]) -> int:
                 key,
                 {
                     "shape": shape,
+                    "database": shape_database(shape)[0],
                     "executions": 0,
                     "total_ms": 0.0,
                     "max_ms": 0.0,
@@ -148,7 +149,9 @@ def _write_shapes(buckets: Sequence[EndpointMinute]) -> int:
             endpoint=endpoint, hour=hour, shape_key=key, defaults=t
         )
         if not created:
-            additive = {k: F(k) + v for k, v in t.items() if k not in ("shape", "max_ms")}
+            additive = {
+                k: F(k) + v for k, v in t.items() if k not in ("shape", "database", "max_ms")
+            }
             QueryShapeStat.objects.filter(pk=stat.pk).update(
                 max_ms=Greatest(F("max_ms"), t["max_ms"]), **additive
             )

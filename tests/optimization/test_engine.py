@@ -587,3 +587,15 @@ def test_confidence_calibration_fixes_overconfidence():
     assert brier_score(calibrated, test_succeeded) < brier_score(test_raw, test_succeeded)
     assert cal.calibrate_confidence(0.9) < 0.9
     assert cal.calibrate_confidence(0.9) >= cal.calibrate_confidence(0.6)
+
+
+def test_a_shape_keeps_its_database_alias_and_default_stays_bare():
+    from optimization.engine.sql_shape import alias_tag, shape_database
+
+    shape = sql_shape("SELECT * FROM book WHERE id = %s")
+    assert alias_tag("default") == ""
+    assert shape_database(alias_tag("default") + shape) == ("default", shape)
+    tagged = alias_tag("replica") + shape
+    assert shape_database(tagged) == ("replica", shape)
+    assert shape_key(tagged) != shape_key(shape)
+    assert sql_shape(tagged) == shape  # still SQL: the tag is a comment

@@ -155,3 +155,73 @@ def test_profiled_requests_feed_the_analysis_end_to_end(client, profiled):
     assert finding["requests_with_pattern"] == finding["requests_total"] == 5
     draft = next(d for d in result.drafts if d.category == "n_plus_one" and d.endpoint == endpoint)
     assert "5 of 5 requests" in draft.confidence_explanation
+
+
+@pytest.fixture(scope="session")
+def _replica_closed_before_the_test_database_is_dropped(django_db_setup, django_db_blocker):
+    """The mirror alias holds a connection of its own to the test database: a test's atomic
+    block defers its close, so it is closed here, before the database is dropped."""
+    from django.db import connections
+
+    yield
+    if "replica" in connections:
+        with django_db_blocker.unblock():
+            connections["replica"].close()
+
+
+@pytest.fixture
+def replica(settings, _replica_closed_before_the_test_database_is_dropped):
+    """The second alias (``phase3.settings`` adds it under PHASE3_TESTING on PostgreSQL)."""
+    if "replica" not in settings.DATABASES:
+        pytest.skip("no second database alias configured (PHASE3_TESTING on PostgreSQL)")
+    return "replica"
+
+
+@pytest.mark.django_db(databases=["default", "replica"])
+def test_statements_on_a_second_database_are_counted_and_shaped(client, profiled, replica):
+    from optimization.engine.sql_shape import alias_tag, shape_database
+
+    client.get("/books/1/")  # default only
+    client.get("/replica/books/")
+    middleware.flush_recorded(before=time.time() + 120)
+
+    profile = EndpointProfile.objects.get(endpoint="/replica/books")
+    assert profile.queries == 7 and profile.db_ms_sum >= 6 * 10
+    on_replica = QueryShapeStat.objects.get(endpoint="/replica/books", database=replica)
+    assert on_replica.shape.startswith(alias_tag(replica)) and "pg_sleep" in on_replica.shape
+    assert on_replica.executions == 6 and on_replica.n_plus_one_requests == 1
+    assert shape_database(on_replica.shape)[0] == replica
+    on_default = QueryShapeStat.objects.get(endpoint="/replica/books", database="default")
+    assert on_default.shape == "SELECT ?"
+
+    # a request on default alone is profiled as before: bare shapes, same key as the replica's
+    # statement would have had there, nothing under the other alias
+    books = QueryShapeStat.objects.filter(endpoint="/books/<int:pk>")
+    assert set(books.values_list("database", flat=True)) == {"default"}
+    loop = books.get(shape__contains="pg_sleep")
+    assert loop.shape == shape_database(on_replica.shape)[1]
+    assert loop.shape_key != on_replica.shape_key
+    assert EndpointProfile.objects.get(endpoint="/books/<int:pk>").queries == 7
+
+
+@pytest.mark.django_db(databases=["default", "replica"])
+def test_an_unused_alias_opens_no_connection(client, profiled, replica, monkeypatch):
+    from django.db import connections
+
+    opened = []
+    monkeypatch.setattr(connections[replica], "ensure_connection", lambda: opened.append(1))
+    client.get("/books/1/")
+    assert opened == []  # wrapping an alias never connects it
+    assert connections[replica].execute_wrappers == []  # and its wrapper was taken off
+
+
+@pytest.mark.django_db(databases=["default", "replica"])
+def test_a_streaming_response_sees_statements_on_a_second_database(client, profiled, replica):
+    response = client.get("/replica/export/")
+    assert b"".join(response.streaming_content) == b"0\n1\n2\n"
+    middleware.flush_recorded(before=time.time() + 120)
+
+    export = EndpointProfile.objects.get(endpoint="/replica/export")
+    assert export.requests == 1 and export.queries == 3 and export.db_ms_sum >= 3 * 10
+    loop = QueryShapeStat.objects.get(endpoint="/replica/export", database=replica)
+    assert loop.executions == 3
