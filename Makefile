@@ -26,7 +26,10 @@ run: $(VENV)/.runtime
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runstack
 
-## test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set)
+## test: the whole suite (PostgreSQL/Redis when DATABASE_URL/REDIS_URL are set), in two
+## processes (pytest-xdist: each has its own test database and Redis database); one process:
+## `make test PYTEST_ARGS=`
+PYTEST_ARGS ?= -n 2
 test: $(VENV)/.dev
 	PHASE3_TESTING=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
