@@ -10,6 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.actors import request_actor
 from telemetry.api import resolve_window
 from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
@@ -32,13 +33,6 @@ from .validation import (
     silence_errors,
     silence_match_errors,
 )
-
-
-def _caller(request) -> str:
-    """Who acted, for the record: the admin user, or the API key's name."""
-    user = request.user
-    return getattr(user, "username", "") or str(getattr(request, "auth", "") or "")
-
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
 
@@ -279,7 +273,7 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         try:
             service(
                 anomaly_id=anomaly.pk,
-                by=_caller(request),
+                by=request_actor(request),
                 note=body.validated_data.get("note", ""),
             )
         except services.AnomalyStateError as exc:
@@ -309,7 +303,7 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         body = SilenceSeriesSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         silence = services.silence_anomaly_series(
-            anomaly_id=anomaly.pk, by=_caller(request), **body.validated_data
+            anomaly_id=anomaly.pk, by=request_actor(request), **body.validated_data
         )
         return Response(SilenceSerializer(silence).data, status=status.HTTP_201_CREATED)
 
@@ -522,7 +516,7 @@ class SilenceViewSet(viewsets.ModelViewSet):
         return super().list(request, *args, **kwargs)
 
     def perform_create(self, serializer):
-        serializer.save(created_by=_caller(self.request))
+        serializer.save(created_by=request_actor(self.request))
 
     @extend_schema(request=SilencePreviewSerializer, responses=SilencePreviewResultSerializer)
     @action(detail=False, methods=["post"])

@@ -19,6 +19,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from telemetry.actors import request_actor
 from telemetry.serializers import ChoiceField, ModelSerializer, valid_choices_text
 from telemetry.validation import NUL
 
@@ -35,12 +36,6 @@ from .models import (
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin",
                "destroy": "admin"}  # fmt: skip
-
-
-def _caller(request) -> str:
-    """Who acted, for the record: the admin user, or the API key's name."""
-    user = request.user
-    return getattr(user, "username", "") or str(getattr(request, "auth", "") or "")
 
 
 def _check(errors: list[str]) -> None:
@@ -301,14 +296,16 @@ class ExperimentViewSet(viewsets.ModelViewSet):
         body = ShipSerializer(data=request.data, context={"experiment": self.get_object()})
         body.is_valid(raise_exception=True)
         return self._transition(
-            services.experiment_ship, variant=body.validated_data["variant"], by=_caller(request)
+            services.experiment_ship,
+            variant=body.validated_data["variant"],
+            by=request_actor(request),
         )
 
     @extend_schema(request=None, responses=ExperimentSerializer)
     @action(detail=True, methods=["post"])
     def unship(self, request, pk=None):
         """Roll the ship back: users fall back to the rules without the variant."""
-        return self._transition(services.experiment_unship, by=_caller(request))
+        return self._transition(services.experiment_unship, by=request_actor(request))
 
     @extend_schema(responses=ExperimentResultSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)
