@@ -152,24 +152,14 @@ class PerformanceMiddleware:
         """
         clock = time.perf_counter
         wrappers = []
-        for alias, tag in self.databases:
-            if tag:
+        for alias, tag in self.databases:  # default's tag is "": its shapes are unchanged
 
-                def record_query(execute, sql, params, many, context, tag=tag):
-                    started = clock()
-                    try:
-                        return execute(sql, params, many, context)
-                    finally:
-                        append((tag + sql_shape(sql), (clock() - started) * 1000.0))
-
-            else:
-
-                def record_query(execute, sql, params, many, context):
-                    started = clock()
-                    try:
-                        return execute(sql, params, many, context)
-                    finally:
-                        append((sql_shape(sql), (clock() - started) * 1000.0))
+            def record_query(execute, sql, params, many, context, tag=tag):
+                started = clock()
+                try:
+                    return execute(sql, params, many, context)
+                finally:
+                    append((tag + sql_shape(sql), (clock() - started) * 1000.0))
 
             wrappers.append((connections[alias], record_query))
         return wrappers
