@@ -1,16 +1,20 @@
 """Request profiler: per-endpoint latency, status, query count, DB time and query shapes.
 
-Each request runs with an execute wrapper on the connection of every configured database alias
-(``django.db.connections``: a read replica's statements count as much as the primary's) that
-times every statement and keeps its shape (:func:`optimization.engine.sql_shape.sql_shape`),
-tagged with its alias when it is not ``default``. At the end of
-the request a handful of numbers go into the process-wide :data:`AGGREGATOR`; nothing touches the
+Every database connection object (one per alias and thread) carries one execute wrapper
+(:func:`profile_connection`, installed when the connection is opened: the ``connection_created``
+signal). It times a statement and keeps its shape (:func:`optimization.engine.sql_shape.sql_shape`,
+tagged with its alias when it is not ``default``) only while a request is being profiled, i.e.
+while the context variable :data:`_statements` holds that request's list. A context variable,
+not the thread's connection, is what follows a request: under ASGI an async view's ORM calls
+run in ``sync_to_async`` threads, which copy the request's context, so their statements land in
+the request's list without the middleware ever leaving the event loop. At the end of the
+request a handful of numbers go into the process-wide :data:`AGGREGATOR`; nothing touches the
 database. About once a minute a daemon thread drains the complete minutes and writes them with
 ``optimization.services.performance_flush`` (one transaction per flush), so the request that
 crosses the minute does not pay for the write either.
 
-Works in any Django project: add ``"optimization.middleware.PerformanceMiddleware"`` to
-``MIDDLEWARE``. Settings (all optional): ``OPTIMIZATION_PROFILE_EXCLUDE`` (path prefixes not
+Works in any Django project, WSGI or ASGI: add ``"optimization.middleware.PerformanceMiddleware"``
+to ``MIDDLEWARE``. Settings (all optional): ``OPTIMIZATION_PROFILE_EXCLUDE`` (path prefixes not
 profiled, default static files), ``OPTIMIZATION_FLUSH_SECONDS`` (default 60),
 ``OPTIMIZATION_FLUSH_IN_THREAD`` (default True; False leaves flushing to whoever calls
 :func:`flush_recorded` in the serving process, as the tests do: the figures live in that
@@ -27,9 +31,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 from django.http import HttpRequest, HttpResponse
 
 from .engine.bottlenecks import UNRESOLVED_ENDPOINT
@@ -41,6 +49,57 @@ logger = logging.getLogger(__name__)
 AGGREGATOR = PerformanceAggregator()
 _flush_lock = threading.Lock()
 _exit_hook = threading.Event()
+
+# The ``append`` of the list collecting the current request's ``(shape, ms)`` statements, or
+# None outside a profiled request (the wrapper then only passes the statement through).
+_statements: ContextVar[Callable[[tuple[str, float]], None] | None] = ContextVar(
+    "optimization_profiled_statements", default=None
+)
+
+
+def _statement_wrapper(tag: str) -> Callable:
+    """The execute wrapper of one connection: time and shape the statement for the request
+    whose list is in context; otherwise (a Celery task, the flush thread) pass it through."""
+    clock, current = time.perf_counter, _statements.get
+
+    def record_statement(execute, sql, params, many, context):
+        append = current()
+        if append is None:
+            return execute(sql, params, many, context)
+        started = clock()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            append((tag + sql_shape(sql), (clock() - started) * 1000.0))
+
+    record_statement.optimization_profiler = True
+    return record_statement
+
+
+def profile_connection(connection: BaseDatabaseWrapper, **kwargs) -> None:
+    """Put the statement wrapper on ``connection`` once (the ``connection_created`` receiver).
+
+    Each thread has its own connection objects, so they cannot be wrapped per request from the
+    thread that runs the middleware (an async view's ORM runs in another one). Wrapping each
+    object when it connects covers every thread, opens nothing (an alias no request uses is
+    never connected) and costs a request nothing. The wrapper goes first in
+    ``execute_wrappers``: Django's ``execute_wrapper()`` blocks pop the *last* item on exit, so
+    a connection opened inside one of those must not get ours appended after theirs.
+    """
+    wrappers = connection.execute_wrappers
+    if not any(getattr(w, "optimization_profiler", False) for w in wrappers):
+        wrappers.insert(0, _statement_wrapper(alias_tag(connection.alias)))
+
+
+def profile_statements() -> None:
+    """Wrap every connection opened from now on, and this thread's already open ones.
+
+    Called by the app's ``ready()`` (before any request or test opens a connection) and by the
+    middleware (a project that installs the middleware without the app). Idempotent.
+    """
+    connection_created.connect(profile_connection, dispatch_uid="optimization.profile_connection")
+    for connection in connections.all(initialized_only=True):
+        profile_connection(connection)
 
 
 def endpoint_name(request: HttpRequest) -> str:
@@ -104,10 +163,23 @@ def _flush_in_background() -> None:
 
 
 class PerformanceMiddleware:
-    """Profile each request in memory; flush per-endpoint per-minute figures in the background."""
+    """Profile each request in memory; flush per-endpoint per-minute figures in the background.
+
+    Sync- and async-capable (Django's hybrid middleware): under ASGI with an async view chain it
+    runs as a coroutine on the event loop, so no request pays a thread hop for the profiler;
+    under WSGI it is a plain call. Both paths share one recording: the statements of the request
+    go to a list reached through :data:`_statements`, a context variable that
+    ``sync_to_async`` carries into the thread where the ORM actually runs.
+    """
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)  # Django then awaits us: no adapter, no thread
         self.exclude = tuple(getattr(settings, "OPTIMIZATION_PROFILE_EXCLUDE", ("/static/",)))
         self.flush_seconds = float(getattr(settings, "OPTIMIZATION_FLUSH_SECONDS", 60))
         self.flush_in_thread = bool(getattr(settings, "OPTIMIZATION_FLUSH_IN_THREAD", True))
@@ -116,53 +188,53 @@ class PerformanceMiddleware:
         AGGREGATOR.max_pending_minutes = max(
             AGGREGATOR.max_pending_minutes, 2 * math.ceil(self.flush_seconds / 60) + 1
         )
-        # (alias, tag) of every configured database, read once: settings do not change while
-        # serving, and reading them opens no connection
-        self.databases = tuple((alias, alias_tag(alias)) for alias in connections)
+        profile_statements()
         if self.flush_in_thread and not _exit_hook.is_set():
             _exit_hook.set()
             atexit.register(_flush_at_exit)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.is_async:
+            return self.__acall__(request)
         if request.path.startswith(self.exclude):
             return self.get_response(request)
         queries: list[tuple[str, float]] = []
-        wrappers = self._wrappers(queries.append)
         started = time.perf_counter()
-        with _wrapping(wrappers):
+        token = _statements.set(queries.append)
+        try:
             response = self.get_response(request)
-        if response.streaming:
-            self._record_when_streamed(request, response, wrappers, queries, started)
-            return response
-        self._record(
-            endpoint_name(request),
-            (time.perf_counter() - started) * 1000.0,
-            response.status_code,
-            queries,
-        )
-        return response
+        finally:
+            _statements.reset(token)
+        return self._finish(request, response, queries, started)
 
-    def _wrappers(self, append: Callable[[tuple[str, float]], None]) -> list[tuple]:
-        """One ``(connection, wrapper)`` per configured alias, all appending to one list.
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        """The same recording as :meth:`__call__`, awaited on the event loop.
 
-        ``connections[alias]`` only builds (or returns this thread's) wrapper object; no
-        connection is opened, so an alias the request never uses costs a list append and pop.
-        One list keeps the statements of all databases in execution order, which the N+1 rule
-        (consecutive repeats) needs; the alias tag keeps a replica's shapes apart.
+        The view's ORM calls run in ``sync_to_async`` threads; each copies this task's context,
+        so the statement wrapper of that thread's connection finds the request's list.
         """
-        clock = time.perf_counter
-        wrappers = []
-        for alias, tag in self.databases:  # default's tag is "": its shapes are unchanged
+        if request.path.startswith(self.exclude):
+            return await self.get_response(request)
+        queries: list[tuple[str, float]] = []
+        started = time.perf_counter()
+        token = _statements.set(queries.append)
+        try:
+            response = await self.get_response(request)
+        finally:
+            _statements.reset(token)
+        return self._finish(request, response, queries, started)
 
-            def record_query(execute, sql, params, many, context, tag=tag):
-                started = clock()
-                try:
-                    return execute(sql, params, many, context)
-                finally:
-                    append((tag + sql_shape(sql), (clock() - started) * 1000.0))
-
-            wrappers.append((connections[alias], record_query))
-        return wrappers
+    def _finish(self, request, response, queries, started) -> HttpResponse:
+        if response.streaming:
+            self._record_when_streamed(request, response, queries, started)
+        else:
+            self._record(
+                endpoint_name(request),
+                (time.perf_counter() - started) * 1000.0,
+                response.status_code,
+                queries,
+            )
+        return response
 
     def _record(
         self, endpoint: str, latency_ms: float, status: int, queries: list[tuple[str, float]]
@@ -175,21 +247,27 @@ class PerformanceMiddleware:
             self._next_flush = now + self.flush_seconds
             threading.Thread(target=_flush_in_background, daemon=True).start()
 
-    def _record_when_streamed(self, request, response, wrappers, queries, started) -> None:
+    def _record_when_streamed(self, request, response, queries, started) -> None:
         """Record a streaming response once its body has been sent, not when the view returns.
 
         A streaming view (a CSV export over ``queryset.iterator()``) does its work while the
         server iterates the body, after the middleware has returned: recording at return
-        measured about a millisecond and no query. The body's iterator is wrapped so its
-        statements are profiled, and the request is recorded when the server closes the
-        response (the WSGI and ASGI handlers always do, after the last byte or a disconnect):
-        latency is time to the last byte, as in Sentry's and Datadog's request spans. A file
-        (``FileResponse``) keeps its iterator so ``wsgi.file_wrapper`` still sends it; an async
-        body's statements run in other threads and are not seen.
+        measured about a millisecond and no query. The body's iterator (sync or async) is
+        wrapped so its statements are profiled, and the request is recorded when the server
+        closes the response (the WSGI and ASGI handlers always do, after the last byte or a
+        disconnect): latency is time to the last byte, as in Sentry's and Datadog's request
+        spans. A file (``FileResponse``) keeps its iterator so ``wsgi.file_wrapper`` still
+        sends it.
         """
         endpoint, status = endpoint_name(request), response.status_code
-        if getattr(response, "file_to_stream", None) is None and not response.is_async:
-            response.streaming_content = _profiled_chunks(response.streaming_content, wrappers)
+        if response.is_async:
+            response.streaming_content = _profiled_async_chunks(
+                response.streaming_content, queries.append
+            )
+        elif getattr(response, "file_to_stream", None) is None:
+            response.streaming_content = _profiled_chunks(
+                response.streaming_content, queries.append
+            )
         recorded = False
 
         def finish() -> None:
@@ -201,41 +279,35 @@ class PerformanceMiddleware:
         response._resource_closers.append(finish)
 
 
-class _wrapping:
-    """Install each ``(connection, wrapper)`` for the block, like nested ``execute_wrapper``.
+def _profiled_chunks(chunks, append):
+    """Yield ``chunks`` with the request's statement list in context while each is produced.
 
-    Django's context manager appends to ``connection.execute_wrappers`` and pops on exit; this
-    does the same for every alias at once without a generator-based context manager per alias,
-    so the per-request cost stays a few list operations however many databases are configured.
-    """
-
-    __slots__ = ("wrappers",)
-
-    def __init__(self, wrappers: list[tuple]) -> None:
-        self.wrappers = wrappers
-
-    def __enter__(self) -> None:
-        for conn, wrapper in self.wrappers:
-            conn.execute_wrappers.append(wrapper)
-
-    def __exit__(self, *exc_info) -> None:
-        for conn, _ in self.wrappers:
-            conn.execute_wrappers.pop()
-
-
-def _profiled_chunks(chunks, wrappers):
-    """Yield ``chunks`` with the statement wrappers installed while each one is produced.
-
-    The wrappers are entered per chunk rather than across ``yield``: between chunks the thread
-    may run other code whose wrappers must not be popped out of order. They are the wrapper
-    objects of the thread that ran the view; a WSGI server iterates the body in that thread.
+    The list is set per chunk rather than across ``yield``: between chunks the thread runs the
+    server's code (and, under ASGI, Django consumes a sync body in a ``sync_to_async`` thread:
+    the context variable goes with it, the wrappers are already on that thread's connections).
     """
     iterator = iter(chunks)
-    installed = _wrapping(wrappers)
     while True:
-        with installed:
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
+        token = _statements.set(append)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            _statements.reset(token)
+        yield chunk
+
+
+async def _profiled_async_chunks(chunks, append):
+    """The async body's twin of :func:`_profiled_chunks`: its ``sync_to_async`` ORM calls
+    copy the context of the task iterating the body, so they see the request's list."""
+    iterator = aiter(chunks)
+    while True:
+        token = _statements.set(append)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            _statements.reset(token)
         yield chunk

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -209,10 +210,14 @@ def test_an_unused_alias_opens_no_connection(client, profiled, replica, monkeypa
     from django.db import connections
 
     opened = []
+    before = list(connections[replica].execute_wrappers)
     monkeypatch.setattr(connections[replica], "ensure_connection", lambda: opened.append(1))
     client.get("/books/1/")
-    assert opened == []  # wrapping an alias never connects it
-    assert connections[replica].execute_wrappers == []  # and its wrapper was taken off
+    client.get("/books/2/")
+    assert opened == []  # profiling an alias never connects it
+    assert connections[replica].execute_wrappers == before  # and requests leave no wrapper
+    profilers = [w for w in before if getattr(w, "optimization_profiler", False)]
+    assert len(profilers) <= 1  # at most the one put on when it was opened
 
 
 @pytest.mark.django_db(databases=["default", "replica"])
@@ -225,3 +230,135 @@ def test_a_streaming_response_sees_statements_on_a_second_database(client, profi
     assert export.requests == 1 and export.queries == 3 and export.db_ms_sum >= 3 * 10
     loop = QueryShapeStat.objects.get(endpoint="/replica/export", database=replica)
     assert loop.executions == 3
+
+
+# --- ASGI: the async path records what the sync path records, without a thread hop ---------
+
+
+def _consume(response) -> bytes:
+    """The body of a streaming response, as a server sends it (async bodies on a loop)."""
+    if not response.is_async:
+        return b"".join(response.streaming_content)
+
+    async def collect() -> bytes:
+        return b"".join([chunk async for chunk in response.streaming_content])
+
+    return async_to_sync(collect)()
+
+
+def _figures(bucket) -> dict:
+    """What a request profile says apart from the clock: counts, shapes and N+1 runs."""
+    return {
+        "endpoint": bucket.endpoint,
+        "requests": bucket.requests,
+        "errors": bucket.errors,
+        "queries": bucket.queries,
+        "shapes": {
+            shape: (f.executions, f.n_plus_one_requests, f.repeats_sum)
+            for shape, f in bucket.shapes.items()
+        },
+    }
+
+
+def _recorded(send, paths) -> dict:
+    """Send ``paths`` with ``send`` (consuming streamed bodies), then drain what was recorded."""
+    for path in paths:
+        response = send(path)
+        if response.streaming:
+            assert len(middleware.AGGREGATOR) == 0  # recorded at close, not at return
+            _consume(response)
+    buckets = middleware.AGGREGATOR.drain()
+    for bucket in buckets:  # the clock differs between runs; its relations must not
+        assert bucket.latency_sum_ms >= bucket.db_ms > 0
+    return {b.endpoint: (_figures(b), b.db_ms) for b in buckets}
+
+
+@pytest.mark.parametrize(
+    "paths, slow_statements",
+    [
+        (["/async/books/1/", "/async/books/2/", "/async/books/0/"], 18),
+        (["/async/export/"], 4),  # an async streaming body
+        (["/export/"], 4),  # a sync streaming body served to the async path
+        (["/books/1/", "/books/0/"], 12),  # a sync view under ASGI
+        (["/async/elsewhere/"], 6),  # statements on a thread the middleware never ran on
+    ],
+)
+def test_the_async_path_records_what_the_sync_path_records(
+    client, async_client, profiled, paths, slow_statements
+):
+    """The same requests through WSGI's sync path and through the async path (``AsyncClient``,
+    so the middleware is awaited on an event loop while the ORM runs in other threads)."""
+    through_sync = _recorded(client.get, paths)
+    through_async = _recorded(async_to_sync(async_client.get), paths)
+
+    assert through_async.keys() == through_sync.keys() and len(through_sync) == 1
+    (endpoint,) = through_sync
+    figures, db_ms_sync = through_sync[endpoint]
+    assert through_async[endpoint][0] == figures
+    assert figures["requests"] == len(paths)
+    slow = next(v for s, v in figures["shapes"].items() if "pg_sleep" in s)
+    assert slow[0] == slow_statements
+    # each 10 ms statement was timed on both paths
+    assert min(db_ms_sync, through_async[endpoint][1]) >= slow_statements * 10
+
+
+def test_the_async_path_writes_the_same_rows_as_the_sync_path(client, async_client, profiled):
+    from optimization.engine.sql_shape import shape_key
+
+    def rows(endpoint):
+        profile = EndpointProfile.objects.get(endpoint=endpoint)
+        shapes = {
+            (s.shape_key, s.executions, s.n_plus_one_requests, s.repeats_sum, s.database)
+            for s in QueryShapeStat.objects.filter(endpoint=endpoint)
+        }
+        return (profile.requests, profile.errors, profile.queries), shapes
+
+    for pk in (1, 0):
+        client.get(f"/books/{pk}/")
+    middleware.flush_recorded(before=time.time() + 120)
+    for pk in (1, 0):
+        async_to_sync(async_client.get)(f"/async/books/{pk}/")
+    middleware.flush_recorded(before=time.time() + 120)
+
+    sync_profile, sync_shapes = rows("/books/<int:pk>")
+    async_profile, async_shapes = rows("/async/books/<int:pk>")
+    assert async_profile == (2, 1, sync_profile[2] + 2)  # + the async ORM call per request
+    orm = {s for s in async_shapes if s not in sync_shapes}
+    assert len(orm) == 1 and next(iter(orm))[1:3] == (2, 0)
+    assert async_shapes - orm == sync_shapes  # the N+1 loop: same key, counts, runs
+    assert shape_key("SELECT pg_sleep(?), ?") in {s[0] for s in sync_shapes}
+
+
+def test_django_awaits_the_middleware_without_adapting_it(settings, monkeypatch):
+    """Sync-only, Django wrapped the profiler in ``sync_to_async`` under ASGI: one thread hop
+    per request, and an async view then ran behind an ``async_to_sync`` hop back."""
+    from asgiref.sync import iscoroutinefunction
+    from django.core.handlers import base
+
+    adapted = []
+    for name in ("sync_to_async", "async_to_sync"):
+        real = getattr(base, name)
+        monkeypatch.setattr(
+            base, name, lambda fn, *a, _real=real, **k: adapted.append(fn) or _real(fn, *a, **k)
+        )
+    settings.MIDDLEWARE = ["optimization.middleware.PerformanceMiddleware"]
+    handler = base.BaseHandler()
+    handler.load_middleware(is_async=True)
+    assert adapted == [] and iscoroutinefunction(handler._middleware_chain)
+
+    async def view(request):
+        return None
+
+    assert iscoroutinefunction(middleware.PerformanceMiddleware(view))
+    assert not iscoroutinefunction(middleware.PerformanceMiddleware(lambda request: None))
+
+
+def test_statements_outside_a_request_are_not_recorded(profiled):
+    """The wrapper stays on the connection between requests (a Celery task, the flush thread):
+    it must only pass those statements through."""
+    from django.db import connection as default
+
+    with default.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(0.01)")
+    assert len(middleware.AGGREGATOR) == 0
+    assert middleware._statements.get() is None
