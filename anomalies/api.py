@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from telemetry.actors import request_actor
-from telemetry.api import resolve_window
+from telemetry.api import InstantField, resolve_window
 from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
 
@@ -115,8 +115,10 @@ class SilenceSeriesSerializer(serializers.Serializer):
 class DetectQuerySerializer(serializers.Serializer):
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    since = InstantField(
+        required=False, help_text="ISO 8601 or epoch seconds; default: a day before until."
+    )
+    until = InstantField(required=False, help_text="ISO 8601 or epoch seconds; default: now.")
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
 
     def validate(self, attrs):
@@ -423,8 +425,10 @@ class ExecutionFilterSerializer(serializers.Serializer):
     anomaly = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     playbook = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     status = ChoiceField(choices=ResponseExecution.Status.choices, required=False)
-    since = serializers.DateTimeField(required=False, help_text="Created at or after.")
-    until = serializers.DateTimeField(required=False, help_text="Created before.")
+    since = InstantField(
+        required=False, help_text="Created at or after (ISO 8601 or epoch seconds)."
+    )
+    until = InstantField(required=False, help_text="Created before (ISO 8601 or epoch seconds).")
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")

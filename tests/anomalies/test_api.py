@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from anomalies.models import (
     Anomaly,
@@ -61,6 +62,24 @@ def test_detect_rejects_bad_filters_naming_the_field(client_with_role, query, fi
     response = client_with_role("viewer").get(BASE + "anomaly/detect?" + query)
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_detect_reads_times_as_telemetry_does(client_with_role):
+    """Epoch seconds are a moment here as in telemetry's reads; milliseconds are refused
+    with the ingestion's words instead of DRF's "wrong format" list."""
+    _anomaly(name="api.epoch", severity="warning", methods=["statistical"])
+    client = client_with_role("viewer")
+    now = timezone.now()
+    hour_ago = str(int((now - timedelta(hours=1)).timestamp()))
+    body = client.get(BASE + "anomaly/detect", {"since": hour_ago}).json()
+    assert body["count"] == 1
+    assert body["since"].startswith((now - timedelta(hours=1)).strftime("%Y-%m-%dT%H"))
+    earlier = int((now - timedelta(days=3)).timestamp())
+    before = client.get(BASE + "anomaly/detect", {"since": earlier, "until": earlier + 3600})
+    assert before.json()["count"] == 0
+    refused = client.get(BASE + "anomaly/detect", {"since": hour_ago + "000"})
+    assert refused.status_code == 400
+    assert "milliseconds" in refused.json()["since"][0]
 
 
 def test_detect_counts_every_anomaly_of_the_window_not_only_the_listed_ones(client_with_role):
@@ -298,6 +317,9 @@ def test_executions_filter_by_anomaly_playbook_status_and_time(client_with_role)
     assert listed(since=day_ago) == {"hour", "now"}
     assert listed(until=half_hour_ago) == {"old", "hour"}
     assert listed(since=day_ago, until=half_hour_ago) == {"hour"}
+    # Epoch seconds, as telemetry's reads take them: a script's `date +%s` works everywhere.
+    epoch = str(int((now - timedelta(days=1)).timestamp()))
+    assert listed(since=epoch, until=str((now - timedelta(minutes=30)).timestamp())) == {"hour"}
     assert listed(anomaly=second.pk, playbook=mail.pk) == set()
 
 
@@ -311,6 +333,7 @@ def test_executions_filter_by_anomaly_playbook_status_and_time(client_with_role)
         ("since=yesterday", "since"),
         ("until=2026-13-01", "until"),
         ("since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", "until"),
+        ("since=1700000000000", "since"),
     ],
 )
 def test_executions_refuse_bad_filters_naming_the_field(client_with_role, query, field):
