@@ -184,8 +184,8 @@ class ExperimentForm(JsonDocumentForm):
     class Meta:
         model = Experiment
         fields = ["key", "name", "description", "variants", "coverage", "targeting",
-                  "primary_metric", "guardrail_metrics", "alpha", "planned_users", "starts_at",
-                  "ends_at"]  # fmt: skip
+                  "primary_metric", "guardrail_metrics", "alpha", "planned_users",
+                  "minimum_effect", "starts_at", "ends_at"]  # fmt: skip
 
 
 class ShipActionForm(helpers.ActionForm):
@@ -334,6 +334,27 @@ def arm_rows(result: ExperimentResult) -> list[tuple[str, str]]:
     return rows
 
 
+def power_rows(result: ExperimentResult) -> list[tuple[str, str]]:
+    """Per treatment: MDE now, then the users and days the minimum effect needs."""
+    spec = ".2%" if result.metric_kind == Experiment.MetricKind.CONVERSION else ".4g"
+    rows = []
+    for p in result.power or []:
+        days = p["days_remaining"]
+        text = (
+            f"MDE {_fmt(p['mde_relative'], '+.1%')} ({_fmt(p['mde_absolute'], spec)} absolute) "
+            f"at {p['power']:.0%} power; minimum effect {p['target_relative']:+.1%}: "
+            f"power now {_fmt(p['power_at_target'], '.0%')}, needs "
+            f"{_fmt(p['users_needed_control'], ',')} control / "
+            f"{_fmt(p['users_needed_treatment'], ',')} {p['variant']} users "
+            f"({_fmt(p['users_needed_total'], ',')} exposures, {p['users_total']:,} so far), "
+            + ("days remaining n/a" if days is None else f"{days:.1f} days remaining")
+        )
+        if p.get("note"):
+            text += f" ({p['note']})"
+        rows.append((f"{p['variant']} power", text))
+    return rows
+
+
 def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
     """Summary rows (label, value) of the newest results, for the chart page."""
     rows = []
@@ -352,6 +373,7 @@ def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
                 f"P(beat control)={_fmt(c['chance_to_beat_control'], '.3f')}, "
                 f"sequential p={_fmt(seq['p_value'], '.4f')}",
             ))  # fmt: skip
+        rows.extend((f"{result.metric} {label}", text) for label, text in power_rows(result))
         if result.note:
             rows.append((f"{result.metric} note", result.note))
     return rows
@@ -391,7 +413,8 @@ class ExperimentResultAdmin(admin.ModelAdmin):
     list_filter = ["experiment", "is_primary", "srm_mismatch", "metric_kind"]
     search_fields = ["experiment__key", "metric"]
     list_select_related = ["experiment"]
-    readonly_fields = [*(f.name for f in ExperimentResult._meta.fields), "arm_intervals"]
+    readonly_fields = [*(f.name for f in ExperimentResult._meta.fields), "arm_intervals",
+                       "power_figures"]  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -399,6 +422,13 @@ class ExperimentResultAdmin(admin.ModelAdmin):
     @admin.display(description="arm estimates")
     def arm_intervals(self, obj: ExperimentResult) -> str:
         rows = arm_rows(obj)
+        if not rows:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+    @admin.display(description="power and minimum detectable effect")
+    def power_figures(self, obj: ExperimentResult) -> str:
+        rows = power_rows(obj)
         if not rows:
             return "-"
         return format_html_join(mark_safe("<br>"), "{}: {}", rows)

@@ -105,7 +105,8 @@ class ExperimentSerializer(ModelSerializer):
         model = Experiment
         fields = [
             "id", "key", "name", "description", "variants", "coverage", "targeting",
-            "primary_metric", "guardrail_metrics", "alpha", "planned_users", "status",
+            "primary_metric", "guardrail_metrics", "alpha", "planned_users", "minimum_effect",
+            "status",
             "starts_at", "ends_at", "shipped_variant", "shipped_at", "shipped_by", "shipments",
             "created_at", "updated_at",
         ]  # fmt: skip
@@ -164,14 +165,49 @@ class ArmEstimateSerializer(serializers.Serializer):
     method = serializers.CharField(help_text='"wilson" (score interval) or "t" (Student).')
 
 
+class PowerEstimateSerializer(serializers.Serializer):
+    """One treatment's power figures (``engine.power.PowerEstimate``); null where undefined."""
+
+    variant = serializers.CharField()
+    method = serializers.CharField(help_text='"two-proportion" (rates) or "welch" (means).')
+    power = serializers.FloatField(help_text="The power the figures are for (0.8).")
+    baseline = serializers.FloatField(help_text="The control's rate or mean now.")
+    mde_absolute = serializers.FloatField(
+        allow_null=True,
+        help_text="Smallest rise over the control found with this power at the current sizes.",
+    )
+    mde_relative = serializers.FloatField(allow_null=True, help_text="mde_absolute / baseline.")
+    target_relative = serializers.FloatField(help_text="The experiment's minimum_effect.")
+    target_absolute = serializers.FloatField(allow_null=True)
+    power_at_target = serializers.FloatField(
+        allow_null=True, help_text="Chance to find the minimum effect at the current sizes."
+    )
+    users_needed_control = serializers.IntegerField(allow_null=True)
+    users_needed_treatment = serializers.IntegerField(allow_null=True)
+    users_needed_total = serializers.IntegerField(
+        allow_null=True, help_text="Exposures over all arms (at their weights) the plan needs."
+    )
+    users_total = serializers.IntegerField(help_text="Exposures so far.")
+    exposures_per_day = serializers.FloatField(
+        allow_null=True,
+        help_text="Observed since the start (null once stopped, or in the first hour).",
+    )
+    days_remaining = serializers.FloatField(
+        allow_null=True,
+        help_text="Days until users_needed_total at exposures_per_day; 0 once reached.",
+    )
+    note = serializers.CharField(allow_blank=True, help_text="Why a figure is null.")
+
+
 class ExperimentResultSerializer(ModelSerializer):
     arms = ArmEstimateSerializer(many=True, read_only=True)
+    power = PowerEstimateSerializer(many=True, read_only=True)
 
     class Meta:
         model = ExperimentResult
         fields = [
             "metric", "is_primary", "metric_kind", "computed_at", "users", "srm_p_value",
-            "srm_mismatch", "arms", "comparisons", "note",
+            "srm_mismatch", "arms", "comparisons", "power", "note",
         ]  # fmt: skip
 
 

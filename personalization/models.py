@@ -157,6 +157,14 @@ class Experiment(models.Model):
         validators=[MinValueValidator(2)],
         help_text="Sample size at which the sequential interval is tightest (at least 2).",
     )
+    # Planning, not testing: it changes no p-value or interval, so it stays editable
+    # while the experiment runs (unlike alpha and planned_users).
+    minimum_effect = models.FloatField(
+        default=0.05,
+        validators=[MinValueValidator(0.001), MaxValueValidator(10.0)],
+        help_text="Smallest relative lift worth finding (0.05 = +5% over the control): sets "
+        "the users and days each result says the experiment still needs (80% power).",
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     starts_at = models.DateTimeField(null=True, blank=True)
     ends_at = models.DateTimeField(null=True, blank=True)
@@ -262,6 +270,12 @@ class ExperimentResult(models.Model):
         blank=True,
         help_text="Each variant's own rate or mean with its interval (Wilson score for rates, "
         "Student's t for means), at the experiment's confidence level.",
+    )
+    power = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Per treatment: minimum detectable effect at the current arm sizes, users "
+        "and days needed to find the experiment's minimum effect with 80% power.",
     )
     sequential_state = models.JSONField(default=dict, blank=True)
     note = models.CharField(max_length=300, blank=True)

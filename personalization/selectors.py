@@ -92,6 +92,8 @@ def result_summary(result: ExperimentResult) -> dict:
         "note": result.note,
         # Each arm's own rate or mean with its interval (Wilson / t), beside the comparisons.
         "arms": result.arms,
+        # Per treatment: MDE now, users and days still needed for the minimum effect.
+        "power": result.power,
         "comparisons": [
             {
                 "variant": c["variant"],

@@ -4,7 +4,8 @@ Puts the pieces of :mod:`.stats` and :mod:`.sequential` together the way an
 experiment report needs them: each arm's own value with its interval, every
 treatment against the control, Holm correction across treatments (for the
 fixed-horizon and the sequential p-values), a sample-ratio-mismatch check on the
-arm sizes, and the sequential state to carry to the next look.
+arm sizes, the sequential state to carry to the next look and, given the minimum effect
+of interest, each treatment's power figures (:mod:`.power`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from .power import PowerEstimate, power_estimates
 from .sequential import SequentialLook, SequentialState, sequential_look
 from .stats import (
     ArmEstimate,
@@ -78,6 +80,7 @@ class ExperimentAnalysis:
     srm: SrmResult
     comparisons: list[VariantComparison] = field(default_factory=list)
     arms: list[ArmEstimate] = field(default_factory=list)
+    power: list[PowerEstimate] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """JSON-ready (infinite bounds become None)."""
@@ -136,8 +139,15 @@ def analyse_experiment(
     alpha: float = 0.05,
     n_planned: int = 10_000,
     previous_states: Mapping[str, SequentialState] | None = None,
+    minimum_effect: float | None = None,
+    exposures_per_day: float | None = None,
 ) -> ExperimentAnalysis:
-    """Compare every variant to the first one (the control)."""
+    """Compare every variant to the first one (the control).
+
+    With ``minimum_effect`` (a relative lift) each treatment also gets its power figures
+    at 80% power: MDE now, users needed for that effect and the days they take at
+    ``exposures_per_day`` (None: no estimate of the days).
+    """
     if len(summaries) < 2:
         raise ValueError("an experiment needs a control and at least one treatment")
     if metric_kind not in ("conversion", "mean"):
@@ -180,6 +190,16 @@ def analyse_experiment(
         VariantComparison(name, fixed, float(hf), ctbc, seq, float(hs))
         for (name, fixed, ctbc, seq), hf, hs in zip(raw, holm_fixed, holm_seq, strict=True)
     ]
+    power = []
+    if minimum_effect is not None:
+        power = power_estimates(
+            [(s.name, s.users, s.mean, float(np.sqrt(s.variance))) for s in summaries],
+            weights=weights,
+            metric_kind=metric_kind,
+            alpha=alpha,
+            target_relative=minimum_effect,
+            exposures_per_day=exposures_per_day,
+        )
     return ExperimentAnalysis(
         metric_kind=metric_kind,
         alpha=alpha,
@@ -188,4 +208,5 @@ def analyse_experiment(
         srm=srm,
         comparisons=comparisons,
         arms=arm_estimates(summaries, metric_kind=metric_kind, alpha=alpha),
+        power=power,
     )

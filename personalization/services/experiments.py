@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 SRM_NOTE = "sample ratio mismatch (p < 0.001): do not trust these results"
 
+# Below this much running time an exposure rate is mostly the launch burst: no days estimate.
+RATE_MIN_SECONDS = 3600.0
+
 # What defines an experiment's arms and who is in them: changing it after the start would
 # mix users assigned under different rules into one comparison. ``alpha`` and
 # ``planned_users`` define the sequential test: loosening them after peeking at the
@@ -175,6 +178,20 @@ def _state_to_json(state: SequentialState) -> dict:
     }
 
 
+def _exposures_per_day(
+    exp: Experiment, users: int, first: datetime | None, end: datetime
+) -> float | None:
+    """Exposures per day so far, for the days-remaining estimate; None once the experiment
+    stopped (nobody more is exposed) or before an hour has passed since its start."""
+    starts = [t for t in (exp.starts_at, first) if t is not None]
+    if exp.status != Experiment.Status.RUNNING or not starts:
+        return None
+    seconds = (end - min(starts)).total_seconds()
+    if seconds < RATE_MIN_SECONDS:
+        return None
+    return users / (seconds / 86_400.0)
+
+
 def experiment_results_recompute(*, experiment_id: int, now: datetime | None = None) -> dict:
     """Analyse the primary and guardrail metrics of one experiment; one result row each.
 
@@ -252,8 +269,13 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                     n_planned=exp.planned_users,
                     previous_states={v: _state_from_json(previous.get(v)) for v in names
                                      if previous.get(v)},
+                    minimum_effect=exp.minimum_effect,
+                    exposures_per_day=_exposures_per_day(
+                        exp, len(exposures), start if exposed_at else None, end
+                    ),
                 )  # fmt: skip
                 data = analysis.to_dict()
+                result.power = data["power"]
                 result.srm_p_value = analysis.srm.p_value
                 result.srm_mismatch = analysis.srm.mismatch
                 result.comparisons = data["comparisons"]

@@ -42,6 +42,7 @@ def _experiment_form(exp: Experiment, **overrides) -> dict:
         "coverage": exp.coverage, "targeting": "{}",
         "primary_metric": '{"kind": "conversion", "event": "t_convert"}',
         "guardrail_metrics": "[]", "alpha": exp.alpha, "planned_users": exp.planned_users,
+        "minimum_effect": exp.minimum_effect,
         **split("starts_at", exp.starts_at), **split("ends_at", exp.ends_at),
         "results-TOTAL_FORMS": "0", "results-INITIAL_FORMS": "0",
         "results-MIN_NUM_FORMS": "0", "results-MAX_NUM_FORMS": "0",
