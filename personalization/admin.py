@@ -355,6 +355,33 @@ def power_rows(result: ExperimentResult) -> list[tuple[str, str]]:
     return rows
 
 
+def cuped_rows(result: ExperimentResult) -> list[tuple[str, str]]:
+    """Per treatment: the CUPED-adjusted effect beside the unadjusted one."""
+    cuped = result.cuped or {}
+    if not cuped:
+        return []
+    if not cuped.get("applied"):
+        return [("CUPED", f"not applied: {cuped.get('note', '')}")]
+    rows = [(
+        "CUPED",
+        f"covariate: the metric over {cuped['window_days']} days before exposure "
+        f"({cuped['users_with_covariate']:,} users with data), correlation "
+        f"{_fmt(cuped['correlation'], '.3f')}, theta {_fmt(cuped['theta'], '.4g')}",
+    )]  # fmt: skip
+    for c in cuped["comparisons"]:
+        ci, raw = c["difference_ci"], c["unadjusted_ci"]
+        rows.append((
+            f"{c['variant']} CUPED",
+            f"effect {_fmt(c['difference'], '+.4g')} [{_fmt(ci['lower'], '+.4g')}, "
+            f"{_fmt(ci['upper'], '+.4g')}], p={_fmt(c['p_value'], '.4f')} "
+            f"(Holm {_fmt(c['p_value_holm'], '.4f')}); unadjusted "
+            f"{_fmt(c['unadjusted_difference'], '+.4g')} [{_fmt(raw['lower'], '+.4g')}, "
+            f"{_fmt(raw['upper'], '+.4g')}]; variance reduced by "
+            f"{_fmt(c['variance_reduction'], '.1%')}",
+        ))  # fmt: skip
+    return rows
+
+
 def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
     """Summary rows (label, value) of the newest results, for the chart page."""
     rows = []
@@ -374,6 +401,7 @@ def result_rows(experiment: Experiment) -> list[tuple[str, str]]:
                 f"sequential p={_fmt(seq['p_value'], '.4f')}",
             ))  # fmt: skip
         rows.extend((f"{result.metric} {label}", text) for label, text in power_rows(result))
+        rows.extend((f"{result.metric} {label}", text) for label, text in cuped_rows(result))
         if result.note:
             rows.append((f"{result.metric} note", result.note))
     return rows
@@ -414,7 +442,7 @@ class ExperimentResultAdmin(admin.ModelAdmin):
     search_fields = ["experiment__key", "metric"]
     list_select_related = ["experiment"]
     readonly_fields = [*(f.name for f in ExperimentResult._meta.fields), "arm_intervals",
-                       "power_figures"]  # fmt: skip
+                       "power_figures", "cuped_figures"]  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -429,6 +457,13 @@ class ExperimentResultAdmin(admin.ModelAdmin):
     @admin.display(description="power and minimum detectable effect")
     def power_figures(self, obj: ExperimentResult) -> str:
         rows = power_rows(obj)
+        if not rows:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+    @admin.display(description="CUPED (pre-exposure adjustment)")
+    def cuped_figures(self, obj: ExperimentResult) -> str:
+        rows = cuped_rows(obj)
         if not rows:
             return "-"
         return format_html_join(mark_safe("<br>"), "{}: {}", rows)

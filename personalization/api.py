@@ -199,15 +199,57 @@ class PowerEstimateSerializer(serializers.Serializer):
     note = serializers.CharField(allow_blank=True, help_text="Why a figure is null.")
 
 
+class CupedComparisonSerializer(serializers.Serializer):
+    """One treatment, adjusted with the pre-exposure covariate (``engine.cuped``)."""
+
+    variant = serializers.CharField()
+    control_value = serializers.FloatField(help_text="The control's adjusted mean.")
+    treatment_value = serializers.FloatField(help_text="The treatment's adjusted mean.")
+    difference = serializers.FloatField(help_text="Adjusted effect (treatment - control).")
+    difference_ci = IntervalSerializer(help_text="Welch interval of the adjusted effect.")
+    relative_lift = serializers.FloatField(allow_null=True)
+    relative_lift_ci = IntervalSerializer()
+    p_value = serializers.FloatField()
+    p_value_holm = serializers.FloatField(help_text="Holm-adjusted across treatments.")
+    unadjusted_difference = serializers.FloatField()
+    unadjusted_ci = IntervalSerializer(help_text="Welch interval without the adjustment.")
+    variance_reduction = serializers.FloatField(
+        help_text="1 - variance of the adjusted effect / variance of the unadjusted one."
+    )
+
+
+class CupedSerializer(serializers.Serializer):
+    """Empty (no key) while a result waits for two users per arm, and on results computed
+    before CUPED existed."""
+
+    applied = serializers.BooleanField(
+        required=False, help_text="False when there were no pre-exposure data."
+    )
+    window_days = serializers.IntegerField(
+        required=False, help_text="Pre-exposure window of the covariate."
+    )
+    note = serializers.CharField(required=False, help_text="Why CUPED was not applied.")
+    theta = serializers.FloatField(required=False)
+    covariate_mean = serializers.FloatField(required=False)
+    correlation = serializers.FloatField(
+        required=False, help_text="Within-arm correlation of metric and covariate."
+    )
+    users_with_covariate = serializers.IntegerField(
+        required=False, help_text="Users with a non-zero pre-exposure value."
+    )
+    comparisons = CupedComparisonSerializer(many=True, required=False)
+
+
 class ExperimentResultSerializer(ModelSerializer):
     arms = ArmEstimateSerializer(many=True, read_only=True)
     power = PowerEstimateSerializer(many=True, read_only=True)
+    cuped = CupedSerializer(read_only=True)
 
     class Meta:
         model = ExperimentResult
         fields = [
             "metric", "is_primary", "metric_kind", "computed_at", "users", "srm_p_value",
-            "srm_mismatch", "arms", "comparisons", "power", "note",
+            "srm_mismatch", "arms", "comparisons", "power", "cuped", "note",
         ]  # fmt: skip
 
 

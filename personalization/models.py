@@ -277,6 +277,13 @@ class ExperimentResult(models.Model):
         help_text="Per treatment: minimum detectable effect at the current arm sizes, users "
         "and days needed to find the experiment's minimum effect with 80% power.",
     )
+    cuped = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="CUPED: comparisons adjusted with each user's pre-exposure value of the "
+        "metric (effect, interval, p-value, variance reduction); applied=false and a note "
+        "when there were no pre-exposure data.",
+    )
     sequential_state = models.JSONField(default=dict, blank=True)
     note = models.CharField(max_length=300, blank=True)
 

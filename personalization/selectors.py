@@ -94,6 +94,8 @@ def result_summary(result: ExperimentResult) -> dict:
         "arms": result.arms,
         # Per treatment: MDE now, users and days still needed for the minimum effect.
         "power": result.power,
+        # Comparisons adjusted with the pre-exposure covariate, and the variance it removed.
+        "cuped": result.cuped,
         "comparisons": [
             {
                 "variant": c["variant"],

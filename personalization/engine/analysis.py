@@ -98,6 +98,11 @@ def _json_clean(value):
     return value
 
 
+def dataclass_to_json(value) -> dict:
+    """Any result dataclass of the engine as JSON-ready (non-finite floats become None)."""
+    return _json_clean(asdict(value))
+
+
 def arms_to_json(arms: Sequence[ArmEstimate]) -> list[dict]:
     """Arm estimates as stored with a result, shaped like ``to_dict()["arms"]``."""
     return _json_clean([asdict(a) for a in arms])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import OperationalError, transaction
@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from telemetry.selectors import events_queryset
 
-from ..engine.analysis import VariantSummary, analyse_experiment, arm_estimates, arms_to_json
+from ..engine.analysis import (
+    VariantSummary,
+    analyse_experiment,
+    arm_estimates,
+    arms_to_json,
+    dataclass_to_json,
+)
+from ..engine.cuped import cuped_analysis
 from ..engine.sequential import SequentialState
 from ..engine.stats import srm_check
 from ..models import Experiment, ExperimentResult, Exposure
@@ -23,6 +30,11 @@ from .config import config_invalidate
 logger = logging.getLogger(__name__)
 
 SRM_NOTE = "sample ratio mismatch (p < 0.001): do not trust these results"
+
+# CUPED's covariate: the same metric over this window before each user's exposure
+# (GrowthBook's default lookback is 14 days; Statsig's 7 to 14).
+CUPED_WINDOW = timedelta(days=14)
+CUPED_NO_DATA = "no pre-exposure data in the window: nothing to adjust with"
 
 # Below this much running time an exposure rate is mostly the launch burst: no days estimate.
 RATE_MIN_SECONDS = 3600.0
@@ -135,26 +147,29 @@ def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
 
 def _per_user_values(
     metric: dict, exposed_at: dict[str, datetime], start: datetime, end: datetime
-) -> dict[str, float]:
-    """Metric value of each exposed user, counting only events after their exposure."""
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Metric value of each exposed user after their exposure, and the same metric over
+    the ``CUPED_WINDOW`` before it (the CUPED covariate), from one read of the events."""
     prop = metric.get("property") or ""
     values: dict[str, float] = defaultdict(float)
-    rows = events_queryset(start=start, end=end, names=[metric["event"]]).values_list(
-        "user_id", "ts", "properties"
-    )
+    before: dict[str, float] = defaultdict(float)
+    rows = events_queryset(
+        start=start - CUPED_WINDOW, end=end, names=[metric["event"]]
+    ).values_list("user_id", "ts", "properties")
     for user_id, ts, properties in rows.iterator(chunk_size=5000):
         first = exposed_at.get(user_id)
-        if first is None or ts < first:
+        if first is None or ts < first - CUPED_WINDOW:
             continue
+        target = values if ts >= first else before
         if metric["kind"] == "conversion":
-            values[user_id] = 1.0
+            target[user_id] = 1.0
         elif prop:
             raw = (properties or {}).get(prop)
             if isinstance(raw, int | float) and not isinstance(raw, bool):
-                values[user_id] += float(raw)
+                target[user_id] += float(raw)
         else:
-            values[user_id] += 1.0
-    return values
+            target[user_id] += 1.0
+    return values, before
 
 
 def _state_from_json(data: dict | None) -> SequentialState | None:
@@ -224,10 +239,12 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
         metrics = [(exp.primary_metric, True)] + [(m, False) for m in exp.guardrail_metrics or []]
         for metric, is_primary in metrics:
             name = metric_name(metric)
-            values = _per_user_values(metric, exposed_at, start, end)
+            values, before = _per_user_values(metric, exposed_at, start, end)
             arrays: dict[str, list[float]] = {v: [] for v in names}
+            covariates: dict[str, list[float]] = {v: [] for v in names}
             for user_id, variant in variant_of.items():
                 arrays[variant].append(values.get(user_id, 0.0))
+                covariates[variant].append(before.get(user_id, 0.0))
             summaries = [
                 VariantSummary(v, len(arrays[v]), float(np.sum(arrays[v])),
                                float(np.sum(np.square(arrays[v]))))
@@ -276,6 +293,16 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                 )  # fmt: skip
                 data = analysis.to_dict()
                 result.power = data["power"]
+                cuped = cuped_analysis(
+                    names, [arrays[v] for v in names], [covariates[v] for v in names],
+                    alpha=exp.alpha,
+                )  # fmt: skip
+                window = {"window_days": CUPED_WINDOW.days}
+                result.cuped = (
+                    {"applied": True, **window, **dataclass_to_json(cuped)}
+                    if cuped is not None
+                    else {"applied": False, **window, "note": CUPED_NO_DATA}
+                )
                 result.srm_p_value = analysis.srm.p_value
                 result.srm_mismatch = analysis.srm.mismatch
                 result.comparisons = data["comparisons"]
