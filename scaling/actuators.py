@@ -20,6 +20,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from .engine.spread import MIN_PER_MEMBER, Spread, spread_units
+
 SIGNATURE_HEADER = "X-Phase3-Signature"
 # A webhook's worst case (every attempt timing out, plus the backoff sleeps between them)
 # must end well inside the scaling.evaluate task's soft time limit (50 s).
@@ -263,9 +265,22 @@ def webhook_answer_units(response: requests.Response) -> tuple[int | None, str |
 class CeleryPoolActuator:
     """Grow or shrink this project's Celery worker pools through remote control.
 
-    ``mode="pool"`` sends ``pool_grow``/``pool_shrink`` by the difference with the
-    pool's real size (read with ``inspect().stats()``, not trusted from the database);
-    ``mode="autoscale"`` sets the autoscaler's maximum for workers run with ``--autoscale``.
+    A resource's units are the *total* of pool processes over the workers that answer
+    (those named in ``destination``, or every worker without one), as a Deployment's
+    replicas are: the decision, its cost and its outcome are computed on that total. It is
+    spread as evenly as possible (``engine.spread_units``), every worker keeping at least one
+    process: with fewer units than workers each runs one, and that larger total is reported.
+
+    ``mode="pool"`` sends each worker ``pool_grow``/``pool_shrink`` by the difference between
+    its share and its pool's real size (read with ``inspect().stats()``, not trusted from the
+    database) and reports the total that runs afterwards: a worker that refused its change
+    or did not reply is counted at the size it had. ``mode="autoscale"`` sets each worker's
+    autoscaler maximum to its share, for workers run with ``--autoscale`` (no size is
+    reported: the pool moves below the maximum by itself).
+
+    Workers that do not answer ``inspect().stats()`` within the timeout get no share and are
+    not counted: a stopped worker runs nothing, and the size of one that is alive but slow
+    is unknown; the detail names every worker of ``destination`` that did not answer.
     """
 
     def __init__(self, app=None, timeout: float = 5.0) -> None:
@@ -279,12 +294,16 @@ class CeleryPoolActuator:
 
         return current_app
 
-    def pool_sizes(self, destination: list[str] | None) -> dict[str, int]:
+    def _stats(self, destination: list[str] | None) -> dict[str, dict]:
         stats = self._app().control.inspect(destination=destination, timeout=self.timeout).stats()
         if not stats:
             raise ActuatorError(f"celery: no worker answered (destination={destination})")
+        return stats
+
+    def pool_sizes(self, destination: list[str] | None) -> dict[str, int]:
+        """Each answering worker's pool processes now."""
         sizes = {}
-        for worker, info in stats.items():
+        for worker, info in self._stats(destination).items():
             pool = info.get("pool", {})
             processes = pool.get("processes")
             sizes[worker] = (
@@ -297,39 +316,96 @@ class CeleryPoolActuator:
         destination = cfg.get("destination") or None
         if isinstance(destination, str):
             destination = [destination]
-        control = self._app().control
         if cfg.get("mode", "pool") == "autoscale":
-            replies = control.autoscale(
-                request.desired_units, int(cfg.get("autoscale_min", 1)),
-                destination=destination, reply=True, timeout=self.timeout,
-            )  # fmt: skip
-            if not replies:
-                raise ActuatorError("celery autoscale: no worker replied")
-            _raise_on_error("celery autoscale", replies)
-            # The autoscaler's maximum, not a running size (the pool moves between min and
-            # max by itself): nothing to report, the requested maximum stands.
-            return ActuationResult(None, f"celery autoscale: {replies}")
+            return self._autoscale(request, destination, int(cfg.get("autoscale_min", 1)))
         sizes = self.pool_sizes(destination)
-        details = []
-        for worker, size in sizes.items():
-            delta = request.desired_units - size
-            if delta > 0:
-                reply = control.pool_grow(
-                    delta, destination=[worker], reply=True, timeout=self.timeout
-                )
-            elif delta < 0:
-                reply = control.pool_shrink(-delta, destination=[worker], reply=True,
-                                            timeout=self.timeout)  # fmt: skip
+        spread = spread_units(request.desired_units, sizes)
+        control = self._app().control
+        running, details, refused = {}, [], []
+        for worker, share in spread.shares.items():
+            size = sizes[worker]
+            delta = share - size
+            if delta == 0:
+                running[worker] = size
+                details.append(f"{worker}: {size} (already at size)")
+                continue
+            change = control.pool_grow if delta > 0 else control.pool_shrink
+            reply = change(abs(delta), destination=[worker], reply=True, timeout=self.timeout)
+            problem = _reply_problem(worker, reply)
+            if problem is None:
+                running[worker] = share
+                details.append(f"{worker}: {size}->{share}")
             else:
-                reply = "already at size"
-            if not reply:
-                raise ActuatorError(f"celery: {worker} did not reply to the pool change")
-            if isinstance(reply, list):
-                _raise_on_error(f"celery pool change on {worker}", reply)
-            details.append(f"{worker}: {size}->{request.desired_units} ({reply})")
-        # Every answering worker's pool was read and moved to exactly desired_units (a
-        # refused change raised above): that is the size now running, per worker.
-        return ActuationResult(request.desired_units, "celery pool: " + "; ".join(details))
+                # Refused ("all processes busy") or silent: the pool most likely kept its
+                # size, and counting the share would report processes that do not run.
+                running[worker] = size
+                refused.append(f"{worker} kept {size} (asked {share}): {problem}")
+                details.append(f"{worker}: {size} (asked {share}, {problem})")
+        changes = sum(1 for w in spread.shares if spread.shares[w] != sizes[w])
+        if changes and len(refused) == changes:
+            raise ActuatorError("celery pool: no worker applied its change: " + "; ".join(refused))
+        total = sum(running.values())
+        warnings = [f"celery pool: {r}; counted at its old size" for r in refused]
+        warnings += _spread_warnings(spread, sizes, destination)
+        detail = (
+            f"celery pool: {total} processes over {len(sizes)} worker(s) "
+            f"(requested {request.desired_units}): " + "; ".join(details)
+        )
+        return ActuationResult(total, detail, tuple(warnings))
+
+    def _autoscale(
+        self, request: ActuationRequest, destination: list[str] | None, minimum: int
+    ) -> ActuationResult:
+        """Each answering worker's autoscaler maximum set to its share of the total."""
+        sizes = self.pool_sizes(destination)
+        spread = spread_units(request.desired_units, sizes)
+        control = self._app().control
+        details = []
+        for worker, share in spread.shares.items():
+            replies = control.autoscale(
+                share, min(minimum, share), destination=[worker], reply=True, timeout=self.timeout
+            )
+            if not replies:
+                raise ActuatorError(f"celery autoscale: {worker} did not reply")
+            _raise_on_error(f"celery autoscale on {worker}", replies)
+            details.append(f"{worker}: max {share}")
+        # The autoscalers' maxima, not a running size (each pool moves between its min and
+        # max by itself): nothing to report, the requested total stands.
+        warnings = _spread_warnings(spread, sizes, destination)
+        return ActuationResult(None, "celery autoscale: " + "; ".join(details), tuple(warnings))
+
+
+def _reply_problem(worker: str, reply: Any) -> str | None:
+    """Why a worker's answer to a pool change is not a success (None when it is)."""
+    if not reply:
+        return "no reply"
+    errors = [
+        str(answer["error"])
+        for item in reply
+        if isinstance(item, dict)
+        for name, answer in item.items()
+        if name == worker and isinstance(answer, dict) and "error" in answer
+    ]
+    return "; ".join(errors)[:200] if errors else None
+
+
+def _spread_warnings(
+    spread: Spread, sizes: dict[str, int], destination: list[str] | None
+) -> list[str]:
+    warnings = []
+    if spread.floored:
+        warnings.append(
+            f"celery: {spread.requested} unit(s) requested over {len(sizes)} worker(s); each "
+            f"keeps at least {MIN_PER_MEMBER} process, so {spread.total} run "
+            "(set min_units to at least the number of workers)"
+        )
+    silent = sorted(set(destination or ()) - set(sizes))
+    if silent:
+        warnings.append(
+            f"celery: {', '.join(silent)[:300]} did not answer inspect().stats(): given no "
+            "share and not counted"
+        )
+    return warnings
 
 
 def _raise_on_error(what: str, replies: list[dict]) -> None:

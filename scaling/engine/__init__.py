@@ -3,7 +3,7 @@
 Rules propose (``rules``), the policy decides (``decision``), the forecast and
 its budgeted headroom provision ahead (``forecasters``, ``headroom``), outcomes
 are judged afterwards (``outcome``) and traces are replayed causally
-(``simulation``).
+(``simulation``); a total is split over the workers that run it (``spread``).
 """
 
 from .cost import HOURS_PER_MONTH, CostImpact, cost_impact, expected_utilization
@@ -38,10 +38,12 @@ from .simulation import (
     replay_metrics,
     simulate,
 )
+from .spread import MIN_PER_MEMBER, Spread, spread_units
 from .traces import TraceError, read_trace_csv
 
 __all__ = [
     "HOURS_PER_MONTH",
+    "MIN_PER_MEMBER",
     "Action",
     "CostImpact",
     "Decision",
@@ -60,6 +62,7 @@ __all__ = [
     "SeasonalLevelForecaster",
     "SimulationPolicy",
     "SimulationResult",
+    "Spread",
     "StepAdjustment",
     "TraceError",
     "cost_impact",
@@ -73,6 +76,7 @@ __all__ = [
     "read_trace_csv",
     "replay_metrics",
     "simulate",
+    "spread_units",
     "steps_overlap",
     "target_band",
     "target_tracking_units",

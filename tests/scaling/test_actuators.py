@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -261,40 +262,62 @@ def test_kubernetes_without_the_package_says_so(monkeypatch):
         KubernetesActuator().apply(request(3, deployment="web"))
 
 
+def start_worker(name: str, sizing: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.scaling.celery_worker_app", "worker",
+         "-P", "prefork", *sizing, "-Q", f"q-{name}", "-n", name, "--without-gossip",
+         "--without-mingle", "--loglevel=WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_workers(redis_url: str, count: int, sizing: list[str]):
+    """``count`` real prefork workers on Redis, each on a private queue; yields the
+    remote-control app and the workers' names once every one answers a ping."""
+    from celery import Celery
+
+    names = [f"scalingtest-{uuid.uuid4().hex[:8]}@localhost" for _ in range(count)]
+    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url}
+    procs = [start_worker(name, sizing, env) for name in names]
+    app = Celery(broker=redis_url)
+    try:
+        deadline = time.monotonic() + 120
+        waiting = set(names)
+        while waiting and time.monotonic() < deadline:
+            for reply in app.control.ping(destination=sorted(waiting), timeout=1.0) or []:
+                waiting -= set(reply)
+            if any(proc.poll() is not None for proc in procs):
+                pytest.fail("a Celery worker exited during start-up")
+        if waiting:
+            pytest.fail(f"Celery worker(s) {sorted(waiting)} did not answer within 120 s")
+        yield app, names
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        app.close()
+
+
 @pytest.fixture
 def celery_worker(redis_url, request):
     """A real prefork worker on Redis, on a private queue, with a 1-process pool
     (or ``--autoscale=MAX,1`` when the test is parametrised indirectly with MAX)."""
-    from celery import Celery
-
     autoscale = getattr(request, "param", None)
     sizing = ["--autoscale", f"{autoscale},1"] if autoscale else ["-c", "1"]
-    name = f"scalingtest-{uuid.uuid4().hex[:8]}@localhost"
-    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "REDIS_URL": redis_url}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tests.scaling.celery_worker_app", "worker", "-P", "prefork", *sizing,
-         "-Q", f"q-{name}", "-n", name, "--without-gossip", "--without-mingle",
-         "--loglevel=WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    app = Celery(broker=redis_url)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if app.control.ping(destination=[name], timeout=1.0):
-                break
-            if proc.poll() is not None:
-                pytest.fail("the Celery worker exited during start-up")
-        else:
-            pytest.fail("the Celery worker did not answer within 120 s")
+    with running_workers(redis_url, 1, sizing) as (app, [name]):
         yield app, name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        app.close()
+
+
+@pytest.fixture
+def two_celery_workers(redis_url):
+    """Two real prefork workers with a 1-process pool each."""
+    with running_workers(redis_url, 2, ["-c", "1"]) as (app, names):
+        yield app, names
 
 
 def settled_size(actuator: CeleryPoolActuator, name: str, expected: int) -> int:
@@ -312,7 +335,7 @@ def test_celery_pool_grows_and_shrinks_a_real_worker(celery_worker):
     actuator = CeleryPoolActuator(app=app, timeout=5.0)
     assert actuator.pool_sizes([name]) == {name: 1}
     grown = actuator.apply(request(3, destination=name))
-    assert "1->3" in grown.detail and grown.applied_units == 3  # the size it set, per worker
+    assert "1->3" in grown.detail and grown.applied_units == 3  # the total, on one worker
     assert settled_size(actuator, name, 3) == 3
     actuator.apply(request(2, destination=name))
     assert settled_size(actuator, name, 2) == 2
@@ -343,3 +366,123 @@ def test_celery_actuator_without_a_worker_fails_clearly(redis_url):
     with pytest.raises(ActuatorError, match="no worker answered"):
         CeleryPoolActuator(app=app, timeout=0.5).apply(request(2, destination="nobody@nowhere"))
     app.close()
+
+
+def test_celery_pool_spreads_its_total_over_two_real_workers(two_celery_workers):
+    app, names = two_celery_workers
+    actuator = CeleryPoolActuator(app=app, timeout=5.0)
+    assert actuator.pool_sizes(names) == dict.fromkeys(names, 1)
+    grown = actuator.apply(request(5, destination=names))
+    assert grown.applied_units == 5 and grown.warnings == ()
+    first, second = names if names[0] < names[1] else names[::-1]  # ties go by name
+    assert settled_size(actuator, first, 3) == 3 and settled_size(actuator, second, 2) == 2
+    # Fewer units than workers: each keeps one process, and the total that runs is reported.
+    shrunk = actuator.apply(request(1, destination=names))
+    assert shrunk.applied_units == 2
+    assert any("each keeps at least 1" in w for w in shrunk.warnings)
+    assert [settled_size(actuator, name, 1) for name in names] == [1, 1]
+
+
+def fake_celery(sizes: dict[str, int], *, refuse: tuple[str, ...] = (),
+                silent: tuple[str, ...] = ()) -> mock.Mock:  # fmt: skip
+    """A Celery app mocked at its remote-control boundary: ``inspect().stats()`` answers for
+    the workers of ``sizes`` asked for, a pool change replies ok (and changes ``sizes``), or
+    an error for ``refuse``, or nothing (an empty list) for ``silent``."""
+    app = mock.Mock()
+
+    def inspect(destination=None, timeout=None):
+        answering = {
+            worker: {"pool": {"max-concurrency": size, "processes": list(range(size))}}
+            for worker, size in sizes.items()
+            if destination is None or worker in destination
+        }
+        return mock.Mock(stats=mock.Mock(return_value=answering or None))
+
+    def change(sign):
+        def send(n, destination, reply, timeout):
+            [worker] = destination
+            if worker in silent:
+                return []
+            if worker in refuse:
+                return [{worker: {"error": "Can't shrink pool. All processes busy!"}}]
+            sizes[worker] += sign * n
+            return [{worker: {"ok": "pool will change"}}]
+
+        return send
+
+    app.control.inspect.side_effect = inspect
+    app.control.pool_grow.side_effect = change(+1)
+    app.control.pool_shrink.side_effect = change(-1)
+    app.control.autoscale.side_effect = lambda mx, mn, destination, **kw: [
+        {destination[0]: {"ok": f"autoscale now max={mx} min={mn}"}}
+    ]
+    return app
+
+
+def sent(method: mock.Mock) -> dict[str, int]:
+    """Each worker's ``n`` in the calls of a mocked ``pool_grow``/``pool_shrink``."""
+    calls = {}
+    for call in method.call_args_list:
+        [worker] = call.kwargs["destination"]
+        assert worker not in calls, f"{worker} was sent two changes"
+        calls[worker] = call.args[0]
+    return calls
+
+
+def test_celery_pool_units_are_a_total_spread_evenly_over_the_workers():
+    app = fake_celery({"a@h": 1, "b@h": 4, "c@h": 2})
+    result = CeleryPoolActuator(app=app).apply(request(7))
+    # 7 over 3 workers is 3 + 2 + 2; the 3 stays on b, which has 4 now (fewest moves). Per
+    # worker, the old actuator grew each pool to 7: 21 processes recorded as 7.
+    assert sent(app.control.pool_grow) == {"a@h": 1}
+    assert sent(app.control.pool_shrink) == {"b@h": 1}
+    assert result.applied_units == 7 and result.warnings == ()
+    assert "7 processes over 3 worker(s)" in result.detail
+
+
+def test_celery_pool_with_fewer_units_than_workers_keeps_one_process_each_and_says_so():
+    app = fake_celery({"a@h": 3, "b@h": 3, "c@h": 3})
+    result = CeleryPoolActuator(app=app).apply(request(2))
+    assert sent(app.control.pool_shrink) == {"a@h": 2, "b@h": 2, "c@h": 2}
+    assert result.applied_units == 3  # what runs, not the 2 requested
+    [warning] = result.warnings
+    assert "2 unit(s) requested over 3 worker(s)" in warning and "so 3 run" in warning
+
+
+def test_a_named_worker_that_does_not_answer_gets_no_share_and_is_named():
+    app = fake_celery({"a@h": 1, "b@h": 1, "other@h": 5})
+    result = CeleryPoolActuator(app=app).apply(request(4, destination=["a@h", "b@h", "gone@h"]))
+    assert app.control.inspect.call_args.kwargs["destination"] == ["a@h", "b@h", "gone@h"]
+    assert sent(app.control.pool_grow) == {"a@h": 1, "b@h": 1}  # other@h is not ours
+    assert result.applied_units == 4
+    [warning] = result.warnings
+    assert "gone@h did not answer" in warning
+
+
+def test_a_worker_that_refuses_or_does_not_reply_is_counted_at_its_old_size():
+    app = fake_celery({"a@h": 4, "b@h": 1, "c@h": 1}, refuse=("a@h",), silent=("c@h",))
+    result = CeleryPoolActuator(app=app).apply(request(6))
+    # Asked 2 + 2 + 2: a refused to shrink (4 run there), c was silent (1), b grew to 2.
+    assert result.applied_units == 4 + 2 + 1
+    assert len(result.warnings) == 2
+    assert any("a@h kept 4" in w and "busy" in w for w in result.warnings)
+    assert any("c@h kept 1" in w and "no reply" in w for w in result.warnings)
+
+
+def test_a_pool_change_every_worker_refuses_fails_the_decision():
+    app = fake_celery({"a@h": 4, "b@h": 4}, refuse=("a@h", "b@h"))
+    with pytest.raises(ActuatorError, match="no worker applied its change"):
+        CeleryPoolActuator(app=app).apply(request(2))
+
+
+def test_celery_autoscale_spreads_the_total_as_each_workers_maximum():
+    app = fake_celery({"a@h": 1, "b@h": 1})
+    actuator = CeleryPoolActuator(app=app)
+    result = actuator.apply(request(5, mode="autoscale", autoscale_min=2))
+    sent_args = {c.kwargs["destination"][0]: c.args for c in app.control.autoscale.call_args_list}
+    assert sent_args == {"a@h": (3, 2), "b@h": (2, 2)}
+    assert result.applied_units is None
+    app.control.autoscale.reset_mock()
+    actuator.apply(request(1, mode="autoscale", autoscale_min=2))
+    sent_args = {c.kwargs["destination"][0]: c.args for c in app.control.autoscale.call_args_list}
+    assert sent_args == {"a@h": (1, 1), "b@h": (1, 1)}  # a minimum never above the maximum

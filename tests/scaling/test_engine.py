@@ -9,6 +9,7 @@ import pytest
 
 from scaling.engine import (
     HOURS_PER_MONTH,
+    MIN_PER_MEMBER,
     Action,
     DecisionPolicy,
     DecisionStatus,
@@ -31,6 +32,7 @@ from scaling.engine import (
     read_trace_csv,
     replay_metrics,
     simulate,
+    spread_units,
     steps_overlap,
     target_tracking_units,
     units_measured,
@@ -425,3 +427,32 @@ def test_load_on_no_capacity_is_judged_overloaded_not_skipped():
     # load / 0 units is +inf: dropped with the NaNs it made a zero-unit change "unknown".
     verdict = judge_outcome(np.array([np.inf, np.inf, np.nan]), 0.6, 0.25)
     assert verdict.success is False and "above" in verdict.reason
+
+
+# --- spreading a total over workers ------------------------------------------------------
+
+
+@pytest.mark.parametrize("requested", [0, 1, 2, 3, 4, 5, 7, 10, 31])
+def test_a_spread_is_even_adds_up_and_keeps_every_member_running(requested):
+    current = {"a": 1, "b": 6, "c": 2, "d": 2}
+    spread = spread_units(requested, current)
+    shares = list(spread.shares.values())
+    assert set(spread.shares) == set(current)
+    assert min(shares) >= MIN_PER_MEMBER and max(shares) - min(shares) <= 1
+    assert spread.total == max(requested, len(current) * MIN_PER_MEMBER)
+    assert spread.floored == (requested < len(current))
+
+
+def test_a_spread_moves_the_fewest_processes():
+    # 7 over 3: the extra unit stays where a process already runs beyond the base of 2.
+    assert spread_units(7, {"a": 1, "b": 4, "c": 2}).shares == {"a": 2, "b": 3, "c": 2}
+    assert spread_units(7, {"a": 4, "b": 1, "c": 2}).shares == {"a": 3, "b": 2, "c": 2}
+    # Ties go by name, so the same sizes give the same split on every call.
+    assert spread_units(5, {"y": 1, "x": 1}).shares == {"x": 3, "y": 2}
+
+
+def test_a_spread_needs_members_and_a_non_negative_request():
+    with pytest.raises(ValueError):
+        spread_units(3, {})
+    with pytest.raises(ValueError):
+        spread_units(-1, {"a": 1})

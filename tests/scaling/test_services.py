@@ -11,12 +11,13 @@ import pytest
 from django.utils import timezone
 
 from scaling import engine, selectors, services
+from scaling.actuators import CeleryPoolActuator
 from scaling.defaults import DEFAULT_RESOURCES, DEFAULT_RULES
 from scaling.models import ScalableResource, ScalingDecision, ScalingRule
 from scaling.readings import STALE_READING_SECONDS
 
 from .factories import cpu_rule, resource, samples
-from .test_actuators import Receiver
+from .test_actuators import Receiver, fake_celery
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("postgres")]
 
@@ -393,6 +394,33 @@ def test_a_size_the_cluster_set_outside_the_bounds_is_recorded_as_it_is(kubernet
     assert res.current_units == 12
     assert row.outcome_utilization == pytest.approx(res.target_utilization)
     assert row.applied_units == 12
+
+
+def test_a_celery_resources_size_is_the_total_of_its_workers_pools(monkeypatch):
+    # 4 units over three workers; the rules ask 6. Per worker, every pool grew to 6: 18
+    # processes ran while the resource said 6, and its cost and outcome were off threefold.
+    sizes = {"a@h": 1, "b@h": 1, "c@h": 2}
+    app = fake_celery(sizes)
+    monkeypatch.setattr(CeleryPoolActuator, "_app", lambda self: app)
+    res = resource(load_series_name="test.load", outcome_tolerance=0.1, actuator="celery")
+    row, res = scale_up_and_judge(res, load_per_unit=res.target_utilization * res.unit_capacity)
+    assert sizes == {"a@h": 2, "b@h": 2, "c@h": 2}
+    assert res.current_units == row.applied_units == sum(sizes.values()) == 6
+    assert row.outcome == "success", row.outcome_reason
+
+
+def test_fewer_celery_units_than_workers_records_what_runs(monkeypatch):
+    sizes = {"a@h": 2, "b@h": 2, "c@h": 2}
+    monkeypatch.setattr(CeleryPoolActuator, "_app", lambda self: fake_celery(sizes))
+    res = resource(current_units=6, actuator="celery", startup_seconds=0)
+    cpu_rule(res, cooldown_down_seconds=0)
+    samples("test.cpu", [0.1])  # 6 x 0.1 / 0.6 -> 1 unit
+    row = evaluate(res).row
+    res.refresh_from_db()
+    assert row.status == "executed" and row.desired_units == 1
+    assert sizes == {"a@h": 1, "b@h": 1, "c@h": 1}
+    assert res.current_units == row.applied_units == 3
+    assert "warning: celery: 1 unit(s) requested over 3 worker(s)" in row.actuator_detail
 
 
 def test_a_kubernetes_answer_without_replicas_keeps_the_requested_size(kubernetes_scale):
