@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from telemetry import selectors as telemetry
-from telemetry.models import Series
+from telemetry.models import Sample, Series
 
 from ..engine import bottlenecks as detect
 from ..engine import recommendations as rec
@@ -35,6 +35,7 @@ from .jsonable import jsonable
 from .recommendations import recommendations_upsert
 
 STEP_SECONDS = 300.0
+HOUR = timedelta(hours=1)
 SATURATION_RESOURCES = (
     "system.cpu.utilization",
     "system.memory.utilization",
@@ -94,6 +95,109 @@ def _grid(series: Series | None, start: datetime, end: datetime, agg: str = "mea
     return out
 
 
+@dataclass(frozen=True)
+class _WindowHours:
+    """A window ``[start, end)`` cut along the profiler's hourly rows.
+
+    Rows with ``whole_from <= hour < whole_to`` lie wholly inside; each ``(hour, lo, hi)`` of
+    ``partial`` is a row only ``[lo, hi)`` of which is inside (the hour of ``start`` when it is
+    not on the hour, and the hour of ``end``: the current one for a live analysis).
+    """
+
+    whole_from: datetime
+    whole_to: datetime
+    partial: tuple[tuple[datetime, datetime, datetime], ...]
+
+
+def _window_hours(start: datetime, end: datetime) -> _WindowHours:
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first, last = _hour(start), _hour(end)
+    whole_from = first if first == start else first + HOUR
+    partial = []
+    for hour in sorted({first, last}):
+        lo, hi = max(hour, start), min(hour + HOUR, end)
+        if hi > lo and (lo, hi) != (hour, hour + HOUR):
+            partial.append((hour, lo, hi))
+    return _WindowHours(whole_from, max(whole_from, last), tuple(partial))
+
+
+def _partial_hour_weights(window: _WindowHours, endpoints: set[str]) -> dict[tuple, float]:
+    """Share of each partial hour's row that falls inside the window, per ``(endpoint, hour)``.
+
+    Read from the profiler's per-minute request counts (``http.requests.rate{endpoint}``, one
+    sample per minute with traffic): the requests of the minutes inside the window over those of
+    the whole hour. Traffic is rarely flat within an hour (a deploy, a batch, a process that
+    started at :50), so this beats a pro rata share of the clock; and for the current hour of a
+    live analysis, whose row only holds the minutes so far, it is 1 where pro rata would say
+    "a third". Without minute data (series deleted, raw retention passed) the share is pro
+    rata over the part of the hour that has elapsed.
+    """
+    if not endpoints or not window.partial:
+        return {}
+    rates = {
+        endpoint: series.pk
+        for endpoint, series in _endpoint_series("http.requests.rate").items()
+        if endpoint in endpoints
+    }
+    endpoint_of = {pk: endpoint for endpoint, pk in rates.items()}
+    now = timezone.now()
+    weights: dict[tuple, float] = {}
+    for hour, lo, hi in window.partial:
+        minutes = {
+            endpoint_of[row["series_id"]]: (row["inside"] or 0.0, row["total"] or 0.0)
+            for row in Sample.objects.filter(
+                series_id__in=endpoint_of, ts__gte=hour, ts__lt=hour + HOUR
+            )
+            .values("series_id")
+            .annotate(total=Sum("value"), inside=Sum("value", filter=Q(ts__gte=lo, ts__lt=hi)))
+            .order_by()
+        }
+        elapsed = (min(hour + HOUR, max(now, hi)) - hour).total_seconds()
+        pro_rata = min(1.0, (hi - lo).total_seconds() / elapsed) if elapsed > 0 else 0.0
+        for endpoint in endpoints:
+            inside, total = minutes.get(endpoint, (0.0, 0.0))
+            weights[(endpoint, hour)] = min(1.0, inside / total) if total > 0 else pro_rata
+    return weights
+
+
+def _profile_totals(start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+    """The profiler's totals per endpoint over exactly ``[start, end)``.
+
+    Its rows are hourly, a window rarely is (the analysis runs at :20 over the last 24 h):
+    whole hours are summed as they are, and a partial hour's row counts for the share of its
+    requests that fell inside the window (:func:`_partial_hour_weights`). Counting only rows
+    that start inside the window left the first 40 minutes out, so requests per day read up
+    to 1/24 low; counting every row it touches would put the 20 minutes before the window in.
+    """
+    totals: dict[str, dict[str, float]] = defaultdict(
+        lambda: dict.fromkeys(("n", "ms", "db", "q"), 0.0)
+    )
+    fields = {"n": "requests", "ms": "latency_ms_sum", "db": "db_ms_sum", "q": "queries"}
+    window = _window_hours(start, end)
+    whole = (
+        EndpointProfile.objects.filter(
+            hour__gte=window.whole_from, hour__lt=window.whole_to, requests__gt=0
+        )
+        .values("endpoint")
+        .annotate(**{key: Sum(name) for key, name in fields.items()})
+        .order_by()
+    )
+    for row in whole:
+        for key in fields:
+            totals[row["endpoint"]][key] += row[key]
+    partial = list(
+        EndpointProfile.objects.filter(
+            hour__in=[hour for hour, _, _ in window.partial], requests__gt=0
+        ).values("endpoint", "hour", *fields.values())
+    )
+    weights = _partial_hour_weights(window, {row["endpoint"] for row in partial})
+    for row in partial:
+        weight = weights[(row["endpoint"], row["hour"].astimezone(UTC))]
+        for key, name in fields.items():
+            totals[row["endpoint"]][key] += weight * row[name]
+    return {endpoint: t for endpoint, t in totals.items() if t["n"] > 0}
+
+
 def _loads(start: datetime, end: datetime) -> tuple[list[detect.EndpointLoad], dict[str, float]]:
     """Per-endpoint load over the window and requests per day (rate is per minute)."""
     rates = _endpoint_series("http.requests.rate")
@@ -103,21 +207,13 @@ def _loads(start: datetime, end: datetime) -> tuple[list[detect.EndpointLoad], d
     queries = _endpoint_series("db.queries.per_request")
     minutes = (end - start).total_seconds() / 60.0
     loads, per_day = [], {}
-    # The profiler's exact hourly totals win over its per-minute series, which only have
-    # points for minutes with traffic (their mean would overstate a quiet endpoint's load).
-    profiled = (
-        EndpointProfile.objects.filter(hour__gte=start, hour__lt=end, requests__gt=0)
-        .values("endpoint")
-        .annotate(
-            n=Sum("requests"), ms=Sum("latency_ms_sum"), db=Sum("db_ms_sum"), q=Sum("queries")
-        )
-        .order_by()
-    )
-    for row in profiled:
-        per_day[row["endpoint"]] = row["n"] / (minutes / 1440.0)
+    # The profiler's exact totals win over its per-minute series, which only have points for
+    # minutes with traffic (their mean would overstate a quiet endpoint's load).
+    for endpoint, row in _profile_totals(start, end).items():
+        per_day[endpoint] = row["n"] / (minutes / 1440.0)
         loads.append(
             detect.EndpointLoad(
-                endpoint=row["endpoint"],
+                endpoint=endpoint,
                 requests=row["n"],
                 mean_latency_ms=row["ms"] / row["n"],
                 db_ms_per_request=row["db"] / row["n"],
@@ -201,30 +297,41 @@ def _n_plus_one(start, end, loads) -> list[detect.NPlusOneFinding]:
 
 
 def _slow_queries(start, end, threshold_ms) -> list[detect.SlowQuery]:
-    rows = (
-        QueryShapeStat.objects.filter(hour__gte=start, hour__lt=end)
+    """Slow shapes over exactly ``[start, end)``: a partial hour's row counts for the share of
+    its endpoint's requests inside the window, as in :func:`_profile_totals`, so a shape's
+    excess time per day is not read up to 1/24 low either."""
+    window = _window_hours(start, end)
+    sums: dict[tuple[str, str], list] = {}  # (endpoint, key) -> [shape, executions, ms, max]
+    whole = (
+        QueryShapeStat.objects.filter(hour__gte=window.whole_from, hour__lt=window.whole_to)
         .values("endpoint", "shape_key", "shape")
-        .annotate(count=Sum("executions"), total=Sum("total_ms"))
+        .annotate(count=Sum("executions"), total=Sum("total_ms"), most=Max("max_ms"))
         .order_by()
     )
-    maxima = defaultdict(float)
-    for endpoint, key, max_ms in QueryShapeStat.objects.filter(
-        hour__gte=start, hour__lt=end
-    ).values_list("endpoint", "shape_key", "max_ms"):
-        maxima[(endpoint, key)] = max(maxima[(endpoint, key)], max_ms)
-    return detect.slow_query_shapes(
-        (
-            detect.QueryStats(
-                r["endpoint"],
-                r["shape"],
-                r["count"],
-                r["total"],
-                maxima[(r["endpoint"], r["shape_key"])],
-            )
-            for r in rows
-        ),
-        threshold_ms=threshold_ms,
+    for r in whole:
+        sums[(r["endpoint"], r["shape_key"])] = [r["shape"], r["count"], r["total"], r["most"]]
+    partial = list(
+        QueryShapeStat.objects.filter(hour__in=[hour for hour, _, _ in window.partial]).values(
+            "endpoint", "hour", "shape_key", "shape", "executions", "total_ms", "max_ms"
+        )
     )
+    weights = _partial_hour_weights(window, {r["endpoint"] for r in partial})
+    for r in partial:
+        weight = weights[(r["endpoint"], r["hour"].astimezone(UTC))]
+        if weight <= 0:
+            continue
+        row = sums.setdefault((r["endpoint"], r["shape_key"]), [r["shape"], 0, 0.0, 0.0])
+        row[1] += weight * r["executions"]
+        row[2] += weight * r["total_ms"]
+        row[3] = max(row[3], r["max_ms"])
+    stats = []
+    for (endpoint, _), (shape, count, total, most) in sums.items():
+        executions = round(count)  # a whole number of executions, at the same mean
+        if executions:
+            stats.append(
+                detect.QueryStats(endpoint, shape, executions, total * executions / count, most)
+            )
+    return detect.slow_query_shapes(stats, threshold_ms=threshold_ms)
 
 
 def _baseline_rows() -> dict[int, Baseline]:

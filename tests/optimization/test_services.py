@@ -517,3 +517,65 @@ def test_top_list_drops_active_recommendations_whose_cause_went_away():
     assert rec not in selectors.recommendations_open()
     services.recommendation_claim(recommendation_id=rec.pk, actor="ops")
     assert rec in selectors.recommendations_open()  # claimed work stays visible
+
+
+def test_a_window_counts_its_partial_first_hour_from_the_minutes_inside_it():
+    """The analysis at :20 read the profiler's hourly rows from the first whole hour after the
+    window's start, so the window's first 40 minutes were missing: requests per day read
+    1/24 low. The first hour here also has a burst in its 20 minutes before the window, which
+    a pro rata share of the hour's row would wrongly count."""
+    at = datetime.fromtimestamp(timezone.now().timestamp() // 3600 * 3600, UTC)
+    at -= timedelta(hours=3) - timedelta(minutes=20)
+    start = at - timedelta(hours=24)
+    lookup = sql_shape("SELECT * FROM author WHERE id = %s")
+    slow = sql_shape("SELECT * FROM ledger WHERE total > %s")
+    queries = [(lookup, 10.0)] * 6 + [(slow, 150.0)]  # an N+1 run and a slow shape
+    aggregator = PerformanceAggregator(max_pending_minutes=26 * 60)  # a day in one flush
+    minute = start - timedelta(minutes=20)  # the hour of the window's start, from :00
+    while minute < at:  # a live analysis: nothing after its end yet
+        per_minute = 40 if minute < start else 10
+        for _ in range(per_minute):
+            aggregator.record(endpoint="/window", ts=minute.timestamp(), latency_ms=250.0,
+                              status=200, queries=queries)  # fmt: skip
+        minute += timedelta(minutes=1)
+    services.performance_flush(buckets=aggregator.drain())
+
+    result = services.analysis_compute(now=at, window_hours=24)
+    inside = 24 * 60 * 10  # ten requests in each minute of [start, at)
+    (load,) = [e for e in result.bottlenecks["endpoints"] if e["endpoint"] == "/window"]
+    assert load["requests"] == pytest.approx(inside)
+    assert load["total_ms"] == pytest.approx(inside * 250.0)
+    draft = next(d for d in result.drafts if (d.category, d.endpoint) == ("n_plus_one", "/window"))
+    assert draft.evidence["requests_per_day"] == pytest.approx(inside)
+    (query,) = [q for q in result.bottlenecks["slow_queries"] if q["endpoint"] == "/window"]
+    assert query["count"] == inside and query["mean_ms"] == pytest.approx(150.0)
+    assert query["excess_ms"] == pytest.approx(inside * 50.0)
+
+    # the window's end is cut the same way: an analysis run later for the same hour (the
+    # profiler has since written the rest of the hour of ``at``) reads the same figures
+    later = PerformanceAggregator()
+    for offset in range(40):
+        later.record(endpoint="/window", ts=(at + timedelta(minutes=offset)).timestamp(),
+                     latency_ms=250.0, status=200, queries=queries)  # fmt: skip
+    services.performance_flush(buckets=later.drain())
+    again = services.analysis_compute(now=at, window_hours=24)
+    (load,) = [e for e in again.bottlenecks["endpoints"] if e["endpoint"] == "/window"]
+    assert load["requests"] == pytest.approx(inside)
+
+
+def test_without_minute_data_a_partial_hour_counts_pro_rata():
+    """Hourly rows whose minute series are gone (raw retention passed): the parts of the two
+    partial hours inside the window count in proportion to the clock."""
+    at = datetime.fromtimestamp(timezone.now().timestamp() // 3600 * 3600, UTC)
+    at -= timedelta(hours=3) - timedelta(minutes=20)
+    first = at - timedelta(hours=24, minutes=20)
+    for hour in range(25):
+        EndpointProfile.objects.create(endpoint="/rows", hour=first + timedelta(hours=hour),
+                                       requests=600, latency_ms_sum=600 * 80.0)  # fmt: skip
+    assert telemetry.series_get("http.requests.rate", {"endpoint": "/rows"}) is None
+
+    result = services.analysis_compute(now=at, window_hours=24)
+    (load,) = [e for e in result.bottlenecks["endpoints"] if e["endpoint"] == "/rows"]
+    # 40 minutes of the first hour, 23 whole hours, 20 minutes of the last
+    assert load["requests"] == pytest.approx(600 * (40 / 60 + 23 + 20 / 60))
+    assert load["total_ms"] == pytest.approx(load["requests"] * 80.0)
