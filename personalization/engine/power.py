@@ -11,8 +11,8 @@ control, with ``n_treatment = ratio * n_control`` (the ratio of their weights):
 
 - binary metrics (rates): the classic two-proportion formula with the pooled variance
   under the null and the unpooled one under the alternative (Fleiss, Levin & Paik,
-  *Statistical Methods for Rates and Proportions*, 3rd ed., eq. 4.14, without
-  continuity correction), the same test the analysis runs
+  *Statistical Methods for Rates and Proportions*, ch. 4, without continuity
+  correction), the same test the analysis runs
   (:func:`.stats.two_proportion_test`)::
 
       n_control = (z_{1-a/2} sqrt(pbar qbar (1 + 1/k)) + z_{1-b} sqrt(p1 q1 + p2 q2 / k))^2
@@ -380,3 +380,52 @@ def power_estimates(
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class PowerCheck:
+    """The planned power of one design against the rejection rate of simulated experiments."""
+
+    label: str
+    users_control: int
+    users_treatment: int
+    planned_power: float
+    simulated_power: float
+    experiments: int
+
+
+def simulate_power_checks(
+    *, experiments: int = 20_000, alpha: float = 0.05, power: float = DEFAULT_POWER, seed: int = 0
+) -> list[PowerCheck]:
+    """Plan a few classic designs, then run the analysis's own tests on simulated data.
+
+    Rates: ``experiments`` binomial experiments at the planned size, each analysed with the
+    pooled z-test of :func:`.stats.two_proportion_test` (vectorised); means: a quarter as
+    many normal experiments analysed with Welch's test. The share that rejects at ``alpha``
+    should be ``power`` within about two binomial standard errors.
+    """
+    rng = np.random.default_rng(seed)
+    checks = []
+    for p1, p2 in [(0.10, 0.12), (0.03, 0.033), (0.5, 0.52)]:
+        n = math.ceil(sample_size_two_proportions(p1, p2, alpha=alpha, power=power))
+        c, t = rng.binomial(n, p1, experiments), rng.binomial(n, p2, experiments)
+        pooled = (c + t) / (2 * n)
+        z = (t - c) / n / np.sqrt(pooled * (1 - pooled) * 2 / n)
+        rejected = float(np.mean(2 * stats.norm.sf(np.abs(z)) < alpha))
+        planned = power_two_proportions(p1, p2, n, n, alpha=alpha)
+        checks.append(PowerCheck(f"rates {p1} vs {p2}", n, n, planned, rejected, experiments))
+    runs = max(experiments // 4, 1)
+    for delta, sd_c, sd_t, ratio in [(0.5, 1.0, 1.0, 1.0), (0.2, 1.0, 1.0, 1.0),
+                                     (0.5, 1.0, 2.0, 1.5)]:  # fmt: skip
+        n = sample_size_welch(delta, sd_c, sd_t, alpha=alpha, power=power, ratio=ratio)
+        n_c, n_t = math.ceil(n), math.ceil(ratio * n)
+        planned = power_welch(delta, sd_c, sd_t, n_c, n_t, alpha=alpha)
+        hits = 0
+        for start in range(0, runs, 1000):  # chunks: 1000 x 400 users x 2 arms at most
+            size = min(1000, runs - start)
+            a = rng.normal(0.0, sd_c, (size, n_c))
+            b = rng.normal(delta, sd_t, (size, n_t))
+            hits += int(np.sum(stats.ttest_ind(b, a, axis=1, equal_var=False).pvalue < alpha))
+        label = f"means d={delta / sd_c:g}, sd {sd_c:g}/{sd_t:g}, split 1:{ratio:g}"
+        checks.append(PowerCheck(label, n_c, n_t, planned, hits / runs, runs))
+    return checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from io import StringIO
 
@@ -109,6 +110,24 @@ class TestCommands:
         call_command("personalization_evaluate", "--days", "30", stdout=out)
         text = out.getvalue()
         assert "accuracy" in text and "ece" in text and "confusion" in text
+
+    def test_evaluate_experiments_reports_power_and_cuped(self):
+        with pytest.raises(CommandError, match="--experiments"):
+            call_command("personalization_evaluate_experiments", "--experiments", "5")
+        out = StringIO()
+        call_command(
+            "personalization_evaluate_experiments", "--experiments", "400", "--json", stdout=out
+        )
+        report = json.loads(out.getvalue())
+        assert len(report["power"]) == 6 and report["power"][0]["users_control"] == 3841
+        assert all(0 < p["simulated_power"] < 1 for p in report["power"])
+        assert [c["rho"] for c in report["cuped"]] == [0.3, 0.6, 0.9]
+        # More correlation, more variance removed (each figure is about rho^2).
+        reductions = [c["reported_reduction"] for c in report["cuped"]]
+        assert reductions == sorted(reductions) and reductions[-1] > 0.7
+        text = StringIO()
+        call_command("personalization_evaluate_experiments", "--experiments", "40", stdout=text)
+        assert "simulated" in text.getvalue() and "rho=0.9" in text.getvalue()
 
     def test_experiment_recompute_command(self):
         exp = _experiment_with_results()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from personalization.engine.cuped import cuped_analysis, cuped_theta
+from personalization.engine.cuped import cuped_analysis, cuped_theta, simulate_cuped_checks
 from personalization.engine.stats import welch_test
 
 
@@ -123,3 +123,12 @@ def test_theta_matches_scipy_regression_within_one_arm():
     theta, corr = cuped_theta([y], [x])
     fit = stats.linregress(x, y)
     assert theta == pytest.approx(fit.slope) and corr == pytest.approx(fit.rvalue)
+
+
+def test_simulated_checks_report_rho_squared():
+    # The evaluation command's engine, small: 800 experiments of 100 users per arm.
+    (check,) = simulate_cuped_checks(rhos=(0.8,), experiments=800, users_per_arm=100, seed=9)
+    assert check.reported_reduction == pytest.approx(0.64, abs=0.02)
+    assert check.variance_ratio == pytest.approx(0.36, rel=0.2)
+    assert abs(check.mean_adjusted - check.effect) < 3.5 * check.se_mean_adjusted
+    assert 0.92 <= check.coverage <= 0.98

@@ -5,12 +5,11 @@ Run: .venv/bin/python -m pytest tests/personalization/test_engine_power.py -q -p
 Reference figures (statsmodels is not installed in this project's virtualenv, so they
 are the published values of the formulas the docstrings below write out):
 
-- two proportions, Fleiss et al. eq. 4.14 without continuity correction,
+- two proportions, Fleiss, Levin & Paik (ch. 4) without continuity correction,
   ``n = (z_{.975} sqrt(2 pbar qbar) + z_{.8} sqrt(p1 q1 + p2 q2))^2 / (p2 - p1)^2``:
   p1 = 0.10, p2 = 0.12, pbar = 0.11:
   ``(1.959964 * sqrt(0.1958) + 0.841621 * sqrt(0.1956))^2 / 0.0004
-  = (0.867266 + 0.372219)^2 / 0.0004 = 3840.85`` -> 3,841 per arm (the figure of
-  Evan Miller's and GrowthBook's calculators).
+  = (0.867270 + 0.372221)^2 / 0.0004 = 3840.85`` -> 3,841 per arm.
 - two means, Student/Welch with equal spreads and arms: Cohen's d = 0.5 needs 63.77 users
   per arm, d = 0.2 needs 393.41 (``statsmodels.stats.power.TTestIndPower().solve_power``
   gives 63.7656 and 393.4057; R's ``power.t.test(delta=0.5, sd=1, power=0.8)`` 63.77;
@@ -35,6 +34,7 @@ from personalization.engine.power import (
     power_welch,
     sample_size_two_proportions,
     sample_size_welch,
+    simulate_power_checks,
 )
 from personalization.engine.stats import two_proportion_test
 
@@ -249,3 +249,15 @@ def test_the_analysis_carries_the_power_figures_when_given_a_minimum_effect():
     (m,) = analyse_experiment(means, weights=[1, 1], metric_kind="mean", minimum_effect=0.1).power
     sd_c = float(np.sqrt(means[0].variance))
     assert m.users_needed_control == math.ceil(sample_size_welch(0.5, sd_c, sd_c))
+
+
+def test_simulated_checks_agree_with_the_plan():
+    # The evaluation command's engine: every design's simulated rejection rate is within
+    # about three binomial standard errors of its planned power (2,000 rate experiments,
+    # 500 mean ones).
+    checks = simulate_power_checks(experiments=2000, seed=3)
+    assert len(checks) == 6
+    for check in checks:
+        se = np.sqrt(check.planned_power * (1 - check.planned_power) / check.experiments)
+        assert abs(check.simulated_power - check.planned_power) < 3.5 * se, check
+    assert checks[0].users_control == 3841
