@@ -29,9 +29,9 @@ class ScalingRuleInline(admin.TabularInline):
 
 @admin.register(ScalableResource)
 class ScalableResourceAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
-    list_display = ["name", "kind", "current_units", "min_units", "max_units", "unit_capacity",
-                    "cost_per_unit_hour", "target_utilization", "actuator", "enabled",
-                    "success_rate", "chart_link"]  # fmt: skip
+    list_display = ["name", "kind", "current_units", "min_units", "max_units", "bounds",
+                    "unit_capacity", "cost_per_unit_hour", "target_utilization", "actuator",
+                    "enabled", "success_rate", "chart_link"]  # fmt: skip
     list_filter = ["kind", "actuator", "enabled", "predictive_enabled"]
     search_fields = ["name", "load_series_name"]
     inlines = [ScalingRuleInline]
@@ -66,6 +66,12 @@ class ScalableResourceAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelA
             for field, problems in exc.message_dict.items():
                 self.message_user(request, f"Not saved: {field} {'; '.join(problems)}",
                                   messages.ERROR)  # fmt: skip
+
+    @admin.display(description="bounds")
+    def bounds(self, obj: ScalableResource) -> str:
+        """Said while an actuator's reported size (or moved bounds) leaves the resource
+        outside them, until the next evaluation scales back to the bound."""
+        return obj.bounds_condition or "within"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ScalableResource]:
         """Count judged and successful decisions in the list's own query (as

@@ -116,6 +116,19 @@ class ScalableResource(models.Model):
     def capacity(self) -> float:
         return self.current_units * self.unit_capacity
 
+    def clamp(self, units: int) -> int:
+        """``units`` brought inside ``[min_units, max_units]``."""
+        return max(self.min_units, min(self.max_units, units))
+
+    @property
+    def bounds_condition(self) -> str | None:
+        """Why the current size is outside the bounds (an actuator reported a size the target
+        chose, or the bounds were moved past it), or None: said in the status and on the
+        decision that brought it, until the next evaluation scales back to the bound."""
+        from .engine import bounds_condition
+
+        return bounds_condition(self.current_units, self.min_units, self.max_units)
+
 
 class ScalingRule(models.Model):
     class Kind(models.TextChoices):

@@ -96,6 +96,9 @@ def status_summary(*, limit: int = 20) -> dict:
                 "current_units": resource.current_units,
                 "min_units": resource.min_units,
                 "max_units": resource.max_units,
+                # The HPA's ScalingLimited, in words: set while the size is outside the
+                # bounds, until the next evaluation brings it back.
+                "bounds_condition": resource.bounds_condition,
                 "capacity": resource.capacity,
                 "utilization": utilization,
                 "target_utilization": resource.target_utilization,

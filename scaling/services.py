@@ -480,16 +480,25 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
         # Do not leave the claim behind (it would hold every change for IN_FLIGHT_SECONDS).
         _mark_failed(row, f"unexpected {type(exc).__name__}: {exc}")
         raise
-    detail = "\n".join([result.detail, *(f"warning: {w}" for w in result.warnings)])
+    warnings = list(result.warnings)
     with transaction.atomic():
         locked = ScalableResource.objects.select_for_update().get(pk=resource.pk)
         if result.applied_units is not None:
             # The size that really runs, even outside the bounds (moved since deciding, or
-            # not honoured by the target): the next evaluation starts from it and clamps.
+            # not honoured by the target): the next evaluation starts from it and brings it
+            # back to the bound whatever the cooldowns (engine.decide), as the HPA does on
+            # its next sync; the condition is said here, where the size arrived.
             locked.current_units = result.applied_units
+            condition = locked.bounds_condition
+            if condition is not None:
+                warnings.append(
+                    f"{condition} (the size the actuator reported): the next evaluation "
+                    f"scales back to {locked.clamp(locked.current_units)}, cooldowns waived"
+                )
         else:
-            locked.current_units = max(locked.min_units, min(locked.max_units, row.desired_units))
+            locked.current_units = locked.clamp(row.desired_units)
         locked.save(update_fields=["current_units", "updated_at"])
+        detail = "\n".join([result.detail, *(f"warning: {w}" for w in warnings)])
         ScalingDecision.objects.filter(pk=row.pk).update(
             status=ScalingDecision.Status.EXECUTED,
             executed_at=now or timezone.now(),

@@ -14,6 +14,7 @@ from .decision import (
     DecisionStatus,
     ResourceState,
     ScalingMemory,
+    bounds_condition,
     decide,
     failure_backoff_seconds,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "Spread",
     "StepAdjustment",
     "TraceError",
+    "bounds_condition",
     "cost_impact",
     "decide",
     "evaluate_rule",

@@ -16,6 +16,13 @@ Order of the steps, and why:
    window, so capacity does not flap on noise;
 6. cooldowns: after a change, wait before the next one in the same direction
    (the new units need time to absorb load before the metric means anything).
+
+A current size outside ``[min_units, max_units]`` (an actuator reported a size the target
+chose, or the operator moved the bounds past it) is brought back inside on this decision
+whatever the cooldowns say, and even when no rule has a reading, as the Kubernetes HPA
+rescales to its bound on its next sync ("Current number of replicas above
+Spec.MaxReplicas"): the bounds are the operator's, the cooldowns only pace the rules.
+When a cooldown holds the rules' own change, only the step back to the bound is taken.
 """
 
 from __future__ import annotations
@@ -64,6 +71,20 @@ class ResourceState:
 
     def clamp(self, units: int) -> int:
         return max(self.min_units, min(self.max_units, units))
+
+    def bounds_condition(self) -> str | None:
+        """Why the current size is outside the bounds, or None when it is inside."""
+        return bounds_condition(self.current_units, self.min_units, self.max_units)
+
+
+def bounds_condition(current_units: int, min_units: int, max_units: int) -> str | None:
+    """Why ``current_units`` lies outside ``[min_units, max_units]``, or None when inside
+    (the HPA's "Current number of replicas above Spec.MaxReplicas", said in our terms)."""
+    if current_units > max_units:
+        return f"current size {current_units} is above max_units {max_units}"
+    if current_units < min_units:
+        return f"current size {current_units} is below min_units {min_units}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,19 +194,25 @@ def decide(
     predictive = [p for p in proposals if p.predictive]
     reasons: list[str] = []
 
+    outside = resource.bounds_condition()
+    bound = resource.clamp(current)
+    if outside:
+        reasons.append(f"{outside}: back to {bound} now, cooldowns waived")
+
     if not proposals:
         return _build(
             resource,
             now,
             current,
-            current,
-            Action.NONE,
+            bound,
+            _action(current, bound),
             DecisionStatus.PROPOSED,
             (),
-            ("no enabled rule has a reading",),
+            ("no enabled rule has a reading", *reasons),
             (),
             False,
             False,
+            recommendation=bound,
         )
 
     # 1. the largest reactive proposal wins; ties go to the highest priority (lowest number).
@@ -238,13 +265,7 @@ def decide(
     if desired != target:
         reasons.append(f"clamped to [{resource.min_units}, {resource.max_units}]")
 
-    action = (
-        Action.SCALE_UP
-        if desired > current
-        else Action.SCALE_DOWN
-        if desired < current
-        else Action.NONE
-    )
+    action = _action(current, desired)
     # 6. cooldowns (of the sources that asked for the change).
     status = DecisionStatus.PROPOSED
     if action == Action.SCALE_UP and not emergency:
@@ -261,6 +282,10 @@ def decide(
         if _in_cooldown(last_change, now, wait):
             status = DecisionStatus.SKIPPED_COOLDOWN
             reasons.append(f"skipped: scale-down cooldown of {wait:.0f}s not over")
+    if status == DecisionStatus.SKIPPED_COOLDOWN and outside:
+        # The cooldown paces the rules' change; the bounds are not the rules' to wait on.
+        reasons[-1] = reasons[-1].replace("skipped: ", "") + f": only back to {bound} for now"
+        desired, status = bound, DecisionStatus.PROPOSED
     return _build(
         resource,
         now,
@@ -275,6 +300,12 @@ def decide(
         bool(winners and winners[0].predictive),
         recommendation=recommendation,
     )
+
+
+def _action(current: int, desired: int) -> Action:
+    if desired > current:
+        return Action.SCALE_UP
+    return Action.SCALE_DOWN if desired < current else Action.NONE
 
 
 def _build(

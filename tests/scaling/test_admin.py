@@ -93,3 +93,11 @@ def test_bounds_crossed_by_a_concurrent_admin_edit_are_reported_not_a_500(staff,
     assert any("Not saved: min_units" in str(m) for m in response.context["messages"])
     res.refresh_from_db()
     assert (res.min_units, res.max_units) == (8, 10)
+
+
+def test_the_resource_list_says_when_a_size_is_outside_the_bounds(staff):
+    resource(name="capped", current_units=12, max_units=6)
+    resource(name="fine", current_units=4)
+    html = staff.get(reverse("admin:scaling_scalableresource_changelist")).content.decode()
+    assert html.count("current size 12 is above max_units 6") == 1
+    assert "within" in html

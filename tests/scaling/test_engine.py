@@ -246,6 +246,35 @@ def test_desired_units_respect_min_and_max():
     assert not any("stabilisation" in r for r in d.reasons)  # the floor, not the window
 
 
+def test_a_size_outside_the_bounds_returns_to_the_bound_whatever_the_cooldowns():
+    # The actuator reported 12 (a policy, a webhook receiver's choice) where max_units is 6,
+    # just after a scale-up: the scale-down cooldown held the resource at 12 until it ended.
+    memory = ScalingMemory(last_scale_up_at=0.0)
+    cool = dict(cooldown_down_seconds=300)
+    over = decide(resource(12, max_units=6), [proposal("cpu", 5, **cool)], memory, 60.0)
+    assert over.status == DecisionStatus.PROPOSED and over.action == Action.SCALE_DOWN
+    assert over.desired_units == 6  # the bound now; the rules' 5 waits for the cooldown
+    assert any("above max_units 6" in r and "cooldowns waived" in r for r in over.reasons)
+    assert any("cooldown" in r and "only back to 6" in r for r in over.reasons)
+    memory = ScalingMemory(last_scale_up_at=0.0)
+    up = dict(cooldown_up_seconds=300)
+    under = decide(resource(1, min_units=3), [proposal("cpu", 8, **up)], memory, 60.0)
+    assert under.status == DecisionStatus.PROPOSED and under.desired_units == 3
+    # Out of cooldown, the rules' own size (inside the bounds) is taken at once.
+    free = decide(resource(1, min_units=3), [proposal("cpu", 8, **up)], ScalingMemory(), 60.0)
+    assert free.desired_units == 4  # max(2 x 1, 4): bounded, above the floor
+    inside = decide(resource(6, max_units=6), [proposal("cpu", 5, **cool)], memory, 60.0)
+    assert inside.status == DecisionStatus.SKIPPED_COOLDOWN  # inside the bounds: unchanged
+
+
+def test_a_size_outside_the_bounds_returns_to_the_bound_without_any_reading():
+    d = decide(resource(12, max_units=6), [], ScalingMemory(), 0.0)
+    assert d.action == Action.SCALE_DOWN and d.desired_units == 6
+    assert d.status == DecisionStatus.PROPOSED and d.recommendation == 6
+    held = decide(resource(5, max_units=6), [], ScalingMemory(), 0.0)
+    assert held.action == Action.NONE and held.desired_units == 5
+
+
 def test_resource_validation():
     with pytest.raises(ValueError):
         resource(3, min_units=5, max_units=2)

@@ -423,6 +423,34 @@ def test_fewer_celery_units_than_workers_records_what_runs(monkeypatch):
     assert "warning: celery: 1 unit(s) requested over 3 worker(s)" in row.actuator_detail
 
 
+def test_a_size_reported_outside_the_bounds_is_said_and_undone_by_the_next_evaluation(
+    kubernetes_scale,
+):
+    # The cluster ran 12 where max_units is 6. The next evaluation came inside the rule's
+    # scale-down cooldown, so it was skipped and 12 ran (and cost) until the cooldown ended.
+    kubernetes_scale["replicas"] = 12
+    res = resource(max_units=6, startup_seconds=0, actuator="kubernetes",
+                   actuator_config={"deployment": "web"})  # fmt: skip
+    cpu_rule(res, cooldown_down_seconds=300)
+    start = timezone.now() - timedelta(minutes=10)  # samples from the future are refused
+    samples("test.cpu", [0.9], end=start)  # 4 x 0.9 / 0.6 -> 6
+    first = evaluate(res, now=start).row
+    res.refresh_from_db()
+    assert res.current_units == first.applied_units == 12
+    assert "warning: current size 12 is above max_units 6" in first.actuator_detail
+    [status] = [r for r in selectors.status_summary()["resources"] if r["id"] == res.pk]
+    assert "above max_units 6" in status["bounds_condition"]
+    kubernetes_scale["replicas"] = 6
+    samples("test.cpu", [0.5], end=start + timedelta(seconds=30))  # 12 x 0.5 / 0.6 -> 10
+    second = evaluate(res, now=start + timedelta(seconds=60)).row
+    assert second.status == "executed" and second.action == "scale_down"
+    assert second.desired_units == 6 and any("cooldowns waived" in r for r in second.reasons)
+    res.refresh_from_db()
+    assert res.current_units == 6 and res.bounds_condition is None
+    [status] = [r for r in selectors.status_summary()["resources"] if r["id"] == res.pk]
+    assert status["bounds_condition"] is None
+
+
 def test_a_kubernetes_answer_without_replicas_keeps_the_requested_size(kubernetes_scale):
     res = resource(load_series_name="test.load", actuator="kubernetes",
                    actuator_config={"deployment": "web"})  # fmt: skip
