@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 SRM_NOTE = "sample ratio mismatch (p < 0.001): do not trust these results"
 
-# CUPED's covariate: the same metric over this window before each user's exposure
-# (GrowthBook's default lookback is 14 days; Statsig's 7 to 14).
+# CUPED's covariate: the same metric over this window before each user's own exposure
+# (Statsig's Cloud uses 7 days; two weekly cycles give more users some pre-exposure data,
+# and Deng et al. found longer pre-periods reduce more variance).
 CUPED_WINDOW = timedelta(days=14)
 CUPED_NO_DATA = "no pre-exposure data in the window: nothing to adjust with"
 
