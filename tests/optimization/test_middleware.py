@@ -362,3 +362,35 @@ def test_statements_outside_a_request_are_not_recorded(profiled):
         cursor.execute("SELECT pg_sleep(0.01)")
     assert len(middleware.AGGREGATOR) == 0
     assert middleware._statements.get() is None
+
+
+def test_a_connection_opened_inside_an_execute_wrapper_block_keeps_both_right():
+    """Django's ``execute_wrapper()`` pops the last wrapper on exit. A connection first opened
+    inside such a block gets the profiler's wrapper then: appended, it would be popped in the
+    block's place, leaving the block's wrapper on the connection for good."""
+    import threading
+
+    from django.db import connections
+
+    seen, after = [], []
+
+    def theirs(execute, sql, params, many, context):
+        seen.append(sql)
+        return execute(sql, params, many, context)
+
+    def in_a_new_thread() -> None:  # its connection objects have never been opened
+        conn = connections["default"]
+        try:
+            with conn.execute_wrapper(theirs):
+                with conn.cursor() as cursor:  # opens it: the profiler's wrapper goes on
+                    cursor.execute("SELECT 1")
+            after.extend(conn.execute_wrappers)
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=in_a_new_thread)
+    thread.start()
+    thread.join()
+    assert seen == ["SELECT 1"]
+    assert theirs not in after
+    assert [getattr(w, "optimization_profiler", False) for w in after] == [True]
