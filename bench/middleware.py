@@ -168,6 +168,23 @@ def _run(handler, n: int) -> tuple[float, float]:
     return n / elapsed, n / cpu
 
 
+def _check_recorded(handler, run, queries: int, n: int = 20) -> None:
+    """Exit unless the profiler saw every request and statement: a bench of a profiler that
+    records nothing (under ASGI, statements run in other threads) would flatter it."""
+    from optimization.middleware import AGGREGATOR
+
+    AGGREGATOR.drain()
+    run(handler, n)
+    seen = [b for b in AGGREGATOR.drain() if b.endpoint == "/bench"]
+    requests = sum(b.requests for b in seen)
+    statements = sum(b.queries for b in seen)
+    if (requests, statements) != (n, n * queries):
+        raise SystemExit(
+            f"the profiler recorded {requests} requests and {statements} statements "
+            f"for {n} requests of {queries} statements"
+        )
+
+
 def _alone_us(n: int = 2000, rounds: int = 7) -> dict[str, float]:
     """Microseconds per request of a handler whose only middleware is the profiler (or none),
     around an async view that runs no statement, each request in its own
@@ -300,6 +317,7 @@ def main() -> int:
         handlers["sync-only"] = _handler([*base, SYNC_ONLY_PROFILER], asgi=True)
     for handler in handlers.values():
         run(handler, 50)  # warm caches, connections, shape cache
+    _check_recorded(handlers["with"], run, args.queries)
 
     rps: dict[str, list[tuple[float, float]]] = {name: [] for name in handlers}
     order = list(handlers)
