@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -193,7 +193,7 @@ class PerformanceMiddleware:
             _exit_hook.set()
             atexit.register(_flush_at_exit)
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> HttpResponse | Awaitable[HttpResponse]:
         if self.is_async:
             return self.__acall__(request)
         if request.path.startswith(self.exclude):
@@ -224,7 +224,13 @@ class PerformanceMiddleware:
             _statements.reset(token)
         return self._finish(request, response, queries, started)
 
-    def _finish(self, request, response, queries, started) -> HttpResponse:
+    def _finish(
+        self,
+        request: HttpRequest,
+        response: HttpResponse,
+        queries: list[tuple[str, float]],
+        started: float,
+    ) -> HttpResponse:
         if response.streaming:
             self._record_when_streamed(request, response, queries, started)
         else:
