@@ -392,6 +392,8 @@ def _reply_problem(worker: str, reply: Any) -> str | None:
 def _spread_warnings(
     spread: Spread, sizes: dict[str, int], destination: list[str] | None
 ) -> list[str]:
+    """What an operator must know to read the reported total: a floor that raised it above
+    the request, and named workers that were left out of it."""
     warnings = []
     if spread.floored:
         warnings.append(
