@@ -255,6 +255,7 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
             ("severity", anomaly.severity),
             ("status", anomaly.status),
             ("methods", ", ".join(anomaly.methods)),
+            ("rules fired", ", ".join(anomaly.rules_fired) or "none"),
             ("observed / expected", f"{anomaly.observed:.4g} / {anomaly.expected:.4g}"),
             ("peak score", f"{anomaly.peak_score:.3f}"),
         ]

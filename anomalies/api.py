@@ -84,6 +84,7 @@ class AnomalySerializer(ModelSerializer):
             "observed",
             "expected",
             "methods",
+            "rules_fired",
             "votes",
             "note",
             "acknowledged_by",

@@ -96,6 +96,11 @@ class Anomaly(models.Model):
     observed = models.FloatField(help_text="Value at the peak.")
     expected = models.FloatField(help_text="Expected value at the peak.")
     methods = models.JSONField(default=list, help_text="Method families that voted.")
+    rules_fired = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of the operator's detection rules that fired during it.",
+    )
     votes = models.JSONField(default=dict, help_text="Family -> peak surprisal.")
     points = models.JSONField(
         default=list, help_text="[ts, value, expected, scale, score] of the abnormal points."

@@ -53,6 +53,11 @@ def _absolute(path: str) -> str:
     return f"{settings.PHASE3_EXTERNAL_URL}{path}"
 
 
+def _rules_clause(anomaly: Anomaly) -> str:
+    """Which of the operator's rules fired: "methods: rules" alone does not say which."""
+    return f"; rules: {', '.join(anomaly.rules_fired)}" if anomaly.rules_fired else ""
+
+
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     series = anomaly.series
     status = "firing" if anomaly.ended_at is None else "resolved"
@@ -70,7 +75,7 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
             "summary": f"{series} is abnormal ({anomaly.severity})",
             "description": (
                 f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}; "
-                f"methods: {', '.join(anomaly.methods) or 'none'}"
+                f"methods: {', '.join(anomaly.methods) or 'none'}" + _rules_clause(anomaly)
             ),
             "peak_score": f"{anomaly.peak_score:.3f}",
         },
@@ -108,7 +113,7 @@ def slack_payload(anomaly: Anomaly) -> dict:
     """
     series = _slack_escape(str(anomaly.series))
     link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
-    methods = ", ".join(anomaly.methods) or "none"
+    methods = (", ".join(anomaly.methods) or "none") + _slack_escape(_rules_clause(anomaly))
     values = f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}"
     if anomaly.ended_at is None:
         head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"

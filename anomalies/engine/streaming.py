@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +66,10 @@ class ScoreResult:
     # fraction of its expected value (collapse.py): its size in residual scales understates
     # it, so severity judges it on improbability alone too.
     collapsed: np.ndarray
+    # Per series: {column of the block: names of the operator rules that fired there}. An
+    # operator with several rules on a series (a warning and a critical threshold) has to
+    # know which one it was; the rules family alone only says "a rule".
+    rules_fired: list[dict[int, tuple[str, ...]]] = field(default_factory=list)
 
     def votes(self) -> dict[str, np.ndarray]:
         """family -> (S, T) bool: did the method call this point anomalous on its own."""
@@ -149,7 +153,7 @@ class StreamingDetector:
             step_at[:, j] = self.step
         burned = seen_before >= self.config.burn_in
         self._learned_pass(features, valid_all, burned, families["learned"], auto_retrain)
-        self._rules_pass(ts, values, families["rules"], t_before)
+        rules_fired = self._rules_pass(ts, values, families["rules"], t_before)
         for surprisal in families.values():
             np.minimum(surprisal, self.config.max_surprisal, out=surprisal)
         w = self.config.weights
@@ -193,6 +197,7 @@ class StreamingDetector:
             self.config.vote_surprisal,
             stalled,
             collapsed,
+            rules_fired,
         )
 
     def _step(
@@ -349,17 +354,19 @@ class StreamingDetector:
             raise ValueError("this detector holds several fleets")
         return self.fleets[0]
 
-    def _rules_pass(self, ts, values, out, t_before) -> None:
-        """Rule breaches per series; a breach does not carry over a silence of the series
-        (SILENT_STEPS of its step) nor a block in which it had no rule (a rule disabled
-        while breached and enabled hours later fired at its first point)."""
+    def _rules_pass(self, ts, values, out, t_before) -> list[dict[int, tuple[str, ...]]]:
+        """Rule breaches per series, and which rules fired at which column of the block; a
+        breach does not carry over a silence of the series (SILENT_STEPS of its step) nor a
+        block in which it had no rule (a rule disabled while breached and enabled hours
+        later fired at its first point)."""
+        fired_at: list[dict[int, tuple[str, ...]]] = [{} for _ in range(self.n_series)]
         for s, rules in enumerate(self.rules):
             if not rules:
                 self.breach_since[s] = {}
                 continue
             act = np.isfinite(ts[s])
             step = float(self.step[s])
-            surprisal, _, self.breach_since[s] = evaluate_rules(
+            surprisal, fired, self.breach_since[s] = evaluate_rules(
                 ts[s, act],
                 values[s, act],
                 rules,
@@ -368,6 +375,11 @@ class StreamingDetector:
                 max_gap=pattern.SILENT_STEPS * step if np.isfinite(step) else np.inf,
             )
             out[s, act] = surprisal
+            columns = np.flatnonzero(act)
+            for name, mask in fired.items():
+                for column in columns[mask].tolist():
+                    fired_at[s][column] = (*fired_at[s].get(column, ()), name)
+        return fired_at
 
     def _suppress_repeats(
         self, scores: np.ndarray, total: np.ndarray, active: np.ndarray, step_at: np.ndarray

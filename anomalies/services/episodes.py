@@ -124,6 +124,7 @@ JOB_FIELDS = (
     "observed",
     "expected",
     "methods",
+    "rules_fired",
     "votes",
     "points",
     "updated_at",
@@ -356,6 +357,9 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
         votes[f] = max(votes.get(f, 0.0), round(float(v[i]), 3))
     a.votes = votes
     a.methods = sorted(f for f, v in votes.items() if v >= result.vote_surprisal)
+    fired = result.rules_fired[row].get(i, ()) if result.rules_fired else ()
+    if not set(fired) <= set(a.rules_fired):
+        a.rules_fired = sorted({*a.rules_fired, *fired})
     if len(a.points) < MAX_POINTS:
         a.points = [
             *a.points,

@@ -59,3 +59,30 @@ def test_a_rule_turned_off_and_on_again_measures_a_new_breach():
     _fires(det, t + STEP * np.arange(3, 40), np.full(37, 50.0))
     det.rules = [[RULE]]
     assert not _fires(det, np.array([t + 40 * STEP]), np.array([95.0])).any()
+
+
+def test_the_detector_says_which_rules_fired_at_which_point():
+    """Two thresholds on one series (warning and critical): the rules family alone says
+    only "a rule"; the result names each rule at the points where it fired, with gaps
+    (padding) in the block not shifting the columns."""
+    warn = ThresholdRule(name="disk warn", above=80.0, min_duration_seconds=0)
+    crit = ThresholdRule(name="disk full", above=90.0, min_duration_seconds=2 * STEP)
+    det = StreamingDetector.from_states([None, None], rules=[[warn, crit], []])
+    warm = np.vstack([STEP * np.arange(300)] * 2)
+    det.update(warm, np.full((2, 300), 50.0), auto_retrain=False)
+    t = STEP * 300
+    ts = np.full((2, 6), np.nan)
+    ts[0] = t + STEP * np.arange(6)
+    ts[1, :3] = t + STEP * np.arange(3)  # a shorter series: padded after its last point
+    values = np.full((2, 6), np.nan)
+    values[0] = [85.0, 95.0, 95.0, 95.0, 85.0, 50.0]
+    values[1, :3] = 95.0  # far above, but this series has no rule
+    result = det.update(ts, values, auto_retrain=False)
+    assert result.rules_fired[0] == {
+        0: ("disk warn",),
+        1: ("disk warn",),
+        2: ("disk warn",),
+        3: ("disk warn", "disk full"),
+        4: ("disk warn",),
+    }
+    assert result.rules_fired[1] == {}

@@ -20,7 +20,7 @@ from anomalies.models import (
     ResponseExecution,
     ResponsePlaybook,
 )
-from anomalies.responses import ResponseActionError
+from anomalies.responses import ResponseActionError, alertmanager_payload
 from anomalies.selectors import overview_section
 from telemetry.bulk import insert_samples
 from telemetry.demo import DemoConfig, seed_demo
@@ -240,10 +240,16 @@ def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
     DetectionRule.objects.create(
         name="queue too long", series_name=series.name, above=limit, min_duration_seconds=600
     )
+    # Never breached: the anomaly must not name it.
+    DetectionRule.objects.create(name="queue overflowing", series_name=series.name, above=1e9)
     insert_samples([series.pk] * 600, ts, values)
     _score(series, ts[-1])
     anomaly = Anomaly.objects.get(series=series)
     assert "rules" in anomaly.methods
+    assert anomaly.rules_fired == ["queue too long"]
+    playbook = ResponsePlaybook(name="hook", action="webhook", target="https://x.test/h")
+    description = alertmanager_payload(anomaly, playbook)["commonAnnotations"]["description"]
+    assert description.endswith("; rules: queue too long")
 
 
 def test_a_stuck_exporter_opens_a_stalled_anomaly_judged_on_improbability(db):
