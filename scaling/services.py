@@ -483,20 +483,21 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
     warnings = list(result.warnings)
     with transaction.atomic():
         locked = ScalableResource.objects.select_for_update().get(pk=resource.pk)
-        if result.applied_units is not None:
-            # The size that really runs, even outside the bounds (moved since deciding, or
-            # not honoured by the target): the next evaluation starts from it and brings it
-            # back to the bound whatever the cooldowns (engine.decide), as the HPA does on
-            # its next sync; the condition is said here, where the size arrived.
-            locked.current_units = result.applied_units
-            condition = locked.bounds_condition
-            if condition is not None:
-                warnings.append(
-                    f"{condition} (the size the actuator reported): the next evaluation "
-                    f"scales back to {locked.clamp(locked.current_units)}, cooldowns waived"
-                )
-        else:
-            locked.current_units = locked.clamp(row.desired_units)
+        # The size that really runs, even outside the bounds: the target chose another size
+        # (reported), or the bounds moved between deciding and acting (then the request, which
+        # is what the actuator applied when it reports nothing). Recorded clamped, a size the
+        # target runs would be lost; recorded as it is, the next evaluation starts from it and
+        # scales back to the bound whatever the cooldowns (engine.decide), as the HPA does on
+        # its next sync. The condition is said here, where the size arrived.
+        reported = result.applied_units is not None
+        locked.current_units = result.applied_units if reported else row.desired_units
+        condition = locked.bounds_condition
+        if condition is not None:
+            source = "the size the actuator reported" if reported else "the size requested"
+            warnings.append(
+                f"{condition} ({source}): the next evaluation scales back to "
+                f"{locked.clamp(locked.current_units)}, cooldowns waived"
+            )
         locked.save(update_fields=["current_units", "updated_at"])
         detail = "\n".join([result.detail, *(f"warning: {w}" for w in warnings)])
         ScalingDecision.objects.filter(pk=row.pk).update(

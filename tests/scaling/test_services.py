@@ -451,6 +451,27 @@ def test_a_size_reported_outside_the_bounds_is_said_and_undone_by_the_next_evalu
     assert status["bounds_condition"] is None
 
 
+def test_a_request_applied_after_the_bounds_moved_is_recorded_as_sent_then_brought_back(
+    kubernetes_scale,
+):
+    # The operator lowered max_units to 6 while a decision for 8 was on its way: the cluster
+    # was asked for 8 and said nothing, so 8 runs. Recorded clamped (6), nothing undid the 8.
+    res = resource(actuator="kubernetes", actuator_config={"deployment": "web"})
+    row = ScalingDecision.objects.create(resource=res, at=timezone.now(), current_units=4,
+                                         desired_units=8, recommendation=8, action="scale_up",
+                                         status="proposed")  # fmt: skip
+    ScalableResource.objects.filter(pk=res.pk).update(max_units=6)
+    done = services.decision_execute(decision_id=row.pk)
+    res.refresh_from_db()
+    assert done.status == "executed" and done.applied_units is None
+    assert res.current_units == 8
+    assert "above max_units 6 (the size requested)" in done.actuator_detail
+    back = evaluate(res).row  # no rule at all: the bounds alone move it
+    assert (back.status, back.action, back.desired_units) == ("executed", "scale_down", 6)
+    res.refresh_from_db()
+    assert res.current_units == 6
+
+
 def test_a_kubernetes_answer_without_replicas_keeps_the_requested_size(kubernetes_scale):
     res = resource(load_series_name="test.load", actuator="kubernetes",
                    actuator_config={"deployment": "web"})  # fmt: skip
