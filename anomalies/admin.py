@@ -288,8 +288,16 @@ class DismissedPatternAdmin(admin.ModelAdmin):
 
 @admin.register(DetectionRule)
 class DetectionRuleAdmin(admin.ModelAdmin):
-    list_display = ["name", "series_name", "above", "below", "min_duration_seconds", "enabled"]
-    list_filter = ["enabled", "series_name"]
+    list_display = [
+        "name",
+        "series_name",
+        "above",
+        "below",
+        "min_duration_seconds",
+        "severity",
+        "enabled",
+    ]
+    list_filter = ["enabled", "severity", "series_name"]
     search_fields = ["name", "series_name"]
 
 

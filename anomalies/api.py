@@ -327,6 +327,7 @@ class DetectionRuleSerializer(ModelSerializer):
             "above",
             "below",
             "min_duration_seconds",
+            "severity",
             "enabled",
         ]
 

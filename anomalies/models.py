@@ -207,6 +207,16 @@ class DetectionRule(models.Model):
     above = models.FloatField(null=True, blank=True)
     below = models.FloatField(null=True, blank=True)
     min_duration_seconds = models.PositiveIntegerField(default=0)
+    severity = models.CharField(
+        max_length=10,
+        choices=Anomaly.Severity.choices,
+        blank=True,
+        default="",
+        help_text=(
+            "When it fires, the anomaly is at least this severe (as a Prometheus rule's "
+            "severity label); blank: judged on size, duration and importance like any other."
+        ),
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -21,7 +21,7 @@ from phase3.bulk import bulk_update_rows
 from telemetry.models import Series
 from telemetry.selectors import to_datetime
 
-from ..engine import COLLAPSE, STALLED, DetectorConfig, pattern
+from ..engine import COLLAPSE, FAMILIES, STALLED, DetectorConfig, pattern
 from ..engine.calibration import score_from_surprisal
 from ..engine.feedback import RECURRENCE, Fingerprint, is_dismissed, is_recurrence
 from ..engine.root_cause import estimate_onset
@@ -187,13 +187,16 @@ def track_episodes(
     run: ScoreRun,
     *,
     quiet: float = 0.0,
+    rule_severity: dict[str, str] | None = None,
 ) -> dict:
     """Walk this series' new points: open, extend and close its anomaly; returns the episode.
 
     An anomaly has recovered after `RECOVERY_POINTS` calm points, but closes only once
     `quiet` seconds (`quiet_seconds`) have passed since without a point that would open
     an anomaly; such a point within them resumes it. Its `ended_at` is still the recovery.
+    `rule_severity` is the severity operators gave their rules, by rule name.
     """
+    floors = rule_severity or {}
     n = int(np.isfinite(ts_block[row]).sum())
     ts, values = ts_block[row, :n], value_block[row, :n]
     expected, scale = result.expected[row, :n], result.scale[row, :n]
@@ -231,12 +234,16 @@ def track_episodes(
         if current is not None:
             if recovered is None and (voting[i] or alert[i]):
                 calm = 0
-                _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+                _extend(
+                    current, i, ts, values, expected, scale, result, row, families, total, z, floors
+                )
             elif recovered is not None and candidate_at(i) is not None:
                 # A relapse within the quiet period: the same incident goes on, with no
                 # "resolved" and no new page between (it used to flap).
                 calm, recovered = 0, None
-                _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+                _extend(
+                    current, i, ts, values, expected, scale, result, row, families, total, z, floors
+                )
             else:
                 calm += 1
                 if calm >= RECOVERY_POINTS and recovered is None:
@@ -283,7 +290,7 @@ def track_episodes(
         if recurs:
             # Reported among the methods, so operators see why it opened under the alert level.
             current.votes = {RECURRENCE: round(float(total[i]), 3)}
-        _extend(current, i, ts, values, expected, scale, result, row, families, total, z)
+        _extend(current, i, ts, values, expected, scale, result, row, families, total, z, floors)
         run.opened += 1
         calm = 0
     if current is not None:
@@ -340,8 +347,14 @@ def close_recovered(
             del open_now[s.pk]
 
 
-def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, total, z) -> None:
-    """Fold point i into the anomaly (peak, methods, points), then refresh its severity."""
+def _extend(
+    a: Anomaly, i, ts, values, expected, scale, result, row, families, total, z, floors
+) -> None:
+    """Fold point i into the anomaly (peak, methods, points), then refresh its severity.
+
+    `floors` maps a rule's name to the severity its operator gave it: the anomaly is at
+    least that severe once the rule has fired in it.
+    """
     score = float(result.combined[row, i])
     # Never backwards: a silence is seen "now", and data that comes back may be backfilled.
     a.last_seen_at = max(a.last_seen_at, to_datetime(ts[i]))
@@ -365,19 +378,47 @@ def _extend(a: Anomaly, i, ts, values, expected, scale, result, row, families, t
             *a.points,
             [float(ts[i]), _finite(values[i]), _finite(expected[i]), _finite(scale[i]), score],
         ]
-    _refresh_severity(a)
-
-
-def _refresh_severity(a: Anomaly) -> None:
-    """Severity only rises while an anomaly goes on (a page is not taken back)."""
-    duration = (a.last_seen_at - a.started_at).total_seconds()
-    severity = classify_severity(
-        a.peak_surprisal,
-        a.peak_z,
-        duration,
-        a.series.importance,
-        improbability_only=bool({"rules", STALLED, COLLAPSE} & set(a.methods)),
+    _refresh_severity(
+        a, floor=max((floors.get(r, "") for r in a.rules_fired), key=_order, default="")
     )
+
+
+def _order(severity: str) -> int:
+    return SEVERITY_ORDER.get(severity, 0)
+
+
+def _refresh_severity(a: Anomaly, floor: str = "") -> None:
+    """Severity only rises while an anomaly goes on (a page is not taken back).
+
+    A rule whose operator gave it a severity (`floor`) sets it, as a Prometheus rule's
+    severity label does: its breach is not judged on improbability, which called nearly
+    every breach of a few minutes critical, so a "warning" rule paged the on-call. The
+    other methods can still raise it, judged on their own evidence as any anomaly is.
+    """
+    duration = (a.last_seen_at - a.started_at).total_seconds()
+    methods = set(a.methods)
+    if floor:
+        # The other families' peaks (each at its own point: an upper bound of their sum).
+        evidence = sum(v for f, v in a.votes.items() if f in FAMILIES and f != "rules")
+        severity = max(
+            floor,
+            classify_severity(
+                evidence,
+                a.peak_z,
+                duration,
+                a.series.importance,
+                improbability_only=bool({STALLED, COLLAPSE} & methods),
+            ),
+            key=_order,
+        )
+    else:
+        severity = classify_severity(
+            a.peak_surprisal,
+            a.peak_z,
+            duration,
+            a.series.importance,
+            improbability_only=bool({"rules", STALLED, COLLAPSE} & methods),
+        )
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity
 

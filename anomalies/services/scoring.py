@@ -140,6 +140,7 @@ def _score_active(
 ) -> None:
     """Score the series that sent points, track their anomalies, store states and fleet."""
     fleet_blob = bytes(fleet.blob) if fleet else None
+    rule_severity = {r.name: r.severity for r in rules if r.severity}
     detector = None
     groups = _groups_by_width(active, points)
     for number, group in enumerate(groups):
@@ -168,6 +169,7 @@ def _score_active(
                 state.episode,
                 run,
                 quiet=quiet_seconds(step),
+                rule_severity=rule_severity,
             )
             valid_ts = ts_block[row][np.isfinite(ts_block[row])]
             state.state = detector.series_state(row)

@@ -252,6 +252,34 @@ def test_threshold_rule_raises_an_anomaly_that_names_the_rules_method(db):
     assert description.endswith("; rules: queue too long")
 
 
+def _rule_anomaly_severity(given: str, points: int, min_duration: int) -> str:
+    """The severity of the anomaly a rule opens on a mild breach of `points` points."""
+    series, ts, values = _synthetic(f"svc.queue.{given or 'plain'}.{points}", n=600, seed=1)
+    # Barely over a limit at the top of the series' range: nothing else finds it large.
+    limit = float(values[:500].max())
+    values[500 : 500 + points] = limit + np.linspace(0.05, 0.09, points)
+    DetectionRule.objects.create(
+        name=f"queue {given or 'plain'} {points}",
+        series_name=series.name,
+        above=limit,
+        min_duration_seconds=min_duration,
+        severity=given,
+    )
+    insert_samples([series.pk] * 600, ts, values)
+    _score(series, ts[-1])
+    return Anomaly.objects.get(series=series).severity
+
+
+def test_a_rule_given_a_severity_sets_the_severity_of_its_anomalies(db):
+    """As a Prometheus rule's severity label: judged on improbability, a mild breach of a
+    few minutes was critical and paged whoever pages on critical, whatever the operator
+    meant; and a one-point breach of a rule meant as critical stayed a warning."""
+    assert _rule_anomaly_severity("", points=4, min_duration=600) == "critical"
+    assert _rule_anomaly_severity("warning", points=4, min_duration=600) == "warning"
+    assert _rule_anomaly_severity("", points=1, min_duration=0) != "critical"
+    assert _rule_anomaly_severity("critical", points=1, min_duration=0) == "critical"
+
+
 def test_a_stuck_exporter_opens_a_stalled_anomaly_judged_on_improbability(db):
     series, ts, values = _synthetic("svc.cpu.stuck", n=1200, seed=5, daily=0.0)
     values[1150:] = values[1149]  # the exporter repeats its last value for four hours
