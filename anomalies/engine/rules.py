@@ -50,7 +50,7 @@ def evaluate_rules(
     breach_since: dict[str, float | None],
     *,
     prev_ts: float = np.nan,
-    max_gap: float = np.inf,
+    max_gap: float | np.ndarray = np.inf,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float | None]]:
     """Which points fire each rule, for one series.
 
@@ -59,7 +59,8 @@ def evaluate_rules(
     A breach is continuous only across points at most `max_gap` apart (`prev_ts` is the
     series' point before `ts`): one breaching point, three hours without data, then
     another do not show that the value held for 30 minutes (as in Prometheus, where a
-    series gone stale resets its alert's `for`).
+    series gone stale resets its alert's `for`). `max_gap` may be given per point (the
+    gap before each point), for history whose older part is coarser (rule_preview.py).
     """
     fired: dict[str, np.ndarray] = {}
     since_out: dict[str, float | None] = {}

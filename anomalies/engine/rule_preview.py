@@ -1,0 +1,159 @@
+"""Would this rule have fired? A detection rule replayed over one series' history.
+
+An operator choosing a threshold needs to know how noisy it is before saving it (Grafana,
+Datadog and Prometheus's UI preview an alert rule over history the same way). The answer
+must never disagree with the scoring job, so this module does not judge breaches itself:
+it calls `rules.evaluate_rules`, the function the streaming detector calls, with the
+silence rule the detector applies (a breach does not carry over `SILENT_STEPS` of the
+series' step, the step learned by `pattern.typical_step`), and only groups the points it
+marks into episodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .pattern import SILENT_STEPS, STEP_BAND, typical_step
+from .rules import ThresholdRule, evaluate_rules
+
+
+@dataclass(frozen=True)
+class RuleEpisode:
+    """One breach that lasted long enough to fire (times in epoch seconds)."""
+
+    started_at: float  # first breaching point of the run
+    fired_at: float  # first point at which the rule fired (min_duration_seconds after)
+    ended_at: float  # last breaching point of the run
+    ongoing: bool  # still breaching at the last point read
+    start_known: bool  # False: already breaching at the first point read (began earlier)
+    peak: float  # the breaching value farthest beyond the threshold it crossed
+    points: int  # breaching points in the run
+
+
+@dataclass(frozen=True)
+class RulePreview:
+    episodes: list[RuleEpisode]  # those with a firing point at or after `since`, oldest first
+    breaching_points: int  # points at or after `since` beyond the threshold
+    firing_points: int  # points at or after `since` at which the rule fired
+    step_seconds: float  # the series' step as the detector learns it (inf: unknown)
+    max_gap_seconds: float  # a breach does not carry over a wider gap (inf: none)
+
+
+def learned_step(ts: np.ndarray) -> float:
+    """The sampling step the streaming detector has learned after seeing `ts` (inf: none).
+
+    The detector moves its estimate with `pattern.typical_step` at every interval. Only an
+    interval outside the estimate's band moves it, so the replay jumps from one such
+    interval to the next: a regular month of ten-second points is a handful of updates,
+    not 259,200 calls.
+    """
+    ts = np.asarray(ts, dtype=float)
+    dt = np.diff(ts[np.isfinite(ts)])
+    dt = dt[dt > 0]
+    step = np.inf
+    i = 0
+    while i < dt.size:
+        if np.isfinite(step):
+            block = dt[i : i + 4096]
+            moves = np.flatnonzero((block > STEP_BAND * step) | (block * STEP_BAND < step))
+            if moves.size == 0:
+                i += block.size
+                continue
+            i += int(moves[0])
+        step = float(typical_step(np.array(step), np.array(dt[i])))
+        i += 1
+    return step
+
+
+def preview_rule(
+    ts: np.ndarray,
+    values: np.ndarray,
+    rule: ThresholdRule,
+    *,
+    since: float = -np.inf,
+    step_seconds: float | None = None,
+    coarse_until: float | None = None,
+    coarse_step: float | None = None,
+) -> RulePreview:
+    """The episodes in which `rule` would have fired on this series, as the job fires it.
+
+    Points before `since` are history only: they tell how long a breach going on at
+    `since` had already lasted (read at least `min_duration_seconds` before it, or a breach
+    that began before the window fires late). An episode is listed when it fires at or
+    after `since`, including one that fired earlier and still goes on there.
+
+    `step_seconds` is the series' step (default: learned from the points, as the detector
+    learns it). Points before `coarse_until` are coarser (hourly rollups past the raw
+    retention, `coarse_step` wide): a gap there is judged against their own width, not
+    the raw step, or every hourly point would break the breach.
+    """
+    ts = np.asarray(ts, dtype=float)
+    values = np.asarray(values, dtype=float)
+    if ts.shape != values.shape or ts.ndim != 1:
+        raise ValueError("ts and values must be one-dimensional arrays of the same length")
+    coarse = np.zeros(ts.shape, dtype=bool)
+    if coarse_until is not None and coarse_step is not None:
+        coarse = ts < coarse_until
+    if step_seconds is None:
+        step_seconds = learned_step(ts[~coarse])
+    fine_gap = SILENT_STEPS * step_seconds if np.isfinite(step_seconds) else np.inf
+    max_gap: float | np.ndarray = fine_gap
+    if coarse.any():
+        # A point's gap is judged at the coarser grain of itself and the point before it.
+        grain = np.where(coarse, SILENT_STEPS * float(coarse_step), fine_gap)
+        max_gap = np.maximum(grain, np.r_[grain[:1], grain[:-1]])
+    _, fired_by_rule, _ = evaluate_rules(ts, values, [rule], {}, max_gap=max_gap)
+    fired = fired_by_rule[rule.name]
+    hit = rule.breached(values)
+    with np.errstate(invalid="ignore"):
+        broken = np.r_[False, np.diff(ts) > (max_gap[1:] if np.ndim(max_gap) else max_gap)]
+    # Runs of breaching points, cut where the breach stops or a gap breaks it: the same
+    # runs evaluate_rules measures.
+    begins = np.flatnonzero(hit & (~np.r_[False, hit[:-1]] | broken))
+    ends = np.r_[begins[1:], hit.size]
+    in_window = ts >= since
+    episodes = []
+    for b, e in zip(begins.tolist(), ends.tolist(), strict=True):
+        run = np.arange(b, e)
+        run = run[hit[b:e]]
+        run = run[: _contiguous(hit[b:e])]
+        firing = run[fired[run]]
+        if firing.size == 0 or not in_window[firing].any():
+            continue
+        last = int(run[-1])
+        episodes.append(
+            RuleEpisode(
+                started_at=float(ts[b]),
+                fired_at=float(ts[firing[0]]),
+                ended_at=float(ts[last]),
+                ongoing=last == hit.size - 1,
+                start_known=b > 0,
+                peak=float(values[run][np.argmax(_excess(values[run], rule))]),
+                points=int(run.size),
+            )
+        )
+    return RulePreview(
+        episodes=episodes,
+        breaching_points=int((hit & in_window).sum()),
+        firing_points=int((fired & in_window).sum()),
+        step_seconds=float(step_seconds),
+        max_gap_seconds=float(fine_gap),
+    )
+
+
+def _contiguous(hit: np.ndarray) -> int:
+    """Length of the leading run of True in `hit` (a run ends at its first calm point)."""
+    calm = np.flatnonzero(~hit)
+    return int(calm[0]) if calm.size else int(hit.size)
+
+
+def _excess(values: np.ndarray, rule: ThresholdRule) -> np.ndarray:
+    """How far each value lies beyond the threshold it crosses (0 within bounds)."""
+    excess = np.zeros(values.shape)
+    if rule.above is not None:
+        excess = np.maximum(excess, values - rule.above)
+    if rule.below is not None:
+        excess = np.maximum(excess, rule.below - values)
+    return excess

@@ -1,0 +1,159 @@
+"""Rule preview: "would this rule have fired?" over a series' history.
+
+The engine part (no DB) on data with known answers and against the streaming detector;
+the API part on PostgreSQL, checked against what the scoring job opens on the same data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomalies.engine import StreamingDetector, ThresholdRule
+from anomalies.engine.pattern import SILENT_STEPS
+from anomalies.engine.rule_preview import learned_step, preview_rule
+
+STEP = 300.0
+RULE = ThresholdRule(name="queue too long", above=90.0, min_duration_seconds=1800)
+
+
+def _history() -> tuple[np.ndarray, np.ndarray]:
+    """Five-minute points at 50, with breaches whose answers are known (index = ts / STEP)."""
+    idx = np.arange(300)
+    values = np.full(idx.size, 50.0)
+    values[10:26] = 95.0  # 16 points: fires at 16 (30 minutes after 10), ends at 25
+    values[20] = 99.0  # its peak
+    values[40:45] = 95.0  # 20 minutes: shorter than the duration, never fires
+    values[60:90] = 95.0  # 25 minutes, a silence of the exporter, 25 minutes: never fires
+    values[100:109] = 95.0  # two points missing in it: one breach, fires at 106
+    values[195:211] = 95.0  # spans the window start (200) used below: fires at 201
+    values[290:] = 91.0  # still going on at the last point: fires at 296
+    keep = ~(((idx >= 65) & (idx < 85)) | (idx == 104) | (idx == 105))
+    return STEP * idx[keep], values[keep]
+
+
+def test_episodes_have_the_known_starts_firing_times_ends_and_peaks():
+    ts, values = _history()
+    preview = preview_rule(ts, values, RULE)
+    got = [
+        (e.started_at / STEP, e.fired_at / STEP, e.ended_at / STEP, e.peak, e.ongoing)
+        for e in preview.episodes
+    ]
+    assert got == [
+        (10, 16, 25, 99.0, False),
+        (100, 106, 108, 95.0, False),
+        (195, 201, 210, 95.0, False),
+        (290, 296, 299, 91.0, True),
+    ]
+    # Each gap moves the learned step up by 5 %, as in the detector (a streaming median).
+    assert STEP <= preview.step_seconds < 1.25 * STEP
+    assert preview.max_gap_seconds == SILENT_STEPS * preview.step_seconds
+    assert [e.points for e in preview.episodes] == [16, 7, 16, 10]
+
+
+def test_a_breach_split_by_a_silence_does_not_fire_and_a_short_gap_does_not_split_one():
+    ts, values = _history()
+    fired = {e.started_at / STEP for e in preview_rule(ts, values, RULE).episodes}
+    assert 60 not in fired and 85 not in fired and 100 in fired
+    # Without the silence rule the two halves (50 minutes in all) would have fired.
+    joined = preview_rule(ts, values, RULE, step_seconds=np.inf)
+    assert 60 in {e.started_at / STEP for e in joined.episodes}
+
+
+def test_a_breach_spanning_the_window_start_is_measured_from_before_it():
+    ts, values = _history()
+    since = 200 * STEP
+    preview = preview_rule(ts, values, RULE, since=since)
+    # Only the episodes firing in the window; the one spanning its start fires at 201 as
+    # the job fires it, its start (195) read from the history before the window.
+    assert [(e.started_at / STEP, e.fired_at / STEP) for e in preview.episodes] == [
+        (195, 201),
+        (290, 296),
+    ]
+    assert all(e.start_known for e in preview.episodes)
+    assert preview.firing_points == (210 - 201 + 1) + (299 - 296 + 1)
+    # Read from the window start only, the breach seems to begin there and fires late:
+    # which is why the service reads min_duration_seconds of history before the window.
+    late = preview_rule(ts[ts >= since], values[ts >= since], RULE, since=since)
+    first = late.episodes[0]
+    assert first.fired_at / STEP == 206 and not first.start_known
+
+
+def test_a_breach_shorter_than_the_duration_is_counted_but_never_fires():
+    ts, values = _history()
+    window = (ts >= 30 * STEP) & (ts < 50 * STEP)
+    preview = preview_rule(ts[window], values[window], RULE)
+    assert preview.episodes == [] and preview.breaching_points == 5
+    assert preview_rule(ts[window], values[window], RULE.__class__("now", above=90.0)).episodes
+
+
+def test_below_rules_and_bands_peak_at_the_value_farthest_beyond_its_threshold():
+    ts = STEP * np.arange(6)
+    band = ThresholdRule(name="band", above=90.0, below=10.0)
+    preview = preview_rule(ts, np.array([50, 95, 2, 99, 50, 5.0]), band)
+    # 95, 2, 99 are one breach (each point beyond one bound); 2 is 8 under, 99 is 9 over.
+    assert [(e.started_at, e.ended_at, e.peak) for e in preview.episodes] == [
+        (STEP, 3 * STEP, 99.0),
+        (5 * STEP, 5 * STEP, 5.0),
+    ]
+
+
+def test_coarse_history_is_judged_against_its_own_width():
+    # Hourly rollups before the raw data: with the five-minute step's silence rule every
+    # hourly point would break the breach, and a breach of hours would never fire.
+    hourly = 3600.0 * np.arange(10)
+    raw = hourly[-1] + STEP * np.arange(1, 13)
+    ts = np.r_[hourly, raw]
+    values = np.r_[np.full(7, 50.0), np.full(3, 95.0), np.full(12, 95.0)]
+    rule = ThresholdRule(name="long", above=90.0, min_duration_seconds=9000)
+    coarse = preview_rule(ts, values, rule, coarse_until=raw[0], coarse_step=3600.0)
+    assert coarse.step_seconds == STEP
+    assert [e.started_at for e in coarse.episodes] == [hourly[7]]
+    assert coarse.episodes[0].fired_at == hourly[7] + 9000  # 2.5 hours, on a raw point
+    assert preview_rule(ts, values, rule, step_seconds=STEP).episodes == []
+
+
+def _detector_firing(ts: np.ndarray, values: np.ndarray, rule: ThresholdRule, chunks: int):
+    """Timestamps at which the streaming detector fires `rule`, fed in `chunks` calls."""
+    det = StreamingDetector.from_states([None], rules=[[rule]])
+    fired = []
+    for part in np.array_split(np.arange(ts.size), chunks):
+        result = det.update(ts[None, part], values[None, part], auto_retrain=False)
+        fired.extend(
+            float(ts[part][c]) for c, names in result.rules_fired[0].items() if rule.name in names
+        )
+    return np.array(sorted(fired)), float(det.step[0])
+
+
+@pytest.mark.parametrize("chunks", [1, 7])
+def test_the_preview_fires_exactly_where_the_streaming_detector_does(chunks):
+    rng = np.random.default_rng(3)
+    n = 1500
+    ts = STEP * np.arange(n) + rng.uniform(-20, 20, n)  # a jittered scraper
+    # Silences of the exporter (well beyond ten steps) and a few lost points.
+    drop = np.zeros(n, dtype=bool)
+    for start in rng.choice(np.arange(50, n - 60), 8, replace=False):
+        drop[start : start + int(rng.choice([1, 2, 25, 40]))] = True
+    ts, values = ts[~drop], np.cumsum(rng.normal(0, 3, n))[~drop] + 50
+    rule = ThresholdRule(
+        name="walk", above=float(np.quantile(values, 0.7)), min_duration_seconds=900
+    )
+    expected, step = _detector_firing(ts, values, rule, chunks)
+    assert learned_step(ts) == pytest.approx(step)
+    preview = preview_rule(ts, values, rule)
+    assert preview.firing_points == expected.size > 0
+    # Each episode fires at a point the detector fires at, and nothing fires outside them.
+    fired_at = np.array([e.fired_at for e in preview.episodes])
+    assert np.isin(fired_at, expected).all()
+    inside = np.zeros(expected.size, dtype=bool)
+    for e in preview.episodes:
+        inside |= (expected >= e.fired_at) & (expected <= e.ended_at)
+    assert inside.all()
+
+
+def test_the_learned_step_follows_the_detector_on_a_changing_interval():
+    ts = np.r_[60.0 * np.arange(500), 60.0 * 499 + 300.0 * np.arange(1, 400)]
+    det = StreamingDetector.from_states([None])
+    det.update(ts[None, :], np.full((1, ts.size), 1.0), auto_retrain=False)
+    assert learned_step(ts) == pytest.approx(float(det.step[0]))
+    assert learned_step(np.array([5.0])) == np.inf
