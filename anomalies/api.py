@@ -338,10 +338,121 @@ class DetectionRuleSerializer(ModelSerializer):
         return attrs
 
 
+class RulePreviewDaysSerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        required=False,
+        default=7,
+        min_value=1,
+        max_value=selectors.RULE_PREVIEW_MAX_DAYS,
+        help_text="The window: the last `days` days up to now.",
+    )
+
+
+class RulePreviewSerializer(DetectionRuleSerializer):
+    """A rule's fields, checked exactly as when it is saved, plus the window; the name,
+    severity and enabled flag do not change where it fires and are not asked for."""
+
+    days = serializers.IntegerField(
+        required=False, default=7, min_value=1, max_value=selectors.RULE_PREVIEW_MAX_DAYS
+    )
+
+    class Meta(DetectionRuleSerializer.Meta):
+        fields = ["series_name", "labels", "above", "below", "min_duration_seconds", "days"]
+
+
+class RulePreviewEpisodeSerializer(serializers.Serializer):
+    started_at = serializers.DateTimeField(help_text="First breaching point.")
+    start_known = serializers.BooleanField(
+        help_text="False: already breaching at the first point read (it began earlier)."
+    )
+    fired_at = serializers.DateTimeField(
+        help_text="When the rule fired, `min_duration_seconds` into the breach; before "
+        "`since` for a breach that fired earlier and still went on in the window."
+    )
+    ended_at = serializers.DateTimeField(help_text="Last breaching point.")
+    ongoing = serializers.BooleanField(help_text="Still breaching at the last point.")
+    duration_seconds = serializers.FloatField()
+    peak = serializers.FloatField(help_text="The value farthest beyond the threshold.")
+    points = serializers.IntegerField(help_text="Breaching points.")
+
+
+class RulePreviewSeriesSerializer(serializers.Serializer):
+    series_id = serializers.IntegerField()
+    series = serializers.CharField()
+    points = serializers.IntegerField(help_text="Points in the window.")
+    source = serializers.CharField(help_text="raw, or rollup+raw: hourly means before raw_from.")
+    step_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="The step as the detector learns it; a breach does not "
+        "carry over 10 of them without data.",
+    )
+    breaching_points = serializers.IntegerField()
+    firing_points = serializers.IntegerField()
+    count = serializers.IntegerField(help_text="Episodes in which the rule fired.")
+    episodes = RulePreviewEpisodeSerializer(
+        many=True, help_text=f"The newest {selectors.RULE_PREVIEW_MAX_EPISODES}, oldest first."
+    )
+
+
+class RulePreviewResultSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    days = serializers.IntegerField()
+    series_matched = serializers.IntegerField(help_text="Series the rule would apply to.")
+    series_previewed = serializers.IntegerField(
+        help_text=f"At most {selectors.RULE_PREVIEW_MAX_SERIES}, the first by name."
+    )
+    capped = serializers.BooleanField()
+    note = serializers.CharField(required=False, help_text="Present when capped.")
+    count = serializers.IntegerField(help_text="Episodes over every previewed series.")
+    series_firing = serializers.IntegerField()
+    source = serializers.CharField(
+        help_text="raw; rollup+raw when part of the window is past the raw retention "
+        "(hourly means there, which can hide a short breach)."
+    )
+    raw_from = serializers.DateTimeField(
+        allow_null=True, help_text="Raw samples are complete from here on."
+    )
+    rollup_step_seconds = serializers.FloatField(allow_null=True)
+    series = RulePreviewSeriesSerializer(many=True, help_text="The noisiest first.")
+
+
 class DetectionRuleViewSet(viewsets.ModelViewSet):
     serializer_class = DetectionRuleSerializer
     queryset = DetectionRule.objects.all()
-    action_roles = ADMIN_EDITS
+    # Previews read up to a month of history for up to 50 series: operators, as for the
+    # silences' preview, even for the GET on a saved rule.
+    action_roles = {**ADMIN_EDITS, "preview": "operator", "saved_preview": "operator"}
+
+    @extend_schema(request=RulePreviewSerializer, responses=RulePreviewResultSerializer)
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """Where a rule with these fields would have fired over the last `days`, unsaved."""
+        body = RulePreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return Response(selectors.rule_preview(**_preview_fields(body.validated_data)))
+
+    @extend_schema(parameters=[RulePreviewDaysSerializer], responses=RulePreviewResultSerializer)
+    @action(detail=True, methods=["get"], url_path="preview")
+    def saved_preview(self, request, pk=None):
+        """Where this rule would have fired over the last `days` (enabled or not)."""
+        rule = self.get_object()
+        query = RulePreviewDaysSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fields = {f: getattr(rule, f) for f in _PREVIEW_FIELDS}
+        return Response(selectors.rule_preview(**fields, days=query.validated_data["days"]))
+
+
+_PREVIEW_FIELDS = ("series_name", "labels", "above", "below", "min_duration_seconds")
+
+
+def _preview_fields(data: dict) -> dict:
+    return {
+        **{f: data.get(f) for f in _PREVIEW_FIELDS},
+        "labels": data.get("labels") or {},
+        "min_duration_seconds": data.get("min_duration_seconds") or 0,
+        "days": data["days"],
+    }
 
 
 @extend_schema_field({"type": "string", "enum": list(Anomaly.Severity.values)})

@@ -10,8 +10,10 @@ from django.utils import timezone
 
 from telemetry.conf import raw_retention_days
 from telemetry.models import Series
-from telemetry.selectors import series_points, series_values
+from telemetry.selectors import series_points, series_values, to_datetime
 
+from .engine import ThresholdRule
+from .engine.rule_preview import RulePreview, preview_rule
 from .matching import series_matches
 from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
 
@@ -229,3 +231,118 @@ def _duration(seconds: float) -> str:
         hours = int(seconds // 3600)
         return "hourly" if hours == 1 else f"{hours}-hour"
     return f"{int(seconds // 60)}-minute"
+
+
+# A rule preview reads every matching series' history: at most this many series (the
+# first by name), and at most this many days; each series lists its newest episodes.
+RULE_PREVIEW_MAX_SERIES = 50
+RULE_PREVIEW_MAX_DAYS = 30
+RULE_PREVIEW_MAX_EPISODES = 100
+# History read before the window, beyond the rule's duration, so that a breach going on
+# at the window's start is measured from its real start (see `rule_preview`).
+_PREVIEW_MARGIN = timedelta(days=1)
+
+
+def rule_preview(
+    *,
+    series_name: str,
+    labels: dict,
+    above: float | None,
+    below: float | None,
+    min_duration_seconds: int = 0,
+    days: int = 7,
+    now: datetime | None = None,
+) -> dict:
+    """Where a detection rule would have fired over the last `days`, before it is saved.
+
+    The series are those live scoring applies the rule to (`matching.series_matches`, as
+    `services.scoring` matches them) and the firing is the engine's own evaluation
+    (`engine.rule_preview`), so the preview cannot disagree with the job. History comes
+    from telemetry's `series_points`: raw samples, and hourly rollups for any part older
+    than the raw retention (the answer says which). A breach going on when the window
+    opens is measured from before it: the history is read from `min_duration_seconds`
+    (capped at the longest window) plus a day before the window.
+    """
+    now = now or timezone.now()
+    since = now - timedelta(days=days)
+    lookback = min(timedelta(seconds=min_duration_seconds), timedelta(days=RULE_PREVIEW_MAX_DAYS))
+    read_from = since - lookback - _PREVIEW_MARGIN
+    rule = ThresholdRule(
+        name="preview", above=above, below=below, min_duration_seconds=min_duration_seconds
+    )
+    matched = [
+        s
+        for s in Series.objects.only("pk", "name", "labels", "labels_key").order_by(
+            "name", "labels_key"
+        )
+        if series_matches(series_name, labels, s.name, s.labels)
+    ]
+    previewed = matched[:RULE_PREVIEW_MAX_SERIES]
+    rows = []
+    sources: set[str] = set()
+    raw_from = rollup_step = None
+    for s in previewed:
+        points = series_points(s.pk, start=read_from, end=now + timedelta(microseconds=1))
+        raw_from, coarse = points.raw_from, points.rollup_step
+        if coarse is not None:
+            rollup_step = coarse
+        preview = preview_rule(
+            points.ts,
+            points.values,
+            rule,
+            since=since.timestamp(),
+            coarse_until=raw_from.timestamp() if coarse is not None else None,
+            coarse_step=coarse,
+        )
+        in_window = int((points.ts >= since.timestamp()).sum())
+        if in_window:
+            sources.add(points.source)
+        rows.append(_rule_preview_row(s, preview, in_window, points.source))
+    rows.sort(key=lambda r: -r["count"])  # stable: the noisiest first, then by name
+    answer = {
+        "since": since,
+        "until": now,
+        "days": days,
+        "series_matched": len(matched),
+        "series_previewed": len(previewed),
+        "capped": len(matched) > len(previewed),
+        "count": sum(r["count"] for r in rows),
+        "series_firing": sum(r["count"] > 0 for r in rows),
+        "source": "+".join(sorted(sources)) or "raw",
+        "raw_from": raw_from,
+        "rollup_step_seconds": rollup_step,
+        "series": rows,
+    }
+    if answer["capped"]:
+        answer["note"] = (
+            f"{len(matched)} series match; only the first {len(previewed)} by name were "
+            "previewed: narrow the pattern or the labels to see the others"
+        )
+    return answer
+
+
+def _rule_preview_row(series: Series, preview: RulePreview, points: int, source: str) -> dict:
+    listed = preview.episodes[-RULE_PREVIEW_MAX_EPISODES:]
+    return {
+        "series_id": series.pk,
+        "series": str(series),
+        "points": points,
+        "source": source if points else "raw",
+        "step_seconds": preview.step_seconds if np.isfinite(preview.step_seconds) else None,
+        "breaching_points": preview.breaching_points,
+        "firing_points": preview.firing_points,
+        "count": len(preview.episodes),
+        "episodes": [
+            {
+                "started_at": to_datetime(e.started_at),
+                "start_known": e.start_known,
+                "fired_at": to_datetime(e.fired_at),
+                "ended_at": to_datetime(e.ended_at),
+                "ongoing": e.ongoing,
+                "duration_seconds": e.ended_at - e.started_at,
+                "peak": e.peak,
+                "points": e.points,
+            }
+            for e in listed
+        ],
+    }

@@ -112,7 +112,7 @@ def preview_rule(
     # Runs of breaching points, cut where the breach stops or a gap breaks it: the same
     # runs evaluate_rules measures.
     begins = np.flatnonzero(hit & (~np.r_[False, hit[:-1]] | broken))
-    ends = np.r_[begins[1:], hit.size]
+    ends = np.r_[begins[1:], hit.size][: begins.size]
     in_window = ts >= since
     episodes = []
     for b, e in zip(begins.tolist(), ends.tolist(), strict=True):

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
+from anomalies import selectors, services
 from anomalies.engine import StreamingDetector, ThresholdRule
 from anomalies.engine.pattern import SILENT_STEPS
 from anomalies.engine.rule_preview import learned_step, preview_rule
+from anomalies.models import Anomaly, DetectionRule, DetectorState
+from telemetry.bulk import insert_samples
+from telemetry.selectors import to_datetime
+from telemetry.services import series_ensure
 
 STEP = 300.0
 RULE = ThresholdRule(name="queue too long", above=90.0, min_duration_seconds=1800)
@@ -85,6 +92,10 @@ def test_a_breach_shorter_than_the_duration_is_counted_but_never_fires():
     preview = preview_rule(ts[window], values[window], RULE)
     assert preview.episodes == [] and preview.breaching_points == 5
     assert preview_rule(ts[window], values[window], RULE.__class__("now", above=90.0)).episodes
+    # No breach at all, and no data at all.
+    assert preview_rule(ts[:5], values[:5], RULE).episodes == []
+    empty = preview_rule(np.empty(0), np.empty(0), RULE)
+    assert empty.episodes == [] and empty.step_seconds == np.inf
 
 
 def test_below_rules_and_bands_peak_at_the_value_farthest_beyond_its_threshold():
@@ -157,3 +168,154 @@ def test_the_learned_step_follows_the_detector_on_a_changing_interval():
     det.update(ts[None, :], np.full((1, ts.size), 1.0), auto_retrain=False)
     assert learned_step(ts) == pytest.approx(float(det.step[0]))
     assert learned_step(np.array([5.0])) == np.inf
+
+
+# ---------------------------------------------------------------- service and API (DB)
+
+BASE = "/admin/api/phase3/anomaly/rules/"
+
+
+def _queue_history(name: str, n: int = 1440):
+    """Five days of a calm five-minute series ending now, with mild breaches of `limit`:
+    two long ones (fire), a short one and one split by a silence of the exporter (never)."""
+    rng = np.random.default_rng(7)
+    series = series_ensure(name=name, labels={"queue": "celery"})
+    end = np.floor(timezone.now().timestamp() / STEP) * STEP
+    ts = end - STEP * np.arange(n)[::-1]
+    values = 100 + rng.normal(0, 1.0, n)
+    limit = float(values.max()) + 1.0
+    for a, b in ((300, 320), (600, 605), (900, 906), (926, 932), (1200, 1230)):
+        values[a:b] = limit + 0.5
+    keep = np.ones(n, dtype=bool)
+    keep[906:926] = False  # 100 minutes without data in the middle of a breach
+    insert_samples([series.pk] * int(keep.sum()), ts[keep], values[keep])
+    return series, ts, limit
+
+
+@pytest.mark.django_db
+def test_the_preview_agrees_with_the_anomalies_the_scoring_job_opens(client_with_role):
+    series, ts, limit = _queue_history("svc.queue.preview")
+    fields = {
+        "series_name": "svc.queue.*",
+        "labels": {"queue": "celery"},
+        "above": limit,
+        "min_duration_seconds": 1800,
+    }
+    response = client_with_role("operator").post(BASE + "preview", fields, format="json")
+    assert response.status_code == 200, response.json()
+    answer = response.json()
+    assert answer["series_matched"] == answer["series_previewed"] == 1
+    assert not answer["capped"] and answer["source"] == "raw" and answer["days"] == 7
+    (row,) = answer["series"]
+    assert row["series_id"] == series.pk
+    fired = [parse_datetime(e["fired_at"]) for e in row["episodes"]]
+    # 30 minutes into the two long breaches; the short and the split ones never fire.
+    assert fired == [to_datetime(ts[306]), to_datetime(ts[1206])]
+    assert answer["count"] == row["count"] == 2 and answer["series_firing"] == 1
+    assert [e["peak"] for e in row["episodes"]] == [limit + 0.5] * 2
+    assert not DetectionRule.objects.exists()  # nothing saved
+
+    # The operator saves it; the job, run as beat runs it (in several passes), opens one
+    # anomaly naming the rule per previewed episode, open when the preview says it fired.
+    rule = DetectionRule.objects.create(name="queue too long", **fields)
+    for k in (700, 1000, 1300, ts.size - 1):
+        services.anomalies_score_recent(now=to_datetime(ts[k]), series_ids=[series.pk])
+    named = list(
+        Anomaly.objects.filter(series=series, rules_fired__contains=["queue too long"]).order_by(
+            "started_at"
+        )
+    )
+    assert len(named) == len(fired)
+    # The silence rule used the step the job learned (raised 5 % by the gap).
+    assert row["step_seconds"] == DetectorState.objects.get(series=series).step_seconds > STEP
+    for anomaly, at in zip(named, fired, strict=True):
+        assert anomaly.detected_at <= at <= anomaly.last_seen_at
+    # The saved rule's preview is the same answer.
+    saved = client_with_role("operator").get(f"{BASE}{rule.pk}/preview")
+    assert saved.status_code == 200 and saved.json()["series"] == answer["series"]
+
+
+@pytest.mark.django_db
+def test_a_breach_going_on_at_the_window_start_fires_when_the_job_fires_it(client_with_role):
+    series, ts, limit = _queue_history("svc.queue.window")
+    # The first long breach (points 300-319) spans the start of a window opened 15 minutes
+    # into it: it fires at 306 all the same, read from the history before the window.
+    now = to_datetime(ts[300] + 15 * 60 + 4 * 86400)
+    answer = selectors.rule_preview(
+        series_name=series.name,
+        labels={},
+        above=limit,
+        below=None,
+        min_duration_seconds=1800,
+        days=4,
+        now=now,
+    )
+    first = answer["series"][0]["episodes"][0]
+    assert first["started_at"] == to_datetime(ts[300]) and first["start_known"]
+    assert first["fired_at"] == to_datetime(ts[306]) and answer["since"] > first["started_at"]
+
+
+@pytest.mark.django_db
+def test_the_preview_matches_series_as_live_scoring_does_and_caps_them(
+    client_with_role, monkeypatch
+):
+    for name, labels in (
+        ("disk.used.sda", {"host": "a"}),
+        ("disk.used.sdb", {"host": "b"}),
+        ("disk.used.sdc", {}),
+        ("disk.free.sda", {"host": "a"}),
+    ):
+        series_ensure(name=name, labels=labels)
+    client = client_with_role("operator")
+
+    def names(**fields) -> list[str]:
+        body = {"above": 90.0, **fields}
+        response = client.post(BASE + "preview", body, format="json")
+        assert response.status_code == 200, response.json()
+        return sorted(row["series"] for row in response.json()["series"])
+
+    assert names(series_name="disk.used.*") == [
+        "disk.used.sda{host=a}",
+        "disk.used.sdb{host=b}",
+        "disk.used.sdc",
+    ]
+    assert names(series_name="disk.used.*", labels={"host": "a"}) == ["disk.used.sda{host=a}"]
+    assert names(series_name="disk.used.*", labels={"host": ""}) == ["disk.used.sdc"]
+    assert names(series_name="DISK.*") == []  # case-sensitive, as live scoring
+    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_SERIES", 2)
+    capped = client.post(BASE + "preview", {"series_name": "disk.*", "above": 1}, format="json")
+    answer = capped.json()
+    assert answer["capped"] and answer["series_matched"] == 4
+    assert answer["series_previewed"] == len(answer["series"]) == 2
+    assert "first 2" in answer["note"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"series_name": "x"}, "above"),
+        ({"series_name": "x", "above": 1.0, "below": 2.0}, "below"),
+        ({"series_name": "x", "above": 1.0, "labels": {"env": 1}}, "labels"),
+        ({"series_name": "x", "above": 1.0, "days": 0}, "days"),
+        ({"series_name": "x", "above": 1.0, "days": 31}, "days"),
+        ({"series_name": "x", "above": 1.0, "min_duration_seconds": -1}, "min_duration_seconds"),
+        ({"above": 1.0}, "series_name"),
+    ],
+)
+def test_a_bad_preview_is_refused_naming_the_field(client_with_role, body, field):
+    response = client_with_role("operator").post(BASE + "preview", body, format="json")
+    assert response.status_code == 400 and field in response.json(), response.json()
+
+
+@pytest.mark.django_db
+def test_previews_need_the_operator_role_and_check_the_window(client_with_role):
+    rule = DetectionRule.objects.create(name="r", series_name="x", above=1.0)
+    viewer = client_with_role("viewer")
+    assert viewer.post(BASE + "preview", {"series_name": "x", "above": 1}).status_code == 403
+    assert viewer.get(f"{BASE}{rule.pk}/preview").status_code == 403
+    operator = client_with_role("operator")
+    assert operator.get(f"{BASE}{rule.pk}/preview?days=2").json()["days"] == 2
+    refused = operator.get(f"{BASE}{rule.pk}/preview?days=99")
+    assert refused.status_code == 400 and "days" in refused.json()
+    assert operator.get(f"{BASE}999999/preview").status_code == 404
