@@ -17,8 +17,10 @@ from anomalies.engine.pattern import SILENT_STEPS
 from anomalies.engine.rule_preview import learned_step, preview_rule
 from anomalies.models import Anomaly, DetectionRule, DetectorState
 from telemetry.bulk import insert_samples
+from telemetry.models import RollupState
 from telemetry.selectors import to_datetime
-from telemetry.services import series_ensure
+from telemetry.services import rollups_update, samples_enforce_retention, series_ensure
+from tests.conftest import set_aside_telemetry
 
 STEP = 300.0
 RULE = ThresholdRule(name="queue too long", above=90.0, min_duration_seconds=1800)
@@ -319,3 +321,31 @@ def test_previews_need_the_operator_role_and_check_the_window(client_with_role):
     refused = operator.get(f"{BASE}{rule.pk}/preview?days=99")
     assert refused.status_code == 400 and "days" in refused.json()
     assert operator.get(f"{BASE}999999/preview").status_code == 404
+
+
+@pytest.mark.django_db
+def test_history_past_the_raw_retention_is_previewed_from_the_hourly_rollups(settings):
+    # Raw samples kept 3 days: a 10-hour breach 5 days ago is only in the hourly rollups,
+    # and is found there (with the silence rule at the rollups' width, not the raw step).
+    set_aside_telemetry()
+    RollupState.objects.all().delete()
+    settings.PHASE3_RAW_RETENTION_DAYS = 3
+    series = series_ensure(name="svc.queue.old")
+    now = timezone.now()
+    end = np.floor(now.timestamp() / 3600) * 3600
+    ts = end - STEP * np.arange(7 * 288)[::-1]
+    values = np.full(ts.size, 10.0)
+    old = end - 5 * 86400
+    values[(ts >= old) & (ts < old + 10 * 3600)] = 50.0
+    recent = end - 86400
+    values[(ts >= recent) & (ts < recent + 3 * 3600)] = 50.0
+    insert_samples([series.pk] * ts.size, ts, values)
+    rollups_update(now=now)
+    samples_enforce_retention(now=now)
+    answer = selectors.rule_preview(
+        series_name=series.name, labels={}, above=40.0, below=None, min_duration_seconds=7200
+    )
+    assert answer["source"] == "rollup+raw" and answer["rollup_step_seconds"] == 3600
+    assert answer["raw_from"] is not None and answer["raw_from"] < to_datetime(recent)
+    fired = [e["fired_at"] for e in answer["series"][0]["episodes"]]
+    assert fired == [to_datetime(old + 7200), to_datetime(recent + 7200)]
