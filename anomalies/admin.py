@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from phase3.admin_actions import ActionPermissionMixin, may_add
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
-from telemetry.charts import timeseries_chart
+from telemetry.charts import bar_chart, timeseries_chart
 
 from . import selectors, services
 from .models import (
@@ -287,7 +291,10 @@ class DismissedPatternAdmin(admin.ModelAdmin):
 
 
 @admin.register(DetectionRule)
-class DetectionRuleAdmin(admin.ModelAdmin):
+class DetectionRuleAdmin(ChartAdminMixin, admin.ModelAdmin):
+    """Rules, each with a page that replays it over the last week (`selectors.rule_preview`,
+    the same evaluation as the scoring job): how noisy a threshold is, before it pages."""
+
     list_display = [
         "name",
         "series_name",
@@ -296,9 +303,74 @@ class DetectionRuleAdmin(admin.ModelAdmin):
         "min_duration_seconds",
         "severity",
         "enabled",
+        "chart_link",
     ]
     list_filter = ["enabled", "severity", "series_name"]
     search_fields = ["name", "series_name"]
+    readonly_fields = ["preview_link"]
+    chart_url_name = "anomalies_detectionrule_preview"
+    chart_path = "preview"
+    chart_link_text = "preview 7 days"
+    preview_days = 7
+
+    @admin.display(description="preview")
+    def preview_link(self, rule: DetectionRule) -> str:
+        if rule.pk is None:
+            return "Save the rule first (the API previews unsaved rules: anomaly/rules/preview)."
+        url = reverse(f"{self.admin_site.name}:{self.chart_url_name}", args=[rule.pk])
+        return format_html('<a href="{}">Preview over the last {} days</a>', url, self.preview_days)
+
+    def chart_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return super().chart_view(request, pk)
+
+    def chart_page(self, request: HttpRequest, rule: DetectionRule) -> ChartPage:
+        answer = selectors.rule_preview(
+            series_name=rule.series_name,
+            labels=rule.labels,
+            above=rule.above,
+            below=rule.below,
+            min_duration_seconds=rule.min_duration_seconds,
+            days=self.preview_days,
+        )
+        rows: list[tuple[str, object]] = [
+            ("window", f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC"),
+            ("series matched", answer["series_matched"]),
+            ("would have fired", f"{answer['count']} times on {answer['series_firing']} series"),
+            ("series data", _preview_source(answer)),
+        ]
+        if answer["capped"]:
+            rows.append(("capped", answer["note"]))
+        for row in answer["series"]:
+            episodes = row["episodes"]
+            text = (
+                "never fired"
+                if not episodes
+                else "; ".join(
+                    f"fired {e['fired_at']:%m-%d %H:%M} (breach {e['started_at']:%m-%d %H:%M}"
+                    f" to {e['ended_at']:%m-%d %H:%M}{', ongoing' if e['ongoing'] else ''}, "
+                    f"peak {e['peak']:.4g})"
+                    for e in episodes
+                )
+            )
+            more = row["count"] - len(episodes)
+            rows.append((row["series"], text + (f"; and {more} earlier" if more else "")))
+        firing = [row for row in answer["series"] if row["count"]]
+        chart = None
+        if firing:
+            chart = bar_chart(
+                "Times the rule would have fired, per series",
+                labels=[row["series"] for row in firing],
+                values=[row["count"] for row in firing],
+            )
+        return ChartPage(f"{rule}: preview over the last {self.preview_days} days", [chart], rows)
+
+
+def _preview_source(answer: dict) -> str:
+    if answer["source"] == "raw":
+        return "raw samples"
+    return f"hourly rollups before {answer['raw_from']:%Y-%m-%d %H:%M} (means), raw samples after"
 
 
 class WriteOnlySecretsForm(forms.ModelForm):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from django.contrib.auth.models import User
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -349,3 +350,23 @@ def test_history_past_the_raw_retention_is_previewed_from_the_hourly_rollups(set
     assert answer["raw_from"] is not None and answer["raw_from"] < to_datetime(recent)
     fired = [e["fired_at"] for e in answer["series"][0]["episodes"]]
     assert fired == [to_datetime(old + 7200), to_datetime(recent + 7200)]
+
+
+@pytest.mark.django_db
+def test_the_admin_previews_a_rule_over_the_last_week(admin_client, client):
+    series, ts, limit = _queue_history("svc.queue.admin")
+    rule = DetectionRule.objects.create(
+        name="queue too long", series_name=series.name, above=limit, min_duration_seconds=1800
+    )
+    change = admin_client.get(f"/admin/anomalies/detectionrule/{rule.pk}/change/")
+    assert b"Preview over the last 7 days" in change.content
+    assert admin_client.get("/admin/anomalies/detectionrule/add/").status_code == 200
+    page = admin_client.get(f"/admin/anomalies/detectionrule/{rule.pk}/preview/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "2 times on 1 series" in text and str(series) in text
+    assert f"fired {to_datetime(ts[306]):%m-%d %H:%M}" in text
+    # Staff who may not view rules do not see it.
+    User.objects.create_user("nobody", password="pw", is_staff=True)
+    client.login(username="nobody", password="pw")
+    assert client.get(f"/admin/anomalies/detectionrule/{rule.pk}/preview/").status_code == 403
