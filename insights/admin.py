@@ -52,9 +52,10 @@ class ReadOnlyResultAdmin(admin.ModelAdmin):
 @admin.register(MLModel)
 class MLModelAdmin(ActionPermissionMixin, ChartAdminMixin, ReadOnlyResultAdmin):
     list_display = ["name", "version", "kind", "primary_metric", "primary_score", "is_active",
-                    "training_rows", "holdout_rows", "trained_at", "chart_link"]  # fmt: skip
-    list_filter = ["kind", "is_active", "name"]
-    search_fields = ["name", "notes"]
+                    "activation_rule", "training_rows", "holdout_rows", "trained_at",
+                    "chart_link"]  # fmt: skip
+    list_filter = ["kind", "is_active", "activation_rule", "name"]
+    search_fields = ["name", "notes", "activation_reason"]
     exclude = ["artefact"]
     readonly_fields = ["artefact_sha256", "artefact_size"]
     actions = ["activate"]

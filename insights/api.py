@@ -41,6 +41,9 @@ class MLModelSerializer(ModelSerializer):
             "artefact_size",
             "is_active",
             "activated_at",
+            "activation_rule",
+            "activation_reason",
+            "comparison",
             "notes",
         ]
         read_only_fields = fields

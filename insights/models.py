@@ -24,6 +24,14 @@ class MLModel(models.Model):
         ANOMALY = "anomaly"
         FEATURE_IMPACT = "feature_impact"
 
+    class ActivationRule(models.TextChoices):
+        FIRST = "first", "first version"
+        INPUTS_CHANGED = "inputs_changed", "inputs changed (not compared on score)"
+        PAIRED = "paired", "paired comparison on rows neither version saw"
+        OWN_HOLDOUT = "own_holdout", "each version's own held-out score"
+        MANUAL = "manual", "activated by hand"
+        NOT_RECORDED = "", "not recorded (registered before rules were stored)"
+
     name = models.CharField(max_length=100, db_index=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
     version = models.PositiveIntegerField()
@@ -44,6 +52,23 @@ class MLModel(models.Model):
     is_active = models.BooleanField(default=False)
     activated_at = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True)
+    activation_rule = models.CharField(
+        max_length=20,
+        choices=ActivationRule.choices,
+        blank=True,
+        help_text="The rule that decided whether this version became active, last applied.",
+    )
+    activation_reason = models.TextField(
+        blank=True, help_text="Why it was (or was not) activated, with the figures compared."
+    )
+    comparison = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            "Paired comparison with the version active at registration, on rows neither "
+            "was trained on: n, new, old, diff, se, ci_low, ci_high, champion_version."
+        ),
+    )
 
     class Meta:
         verbose_name = "ML model"

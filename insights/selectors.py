@@ -46,6 +46,8 @@ def models_summary() -> list[dict]:
                 "primary_metric": m.primary_metric,
                 "score": m.primary_score,
                 "metrics": m.metrics,
+                "activation_rule": m.activation_rule,
+                "activation_reason": m.activation_reason,
             }
         )
     return rows

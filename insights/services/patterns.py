@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from insights import inputs
 from insights.engine import performance_patterns as engine
+from insights.engine import registry as engine_registry
 from insights.model_names import STATE_MODEL
 from insights.models import MLModel, StatePattern
 from insights.services.errors import InsufficientData
@@ -61,7 +62,7 @@ def state_patterns_refresh(
         or latest is None
         or end - latest.trained_at >= timedelta(hours=retrain_after_hours)
     )
-    fit = metrics = None
+    fit = metrics = paired = None
     if due:
         try:
             fit = engine.fit_state_model(
@@ -75,6 +76,8 @@ def state_patterns_refresh(
             fit.model.threshold,
             inputs.incident_windows(start, end),
         )
+        if state_model is not None and tuple(state_model.columns) == history.columns:
+            paired = _paired_with_active(active, state_model, fit, history, start, end)
     with transaction.atomic():
         trained = None
         if fit is not None and metrics is not None:
@@ -88,10 +91,13 @@ def state_patterns_refresh(
                     "days": days,
                     "step_seconds": step_seconds,
                     "columns": list(history.columns),
+                    "train_end_ts": fit.train_end_ts,
                 },
                 training_rows=fit.n_train,
                 holdout_rows=fit.n_holdout,
                 trained_at=end,
+                paired=paired,
+                champion=active,
             )
             if trained.is_active:
                 active, state_model = trained, fit.model
@@ -127,3 +133,32 @@ def state_patterns_refresh(
         "retrained": int(trained is not None),
         "model_version": active.version,
     }
+
+
+def _paired_with_active(
+    active: MLModel,
+    state_model: engine.StateModel,
+    fit: engine.StateModelResult,
+    history: inputs.StateHistory,
+    start: datetime,
+    end: datetime,
+) -> engine_registry.PairedComparison:
+    """Both forests' AUC against the known incidents on states neither was trained on.
+
+    Those are the states after the later of the two training ends: the retrain's own
+    held-out part, less any the active version trained on (none when it was trained on an
+    earlier window of the same length). Versions stored before ``train_end_ts`` was
+    recorded count their whole window as trained on. Blocks of an hour are resampled
+    together: neighbouring states are near twins, and resampling them one by one would
+    understate the noise.
+    """
+    active_end = active.parameters.get("train_end_ts", active.trained_at.timestamp())
+    unseen = history.ts > max(fit.train_end_ts, float(active_end))
+    ts, states = history.ts[unseen], history.states[unseen]
+    truth = engine.in_windows(ts, inputs.incident_windows(start, end))
+    return engine_registry.paired_auc(
+        truth,
+        fit.model.scores(states),
+        state_model.scores(states),
+        block=max(1, 3600 // history.step_seconds),
+    )

@@ -1,13 +1,18 @@
 """The model registry: every training run becomes a new version with its held-out scores.
 
-A new version is activated automatically only when its primary held-out metric is not
-clearly worse than the active version's (``engine.registry.should_activate``); otherwise
-it is kept, inactive, with a note, for an admin to compare and activate by hand.
+Whether a new version replaces the active one is decided by
+``engine.registry.decide_activation``: a version whose inputs differ from the active
+one's is activated without comparing scores (the active one cannot score them); one
+scored with the active version on rows neither was trained on is judged on that paired
+comparison; otherwise on each version's own held-out score. The rule and the reason are
+stored on the version (``activation_rule``, ``activation_reason``, ``comparison``); a
+refused version is kept, inactive, for an admin to compare and activate by hand.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,14 +43,26 @@ def mlmodel_register(
     training_rows: int,
     holdout_rows: int,
     trained_at: datetime | None = None,
+    inputs: Sequence[str] | None = None,
+    paired: engine_registry.PairedComparison | None = None,
+    champion: MLModel | None = None,
 ) -> MLModel:
     """Store a fitted model as the next version of ``name``; activate it if it deserves.
 
     ``trained_at`` is the end of the data it learnt from when a job ran for a given
     time (``now=``); retraining schedules count from it. Defaults to the current time.
+
+    ``inputs`` are the feature names (or watched metrics) the model reads, in order;
+    without them they are read from ``parameters["columns"]`` or ``["features"]``. A
+    version whose inputs differ from the active one's is activated without a score
+    comparison. ``paired`` is the caller's comparison of this model with ``champion``
+    on rows neither was trained on; it counts only if ``champion`` is still the active
+    version under the registry's lock (another registration may have replaced it).
     """
     if kind not in MLModel.Kind.values:
         raise ValueError(f"unknown model kind {kind!r}")
+    if inputs is not None:
+        parameters = {**parameters, "inputs": list(inputs)}
     artefact = engine_registry.artefact_dump(fitted)
     metric_name, score = engine_registry.primary_metric(kind, metrics)
     clean = engine_registry.clean_metrics(metrics)
@@ -57,9 +74,21 @@ def mlmodel_register(
         _lock_versions_of(name)
         active = MLModel.objects.select_for_update().filter(name=name, is_active=True).first()
         last = MLModel.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0
-        activate = engine_registry.should_activate(
-            kind, metrics, active.metrics if active else None
+        fair = paired if (active and champion and champion.pk == active.pk) else None
+        decision = engine_registry.decide_activation(
+            kind,
+            metrics,
+            active.metrics if active else None,
+            new_inputs=inputs_of(parameters),
+            active_inputs=inputs_of(active.parameters) if active else None,
+            paired=fair,
         )
+        activate = decision.activate
+        reason = decision.reason
+        if active is not None:
+            reason = f"against active v{active.version}: {reason}"
+            if activate:
+                reason += f"; v{active.version} stays available for rollback"
         notes = ""
         if not activate:
             notes = (
@@ -67,6 +96,9 @@ def mlmodel_register(
                 f"{'unmeasurable' if score != score else f'{score:.3f}'}"
                 + (f" vs active v{active.version} {active.primary_score}" if active else "")
             )
+        comparison = {}
+        if fair is not None:
+            comparison = {**fair.as_dict(), "champion_version": active.version}
         if activate and active:
             active.is_active = False
             active.save(update_fields=["is_active"])
@@ -87,9 +119,25 @@ def mlmodel_register(
             is_active=activate,
             activated_at=timezone.now() if activate else None,
             notes=notes,
+            activation_rule=decision.rule,
+            activation_reason=reason,
+            comparison=comparison,
         )
         _prune_artefacts(name)
     return created
+
+
+def inputs_of(parameters: dict[str, Any] | None) -> list[str] | None:
+    """The inputs a version reads, as recorded in its parameters (None if not recorded).
+
+    ``inputs`` when the caller gave them, else the state model's ``columns`` or the
+    segmentation and feature-impact models' ``features``.
+    """
+    for key in ("inputs", "columns", "features"):
+        value = (parameters or {}).get(key)
+        if isinstance(value, list):
+            return [str(v) for v in value]
+    return None
 
 
 def _prune_artefacts(name: str) -> int:
@@ -135,7 +183,16 @@ def mlmodel_activate(*, model: MLModel) -> MLModel:
         MLModel.objects.select_for_update().filter(name=model.name, is_active=True).exclude(
             pk=model.pk
         ).update(is_active=False)
-        MLModel.objects.filter(pk=model.pk).update(is_active=True, activated_at=timezone.now())
+        now = timezone.now()
+        reason = f"activated by hand at {now:%Y-%m-%d %H:%M} UTC (rollback or promotion)"
+        if current.activation_reason:
+            reason += f"; at registration: {current.activation_reason}"
+        MLModel.objects.filter(pk=model.pk).update(
+            is_active=True,
+            activated_at=now,
+            activation_rule=MLModel.ActivationRule.MANUAL,
+            activation_reason=reason,
+        )
     model.refresh_from_db()
     return model
 

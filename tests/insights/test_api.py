@@ -111,6 +111,34 @@ def test_model_listing_never_exposes_the_artefact(client_with_role):
     assert rows and "artefact" not in rows[0] and rows[0]["artefact_sha256"]
 
 
+def test_models_show_the_rule_and_reason_of_their_activation(client_with_role):
+    """Why a version is (not) active, and the paired figures, are readable by API clients."""
+    from insights.services.registry import mlmodel_register
+
+    def register(features: list[str], score: float) -> MLModel:
+        return mlmodel_register(
+            name="why", kind="clustering", fitted={}, metrics={"silhouette": score},
+            parameters={"features": features}, training_rows=10, holdout_rows=5,
+        )  # fmt: skip
+
+    register(["a"], 0.6)
+    changed = register(["a", "b"], 0.1)
+    viewer = client_with_role("viewer")
+    response = viewer.get(f"{BASE}/models?name=why&active=true")
+    assert_matches_schema(response, f"{BASE}/models")
+    rows = response.json()
+    (row,) = rows["results"] if isinstance(rows, dict) else rows
+    assert row["id"] == changed.pk and row["activation_rule"] == "inputs_changed"
+    assert "added b" in row["activation_reason"] and row["comparison"] == {}
+    status = viewer.get(f"{BASE}/status").json()
+    (summary,) = [m for m in status["models"] if m["name"] == "why"]
+    assert summary["activation_rule"] == "inputs_changed"
+    old = MLModel.objects.get(name="why", version=1)
+    admin = client_with_role("admin")
+    body = admin.post(f"{BASE}/models/{old.pk}/activate").json()
+    assert body["activation_rule"] == "manual" and "at registration" in body["activation_reason"]
+
+
 def test_requests_without_a_key_are_refused(api_client):
     assert api_client.get(f"{BASE}/status").status_code == 401
 

@@ -570,6 +570,118 @@ def test_activation_policy_compares_primary_metrics():
     assert reg.clean_metrics({"auc": float("nan"), "x": 1}) == {"auc": None, "x": 1.0}
 
 
+def test_a_version_on_other_inputs_is_activated_without_a_score_comparison():
+    """The active version cannot score new inputs: its better score must not block them."""
+    kind = reg.KIND_ANOMALY
+    worse, better = {"auc": 0.55}, {"auc": 0.95}
+    same = reg.decide_activation(
+        kind, worse, better, new_inputs=["cpu", "memory"], active_inputs=["cpu", "memory"]
+    )
+    assert not same.activate and same.rule == reg.RULE_OWN_HOLDOUT
+    changed = reg.decide_activation(
+        kind, worse, better, new_inputs=["cpu", "memory", "queue"], active_inputs=["cpu", "disk"]
+    )
+    assert changed.activate and changed.rule == reg.RULE_INPUTS_CHANGED
+    assert "added memory, queue" in changed.reason and "removed disk" in changed.reason
+    reordered = reg.decide_activation(
+        kind, worse, better, new_inputs=["memory", "cpu"], active_inputs=["cpu", "memory"]
+    )
+    assert reordered.activate and "reordered" in reordered.reason
+    # Unknown inputs on either side (versions stored before inputs were recorded): scores.
+    unknown = reg.decide_activation(kind, worse, better, new_inputs=["cpu"], active_inputs=None)
+    assert not unknown.activate and unknown.rule == reg.RULE_OWN_HOLDOUT
+    first = reg.decide_activation(kind, worse, None, new_inputs=["cpu"])
+    assert first.activate and first.rule == reg.RULE_FIRST
+
+
+def _mean_of(values: np.ndarray):
+    return lambda idx: float(np.mean(values[idx]))
+
+
+def test_paired_bootstrap_se_is_that_of_the_mean_difference_not_of_each_score():
+    """Known answer: for a metric that is a mean of per-row values, the paired SE is
+    sd(row differences) / sqrt(n), whatever each version's own spread."""
+    rng = np.random.default_rng(3)
+    n = 400
+    shared = rng.normal(0, 1.0, n)  # hard and easy rows: both versions feel them
+    diff = rng.normal(0.05, 0.2, n)
+    old, new = shared, shared + diff
+    result = reg.paired_bootstrap(_mean_of(new), _mean_of(old), n, n_boot=400)
+    expected_se = np.std(diff, ddof=1) / np.sqrt(n)
+    assert result.diff == pytest.approx(diff.mean())
+    assert result.se == pytest.approx(expected_se, rel=0.2)
+    unpaired_se = np.sqrt(np.var(new, ddof=1) / n + np.var(old, ddof=1) / n)
+    assert result.se < unpaired_se / 4
+    assert result.ci_low < diff.mean() < result.ci_high
+
+
+def test_block_bootstrap_sees_the_noise_of_autocorrelated_rows():
+    """Rows in runs of 20 near-identical values hold 50 independent values, not 1000: the
+    ordinary bootstrap understates the SE by about sqrt(20), blocks of 20 do not."""
+    rng = np.random.default_rng(4)
+    runs = np.repeat(rng.normal(0, 1.0, 50), 20)
+    zero = np.zeros_like(runs)
+    iid = reg.paired_bootstrap(_mean_of(runs), _mean_of(zero), len(runs), n_boot=300)
+    blocked = reg.paired_bootstrap(_mean_of(runs), _mean_of(zero), len(runs), n_boot=300, block=20)
+    true_se = np.std(np.unique(runs), ddof=1) / np.sqrt(50)
+    assert blocked.se == pytest.approx(true_se, rel=0.35)
+    assert iid.se < blocked.se / 3
+
+
+def test_paired_auc_matches_sklearn_and_finds_the_better_scorer():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    y = rng.random(600) < 0.3
+    good = y + rng.normal(0, 0.6, 600)
+    useless = rng.normal(0, 1, 600)
+    result = reg.paired_auc(y, good, useless)
+    assert result.new == pytest.approx(roc_auc_score(y, good))
+    assert result.old == pytest.approx(roc_auc_score(y, useless))
+    assert result.ci_low > 0.2  # clearly better
+    tie = reg.paired_auc(y, good, good)
+    assert tie.diff == 0 and tie.se == 0
+    one_class = reg.paired_auc(np.zeros(50), good[:50], useless[:50])
+    assert not one_class.measurable
+
+
+def test_paired_silhouette_prefers_the_segmentation_that_follows_the_groups():
+    rng = np.random.default_rng(6)
+    centres = np.array([[0, 0], [6, 0], [0, 6]])
+    truth = rng.integers(0, 3, 300)
+    space = centres[truth] + rng.normal(0, 1, (300, 2))
+    shuffled = rng.permutation(truth)
+    result = reg.paired_silhouette(space, truth, space, shuffled, n_boot=40)
+    assert result.diff > 0.3 and result.ci_low > 0
+    same = reg.paired_silhouette(space, truth, space, truth, n_boot=20)
+    assert same.diff == 0 and same.se == 0
+
+
+def test_a_paired_comparison_decides_over_each_versions_own_score():
+    kind = reg.KIND_FEATURE_IMPACT
+    clearly_worse = reg.PairedComparison(n=500, new=0.6, old=0.7, diff=-0.1, se=0.02, n_boot=200)
+    noise = reg.PairedComparison(n=500, new=0.6, old=0.7, diff=-0.1, se=0.08, n_boot=200)
+    tie = reg.PairedComparison(n=500, new=0.7, old=0.7, diff=0.0, se=0.02, n_boot=200)
+    own_better, own_worse = ({"auc": 0.9}, {"auc": 0.6}), ({"auc": 0.5}, {"auc": 0.9})
+    refused = reg.decide_activation(kind, *own_better, paired=clearly_worse)
+    assert not refused.activate and refused.rule == reg.RULE_PAIRED
+    assert "500 rows" in refused.reason
+    kept = reg.decide_activation(kind, *own_worse, paired=tie)
+    assert kept.activate and kept.rule == reg.RULE_PAIRED
+    # Worse by more than the tolerance but within noise: not refused on the paired rule.
+    assert reg.decide_activation(kind, *own_better, paired=noise).activate
+    # Too few shared rows: the own held-out rule decides, and says why.
+    few = reg.PairedComparison(n=10, new=0.6, old=0.7, diff=-0.1, se=0.01, n_boot=200)
+    fallback = reg.decide_activation(kind, *own_worse, paired=few)
+    assert not fallback.activate and fallback.rule == reg.RULE_OWN_HOLDOUT
+    assert "too few rows" in fallback.reason
+    # Inputs changed wins over a paired comparison (which could not have been made).
+    changed = reg.decide_activation(
+        kind, *own_better, paired=clearly_worse, new_inputs=["a"], active_inputs=["b"]
+    )
+    assert changed.rule == reg.RULE_INPUTS_CHANGED
+
+
 # ------------------------------------------------------------ behaviour inputs
 
 DAY = 86400.0

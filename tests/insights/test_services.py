@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from insights import selectors, sources
 from insights.engine import priority as pr
+from insights.engine.registry import PairedComparison
 from insights.findings import Finding
 from insights.model_names import SEGMENT_MODEL, STATE_MODEL, feature_impact_model_name
 from insights.models import FeatureImpact, Insight, MLModel, Segment, SegmentSnapshot, StatePattern
@@ -624,6 +625,9 @@ def test_a_rejected_state_retrain_is_not_repeated_every_hour(demo_world, monkeyp
         "evaluate_against_incidents",
         lambda *a, **k: {**real_evaluate(*a, **k), "auc": 0.1},
     )
+    # ... and on the states neither version saw, when that comparison is made.
+    clearly_worse = PairedComparison(n=500, new=0.1, old=0.99, diff=-0.89, se=0.01, n_boot=200)
+    monkeypatch.setattr(patterns_service, "_paired_with_active", lambda *a, **k: clearly_worse)
     day_later = now + timedelta(days=1, minutes=5)
     first = state_patterns_refresh(days=7, now=day_later)
     assert first["retrained"] == 1
@@ -632,6 +636,128 @@ def test_a_rejected_state_retrain_is_not_repeated_every_hour(demo_world, monkeyp
         assert again["retrained"] == 0, hour
     assert MLModel.objects.filter(name=STATE_MODEL).count() == 2
     assert MLModel.objects.get(name=STATE_MODEL, is_active=True).pk == active.pk
+
+
+def test_a_state_retrain_on_new_watched_metrics_is_activated_whatever_its_score(
+    demo_world, monkeypatch
+):
+    """The active forest cannot score the new metrics: refusing the retrain (worse AUC than
+    the active version's, measured on other inputs) left no usable model, and every hourly
+    run failed with "the active state model watches different metrics"."""
+    from insights import inputs as inputs_module
+    from insights.services import patterns as patterns_service
+
+    now = timezone.now()
+    without_cpu = tuple(row for row in inputs_module.STATE_SERIES if row[0] != "cpu")
+    with monkeypatch.context() as patch:
+        patch.setattr(inputs_module, "STATE_SERIES", without_cpu)
+        state_patterns_refresh(days=7, now=now)
+    old = MLModel.objects.get(name=STATE_MODEL, is_active=True)
+    assert "cpu" not in old.parameters["columns"]
+    MLModel.objects.filter(pk=old.pk).update(
+        metrics={**old.metrics, "auc": 0.99}, primary_score=0.99
+    )
+    real_evaluate = patterns_service.engine.evaluate_against_incidents
+    monkeypatch.setattr(
+        patterns_service.engine,
+        "evaluate_against_incidents",
+        lambda *a, **k: {**real_evaluate(*a, **k), "auc": 0.1},
+    )
+    # The CPU series is back: the next hourly run retrains on the new metrics.
+    counts = state_patterns_refresh(days=7, now=now + timedelta(hours=1))
+    new = MLModel.objects.get(name=STATE_MODEL, is_active=True)
+    assert counts["retrained"] == 1 and counts["model_version"] == new.version
+    assert new.pk != old.pk and "cpu" in new.parameters["columns"]
+    assert new.activation_rule == MLModel.ActivationRule.INPUTS_CHANGED
+    assert "added cpu" in new.activation_reason and f"v{old.version}" in new.activation_reason
+    assert new.comparison == {}  # no paired comparison across different inputs
+    assert StatePattern.objects.filter(model=new).count() == counts["patterns"]
+    # Later hourly runs reuse it instead of failing or retraining.
+    again = state_patterns_refresh(days=7, now=now + timedelta(hours=2))
+    assert again["retrained"] == 0 and again["model_version"] == new.version
+    # The old version stays available for rollback.
+    old.refresh_from_db()
+    assert old.artefact_size > 0 and not old.is_active
+    mlmodel_activate(model=old)
+    old.refresh_from_db()
+    assert old.is_active and old.activation_rule == MLModel.ActivationRule.MANUAL
+    assert tuple(mlmodel_load(old).columns) == tuple(old.parameters["columns"])
+
+
+def test_the_registry_records_why_each_version_was_or_was_not_activated(db):
+    def register(features: list[str], silhouette: float) -> MLModel:
+        return mlmodel_register(
+            name="r", kind="clustering", fitted={"f": features}, metrics={"silhouette": silhouette},
+            parameters={"features": features}, training_rows=10, holdout_rows=5,
+        )  # fmt: skip
+
+    first = register(["a", "b"], 0.5)
+    assert first.activation_rule == MLModel.ActivationRule.FIRST
+    refused = register(["a", "b"], 0.2)
+    assert not refused.is_active and refused.activation_rule == MLModel.ActivationRule.OWN_HOLDOUT
+    assert "worse" in refused.activation_reason and "v1" in refused.activation_reason
+    other_inputs = register(["a", "b", "c"], 0.2)
+    assert other_inputs.is_active
+    assert other_inputs.activation_rule == MLModel.ActivationRule.INPUTS_CHANGED
+    assert "v1 stays available for rollback" in other_inputs.activation_reason
+    first.refresh_from_db()
+    assert not first.is_active and first.artefact_size > 0
+
+
+def test_a_paired_comparison_counts_only_against_the_version_still_active(db):
+    def register(score: float, **kwargs) -> MLModel:
+        return mlmodel_register(
+            name="c", kind="feature_impact", fitted={}, metrics={"auc": score},
+            parameters={"features": ["a"]}, training_rows=10, holdout_rows=5, **kwargs,
+        )  # fmt: skip
+
+    champion = register(0.7)
+    worse = PairedComparison(n=300, new=0.6, old=0.7, diff=-0.1, se=0.02, n_boot=200)
+    refused = register(0.9, paired=worse, champion=champion)
+    assert not refused.is_active and refused.activation_rule == MLModel.ActivationRule.PAIRED
+    assert refused.comparison["champion_version"] == champion.version
+    assert refused.comparison["n"] == 300 and refused.comparison["diff"] == pytest.approx(-0.1)
+    # Made against a version that is no longer active: ignored, the own scores decide.
+    newer = register(0.72)
+    assert newer.is_active
+    stale = register(0.71, paired=worse, champion=champion)
+    assert stale.is_active and stale.activation_rule == MLModel.ActivationRule.OWN_HOLDOUT
+    assert stale.comparison == {}
+
+
+def test_a_state_retrain_is_compared_with_the_active_forest_on_states_neither_saw(
+    demo_world, monkeypatch
+):
+    """Known incident windows placed after both trainings: both forests are scored on the
+    same later states, and that paired comparison decides."""
+    from insights.services import patterns as patterns_service
+
+    now = timezone.now()
+    state_patterns_refresh(days=7, now=now)
+    champion = MLModel.objects.get(name=STATE_MODEL, is_active=True)
+    later = now + timedelta(days=1, minutes=5)
+    end = later.timestamp()
+    windows = [(end - h * 3600, end - h * 3600 + 1200) for h in (6, 20, 30)]
+    monkeypatch.setattr(patterns_service.inputs, "incident_windows", lambda a, b: windows)
+    seen = {}
+    real = patterns_service._paired_with_active
+
+    def spy(*args, **kwargs):
+        seen["result"] = real(*args, **kwargs)
+        return seen["result"]
+
+    monkeypatch.setattr(patterns_service, "_paired_with_active", spy)
+    state_patterns_refresh(days=7, now=later)
+    challenger = MLModel.objects.get(name=STATE_MODEL, version=champion.version + 1)
+    result = seen["result"]
+    assert challenger.activation_rule == MLModel.ActivationRule.PAIRED
+    assert challenger.comparison["champion_version"] == champion.version
+    assert challenger.comparison["n"] == result.n
+    # The rows are the challenger's held-out states (the champion trained on earlier ones).
+    assert result.n <= challenger.holdout_rows
+    assert result.n >= challenger.holdout_rows - 2
+    assert challenger.comparison["block"] == 3600 // 300
+    assert challenger.is_active == (not (result.diff < -0.02 and result.ci_high < 0))
 
 
 def test_segment_insights_follow_the_segment_across_retrainings_not_its_name(
