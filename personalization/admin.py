@@ -18,6 +18,7 @@ from phase3.admin_actions import ActionPermissionMixin
 from telemetry.admin_charts import ChartAdminMixin, ChartPage, render_chart_page
 
 from . import charts, selectors, services, validation
+from .engine.rollout import rollout_percent_parse
 from .models import (
     Experiment,
     ExperimentResult,
@@ -189,11 +190,20 @@ class ExperimentForm(JsonDocumentForm):
 
 
 class ShipActionForm(helpers.ActionForm):
-    """The changelist's action bar with the variant the "ship" action serves."""
+    """The changelist's action bar with the variant the "ship" action serves and the
+    rollout percentage of "ship" and "set rollout".
+
+    The percentage is text, parsed by the action: a field that failed the form's own
+    validation would make Django answer "No action selected." instead of saying why.
+    """
 
     variant = forms.CharField(
         required=False, max_length=100, label="Variant (for ship)",
-        help_text="Name of the variant to serve to every targeted user.",
+        help_text="Name of the variant to serve to the targeted users.",
+    )  # fmt: skip
+    rollout_percent = forms.CharField(
+        required=False, max_length=20, label="Rollout % (for ship / set rollout)",
+        help_text="Share of the targeted users served the variant, 0-100 (ship: empty = 100).",
     )  # fmt: skip
 
 
@@ -214,13 +224,13 @@ class ExperimentResultInline(admin.TabularInline):
 @admin.register(Experiment)
 class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     form = ExperimentForm
-    list_display = ["key", "name", "status", "shipped_variant", "starts_at", "ends_at",
-                    "results_link"]  # fmt: skip
+    list_display = ["key", "name", "status", "shipped_variant", "rollout", "starts_at",
+                    "ends_at", "results_link"]  # fmt: skip
     list_filter = ["status", ("shipped_variant", admin.EmptyFieldListFilter)]
     search_fields = ["key", "name", "description"]
     readonly_fields = ["status", *services.SHIP_FIELDS, "ship_history", "created_at",
                        "updated_at"]  # fmt: skip
-    actions = ["start", "stop", "ship", "unship", "recompute_results"]
+    actions = ["start", "stop", "ship", "set_rollout", "unship", "recompute_results"]
     action_form = ShipActionForm
     chart_url_name = "personalization_experiment_results"
     chart_path = "results"
@@ -244,20 +254,25 @@ class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
         changes = {f: getattr(obj, f) for f in form.cleaned_data if f in form._meta.fields}
         services.experiment_update(experiment_id=obj.pk, changes=changes)
 
+    @admin.display(description="rollout", ordering="rollout_percent")
+    def rollout(self, obj: Experiment) -> str:
+        return f"{obj.rollout_percent:g}%" if obj.shipped_variant else "-"
+
     @admin.display(description="ship history")
     def ship_history(self, obj: Experiment) -> str:
-        """Who shipped which variant when, and who rolled it back. Read-only text rather
-        than an inline: an inline's formset would make every edit form post its own
-        management data for rows nobody may edit."""
+        """Who shipped which variant to what percentage when, and who ramped, replaced or
+        rolled it back. Read-only text rather than an inline: an inline's formset would
+        make every edit form post its own management data for rows nobody may edit."""
         rows = [
-            (s.variant, f"{s.shipped_at:%Y-%m-%d %H:%M}", s.shipped_by or "-",
-             f"rolled back {s.unshipped_at:%Y-%m-%d %H:%M} by {s.unshipped_by or '-'}"
+            (s.variant, f"{s.rollout_percent:g}", f"{s.shipped_at:%Y-%m-%d %H:%M}",
+             s.shipped_by or "-",
+             f"ended {s.unshipped_at:%Y-%m-%d %H:%M} by {s.unshipped_by or '-'}"
              if s.unshipped_at else "live")
             for s in obj.shipments.all()
         ]  # fmt: skip
         if not rows:
             return "-"
-        return format_html_join(mark_safe("<br>"), "{} shipped {} by {} ({})", rows)
+        return format_html_join(mark_safe("<br>"), "{} at {}% shipped {} by {} ({})", rows)
 
     @admin.display(description="results")
     def results_link(self, obj: Experiment) -> str:
@@ -292,11 +307,39 @@ class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     )
     def ship(self, request, queryset):
         variant = request.POST.get("variant", "")
+        text = request.POST.get("rollout_percent", "").strip()
+        percent, error = rollout_percent_parse(text) if text else (None, None)
+        if error:
+            self.message_user(request, f"rollout_percent: {error}", level=messages.ERROR)
+            return
         by = request.user.get_username()
         for exp in queryset:
             try:
-                services.experiment_ship(experiment_id=exp.pk, variant=variant, by=by)
-                self.message_user(request, f"{exp.key}: {variant} shipped.")
+                exp = services.experiment_ship(
+                    experiment_id=exp.pk, variant=variant, rollout_percent=percent, by=by
+                )
+                self.message_user(
+                    request, f"{exp.key}: {variant} shipped to {exp.rollout_percent:g}%."
+                )
+            except services.ExperimentStateError as exc:
+                self.message_user(request, f"{exp.key}: {exc.field}: {exc}", level=messages.ERROR)
+
+    @admin.action(
+        permissions=["act"],
+        description="Set the rollout %% (typed below) of the shipped variant of selected experiments",
+    )
+    def set_rollout(self, request, queryset):
+        percent, error = rollout_percent_parse(request.POST.get("rollout_percent", ""))
+        if error:
+            self.message_user(request, f"rollout_percent: {error}", level=messages.ERROR)
+            return
+        by = request.user.get_username()
+        for exp in queryset:
+            try:
+                services.experiment_rollout_set(
+                    experiment_id=exp.pk, rollout_percent=percent, by=by
+                )
+                self.message_user(request, f"{exp.key}: rollout set to {percent:g}%.")
             except services.ExperimentStateError as exc:
                 self.message_user(request, f"{exp.key}: {exc.field}: {exc}", level=messages.ERROR)
 
@@ -423,8 +466,8 @@ class ExposureAdmin(admin.ModelAdmin):
 class ExperimentShipmentAdmin(admin.ModelAdmin):
     """The audit trail of ships: written by the ship / unship services only."""
 
-    list_display = ["experiment", "variant", "shipped_at", "shipped_by", "unshipped_at",
-                    "unshipped_by"]  # fmt: skip
+    list_display = ["experiment", "variant", "rollout_percent", "shipped_at", "shipped_by",
+                    "unshipped_at", "unshipped_by"]  # fmt: skip
     list_filter = ["shipped_at", ("unshipped_at", admin.EmptyFieldListFilter)]
     search_fields = ["experiment__key", "variant", "shipped_by", "unshipped_by"]
     list_select_related = ["experiment"]

@@ -92,13 +92,14 @@ class RuleSerializer(ModelSerializer):
 class ShipmentSerializer(ModelSerializer):
     class Meta:
         model = ExperimentShipment
-        fields = ["variant", "shipped_at", "shipped_by", "unshipped_at", "unshipped_by"]
+        fields = ["variant", "rollout_percent", "shipped_at", "shipped_by", "unshipped_at",
+                  "unshipped_by"]  # fmt: skip
         read_only_fields = fields
 
 
 class ExperimentSerializer(ModelSerializer):
     shipments = ShipmentSerializer(
-        many=True, read_only=True, help_text="Ships and rollbacks, newest first."
+        many=True, read_only=True, help_text="Ships, rollout changes and rollbacks, newest first."
     )
 
     class Meta:
@@ -107,7 +108,8 @@ class ExperimentSerializer(ModelSerializer):
             "id", "key", "name", "description", "variants", "coverage", "targeting",
             "primary_metric", "guardrail_metrics", "alpha", "planned_users", "minimum_effect",
             "status",
-            "starts_at", "ends_at", "shipped_variant", "shipped_at", "shipped_by", "shipments",
+            "starts_at", "ends_at", "shipped_variant", "shipped_at", "shipped_by",
+            "rollout_percent", "shipments",
             "created_at", "updated_at",
         ]  # fmt: skip
         # Ship fields belong to the ship / unship actions, like status to start / stop.
@@ -253,11 +255,29 @@ class ExperimentResultSerializer(ModelSerializer):
         ]  # fmt: skip
 
 
+class PercentField(serializers.FloatField):
+    """A percentage from 0 to 100; ``true`` is refused rather than read as 1 (%)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class ShipSerializer(serializers.Serializer):
-    """Body of ``ship``: the variant to serve, one of the experiment's (in ``context``)."""
+    """Body of ``ship``: the variant to serve, one of the experiment's (in ``context``),
+    and the share of the targeted users to serve it to."""
 
     variant = serializers.CharField(
         max_length=100, trim_whitespace=False, help_text="Name of one of the experiment's variants."
+    )
+    rollout_percent = PercentField(
+        required=False,
+        min_value=0.0,
+        max_value=100.0,
+        help_text="Percentage of the targeted users served the variant (0-100). Omitted: 100 "
+        "for a new ship, unchanged when the variant is already shipped. The same variant at "
+        "another percentage ramps it: the users already in stay in.",
     )
 
     def validate_variant(self, value: str) -> str:
@@ -369,13 +389,16 @@ class ExperimentViewSet(viewsets.ModelViewSet):
     @extend_schema(request=ShipSerializer, responses=ExperimentSerializer)
     @action(detail=True, methods=["post"])
     def ship(self, request, pk=None):
-        """Serve one variant to every targeted user from now on (stops a running one
-        first); no exposure is recorded and the results stay those of the run."""
+        """Serve one variant to the targeted users (all, or ``rollout_percent`` % of them)
+        from now on (stops a running one first); no exposure is recorded and the results
+        stay those of the run. Shipping the shipped variant at another percentage ramps
+        it; every change is a row of ``shipments``."""
         body = ShipSerializer(data=request.data, context={"experiment": self.get_object()})
         body.is_valid(raise_exception=True)
         return self._transition(
             services.experiment_ship,
             variant=body.validated_data["variant"],
+            rollout_percent=body.validated_data.get("rollout_percent"),
             by=request_actor(request),
         )
 

@@ -178,6 +178,14 @@ class Experiment(models.Model):
     )
     shipped_at = models.DateTimeField(null=True, blank=True)
     shipped_by = models.CharField(max_length=150, blank=True, default="")
+    # Also ship / unship's (and ``experiment_rollout_set``'s): the share of the targeted
+    # users served the shipped variant (``engine.rollout``). 100 = everyone, which is what
+    # every shipment meant before rollouts existed.
+    rollout_percent = models.FloatField(
+        default=100.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
+        help_text="Percentage of the targeted users served the shipped variant (ramp).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -188,7 +196,11 @@ class Experiment(models.Model):
             models.CheckConstraint(
                 condition=models.Q(shipped_variant="") | models.Q(status="stopped"),
                 name="experiment_shipped_only_when_stopped",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(rollout_percent__gte=0.0, rollout_percent__lte=100.0),
+                name="experiment_rollout_percent_0_100",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -207,7 +219,8 @@ class Experiment(models.Model):
 
 
 class ExperimentShipment(models.Model):
-    """One ship of a variant and, once rolled back or replaced, its end: who and when.
+    """One ship of a variant at a rollout percentage and, once rolled back, replaced or
+    ramped to another percentage, its end: who and when.
 
     The experiment row holds what is served now; these rows are the audit trail
     (GrowthBook and Statsig keep the same history of "roll out" / "ship" decisions).
@@ -215,6 +228,11 @@ class ExperimentShipment(models.Model):
 
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="shipments")
     variant = models.CharField(max_length=100)
+    # A change of the percentage closes this row and opens the next one (same variant),
+    # so the history says who ramped to what and when, as it does for ships.
+    rollout_percent = models.FloatField(
+        default=100.0, validators=[MinValueValidator(0.0), MaxValueValidator(100.0)]
+    )
     shipped_at = models.DateTimeField(default=timezone.now)
     shipped_by = models.CharField(max_length=150, blank=True)
     unshipped_at = models.DateTimeField(null=True, blank=True)
@@ -227,12 +245,19 @@ class ExperimentShipment(models.Model):
                 fields=["experiment"],
                 condition=models.Q(unshipped_at__isnull=True),
                 name="one_live_shipment_per_experiment",
-            )
+            ),
+            models.CheckConstraint(
+                condition=models.Q(rollout_percent__gte=0.0, rollout_percent__lte=100.0),
+                name="shipment_rollout_percent_0_100",
+            ),
         ]
 
     def __str__(self) -> str:
         state = f"until {self.unshipped_at:%Y-%m-%d %H:%M}" if self.unshipped_at else "live"
-        return f"{self.experiment.key}: {self.variant} shipped {self.shipped_at:%Y-%m-%d %H:%M} ({state})"
+        return (
+            f"{self.experiment.key}: {self.variant} at {self.rollout_percent:g}% shipped "
+            f"{self.shipped_at:%Y-%m-%d %H:%M} ({state})"
+        )
 
 
 class Exposure(models.Model):

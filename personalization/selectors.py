@@ -163,6 +163,7 @@ def status_report() -> dict:
                 "variant": exp.shipped_variant,
                 "shipped_at": exp.shipped_at,
                 "shipped_by": exp.shipped_by,
+                "rollout_percent": exp.rollout_percent,
                 "targeting": exp.targeting,
                 "ends_at": exp.ends_at,
             }

@@ -16,7 +16,7 @@ from .experiments import (
 )
 from .profiles import personas_fit, profile_attributes_update, profiles_recompute
 from .rules import default_rules_ensure, rules_set_enabled
-from .shipping import experiment_ship, experiment_unship
+from .shipping import experiment_rollout_set, experiment_ship, experiment_unship
 
 __all__ = [
     "FROZEN_ONCE_STARTED",
@@ -27,6 +27,7 @@ __all__ = [
     "config_version",
     "default_rules_ensure",
     "experiment_results_recompute",
+    "experiment_rollout_set",
     "experiment_ship",
     "experiment_start",
     "experiment_stop",

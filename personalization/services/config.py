@@ -18,7 +18,7 @@ Two layers:
 A resolution without a cache hit reads the profile and the live rules + running
 and shipped experiments (themselves cached under the same version); when an
 experiment is running or shipped it also reads, in one query, whether it still runs
-(or is still shipped, and which variant) and which variant the user was already shown
+(or is still shipped, which variant and to what percentage of its audience) and which variant the user was already shown
 (that one is served again whatever the targeting says now: sticky bucketing), and
 writes new exposures (``INSERT ... ON CONFLICT DO NOTHING``) for running ones only.
 
@@ -48,6 +48,7 @@ from django.utils import timezone
 
 from ..engine.assignment import assign_variant
 from ..engine.attributes import Scalar, attributes_digest
+from ..engine.rollout import FULL_ROLLOUT, in_rollout
 from ..engine.rules import (
     RuleSpec,
     UserContext,
@@ -72,9 +73,11 @@ class ExperimentSpec:
     starts_at: datetime | None
     ends_at: datetime | None
     pk: int
-    # The shipped variant of a stopped experiment ("" while it runs): served to every
-    # user the targeting matches, with no assignment and no exposure.
+    # The shipped variant of a stopped experiment ("" while it runs): served to the
+    # users the targeting matches who are inside ``rollout`` % (``engine.rollout``),
+    # with no assignment and no exposure.
     shipped: str = ""
+    rollout: float = FULL_ROLLOUT
 
 
 LOCAL_MAX_ENTRIES = 50_000
@@ -165,8 +168,17 @@ _SERVED = Q(status=Experiment.Status.RUNNING) | (
 )
 
 
+def _served_ship(status: str, shipped_variant: str, rollout_percent: float) -> tuple[str, float]:
+    """(shipped variant, rollout percentage) as served: nothing shipped while running."""
+    if status == Experiment.Status.STOPPED and shipped_variant:
+        return shipped_variant, rollout_percent
+    return "", FULL_ROLLOUT
+
+
 def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
-    key = f"personalization:specs:v2:{version}"  # v2: experiment specs carry ``shipped``
+    # v3: experiment specs carry ``rollout`` (v2: ``shipped``); a spec pickled by an older
+    # process would otherwise be read without them.
+    key = f"personalization:specs:v3:{version}"
     specs = cache.get(key)
     if specs is None:
         rules = [
@@ -191,7 +203,7 @@ def _live_specs(version: int) -> tuple[list[RuleSpec], list[ExperimentSpec]]:
                 e.starts_at,
                 e.ends_at,
                 e.pk,
-                e.shipped_variant if e.status == Experiment.Status.STOPPED else "",
+                *_served_ship(e.status, e.shipped_variant, e.rollout_percent),
             )
             # Oldest first: targeting on another experiment's variant sees the variants
             # of the experiments created before this one (assigned earlier in the loop),
@@ -299,27 +311,36 @@ def config_resolve(
                     )[:1]
                 )
             )
-            .values_list("pk", "status", "shipped_variant", "served")
+            .values_list("pk", "status", "shipped_variant", "rollout_percent", "served")
         )
-        alive: dict[int, str] = {}
-        for pk, status, shipped_variant, served in rows:
-            alive[pk] = shipped_variant if status == Experiment.Status.STOPPED else ""
+        # The rollout percentage is read here too: a ramp from 10 % to 50 % is served at
+        # once by every process, like a ship, not after its trust window.
+        alive: dict[int, tuple[str, float]] = {}
+        for pk, status, shipped_variant, rollout_percent, served in rows:
+            alive[pk] = _served_ship(status, shipped_variant, rollout_percent)
             if served is not None:
                 sticky[pk] = served
-        if any(alive.get(exp.pk) != exp.shipped for exp in in_window):
+        if any(alive.get(exp.pk) != (exp.shipped, exp.rollout) for exp in in_window):
             stale = True
             _local.forget()
             in_window = [
-                replace(exp, shipped=alive[exp.pk]) for exp in in_window if exp.pk in alive
+                replace(exp, shipped=alive[exp.pk][0], rollout=alive[exp.pk][1])
+                for exp in in_window
+                if exp.pk in alive
             ]
     new_exposures = []
     for exp in in_window:
         if exp.shipped:
             # Shipped: the targeted audience (evaluated now, as for users never exposed)
-            # gets the variant, coverage and weights aside; nothing is recorded.
+            # gets the variant, coverage and weights aside; nothing is recorded. Of that
+            # audience, only the users inside the rollout percentage: the others get what
+            # an un-ship would give them (the rules without the variant: the default UI),
+            # whatever arm they had during the run.
             targeted = replace(context, variants=dict(variants))
-            if exp.shipped in exp.variants and matches_or_skip(
-                exp.targeting, targeted, source=f"experiment {exp.key}"
+            if (
+                exp.shipped in exp.variants
+                and matches_or_skip(exp.targeting, targeted, source=f"experiment {exp.key}")
+                and in_rollout(experiment_key=exp.key, user_id=user_id, percent=exp.rollout)
             ):
                 variants[exp.key] = exp.shipped
                 shipped.append(exp.key)

@@ -50,8 +50,8 @@ FROZEN_ONCE_STARTED = (
 )  # fmt: skip
 
 
-# Written by ship / unship only (``services.shipping``), never by an edit.
-SHIP_FIELDS = ("shipped_variant", "shipped_at", "shipped_by")
+# Written by ship / unship / rollout changes only (``services.shipping``), never by an edit.
+SHIP_FIELDS = ("shipped_variant", "shipped_at", "shipped_by", "rollout_percent")
 
 
 class ExperimentStateError(Exception):

@@ -9,6 +9,13 @@ then serves the variant to every user the experiment's targeting matches, as if
 assigned to it, so rules conditioned on it keep applying. It records no exposure and
 leaves the analysis alone: the results stay those of the run (they count exposures
 and events up to ``ends_at`` only).
+
+A ship may reach only a percentage of the targeted users (GrowthBook's and
+LaunchDarkly's percentage rollout): ``rollout_percent``, chosen at ship time and
+changed afterwards (``experiment_rollout_set``, or shipping the same variant at another
+percentage). Who is in is ``engine.rollout``'s deterministic, monotone hash, so the
+users in at 10 % are still in at 50 %. Each change closes the live history row and opens
+the next, so ``ExperimentShipment`` says who ramped to what and when.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from ..engine.rollout import FULL_ROLLOUT, rollout_percent_error
 from ..models import Experiment, ExperimentShipment
 from .config import config_invalidate
 from .experiments import ExperimentStateError, final_results_compute, stop_locked
@@ -29,19 +37,58 @@ def _close_live_shipment(exp: Experiment, *, by: str, now: datetime) -> None:
     )
 
 
+def _check_percent(rollout_percent: object) -> None:
+    """Every face (API, admin, CLI, shell) reaches the same check, worded the same way."""
+    error = rollout_percent_error(rollout_percent)
+    if error:
+        raise ExperimentStateError(error, field="rollout_percent")
+
+
+def _rollout_change_locked(
+    exp: Experiment, *, rollout_percent: float, by: str, now: datetime
+) -> None:
+    """Ramp the live ship of a locked, shipped experiment to ``rollout_percent``: a
+    history row closes and the next opens (same variant), as a replacing ship does.
+    ``shipped_at`` / ``shipped_by`` stay those of the variant's ship; the rows hold the
+    ramp's steps."""
+    _close_live_shipment(exp, by=by, now=now)
+    ExperimentShipment.objects.create(
+        experiment=exp,
+        variant=exp.shipped_variant,
+        rollout_percent=rollout_percent,
+        shipped_at=now,
+        shipped_by=by,
+    )
+    exp.rollout_percent = float(rollout_percent)
+    # The save's post_save receiver bumps the configuration version too (apps.py); the
+    # explicit call keeps the rule "every ship write invalidates" visible here.
+    exp.save(update_fields=["rollout_percent", "updated_at"])
+    config_invalidate()
+
+
 def experiment_ship(
-    *, experiment_id: int, variant: str, by: str = "", now: datetime | None = None
+    *,
+    experiment_id: int,
+    variant: str,
+    rollout_percent: float | None = None,
+    by: str = "",
+    now: datetime | None = None,
 ) -> Experiment:
-    """Serve ``variant`` to every targeted user from now on; stop the experiment first
-    if it still runs (in the same transaction, so no request sees it stopped but not
-    shipped).
+    """Serve ``variant`` to ``rollout_percent`` % of the targeted users from now on (all
+    of them by default); stop the experiment first if it still runs (in the same
+    transaction, so no request sees it stopped but not shipped).
 
     A draft has no evidence to ship from (ship is a decision on a run's results; to
     give everyone a UI without an experiment, write a rule). Shipping another variant
-    replaces the shipped one (its history row is closed); shipping the same one again
-    changes nothing. The final results of a stop made here are computed once the
-    ship has committed, as after ``experiment_stop``.
+    replaces the shipped one (its history row is closed), at 100 % unless a percentage
+    is given: a new variant is a new decision, not a step of the old one's ramp. The
+    same variant again at another percentage is a ramp (``experiment_rollout_set``);
+    without a percentage, or at the same one, it changes nothing. The final results of
+    a stop made here are computed once the ship has committed, as after
+    ``experiment_stop``.
     """
+    if rollout_percent is not None:
+        _check_percent(rollout_percent)
     now = now or timezone.now()
     with transaction.atomic():
         exp = Experiment.objects.select_for_update().get(pk=experiment_id)
@@ -59,13 +106,21 @@ def experiment_ship(
         if stopped_here:
             stop_locked(exp, now=now)
         elif exp.shipped_variant == variant:
+            if rollout_percent is not None and rollout_percent != exp.rollout_percent:
+                _rollout_change_locked(exp, rollout_percent=rollout_percent, by=by, now=now)
             return exp
+        percent = FULL_ROLLOUT if rollout_percent is None else float(rollout_percent)
         _close_live_shipment(exp, by=by, now=now)
         ExperimentShipment.objects.create(
-            experiment=exp, variant=variant, shipped_at=now, shipped_by=by
+            experiment=exp, variant=variant, rollout_percent=percent, shipped_at=now, shipped_by=by
         )
         exp.shipped_variant, exp.shipped_at, exp.shipped_by = variant, now, by
-        exp.save(update_fields=["shipped_variant", "shipped_at", "shipped_by", "updated_at"])
+        exp.rollout_percent = percent
+        exp.save(
+            update_fields=[
+                "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
+            ]
+        )  # fmt: skip
         config_invalidate()
     if stopped_here:
         final_results_compute(experiment_id=exp.pk)
@@ -87,6 +142,35 @@ def experiment_unship(
             )
         _close_live_shipment(exp, by=by, now=now)
         exp.shipped_variant, exp.shipped_at, exp.shipped_by = "", None, ""
-        exp.save(update_fields=["shipped_variant", "shipped_at", "shipped_by", "updated_at"])
+        exp.rollout_percent = FULL_ROLLOUT  # the default meaning for the next ship
+        exp.save(
+            update_fields=[
+                "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
+            ]
+        )  # fmt: skip
         config_invalidate()
+    return exp
+
+
+def experiment_rollout_set(
+    *, experiment_id: int, rollout_percent: float, by: str = "", now: datetime | None = None
+) -> Experiment:
+    """Serve the shipped variant to ``rollout_percent`` % of the targeted users from now on.
+
+    Raising it keeps everyone already in (``engine.rollout`` is monotone) and adds the
+    next users; lowering it takes back the users added last. 0 keeps the decision
+    recorded while serving nobody (a pause; un-ship to roll the decision back). The
+    same percentage again changes nothing and records nothing.
+    """
+    _check_percent(rollout_percent)
+    now = now or timezone.now()
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update().get(pk=experiment_id)
+        if not exp.shipped_variant:
+            raise ExperimentStateError(
+                "no variant of this experiment is shipped: ship one first",
+                field="shipped_variant",
+            )
+        if float(rollout_percent) != exp.rollout_percent:
+            _rollout_change_locked(exp, rollout_percent=rollout_percent, by=by, now=now)
     return exp
