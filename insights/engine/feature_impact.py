@@ -19,7 +19,7 @@ promoted; one with no measurable impact that costs a lot should be reviewed.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import stats
@@ -176,6 +176,9 @@ class ImpactModelResult:
     n_holdout: int
     outcome_rate: float
     params: dict[str, object]
+    # Rows (users of the input) the model was not trained on, for a fair comparison with
+    # an older version on the ones it did not see either.
+    holdout_index: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -220,9 +223,10 @@ def fit_impact_model(
     positives = int(y.sum())
     if positives < 5 or len(y) - positives < 5:
         raise ValueError("outcome needs at least 5 successes and 5 failures")
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=holdout_share, random_state=random_state, stratify=y
+    train_idx, test_idx = train_test_split(
+        np.arange(len(y)), test_size=holdout_share, random_state=random_state, stratify=y
     )
+    x_train, x_test, y_train, y_test = x[train_idx], x[test_idx], y[train_idx], y[test_idx]
     model = _make_model(model_kind, random_state).fit(x_train, y_train)
     auc = float(roc_auc_score(y_test, model.predict_proba(x_test)[:, 1]))
     perm = permutation_importance(
@@ -250,6 +254,7 @@ def fit_impact_model(
             "n_repeats": n_repeats,
             "random_state": random_state,
         },
+        holdout_index=np.sort(test_idx),
     )
 
 

@@ -136,6 +136,12 @@ class PairedComparison:
     n_boot: int
     block: int = 1
 
+    @classmethod
+    def empty(cls, n: int) -> PairedComparison:
+        """Too few rows to compare on: says how many there were, measures nothing."""
+        nan = float("nan")
+        return cls(n=n, new=nan, old=nan, diff=nan, se=nan, n_boot=0)
+
     @property
     def ci_low(self) -> float:
         return self.diff - 1.96 * self.se
@@ -189,8 +195,7 @@ def paired_bootstrap(
     than half usable the SE is NaN (not measurable).
     """
     if n < 2:
-        nan = float("nan")
-        return PairedComparison(n=n, new=nan, old=nan, diff=nan, se=nan, n_boot=0, block=block)
+        return PairedComparison.empty(n)
     every = np.arange(n)
     new, old = float(metric_new(every)), float(metric_old(every))
     rng = np.random.default_rng(random_state)
@@ -289,7 +294,7 @@ def decide_activation(
     active_inputs: Sequence[str] | None = None,
     paired: PairedComparison | None = None,
     tolerance: float = 0.02,
-    min_paired_rows: int = MIN_PAIRED_ROWS,
+    min_paired_rows: int | None = None,
 ) -> ActivationDecision:
     """Whether a new version replaces the active one, by which rule, and why in words.
 
@@ -298,11 +303,14 @@ def decide_activation(
        version's: activate without comparing scores. The active version cannot score
        the new inputs, so its score says nothing about the new data, and refusing
        would leave no model usable on them; the old version stays for rollback.
-    3. A paired comparison on at least ``min_paired_rows`` rows neither version was
-       trained on: refuse only when the new one is worse by more than ``tolerance``
-       *and* the difference is beyond noise (its 95 % interval lies below zero).
+    3. A paired comparison on at least ``min_paired_rows`` (default ``MIN_PAIRED_ROWS``)
+       rows neither version was trained on: refuse only when the new one is worse by
+       more than ``tolerance`` *and* the difference is beyond noise (its 95 % interval
+       lies below zero).
     4. Otherwise each version's score on its own held-out rows (``should_activate``).
     """
+    if min_paired_rows is None:
+        min_paired_rows = MIN_PAIRED_ROWS
     metric_name, new = primary_metric(kind, new_metrics)
     if active_metrics is None:
         return ActivationDecision(True, RULE_FIRST, "no active version")

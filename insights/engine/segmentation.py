@@ -98,6 +98,9 @@ class SegmentationResult:
     n_train: int
     n_holdout: int
     params: dict[str, object] = field(default_factory=dict)
+    # Rows (of the input) the model was not trained on: with rows an older version did
+    # not see either, the registry compares the two on equal terms.
+    holdout_index: np.ndarray = field(default_factory=lambda: np.array([], dtype=int))
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -228,6 +231,7 @@ def segment_users(
             "holdout_share": holdout_share,
             "random_state": random_state,
         },
+        holdout_index=np.sort(holdout_idx),
     )
 
 

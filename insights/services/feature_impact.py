@@ -2,21 +2,69 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import datetime, timedelta
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
 from insights import inputs
 from insights.engine import behaviour
 from insights.engine import feature_impact as engine
+from insights.engine import registry as engine_registry
+from insights.engine.registry import ArtefactError, PairedComparison
 from insights.model_names import feature_impact_model_name
 from insights.models import FeatureImpact, MLModel
 from insights.services.errors import InsufficientData
-from insights.services.registry import mlmodel_register
+from insights.services.registry import mlmodel_load, mlmodel_register
 
 MIN_USERS = 60
+
+logger = logging.getLogger(__name__)
+
+
+def _paired_with_active(
+    champion: MLModel | None,
+    fit: engine.ImpactModelResult,
+    cohort: behaviour.Cohort,
+    y: np.ndarray,
+    end: datetime,
+    *,
+    random_state: int,
+) -> PairedComparison | None:
+    """Both versions' AUC on users neither was trained on.
+
+    The active version judged users first seen up to its window's end less its horizon;
+    the new one's held-out users first seen after that were in neither training set.
+    None when there is no active version, it reads other features (the registry does
+    not compare scores then) or its artefact cannot be read.
+    """
+    if champion is None or champion.parameters.get("features") != list(fit.feature_names):
+        return None
+    try:
+        old = mlmodel_load(champion)
+    except (ArtefactError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning("paired comparison: cannot load %s: %s", champion, exc)
+        return None
+    horizon = float(champion.parameters.get("horizon_days", 0.0))
+    judged_until = (champion.trained_at - timedelta(days=horizon)).timestamp()
+    holdout = fit.holdout_index
+    first_seen = inputs.users_first_seen(set(cohort.user_ids[holdout]), end)
+    rows = np.array(
+        [i for i in holdout if first_seen.get(cohort.user_ids[i], -np.inf) > judged_until],
+        dtype=int,
+    )
+    if len(rows) < engine_registry.MIN_PAIRED_ROWS:
+        return PairedComparison.empty(len(rows))  # the registry falls back, and says why
+    x = cohort.usage[rows]
+    return engine_registry.paired_auc(
+        y[rows],
+        fit.model.predict_proba(x)[:, 1],
+        old.predict_proba(x)[:, 1],
+        random_state=random_state,
+    )
 
 
 def feature_impact_recompute(
@@ -55,6 +103,9 @@ def feature_impact_recompute(
         )
     except ValueError as exc:  # e.g. nobody converted: nothing to learn, nothing to write
         raise InsufficientData(str(exc)) from exc
+    name = feature_impact_model_name(outcome)
+    champion = MLModel.objects.filter(name=name, is_active=True).first()
+    paired = _paired_with_active(champion, model, cohort, y, end, random_state=random_state)
     costs = inputs.feature_costs(list(cohort.feature_names), start, end)
     suggestions = {
         s.feature: s for s in engine.suggest_feature_actions(ratios, model.importances, costs=costs)
@@ -62,7 +113,7 @@ def feature_impact_recompute(
     importance = {f.feature: f for f in model.importances}
     with transaction.atomic():
         row = mlmodel_register(
-            name=feature_impact_model_name(outcome),
+            name=name,
             kind=MLModel.Kind.FEATURE_IMPACT,
             fitted=model.model,
             metrics=model.metrics,
@@ -76,6 +127,9 @@ def feature_impact_recompute(
             },
             training_rows=model.n_train,
             holdout_rows=model.n_holdout,
+            trained_at=end,
+            paired=paired,
+            champion=champion,
         )
         FeatureImpact.objects.bulk_create(
             [

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from insights import inputs
 from insights.engine import behaviour, segmentation
-from insights.engine.registry import ArtefactError
+from insights.engine import registry as engine_registry
+from insights.engine.registry import ArtefactError, PairedComparison
 from insights.model_names import SEGMENT_MODEL
 from insights.models import MLModel, Segment, SegmentSnapshot
 from insights.services.errors import InsufficientData
@@ -86,6 +87,54 @@ def _match_previous(
     return {cur: previous[prev] for cur, prev in pairs.items()}
 
 
+# At most this many unseen users are compared: the silhouette costs n² per resample.
+PAIRED_MAX_USERS = 1000
+
+
+def _paired_with_active(
+    champion: MLModel | None,
+    result: segmentation.SegmentationResult,
+    matrix: behaviour.BehaviourMatrix,
+    end: datetime,
+    *,
+    random_state: int,
+) -> PairedComparison | None:
+    """Both versions' silhouette on users neither was trained on.
+
+    Those are the new version's held-out users first seen after the active version's
+    window ended (its ``trained_at``): it cannot have trained on them, and the new one
+    kept them out. None when there is no active version to compare with, it reads other
+    features (the registry then does not compare scores) or its artefact is unreadable.
+    """
+    if champion is None or champion.parameters.get("features") != list(result.feature_names):
+        return None
+    try:
+        old = mlmodel_load(champion)
+    except (ArtefactError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning("paired comparison: cannot load %s: %s", champion, exc)
+        return None
+    holdout = result.holdout_index
+    first_seen = inputs.users_first_seen(set(matrix.user_ids[holdout]), end)
+    after = champion.trained_at.timestamp()
+    rows = np.array(
+        [i for i in holdout if first_seen.get(matrix.user_ids[i], -np.inf) > after], dtype=int
+    )
+    if len(rows) > PAIRED_MAX_USERS:
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(rows, PAIRED_MAX_USERS, replace=False))
+    if len(rows) < engine_registry.MIN_PAIRED_ROWS:
+        return PairedComparison.empty(len(rows))  # the registry falls back, and says why
+    x, new = matrix.features[rows], result.model
+    # Each pipeline is scored in its own standardised space, on the same users.
+    return engine_registry.paired_silhouette(
+        new[:-1].transform(x),
+        new.predict(x),
+        old[:-1].transform(x),
+        old.predict(x),
+        random_state=random_state,
+    )
+
+
 def segments_recompute(
     *,
     days: int = 28,
@@ -144,6 +193,8 @@ def segments_recompute(
         shares_by_day.append(shares)
         sizes_by_day.append(np.round(shares * len(m.user_ids)).astype(int))
     day_index = np.arange(len(days_back), dtype=float)
+    champion = MLModel.objects.filter(name=SEGMENT_MODEL, is_active=True).first()
+    paired = _paired_with_active(champion, result, matrix, end, random_state=random_state)
 
     with transaction.atomic():
         previous_model = (
@@ -157,6 +208,9 @@ def segments_recompute(
             parameters={**result.params, "days": days, "features": list(result.feature_names)},
             training_rows=result.n_train,
             holdout_rows=result.n_holdout,
+            trained_at=end,
+            paired=paired,
+            champion=champion,
         )
         previous = list(previous_model.segments.all()) if previous_model else []
         matches = _match_previous(previous_model, previous, result)
