@@ -349,15 +349,15 @@ class RulePreviewDaysSerializer(serializers.Serializer):
 
 
 class RulePreviewSerializer(DetectionRuleSerializer):
-    """A rule's fields, checked exactly as when it is saved, plus the window; the name,
-    severity and enabled flag do not change where it fires and are not asked for."""
+    """A rule's own fields and checks, so that a preview and a save refuse the same input.
 
-    days = serializers.IntegerField(
-        required=False, default=7, min_value=1, max_value=selectors.RULE_PREVIEW_MAX_DAYS
-    )
+    The name need not be new: previewing an edit of a saved rule must not fail on its own
+    name. The name, severity and enabled flag are checked but do not change where the
+    rule fires. The schema declares the rule's body (`DetectionRule`): an operator's form
+    sends what it would save.
+    """
 
-    class Meta(DetectionRuleSerializer.Meta):
-        fields = ["series_name", "labels", "above", "below", "min_duration_seconds", "days"]
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
 
 
 class RulePreviewEpisodeSerializer(serializers.Serializer):
@@ -424,13 +424,20 @@ class DetectionRuleViewSet(viewsets.ModelViewSet):
     # silences' preview, even for the GET on a saved rule.
     action_roles = {**ADMIN_EDITS, "preview": "operator", "saved_preview": "operator"}
 
-    @extend_schema(request=RulePreviewSerializer, responses=RulePreviewResultSerializer)
+    @extend_schema(
+        request=DetectionRuleSerializer,
+        parameters=[RulePreviewDaysSerializer],
+        responses=RulePreviewResultSerializer,
+    )
     @action(detail=False, methods=["post"])
     def preview(self, request):
         """Where a rule with these fields would have fired over the last `days`, unsaved."""
         body = RulePreviewSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return Response(selectors.rule_preview(**_preview_fields(body.validated_data)))
+        query = RulePreviewDaysSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fields = _preview_fields(body.validated_data)
+        return Response(selectors.rule_preview(**fields, days=query.validated_data["days"]))
 
     @extend_schema(parameters=[RulePreviewDaysSerializer], responses=RulePreviewResultSerializer)
     @action(detail=True, methods=["get"], url_path="preview")
@@ -451,7 +458,6 @@ def _preview_fields(data: dict) -> dict:
         **{f: data.get(f) for f in _PREVIEW_FIELDS},
         "labels": data.get("labels") or {},
         "min_duration_seconds": data.get("min_duration_seconds") or 0,
-        "days": data["days"],
     }
 
 

@@ -293,6 +293,7 @@ def rule_preview(
             since=since.timestamp(),
             coarse_until=raw_from.timestamp() if coarse is not None else None,
             coarse_step=coarse,
+            limit=RULE_PREVIEW_MAX_EPISODES,
         )
         in_window = int((points.ts >= since.timestamp()).sum())
         if in_window:
@@ -322,7 +323,6 @@ def rule_preview(
 
 
 def _rule_preview_row(series: Series, preview: RulePreview, points: int, source: str) -> dict:
-    listed = preview.episodes[-RULE_PREVIEW_MAX_EPISODES:]
     return {
         "series_id": series.pk,
         "series": str(series),
@@ -331,7 +331,7 @@ def _rule_preview_row(series: Series, preview: RulePreview, points: int, source:
         "step_seconds": preview.step_seconds if np.isfinite(preview.step_seconds) else None,
         "breaching_points": preview.breaching_points,
         "firing_points": preview.firing_points,
-        "count": len(preview.episodes),
+        "count": preview.count,
         "episodes": [
             {
                 "started_at": to_datetime(e.started_at),
@@ -343,6 +343,6 @@ def _rule_preview_row(series: Series, preview: RulePreview, points: int, source:
                 "peak": e.peak,
                 "points": e.points,
             }
-            for e in listed
+            for e in preview.episodes
         ],
     }

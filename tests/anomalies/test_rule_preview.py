@@ -101,6 +101,14 @@ def test_a_breach_shorter_than_the_duration_is_counted_but_never_fires():
     assert empty.episodes == [] and empty.step_seconds == np.inf
 
 
+def test_a_flapping_rule_lists_its_newest_episodes_and_counts_them_all():
+    ts, values = _history()
+    every = preview_rule(ts, values, RULE)
+    newest = preview_rule(ts, values, RULE, limit=2)
+    assert newest.count == every.count == len(every.episodes) == 4
+    assert newest.episodes == every.episodes[-2:]
+
+
 def test_below_rules_and_bands_peak_at_the_value_farthest_beyond_its_threshold():
     ts = STEP * np.arange(6)
     band = ThresholdRule(name="band", above=90.0, below=10.0)
@@ -300,8 +308,8 @@ def test_the_preview_matches_series_as_live_scoring_does_and_caps_them(
         ({"series_name": "x"}, "above"),
         ({"series_name": "x", "above": 1.0, "below": 2.0}, "below"),
         ({"series_name": "x", "above": 1.0, "labels": {"env": 1}}, "labels"),
-        ({"series_name": "x", "above": 1.0, "days": 0}, "days"),
-        ({"series_name": "x", "above": 1.0, "days": 31}, "days"),
+        ({"series_name": "x", "above": 1.0, "severity": "loud"}, "severity"),
+        ({"series_name": "x" * 201, "above": 1.0}, "series_name"),
         ({"series_name": "x", "above": 1.0, "min_duration_seconds": -1}, "min_duration_seconds"),
         ({"above": 1.0}, "series_name"),
     ],
@@ -319,6 +327,12 @@ def test_previews_need_the_operator_role_and_check_the_window(client_with_role):
     assert viewer.get(f"{BASE}{rule.pk}/preview").status_code == 403
     operator = client_with_role("operator")
     assert operator.get(f"{BASE}{rule.pk}/preview?days=2").json()["days"] == 2
+    # The body is the rule as it would be saved, its own name included (an edit).
+    body = {"name": "r", "series_name": "x", "above": 1.0, "enabled": True}
+    assert operator.post(BASE + "preview?days=3", body, format="json").json()["days"] == 3
+    for days in (0, 31, "week"):
+        refused = operator.post(f"{BASE}preview?days={days}", body, format="json")
+        assert refused.status_code == 400 and "days" in refused.json()
     refused = operator.get(f"{BASE}{rule.pk}/preview?days=99")
     assert refused.status_code == 400 and "days" in refused.json()
     assert operator.get(f"{BASE}999999/preview").status_code == 404
