@@ -20,7 +20,8 @@ from typing import Any
 
 import joblib
 import numpy as np
-from sklearn.metrics import roc_auc_score, silhouette_score
+from scipy.stats import rankdata
+from sklearn.metrics import silhouette_score
 
 KIND_CLUSTERING = "clustering"
 KIND_ANOMALY = "anomaly"
@@ -211,6 +212,21 @@ def paired_bootstrap(
     )
 
 
+def rank_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC from ranks (Mann-Whitney U, ties averaged): sklearn's value, NaN for one class.
+
+    About a hundred times faster than ``roc_auc_score``, whose input checks dominated a
+    bootstrap (2.4 s for 400 AUCs of 77 users).
+    """
+    y = np.asarray(labels).astype(bool)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=float))
+    return float((ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def paired_auc(
     y: np.ndarray,
     new_scores: np.ndarray,
@@ -228,10 +244,7 @@ def paired_auc(
 
     def auc(scores: np.ndarray) -> Callable[[np.ndarray], float]:
         def on(idx: np.ndarray) -> float:
-            labels = y[idx]
-            if labels.min(initial=1) == labels.max(initial=0):
-                return float("nan")
-            return float(roc_auc_score(labels, scores[idx]))
+            return rank_auc(y[idx], scores[idx])
 
         return on
 

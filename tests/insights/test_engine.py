@@ -643,6 +643,8 @@ def test_paired_auc_matches_sklearn_and_finds_the_better_scorer():
     assert tie.diff == 0 and tie.se == 0
     one_class = reg.paired_auc(np.zeros(50), good[:50], useless[:50])
     assert not one_class.measurable
+    ties = np.round(good * 2) / 2  # many tied scores
+    assert reg.rank_auc(y, ties) == pytest.approx(roc_auc_score(y, ties))
 
 
 def test_paired_silhouette_prefers_the_segmentation_that_follows_the_groups():
