@@ -400,7 +400,8 @@ class RulePreviewResultSerializer(serializers.Serializer):
     days = serializers.IntegerField()
     series_matched = serializers.IntegerField(help_text="Series the rule would apply to.")
     series_previewed = serializers.IntegerField(
-        help_text=f"At most {selectors.RULE_PREVIEW_MAX_SERIES}, the first by name."
+        help_text=f"At most {selectors.RULE_PREVIEW_MAX_SERIES}, the first by name, and "
+        f"only until about {selectors.RULE_PREVIEW_MAX_POINTS:,} points have been read."
     )
     capped = serializers.BooleanField()
     note = serializers.CharField(required=False, help_text="Present when capped.")

@@ -299,6 +299,18 @@ def test_the_preview_matches_series_as_live_scoring_does_and_caps_them(
     assert answer["capped"] and answer["series_matched"] == 4
     assert answer["series_previewed"] == len(answer["series"]) == 2
     assert "first 2" in answer["note"]
+    # The points read are capped too: past the budget, no further series is read.
+    _queue_history("disk.used.sdz", n=300)
+    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_SERIES", 50)
+    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_POINTS", 100)
+    answer = client.post(BASE + "preview", {"series_name": "disk.used.*", "above": 1}).json()
+    # By name, the three empty series come first and cost nothing; the fourth has 300
+    # points, after which the budget is spent (there is no fifth series here to skip).
+    assert answer["series_previewed"] == 4 and not answer["capped"]
+    series_ensure(name="disk.used.sdzz")
+    answer = client.post(BASE + "preview", {"series_name": "disk.used.*", "above": 1}).json()
+    assert answer["series_previewed"] == 4 and answer["capped"]
+    assert answer["series_matched"] == 5
 
 
 @pytest.mark.django_db
