@@ -8,7 +8,7 @@ Nothing is written: an evaluation must not change what operators see.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 
@@ -131,3 +131,63 @@ def state_model_rows(
     )
     rows.append({"detector": "max single-series z", **baseline})
     return rows, info
+
+
+class _Rollback(Exception):
+    """Raised to undo a measurement's writes."""
+
+
+def champion_challenger_rows(end: datetime, *, gaps_days: list[float]) -> list[dict]:
+    """How the registry decides between a retrain and an active version ``gap`` days older.
+
+    For each job and gap: the job runs at ``end - gap`` (the champion) and at ``end`` (the
+    challenger) on a registry emptied of that model, and the challenger's rule, rows
+    neither saw and paired figures are read back. Everything happens in a transaction
+    that is rolled back: the registry operators see is untouched.
+    """
+    from django.db import transaction
+
+    from insights.model_names import SEGMENT_MODEL, STATE_MODEL, feature_impact_model_name
+    from insights.models import MLModel
+    from insights.services.feature_impact import feature_impact_recompute
+    from insights.services.patterns import state_patterns_refresh
+    from insights.services.segments import segments_recompute
+
+    jobs = [
+        ("segments", SEGMENT_MODEL, lambda t: segments_recompute(now=t)),
+        *(
+            (
+                f"feature impact, {outcome}",
+                feature_impact_model_name(outcome),
+                lambda t, o=outcome: feature_impact_recompute(outcome=o, now=t),
+            )
+            for outcome in behaviour.OUTCOMES
+        ),
+        ("state model", STATE_MODEL, lambda t: state_patterns_refresh(now=t, force_retrain=True)),
+    ]
+    rows = []
+    for gap in gaps_days:
+        for label, name, run in jobs:
+            try:
+                with transaction.atomic():
+                    MLModel.objects.filter(name=name).delete()
+                    run(end - timedelta(days=gap))
+                    run(end)
+                    challenger = (
+                        MLModel.objects.filter(name=name).defer("artefact").order_by("-version")
+                    ).first()
+                    rows.append(
+                        {
+                            "job": label,
+                            "gap_days": gap,
+                            "rule": challenger.activation_rule,
+                            "activated": challenger.is_active,
+                            **challenger.comparison,
+                        }
+                    )
+                    raise _Rollback
+            except _Rollback:
+                pass
+            except InsufficientData as exc:
+                rows.append({"job": label, "gap_days": gap, "rule": f"skipped: {exc}"})
+    return rows

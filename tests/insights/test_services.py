@@ -1045,3 +1045,20 @@ def test_a_feature_impact_retrain_is_compared_with_the_active_model_on_users_nei
         expected = roc_auc_score(y, mlmodel_load(version).predict_proba(x)[:, 1])
         assert comparison[key] == pytest.approx(expected), key
     assert challenger.is_active == (not (comparison["diff"] < -0.02 and comparison["ci_high"] < 0))
+
+
+def test_the_champion_challenger_measurement_writes_nothing(demo_world):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    before = list(MLModel.objects.values_list("pk", "is_active"))
+    out = StringIO()
+    call_command("insights_champion_challenger", "--gap-days", "1", stdout=out)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("| ")]
+    assert len(lines) == 1 + 4  # header, then segments, two outcomes and the state model
+    # Each job was registered twice: the challenger was judged against a champion.
+    rules = [line.split(" | ")[2] for line in lines[1:]]
+    assert all(r in ("paired", "own_holdout") or r.startswith("skipped") for r in rules), rules
+    assert any(r in ("paired", "own_holdout") for r in rules), rules
+    assert list(MLModel.objects.values_list("pk", "is_active")) == before
