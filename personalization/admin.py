@@ -256,7 +256,14 @@ class ExperimentAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="rollout", ordering="rollout_percent")
     def rollout(self, obj: Experiment) -> str:
-        return f"{obj.rollout_percent:g}%" if obj.shipped_variant else "-"
+        if not obj.shipped_variant:
+            return "-"
+        if obj.rollout_step_percent:
+            return (
+                f"{obj.rollout_percent:g}% (+{obj.rollout_step_percent:g}% every "
+                f"{obj.rollout_step_hours:g} h)"
+            )
+        return f"{obj.rollout_percent:g}%"
 
     @admin.display(description="ship history")
     def ship_history(self, obj: Experiment) -> str:

@@ -25,6 +25,7 @@ from telemetry.validation import NUL
 
 from . import selectors, services, validation
 from .engine.attributes import MAX_ATTRIBUTES, MAX_KEY_LENGTH, MAX_VALUE_LENGTH, attributes_errors
+from .engine.rollout import MAX_RAMP_HOURS, MIN_RAMP_HOURS, ramp_errors
 from .models import (
     Experiment,
     ExperimentResult,
@@ -109,7 +110,8 @@ class ExperimentSerializer(ModelSerializer):
             "primary_metric", "guardrail_metrics", "alpha", "planned_users", "minimum_effect",
             "status",
             "starts_at", "ends_at", "shipped_variant", "shipped_at", "shipped_by",
-            "rollout_percent", "shipments",
+            "rollout_percent", "rollout_step_percent", "rollout_step_hours",
+            "rollout_next_step_at", "shipments",
             "created_at", "updated_at",
         ]  # fmt: skip
         # Ship fields belong to the ship / unship actions, like status to start / stop.
@@ -255,8 +257,8 @@ class ExperimentResultSerializer(ModelSerializer):
         ]  # fmt: skip
 
 
-class PercentField(serializers.FloatField):
-    """A percentage from 0 to 100; ``true`` is refused rather than read as 1 (%)."""
+class StrictFloatField(serializers.FloatField):
+    """A number (a percentage, hours); ``true`` is refused rather than read as 1."""
 
     def to_internal_value(self, data: Any) -> float:
         if isinstance(data, bool):
@@ -271,13 +273,27 @@ class ShipSerializer(serializers.Serializer):
     variant = serializers.CharField(
         max_length=100, trim_whitespace=False, help_text="Name of one of the experiment's variants."
     )
-    rollout_percent = PercentField(
+    rollout_percent = StrictFloatField(
         required=False,
         min_value=0.0,
         max_value=100.0,
         help_text="Percentage of the targeted users served the variant (0-100). Omitted: 100 "
         "for a new ship, unchanged when the variant is already shipped. The same variant at "
         "another percentage ramps it: the users already in stay in.",
+    )
+    ramp_step_percent = StrictFloatField(
+        required=False,
+        min_value=0.0,
+        max_value=100.0,
+        help_text="Scheduled ramp: percentage points added every ramp_every_hours until 100 "
+        "(with ramp_every_hours). A ship without it, or a later manual percentage, ends a "
+        "scheduled ramp.",
+    )
+    ramp_every_hours = StrictFloatField(
+        required=False,
+        min_value=MIN_RAMP_HOURS,
+        max_value=MAX_RAMP_HOURS,
+        help_text="Scheduled ramp: hours between steps (with ramp_step_percent).",
     )
 
     def validate_variant(self, value: str) -> str:
@@ -288,6 +304,12 @@ class ShipSerializer(serializers.Serializer):
                 f"{valid_choices_text({n: n for n in names})}."
             )
         return value
+
+    def validate(self, attrs: dict) -> dict:
+        errors = ramp_errors(attrs.get("ramp_step_percent"), attrs.get("ramp_every_hours"))
+        if errors:
+            raise serializers.ValidationError({k: [v] for k, v in errors.items()})
+        return attrs
 
 
 class ProfileFilterSerializer(serializers.Serializer):
@@ -399,6 +421,8 @@ class ExperimentViewSet(viewsets.ModelViewSet):
             services.experiment_ship,
             variant=body.validated_data["variant"],
             rollout_percent=body.validated_data.get("rollout_percent"),
+            ramp_step_percent=body.validated_data.get("ramp_step_percent"),
+            ramp_every_hours=body.validated_data.get("ramp_every_hours"),
             by=request_actor(request),
         )
 

@@ -186,6 +186,16 @@ class Experiment(models.Model):
         validators=[MinValueValidator(0.0), MaxValueValidator(100.0)],
         help_text="Percentage of the targeted users served the shipped variant (ramp).",
     )
+    # A scheduled ramp of the shipped variant (``services.rollouts_advance``, beat): every
+    # ``rollout_step_hours`` the percentage grows by ``rollout_step_percent`` until 100.
+    # 0 = no schedule. A manual change of the percentage, a new ship or an un-ship ends it.
+    rollout_step_percent = models.FloatField(
+        default=0.0, help_text="Scheduled ramp: percentage points added per step (0: none)."
+    )
+    rollout_step_hours = models.FloatField(
+        default=0.0, help_text="Scheduled ramp: hours between steps."
+    )
+    rollout_next_step_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

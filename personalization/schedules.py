@@ -13,4 +13,11 @@ SCHEDULES = [
         "crontab": "10 * * * *",
         "expires_seconds": 3000,
     },
+    {
+        # Scheduled ramps of shipped variants; a step is due at most this late.
+        "name": "personalization: advance scheduled rollouts",
+        "task": "personalization.advance_rollouts",
+        "every_seconds": 300,
+        "expires_seconds": 290,
+    },
 ]

@@ -22,3 +22,8 @@ def recompute_experiment_results() -> dict:
 @shared_task(name="personalization.recompute_experiment", soft_time_limit=600, time_limit=660)
 def recompute_experiment(experiment_id: int) -> dict:
     return services.experiment_results_recompute(experiment_id=experiment_id)
+
+
+@shared_task(name="personalization.advance_rollouts", soft_time_limit=240, time_limit=280)
+def advance_rollouts() -> dict:
+    return services.rollouts_advance()

@@ -21,6 +21,10 @@ hurts everyone. Three properties matter, and each is why the code looks as it do
 
 Resolution: a percentage admits ``ceil(percent * 100)`` of the 10,000 positions, so
 any percentage is honoured to within 0.01 % of the audience.
+
+A scheduled ramp (+``step`` % every ``hours``) is a sequence of such percentages
+(``ramp_next_percent``); monotonicity is what makes it safe to automate: each step only
+adds users.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ ROLLOUT_SALT = "rollout"
 MIN_PERCENT = 0.0
 MAX_PERCENT = 100.0
 FULL_ROLLOUT = MAX_PERCENT
+# A scheduled ramp's period: the beat job checks every few minutes, and a month
+# between steps is a schedule nobody is watching any more.
+MIN_RAMP_HOURS = 0.25
+MAX_RAMP_HOURS = 24.0 * 30
 
 
 def rollout_seed(experiment_key: str) -> str:
@@ -79,3 +87,33 @@ def rollout_percent_parse(text: str) -> tuple[float | None, str | None]:
         return None, f"must be a number between 0 and 100 (got {text!r})"
     error = rollout_percent_error(value)
     return (None, error) if error else (value, None)
+
+
+def ramp_next_percent(percent: float, step: float) -> float:
+    """The next step of a scheduled ramp: up by ``step``, never past 100."""
+    return min(FULL_ROLLOUT, percent + step)
+
+
+def ramp_errors(step: object, hours: object) -> dict[str, str]:
+    """Why a scheduled ramp (+``step`` % every ``hours``) is refused, by field name;
+    both are given or neither (a step without a period would never run)."""
+    if step is None and hours is None:
+        return {}
+    if step is None:
+        return {"ramp_step_percent": "required with ramp_every_hours"}
+    if hours is None:
+        return {"ramp_every_hours": "required with ramp_step_percent"}
+    errors = {}
+    if isinstance(step, bool) or not isinstance(step, int | float):
+        errors["ramp_step_percent"] = "must be a number above 0, at most 100"
+    elif not math.isfinite(step) or not 0 < step <= MAX_PERCENT:
+        errors["ramp_step_percent"] = f"must be above 0 and at most 100 (got {step})"
+    if isinstance(hours, bool) or not isinstance(hours, int | float):
+        errors["ramp_every_hours"] = (
+            f"must be a number of hours, {MIN_RAMP_HOURS}-{MAX_RAMP_HOURS:g}"
+        )
+    elif not math.isfinite(hours) or not MIN_RAMP_HOURS <= hours <= MAX_RAMP_HOURS:
+        errors["ramp_every_hours"] = (
+            f"must be between {MIN_RAMP_HOURS} and {MAX_RAMP_HOURS:g} hours (got {hours})"
+        )
+    return errors

@@ -16,10 +16,17 @@ from .experiments import (
 )
 from .profiles import personas_fit, profile_attributes_update, profiles_recompute
 from .rules import default_rules_ensure, rules_set_enabled
-from .shipping import experiment_rollout_set, experiment_ship, experiment_unship
+from .shipping import (
+    RAMP_ACTOR,
+    experiment_rollout_set,
+    experiment_ship,
+    experiment_unship,
+    rollouts_advance,
+)
 
 __all__ = [
     "FROZEN_ONCE_STARTED",
+    "RAMP_ACTOR",
     "SHIP_FIELDS",
     "ExperimentStateError",
     "config_invalidate",
@@ -37,5 +44,6 @@ __all__ = [
     "personas_fit",
     "profile_attributes_update",
     "profiles_recompute",
+    "rollouts_advance",
     "rules_set_enabled",
 ]

@@ -51,7 +51,10 @@ FROZEN_ONCE_STARTED = (
 
 
 # Written by ship / unship / rollout changes only (``services.shipping``), never by an edit.
-SHIP_FIELDS = ("shipped_variant", "shipped_at", "shipped_by", "rollout_percent")
+SHIP_FIELDS = (
+    "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "rollout_step_percent",
+    "rollout_step_hours", "rollout_next_step_at",
+)  # fmt: skip
 
 
 class ExperimentStateError(Exception):

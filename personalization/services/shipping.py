@@ -16,19 +16,32 @@ changed afterwards (``experiment_rollout_set``, or shipping the same variant at 
 percentage). Who is in is ``engine.rollout``'s deterministic, monotone hash, so the
 users in at 10 % are still in at 50 %. Each change closes the live history row and opens
 the next, so ``ExperimentShipment`` says who ramped to what and when.
+
+A ramp may also be scheduled (+``ramp_step_percent`` every ``ramp_every_hours``, set
+with the ship): ``rollouts_advance``, run by beat, takes one step per due experiment,
+recorded under ``RAMP_ACTOR``. Any manual change of the percentage, a new ship or an
+un-ship ends the schedule: an operator who ramps down because something broke must not
+see the schedule ramp back up an hour later.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from ..engine.rollout import FULL_ROLLOUT, rollout_percent_error
+from ..engine.rollout import FULL_ROLLOUT, ramp_errors, ramp_next_percent, rollout_percent_error
 from ..models import Experiment, ExperimentShipment
 from .config import config_invalidate
 from .experiments import ExperimentStateError, final_results_compute, stop_locked
+
+logger = logging.getLogger(__name__)
+
+# Who the history records for a scheduled step.
+RAMP_ACTOR = "schedule"
+SCHEDULE_FIELDS = ["rollout_step_percent", "rollout_step_hours", "rollout_next_step_at"]
 
 
 def _close_live_shipment(exp: Experiment, *, by: str, now: datetime) -> None:
@@ -42,6 +55,32 @@ def _check_percent(rollout_percent: object) -> None:
     error = rollout_percent_error(rollout_percent)
     if error:
         raise ExperimentStateError(error, field="rollout_percent")
+
+
+def _check_ramp(step: float | None, hours: float | None) -> None:
+    errors = ramp_errors(step, hours)
+    if errors:
+        field, message = next(iter(errors.items()))
+        raise ExperimentStateError(message, field=field)
+
+
+def _schedule_save(
+    exp: Experiment, *, step: float | None, hours: float | None, now: datetime
+) -> None:
+    """Set (both given) or end (``step`` None) the scheduled ramp of a locked experiment;
+    the first step is one period from now."""
+    if step is None or hours is None:
+        if not exp.rollout_step_percent and exp.rollout_next_step_at is None:
+            return
+        exp.rollout_step_percent, exp.rollout_step_hours, exp.rollout_next_step_at = (
+            0.0,
+            0.0,
+            None,
+        )
+    else:
+        exp.rollout_step_percent, exp.rollout_step_hours = float(step), float(hours)
+        exp.rollout_next_step_at = now + timedelta(hours=hours)
+    exp.save(update_fields=[*SCHEDULE_FIELDS, "updated_at"])
 
 
 def _rollout_change_locked(
@@ -71,24 +110,30 @@ def experiment_ship(
     experiment_id: int,
     variant: str,
     rollout_percent: float | None = None,
+    ramp_step_percent: float | None = None,
+    ramp_every_hours: float | None = None,
     by: str = "",
     now: datetime | None = None,
 ) -> Experiment:
     """Serve ``variant`` to ``rollout_percent`` % of the targeted users from now on (all
     of them by default); stop the experiment first if it still runs (in the same
-    transaction, so no request sees it stopped but not shipped).
+    transaction, so no request sees it stopped but not shipped). With
+    ``ramp_step_percent`` and ``ramp_every_hours`` the percentage then grows by the step
+    every period until 100 (``rollouts_advance``).
 
     A draft has no evidence to ship from (ship is a decision on a run's results; to
     give everyone a UI without an experiment, write a rule). Shipping another variant
     replaces the shipped one (its history row is closed), at 100 % unless a percentage
     is given: a new variant is a new decision, not a step of the old one's ramp. The
     same variant again at another percentage is a ramp (``experiment_rollout_set``);
-    without a percentage, or at the same one, it changes nothing. The final results of
-    a stop made here are computed once the ship has committed, as after
-    ``experiment_stop``.
+    without a percentage, or at the same one, it changes nothing (but a ramp given sets
+    the schedule from the current percentage). A ship that changes anything without a
+    ramp ends the scheduled one. The final results of a stop made here are computed
+    once the ship has committed, as after ``experiment_stop``.
     """
     if rollout_percent is not None:
         _check_percent(rollout_percent)
+    _check_ramp(ramp_step_percent, ramp_every_hours)
     now = now or timezone.now()
     with transaction.atomic():
         exp = Experiment.objects.select_for_update().get(pk=experiment_id)
@@ -106,8 +151,11 @@ def experiment_ship(
         if stopped_here:
             stop_locked(exp, now=now)
         elif exp.shipped_variant == variant:
-            if rollout_percent is not None and rollout_percent != exp.rollout_percent:
+            changed = rollout_percent is not None and rollout_percent != exp.rollout_percent
+            if changed:
                 _rollout_change_locked(exp, rollout_percent=rollout_percent, by=by, now=now)
+            if changed or ramp_step_percent is not None:
+                _schedule_save(exp, step=ramp_step_percent, hours=ramp_every_hours, now=now)
             return exp
         percent = FULL_ROLLOUT if rollout_percent is None else float(rollout_percent)
         _close_live_shipment(exp, by=by, now=now)
@@ -121,6 +169,7 @@ def experiment_ship(
                 "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
             ]
         )  # fmt: skip
+        _schedule_save(exp, step=ramp_step_percent, hours=ramp_every_hours, now=now)
         config_invalidate()
     if stopped_here:
         final_results_compute(experiment_id=exp.pk)
@@ -148,6 +197,7 @@ def experiment_unship(
                 "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
             ]
         )  # fmt: skip
+        _schedule_save(exp, step=None, hours=None, now=now)
         config_invalidate()
     return exp
 
@@ -160,7 +210,8 @@ def experiment_rollout_set(
     Raising it keeps everyone already in (``engine.rollout`` is monotone) and adds the
     next users; lowering it takes back the users added last. 0 keeps the decision
     recorded while serving nobody (a pause; un-ship to roll the decision back). The
-    same percentage again changes nothing and records nothing.
+    same percentage again records nothing. Either way a scheduled ramp ends: a manual
+    setting is the operator taking the ramp over.
     """
     _check_percent(rollout_percent)
     now = now or timezone.now()
@@ -173,4 +224,49 @@ def experiment_rollout_set(
             )
         if float(rollout_percent) != exp.rollout_percent:
             _rollout_change_locked(exp, rollout_percent=rollout_percent, by=by, now=now)
+        _schedule_save(exp, step=None, hours=None, now=now)
     return exp
+
+
+def rollouts_advance(*, now: datetime | None = None) -> dict:
+    """Take one step of every scheduled ramp that is due (beat, every few minutes).
+
+    One step per due experiment and run, the next one period after *now*: after an
+    outage of the job the ramp resumes step by step rather than jumping several steps
+    at once. Each experiment in its own transaction under its row lock, re-checked
+    there (a manual change may have ended the schedule since the read).
+    """
+    now = now or timezone.now()
+    due = list(
+        Experiment.objects.filter(
+            status=Experiment.Status.STOPPED,
+            rollout_step_percent__gt=0,
+            rollout_next_step_at__lte=now,
+        )
+        .exclude(shipped_variant="")
+        .values_list("pk", flat=True)
+    )
+    counts = {"due": len(due), "advanced": 0, "completed": 0}
+    for pk in due:
+        with transaction.atomic():
+            exp = Experiment.objects.select_for_update().filter(pk=pk).first()
+            if (
+                exp is None
+                or not exp.shipped_variant
+                or exp.rollout_step_percent <= 0
+                or exp.rollout_next_step_at is None
+                or exp.rollout_next_step_at > now
+            ):
+                continue
+            percent = ramp_next_percent(exp.rollout_percent, exp.rollout_step_percent)
+            _rollout_change_locked(exp, rollout_percent=percent, by=RAMP_ACTOR, now=now)
+            if percent >= FULL_ROLLOUT:
+                _schedule_save(exp, step=None, hours=None, now=now)
+                counts["completed"] += 1
+            else:
+                _schedule_save(
+                    exp, step=exp.rollout_step_percent, hours=exp.rollout_step_hours, now=now
+                )
+            counts["advanced"] += 1
+            logger.info("personalization: %s ramped to %g%%", exp.key, percent)
+    return counts

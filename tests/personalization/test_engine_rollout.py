@@ -15,6 +15,8 @@ from scipy import stats
 from personalization.engine.assignment import assign_variant, growthbook_hash
 from personalization.engine.rollout import (
     in_rollout,
+    ramp_errors,
+    ramp_next_percent,
     rollout_percent_error,
     rollout_percent_parse,
     rollout_position,
@@ -120,3 +122,23 @@ def test_percent_parse_accepts_numbers(text, value):
 def test_percent_parse_refuses_the_rest_saying_why(text):
     value, error = rollout_percent_parse(text)
     assert value is None and "between 0 and 100" in error
+
+
+def test_a_ramp_steps_up_to_100_and_never_past_it():
+    steps, percent = [], 10.0
+    while percent < 100:
+        percent = ramp_next_percent(percent, 25)
+        steps.append(percent)
+    assert steps == [35, 60, 85, 100]
+
+
+@pytest.mark.parametrize(
+    "step, hours, fields",
+    [(None, None, set()), (10, 6, set()), (100, 0.25, set()), (10, None, {"ramp_every_hours"}),
+     (None, 6, {"ramp_step_percent"}), (0, 6, {"ramp_step_percent"}),
+     (101, 6, {"ramp_step_percent"}), (True, 6, {"ramp_step_percent"}),
+     (10, 0.1, {"ramp_every_hours"}), (10, 721, {"ramp_every_hours"}),
+     (float("nan"), float("inf"), {"ramp_step_percent", "ramp_every_hours"})],
+)  # fmt: skip
+def test_ramp_check_names_the_bad_field(step, hours, fields):
+    assert set(ramp_errors(step, hours)) == fields

@@ -4,6 +4,7 @@ configurations; bad percentages refused naming the field (service, API, admin, C
 
 from __future__ import annotations
 
+from datetime import timedelta
 from io import StringIO
 from unittest import mock
 
@@ -11,6 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError
 from django.urls import reverse
+from django.utils import timezone
 
 from personalization import selectors, services
 from personalization.engine.rollout import in_rollout
@@ -305,3 +307,122 @@ class TestRolloutAdminAndCli:
         call_command("personalization_ship", "t-cli-ramp", "--unship", stdout=StringIO())
         with pytest.raises(CommandError, match="shipped_variant"):
             call_command("personalization_ship", "t-cli-ramp", "--rollout", "5")
+
+
+class TestScheduledRamp:
+    def test_the_schedule_steps_when_due_records_each_step_and_ends_at_100(self):
+        exp = ExperimentFactory(key="t-sched")
+        start = timezone.now()
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=10,
+                                 ramp_step_percent=40, ramp_every_hours=6, by="alice",
+                                 now=start)  # fmt: skip
+        exp.refresh_from_db()
+        assert exp.rollout_next_step_at == start + timedelta(hours=6)
+        before = _served("t-sched", USERS[:100])
+        assert services.rollouts_advance(now=start + timedelta(hours=5))["advanced"] == 0
+        exp.refresh_from_db()
+        assert exp.rollout_percent == 10
+        # Due: one step, and only one even when the job comes back late.
+        counts = services.rollouts_advance(now=start + timedelta(hours=20))
+        assert counts == {"due": 1, "advanced": 1, "completed": 0}
+        exp.refresh_from_db()
+        assert exp.rollout_percent == 50
+        assert exp.rollout_next_step_at == start + timedelta(hours=26)
+        after = _served("t-sched", USERS[:100])
+        assert before < after  # served at once (invalidated) and nobody dropped
+        services.rollouts_advance(now=start + timedelta(hours=26))
+        exp.refresh_from_db()
+        assert (exp.rollout_percent, exp.rollout_next_step_at) == (90, start + timedelta(hours=32))
+        assert services.rollouts_advance(now=start + timedelta(hours=40))["completed"] == 1
+        exp.refresh_from_db()
+        assert (exp.rollout_percent, exp.rollout_step_percent, exp.rollout_next_step_at) == (
+            100,
+            0,
+            None,
+        )
+        assert services.rollouts_advance(now=start + timedelta(days=9))["due"] == 0
+        history = list(
+            ExperimentShipment.objects.filter(experiment=exp)
+            .order_by("shipped_at", "pk")
+            .values_list("rollout_percent", "shipped_by")
+        )
+        assert history == [(10, "alice"), (50, services.RAMP_ACTOR), (90, services.RAMP_ACTOR),
+                           (100, services.RAMP_ACTOR)]  # fmt: skip
+
+    def test_a_manual_change_an_unship_or_a_new_ship_ends_the_schedule(self):
+        exp = ExperimentFactory(key="t-sched-end")
+        start = timezone.now()
+        ramp = {"ramp_step_percent": 10, "ramp_every_hours": 1}
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=20,
+                                 now=start, **ramp)  # fmt: skip
+        # Ramped down by hand (something broke): the schedule must not ramp back up.
+        services.experiment_rollout_set(experiment_id=exp.pk, rollout_percent=5)
+        assert services.rollouts_advance(now=start + timedelta(hours=3))["due"] == 0
+        exp.refresh_from_db()
+        assert (exp.rollout_percent, exp.rollout_step_percent) == (5, 0)
+        # The same percentage again still takes the ramp over.
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", now=start, **ramp)
+        services.experiment_rollout_set(experiment_id=exp.pk, rollout_percent=5)
+        exp.refresh_from_db()
+        assert exp.rollout_step_percent == 0 and exp.rollout_next_step_at is None
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", now=start, **ramp)
+        services.experiment_ship(experiment_id=exp.pk, variant="control")
+        exp.refresh_from_db()
+        assert (exp.rollout_percent, exp.rollout_step_percent) == (100, 0)
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=1,
+                                 now=start, **ramp)  # fmt: skip
+        services.experiment_unship(experiment_id=exp.pk)
+        exp.refresh_from_db()
+        assert (exp.rollout_step_percent, exp.rollout_next_step_at) == (0, None)
+        assert services.rollouts_advance(now=start + timedelta(hours=3))["due"] == 0
+
+    def test_the_beat_job_is_scheduled_and_runs_the_service(self):
+        from personalization import tasks
+        from personalization.schedules import SCHEDULES
+
+        assert "personalization.advance_rollouts" in {s["task"] for s in SCHEDULES}
+        exp = ExperimentFactory(key="t-sched-task")
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=10,
+                                 ramp_step_percent=10, ramp_every_hours=0.25,
+                                 now=timezone.now() - timedelta(hours=1))  # fmt: skip
+        assert tasks.advance_rollouts()["advanced"] == 1
+        exp.refresh_from_db()
+        assert exp.rollout_percent == 20
+
+    def test_api_sets_a_ramp_and_names_bad_or_missing_fields(self, client_with_role):
+        exp = ExperimentFactory(key="t-sched-api")
+        url = f"{API}/experiments/{exp.pk}/ship"
+        admin = client_with_role("admin")
+        response = admin.post(url, {"variant": "treatment", "rollout_percent": 10,
+                                    "ramp_step_percent": 20, "ramp_every_hours": 12},
+                              format="json")  # fmt: skip
+        assert response.status_code == 200, response.content
+        assert_matches_schema(response, url, "post")
+        body = response.json()
+        assert (body["rollout_step_percent"], body["rollout_step_hours"]) == (20, 12)
+        assert body["rollout_next_step_at"]
+        for bad, field in [({"ramp_step_percent": 20}, "ramp_every_hours"),
+                           ({"ramp_every_hours": 2}, "ramp_step_percent"),
+                           ({"ramp_step_percent": 0, "ramp_every_hours": 2}, "ramp_step_percent"),
+                           ({"ramp_step_percent": 5, "ramp_every_hours": 0.01}, "ramp_every_hours"),
+                           ({"ramp_step_percent": "x", "ramp_every_hours": 2}, "ramp_step_percent")]:  # fmt: skip
+            response = admin.post(url, {"variant": "treatment", **bad}, format="json")
+            assert response.status_code == 400 and field in response.json(), (bad, response.content)
+        exp.refresh_from_db()
+        assert (exp.rollout_step_percent, exp.rollout_step_hours) == (20, 12)
+
+    def test_cli_schedules_a_ramp_and_names_bad_fields(self):
+        exp = ExperimentFactory(key="t-sched-cli")
+        out = StringIO()
+        call_command("personalization_ship", "t-sched-cli", "--variant", "treatment",
+                     "--rollout", "10", "--ramp-step", "15", "--ramp-every", "24", stdout=out)  # fmt: skip
+        assert "+15% every 24 h" in out.getvalue()
+        exp.refresh_from_db()
+        assert (exp.rollout_step_percent, exp.rollout_step_hours) == (15, 24)
+        for args, field in [(["--ramp-step", "abc", "--ramp-every", "2"], "ramp_step_percent"),
+                            (["--ramp-step", "5"], "ramp_every_hours"),
+                            (["--ramp-step", "5", "--ramp-every", "0"], "ramp_every_hours")]:  # fmt: skip
+            with pytest.raises(CommandError, match=field):
+                call_command("personalization_ship", "t-sched-cli", "--variant", "treatment", *args)
+        with pytest.raises(CommandError, match="go with --variant"):
+            call_command("personalization_ship", "t-sched-cli", "--ramp-step", "5")
