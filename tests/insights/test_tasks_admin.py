@@ -85,3 +85,24 @@ def test_generation_through_celery_records_a_job_run():
     assert run.status == JobRun.Status.SUCCESS
     assert run.counts == result and "findings" in result
     assert Insight.objects.count() >= 1
+
+
+def test_admin_lists_filters_and_shows_why_a_version_was_activated(admin_client):
+    from insights.services.registry import mlmodel_register
+
+    def register(features: list[str], score: float) -> MLModel:
+        return mlmodel_register(
+            name="admin-why", kind="clustering", fitted={}, metrics={"silhouette": score},
+            parameters={"features": features}, training_rows=10, holdout_rows=5,
+        )  # fmt: skip
+
+    first = register(["a"], 0.6)
+    changed = register(["a", "b"], 0.1)
+    url = reverse("admin:insights_mlmodel_changelist")
+    listed = admin_client.get(url, {"activation_rule__exact": "inputs_changed"})
+    assert listed.status_code == 200
+    assert list(listed.context["cl"].result_list) == [changed]
+    searched = list(admin_client.get(url, {"q": "added b"}).context["cl"].result_list)
+    assert changed in searched and first not in searched
+    page = admin_client.get(reverse("admin:insights_mlmodel_change", args=[changed.pk]))
+    assert page.status_code == 200 and b"added b" in page.content
