@@ -426,3 +426,18 @@ class TestScheduledRamp:
                 call_command("personalization_ship", "t-sched-cli", "--variant", "treatment", *args)
         with pytest.raises(CommandError, match="go with --variant"):
             call_command("personalization_ship", "t-sched-cli", "--ramp-step", "5")
+
+
+def test_the_evaluation_command_measures_share_and_independence():
+    out = StringIO()
+    call_command("personalization_evaluate_rollout", "--users", "4000", stdout=out)
+    text = out.getvalue()
+    shares = {
+        int(line.split("%")[0]): float(line.split("share in ")[1].split()[0])
+        for line in text.splitlines()
+        if "% : share" in line.replace("%:", "% :")
+    }
+    assert set(shares) == {1, 10, 50, 90}
+    for percent, share in shares.items():
+        assert abs(share - percent / 100) < 0.03, (percent, share)
+    assert "grid chi-square" in text and "among control" in text
