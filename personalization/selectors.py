@@ -164,6 +164,10 @@ def status_report() -> dict:
                 "shipped_at": exp.shipped_at,
                 "shipped_by": exp.shipped_by,
                 "rollout_percent": exp.rollout_percent,
+                # The scheduled ramp, if any (step 0: none).
+                "rollout_step_percent": exp.rollout_step_percent,
+                "rollout_step_hours": exp.rollout_step_hours,
+                "rollout_next_step_at": exp.rollout_next_step_at,
                 "targeting": exp.targeting,
                 "ends_at": exp.ends_at,
             }

@@ -187,11 +187,17 @@ def _in(percent: float) -> set[str]:
     return {u for u in USERS if in_rollout(experiment_key="t-ramp", user_id=u, percent=percent)}
 
 
-def test_status_lists_the_rollout_percentage():
+def test_status_lists_the_rollout_percentage_and_its_schedule():
     exp = ExperimentFactory(key="t-ramp-status")
     services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=25)
     shipped = {e["key"]: e for e in selectors.status_report()["shipped_experiments"]}
     assert shipped["t-ramp-status"]["rollout_percent"] == 25
+    assert shipped["t-ramp-status"]["rollout_step_percent"] == 0
+    services.experiment_ship(experiment_id=exp.pk, variant="treatment", ramp_step_percent=25,
+                             ramp_every_hours=2)  # fmt: skip
+    entry = {e["key"]: e for e in selectors.status_report()["shipped_experiments"]}["t-ramp-status"]
+    assert (entry["rollout_percent"], entry["rollout_step_percent"]) == (25, 25)
+    assert entry["rollout_step_hours"] == 2 and entry["rollout_next_step_at"] is not None
 
 
 class TestRolloutApi:
