@@ -448,6 +448,9 @@ class DetectionRuleViewSet(viewsets.ModelViewSet):
         query = RulePreviewDaysSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         fields = {f: getattr(rule, f) for f in _PREVIEW_FIELDS}
+        # A row written from a shell may be one the job skips (scoring._usable_rules).
+        if errors := rule_errors(labels=rule.labels, above=rule.above, below=rule.below):
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
         return Response(selectors.rule_preview(**fields, days=query.validated_data["days"]))
 
 

@@ -316,7 +316,8 @@ def rule_preview(
         "capped": len(matched) > len(rows),
         "count": sum(r["count"] for r in rows),
         "series_firing": sum(r["count"] > 0 for r in rows),
-        "source": "+".join(sorted(sources)) or "raw",
+        # Each series says where its points came from; this says whether any were rollups.
+        "source": "rollup+raw" if any("rollup" in x for x in sources) else "raw",
         "raw_from": raw_from,
         "rollup_step_seconds": rollup_step,
         "series": rows,

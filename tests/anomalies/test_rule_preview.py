@@ -348,6 +348,10 @@ def test_previews_need_the_operator_role_and_check_the_window(client_with_role):
     refused = operator.get(f"{BASE}{rule.pk}/preview?days=99")
     assert refused.status_code == 400 and "days" in refused.json()
     assert operator.get(f"{BASE}999999/preview").status_code == 404
+    # A rule written from a shell that the job would skip is refused, not a 500.
+    broken = DetectionRule.objects.create(name="shell", series_name="x", labels=[1])
+    refused = operator.get(f"{BASE}{broken.pk}/preview")
+    assert refused.status_code == 400 and {"labels", "above"} <= set(refused.json())
 
 
 @pytest.mark.django_db
