@@ -484,6 +484,13 @@ class ExperimentShipmentAdmin(admin.ModelAdmin):
         return False
 
 
+def _lines(rows: list[tuple[str, str]]) -> str:
+    """A result's figures as one "label: value" line each, or "-" when there are none."""
+    if not rows:
+        return "-"
+    return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+
+
 @admin.register(ExperimentResult)
 class ExperimentResultAdmin(admin.ModelAdmin):
     list_display = ["experiment", "metric", "is_primary", "computed_at", "srm_p_value",
@@ -499,21 +506,12 @@ class ExperimentResultAdmin(admin.ModelAdmin):
 
     @admin.display(description="arm estimates")
     def arm_intervals(self, obj: ExperimentResult) -> str:
-        rows = arm_rows(obj)
-        if not rows:
-            return "-"
-        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+        return _lines(arm_rows(obj))
 
     @admin.display(description="power and minimum detectable effect")
     def power_figures(self, obj: ExperimentResult) -> str:
-        rows = power_rows(obj)
-        if not rows:
-            return "-"
-        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+        return _lines(power_rows(obj))
 
     @admin.display(description="CUPED (pre-exposure adjustment)")
     def cuped_figures(self, obj: ExperimentResult) -> str:
-        rows = cuped_rows(obj)
-        if not rows:
-            return "-"
-        return format_html_join(mark_safe("<br>"), "{}: {}", rows)
+        return _lines(cuped_rows(obj))

@@ -14,11 +14,11 @@ from insights import inputs
 from insights.engine import behaviour
 from insights.engine import feature_impact as engine
 from insights.engine import registry as engine_registry
-from insights.engine.registry import ArtefactError, PairedComparison
+from insights.engine.registry import PairedComparison
 from insights.model_names import feature_impact_model_name
 from insights.models import FeatureImpact, MLModel
 from insights.services.errors import InsufficientData
-from insights.services.registry import mlmodel_load, mlmodel_register
+from insights.services.registry import champion_for_pairing, mlmodel_register
 
 MIN_USERS = 60
 
@@ -41,12 +41,8 @@ def _paired_with_active(
     None when there is no active version, it reads other features (the registry does
     not compare scores then) or its artefact cannot be read.
     """
-    if champion is None or champion.parameters.get("features") != list(fit.feature_names):
-        return None
-    try:
-        old = mlmodel_load(champion)
-    except (ArtefactError, ValueError, TypeError, AttributeError) as exc:
-        logger.warning("paired comparison: cannot load %s: %s", champion, exc)
+    old = champion_for_pairing(champion, fit.feature_names)
+    if old is None:
         return None
     horizon = float(champion.parameters.get("horizon_days", 0.0))
     judged_until = (champion.trained_at - timedelta(days=horizon)).timestamp()

@@ -12,6 +12,7 @@ refused version is kept, inactive, for an admin to compare and activate by hand.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,8 @@ from django.utils import timezone
 
 from insights.engine import registry as engine_registry
 from insights.models import MLModel
+
+logger = logging.getLogger(__name__)
 
 # Artefacts of the newest versions (and the active one) are kept for rollback; older
 # versions keep their row and metrics for comparison but drop the bytes. A daily
@@ -200,3 +203,16 @@ def mlmodel_activate(*, model: MLModel) -> MLModel:
 def mlmodel_load(model: MLModel) -> Any:
     """The fitted object of a stored version, checked against its checksum."""
     return engine_registry.artefact_load(bytes(model.artefact), sha256=model.artefact_sha256)
+
+
+def champion_for_pairing(champion: MLModel | None, feature_names: list[str]) -> Any | None:
+    """The active version's fitted object, if a retrain on `feature_names` can be paired
+    with it: None when there is none, it reads other features (the registry does not
+    compare scores then) or its artefact cannot be read (pruned, tampered)."""
+    if champion is None or champion.parameters.get("features") != list(feature_names):
+        return None
+    try:
+        return mlmodel_load(champion)
+    except (engine_registry.ArtefactError, ValueError, TypeError, AttributeError) as exc:
+        logger.warning("paired comparison: cannot load %s: %s", champion, exc)
+        return None

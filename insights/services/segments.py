@@ -17,7 +17,7 @@ from insights.engine.registry import ArtefactError, PairedComparison
 from insights.model_names import SEGMENT_MODEL
 from insights.models import MLModel, Segment, SegmentSnapshot
 from insights.services.errors import InsufficientData
-from insights.services.registry import mlmodel_load, mlmodel_register
+from insights.services.registry import champion_for_pairing, mlmodel_load, mlmodel_register
 from telemetry.selectors import events_frame
 
 MIN_USERS = 40
@@ -106,12 +106,8 @@ def _paired_with_active(
     kept them out. None when there is no active version to compare with, it reads other
     features (the registry then does not compare scores) or its artefact is unreadable.
     """
-    if champion is None or champion.parameters.get("features") != list(result.feature_names):
-        return None
-    try:
-        old = mlmodel_load(champion)
-    except (ArtefactError, ValueError, TypeError, AttributeError) as exc:
-        logger.warning("paired comparison: cannot load %s: %s", champion, exc)
+    old = champion_for_pairing(champion, result.feature_names)
+    if old is None:
         return None
     holdout = result.holdout_index
     first_seen = inputs.users_first_seen(set(matrix.user_ids[holdout]), end)
