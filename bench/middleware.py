@@ -229,13 +229,13 @@ def _bookkeeping_us(queries: int, n: int = 20000) -> tuple[float, float, float]:
     """Microseconds the profiler spends per request outside the database, measured alone:
     its statement wrapper (timing + shape) for ``queries`` statements inside a request, then
     the aggregation; and nanoseconds the wrapper adds to a statement outside any request."""
-    from optimization.middleware import _statement_wrapper, _statements
+    from optimization.middleware import _RequestStatements, _statement_wrapper, _statements
     from optimization.recording import PerformanceAggregator
 
     sqls = [
         f"SELECT name FROM telemetry_series WHERE id = %s /* {i % 2} */" for i in range(queries)
     ]
-    recorded: list[tuple[str, float]] = []
+    recorded = _RequestStatements()
     clock = time.perf_counter
     wrapper = _statement_wrapper("")
 
@@ -253,7 +253,7 @@ def _bookkeeping_us(queries: int, n: int = 20000) -> tuple[float, float, float]:
         for sql in sqls:
             wrapper(execute, sql, None, False, None)
     passing = (clock() - started - bare) / (rounds * queries) * 1e9
-    token = _statements.set(recorded.append)
+    token = _statements.set(recorded)
     started = clock()
     for _ in range(rounds):
         for sql in sqls:

@@ -50,27 +50,46 @@ AGGREGATOR = PerformanceAggregator()
 _flush_lock = threading.Lock()
 _exit_hook = threading.Event()
 
-# The ``append`` of the list collecting the current request's ``(shape, ms)`` statements, or
-# None outside a profiled request (the wrapper then only passes the statement through).
-_statements: ContextVar[Callable[[tuple[str, float]], None] | None] = ContextVar(
+
+class _RequestStatements(list):
+    """The ``(shape, ms)`` statements of one request, closed once the request is recorded.
+
+    A context outlives its request when the view hands it on: ``asyncio.create_task`` and
+    ``contextvars.copy_context()`` copy it, and that task or thread may keep running
+    statements long after the response (a polling loop, a pool job). Those statements belong
+    to no request: once closed, the list is neither appended to (it would grow for as long as
+    the task lives, with nobody reading it) nor are they timed and shaped.
+    """
+
+    __slots__ = ("closed",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+
+# The list collecting the current request's statements, or None outside a profiled request
+# (the wrapper then only passes the statement through; so it does for a closed list).
+_statements: ContextVar[_RequestStatements | None] = ContextVar(
     "optimization_profiled_statements", default=None
 )
 
 
 def _statement_wrapper(tag: str) -> Callable:
     """The execute wrapper of one connection: time and shape the statement for the request
-    whose list is in context; otherwise (a Celery task, the flush thread) pass it through."""
+    whose list is in context; otherwise (a Celery task, the flush thread, a task the request
+    left running after it ended) pass it through."""
     clock, current = time.perf_counter, _statements.get
 
     def record_statement(execute, sql, params, many, context):
-        append = current()
-        if append is None:
+        statements = current()
+        if statements is None or statements.closed:
             return execute(sql, params, many, context)
         started = clock()
         try:
             return execute(sql, params, many, context)
         finally:
-            append((tag + sql_shape(sql), (clock() - started) * 1000.0))
+            statements.append((tag + sql_shape(sql), (clock() - started) * 1000.0))
 
     record_statement.optimization_profiler = True
     return record_statement
@@ -198,11 +217,14 @@ class PerformanceMiddleware:
             return self.__acall__(request)
         if request.path.startswith(self.exclude):
             return self.get_response(request)
-        queries: list[tuple[str, float]] = []
+        queries = _RequestStatements()
         started = time.perf_counter()
-        token = _statements.set(queries.append)
+        token = _statements.set(queries)
         try:
             response = self.get_response(request)
+        except BaseException:
+            queries.closed = True  # not recorded: nothing may keep appending to it
+            raise
         finally:
             _statements.reset(token)
         return self._finish(request, response, queries, started)
@@ -215,11 +237,14 @@ class PerformanceMiddleware:
         """
         if request.path.startswith(self.exclude):
             return await self.get_response(request)
-        queries: list[tuple[str, float]] = []
+        queries = _RequestStatements()
         started = time.perf_counter()
-        token = _statements.set(queries.append)
+        token = _statements.set(queries)
         try:
             response = await self.get_response(request)
+        except BaseException:
+            queries.closed = True
+            raise
         finally:
             _statements.reset(token)
         return self._finish(request, response, queries, started)
@@ -228,7 +253,7 @@ class PerformanceMiddleware:
         self,
         request: HttpRequest,
         response: HttpResponse,
-        queries: list[tuple[str, float]],
+        queries: _RequestStatements,
         started: float,
     ) -> HttpResponse:
         if response.streaming:
@@ -243,8 +268,9 @@ class PerformanceMiddleware:
         return response
 
     def _record(
-        self, endpoint: str, latency_ms: float, status: int, queries: list[tuple[str, float]]
+        self, endpoint: str, latency_ms: float, status: int, queries: _RequestStatements
     ) -> None:
+        queries.closed = True  # what runs in this request's context from now on is not its
         now = time.time()
         AGGREGATOR.record(
             endpoint=endpoint, ts=now, latency_ms=latency_ms, status=status, queries=queries
@@ -267,13 +293,9 @@ class PerformanceMiddleware:
         """
         endpoint, status = endpoint_name(request), response.status_code
         if response.is_async:
-            response.streaming_content = _profiled_async_chunks(
-                response.streaming_content, queries.append
-            )
+            response.streaming_content = _profiled_async_chunks(response.streaming_content, queries)
         elif getattr(response, "file_to_stream", None) is None:
-            response.streaming_content = _profiled_chunks(
-                response.streaming_content, queries.append
-            )
+            response.streaming_content = _profiled_chunks(response.streaming_content, queries)
         recorded = False
 
         def finish() -> None:
@@ -285,7 +307,7 @@ class PerformanceMiddleware:
         response._resource_closers.append(finish)
 
 
-def _profiled_chunks(chunks, append):
+def _profiled_chunks(chunks, queries: _RequestStatements):
     """Yield ``chunks`` with the request's statement list in context while each is produced.
 
     The list is set per chunk rather than across ``yield``: between chunks the thread runs the
@@ -294,7 +316,7 @@ def _profiled_chunks(chunks, append):
     """
     iterator = iter(chunks)
     while True:
-        token = _statements.set(append)
+        token = _statements.set(queries)
         try:
             chunk = next(iterator)
         except StopIteration:
@@ -304,12 +326,12 @@ def _profiled_chunks(chunks, append):
         yield chunk
 
 
-async def _profiled_async_chunks(chunks, append):
+async def _profiled_async_chunks(chunks, queries: _RequestStatements):
     """The async body's twin of :func:`_profiled_chunks`: its ``sync_to_async`` ORM calls
     copy the context of the task iterating the body, so they see the request's list."""
     iterator = aiter(chunks)
     while True:
-        token = _statements.set(append)
+        token = _statements.set(queries)
         try:
             chunk = await anext(iterator)
         except StopAsyncIteration:

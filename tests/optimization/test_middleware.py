@@ -364,6 +364,41 @@ def test_statements_outside_a_request_are_not_recorded(profiled):
     assert middleware._statements.get() is None
 
 
+@pytest.mark.parametrize("path", ["/handoff/", "/async/handoff/"])
+def test_statements_run_in_a_context_the_request_handed_on_are_not_recorded_after_it(
+    client, async_client, profiled, monkeypatch, path
+):
+    """A task or thread started with the request's context (``asyncio.create_task``,
+    ``copy_context().run``) may run statements long after the response. They belong to no
+    request: before, each was timed and shaped and appended to the recorded request's list,
+    which grew for as long as the task lived."""
+    from tests.optimization import urls_profiled
+
+    urls_profiled.HANDED_ON.clear()
+    send = client.get if path == "/handoff/" else async_to_sync(async_client.get)
+    assert send(path).status_code == 200
+    (bucket,) = middleware.AGGREGATOR.drain()
+    assert bucket.requests == 1 and bucket.queries == 1
+    (handed_on,) = urls_profiled.HANDED_ON
+
+    shaped = []
+    real_shape = middleware.sql_shape
+    monkeypatch.setattr(middleware, "sql_shape", lambda sql: shaped.append(sql) or real_shape(sql))
+    later = handed_on.run(middleware._statements.get)
+    later = getattr(later, "__self__", later)  # the list (before: its bound ``append``)
+    held = len(later)
+
+    def after_the_request() -> None:
+        with connection.cursor() as cursor:
+            for _ in range(50):
+                cursor.execute("SELECT 1")
+
+    handed_on.run(after_the_request)
+    assert shaped == []  # not timed and shaped for nobody
+    assert len(later) == held  # and kept nowhere: no list grows with the task's statements
+    assert len(middleware.AGGREGATOR) == 0
+
+
 def test_a_connection_opened_inside_an_execute_wrapper_block_keeps_both_right():
     """Django's ``execute_wrapper()`` pops the last wrapper on exit. A connection first opened
     inside such a block gets the profiler's wrapper then: appended, it would be popped in the

@@ -96,6 +96,30 @@ async def async_elsewhere(request):
     return JsonResponse({})
 
 
+# Contexts a view handed on (``contextvars.copy_context()``, as ``asyncio.create_task`` and a
+# pool job started with the context do): the test runs statements in them after the request.
+HANDED_ON: list = []
+
+
+def hands_on_its_context(request):
+    """One statement, then the request's context is kept for work that outlives the request."""
+    import contextvars
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    HANDED_ON.append(contextvars.copy_context())
+    return JsonResponse({})
+
+
+async def async_hands_on_its_context(request):
+    """The async twin: a context copied on the event loop (what ``create_task`` keeps)."""
+    import contextvars
+
+    await sync_to_async(_slow_row)(0)
+    HANDED_ON.append(contextvars.copy_context())
+    return JsonResponse({})
+
+
 def download(request):
     return FileResponse(open(__file__, "rb"))  # the response closes it
 
@@ -109,4 +133,6 @@ urlpatterns = [
     path("async/books/<int:pk>/", async_books),
     path("async/export/", async_export),
     path("async/elsewhere/", async_elsewhere),
+    path("handoff/", hands_on_its_context),
+    path("async/handoff/", async_hands_on_its_context),
 ]
