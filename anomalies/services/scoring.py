@@ -76,6 +76,20 @@ def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule
     ]
 
 
+def _rule_severity_for(series: Series, rules: list[DetectionRule]) -> dict[str, str]:
+    """The severities operators gave the rules that apply to this series, by name.
+
+    Only this series' rules: an open anomaly keeps the names of rules that fired in it
+    after a rename, and another series' rule since given that name must not set its
+    severity (a lookup among every rule escalated it to that rule's "critical").
+    """
+    return {
+        r.name: r.severity
+        for r in rules
+        if r.severity and series_matches(r.series_name, r.labels, series.name, series.labels)
+    }
+
+
 def anomalies_score_recent(
     *,
     now: datetime | None = None,
@@ -140,7 +154,6 @@ def _score_active(
 ) -> None:
     """Score the series that sent points, track their anomalies, store states and fleet."""
     fleet_blob = bytes(fleet.blob) if fleet else None
-    rule_severity = {r.name: r.severity for r in rules if r.severity}
     detector = None
     groups = _groups_by_width(active, points)
     for number, group in enumerate(groups):
@@ -169,7 +182,7 @@ def _score_active(
                 state.episode,
                 run,
                 quiet=quiet_seconds(step),
-                rule_severity=rule_severity,
+                rule_severity=_rule_severity_for(s, rules),
             )
             valid_ts = ts_block[row][np.isfinite(ts_block[row])]
             state.state = detector.series_state(row)

@@ -280,6 +280,33 @@ def test_a_rule_given_a_severity_sets_the_severity_of_its_anomalies(db):
     assert _rule_anomaly_severity("critical", points=1, min_duration=0) == "critical"
 
 
+def test_a_renamed_rule_s_old_name_taken_by_another_series_rule_sets_no_severity(db):
+    """An open anomaly keeps the names of the rules that fired in it, stale after a rename.
+    Another series' rule given that name later (names are unique, not forever) must not
+    set this anomaly's severity: its floor was looked up by name among every rule."""
+    series, ts, values = _synthetic("svc.queue.renamed", n=600, seed=1)
+    limit = float(values[:500].max())
+    values[500:] = limit + np.linspace(0.05, 0.09, 100)
+    rule = DetectionRule.objects.create(
+        name="queue long", series_name=series.name, above=limit, severity="warning"
+    )
+    insert_samples([series.pk] * 505, ts[:505], values[:505])
+    _score(series, ts[504])
+    anomaly = Anomaly.objects.get(series=series)
+    assert (anomaly.rules_fired, anomaly.severity) == (["queue long"], "warning")
+    rule.name = "queue long (old)"
+    rule.save()
+    DetectionRule.objects.create(
+        name="queue long", series_name="svc.other.series", above=0.0, severity="critical"
+    )
+    insert_samples([series.pk] * 15, ts[505:520], values[505:520])
+    _score(series, ts[519])
+    anomaly.refresh_from_db()
+    assert anomaly.ended_at is None
+    assert anomaly.rules_fired == ["queue long", "queue long (old)"]
+    assert anomaly.severity == "warning"
+
+
 def test_a_stuck_exporter_opens_a_stalled_anomaly_judged_on_improbability(db):
     series, ts, values = _synthetic("svc.cpu.stuck", n=1200, seed=5, daily=0.0)
     values[1150:] = values[1149]  # the exporter repeats its last value for four hours
