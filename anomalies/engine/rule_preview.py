@@ -45,16 +45,29 @@ class RulePreview:
 
 
 def learned_step(ts: np.ndarray) -> float:
-    """The sampling step the streaming detector has learned after seeing `ts` (inf: none).
+    """The sampling step the streaming detector has learned after seeing `ts` (inf: none)."""
+    steps = learned_steps(ts)
+    return float(steps[-1]) if steps.size else np.inf
 
-    The detector moves its estimate with `pattern.typical_step` at every interval. Only an
-    interval outside the estimate's band moves it, so the replay jumps from one such
-    interval to the next: a regular month of ten-second points is a handful of updates,
-    not 259,200 calls.
+
+def learned_steps(ts: np.ndarray) -> np.ndarray:
+    """The step the streaming detector had learned at each point of `ts` (inf: none yet).
+
+    The detector judges a silence against the step it has learned so far, not the one it
+    will learn later: a series scraped every minute and later every ten minutes broke a
+    breach on a 30-minute silence while it was at one minute. The detector moves its
+    estimate with `pattern.typical_step` at every interval. Only an interval outside the
+    estimate's band moves it, so the replay jumps from one such interval to the next: a
+    regular month of ten-second points is a handful of updates, not 259,200 calls.
     """
     ts = np.asarray(ts, dtype=float)
-    dt = np.diff(ts[np.isfinite(ts)])
+    out = np.full(ts.shape, np.inf)
+    pos = np.flatnonzero(np.isfinite(ts))
+    dt = np.diff(ts[pos])
+    at = pos[1:][dt > 0]  # the point each interval ends at
     dt = dt[dt > 0]
+    moved_at: list[int] = []
+    moved_to: list[float] = []
     step = np.inf
     i = 0
     while i < dt.size:
@@ -66,8 +79,13 @@ def learned_step(ts: np.ndarray) -> float:
                 continue
             i += int(moves[0])
         step = float(typical_step(np.array(step), np.array(dt[i])))
+        moved_at.append(int(at[i]))
+        moved_to.append(step)
         i += 1
-    return step
+    if moved_at:
+        k = np.searchsorted(np.array(moved_at), np.arange(ts.size), side="right") - 1
+        out = np.where(k >= 0, np.array(moved_to)[np.maximum(k, 0)], np.inf)
+    return out
 
 
 def preview_rule(
@@ -102,12 +120,22 @@ def preview_rule(
     if coarse_until is not None and coarse_step is not None:
         coarse = ts < coarse_until
     if step_seconds is None:
-        step_seconds = learned_step(ts[~coarse])
+        # Each gap judged against the step learned by then, as the job judged it.
+        fine = learned_steps(ts[~coarse])
+        # Before its first interval, the first raw point (after the rollups) is judged
+        # with the first step learned: inf would join it to any rollup point before.
+        known = fine[np.isfinite(fine)]
+        fine[~np.isfinite(fine)] = known[0] if known.size else np.inf
+        steps = np.full(ts.shape, np.inf)
+        steps[~coarse] = fine
+        step_seconds = float(steps[~coarse][-1]) if (~coarse).any() else np.inf
+    else:
+        steps = np.full(ts.shape, float(step_seconds))
     fine_gap = SILENT_STEPS * step_seconds if np.isfinite(step_seconds) else np.inf
-    max_gap: float | np.ndarray = fine_gap
+    max_gap: float | np.ndarray = SILENT_STEPS * steps
     if coarse.any():
         # A point's gap is judged at the coarser grain of itself and the point before it.
-        grain = np.where(coarse, SILENT_STEPS * float(coarse_step), fine_gap)
+        grain = np.where(coarse, SILENT_STEPS * float(coarse_step), max_gap)
         max_gap = np.maximum(grain, np.r_[grain[:1], grain[:-1]])
     _, fired_by_rule, _ = evaluate_rules(ts, values, [rule], {}, max_gap=max_gap)
     fired = fired_by_rule[rule.name]

@@ -173,6 +173,28 @@ def test_the_preview_fires_exactly_where_the_streaming_detector_does(chunks):
     assert inside.all()
 
 
+def test_a_silence_is_judged_against_the_step_learned_then_not_the_last_one():
+    """A series scraped every minute, later every ten minutes: while it was at one minute
+    the job broke a breach on a 30-minute silence (ten steps of one minute); judged with
+    the ten-minute step learned at the end, the preview joined the halves and fired."""
+    minute = 60.0 * np.arange(300)
+    ts = np.r_[minute, minute[-1] + 600.0 * np.arange(1, 151)]
+    values = np.full(ts.size, 50.0)
+    values[100:115] = values[145:160] = 95.0  # 15 minutes each, 30 minutes of silence between
+    keep = (np.arange(ts.size) < 115) | (np.arange(ts.size) >= 145)
+    ts, values = ts[keep], values[keep]
+    rule = ThresholdRule(name="joined", above=90.0, min_duration_seconds=1200)
+    expected, step = _detector_firing(ts, values, rule, chunks=60)
+    assert expected.size == 0 and SILENT_STEPS * step > 1800
+    preview = preview_rule(ts, values, rule)
+    assert preview.firing_points == 0 and preview.episodes == []
+    assert preview.step_seconds == pytest.approx(step)
+    # The same halves with the silence within ten one-minute steps: one breach that fires.
+    close = ts.copy()
+    close[115:] -= 1800 - 540
+    assert preview_rule(close, values, rule).count == 1
+
+
 def test_the_learned_step_follows_the_detector_on_a_changing_interval():
     ts = np.r_[60.0 * np.arange(500), 60.0 * 499 + 300.0 * np.arange(1, 400)]
     det = StreamingDetector.from_states([None])
