@@ -29,7 +29,7 @@ from .models import (
     Silence,
 )
 from .secrets import mask_text, mask_url, mask_value, may_see_secrets
-from .validation import URL_ACTIONS
+from .validation import URL_ACTIONS, rule_errors
 
 
 class RootCauseInline(admin.TabularInline):
@@ -326,6 +326,15 @@ class DetectionRuleAdmin(ChartAdminMixin, admin.ModelAdmin):
         return super().chart_view(request, pk)
 
     def chart_page(self, request: HttpRequest, rule: DetectionRule) -> ChartPage:
+        title = f"{rule}: preview over the last {self.preview_days} days"
+        # A row written from a shell may be one the job skips (scoring._usable_rules): it
+        # fires nowhere, so drawing its breaches would contradict the job (and labels that
+        # are not a mapping, or no bound at all, failed with a 500), as the API's 400 says.
+        if errors := rule_errors(labels=rule.labels, above=rule.above, below=rule.below):
+            why = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+            return ChartPage(
+                title, [], [("not previewed", f"the scoring job skips this rule ({why})")]
+            )
         answer = selectors.rule_preview(
             series_name=rule.series_name,
             labels=rule.labels,
@@ -364,7 +373,7 @@ class DetectionRuleAdmin(ChartAdminMixin, admin.ModelAdmin):
                 labels=[row["series"] for row in firing],
                 values=[row["count"] for row in firing],
             )
-        return ChartPage(f"{rule}: preview over the last {self.preview_days} days", [chart], rows)
+        return ChartPage(title, [chart], rows)
 
 
 def _preview_source(answer: dict) -> str:

@@ -422,3 +422,26 @@ def test_the_admin_previews_a_rule_over_the_last_week(admin_client, client):
     User.objects.create_user("nobody", password="pw", is_staff=True)
     client.login(username="nobody", password="pw")
     assert client.get(f"/admin/anomalies/detectionrule/{rule.pk}/preview/").status_code == 403
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"above": 10.0, "below": 90.0},  # every value "breaches": a typo the job refuses
+        {"above": None, "below": None},
+        {"above": 95.0, "labels": ["queue"]},
+    ],
+)
+def test_the_admin_does_not_preview_a_rule_the_job_skips(admin_client, fields):
+    """A row written from a shell that the job skips (scoring._usable_rules) fires nowhere:
+    the admin's preview must say so, naming the fields, as the API's 400 does, not draw
+    breaches the job will never raise (or fail on labels that are not a mapping)."""
+    series, _, _ = _queue_history("svc.queue.skipped", n=300)
+    rule = DetectionRule.objects.create(
+        name="skipped", series_name=series.name, **{"labels": {}, **fields}
+    )
+    page = admin_client.get(f"/admin/anomalies/detectionrule/{rule.pk}/preview/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "the scoring job skips this rule" in text
+    assert "would have fired" not in text
