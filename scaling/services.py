@@ -261,6 +261,7 @@ def resource_evaluate(resource: ScalableResource, *, now: datetime | None = None
     decision = engine.decide(state, proposals, _memory(resource, now=now), epoch, policy)
     decision = _hold_while_in_flight(resource, decision, utilization, now=now)
     decision = _hold_after_failures(resource, decision, utilization, now=now)
+    decision = _hold_while_target_insists(resource, decision, utilization, now=now)
     inputs = {"readings": readings, **forecast_inputs, "rule_ids": rule_ids, "errors": errors}
     return Evaluation(resource, decision, inputs, utilization, errors=errors)
 
@@ -347,6 +348,64 @@ def _hold_after_failures(
         utilization,
         f"skipped: the actuator failed {len(failures)} time(s) in a row (last: decision "
         f"#{last_id}); backing off {wait:.0f}s, {wait - elapsed:.0f}s left",
+    )
+
+
+def _hold_while_target_insists(
+    resource: ScalableResource,
+    decision: engine.Decision,
+    utilization: float | None,
+    *,
+    now: datetime,
+) -> engine.Decision:
+    """Back off from a target that keeps answering the same size outside the bounds.
+
+    A size outside ``[min_units, max_units]`` is brought back to the bound at the next
+    evaluation, cooldowns waived (``engine.decide``). A target that cannot run the bound (three
+    Celery workers keep one process each under a ``max_units`` of 2; a cluster policy holding
+    12 replicas) answers the size it had, and every evaluation, every minute, recorded another
+    executed change with its warning and a saving that never happened. When the last changes
+    asked for this very bound and the target stayed at this size each time, the ask waits
+    ``engine.failure_backoff_seconds(N)`` (300 s doubling, at most an hour) from the last one,
+    like an actuator that fails. A new bound is a new request and is sent at once; a change
+    the rules want beyond the bound is not held.
+    """
+    current = decision.current_units
+    bound = resource.clamp(current)
+    if not decision.changes_capacity or bound == current or decision.desired_units != bound:
+        return decision
+    recent = (
+        resource.decisions.filter(
+            status__in=(ScalingDecision.Status.EXECUTED, ScalingDecision.Status.FAILED)
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .exclude(status=ScalingDecision.Status.FAILED, actuator_detail__startswith=STALE_REFUSAL)
+        .order_by("-at", "-id")
+        .values_list("pk", "at", "status", "current_units", "desired_units", "applied_units")[
+            :FAILURE_HISTORY
+        ]
+    )
+    unmoved = []
+    for pk, at, status, before, asked, applied in recent:
+        if status != ScalingDecision.Status.EXECUTED or not before == applied == current:
+            break
+        if asked != bound:
+            break
+        unmoved.append((pk, at))
+    if not unmoved:
+        return decision
+    last_id, last_at = unmoved[0]
+    wait = engine.failure_backoff_seconds(len(unmoved))
+    elapsed = (now - last_at).total_seconds()
+    if elapsed >= wait:
+        return decision
+    return _held(
+        resource,
+        decision,
+        utilization,
+        f"skipped: the target answered {current} when asked for {bound} (decision #{last_id}, "
+        f"{len(unmoved)} time(s) in a row); backing off {wait:.0f}s, {wait - elapsed:.0f}s "
+        "left (a new bound is asked at once)",
     )
 
 

@@ -472,6 +472,37 @@ def test_a_request_applied_after_the_bounds_moved_is_recorded_as_sent_then_broug
     assert res.current_units == 6
 
 
+def test_a_target_that_insists_outside_the_bounds_is_not_asked_again_every_evaluation(
+    monkeypatch,
+):
+    # Three workers keep one process each, so a max_units of 2 can never run: every
+    # evaluation (every minute) sent the bound, recorded an executed scale-down 3 -> 2 with
+    # its saving and a warning, and the target answered 3 again.
+    sizes = {"a@h": 1, "b@h": 1, "c@h": 1}
+    app = fake_celery(sizes)
+    monkeypatch.setattr(CeleryPoolActuator, "_app", lambda self: app)
+    res = resource(current_units=3, max_units=2, actuator="celery")
+    start = timezone.now() - timedelta(minutes=30)
+    first = evaluate(res, now=start).row
+    assert (first.status, first.desired_units, first.applied_units) == ("executed", 2, 3)
+    asked = app.control.inspect.call_count
+
+    again = evaluate(res, now=start + timedelta(seconds=60)).row
+    assert again.status == "skipped_cooldown" and again.cost_per_hour_delta == 0
+    assert any(f"answered 3 when asked for 2 (decision #{first.pk}," in r for r in again.reasons)
+    assert app.control.inspect.call_count == asked  # the target was not asked again
+    # asked again once the backoff is over (300 s, then doubling), as after failures
+    later = evaluate(res, now=start + timedelta(seconds=301)).row
+    assert (later.status, later.applied_units) == ("executed", 3)
+    held = evaluate(res, now=start + timedelta(seconds=301 + 310)).row
+    assert held.status == "skipped_cooldown" and "600s" in held.reasons[-1]
+    # a new bound is a new request: asked at once
+    ScalableResource.objects.filter(pk=res.pk).update(max_units=1)
+    res.refresh_from_db()
+    moved = evaluate(res, now=start + timedelta(seconds=301 + 320)).row
+    assert (moved.status, moved.desired_units) == ("executed", 1)
+
+
 def test_a_kubernetes_answer_without_replicas_keeps_the_requested_size(kubernetes_scale):
     res = resource(load_series_name="test.load", actuator="kubernetes",
                    actuator_config={"deployment": "web"})  # fmt: skip
