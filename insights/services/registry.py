@@ -174,6 +174,9 @@ def _lock_versions_of(name: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
+_AT_REGISTRATION = "; at registration: "
+
+
 def mlmodel_activate(*, model: MLModel) -> MLModel:
     """Make this version the active one of its name (rollback or promotion by an admin)."""
     with transaction.atomic():
@@ -188,8 +191,13 @@ def mlmodel_activate(*, model: MLModel) -> MLModel:
         ).update(is_active=False)
         now = timezone.now()
         reason = f"activated by hand at {now:%Y-%m-%d %H:%M} UTC (rollback or promotion)"
-        if current.activation_reason:
-            reason += f"; at registration: {current.activation_reason}"
+        registered = current.activation_reason
+        if current.activation_rule == MLModel.ActivationRule.MANUAL:
+            # Activated by hand before: keep the registration's reason, not a chain of
+            # every earlier rollback (it grew with each one).
+            registered = registered.partition(_AT_REGISTRATION)[2]
+        if registered:
+            reason += f"{_AT_REGISTRATION}{registered}"
         MLModel.objects.filter(pk=model.pk).update(
             is_active=True,
             activated_at=now,

@@ -1062,3 +1062,18 @@ def test_the_champion_challenger_measurement_writes_nothing(demo_world):
     assert all(r in ("paired", "own_holdout") or r.startswith("skipped") for r in rules), rules
     assert any(r in ("paired", "own_holdout") for r in rules), rules
     assert list(MLModel.objects.values_list("pk", "is_active")) == before
+
+
+def test_repeated_rollbacks_keep_one_registration_reason(db):
+    """Each activation by hand kept the reason before it as "at registration": a version
+    rolled back to, away from and back to again carried a chain of every earlier manual
+    activation, growing with each, and the registration's reason only at its end."""
+    first, second = _register("t-rollbacks", 1), _register("t-rollbacks", 2)
+    registered = first.activation_reason
+    for _ in range(3):
+        mlmodel_activate(model=first)
+        mlmodel_activate(model=second)
+    back = mlmodel_activate(model=first)
+    assert back.activation_rule == MLModel.ActivationRule.MANUAL
+    assert back.activation_reason.count("activated by hand") == 1
+    assert back.activation_reason.endswith(f"; at registration: {registered}")
