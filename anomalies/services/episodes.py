@@ -194,7 +194,8 @@ def track_episodes(
     An anomaly has recovered after `RECOVERY_POINTS` calm points, but closes only once
     `quiet` seconds (`quiet_seconds`) have passed since without a point that would open
     an anomaly; such a point within them resumes it. Its `ended_at` is still the recovery.
-    `rule_severity` is the severity operators gave their rules, by rule name.
+    `rule_severity` is the severity operators gave this series' rules, by rule name ("" for
+    a rule given none).
     """
     floors = rule_severity or {}
     n = int(np.isfinite(ts_block[row]).sum())
@@ -353,7 +354,8 @@ def _extend(
     """Fold point i into the anomaly (peak, methods, points), then refresh its severity.
 
     `floors` maps a rule's name to the severity its operator gave it: the anomaly is at
-    least that severe once the rule has fired in it.
+    least that severe once the rule has fired in it. A rule given none ("") is judged on
+    improbability, as without a floor; a name not there (renamed, deleted) counts neither.
     """
     score = float(result.combined[row, i])
     # Never backwards: a silence is seen "now", and data that comes back may be backfilled.
@@ -378,26 +380,27 @@ def _extend(
             *a.points,
             [float(ts[i]), _finite(values[i]), _finite(expected[i]), _finite(scale[i]), score],
         ]
-    _refresh_severity(
-        a, floor=max((floors.get(r, "") for r in a.rules_fired), key=_order, default="")
-    )
+    known = [floors[r] for r in a.rules_fired if r in floors]
+    _refresh_severity(a, floor=max(known, key=_order, default=""), judge_rules="" in known)
 
 
 def _order(severity: str) -> int:
     return SEVERITY_ORDER.get(severity, 0)
 
 
-def _refresh_severity(a: Anomaly, floor: str = "") -> None:
+def _refresh_severity(a: Anomaly, floor: str = "", judge_rules: bool = False) -> None:
     """Severity only rises while an anomaly goes on (a page is not taken back).
 
     A rule whose operator gave it a severity (`floor`) sets it, as a Prometheus rule's
     severity label does: its breach is not judged on improbability, which called nearly
     every breach of a few minutes critical, so a "warning" rule paged the on-call. The
     other methods can still raise it, judged on their own evidence as any anomaly is.
+    `judge_rules`: a rule given no severity fired too; its breach is judged on
+    improbability, as it would be alone (a "warning" rule beside it counted no rule).
     """
     duration = (a.last_seen_at - a.started_at).total_seconds()
     methods = set(a.methods)
-    if floor:
+    if floor and not judge_rules:
         # The other families' peaks (each at its own point: an upper bound of their sum).
         evidence = sum(v for f, v in a.votes.items() if f in FAMILIES and f != "rules")
         severity = max(
@@ -419,6 +422,7 @@ def _refresh_severity(a: Anomaly, floor: str = "") -> None:
             a.series.importance,
             improbability_only=bool({"rules", STALLED, COLLAPSE} & methods),
         )
+        severity = max(floor, severity, key=_order) if floor else severity
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity
 

@@ -77,7 +77,8 @@ def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule
 
 
 def _rule_severity_for(series: Series, rules: list[DetectionRule]) -> dict[str, str]:
-    """The severities operators gave the rules that apply to this series, by name.
+    """The severities operators gave the rules that apply to this series, by name ("" for
+    a rule given none: its breach is judged on improbability).
 
     Only this series' rules: an open anomaly keeps the names of rules that fired in it
     after a rename, and another series' rule since given that name must not set its
@@ -86,7 +87,7 @@ def _rule_severity_for(series: Series, rules: list[DetectionRule]) -> dict[str, 
     return {
         r.name: r.severity
         for r in rules
-        if r.severity and series_matches(r.series_name, r.labels, series.name, series.labels)
+        if series_matches(r.series_name, r.labels, series.name, series.labels)
     }
 
 

@@ -280,6 +280,30 @@ def test_a_rule_given_a_severity_sets_the_severity_of_its_anomalies(db):
     assert _rule_anomaly_severity("critical", points=1, min_duration=0) == "critical"
 
 
+def test_a_rule_without_a_severity_is_judged_beside_one_given_a_warning(db):
+    """A warning threshold given "warning" and a critical one left blank on one series:
+    once the blank one fires, its breach is judged on improbability as any anomaly is
+    (critical here), not left at the other rule's warning, which counted no rule at all."""
+
+    def severity(*rules: tuple[str, float, str]) -> tuple[str, list[str]]:
+        series, ts, values = _synthetic(f"svc.queue.two.{len(rules)}", n=600, seed=1)
+        limit = float(values[:500].max())
+        values[500:504] = limit + np.linspace(0.05, 0.09, 4)
+        for name, above, given in rules:
+            DetectionRule.objects.create(
+                name=name, series_name=series.name, above=limit + above,
+                min_duration_seconds=600, severity=given,
+            )  # fmt: skip
+        insert_samples([series.pk] * 600, ts, values)
+        _score(series, ts[-1])
+        anomaly = Anomaly.objects.get(series=series)
+        return anomaly.severity, anomaly.rules_fired
+
+    assert severity(("queue warn", 0.0, "warning")) == ("warning", ["queue warn"])
+    both = severity(("queue warn 2", 0.0, "warning"), ("queue crit 2", 0.04, ""))
+    assert both == ("critical", ["queue crit 2", "queue warn 2"])
+
+
 def test_a_renamed_rule_s_old_name_taken_by_another_series_rule_sets_no_severity(db):
     """An open anomaly keeps the names of the rules that fired in it, stale after a rename.
     Another series' rule given that name later (names are unique, not forever) must not
