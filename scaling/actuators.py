@@ -274,7 +274,8 @@ class CeleryPoolActuator:
     ``mode="pool"`` sends each worker ``pool_grow``/``pool_shrink`` by the difference between
     its share and its pool's real size (read with ``inspect().stats()``, not trusted from the
     database) and reports the total that runs afterwards: a worker that refused its change
-    or did not reply is counted at the size it had. ``mode="autoscale"`` sets each worker's
+    or did not reply is counted at the size it had (one that did not reply and no longer answers
+    ``stats()`` stopped meanwhile, and is not counted). ``mode="autoscale"`` sets each worker's
     autoscaler maximum to its share, for workers run with ``--autoscale`` (no size is
     reported: the pool moves below the maximum by itself).
 
@@ -321,7 +322,7 @@ class CeleryPoolActuator:
         sizes = self.pool_sizes(destination)
         spread = spread_units(request.desired_units, sizes)
         control = self._app().control
-        running, details, refused = {}, [], []
+        running, details, refused, silent = {}, [], [], []
         for worker, share in spread.shares.items():
             size = sizes[worker]
             delta = share - size
@@ -341,17 +342,43 @@ class CeleryPoolActuator:
                 running[worker] = size
                 refused.append(f"{worker} kept {size} (asked {share}): {problem}")
                 details.append(f"{worker}: {size} (asked {share}, {problem})")
+                if not reply:
+                    silent.append(worker)
         changes = sum(1 for w in spread.shares if spread.shares[w] != sizes[w])
         if changes and len(refused) == changes:
             raise ActuatorError("celery pool: no worker applied its change: " + "; ".join(refused))
+        warnings = []
+        stopped = self._stopped(silent)
+        for worker in stopped:  # left since its size was read: it runs nothing
+            del running[worker]
+            refused = [r for r in refused if not r.startswith(f"{worker} kept")]
+            warnings.append(
+                f"celery pool: {worker} did not reply to its change and no longer answers "
+                "inspect().stats(): stopped, not counted"
+            )
         total = sum(running.values())
-        warnings = [f"celery pool: {r}; counted at its old size" for r in refused]
+        warnings[:0] = [f"celery pool: {r}; counted at its old size" for r in refused]
         warnings += _spread_warnings(spread, sizes, destination)
         detail = (
             f"celery pool: {total} processes over {len(sizes)} worker(s) "
             f"(requested {request.desired_units}): " + "; ".join(details)
         )
         return ActuationResult(total, detail, tuple(warnings))
+
+    def _stopped(self, silent: list[str]) -> list[str]:
+        """Which of the workers that did not reply to their pool change are gone.
+
+        A worker read by ``inspect().stats()`` may stop before its change reaches it (a
+        deploy, a restart): counted at the size it had, it would report processes that no
+        longer run, where a worker that does not answer stats in the first place gets no
+        share. One more ``stats()`` to just those workers tells a stopped one from a slow one
+        (which keeps being counted at its old size: its grown processes show only seconds
+        later anyway).
+        """
+        if not silent:
+            return []
+        stats = self._app().control.inspect(destination=silent, timeout=self.timeout).stats()
+        return [worker for worker in silent if worker not in (stats or {})]
 
     def _autoscale(
         self, request: ActuationRequest, destination: list[str] | None, minimum: int

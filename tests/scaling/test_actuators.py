@@ -469,6 +469,33 @@ def test_a_worker_that_refuses_or_does_not_reply_is_counted_at_its_old_size():
     assert any("c@h kept 1" in w and "no reply" in w for w in result.warnings)
 
 
+def test_a_worker_that_stopped_between_the_size_check_and_its_change_is_not_counted():
+    # b answered inspect().stats() with 1 process, then stopped before its pool_grow: it
+    # runs nothing, as a worker that does not answer stats at all, yet it was counted at 1.
+    sizes = {"a@h": 1, "b@h": 1}
+    app = fake_celery(sizes)
+    grow = app.control.pool_grow.side_effect
+
+    def stop_b_first(n, destination, reply, timeout):
+        if destination == ["b@h"]:
+            del sizes["b@h"]  # stopped: no reply, and no answer to stats any more
+            return []
+        return grow(n, destination=destination, reply=reply, timeout=timeout)
+
+    app.control.pool_grow.side_effect = stop_b_first
+    result = CeleryPoolActuator(app=app).apply(request(4))
+    assert sizes == {"a@h": 2}
+    assert result.applied_units == 2  # before: 3, b's old process counted
+    assert any("b@h" in w and "not counted" in w for w in result.warnings)
+
+
+def test_a_silent_worker_that_still_answers_stats_is_counted_at_its_old_size():
+    app = fake_celery({"a@h": 1, "b@h": 1}, silent=("b@h",))
+    result = CeleryPoolActuator(app=app).apply(request(4))
+    assert result.applied_units == 2 + 1
+    assert any("b@h kept 1" in w and "no reply" in w for w in result.warnings)
+
+
 def test_a_pool_change_every_worker_refuses_fails_the_decision():
     app = fake_celery({"a@h": 4, "b@h": 4}, refuse=("a@h", "b@h"))
     with pytest.raises(ActuatorError, match="no worker applied its change"):
