@@ -126,9 +126,10 @@ def experiment_ship(
     replaces the shipped one (its history row is closed), at 100 % unless a percentage
     is given: a new variant is a new decision, not a step of the old one's ramp. The
     same variant again at another percentage is a ramp (``experiment_rollout_set``);
-    without a percentage, or at the same one, it changes nothing (but a ramp given sets
-    the schedule from the current percentage). A ship that changes anything without a
-    ramp ends the scheduled one. The final results of a stop made here are computed
+    without a percentage it changes nothing, at the same one it records nothing (a ramp
+    given sets the schedule from the current percentage). A percentage given or a ship
+    that changes anything, without a ramp, ends the scheduled one. A ramp needs a
+    rollout below 100 to grow. The final results of a stop made here are computed
     once the ship has committed, as after ``experiment_stop``.
     """
     if rollout_percent is not None:
@@ -148,16 +149,30 @@ def experiment_ship(
                 field="variant",
             )
         stopped_here = exp.status == Experiment.Status.RUNNING
+        ramping = exp.status == Experiment.Status.STOPPED and exp.shipped_variant == variant
+        if rollout_percent is not None:
+            percent = float(rollout_percent)
+        else:
+            percent = exp.rollout_percent if ramping else FULL_ROLLOUT
+        if ramp_step_percent is not None and percent >= FULL_ROLLOUT:
+            # Nothing left to grow: the schedule's only step would record a "ramp" from 100
+            # to 100 and invalidate every cached configuration for nothing. Usually a
+            # forgotten rollout_percent, so it is said rather than ignored.
+            raise ExperimentStateError(
+                "a scheduled ramp grows a rollout below 100 %: give a rollout_percent below 100",
+                field="ramp_step_percent",
+            )
         if stopped_here:
             stop_locked(exp, now=now)
-        elif exp.shipped_variant == variant:
-            changed = rollout_percent is not None and rollout_percent != exp.rollout_percent
-            if changed:
-                _rollout_change_locked(exp, rollout_percent=rollout_percent, by=by, now=now)
-            if changed or ramp_step_percent is not None:
+        elif ramping:
+            if rollout_percent is not None and percent != exp.rollout_percent:
+                _rollout_change_locked(exp, rollout_percent=percent, by=by, now=now)
+            # A percentage given is a manual setting, even the current one (the API's way to
+            # hold a ramp, as ``experiment_rollout_set`` is the CLI's and the admin's): it
+            # ends the schedule unless this ship sets a new one.
+            if rollout_percent is not None or ramp_step_percent is not None:
                 _schedule_save(exp, step=ramp_step_percent, hours=ramp_every_hours, now=now)
             return exp
-        percent = FULL_ROLLOUT if rollout_percent is None else float(rollout_percent)
         _close_live_shipment(exp, by=by, now=now)
         ExperimentShipment.objects.create(
             experiment=exp, variant=variant, rollout_percent=percent, shipped_at=now, shipped_by=by
@@ -257,6 +272,11 @@ def rollouts_advance(*, now: datetime | None = None) -> dict:
                 or exp.rollout_next_step_at is None
                 or exp.rollout_next_step_at > now
             ):
+                continue
+            if exp.rollout_percent >= FULL_ROLLOUT:
+                # Already at 100 (set from a shell): end the schedule, record no "step".
+                _schedule_save(exp, step=None, hours=None, now=now)
+                counts["completed"] += 1
                 continue
             percent = ramp_next_percent(exp.rollout_percent, exp.rollout_step_percent)
             _rollout_change_locked(exp, rollout_percent=percent, by=RAMP_ACTOR, now=now)

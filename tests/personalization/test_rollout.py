@@ -447,3 +447,60 @@ def test_the_evaluation_command_measures_share_and_independence():
     for percent, share in shares.items():
         assert abs(share - percent / 100) < 0.03, (percent, share)
     assert "grid chi-square" in text and "among control" in text
+
+
+class TestScheduledRampReview:
+    def test_a_percentage_sent_to_the_api_ends_the_schedule_as_the_cli_and_admin_do(
+        self, client_with_role
+    ):
+        """The API has no "set rollout" action: shipping the shipped variant at a percentage
+        is its manual setting, and holding a ramp at the current step must stop it (the
+        schedule used to keep ramping up, as the CLI's --rollout and the admin's action do
+        not)."""
+        exp = ExperimentFactory(key="t-sched-hold")
+        start = timezone.now() - timedelta(hours=3)
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=10,
+                                 ramp_step_percent=10, ramp_every_hours=1, now=start)  # fmt: skip
+        response = client_with_role("admin").post(
+            f"{API}/experiments/{exp.pk}/ship",
+            {"variant": "treatment", "rollout_percent": 10},
+            format="json",
+        )
+        assert response.status_code == 200, response.content
+        assert response.json()["rollout_step_percent"] == 0
+        assert services.rollouts_advance()["due"] == 0
+        exp.refresh_from_db()
+        assert (exp.rollout_percent, exp.rollout_next_step_at) == (10, None)
+        # Nothing else changed: no history row for the same percentage.
+        assert ExperimentShipment.objects.filter(experiment=exp).count() == 1
+
+    def test_a_ramp_needs_a_rollout_below_100_on_every_face(self, client_with_role):
+        """A ramp on a 100 % ship used to be scheduled, and its one "step" recorded a history
+        row 100 -> 100 and invalidated every cached configuration."""
+        exp = ExperimentFactory(key="t-sched-full", status=Experiment.Status.STOPPED)
+        ramp = {"ramp_step_percent": 10, "ramp_every_hours": 1}
+        with pytest.raises(services.ExperimentStateError) as caught:
+            services.experiment_ship(experiment_id=exp.pk, variant="treatment", **ramp)
+        assert caught.value.field == "ramp_step_percent"
+        response = client_with_role("admin").post(
+            f"{API}/experiments/{exp.pk}/ship", {"variant": "treatment", **ramp}, format="json"
+        )
+        assert response.status_code == 400 and "ramp_step_percent" in response.json()
+        with pytest.raises(CommandError, match="ramp_step_percent"):
+            call_command("personalization_ship", "t-sched-full", "--variant", "treatment",
+                         "--rollout", "100", "--ramp-step", "5", "--ramp-every", "1")  # fmt: skip
+        exp.refresh_from_db()
+        assert exp.shipped_variant == "" and not exp.shipments.exists()
+        # The shipped variant at 100 % cannot be given a ramp either.
+        services.experiment_ship(experiment_id=exp.pk, variant="treatment")
+        with pytest.raises(services.ExperimentStateError, match="below 100"):
+            services.experiment_ship(experiment_id=exp.pk, variant="treatment", **ramp)
+        # A schedule on a full rollout written from a shell ends without a history row.
+        Experiment.objects.filter(pk=exp.pk).update(
+            rollout_step_percent=10, rollout_step_hours=1,
+            rollout_next_step_at=timezone.now() - timedelta(minutes=1),
+        )  # fmt: skip
+        assert services.rollouts_advance() == {"due": 1, "advanced": 0, "completed": 1}
+        exp.refresh_from_db()
+        assert (exp.rollout_step_percent, exp.rollout_next_step_at) == (0, None)
+        assert exp.shipments.count() == 1
