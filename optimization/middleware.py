@@ -25,6 +25,7 @@ and logged, so a database outage costs data, never the process's memory.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import math
@@ -47,6 +48,9 @@ from .recording import MAX_PENDING_MINUTES, PerformanceAggregator
 logger = logging.getLogger(__name__)
 
 AGGREGATOR = PerformanceAggregator()
+# The status of a request the client abandoned before its response (nginx's 499): below 500,
+# so not a server error, as the client's going away is not one.
+CLIENT_CLOSED_REQUEST = 499
 _flush_lock = threading.Lock()
 _exit_hook = threading.Event()
 
@@ -242,6 +246,14 @@ class PerformanceMiddleware:
         token = _statements.set(queries)
         try:
             response = await self.get_response(request)
+        except asyncio.CancelledError:
+            # Django cancels the request when the client disconnects (a proxy's timeout on a
+            # slow view). Run in a thread, as the sync-only profiler was, the request was
+            # still recorded; here it would vanish with its latency and statements, and the
+            # slowest requests would be the missing ones. Recorded as nginx logs it.
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            self._record(endpoint_name(request), latency_ms, CLIENT_CLOSED_REQUEST, queries)
+            raise
         except BaseException:
             queries.closed = True
             raise

@@ -399,6 +399,40 @@ def test_statements_run_in_a_context_the_request_handed_on_are_not_recorded_afte
     assert len(middleware.AGGREGATOR) == 0
 
 
+def test_a_request_cancelled_by_a_client_disconnect_is_recorded_under_asgi(rf, profiled):
+    """Django cancels the request's task when the client disconnects (a load balancer's
+    timeout on a slow view). The sync-only profiler ran in a thread the cancel did not stop
+    and recorded the request; awaited on the loop, the profiler lost it, its latency and the
+    statements it had run: the slowest requests were the ones missing."""
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+    from django.urls import resolve
+
+    from tests.optimization.urls_profiled import _slow_row
+
+    async def slow_view(request):
+        await sync_to_async(_slow_row)(0)
+        await asyncio.sleep(60)  # still working when the client gives up
+
+    profiler = middleware.PerformanceMiddleware(slow_view)
+    request = rf.get("/async/export/")
+    request.resolver_match = resolve("/async/export/")
+
+    async def client_goes_away() -> None:
+        task = asyncio.ensure_future(profiler(request))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task  # the cancel still reaches Django
+
+    async_to_sync(client_goes_away)()
+    (bucket,) = middleware.AGGREGATOR.drain()
+    assert (bucket.endpoint, bucket.requests, bucket.errors) == ("/async/export", 1, 0)
+    assert bucket.queries == 1 and bucket.db_ms >= 10
+    assert bucket.latency_sum_ms >= 300
+
+
 def test_a_connection_opened_inside_an_execute_wrapper_block_keeps_both_right():
     """Django's ``execute_wrapper()`` pops the last wrapper on exit. A connection first opened
     inside such a block gets the profiler's wrapper then: appended, it would be popped in the
