@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/personalization.py engine     # personas + statistics, no database
     .venv/bin/python bench/personalization.py resolve    # resolutions/s in process and over HTTP
-    .venv/bin/python bench/personalization.py            # both
+    .venv/bin/python bench/personalization.py results    # one results recomputation, seconds
+    .venv/bin/python bench/personalization.py            # all three
 
 ``engine`` measures, on data whose truth is known:
   - persona accuracy, ECE and Brier (raw and temperature-calibrated, calibrated on
@@ -258,13 +259,91 @@ def bench_resolve(users: int, seconds: float) -> None:
         ApiKey.objects.filter(pk=issued.api_key.pk).delete()
 
 
+# --------------------------------------------------------------------------- results
+def bench_results(users: int, days: int, repeats: int) -> None:
+    """Time one experiment's results recomputation on a synthetic history.
+
+    ``users`` exposed users (half control) over the last ``days`` days and as many users
+    never exposed, each with ``page_view`` events every day of the last ``days + 14`` days
+    (a guardrail counted per user) and a ``purchase`` now and then (the primary metric, a
+    mean of ``amount``): CUPED reads the 14 days before each exposure, so this is what the
+    extra window costs. Creates and then deletes ``bench-results*`` rows.
+    """
+    _setup_django()
+    from datetime import timedelta
+
+    from django.db import transaction
+    from django.utils import timezone
+
+    from personalization import services
+    from personalization.models import Experiment, Exposure
+    from telemetry.bulk import insert_events
+    from telemetry.models import Event
+
+    rng = np.random.default_rng(0)
+    now = timezone.now().replace(microsecond=0)
+    start = now - timedelta(days=days)
+    Experiment.objects.filter(key="bench-results").delete()
+    Event.objects.filter(user_id__startswith="bench-results-").delete()
+    exp = Experiment.objects.create(
+        key="bench-results", name="bench", status="running", starts_at=start,
+        variants=[{"name": "control"}, {"name": "treatment"}],
+        primary_metric={"kind": "mean", "event": "purchase", "property": "amount"},
+        guardrail_metrics=[{"kind": "mean", "event": "page_view"}],
+    )  # fmt: skip
+    try:
+        exposed = [f"bench-results-{i}" for i in range(users)]
+        others = [f"bench-results-x{i}" for i in range(users)]
+        Exposure.objects.bulk_create(
+            [
+                Exposure(experiment=exp, user_id=u, variant=("control", "treatment")[i % 2],
+                         exposed_at=start + timedelta(seconds=float(rng.uniform(0, days * 86400))))
+                for i, u in enumerate(exposed)
+            ],
+            batch_size=5000,
+        )  # fmt: skip
+        rows = []
+        for u in exposed + others:
+            for d in range(days + 14):
+                ts = now - timedelta(days=d, seconds=float(rng.uniform(0, 86400)))
+                rows.append((u, "page_view", ts, "", {"feature": "f"}, None))
+                if rng.random() < 0.1:
+                    rows.append((u, "purchase", ts, "", {"amount": float(rng.gamma(2, 20))}, None))
+            if len(rows) > 200_000:
+                with transaction.atomic():  # the COPY's staging table empties at commit
+                    insert_events(rows)
+                rows = []
+        with transaction.atomic():
+            insert_events(rows)
+        count = Event.objects.filter(user_id__startswith="bench-results-").count()
+        timings = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            services.experiment_results_recompute(experiment_id=exp.pk)
+            timings.append(time.perf_counter() - t0)
+        print(
+            f"Results recomputation ({users:,} exposed users over {days} days, {count:,} "
+            f"events of which those of the last {days + 14} days; 2 metrics): "
+            f"best {min(timings):.2f} s, median {float(np.median(timings)):.2f} s "
+            f"of {repeats}"
+        )
+    finally:
+        Experiment.objects.filter(key="bench-results").delete()
+        Event.objects.filter(user_id__startswith="bench-results-").delete()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("section", nargs="?", choices=["engine", "resolve", "all"], default="all")
+    parser.add_argument(
+        "section", nargs="?", choices=["engine", "resolve", "results", "all"], default="all"
+    )
     parser.add_argument("--seeds", type=int, default=5, help="repetitions of each evaluation")
     parser.add_argument("--aa", type=int, default=4000, help="A/A experiments per setting")
     parser.add_argument("--users", type=int, default=2000, help="profiles for the resolve bench")
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each rate")
+    parser.add_argument("--exposed", type=int, default=5000, help="exposed users (results)")
+    parser.add_argument("--days", type=int, default=14, help="days the experiment ran (results)")
+    parser.add_argument("--repeats", type=int, default=3, help="recomputations timed (results)")
     args = parser.parse_args()
     if args.section in ("engine", "all"):
         bench_personas(args.seeds)
@@ -272,6 +351,8 @@ def main() -> None:
         bench_sequential(args.aa)
     if args.section in ("resolve", "all"):
         bench_resolve(args.users, args.seconds)
+    if args.section in ("results", "all"):
+        bench_results(args.exposed, args.days, args.repeats)
 
 
 if __name__ == "__main__":

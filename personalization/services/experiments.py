@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import OperationalError, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, IntegerField, OuterRef, Q, Value
+from django.db.models.fields.json import KeyTransform
 from django.utils import timezone
 
 from telemetry.selectors import events_queryset
@@ -150,17 +151,44 @@ def experiment_update(*, experiment_id: int, changes: dict) -> Experiment:
 
 
 def _per_user_values(
-    metric: dict, exposed_at: dict[str, datetime], start: datetime, end: datetime
+    metric: dict,
+    exposed_at: dict[str, datetime],
+    start: datetime,
+    end: datetime,
+    *,
+    experiment_id: int | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Metric value of each exposed user after their exposure, and the same metric over
-    the ``CUPED_WINDOW`` before it (the CUPED covariate), from one read of the events."""
+    the ``CUPED_WINDOW`` before it (the CUPED covariate), from one read of the events.
+
+    With ``experiment_id`` the database sends only the rows that count: events of users
+    exposed to it, from ``CUPED_WINDOW`` before their own exposure (an indexed semi-join
+    on the exposures), and only the property the metric sums. Reading every user's events
+    of the metric from 14 days before the first exposure and decoding each row's whole
+    ``properties`` made a recomputation 1.3-1.5 times slower than before CUPED
+    (``bench/personalization.py results``); the rows dropped are those the loop skipped.
+    """
     prop = metric.get("property") or ""
     values: dict[str, float] = defaultdict(float)
     before: dict[str, float] = defaultdict(float)
-    rows = events_queryset(
-        start=start - CUPED_WINDOW, end=end, names=[metric["event"]]
-    ).values_list("user_id", "ts", "properties")
-    for user_id, ts, properties in rows.iterator(chunk_size=5000):
+    events = events_queryset(start=start - CUPED_WINDOW, end=end, names=[metric["event"]])
+    if experiment_id is not None:
+        events = events.filter(
+            Exists(
+                Exposure.objects.filter(
+                    experiment_id=experiment_id,
+                    user_id=OuterRef("user_id"),
+                    exposed_at__lte=OuterRef("ts") + CUPED_WINDOW,
+                )
+            )
+        )
+    if metric["kind"] != "conversion" and prop:
+        rows = events.annotate(raw=KeyTransform(prop, "properties")).values_list(
+            "user_id", "ts", "raw"
+        )
+    else:
+        rows = events.values_list("user_id", "ts", Value(0, output_field=IntegerField()))
+    for user_id, ts, raw in rows.iterator(chunk_size=5000):
         first = exposed_at.get(user_id)
         if first is None or ts < first - CUPED_WINDOW:
             continue
@@ -168,7 +196,6 @@ def _per_user_values(
         if metric["kind"] == "conversion":
             target[user_id] = 1.0
         elif prop:
-            raw = (properties or {}).get(prop)
             if isinstance(raw, int | float) and not isinstance(raw, bool):
                 target[user_id] += float(raw)
         else:
@@ -243,7 +270,7 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
         metrics = [(exp.primary_metric, True)] + [(m, False) for m in exp.guardrail_metrics or []]
         for metric, is_primary in metrics:
             name = metric_name(metric)
-            values, before = _per_user_values(metric, exposed_at, start, end)
+            values, before = _per_user_values(metric, exposed_at, start, end, experiment_id=exp.pk)
             arrays: dict[str, list[float]] = {v: [] for v in names}
             covariates: dict[str, list[float]] = {v: [] for v in names}
             for user_id, variant in variant_of.items():
