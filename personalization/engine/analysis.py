@@ -58,7 +58,9 @@ class VariantSummary:
         """Sample variance (ddof=1) from the sums."""
         if self.users < 2:
             return float("nan")
-        return max((self.total_sq - self.total**2 / self.users) / (self.users - 1), 0.0)
+        # ``total * total``, not ``total**2``: a float power raises OverflowError where the
+        # product is inf (NaN here), which the callers report instead of failing.
+        return max((self.total_sq - self.total * self.total / self.users) / (self.users - 1), 0.0)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ SRM_NOTE = "sample ratio mismatch (p < 0.001): do not trust these results"
 CUPED_WINDOW = timedelta(days=14)
 CUPED_NO_DATA = "no pre-exposure data in the window: nothing to adjust with"
 
+OVERFLOW_NOTE = "metric values too large to analyse (their squares overflow): check the events"
+
 # Below this much running time an exposure rate is mostly the launch burst: no days estimate.
 RATE_MIN_SECONDS = 3600.0
 
@@ -292,7 +294,10 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                 experiment=exp, metric=name, is_primary=is_primary,
                 metric_kind=metric["kind"], computed_at=now, users=users,
             )  # fmt: skip
-            if min(users.values()) < 2:
+            # Sums of squares beyond a float (amounts of 1e200 sent by a broken client) made
+            # every statistic NaN or raised: a 500 on recompute, and no result at all.
+            overflow = not np.isfinite([s.total_sq for s in summaries]).all()
+            if min(users.values()) < 2 or overflow:
                 # Arm sizes are checked before anything else: an arm that receives nobody
                 # (500 vs 0 at 50/50) is the plainest mismatch, not a reason to wait.
                 srm = srm_check([s.users for s in summaries], exp.weights)
@@ -301,6 +306,8 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
                 result.note = (
                     SRM_NOTE
                     if srm.mismatch
+                    else OVERFLOW_NOTE
+                    if overflow
                     else "waiting for at least two exposed users in every variant"
                 )
                 result.sequential_state = previous

@@ -178,3 +178,27 @@ class TestApiAndAdmin:
         assert page.status_code == 200 and needed.encode() in page.content
         form = admin_client.get(reverse("admin:personalization_experiment_change", args=[exp.pk]))
         assert b'name="minimum_effect"' in form.content
+
+
+def test_amounts_whose_squares_overflow_are_a_note_not_a_500(client_with_role):
+    """A broken client sending amounts of 1e200 (finite, so ingested): the sum of squares is
+    inf, ``VariantSummary.variance`` raised OverflowError and POST recompute was a 500 (the
+    hourly job stored no result at all). Now a result with the arms' sizes and a note."""
+    exp = ExperimentFactory(
+        key="t-overflow", primary_metric={"kind": "mean", "event": "t_buy", "property": "amount"}
+    )
+    exposed = timezone.now() - timedelta(days=1)
+    Exposure.objects.bulk_create(
+        [Exposure(experiment=exp, user_id=f"t-of-{i}", variant=("control", "treatment")[i % 2],
+                  exposed_at=exposed) for i in range(10)]
+    )  # fmt: skip
+    add_events(
+        [(f"t-of-{i}", "t_buy", exposed + timedelta(hours=h), {"amount": 1e200 * (i % 3)})
+         for i in range(10) for h in (-1, 1)]
+    )  # fmt: skip
+    response = client_with_role("operator").post(f"{API}/experiments/{exp.pk}/recompute")
+    assert response.status_code == 201, response.content
+    (result,) = response.json()
+    assert result["users"] == {"control": 5, "treatment": 5}
+    assert "too large" in result["note"] and result["power"] == []
+    assert client_with_role("viewer").get(f"{API}/status").status_code == 200
