@@ -303,6 +303,20 @@ def _hold_while_in_flight(
     )
 
 
+def _recent_changes(resource: ScalableResource, *fields: str):
+    """The resource's latest capacity changes, newest first, as `fields` tuples: executed
+    or failed, refusals of stale decisions left out (they say nothing of the target)."""
+    return (
+        resource.decisions.filter(
+            status__in=(ScalingDecision.Status.EXECUTED, ScalingDecision.Status.FAILED)
+        )
+        .exclude(action=ScalingDecision.Action.NONE)
+        .exclude(status=ScalingDecision.Status.FAILED, actuator_detail__startswith=STALE_REFUSAL)
+        .order_by("-at", "-id")
+        .values_list(*fields)[:FAILURE_HISTORY]
+    )
+
+
 def _hold_after_failures(
     resource: ScalableResource,
     decision: engine.Decision,
@@ -319,15 +333,7 @@ def _hold_after_failures(
     """
     if not decision.changes_capacity or decision.emergency:
         return decision
-    recent = (
-        resource.decisions.filter(
-            status__in=(ScalingDecision.Status.EXECUTED, ScalingDecision.Status.FAILED)
-        )
-        .exclude(action=ScalingDecision.Action.NONE)
-        .exclude(status=ScalingDecision.Status.FAILED, actuator_detail__startswith=STALE_REFUSAL)
-        .order_by("-at", "-id")
-        .values_list("pk", "at", "status")[:FAILURE_HISTORY]
-    )
+    recent = _recent_changes(resource, "pk", "at", "status")
     failures = []
     for row in recent:
         if row[2] != ScalingDecision.Status.FAILED:
@@ -374,16 +380,8 @@ def _hold_while_target_insists(
     bound = resource.clamp(current)
     if not decision.changes_capacity or bound == current or decision.desired_units != bound:
         return decision
-    recent = (
-        resource.decisions.filter(
-            status__in=(ScalingDecision.Status.EXECUTED, ScalingDecision.Status.FAILED)
-        )
-        .exclude(action=ScalingDecision.Action.NONE)
-        .exclude(status=ScalingDecision.Status.FAILED, actuator_detail__startswith=STALE_REFUSAL)
-        .order_by("-at", "-id")
-        .values_list("pk", "at", "status", "current_units", "desired_units", "applied_units")[
-            :FAILURE_HISTORY
-        ]
+    recent = _recent_changes(
+        resource, "pk", "at", "status", "current_units", "desired_units", "applied_units"
     )
     unmoved = []
     for pk, at, status, before, asked, applied in recent:
