@@ -119,6 +119,10 @@ RULES = (RULE_FIRST, RULE_INPUTS_CHANGED, RULE_PAIRED, RULE_OWN_HOLDOUT, RULE_MA
 # Fewer shared unseen rows than this and the paired comparison is too noisy to decide on;
 # the registry falls back to each version's own held-out score.
 MIN_PAIRED_ROWS = 30
+# And fewer positives (or negatives) than this among them: an AUC is then the rank of a
+# handful of rows, and the bootstrap SE of a difference between two such ranks says more
+# about which resamples happened to hold them than about the versions.
+MIN_PAIRED_CLASS = 5
 
 
 @dataclass(frozen=True)
@@ -236,11 +240,15 @@ def paired_auc(
     block: int = 1,
     random_state: int = 0,
 ) -> PairedComparison:
-    """AUC of two versions' scores against the same labels (feature impact, state model)."""
+    """AUC of two versions' scores against the same labels (feature impact, state model);
+    not measurable with fewer than ``MIN_PAIRED_CLASS`` rows of either class."""
     y = np.asarray(y).astype(int)
     a, b = np.asarray(new_scores, dtype=float), np.asarray(old_scores, dtype=float)
     if not (len(y) == len(a) == len(b)):
         raise ValueError("labels and both score arrays must have the same length")
+    positives = int(y.sum())
+    if min(positives, len(y) - positives) < MIN_PAIRED_CLASS:
+        return PairedComparison.empty(len(y))
 
     def auc(scores: np.ndarray) -> Callable[[np.ndarray], float]:
         def on(idx: np.ndarray) -> float:

@@ -647,6 +647,23 @@ def test_paired_auc_matches_sklearn_and_finds_the_better_scorer():
     assert reg.rank_auc(y, ties) == pytest.approx(roc_auc_score(y, ties))
 
 
+def test_a_paired_auc_on_a_handful_of_positives_is_not_measurable():
+    """One incident among 60 unseen states made the paired AUC the rank of one row, and
+    its bootstrap SE looked decisive enough to refuse a retrain."""
+    rng = np.random.default_rng(7)
+    y = np.zeros(60, dtype=bool)
+    y[[10]] = True
+    old = rng.normal(0, 1, 60)
+    old[10] = 5.0  # the active version happens to rank the one incident first
+    new = rng.normal(0, 1, 60)
+    few = reg.paired_auc(y, new, old)
+    assert few.n == 60 and not few.measurable
+    decided = reg.decide_activation(reg.KIND_FEATURE_IMPACT, {"auc": 0.9}, {"auc": 0.9}, paired=few)
+    assert decided.rule == reg.RULE_OWN_HOLDOUT and decided.activate
+    y[[10, 20, 30, 40, 50]] = True  # five of each class: measured
+    assert reg.paired_auc(y, new, old).measurable
+
+
 def test_paired_silhouette_prefers_the_segmentation_that_follows_the_groups():
     rng = np.random.default_rng(6)
     centres = np.array([[0, 0], [6, 0], [0, 6]])
