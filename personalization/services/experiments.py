@@ -278,11 +278,12 @@ def experiment_results_recompute(*, experiment_id: int, now: datetime | None = N
             for user_id, variant in variant_of.items():
                 arrays[variant].append(values.get(user_id, 0.0))
                 covariates[variant].append(before.get(user_id, 0.0))
-            summaries = [
-                VariantSummary(v, len(arrays[v]), float(np.sum(arrays[v])),
-                               float(np.sum(np.square(arrays[v]))))
-                for v in names
-            ]  # fmt: skip
+            with np.errstate(over="ignore"):  # an overflow is inf, reported as a note below
+                summaries = [
+                    VariantSummary(v, len(arrays[v]), float(np.sum(arrays[v])),
+                                   float(np.sum(np.square(arrays[v]))))
+                    for v in names
+                ]  # fmt: skip
             users = {s.name: s.users for s in summaries}
             previous = (
                 ExperimentResult.objects.filter(experiment=exp, metric=name)
