@@ -344,16 +344,14 @@ def _hold_after_failures(
     last_id, last_at, _ = failures[0]
     if resource.updated_at > last_at:
         return decision  # edited since the failure: try the new settings now
-    wait = engine.failure_backoff_seconds(len(failures))
-    elapsed = (now - last_at).total_seconds()
-    if elapsed >= wait:
-        return decision
-    return _held(
+    return _backing_off(
         resource,
         decision,
         utilization,
-        f"skipped: the actuator failed {len(failures)} time(s) in a row (last: decision "
-        f"#{last_id}); backing off {wait:.0f}s, {wait - elapsed:.0f}s left",
+        times=len(failures),
+        last_at=last_at,
+        now=now,
+        why=f"the actuator failed {len(failures)} time(s) in a row (last: decision #{last_id})",
     )
 
 
@@ -393,17 +391,42 @@ def _hold_while_target_insists(
     if not unmoved:
         return decision
     last_id, last_at = unmoved[0]
-    wait = engine.failure_backoff_seconds(len(unmoved))
+    return _backing_off(
+        resource,
+        decision,
+        utilization,
+        times=len(unmoved),
+        last_at=last_at,
+        now=now,
+        why=f"the target answered {current} when asked for {bound} (decision #{last_id}, "
+        f"{len(unmoved)} time(s) in a row)",
+        then="a new bound is asked at once",
+    )
+
+
+def _backing_off(
+    resource: ScalableResource,
+    decision: engine.Decision,
+    utilization: float | None,
+    *,
+    times: int,
+    last_at: datetime,
+    now: datetime,
+    why: str,
+    then: str = "",
+) -> engine.Decision:
+    """The decision, or held while ``engine.failure_backoff_seconds(times)`` has not passed
+    since ``last_at``: the same doubling wait for a failing actuator and an insisting target."""
+    wait = engine.failure_backoff_seconds(times)
     elapsed = (now - last_at).total_seconds()
     if elapsed >= wait:
         return decision
+    after = f" ({then})" if then else ""
     return _held(
         resource,
         decision,
         utilization,
-        f"skipped: the target answered {current} when asked for {bound} (decision #{last_id}, "
-        f"{len(unmoved)} time(s) in a row); backing off {wait:.0f}s, {wait - elapsed:.0f}s "
-        "left (a new bound is asked at once)",
+        f"skipped: {why}; backing off {wait:.0f}s, {wait - elapsed:.0f}s left{after}",
     )
 
 
