@@ -109,6 +109,18 @@ def anomalies_matching(
     ]
 
 
+def series_matching(pattern: str, labels: dict, *, exact_labels: bool = False) -> list[Series]:
+    """Every series a pattern and labels name, by name then labels, as scoring, silences
+    and playbooks match them (`matching.series_matches`): one pass over names and labels."""
+    return [
+        s
+        for s in Series.objects.only("pk", "name", "labels", "labels_key")
+        .order_by("name", "labels_key")
+        .iterator()
+        if series_matches(pattern, labels, s.name, s.labels, exact_labels=exact_labels)
+    ]
+
+
 # How many matching series a preview names; the count covers them all.
 PREVIEW_NAMES = 20
 
@@ -120,13 +132,7 @@ def silence_preview(*, series_pattern: str, labels: dict, exact_labels: bool = F
     One pass over the series' names and labels, not their samples: a typo in a pattern
     shows as 0 series at once.
     """
-    matched = [
-        Series(name=name, labels_key=key)
-        for name, series_labels, key in Series.objects.values_list("name", "labels", "labels_key")
-        .order_by("name", "labels_key")
-        .iterator()
-        if series_matches(series_pattern, labels, name, series_labels, exact_labels=exact_labels)
-    ]
+    matched = series_matching(series_pattern, labels, exact_labels=exact_labels)
     return {
         "series": len(matched),
         "series_names": [str(series) for series in matched[:PREVIEW_NAMES]],
@@ -274,13 +280,7 @@ def rule_preview(
     rule = ThresholdRule(
         name="preview", above=above, below=below, min_duration_seconds=min_duration_seconds
     )
-    matched = [
-        s
-        for s in Series.objects.only("pk", "name", "labels", "labels_key").order_by(
-            "name", "labels_key"
-        )
-        if series_matches(series_name, labels, s.name, s.labels)
-    ]
+    matched = series_matching(series_name, labels)
     rows = []
     sources: set[str] = set()
     raw_from = rollup_step = None
