@@ -64,6 +64,19 @@ def _check_ramp(step: float | None, hours: float | None) -> None:
         raise ExperimentStateError(message, field=field)
 
 
+def _shipped_save(
+    exp: Experiment, *, variant: str, at: datetime | None, by: str, percent: float
+) -> None:
+    """What the experiment row says is shipped (an empty variant: nothing), saved."""
+    exp.shipped_variant, exp.shipped_at, exp.shipped_by = variant, at, by
+    exp.rollout_percent = percent
+    exp.save(
+        update_fields=[
+            "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
+        ]
+    )  # fmt: skip
+
+
 def _schedule_save(
     exp: Experiment, *, step: float | None, hours: float | None, now: datetime
 ) -> None:
@@ -177,13 +190,7 @@ def experiment_ship(
         ExperimentShipment.objects.create(
             experiment=exp, variant=variant, rollout_percent=percent, shipped_at=now, shipped_by=by
         )
-        exp.shipped_variant, exp.shipped_at, exp.shipped_by = variant, now, by
-        exp.rollout_percent = percent
-        exp.save(
-            update_fields=[
-                "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
-            ]
-        )  # fmt: skip
+        _shipped_save(exp, variant=variant, at=now, by=by, percent=percent)
         _schedule_save(exp, step=ramp_step_percent, hours=ramp_every_hours, now=now)
         config_invalidate()
     if stopped_here:
@@ -205,13 +212,8 @@ def experiment_unship(
                 "no variant of this experiment is shipped", field="shipped_variant"
             )
         _close_live_shipment(exp, by=by, now=now)
-        exp.shipped_variant, exp.shipped_at, exp.shipped_by = "", None, ""
-        exp.rollout_percent = FULL_ROLLOUT  # the default meaning for the next ship
-        exp.save(
-            update_fields=[
-                "shipped_variant", "shipped_at", "shipped_by", "rollout_percent", "updated_at",
-            ]
-        )  # fmt: skip
+        # Back to 100 %: the default meaning for the next ship.
+        _shipped_save(exp, variant="", at=None, by="", percent=FULL_ROLLOUT)
         _schedule_save(exp, step=None, hours=None, now=now)
         config_invalidate()
     return exp
