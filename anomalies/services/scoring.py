@@ -66,29 +66,30 @@ def _usable_rules() -> list[DetectionRule]:
     return usable
 
 
-def _rules_for(series: Series, rules: list[DetectionRule]) -> list[ThresholdRule]:
+def _rules_of(series: Series, rules: list[DetectionRule]) -> list[DetectionRule]:
+    """The rules that apply to this series (matched once per run: the detector's
+    thresholds and the severities of the anomalies they fire in both come from these)."""
+    return [r for r in rules if series_matches(r.series_name, r.labels, series.name, series.labels)]
+
+
+def _thresholds(rules: list[DetectionRule]) -> list[ThresholdRule]:
     return [
         ThresholdRule(
             name=r.name, above=r.above, below=r.below, min_duration_seconds=r.min_duration_seconds
         )
         for r in rules
-        if series_matches(r.series_name, r.labels, series.name, series.labels)
     ]
 
 
-def _rule_severity_for(series: Series, rules: list[DetectionRule]) -> dict[str, str]:
-    """The severities operators gave the rules that apply to this series, by name ("" for
-    a rule given none: its breach is judged on improbability).
+def _severities(rules: list[DetectionRule]) -> dict[str, str]:
+    """The severities operators gave a series' rules, by name ("" for a rule given none:
+    its breach is judged on improbability).
 
-    Only this series' rules: an open anomaly keeps the names of rules that fired in it
+    Only that series' rules: an open anomaly keeps the names of rules that fired in it
     after a rename, and another series' rule since given that name must not set its
     severity (a lookup among every rule escalated it to that rule's "critical").
     """
-    return {
-        r.name: r.severity
-        for r in rules
-        if series_matches(r.series_name, r.labels, series.name, series.labels)
-    }
+    return {r.name: r.severity for r in rules}
 
 
 def anomalies_score_recent(
@@ -158,11 +159,12 @@ def _score_active(
     detector = None
     groups = _groups_by_width(active, points)
     for number, group in enumerate(groups):
+        applying = {s.pk: _rules_of(s, rules) for s in group}
         ts_block, value_block = _rectangular([points[s.pk] for s in group])
         detector = StreamingDetector.from_states(
             [bytes(states[s.pk].state) if s.pk in states else None for s in group],
             fleet=fleet_blob,
-            rules=[_rules_for(s, rules) for s in group],
+            rules=[_thresholds(applying[s.pk]) for s in group],
             config=cfg,
         )
         result = detector.update(ts_block, value_block, auto_retrain=False)
@@ -183,7 +185,7 @@ def _score_active(
                 state.episode,
                 run,
                 quiet=quiet_seconds(step),
-                rule_severity=_rule_severity_for(s, rules),
+                rule_severity=_severities(applying[s.pk]),
             )
             valid_ts = ts_block[row][np.isfinite(ts_block[row])]
             state.state = detector.series_state(row)
