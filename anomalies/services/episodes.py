@@ -400,29 +400,20 @@ def _refresh_severity(a: Anomaly, floor: str = "", judge_rules: bool = False) ->
     """
     duration = (a.last_seen_at - a.started_at).total_seconds()
     methods = set(a.methods)
+    judged_alone = {STALLED, COLLAPSE}
     if floor and not judge_rules:
         # The other families' peaks (each at its own point: an upper bound of their sum).
         evidence = sum(v for f, v in a.votes.items() if f in FAMILIES and f != "rules")
-        severity = max(
-            floor,
-            classify_severity(
-                evidence,
-                a.peak_z,
-                duration,
-                a.series.importance,
-                improbability_only=bool({STALLED, COLLAPSE} & methods),
-            ),
-            key=_order,
-        )
     else:
-        severity = classify_severity(
-            a.peak_surprisal,
-            a.peak_z,
-            duration,
-            a.series.importance,
-            improbability_only=bool({"rules", STALLED, COLLAPSE} & methods),
-        )
-        severity = max(floor, severity, key=_order) if floor else severity
+        evidence, judged_alone = a.peak_surprisal, judged_alone | {"rules"}
+    severity = classify_severity(
+        evidence,
+        a.peak_z,
+        duration,
+        a.series.importance,
+        improbability_only=bool(judged_alone & methods),
+    )
+    severity = max(severity, floor, key=_order)  # ties keep the computed one ("" < info)
     if SEVERITY_ORDER[severity] > SEVERITY_ORDER.get(a.severity, 0) or a.pk is None:
         a.severity = severity
 
