@@ -807,9 +807,12 @@ def test_segment_insights_follow_the_segment_across_retrainings_not_its_name(
     for insight in Insight.objects.filter(dedup_key__in=carried_keys):
         assert insight.times_seen == 2, insight.title
         assert "renamed" in insight.title
-    assert Insight.objects.filter(
-        category=Insight.Category.SEGMENT, status=Insight.Status.DISMISSED, times_seen=2
-    ).exists()
+        # The dismissal holds unless the key figure moved (which segments' figures move
+        # depends on the hour the shared demo world was seeded at).
+        if insight.status != Insight.Status.DISMISSED:
+            assert insight.status == Insight.Status.NEW
+            assert insight.status_changed_by == "insights: key figure moved"
+            assert insight.reference_value == insight.key_value
 
 
 def test_two_segments_with_the_same_name_get_an_insight_each(demo_world, monkeypatch):
@@ -1009,13 +1012,15 @@ def test_a_feature_impact_retrain_is_compared_with_the_active_model_on_users_nei
 ):
     """The active version judged users first seen up to its window's end less its horizon;
     the retrain's held-out users first seen later were in neither training set. (The demo
-    world holds too few for the production floor of 30; the floor is lowered here, the
-    rows are the point.)"""
+    world holds too few for the production floors of 30 rows and 5 of each class; the
+    floors are lowered here, the rows are the point. How many of them retained depends on
+    the hour the shared demo world was seeded at: 4 to 10 of about 22.)"""
     from sklearn.metrics import roc_auc_score
 
     from insights.services import feature_impact as impact_service
 
     monkeypatch.setattr(engine_registry, "MIN_PAIRED_ROWS", 5)
+    monkeypatch.setattr(engine_registry, "MIN_PAIRED_CLASS", 1)
     now = timezone.now()
     feature_impact_recompute(outcome="retention", **IMPACT_ARGS, now=now)
     name = feature_impact_model_name("retention")
@@ -1037,8 +1042,12 @@ def test_a_feature_impact_retrain_is_compared_with_the_active_model_on_users_nei
     first_seen = inputs.users_first_seen(set(cohort.user_ids[holdout]), now)
     unseen = holdout[[first_seen[cohort.user_ids[i]] > judged_until for i in holdout]]
     assert 0 < len(unseen) < len(holdout)
+    retained = int(seen["y"][unseen].sum())
+    assert 0 < retained < len(unseen), "the rows neither saw hold one class: AUC is undefined"
     comparison = challenger.comparison
-    assert challenger.activation_rule == MLModel.ActivationRule.PAIRED
+    assert challenger.activation_rule == MLModel.ActivationRule.PAIRED, (
+        challenger.activation_reason
+    )
     assert comparison["n"] == len(unseen)
     x, y = cohort.usage[unseen], seen["y"][unseen]
     for key, version in (("new", challenger), ("old", champion)):
