@@ -487,6 +487,7 @@ class ResponseExecutionAdmin(MaskedSecretsMixin, ReadOnlyAdmin):
         "status",
         "attempts",
         "repeats",
+        "reminders",
         "duration_ms",
         "created_at",
     ]

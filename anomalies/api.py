@@ -486,6 +486,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "target",
             "arguments",
             "max_attempts",
+            "repeat_interval_seconds",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
@@ -499,7 +500,13 @@ class ResponsePlaybookSerializer(ModelSerializer):
         return data
 
     def validate(self, attrs):
-        fields = {"action": None, "target": "", "labels": {}, "arguments": {}}
+        fields = {
+            "action": None,
+            "target": "",
+            "labels": {},
+            "arguments": {},
+            "repeat_interval_seconds": None,
+        }
         if errors := playbook_errors(**_merged(attrs, self.instance, fields)):
             raise serializers.ValidationError(errors)
         return attrs
@@ -531,6 +538,8 @@ class ResponseExecutionSerializer(ModelSerializer):
             "finished_at",
             "resolved_notified_at",
             "notified_severity",
+            "notified_at",
+            "reminders",
         ]
         read_only_fields = fields
 

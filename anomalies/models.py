@@ -12,7 +12,14 @@ from django.utils import timezone
 from telemetry.models import Series, labels_key
 
 from .matching import series_matches
-from .validation import MAX_ATTEMPTS, playbook_errors, rule_errors, silence_errors
+from .validation import (
+    MAX_ATTEMPTS,
+    MAX_REPEAT_SECONDS,
+    MIN_REPEAT_SECONDS,
+    playbook_errors,
+    rule_errors,
+    silence_errors,
+)
 
 
 class DetectorState(models.Model):
@@ -265,6 +272,17 @@ class ResponsePlaybook(models.Model):
     max_attempts = models.PositiveSmallIntegerField(
         default=4, validators=[MinValueValidator(1), MaxValueValidator(MAX_ATTEMPTS)]
     )
+    repeat_interval_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[
+            MinValueValidator(MIN_REPEAT_SECONDS),
+            MaxValueValidator(MAX_REPEAT_SECONDS),
+        ],
+        help_text="Send the page again this often while the anomaly goes on and nobody has "
+        "acknowledged it (Alertmanager's repeat_interval; 14400 is 4 hours). Empty: once. "
+        "Webhook, Slack and e-mail only.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -279,6 +297,7 @@ class ResponsePlaybook(models.Model):
             target=self.target,
             labels=self.labels,
             arguments=self.arguments,
+            repeat_interval_seconds=self.repeat_interval_seconds,
         )
         if errors:
             raise ValidationError(errors)
@@ -317,6 +336,15 @@ class ResponseExecution(models.Model):
         blank=True,
         help_text="The severity the receiver was last told: a webhook or Slack receiver is "
         "told again when the anomaly escalates.",
+    )
+    notified_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the receiver was last sent the anomaly as firing (the page, an "
+        "escalation or a reminder): the playbook's repeat interval counts from here.",
+    )
+    reminders = models.PositiveIntegerField(
+        default=0, help_text="Reminders sent while the anomaly went on unacknowledged."
     )
 
     class Meta:

@@ -48,6 +48,11 @@ def notify_resolved(execution_id: int) -> dict:
     return services.response_notify_resolved(execution_id=execution_id)
 
 
+@shared_task(name="anomalies.notify_reminder", **_OUTBOUND)
+def notify_reminder(execution_id: int) -> dict:
+    return services.response_notify_reminder(execution_id=execution_id)
+
+
 @shared_task(name="anomalies.notify_escalated", **_OUTBOUND)
 def notify_escalated(execution_id: int, told: str | None = None) -> dict:
     return services.response_notify_escalated(execution_id=execution_id, told=told)

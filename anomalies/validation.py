@@ -22,6 +22,12 @@ from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
 # The task retries a failed action until the playbook's `max_attempts`; with backoff
 # capped at 10 minutes, 10 attempts span about 40 minutes.
 MAX_ATTEMPTS = 10
+# A playbook's repeat interval (Alertmanager's `repeat_interval`): not more often than the
+# scoring job could notice, not so rarely that it is "once" under another name.
+MIN_REPEAT_SECONDS = 300
+MAX_REPEAT_SECONDS = 7 * 86400
+# The actions that tell a person (and so may remind them); a task runs once per anomaly.
+NOTIFY_ACTIONS = ("webhook", "slack", "email")
 # Passed to a playbook's task when its signature accepts it (or **kwargs).
 ANOMALY_KWARG = "anomaly_id"
 _ACTIONS = ("webhook", "slack", "email", "celery_task")
@@ -106,7 +112,9 @@ def task_call(name: str, arguments: Any, anomaly_id: int) -> tuple[Task, dict]:
     return task, kwargs
 
 
-def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) -> Errors:
+def playbook_errors(
+    *, action: Any, target: Any, labels: Any, arguments: Any, repeat_interval_seconds: Any = None
+) -> Errors:
     """What makes a response playbook unusable, by field (empty when it is fine).
 
     Field-level limits (lengths, `max_attempts` from 1 to MAX_ATTEMPTS) are the model
@@ -140,6 +148,14 @@ def playbook_errors(*, action: Any, target: Any, labels: Any, arguments: Any) ->
             task_call(target, arguments, anomaly_id=0)
         except PlaybookTaskError as exc:
             _add(errors, exc.field, str(exc))
+    if repeat_interval_seconds is not None and action in _ACTIONS and action not in NOTIFY_ACTIONS:
+        # Re-running a scaling evaluation every few hours because an anomaly goes on is not
+        # what "remind me" means; the scheduled jobs already re-evaluate.
+        _add(
+            errors,
+            "repeat_interval_seconds",
+            "only notifications are repeated (webhook, Slack, e-mail): a task runs once",
+        )
     return errors
 
 

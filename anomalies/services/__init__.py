@@ -12,7 +12,12 @@ from .operators import (
     anomaly_mark_false_positive,
     anomaly_resolve,
 )
-from .playbooks import response_execute, response_notify_escalated, response_notify_resolved
+from .playbooks import (
+    response_execute,
+    response_notify_escalated,
+    response_notify_reminder,
+    response_notify_resolved,
+)
 from .scoring import anomalies_score_recent, learned_model_retrain
 from .silences import (
     MAX_SILENCE_MINUTES,
@@ -32,6 +37,7 @@ __all__ = [
     "learned_model_retrain",
     "response_execute",
     "response_notify_escalated",
+    "response_notify_reminder",
     "response_notify_resolved",
     "silence_anomaly_series",
     "silence_expire",

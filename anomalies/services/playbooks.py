@@ -5,7 +5,8 @@ anomaly only count `repeats`. An anomaly under an active silence gets none until
 silence ends; if it is still ongoing then, the next scoring run queues its responses, and
 if it ended under the silence, none are ever sent. Executions run in the `anomalies.execute_response` task
 (retried with backoff), and webhook receivers that were told an alert fired are told
-when it resolves (`anomalies.notify_resolved`).
+when it resolves (`anomalies.notify_resolved`). A playbook with a repeat interval sends
+the page again while the anomaly goes on unacknowledged (`anomalies.notify_reminder`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
 from ..selectors import silenced_by, silences_active, silences_overlapping
-from ..validation import URL_ACTIONS, playbook_errors
+from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,19 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         else:
             anomalies.append(a)
     existing = {
-        (playbook_id, anomaly_id): (pk, status, attempts, told)
-        for pk, playbook_id, anomaly_id, status, attempts, told in (
-            ResponseExecution.objects.filter(anomaly__in=anomalies).values_list(
-                "pk", "playbook_id", "anomaly_id", "status", "attempts", "notified_severity"
-            )
+        (row[1], row[2]): Sent(row[0], *row[3:])
+        for row in ResponseExecution.objects.filter(anomaly__in=anomalies).values_list(
+            "pk",
+            "playbook_id",
+            "anomaly_id",
+            "status",
+            "attempts",
+            "notified_severity",
+            "notified_at",
+            "finished_at",
         )
     }
-    new, repeated, unsent = [], [], []
+    new, repeated, unsent, reminders = [], [], [], []
     escalated: dict[str, dict[int, str]] = {}
     for a in anomalies:
         for p in playbooks:
@@ -92,12 +98,16 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             if (p.pk, a.pk) not in existing:
                 new.append(ResponseExecution(playbook=p, anomaly=a))
                 continue
-            pk, status, attempts, told = existing[(p.pk, a.pk)]
-            repeated.append(pk)
-            if (status == NOT_QUEUED and attempts == 0) or status == CANCELLED:
-                unsent.append(pk)
-            elif status == ResponseExecution.Status.SUCCEEDED and _tell_again(p, a, told):
-                escalated.setdefault(a.severity, {})[pk] = told
+            sent = existing[(p.pk, a.pk)]
+            repeated.append(sent.pk)
+            if (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
+                unsent.append(sent.pk)
+            elif sent.status != ResponseExecution.Status.SUCCEEDED:
+                continue
+            elif _tell_again(p, a, sent.told):
+                escalated.setdefault(a.severity, {})[sent.pk] = sent.told
+            elif _reminder_due(p, a, sent, now):
+                reminders.append(sent.pk)
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
     queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
@@ -106,8 +116,48 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
 
         transaction.on_commit(lambda: enqueue_executions(execute_response, [*queued, *unsent]))
     if escalated:
-        _queue_escalation_notices(escalated)
+        _queue_escalation_notices(escalated, now)
+    if reminders:
+        _queue_reminders(reminders, now)
     return Queued(len(queued), silenced)
+
+
+class Sent(NamedTuple):
+    """What an anomaly's execution of one playbook has done so far."""
+
+    pk: int
+    status: str
+    attempts: int
+    told: str
+    notified_at: datetime | None
+    finished_at: datetime | None
+
+
+def _reminder_due(p: ResponsePlaybook, a: Anomaly, sent: Sent, now: datetime) -> bool:
+    """The receiver has heard nothing of this ongoing, unacknowledged anomaly for a while.
+
+    As Alertmanager's `repeat_interval`: a page at 3 a.m. that nobody took is sent again
+    rather than left at the bottom of a channel while the incident goes on. Acknowledging
+    stops the reminders, as it stops a PagerDuty escalation: someone is on it.
+    """
+    last = sent.notified_at or sent.finished_at
+    return (
+        p.repeat_interval_seconds is not None
+        and p.action in NOTIFY_ACTIONS
+        and a.ended_at is None
+        and a.status == Anomaly.Status.OPEN
+        and last is not None
+        and now - last >= timedelta(seconds=p.repeat_interval_seconds)
+    )
+
+
+def _queue_reminders(execution_ids: list[int], now: datetime) -> None:
+    """Queue a reminder per execution, marked as sent when queued (as an escalation is),
+    so the runs while it is on its way do not queue another."""
+    from ..tasks import notify_reminder
+
+    ResponseExecution.objects.filter(pk__in=execution_ids).update(notified_at=now)
+    transaction.on_commit(lambda: _enqueue_notices(notify_reminder, execution_ids, "reminder"))
 
 
 def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
@@ -123,7 +173,7 @@ def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
     )
 
 
-def _queue_escalation_notices(escalated: dict[str, dict[int, str]]) -> None:
+def _queue_escalation_notices(escalated: dict[str, dict[int, str]], now: datetime) -> None:
     """Queue an updated "firing" for receivers told a lower severity, once per escalation.
 
     Marked as told when queued, so the runs while the notice is on its way (or retrying)
@@ -132,7 +182,10 @@ def _queue_escalation_notices(escalated: dict[str, dict[int, str]]) -> None:
     from ..tasks import notify_escalated
 
     for severity, told in escalated.items():
-        ResponseExecution.objects.filter(pk__in=told).update(notified_severity=severity)
+        # An escalation is news: the repeat interval counts from it, not from the page.
+        ResponseExecution.objects.filter(pk__in=told).update(
+            notified_severity=severity, notified_at=now
+        )
     # What each receiver was told before travels with its notice: one cancelled at send
     # time (a silence began meanwhile) puts it back, so the escalation goes out once it
     # applies again.
@@ -265,6 +318,7 @@ def response_execute(*, execution_id: int) -> dict:
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
             execution.notified_severity = sent_severity
+            execution.notified_at = execution.finished_at
             if sent_resolved:
                 # What was sent already said "resolved" (the anomaly ended while retrying).
                 execution.resolved_notified_at = execution.finished_at
@@ -346,6 +400,25 @@ def response_notify_escalated(*, execution_id: int, told: str | None = None) -> 
     )
 
 
+def response_notify_reminder(*, execution_id: int) -> dict:
+    """Send the page again: the anomaly goes on and nobody has acknowledged it.
+
+    The same message as the page (Alertmanager re-sends a group unchanged): for a webhook
+    the same fingerprint and group key, so PagerDuty or Opsgenie update the incident they
+    have rather than open a second one. Checked at send time like the page: an anomaly
+    acknowledged, ended or called a false positive, a silence, or a playbook disabled or
+    narrowed meanwhile, and nothing goes out (the next one is due an interval later).
+    """
+    execution = _notice_execution(execution_id)
+    anomaly = execution.anomaly
+    if anomaly.ended_at is not None or anomaly.status != Anomaly.Status.OPEN:
+        return {"skipped": 1}
+    if reason := _no_longer_applies(execution.playbook, anomaly, timezone.now()):
+        ResponseExecution.objects.filter(pk=execution.pk).update(error=f"reminder {reason}")
+        return {"cancelled": 1}
+    return _send_notice(execution, "reminder", send=perform_action, reminders=F("reminders") + 1)
+
+
 def _severity_below(severity: str) -> str:
     below = [s for s, rank in SEVERITY_ORDER.items() if rank < SEVERITY_ORDER.get(severity, 0)]
     return max(below, key=SEVERITY_ORDER.__getitem__, default="")
@@ -378,14 +451,16 @@ def _notice_execution(execution_id: int) -> ResponseExecution:
     )
 
 
-def _send_notice(execution: ResponseExecution, what: str, **on_success) -> dict:
+def _send_notice(
+    execution: ResponseExecution, what: str, send=post_notification, **on_success
+) -> dict:
     """Post the anomaly's current state to the execution's receiver and record the outcome.
 
     A transient failure is raised for the task to retry, its reason kept on the execution;
     a refusal (ResponseConfigError: a 4xx, a redirect) is recorded and not asked again.
     """
     try:
-        post_notification(execution.anomaly, execution.playbook)
+        send(execution.anomaly, execution.playbook)
     except ResponseActionError as exc:
         ResponseExecution.objects.filter(pk=execution.pk).update(error=f"{what}: {exc}")
         if isinstance(exc, ResponseConfigError):

@@ -416,3 +416,153 @@ def test_an_escalation_notice_still_queued_is_checked_at_send_time_like_the_firs
     assert body["status"] == "firing" and body["alerts"][0]["labels"]["severity"] == "critical"
     execution.refresh_from_db()
     assert execution.notified_severity == "critical" and execution.error == ""
+
+
+class _Runs:
+    """Scoring runs at chosen moments, each queueing (and, eagerly, sending) responses."""
+
+    def __init__(self, receiver, anomaly, capture) -> None:
+        self.receiver, self.anomaly, self.capture = receiver, anomaly, capture
+
+    def at(self, now, *, send: bool = True) -> list[tuple[str, str, str]]:
+        from anomalies.models import Anomaly
+        from anomalies.services.playbooks import queue_responses
+
+        # The anomaly is still abnormal at each run (as the scoring job keeps it).
+        Anomaly.objects.filter(pk=self.anomaly.pk).update(last_seen_at=now)
+        before = len(self.receiver.seen)
+        with self.capture(execute=send):
+            queue_responses({self.anomaly.pk}, now=now)
+        return [
+            (path, body["status"], body["alerts"][0]["fingerprint"])
+            for _, path, body in self.receiver.seen[before:]
+        ]
+
+
+@pytest.fixture
+def eager_runs(receiver, monkeypatch, django_capture_on_commit_callbacks):
+    from celery import current_app
+
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+
+    def make(anomaly) -> _Runs:
+        return _Runs(receiver, anomaly, django_capture_on_commit_callbacks)
+
+    return make
+
+
+def test_an_unacknowledged_anomaly_is_paged_again_each_repeat_interval(receiver, eager_runs):
+    """Alertmanager's repeat_interval: a page nobody took is sent again while the incident
+    goes on, the same alert (fingerprint) each time; acknowledging stops it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"))
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), repeat_interval_seconds=14400
+    )
+    ResponsePlaybook.objects.create(name="team", action="webhook", target=receiver.url("/team"))
+    runs, t0 = eager_runs(anomaly), timezone.now()
+    first = runs.at(t0)
+    assert sorted(p for p, _, _ in first) == ["/pager", "/team"]
+    assert runs.at(t0 + timedelta(hours=3, minutes=59)) == []
+    again = runs.at(t0 + timedelta(hours=4, minutes=1))
+    assert again == [("/pager", "firing", first[0][2])]  # the same alert, only the pager
+    assert runs.at(t0 + timedelta(hours=4, minutes=2)) == []  # counted from the reminder
+    assert runs.at(t0 + timedelta(hours=8, minutes=2)) == [("/pager", "firing", first[0][2])]
+    pager = ResponseExecution.objects.get(playbook__name="pager")
+    assert pager.reminders == 2 and pager.repeats == 4
+    assert ResponseExecution.objects.get(playbook__name="team").reminders == 0
+    services.anomaly_acknowledge(anomaly_id=anomaly.pk, by="ops")
+    assert runs.at(t0 + timedelta(hours=20)) == []
+
+
+def test_a_reminder_is_checked_when_it_is_sent_not_only_when_it_is_queued(receiver, eager_runs):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"))
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), repeat_interval_seconds=3600
+    )
+    runs, t0 = eager_runs(anomaly), timezone.now()
+    assert len(runs.at(t0)) == 1
+    # Queued an hour on, and acknowledged before the worker sends it.
+    with runs.capture(execute=False) as callbacks:
+        from anomalies.models import Anomaly
+        from anomalies.services.playbooks import queue_responses
+
+        Anomaly.objects.filter(pk=anomaly.pk).update(last_seen_at=t0 + timedelta(minutes=61))
+        queue_responses({anomaly.pk}, now=t0 + timedelta(minutes=61))
+    assert callbacks
+    services.anomaly_acknowledge(anomaly_id=anomaly.pk, by="ops")
+    before = len(receiver.seen)
+    for callback in callbacks:
+        callback()
+    assert len(receiver.seen) == before
+    assert ResponseExecution.objects.get().reminders == 0
+
+
+def test_an_escalation_restarts_the_repeat_interval(receiver, eager_runs):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.models import Anomaly
+
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"))
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), repeat_interval_seconds=3600
+    )
+    runs, t0 = eager_runs(anomaly), timezone.now()
+    runs.at(t0)
+    Anomaly.objects.filter(pk=anomaly.pk).update(severity="critical")
+    assert [s for _, s, _ in runs.at(t0 + timedelta(minutes=50))] == ["firing"]  # escalation
+    # An hour after the page but ten minutes after the escalation: nothing yet.
+    assert runs.at(t0 + timedelta(minutes=61)) == []
+    assert len(runs.at(t0 + timedelta(minutes=111))) == 1
+
+
+def test_an_email_playbook_reminds_by_email(eager_runs, settings):
+    from datetime import timedelta
+
+    from django.core import mail
+    from django.utils import timezone
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"))
+    ResponsePlaybook.objects.create(
+        name="mail", action="email", target="oncall@example.com", repeat_interval_seconds=3600
+    )
+    runs, t0 = eager_runs(anomaly), timezone.now()
+    runs.at(t0)
+    runs.at(t0 + timedelta(minutes=30))
+    assert len(mail.outbox) == 1
+    runs.at(t0 + timedelta(minutes=61))
+    assert len(mail.outbox) == 2
+    assert mail.outbox[1].subject == mail.outbox[0].subject
+    assert ResponseExecution.objects.get().reminders == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "target", "interval", "field"),
+    [
+        ("celery_task", "anomalies.retrain", 3600, "repeat_interval_seconds"),
+        ("webhook", "https://hooks.example.com/x", 60, "repeat_interval_seconds"),
+        ("webhook", "https://hooks.example.com/x", 8 * 86400, "repeat_interval_seconds"),
+    ],
+)
+def test_a_repeat_interval_that_cannot_work_is_refused_naming_the_field(
+    client_with_role, action, target, interval, field
+):
+    client = client_with_role("admin")
+    response = client.post(
+        "/admin/api/phase3/anomaly/playbooks",
+        {"name": "p", "action": action, "target": target, "repeat_interval_seconds": interval},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not ResponsePlaybook.objects.exists()
