@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-forecasting \
-        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-forecasting eval-forecasting-intervals \
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
@@ -68,6 +68,10 @@ eval-anomalies: $(VENV)/.runtime
 ## eval-anomalies-archetypes: held-out check on synthetic archetypes not in the NAB subset
 eval-anomalies-archetypes: $(VENV)/.runtime
 	$(PY) bench/anomaly_archetypes.py
+
+## eval-anomaly-sensitivity: alerts, windows found and false alarms on NAB at each sensitivity
+eval-anomaly-sensitivity: $(VENV)/.runtime
+	$(PY) bench/anomaly_sensitivity.py
 
 ## eval-anomalies-lookahead: NAB scores with the file-wide range NAB gives ARTime (an estimate, not a mode)
 eval-anomalies-lookahead: $(VENV)/.runtime

@@ -20,6 +20,7 @@ from . import selectors, services
 from .models import (
     Anomaly,
     DetectionRule,
+    DetectionTuning,
     DetectorState,
     DismissedPattern,
     LearnedModel,
@@ -288,6 +289,13 @@ class DismissedPatternAdmin(admin.ModelAdmin):
     list_filter = ["direction", "created_at"]
     search_fields = ["series__name", "created_by"]
     readonly_fields = ["series", "anomaly", "suppressed_count", "created_at"]
+
+
+@admin.register(DetectionTuning)
+class DetectionTuningAdmin(admin.ModelAdmin):
+    list_display = ["name", "series_name", "labels", "sensitivity", "direction", "enabled"]
+    list_filter = ["sensitivity", "direction", "enabled"]
+    search_fields = ["name", "series_name", "comment"]
 
 
 @admin.register(DetectionRule)

@@ -20,6 +20,7 @@ from .engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
 from .models import (
     Anomaly,
     DetectionRule,
+    DetectionTuning,
     ResponseExecution,
     ResponsePlaybook,
     RootCauseCandidate,
@@ -32,6 +33,7 @@ from .validation import (
     rule_errors,
     silence_errors,
     silence_match_errors,
+    tuning_errors,
 )
 
 ADMIN_EDITS = {"create": "admin", "update": "admin", "partial_update": "admin", "destroy": "admin"}
@@ -336,6 +338,36 @@ class DetectionRuleSerializer(ModelSerializer):
         if errors := rule_errors(**_merged(attrs, self.instance, defaults)):
             raise serializers.ValidationError(errors)
         return attrs
+
+
+class DetectionTuningSerializer(ModelSerializer):
+    class Meta:
+        model = DetectionTuning
+        fields = [
+            "id",
+            "name",
+            "series_name",
+            "labels",
+            "sensitivity",
+            "direction",
+            "comment",
+            "enabled",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs):
+        if errors := tuning_errors(**_merged(attrs, self.instance, {"labels": {}})):
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class DetectionTuningViewSet(viewsets.ModelViewSet):
+    """Per-series sensitivity and direction, read by the scoring job at its next run."""
+
+    serializer_class = DetectionTuningSerializer
+    queryset = DetectionTuning.objects.all()
+    action_roles = ADMIN_EDITS
 
 
 class RulePreviewDaysSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from .validation import (
     playbook_errors,
     rule_errors,
     silence_errors,
+    tuning_errors,
 )
 
 
@@ -240,6 +241,51 @@ class DetectionRule(models.Model):
             below=self.below,
         )
         if errors:
+            raise ValidationError(errors)
+
+
+class DetectionTuning(models.Model):
+    """How rare a series' point must be to alert, and which way (engine/tuning.py).
+
+    Where several tunings match a series, the most specific applies: a series name over a
+    pattern over any series, then more labels over fewer, then the name in order.
+    """
+
+    class Sensitivity(models.TextChoices):
+        LOW = "low", "low (about the top 0.1 % of the series' points)"
+        MEDIUM = "medium", "medium (the default, about the top 0.3 %)"
+        HIGH = "high", "high (about the top 1 %)"
+
+    class Direction(models.TextChoices):
+        BOTH = "both", "above or below the expected value"
+        ABOVE = "above", "only above the expected value"
+        BELOW = "below", "only below the expected value"
+
+    name = models.CharField(max_length=100, unique=True)
+    series_name = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Series name or shell-style pattern (`checkout.*`); empty: any series.",
+    )
+    labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    sensitivity = models.CharField(
+        max_length=10, choices=Sensitivity.choices, default=Sensitivity.MEDIUM
+    )
+    direction = models.CharField(max_length=10, choices=Direction.choices, default=Direction.BOTH)
+    comment = models.TextField(
+        max_length=2000, blank=True, help_text="Why: the next operator reads it."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if errors := tuning_errors(labels=self.labels):
             raise ValidationError(errors)
 
 

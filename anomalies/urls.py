@@ -8,6 +8,7 @@ from .api import (
     AnomalyDetectView,
     AnomalyViewSet,
     DetectionRuleViewSet,
+    DetectionTuningViewSet,
     ResponseExecutionViewSet,
     ResponsePlaybookViewSet,
     SilenceViewSet,
@@ -16,6 +17,7 @@ from .api import (
 router = OptionalSlashRouter()
 router.register("anomaly/anomalies", AnomalyViewSet, basename="anomaly")
 router.register("anomaly/rules", DetectionRuleViewSet, basename="anomaly-rule")
+router.register("anomaly/tunings", DetectionTuningViewSet, basename="anomaly-tuning")
 router.register("anomaly/playbooks", ResponsePlaybookViewSet, basename="anomaly-playbook")
 router.register("anomaly/executions", ResponseExecutionViewSet, basename="anomaly-execution")
 router.register("anomaly/silences", SilenceViewSet, basename="anomaly-silence")

@@ -48,6 +48,13 @@ def _labels(errors: Errors, labels: Any) -> None:
         _add(errors, "labels", problem)
 
 
+def tuning_errors(*, labels: Any) -> Errors:
+    """What makes a detection tuning unusable, by field (its choices are the model's)."""
+    errors: Errors = {}
+    _labels(errors, labels)
+    return errors
+
+
 def rule_errors(*, labels: Any, above: Any, below: Any) -> Errors:
     """What makes a threshold rule unusable, by field (empty when it is fine)."""
     errors: Errors = {}

@@ -16,6 +16,7 @@ from .config import COLLAPSE, FAMILIES, STALLED, DetectorConfig
 from .feedback import RECURRENCE
 from .rules import ThresholdRule
 from .streaming import ScoreResult, StreamingDetector, is_current_state
+from .tuning import Tuning
 
 __all__ = [
     "COLLAPSE",
@@ -26,6 +27,7 @@ __all__ = [
     "ScoreResult",
     "StreamingDetector",
     "ThresholdRule",
+    "Tuning",
     "is_current_state",
     "score_many",
     "score_series",
@@ -48,12 +50,14 @@ def score_many(
     values: list[np.ndarray],
     config: DetectorConfig | None = None,
     independent: bool = False,
+    tunings: list[Tuning | None] | None = None,
 ) -> list[np.ndarray]:
     """Score several series of different lengths in one vectorised pass.
 
     By default the series form one fleet and share the learned model, as the monitored
     series of one product do. With `independent`, each series learns its own, so its scores
     are exactly those it gets when scored alone (unrelated files in one offline run).
+    `tunings` gives series an operator's sensitivity and direction (tuning.py).
     """
     if len(timestamps) != len(values):
         raise ValueError("timestamps and values must list the same number of series")
@@ -70,7 +74,10 @@ def score_many(
     if width == 0:
         return [np.zeros(0) for _ in values]
     fleets = np.arange(len(values)) if independent else None
-    result = StreamingDetector(len(values), config, fleets=fleets).update(ts, vs)
+    detector = StreamingDetector(len(values), config, fleets=fleets)
+    if tunings is not None:
+        detector.tune(tunings)
+    result = detector.update(ts, vs)
     return [result.scores[i, :n].astype(float) for i, n in enumerate(lengths)]
 
 

@@ -28,6 +28,7 @@ from .pause import PauseState, damp_repeats
 from .range_record import RangeRecord
 from .rules import ThresholdRule, evaluate_rules
 from .sustained import SustainedEvidence
+from .tuning import DIRECTIONS, Tuning, alert_surprisal, evidence_factor, tuned_evidence
 
 _HURDLES = statistical.HURDLES + pattern.HURDLES
 _ARRAY_KEYS = ("count", "t_prev", "y_prev", "step", "cooldown_left", "cooldown_bar", "cooldown_run")
@@ -125,6 +126,19 @@ class StreamingDetector:
         self.steps = 0
         self.rules: list[list[ThresholdRule]] = [[] for _ in range(n_series)]
         self.breach_since: list[dict[str, float | None]] = [{} for _ in range(n_series)]
+        # Operators' tunings (tuning.py): not state, set for each run like the rules.
+        self.evidence_factor = np.ones(n_series)
+        self.direction = np.zeros(n_series)
+
+    def tune(self, tunings: list[Tuning | None]) -> None:
+        """Set each series' sensitivity and direction (None: the defaults)."""
+        if len(tunings) != self.n_series:
+            raise ValueError("give one tuning (or None) per series")
+        alert_at = alert_surprisal(self.config.alert_score, self.config.score_half_surprisal)
+        for s, t in enumerate(tunings):
+            t = t or Tuning()
+            self.evidence_factor[s] = evidence_factor(t.sensitivity, alert_at)
+            self.direction[s] = DIRECTIONS[t.direction]
 
     # ------------------------------------------------------------------ scoring
     def update(self, ts: np.ndarray, values: np.ndarray, auto_retrain: bool = True) -> ScoreResult:
@@ -139,6 +153,7 @@ class StreamingDetector:
         scale = np.full((n_s, n_t), np.nan, np.float32)
         stalled = np.zeros((n_s, n_t), np.float32)
         collapsed = np.zeros((n_s, n_t), np.float32)
+        lean = np.zeros((n_s, n_t), np.float32)
         features = np.zeros((n_s, n_t, learned.N_FEATURES), np.float32)
         # The sampling step as known at each point: a pause opened there is sized by it,
         # not by what the rest of the batch later reveals.
@@ -148,7 +163,12 @@ class StreamingDetector:
         seen_before = self.count[:, None] + np.cumsum(valid_all, axis=1) - valid_all
         for j in range(n_t):
             self._step(
-                ts[:, j], values[:, j], j, families, expected, scale, stalled, collapsed, features
+                ts[:, j],
+                values[:, j],
+                j,
+                families,
+                (expected, scale, stalled, collapsed, lean),
+                features,
             )
             step_at[:, j] = self.step
         burned = seen_before >= self.config.burn_in
@@ -180,6 +200,9 @@ class StreamingDetector:
             np.minimum(ranked + record, total / per_surprisal),
             np.minimum(run_ranked, floor / per_surprisal),
         )
+        ranked = tuned_evidence(
+            ranked, lean, stalled, self.evidence_factor, self.direction, self.config.vote_surprisal
+        )
         # An operator's rule is an anomaly by definition, however often it is breached.
         evidence = np.maximum(ranked, w["rules"] * families["rules"])
         combined = score_from_surprisal(evidence, self.config.score_half_surprisal)
@@ -200,9 +223,10 @@ class StreamingDetector:
             rules_fired,
         )
 
-    def _step(
-        self, t, x, j, families, expected_out, scale_out, stalled_out, collapsed_out, features
-    ) -> None:
+    def _step(self, t, x, j, families, outputs, features) -> None:
+        """One time step of every series; `outputs` are the (S, T) arrays of the expected
+        value, scale, stalled and collapsed parts, and the direction of the evidence."""
+        expected_out, scale_out, stalled_out, collapsed_out, lean_out = outputs
         cfg = self.config
         active = np.isfinite(t)
         valid = active & np.isfinite(x)
@@ -242,6 +266,13 @@ class StreamingDetector:
             ],
             axis=1,
         )
+        # Which way the point leans: the signed residual view (point, short or medium
+        # average) farthest from 0, the one that speaks for the statistical family. The
+        # point alone is not it: just after a dip the value is back above what is
+        # expected, while the averages that still hold the dip carry the evidence.
+        signed = np.stack([residual, self.stat["short"], self.stat["medium"]], axis=1)
+        strongest = np.argmax(np.abs(np.nan_to_num(signed)), axis=1)
+        lean_out[:, j] = np.where(valid, signed[np.arange(signed.shape[0]), strongest], 0.0)
         # The first points' scales are guesses (z-scores of thousands): the calibrator only
         # starts learning halfway through the burn-in.
         settled = valid & (self.count >= cfg.burn_in // 2)
@@ -442,6 +473,7 @@ class StreamingDetector:
         fleet: bytes | None = None,
         rules: list[list[ThresholdRule]] | None = None,
         config: DetectorConfig | None = None,
+        tunings: list[Tuning | None] | None = None,
     ) -> StreamingDetector:
         """Stack stored per-series states (None = a new series) into one detector."""
         det = cls(len(states), config)
@@ -470,4 +502,6 @@ class StreamingDetector:
             det.fleet.forest, det.fleet.reservoir, det.steps = learned.load_fleet(fleet)
         if rules is not None:
             det.rules = [list(r) for r in rules]
+        if tunings is not None:
+            det.tune(tunings)
         return det

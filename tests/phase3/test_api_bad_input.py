@@ -167,6 +167,15 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "series_name": "svc.latency",
         "enabled": True,
     },
+    "DetectionTuning": lambda w: {
+        "name": _unique("tuning"),
+        "series_name": "svc.latency",
+        "labels": {"env": "prod"},
+        "sensitivity": "low",
+        "direction": "above",
+        "comment": "latency falling is good news",
+        "enabled": True,
+    },
     "DetectionRule": lambda w: {
         "name": _unique("rule"),
         "series_name": "svc.latency",
