@@ -461,6 +461,24 @@ def test_root_cause_orders_onsets_a_fraction_of_a_step_apart():
     assert order(30.0) == [1, 2]
 
 
+def test_a_series_barely_abnormal_before_the_incident_does_not_outrank_the_cause():
+    """The demo world seeded at 03:00 (seed 2): a query count at surprisal 9.6, just over the
+    alert level, began four minutes before the error ratio that caused the incident (90.3)
+    and was ranked the cause. Precedence counts among candidates that moved materially."""
+    from anomalies.engine.root_cause import MATERIAL_SHARE, CauseCandidate, rank_causes
+
+    onset = 10_000.0
+    blip = CauseCandidate(1, onset - 241.0, deviation=9.6, peak_z=4.4)
+    cause = CauseCandidate(2, onset - 16.0, deviation=90.3, peak_z=109.1)
+    itself = CauseCandidate(3, onset, deviation=45.5, peak_z=27.8)
+    ranked = rank_causes(onset, [blip, cause, itself], step_seconds=300.0)
+    assert [r.key for r in ranked] == [2, 3, 1]
+    assert ranked[-1].score < min(r.score for r in ranked[:-1])
+    # A candidate just over the share is material again, and its precedence counts.
+    material = CauseCandidate(1, onset - 241.0, deviation=MATERIAL_SHARE * 90.3 + 0.1)
+    assert rank_causes(onset, [material, cause, itself], step_seconds=300.0)[0].key == 1
+
+
 def test_root_cause_ties_the_same_signal_seen_twice():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
