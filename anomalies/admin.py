@@ -30,6 +30,7 @@ from .models import (
     Silence,
 )
 from .secrets import mask_text, mask_url, mask_value, may_see_secrets
+from .tunings import tuning_of, usable_tunings
 from .validation import URL_ACTIONS, rule_errors
 
 
@@ -261,10 +262,17 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
             ("status", anomaly.status),
             ("methods", ", ".join(anomaly.methods)),
             ("rules fired", ", ".join(anomaly.rules_fired) or "none"),
+            ("detection tuning now", _tuning_text(tuning_of(anomaly.series, usable_tunings()))),
             ("observed / expected", f"{anomaly.observed:.4g} / {anomaly.expected:.4g}"),
             ("peak score", f"{anomaly.peak_score:.3f}"),
         ]
         return ChartPage(str(anomaly), [chart], rows)
+
+
+def _tuning_text(tuning: DetectionTuning | None) -> str:
+    if tuning is None:
+        return "none (sensitivity medium, either direction)"
+    return f"{tuning.name}: sensitivity {tuning.sensitivity}, direction {tuning.direction}"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -76,19 +76,20 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             silenced += 1
         else:
             anomalies.append(a)
-    existing = {
-        (row[1], row[2]): Sent(row[0], *row[3:])
-        for row in ResponseExecution.objects.filter(anomaly__in=anomalies).values_list(
-            "pk",
-            "playbook_id",
-            "anomaly_id",
-            "status",
-            "attempts",
-            "notified_severity",
-            "notified_at",
-            "finished_at",
-        )
-    }
+    existing: dict[tuple[int, int], Sent] = {}
+    for pk, playbook_id, anomaly_id, *done in ResponseExecution.objects.filter(
+        anomaly__in=anomalies
+    ).values_list(
+        "pk",
+        "playbook_id",
+        "anomaly_id",
+        "status",
+        "attempts",
+        "notified_severity",
+        "notified_at",
+        "finished_at",
+    ):
+        existing[(playbook_id, anomaly_id)] = Sent(pk, *done)
     new, repeated, unsent, reminders = [], [], [], []
     escalated: dict[str, dict[int, str]] = {}
     for a in anomalies:

@@ -23,18 +23,12 @@ from phase3.bulk import bulk_update_rows
 from telemetry.models import Series
 from telemetry.selectors import series_values, series_values_since, to_datetime
 
-from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, Tuning, is_current_state
+from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
 from ..engine.feedback import Fingerprint
 from ..matching import series_matches
-from ..models import (
-    Anomaly,
-    DetectionRule,
-    DetectionTuning,
-    DetectorState,
-    DismissedPattern,
-    LearnedModel,
-)
-from ..validation import rule_errors, tuning_errors
+from ..models import Anomaly, DetectionRule, DetectorState, DismissedPattern, LearnedModel
+from ..tunings import engine_tuning, tuning_of, usable_tunings
+from ..validation import rule_errors
 from .causes import causes_rank_around
 from .episodes import (
     Feedback,
@@ -77,41 +71,6 @@ def _rules_of(series: Series, rules: list[DetectionRule]) -> list[DetectionRule]
     """The rules that apply to this series (matched once per run: the detector's
     thresholds and the severities of the anomalies they fire in both come from these)."""
     return [r for r in rules if series_matches(r.series_name, r.labels, series.name, series.labels)]
-
-
-def _usable_tunings() -> list[DetectionTuning]:
-    usable = []
-    for t in DetectionTuning.objects.filter(enabled=True):
-        errors = tuning_errors(labels=t.labels)
-        if t.sensitivity not in DetectionTuning.Sensitivity.values:
-            errors["sensitivity"] = [f"unknown {t.sensitivity!r}"]
-        if t.direction not in DetectionTuning.Direction.values:
-            errors["direction"] = [f"unknown {t.direction!r}"]
-        if errors:
-            logger.warning("detection tuning %r skipped: %s", t.name, errors)
-        else:
-            usable.append(t)
-    return usable
-
-
-def tuning_of(series: Series, tunings: list[DetectionTuning]) -> DetectionTuning | None:
-    """The most specific tuning matching the series: its own name over a pattern over any
-    series, then more labels over fewer, then the first name in order."""
-    matching = [
-        t for t in tunings if series_matches(t.series_name, t.labels, series.name, series.labels)
-    ]
-    if not matching:
-        return None
-
-    def specificity(t: DetectionTuning) -> tuple[int, int]:
-        named = 2 if t.series_name == series.name else int(bool(t.series_name))
-        return (-named, -len(t.labels or {}))
-
-    return min(matching, key=lambda t: (*specificity(t), t.name))
-
-
-def _engine_tuning(tuning: DetectionTuning | None) -> Tuning | None:
-    return None if tuning is None else Tuning(tuning.sensitivity, tuning.direction)
 
 
 def _thresholds(rules: list[DetectionRule]) -> list[ThresholdRule]:
@@ -158,7 +117,7 @@ def anomalies_score_recent(
         }
         fleet = LearnedModel.objects.select_for_update().filter(name="fleet").first()
         rules = _usable_rules()
-        tunings = _usable_tunings()
+        tunings = usable_tunings()
 
         stale = [st for st in states.values() if not is_current_state(bytes(st.state))]
         if stale:
@@ -215,7 +174,7 @@ def _score_active(
             fleet=fleet_blob,
             rules=[_thresholds(applying[s.pk]) for s in group],
             config=cfg,
-            tunings=[_engine_tuning(tuning_of(s, tunings)) for s in group],
+            tunings=[engine_tuning(tuning_of(s, tunings)) for s in group],
         )
         result = detector.update(ts_block, value_block, auto_retrain=False)
         if number + 1 < len(groups):  # the next group carries on from this forest

@@ -78,3 +78,21 @@ def test_a_sparse_recent_anomaly_is_charted_from_raw_samples(admin_client):
     ctx = anomaly_context(anomaly)
     assert ctx["source"] == "raw" and ctx["ts"].size == 6 * 12 + 5
     assert admin_client.get(f"/admin/anomalies/anomaly/{anomaly.pk}/chart/").status_code == 200
+
+
+def test_the_chart_page_says_which_tuning_applies_to_the_series_now(admin_client):
+    from anomalies.models import DetectionTuning
+
+    series = series_ensure(name="svc.tuned.latency")
+    end = timezone.now().timestamp() // 300 * 300
+    ts = end - 300.0 * np.arange(50)[::-1]
+    insert_samples([series.pk] * ts.size, ts, np.ones(ts.size))
+    anomaly = _anomaly_over(series, ts, slice(-5, None))
+    url = f"/admin/anomalies/anomaly/{anomaly.pk}/chart/"
+    assert "none (sensitivity medium, either direction)" in admin_client.get(url).content.decode()
+    DetectionTuning.objects.create(name="all svc", series_name="svc.*", sensitivity="high")
+    DetectionTuning.objects.create(
+        name="good news", series_name="svc.tuned.latency", direction="above"
+    )
+    page = admin_client.get(url).content.decode()
+    assert "good news: sensitivity medium, direction above" in page
