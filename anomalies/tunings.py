@@ -20,10 +20,10 @@ def usable_tunings() -> list[DetectionTuning]:
     usable = []
     for t in DetectionTuning.objects.filter(enabled=True):
         errors = tuning_errors(labels=t.labels)
-        if t.sensitivity not in DetectionTuning.Sensitivity.values:
-            errors["sensitivity"] = [f"unknown {t.sensitivity!r}"]
-        if t.direction not in DetectionTuning.Direction.values:
-            errors["direction"] = [f"unknown {t.direction!r}"]
+        try:
+            engine_tuning(t)
+        except ValueError as exc:  # the engine's own check of the choices
+            errors["choices"] = [str(exc)]
         if errors:
             logger.warning("detection tuning %r skipped: %s", t.name, errors)
         else:
