@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-forecasting \
+.PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-tuning-preview bench-forecasting \
         bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
@@ -49,6 +49,8 @@ bench-anomalies: $(VENV)/.dev
 	$(PY) bench/anomalies.py
 bench-anomaly-job: $(VENV)/.dev
 	$(PY) bench/anomaly_job.py
+bench-anomaly-tuning-preview: $(VENV)/.dev
+	$(PY) bench/anomaly_tuning_preview.py
 bench-forecasting: $(VENV)/.dev
 	$(PY) bench/forecasting.py
 bench-personalization: $(VENV)/.dev

@@ -30,8 +30,8 @@ from .models import (
     Silence,
 )
 from .secrets import mask_text, mask_url, mask_value, may_see_secrets
-from .tunings import tuning_of, usable_tunings
-from .validation import URL_ACTIONS, rule_errors
+from .tunings import tuning_of, tuning_preview, usable_tunings
+from .validation import URL_ACTIONS, rule_errors, tuning_errors
 
 
 class RootCauseInline(admin.TabularInline):
@@ -299,15 +299,117 @@ class DismissedPatternAdmin(admin.ModelAdmin):
     readonly_fields = ["series", "anomaly", "suppressed_count", "created_at"]
 
 
+class PreviewPageMixin(ChartAdminMixin):
+    """A saved row's "preview" page: what it would have done over the last week.
+
+    The page reads history and replays it, so it asks for the view permission, not the
+    change one: an operator judging how noisy a rule or a tuning is may not edit it.
+    """
+
+    chart_path = "preview"
+    chart_link_text = "preview 7 days"
+    preview_days = 7
+    preview_api = ""  # the API path that previews an unsaved row
+
+    @admin.display(description="preview")
+    def preview_link(self, obj) -> str:
+        if obj.pk is None:
+            return f"Save it first (the API previews unsaved ones: {self.preview_api})."
+        url = reverse(f"{self.admin_site.name}:{self.chart_url_name}", args=[obj.pk])
+        return format_html('<a href="{}">Preview over the last {} days</a>', url, self.preview_days)
+
+    def chart_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        return super().chart_view(request, pk)
+
+
 @admin.register(DetectionTuning)
-class DetectionTuningAdmin(admin.ModelAdmin):
-    list_display = ["name", "series_name", "labels", "sensitivity", "direction", "enabled"]
+class DetectionTuningAdmin(PreviewPageMixin, admin.ModelAdmin):
+    """Tunings, each with a page that replays the series it applies to over the last week
+    under it, under the tuning they have now and at every sensitivity
+    (`tunings.tuning_preview`, the scoring job's own detector)."""
+
+    list_display = [
+        "name",
+        "series_name",
+        "labels",
+        "sensitivity",
+        "direction",
+        "enabled",
+        "chart_link",
+    ]
     list_filter = ["sensitivity", "direction", "enabled"]
     search_fields = ["name", "series_name", "comment"]
+    readonly_fields = ["preview_link"]
+    chart_url_name = "anomalies_detectiontuning_preview"
+    preview_api = "anomaly/tunings/preview"
+
+    def chart_page(self, request: HttpRequest, tuning: DetectionTuning) -> ChartPage:
+        title = f"{tuning}: preview over the last {self.preview_days} days"
+        if errors := tuning_errors(labels=tuning.labels):
+            why = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+            return ChartPage(
+                title, [], [("not previewed", f"the scoring job skips this tuning ({why})")]
+            )
+        answer = tuning_preview(
+            series_name=tuning.series_name,
+            labels=tuning.labels,
+            sensitivity=tuning.sensitivity,
+            direction=tuning.direction,
+            name=tuning.name,
+            days=self.preview_days,
+        )
+        rows: list[tuple[str, object]] = [
+            ("window", f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC"),
+            (
+                "series",
+                f"{answer['series_matched']} matched, {answer['series_shadowed']} of them "
+                "under a more specific tuning",
+            ),
+            (
+                "alerts",
+                f"{answer['alerts']} under this tuning, {answer['alerts_now']} under the "
+                f"tunings they have now, over {answer['series_previewed']} series replayed",
+            ),
+        ]
+        if answer["capped"]:
+            rows.append(("capped", answer["note"]))
+        if not tuning.enabled:
+            rows.append(("disabled", "the scoring job does not apply it until it is enabled"))
+        for row in answer["series"]:
+            rows.append((row["series"], _tuning_preview_text(row)))
+        chart = None
+        if answer["series"]:
+            chart = bar_chart(
+                "Alerts under this tuning, per series",
+                labels=[row["series"] for row in answer["series"]],
+                values=[row["alerts"] for row in answer["series"]],
+            )
+        return ChartPage(title, [chart] if chart else [], rows)
+
+
+def _tuning_preview_text(row: dict) -> str:
+    now = row["tuning_now"] or "defaults"
+    levels = ", ".join(f"{k} {v}" for k, v in row["by_sensitivity"].items())
+    alerts = "; ".join(
+        f"{a['at']:%m-%d %H:%M} {'stalled' if not a['direction'] else ('above' if a['direction'] > 0 else 'below')}"
+        f" ({a['observed']:.4g}, expected {a['expected']:.4g})"
+        for a in row["alert_points"]
+    )
+    more = row["alerts"] - len(row["alert_points"])
+    text = (
+        f"{row['alerts']} alerts (now {row['alerts_now']}: {now}, {row['sensitivity_now']}, "
+        f"{row['direction_now']}); by sensitivity: {levels}; replayed from "
+        f"{row['warmup_points']} points before the window and {row['points']} in it"
+    )
+    if alerts:
+        text += f". At {alerts}" + (f"; and {more} earlier" if more else "")
+    return text
 
 
 @admin.register(DetectionRule)
-class DetectionRuleAdmin(ChartAdminMixin, admin.ModelAdmin):
+class DetectionRuleAdmin(PreviewPageMixin, admin.ModelAdmin):
     """Rules, each with a page that replays it over the last week (`selectors.rule_preview`,
     the same evaluation as the scoring job): how noisy a threshold is, before it pages."""
 
@@ -325,21 +427,7 @@ class DetectionRuleAdmin(ChartAdminMixin, admin.ModelAdmin):
     search_fields = ["name", "series_name"]
     readonly_fields = ["preview_link"]
     chart_url_name = "anomalies_detectionrule_preview"
-    chart_path = "preview"
-    chart_link_text = "preview 7 days"
-    preview_days = 7
-
-    @admin.display(description="preview")
-    def preview_link(self, rule: DetectionRule) -> str:
-        if rule.pk is None:
-            return "Save the rule first (the API previews unsaved rules: anomaly/rules/preview)."
-        url = reverse(f"{self.admin_site.name}:{self.chart_url_name}", args=[rule.pk])
-        return format_html('<a href="{}">Preview over the last {} days</a>', url, self.preview_days)
-
-    def chart_view(self, request: HttpRequest, pk: int) -> TemplateResponse:
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
-        return super().chart_view(request, pk)
+    preview_api = "anomaly/rules/preview"
 
     def chart_page(self, request: HttpRequest, rule: DetectionRule) -> ChartPage:
         title = f"{rule}: preview over the last {self.preview_days} days"

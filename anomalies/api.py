@@ -15,7 +15,7 @@ from telemetry.api import InstantField, resolve_window
 from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
 
-from . import selectors, services
+from . import selectors, services, tunings
 from .engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
 from .models import (
     Anomaly,
@@ -362,12 +362,136 @@ class DetectionTuningSerializer(ModelSerializer):
         return attrs
 
 
+class TuningPreviewDaysSerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        required=False,
+        default=7,
+        min_value=1,
+        max_value=tunings.TUNING_PREVIEW_MAX_DAYS,
+        help_text="The window: the last `days` days up to now.",
+    )
+
+
+class TuningPreviewSerializer(DetectionTuningSerializer):
+    """A tuning's own fields and checks; the name may be an existing tuning's (an edit)."""
+
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+class TuningPreviewAlertSerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    score = serializers.FloatField()
+    observed = serializers.FloatField()
+    expected = serializers.FloatField()
+    direction = serializers.IntegerField(
+        help_text="+1 above the expected value, -1 below, 0 the series stalled (no direction)."
+    )
+
+
+class TuningPreviewSeriesSerializer(serializers.Serializer):
+    series_id = serializers.IntegerField()
+    series = serializers.CharField()
+    points = serializers.IntegerField(help_text="Points in the window.")
+    warmup_points = serializers.IntegerField(
+        help_text="Points before the window the replay learned from (up to 7 days)."
+    )
+    tuning_now = serializers.CharField(
+        allow_null=True, help_text="The tuning that applies now (null: the defaults)."
+    )
+    sensitivity_now = serializers.CharField()
+    direction_now = serializers.CharField()
+    alerts_now = serializers.IntegerField(help_text="Alerts under the tuning it has now.")
+    alerts = serializers.IntegerField(help_text="Alerts under this tuning.")
+    by_sensitivity = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text="Alerts at low, medium and high, in this tuning's direction.",
+    )
+    alert_points = TuningPreviewAlertSerializer(
+        many=True,
+        help_text=f"Under this tuning, the newest {tunings.TUNING_PREVIEW_MAX_ALERTS}, "
+        "oldest first.",
+    )
+
+
+class TuningPreviewResultSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    days = serializers.IntegerField()
+    sensitivity = serializers.CharField()
+    direction = serializers.CharField()
+    series_matched = serializers.IntegerField(help_text="Series the pattern and labels match.")
+    series_shadowed = serializers.IntegerField(
+        help_text="Of those, series where a more specific tuning applies instead."
+    )
+    series_previewed = serializers.IntegerField(
+        help_text=f"At most {tunings.TUNING_PREVIEW_MAX_SERIES}, the first by name."
+    )
+    capped = serializers.BooleanField()
+    note = serializers.CharField(required=False, help_text="Present when capped.")
+    alerts = serializers.IntegerField(help_text="Alerts under this tuning, every series.")
+    alerts_now = serializers.IntegerField(help_text="Alerts under the tunings they have now.")
+    series = TuningPreviewSeriesSerializer(many=True, help_text="The noisiest first.")
+
+
 class DetectionTuningViewSet(viewsets.ModelViewSet):
-    """Per-series sensitivity and direction, read by the scoring job at its next run."""
+    """Per-series sensitivity and direction, read by the scoring job at its next run.
+
+    `preview` replays the last days of the series a tuning would apply to, before it is
+    saved (`tunings.tuning_preview`): alerts now, under this tuning, and at each
+    sensitivity, as Sentry and Datadog draw an anomaly alert's history before it is saved.
+    """
 
     serializer_class = DetectionTuningSerializer
     queryset = DetectionTuning.objects.all()
-    action_roles = ADMIN_EDITS
+    # A preview replays up to five series' two weeks: operators, as for the rules' preview.
+    action_roles = {**ADMIN_EDITS, "preview": "operator", "saved_preview": "operator"}
+
+    @extend_schema(
+        request=DetectionTuningSerializer,
+        parameters=[TuningPreviewDaysSerializer],
+        responses=TuningPreviewResultSerializer,
+    )
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """What a tuning with these fields would have alerted over the last `days`, unsaved."""
+        body = TuningPreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        query = TuningPreviewDaysSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = body.validated_data
+        return Response(
+            tunings.tuning_preview(
+                series_name=data.get("series_name", ""),
+                labels=data.get("labels") or {},
+                sensitivity=data.get("sensitivity", DetectionTuning.Sensitivity.MEDIUM),
+                direction=data.get("direction", DetectionTuning.Direction.BOTH),
+                name=data.get("name", ""),
+                days=query.validated_data["days"],
+            )
+        )
+
+    @extend_schema(
+        parameters=[TuningPreviewDaysSerializer], responses=TuningPreviewResultSerializer
+    )
+    @action(detail=True, methods=["get"], url_path="preview")
+    def saved_preview(self, request, pk=None):
+        """What this tuning would have alerted over the last `days` (enabled or not)."""
+        tuning = self.get_object()
+        query = TuningPreviewDaysSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        # A row written from a shell may be one the job skips (tunings.usable_tunings).
+        if errors := tuning_errors(labels=tuning.labels):
+            return Response(errors, status=status.HTTP_400_BAD_REQUEST)
+        return Response(
+            tunings.tuning_preview(
+                series_name=tuning.series_name,
+                labels=tuning.labels,
+                sensitivity=tuning.sensitivity,
+                direction=tuning.direction,
+                name=tuning.name,
+                days=query.validated_data["days"],
+            )
+        )
 
 
 class RulePreviewDaysSerializer(serializers.Serializer):
