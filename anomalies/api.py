@@ -643,6 +643,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "arguments",
             "max_attempts",
             "repeat_interval_seconds",
+            "inhibit_effects",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:

@@ -329,6 +329,13 @@ class ResponsePlaybook(models.Model):
         "acknowledged it (Alertmanager's repeat_interval; 14400 is 4 hours). Empty: once. "
         "Webhook, Slack and e-mail only.",
     )
+    inhibit_effects = models.BooleanField(
+        default=True,
+        help_text="One page per incident: an anomaly whose most likely root cause is another "
+        "ongoing anomaly this playbook has paged (and at least as severe) is not paged on its "
+        "own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. Webhook, "
+        "Slack and e-mail only: tasks run for every anomaly.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -361,6 +368,9 @@ class ResponseExecution(models.Model):
         # a false positive, or a silence began, while it waited. Queued again if it
         # matches again.
         CANCELLED = "cancelled"
+        # Not sent: its anomaly's most likely root cause is another ongoing anomaly the
+        # playbook has paged (`result["inhibited_by"]`). Queued if that stops being true.
+        INHIBITED = "inhibited"
 
     playbook = models.ForeignKey(ResponsePlaybook, on_delete=models.CASCADE, related_name="runs")
     anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="responses")

@@ -22,7 +22,7 @@ from django.utils import timezone
 from kombu.exceptions import KombuError
 
 from ..matching import series_matches
-from ..models import Anomaly, ResponseExecution, ResponsePlaybook
+from ..models import Anomaly, ResponseExecution, ResponsePlaybook, RootCauseCandidate
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
 from ..selectors import silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
@@ -92,17 +92,29 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         existing[(playbook_id, anomaly_id)] = Sent(pk, *done)
     new, repeated, unsent, reminders = [], [], [], []
     escalated: dict[str, dict[int, str]] = {}
-    for a in anomalies:
+    inhibition = _Inhibition(anomalies, playbooks, existing)
+    # Causes before their effects, so that an incident opening in one run pages once.
+    for a in sorted(anomalies, key=lambda a: (a.started_at, a.pk)):
         for p in playbooks:
             if not _playbook_matches(p, a):
                 continue
+            cause = inhibition.cause(p, a)
             if (p.pk, a.pk) not in existing:
-                new.append(ResponseExecution(playbook=p, anomaly=a))
+                new.append(
+                    ResponseExecution(playbook=p, anomaly=a)
+                    if cause is None
+                    else _inhibited(p, a, cause)
+                )
+                inhibition.told.add((p.pk, a.pk))
                 continue
             sent = existing[(p.pk, a.pk)]
             repeated.append(sent.pk)
-            if (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
+            if sent.status == INHIBITED:
+                if cause is None:  # its cause ended, or is no longer its likeliest cause
+                    unsent.append(sent.pk)
+            elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
+                inhibition.told.add((p.pk, a.pk))
             elif sent.status != ResponseExecution.Status.SUCCEEDED:
                 continue
             elif _tell_again(p, a, sent.told):
@@ -111,7 +123,8 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 reminders.append(sent.pk)
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
-    queued = [e.pk for e in ResponseExecution.objects.bulk_create(new)]
+    created = ResponseExecution.objects.bulk_create(new)
+    queued = [e.pk for e in created if e.status != INHIBITED]
     if queued or unsent:
         from ..tasks import execute_response
 
@@ -121,6 +134,87 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     if reminders:
         _queue_reminders(reminders, now)
     return Queued(len(queued), silenced)
+
+
+def _inhibited(p: ResponsePlaybook, a: Anomaly, cause: Anomaly) -> ResponseExecution:
+    return ResponseExecution(
+        playbook=p,
+        anomaly=a,
+        status=INHIBITED,
+        result={"inhibited_by": cause.pk, "cause_series": str(cause.series)},
+        error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, "
+        "was paged and goes on; sent if this anomaly outlives it",
+    )
+
+
+class _Inhibition:
+    """Which anomalies a playbook should not page because it has paged their cause.
+
+    A database that runs out of connections makes every endpoint's latency and error
+    ratio abnormal within minutes: 25 critical anomalies, 25 pages at 3 a.m. for one
+    incident. Alertmanager's inhibit rules mute the alerts a firing one explains; here the
+    explanation is the root-cause ranking (causes.py): an anomaly whose rank-1 candidate is
+    another ongoing anomaly, as severe or more, that the same playbook has paged (or
+    inhibited in turn, so a chain pages once) is recorded as INHIBITED instead of sent.
+    Re-judged at every run that touches it: if the cause ends first, or the ranking later
+    names no other cause, it is paged then. Only notifications are inhibited; a task
+    playbook runs for every anomaly, as its task may act per series.
+    """
+
+    def __init__(
+        self,
+        anomalies: list[Anomaly],
+        playbooks: list[ResponsePlaybook],
+        existing: dict[tuple[int, int], Sent],
+    ) -> None:
+        self.on = {p.pk for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS}
+        self.causes: dict[int, list[Anomaly]] = {}
+        # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
+        self.told: set[tuple[int, int]] = set()
+        if not self.on or not anomalies:
+            return
+        for c in (
+            RootCauseCandidate.objects.filter(
+                anomaly__in=anomalies, rank=1, cause_anomaly__isnull=False
+            )
+            .exclude(cause_anomaly_id=F("anomaly_id"))
+            .select_related("cause_anomaly__series")
+        ):
+            self.causes.setdefault(c.anomaly_id, []).append(c.cause_anomaly)
+        cause_ids = {c.pk for cs in self.causes.values() for c in cs}
+        told = {(p, a) for (p, a), sent in existing.items() if _tells(sent.status, sent.attempts)}
+        for p, a, status, attempts in ResponseExecution.objects.filter(
+            anomaly_id__in=cause_ids - {a.pk for a in anomalies}, playbook_id__in=self.on
+        ).values_list("playbook_id", "anomaly_id", "status", "attempts"):
+            if _tells(status, attempts):
+                told.add((p, a))
+        self.told = told
+
+    def cause(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
+        """The paged cause that inhibits this page, or None. The caller adds the pair to
+        `told` when it queues or inhibits the page, so the anomalies judged after it (its
+        effects) see it."""
+        if p.pk not in self.on:
+            return None
+        return next(
+            (
+                c
+                for c in self.causes.get(a.pk, [])
+                if c.ended_at is None
+                and c.status != Anomaly.Status.FALSE_POSITIVE
+                and SEVERITY_ORDER[a.severity] <= SEVERITY_ORDER[c.severity]
+                and (p.pk, c.pk) in self.told
+            ),
+            None,
+        )
+
+
+def _tells(status: str, attempts: int) -> bool:
+    """The receiver has been told of the anomaly, or will be (sent, on its way, inhibited
+    by a cause it was told of). Failed, cancelled or refused by the broker: not told."""
+    if status == NOT_QUEUED:
+        return attempts > 0
+    return status not in (ResponseExecution.Status.FAILED, CANCELLED)
 
 
 class Sent(NamedTuple):
@@ -198,6 +292,7 @@ def _queue_escalation_notices(escalated: dict[str, dict[int, str]], now: datetim
 # that matches its anomaly queues it again.
 NOT_QUEUED = ResponseExecution.Status.RETRYING
 CANCELLED = ResponseExecution.Status.CANCELLED
+INHIBITED = ResponseExecution.Status.INHIBITED
 
 
 def enqueue_executions(task, execution_ids: list[int]) -> int:
@@ -216,7 +311,7 @@ def enqueue_executions(task, execution_ids: list[int]) -> int:
     # Refused or cancelled before and queued now: pending again, so the next match does not
     # queue it twice.
     ResponseExecution.objects.filter(
-        Q(status=NOT_QUEUED, attempts=0) | Q(status=CANCELLED),
+        Q(status=NOT_QUEUED, attempts=0) | Q(status__in=(CANCELLED, INHIBITED)),
         pk__in=accepted,
     ).update(status=ResponseExecution.Status.PENDING, error="")
     return len(refused)

@@ -1045,9 +1045,7 @@ def test_a_feature_impact_retrain_is_compared_with_the_active_model_on_users_nei
     retained = int(seen["y"][unseen].sum())
     assert 0 < retained < len(unseen), "the rows neither saw hold one class: AUC is undefined"
     comparison = challenger.comparison
-    assert challenger.activation_rule == MLModel.ActivationRule.PAIRED, (
-        challenger.activation_reason
-    )
+    assert challenger.activation_rule == MLModel.ActivationRule.PAIRED, challenger.activation_reason
     assert comparison["n"] == len(unseen)
     x, y = cohort.usage[unseen], seen["y"][unseen]
     for key, version in (("new", challenger), ("old", champion)):

@@ -166,6 +166,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "max_attempts": 3,
         "series_name": "svc.latency",
         "enabled": True,
+        "inhibit_effects": True,
     },
     "DetectionTuning": lambda w: {
         "name": _unique("tuning"),

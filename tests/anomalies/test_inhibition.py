@@ -1,0 +1,214 @@
+"""One page per incident: a playbook does not page the effects of a cause it has paged.
+
+Unit cases build anomalies and their root-cause rows by hand and queue responses through
+the real tasks (run eagerly, e-mail through Django's locmem backend); the last test runs
+the scoring job through a demo-world incident, minute by minute as beat would.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from anomalies import services
+from anomalies.models import Anomaly, ResponseExecution, ResponsePlaybook, RootCauseCandidate
+from anomalies.services.playbooks import queue_responses
+from telemetry.demo import DemoConfig, seed_demo
+from telemetry.models import DemoIncident
+from telemetry.selectors import to_datetime
+from telemetry.services import series_ensure
+from tests.anomalies.factories import AnomalyFactory
+
+pytestmark = pytest.mark.django_db
+
+INHIBITED = ResponseExecution.Status.INHIBITED
+
+
+@pytest.fixture
+def eager(monkeypatch, settings, django_capture_on_commit_callbacks):
+    """Queue responses at `now` and run what they queue, in-process."""
+    from celery import current_app
+
+    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+    def run(anomalies: list[Anomaly], now) -> None:
+        with django_capture_on_commit_callbacks(execute=True):
+            queue_responses({a.pk for a in anomalies}, now=now)
+
+    return run
+
+
+def _anomaly(name: str, at, severity: str = "critical", **labels) -> Anomaly:
+    return AnomalyFactory(
+        series=series_ensure(name=name, labels=labels), started_at=at, severity=severity
+    )
+
+
+def _blames(effect: Anomaly, cause: Anomaly, rank: int = 1) -> None:
+    RootCauseCandidate.objects.create(
+        anomaly=effect,
+        series=cause.series,
+        cause_anomaly=cause,
+        rank=rank,
+        score=1.0,
+        lead_seconds=(effect.started_at - cause.started_at).total_seconds(),
+    )
+
+
+def _statuses(playbook: str) -> dict[str, str]:
+    return {
+        str(e.anomaly.series): e.status
+        for e in ResponseExecution.objects.filter(playbook__name=playbook).select_related(
+            "anomaly__series"
+        )
+    }
+
+
+def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(eager):
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    ResponsePlaybook.objects.create(
+        name="audit", action="email", target="audit@example.com", inhibit_effects=False
+    )
+    eager([cause], t0 - timedelta(minutes=9))
+    assert len(mail.outbox) == 2
+    effects = [
+        _anomaly("http.latency.p95", t0, endpoint=e) for e in ("/api/feed", "/api/search", "/x")
+    ]
+    for effect in effects:
+        _blames(effect, cause)
+    # A chain: the error ratio's likeliest cause is the feed's latency, itself inhibited.
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1))
+    _blames(errors, effects[0])
+    eager([*effects, errors], t0 + timedelta(minutes=2))
+    pager = _statuses("pager")
+    assert pager.pop("db.connections.active") == ResponseExecution.Status.SUCCEEDED
+    assert set(pager.values()) == {INHIBITED} and len(pager) == 4
+    # The playbook that does not inhibit pages every anomaly.
+    assert set(_statuses("audit").values()) == {ResponseExecution.Status.SUCCEEDED}
+    to = [m.to for m in mail.outbox]
+    assert to.count(["oncall@example.com"]) == 1 and to.count(["audit@example.com"]) == 5
+    feed = ResponseExecution.objects.get(playbook__name="pager", anomaly=effects[0])
+    assert feed.result["inhibited_by"] == cause.pk and "db.connections.active" in feed.error
+    chained = ResponseExecution.objects.get(playbook__name="pager", anomaly=errors)
+    assert chained.result["inhibited_by"] == effects[0].pk
+    # Later runs only count the repeats; nothing more is sent.
+    eager([cause, *effects, errors], t0 + timedelta(minutes=3))
+    assert len(mail.outbox) == 6
+    assert ResponseExecution.objects.get(pk=feed.pk).repeats == 1
+
+
+def test_an_incident_that_opens_in_one_run_pages_once(eager):
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=2))
+    effects = [_anomaly("http.latency.p95", t0, endpoint=e) for e in ("/a", "/b")]
+    for effect in effects:
+        _blames(effect, cause)
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    eager([*reversed(effects), cause], t0)  # the order given does not matter
+    assert len(mail.outbox) == 1 and "db.connections.active" in mail.outbox[0].subject
+    assert sorted(_statuses("pager").values()) == ["inhibited", "inhibited", "succeeded"]
+
+
+def test_an_effect_pages_when_it_is_worse_than_its_cause_or_outlives_it(eager):
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10), severity="warning")
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", min_severity="warning"
+    )
+    eager([cause], t0 - timedelta(minutes=9))
+    worse = _anomaly("http.errors.ratio", t0, severity="critical")
+    same = _anomaly("http.latency.p95", t0, severity="warning")
+    _blames(worse, cause)
+    _blames(same, cause)
+    eager([worse, same], t0)
+    assert _statuses("pager") == {
+        "db.connections.active": "succeeded",
+        "http.errors.ratio": "succeeded",  # the receiver was told of a warning only
+        "http.latency.p95": "inhibited",
+    }
+    # The cause recovers and the latency stays abnormal: it is paged on its own now.
+    Anomaly.objects.filter(pk=cause.pk).update(ended_at=t0 + timedelta(minutes=5))
+    eager([same], t0 + timedelta(minutes=6))
+    assert _statuses("pager")["http.latency.p95"] == "succeeded"
+    assert "http.latency.p95" in mail.outbox[-1].subject and len(mail.outbox) == 3
+
+
+def test_only_a_cause_the_receiver_was_told_of_inhibits(eager):
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    failed = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
+    ResponseExecution.objects.create(
+        playbook=ResponsePlaybook.objects.get(), anomaly=failed, status="failed", attempts=4
+    )
+    after_failed = _anomaly("http.latency.p95", t0)
+    _blames(after_failed, failed)
+    # Its own likeliest cause (the earliest of its incident), or blamed only at rank 2.
+    itself = _anomaly("queue.depth", t0)
+    _blames(itself, itself)
+    second = _anomaly("http.errors.ratio", t0)
+    _blames(second, failed, rank=2)
+    eager([after_failed, itself, second], t0)
+    statuses = _statuses("pager")
+    assert statuses.pop("db.connections.active") == "failed"
+    assert set(statuses.values()) == {"succeeded"} and len(mail.outbox) == 3
+    # A false positive explains nothing either.
+    fp = _anomaly("cache.hit.ratio", t0)
+    eager([fp], t0)
+    services.anomaly_mark_false_positive(anomaly_id=fp.pk, by="ops")
+    effect = _anomaly("cache.misses", t0 + timedelta(minutes=1))
+    _blames(effect, fp)
+    eager([effect], t0 + timedelta(minutes=1))
+    assert _statuses("pager")["cache.misses"] == "succeeded"
+
+
+def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
+    effect = _anomaly("http.latency.p95", t0)
+    _blames(effect, cause)
+    ResponsePlaybook.objects.create(name="scale", action="celery_task", target="scaling.evaluate")
+    with django_capture_on_commit_callbacks(execute=False):
+        queue_responses({cause.pk}, now=t0)
+        queue_responses({effect.pk}, now=t0)
+    assert set(_statuses("scale").values()) == {"pending"}
+
+
+def test_a_demo_incident_pages_the_on_call_once(
+    empty_telemetry, eager, django_capture_on_commit_callbacks
+):
+    """The job, run every five minutes through the demo's database incident: every
+    endpoint's latency, error ratio and database time goes critical within minutes."""
+    seed_demo(DemoConfig(days=7, users=20, seed=1, end=1_795_000_200.0))
+    incident = max(DemoIncident.objects.all(), key=lambda i: i.effect_series.count())
+    for name, inhibit in (("pager", True), ("everything", False)):
+        ResponsePlaybook.objects.create(
+            name=name,
+            action="email",
+            target=f"{name}@example.com",
+            min_severity="critical",
+            inhibit_effects=inhibit,
+        )
+    start = incident.start.timestamp()
+    services.anomalies_score_recent(now=to_datetime(start - 3600))
+    for minutes in range(-55, 95, 5):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.anomalies_score_recent(now=to_datetime(start + 60 * minutes))
+    pages = [m for m in mail.outbox if m.to == ["pager@example.com"]]
+    everything = [m for m in mail.outbox if m.to == ["everything@example.com"]]
+    critical = Anomaly.objects.filter(
+        severity="critical",
+        started_at__gte=incident.start - timedelta(minutes=30),
+        started_at__lte=incident.end,
+    ).count()
+    print(
+        f"{incident.name}: {critical} critical anomalies, {len(everything)} pages without "
+        f"inhibition, {len(pages)} with"
+    )
+    assert len(everything) >= 10 and len(pages) <= 2
+    assert incident.cause_series.name in pages[0].subject
