@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from phase3.admin_actions import ActionPermissionMixin, may_add
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
@@ -176,7 +176,7 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_select_related = ["series"]
     # Status changes go through the actions, which also end the anomaly, record who acted
     # and learn the dismissed pattern; an edited status field would do none of that.
-    readonly_fields = [f.name for f in Anomaly._meta.fields if f.name != "note"]
+    readonly_fields = [*(f.name for f in Anomaly._meta.fields if f.name != "note"), "explains"]
     inlines = [RootCauseInline, ResponseExecutionInline]
     actions = ["acknowledge", "resolve", "false_positive", "silence_two_hours"]
     chart_url_name = "anomalies_anomaly_chart"
@@ -189,6 +189,29 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
         if anomaly.state == Anomaly.State.RECOVERING:
             return f"recovering since {anomaly.recovered_at:%Y-%m-%d %H:%M}"
         return anomaly.state
+
+    @admin.display(description="likeliest cause of")
+    def explains(self, anomaly: Anomaly) -> str:
+        """The rest of its incident: the anomalies a playbook with `inhibit_effects` did
+        not page on their own because they are put down to this one."""
+        effects = list(
+            Anomaly.objects.filter(pk__in=selectors.anomalies_explained_by(anomaly))
+            .select_related("series")
+            .order_by("started_at")
+        )
+        if not effects:
+            return "no other anomaly"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (
+                    reverse("admin:anomalies_anomaly_change", args=[e.pk]),
+                    f"{e.series} ({e.severity})",
+                )
+                for e in effects
+            ),
+        )
 
     def save_model(self, request, obj: Anomaly, form, change: bool) -> None:
         """Write the note only: the scoring job may be extending or closing this anomaly,

@@ -64,6 +64,10 @@ class AnomalySerializer(ModelSerializer):
     silenced_by = serializers.SerializerMethodField(
         help_text="Active silences that hold this anomaly's responses back."
     )
+    explains = serializers.SerializerMethodField(
+        help_text="Anomalies whose likeliest root cause is this one: the rest of its "
+        "incident, which playbooks with `inhibit_effects` did not page on their own."
+    )
 
     class Meta:
         model = Anomaly
@@ -93,9 +97,13 @@ class AnomalySerializer(ModelSerializer):
             "resolved_by",
             "confirmed_at",
             "root_causes",
+            "explains",
             "silenced_by",
         ]
         read_only_fields = fields
+
+    def get_explains(self, anomaly: Anomaly) -> list[int]:
+        return selectors.anomalies_explained_by(anomaly)
 
     def get_silenced_by(self, anomaly: Anomaly) -> list[int]:
         # Looked up once per response (every row shares the root's context), not per row.

@@ -160,7 +160,7 @@ class RootCauseCandidate(models.Model):
         Series, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     cause_anomaly = models.ForeignKey(
-        Anomaly, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Anomaly, on_delete=models.SET_NULL, null=True, blank=True, related_name="explained"
     )
     rank = models.PositiveSmallIntegerField()
     score = models.FloatField()

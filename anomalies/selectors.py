@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from telemetry.conf import raw_retention_days
@@ -32,7 +32,8 @@ def anomalies_recent(
         Prefetch(
             "causes",
             queryset=RootCauseCandidate.objects.select_related("series").order_by("rank"),
-        )
+        ),
+        Prefetch("explained", queryset=explained_rows(), to_attr="explained_rows"),
     )
     if series_id is not None:
         qs = qs.filter(series_id=series_id)
@@ -47,6 +48,24 @@ def anomalies_recent(
     if until is not None:
         qs = qs.filter(started_at__lt=until)
     return qs.order_by("-started_at")
+
+
+def explained_rows() -> QuerySet[RootCauseCandidate]:
+    """Root-cause rows that name an anomaly as another anomaly's likeliest cause."""
+    return (
+        RootCauseCandidate.objects.filter(rank=1)
+        .exclude(anomaly_id=F("cause_anomaly_id"))
+        .only("pk", "anomaly_id", "cause_anomaly_id")
+    )
+
+
+def anomalies_explained_by(anomaly: Anomaly) -> list[int]:
+    """The anomalies this one is the likeliest cause of (its incident's other alerts: what
+    a playbook's `inhibit_effects` did not page on their own)."""
+    rows = getattr(anomaly, "explained_rows", None)
+    if rows is None:
+        rows = explained_rows().filter(cause_anomaly=anomaly)
+    return sorted({r.anomaly_id for r in rows})
 
 
 def anomaly_state_q(state: str) -> Q:

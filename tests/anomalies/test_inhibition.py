@@ -68,7 +68,9 @@ def _statuses(playbook: str) -> dict[str, str]:
     }
 
 
-def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(eager):
+def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
+    eager, client_with_role, admin_client
+):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
     ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
@@ -101,6 +103,14 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(eager):
     eager([cause, *effects, errors], t0 + timedelta(minutes=3))
     assert len(mail.outbox) == 6
     assert ResponseExecution.objects.get(pk=feed.pk).repeats == 1
+    # The cause's record names what it explains (the chained one is put down to the feed).
+    api = client_with_role("viewer").get(f"/admin/api/phase3/anomaly/anomalies/{cause.pk}")
+    assert api.json()["explains"] == sorted(e.pk for e in effects)
+    listed = client_with_role("viewer").get("/admin/api/phase3/anomaly/anomalies").json()
+    by_id = {a["id"]: a["explains"] for a in listed["results"]}
+    assert by_id[effects[0].pk] == [errors.pk] and by_id[errors.pk] == []
+    page = admin_client.get(f"/admin/anomalies/anomaly/{cause.pk}/change/").content.decode()
+    assert "Likeliest cause of" in page and f"/admin/anomalies/anomaly/{effects[2].pk}/" in page
 
 
 def test_an_incident_that_opens_in_one_run_pages_once(eager):
