@@ -346,6 +346,23 @@ class PreviewPageMixin(ChartAdminMixin):
             raise PermissionDenied
         return super().chart_view(request, pk)
 
+    @staticmethod
+    def skipped_page(title: str, what: str, errors: dict) -> ChartPage:
+        """A row written from a shell that the job skips applies nowhere: previewing it
+        would contradict the job (and labels that are not a mapping failed with a 500),
+        so the page names the fields, as the API's 400 does."""
+        why = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        return ChartPage(
+            title, [], [("not previewed", f"the scoring job skips this {what} ({why})")]
+        )
+
+    @staticmethod
+    def window_row(answer: dict) -> tuple[str, str]:
+        return (
+            "window",
+            f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC",
+        )
+
 
 @admin.register(DetectionTuning)
 class DetectionTuningAdmin(PreviewPageMixin, admin.ModelAdmin):
@@ -371,10 +388,7 @@ class DetectionTuningAdmin(PreviewPageMixin, admin.ModelAdmin):
     def chart_page(self, request: HttpRequest, tuning: DetectionTuning) -> ChartPage:
         title = f"{tuning}: preview over the last {self.preview_days} days"
         if errors := tuning_errors(labels=tuning.labels):
-            why = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
-            return ChartPage(
-                title, [], [("not previewed", f"the scoring job skips this tuning ({why})")]
-            )
+            return self.skipped_page(title, "tuning", errors)
         answer = tuning_preview(
             series_name=tuning.series_name,
             labels=tuning.labels,
@@ -384,7 +398,7 @@ class DetectionTuningAdmin(PreviewPageMixin, admin.ModelAdmin):
             days=self.preview_days,
         )
         rows: list[tuple[str, object]] = [
-            ("window", f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC"),
+            self.window_row(answer),
             (
                 "series",
                 f"{answer['series_matched']} matched, {answer['series_shadowed']} of them "
@@ -454,14 +468,9 @@ class DetectionRuleAdmin(PreviewPageMixin, admin.ModelAdmin):
 
     def chart_page(self, request: HttpRequest, rule: DetectionRule) -> ChartPage:
         title = f"{rule}: preview over the last {self.preview_days} days"
-        # A row written from a shell may be one the job skips (scoring._usable_rules): it
-        # fires nowhere, so drawing its breaches would contradict the job (and labels that
-        # are not a mapping, or no bound at all, failed with a 500), as the API's 400 says.
+        # A row written from a shell may be one the job skips (scoring._usable_rules).
         if errors := rule_errors(labels=rule.labels, above=rule.above, below=rule.below):
-            why = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
-            return ChartPage(
-                title, [], [("not previewed", f"the scoring job skips this rule ({why})")]
-            )
+            return self.skipped_page(title, "rule", errors)
         answer = selectors.rule_preview(
             series_name=rule.series_name,
             labels=rule.labels,
@@ -471,7 +480,7 @@ class DetectionRuleAdmin(PreviewPageMixin, admin.ModelAdmin):
             days=self.preview_days,
         )
         rows: list[tuple[str, object]] = [
-            ("window", f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC"),
+            self.window_row(answer),
             ("series matched", answer["series_matched"]),
             ("would have fired", f"{answer['count']} times on {answer['series_firing']} series"),
             ("series data", _preview_source(answer)),

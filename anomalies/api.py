@@ -467,16 +467,14 @@ class DetectionTuningViewSet(viewsets.ModelViewSet):
         query = TuningPreviewDaysSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         data = body.validated_data
-        return Response(
-            tunings.tuning_preview(
-                series_name=data.get("series_name", ""),
-                labels=data.get("labels") or {},
-                sensitivity=data.get("sensitivity", DetectionTuning.Sensitivity.MEDIUM),
-                direction=data.get("direction", DetectionTuning.Direction.BOTH),
-                name=data.get("name", ""),
-                days=query.validated_data["days"],
-            )
+        unsaved = DetectionTuning(
+            name=data.get("name", ""),
+            series_name=data.get("series_name", ""),
+            labels=data.get("labels") or {},
+            sensitivity=data.get("sensitivity", DetectionTuning.Sensitivity.MEDIUM),
+            direction=data.get("direction", DetectionTuning.Direction.BOTH),
         )
+        return Response(_tuning_preview(unsaved, query.validated_data["days"]))
 
     @extend_schema(
         parameters=[TuningPreviewDaysSerializer], responses=TuningPreviewResultSerializer
@@ -490,16 +488,18 @@ class DetectionTuningViewSet(viewsets.ModelViewSet):
         # A row written from a shell may be one the job skips (tunings.usable_tunings).
         if errors := tuning_errors(labels=tuning.labels):
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
-        return Response(
-            tunings.tuning_preview(
-                series_name=tuning.series_name,
-                labels=tuning.labels,
-                sensitivity=tuning.sensitivity,
-                direction=tuning.direction,
-                name=tuning.name,
-                days=query.validated_data["days"],
-            )
-        )
+        return Response(_tuning_preview(tuning, query.validated_data["days"]))
+
+
+def _tuning_preview(tuning: DetectionTuning, days: int) -> dict:
+    return tunings.tuning_preview(
+        series_name=tuning.series_name,
+        labels=tuning.labels,
+        sensitivity=tuning.sensitivity,
+        direction=tuning.direction,
+        name=tuning.name,
+        days=days,
+    )
 
 
 class RulePreviewDaysSerializer(serializers.Serializer):
