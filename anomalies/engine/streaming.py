@@ -200,16 +200,24 @@ class StreamingDetector:
             np.minimum(ranked + record, total / per_surprisal),
             np.minimum(run_ranked, floor / per_surprisal),
         )
-        ranked = tuned_evidence(
-            ranked, lean, stalled, self.evidence_factor, self.direction, self.config.vote_surprisal
-        )
         # An operator's rule is an anomaly by definition, however often it is breached.
-        evidence = np.maximum(ranked, w["rules"] * families["rules"])
-        combined = score_from_surprisal(evidence, self.config.score_half_surprisal)
-        combined = combined.astype(np.float32)
-        combined[~np.isfinite(ts)] = np.nan
-        scores = combined.copy()
+        rules = w["rules"] * families["rules"]
+        either_way = self._combined(ranked, lean, stalled, rules, ts, directed=False)
+        combined = (
+            self._combined(ranked, lean, stalled, rules, ts, directed=True)
+            if self.direction.any()
+            else either_way
+        )
+        # The alert pause is opened by deviations either way, and only then are those the
+        # operator's direction drops taken out. A dip pulls the expected value down, and
+        # for an hour the evidence that still holds it (the short average, a variance
+        # shift) sits on points back above that expected value: with the dip dropped
+        # before the pause, no pause held that echo and a latency tuned "above" alerted
+        # minutes after every dip. So a direction only takes alerts away: those of the
+        # series' sensitivity that lean the other way.
+        scores = either_way.copy()
         self._suppress_repeats(scores, total, np.isfinite(ts), step_at)
+        scores = np.minimum(scores, combined)
         return ScoreResult(
             scores,
             combined,
@@ -266,23 +274,30 @@ class StreamingDetector:
             ],
             axis=1,
         )
-        # Which way the point leans: the signed residual view (point, short or medium
-        # average) farthest from 0, the one that speaks for the statistical family. The
-        # point alone is not it: just after a dip the value is back above what is
-        # expected, while the averages that still hold the dip carry the evidence.
-        signed = np.stack([residual, self.stat["short"], self.stat["medium"]], axis=1)
-        strongest = np.argmax(np.abs(np.nan_to_num(signed)), axis=1)
-        lean_out[:, j] = np.where(valid, signed[np.arange(signed.shape[0]), strongest], 0.0)
         # The first points' scales are guesses (z-scores of thousands): the calibrator only
         # starts learning halfway through the burn-in.
         settled = valid & (self.count >= cfg.burn_in // 2)
         surprisal = self.calibrator.surprisal_and_update(raw, settled)
         n_stat = len(statistical.STAT_NAMES)
+        views = statistical.RESIDUAL_VIEWS
+        # Which way the point leans: the signed residual view (point, short or medium
+        # average) that is the most improbable, the one that speaks for the statistical
+        # family. Neither the point alone nor the view farthest from 0 is it: just after a
+        # dip the value is back above its expected value (pulled down by the dip), while
+        # the short average still holding the dip is smaller in size but far rarer for an
+        # average, and it carries the evidence. A point none of them finds improbable leans
+        # the way of its largest view.
+        signed = np.stack([residual, self.stat["short"], self.stat["medium"]], axis=1)
+        rarest = np.where(
+            surprisal[:, :views].max(axis=1) > 0.0,
+            np.argmax(surprisal[:, :views], axis=1),
+            np.argmax(np.abs(np.nan_to_num(signed)), axis=1),
+        )
+        lean_out[:, j] = np.where(valid, signed[np.arange(signed.shape[0]), rarest], 0.0)
         burned = self.count >= cfg.burn_in
         missing = pattern.missing_surprisal(gap, active & ~valid)
         stuck = flatline.flatline_surprisal(self.flat, y, self.y_prev, valid, cfg.calibration_span)
         fall = collapse.collapse_surprisal(self.collapse, y, exp.expected, valid, self.count, cfg)
-        views = statistical.RESIDUAL_VIEWS
         stat = surprisal[:, :views].max(axis=1) + surprisal[:, views]
         families["statistical"][:, j] = np.where(burned, stat, 0.0)
         stalled_out[:, j] = np.where(burned, np.maximum(missing, stuck), 0.0)
@@ -411,6 +426,19 @@ class StreamingDetector:
                 for column in columns[mask].tolist():
                     fired_at[s][column] = (*fired_at[s].get(column, ()), name)
         return fired_at
+
+    def _combined(self, ranked, lean, stalled, rules, ts, *, directed: bool) -> np.ndarray:
+        """Scores in [0, 1) from ranked evidence under each series' sensitivity, and under
+        its direction too when `directed` (NaN on padding)."""
+        direction = self.direction if directed else np.zeros_like(self.direction)
+        tuned = tuned_evidence(
+            ranked, lean, stalled, self.evidence_factor, direction, self.config.vote_surprisal
+        )
+        combined = score_from_surprisal(
+            np.maximum(tuned, rules), self.config.score_half_surprisal
+        ).astype(np.float32)
+        combined[~np.isfinite(ts)] = np.nan
+        return combined
 
     def _suppress_repeats(
         self, scores: np.ndarray, total: np.ndarray, active: np.ndarray, step_at: np.ndarray

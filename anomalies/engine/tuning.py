@@ -13,10 +13,13 @@ episodes expect it), and the cap by raw evidence scales with it: "high" also let
 the methods find less improbable alert.
 
 Direction masks the deviations the operator does not care about, judged by the residual
-view that carries the evidence (a point just after a dip is back above its expected value,
-but the averages holding the dip are what make it abnormal). A stalled series (a
-stuck value, missing points) has no direction and is kept either way, and an operator's
-threshold rule always fires: both are said outright, not inferred.
+view that carries the evidence, the most improbable of the point, short and medium views
+(a point just after a dip is back above its expected value, but the short average
+holding the dip is what makes it abnormal). A masked deviation still opens the alert
+pause (streaming.py), so its echo does not alert the other way: a direction only takes
+alerts away. A stalled series (a stuck value, missing points) has no direction and is
+kept either way, and an operator's threshold rule always fires: both are said outright,
+not inferred.
 
 Neither changes what the detector learns, only what it concludes, so a tuning can be
 changed at any time without rebuilding a series' state.

@@ -38,6 +38,28 @@ def test_direction_keeps_only_the_deviations_the_operator_cares_about():
     assert below[down] >= ALERT and below[up] < 0.1
 
 
+@pytest.mark.parametrize(("seed", "phase_hours"), [(3, 0.0), (3, 17.5), (7, 5.0), (7, 11.0)])
+def test_the_echo_of_a_dropped_deviation_does_not_alert_the_other_way(seed, phase_hours):
+    """A dip pulls the expected value down, and for an hour the evidence still holding it
+    (the short average, a variance shift) sits on points back above that value. Under
+    "above" the dip was dropped before the alert pause, so nothing held that echo and it
+    alerted one to three points after the dip (at every phase, for these seeds); the same
+    for a spike under "below". The pause now opens either way."""
+    ts, values = seasonal(12 * DAY, seed=seed, noise=2.0)
+    ts = ts + phase_hours * 3600.0
+    dips, spikes = values.copy(), values.copy()
+    dips[10 * DAY] -= 40.0
+    spikes[10 * DAY] += 40.0
+    above, below, both = score_many(
+        [ts] * 3,
+        [dips, spikes, dips],
+        independent=True,
+        tunings=[Tuning(direction="above"), Tuning(direction="below"), None],
+    )
+    assert both[10 * DAY] >= ALERT  # the dip is an anomaly, only not one asked for
+    assert above[7 * DAY :].max() < ALERT and below[7 * DAY :].max() < ALERT
+
+
 def test_a_stalled_series_alerts_whichever_direction_was_asked_for():
     ts, values = seasonal(6 * DAY, seed=6)
     stuck = 4 * DAY + 144  # the evening low: stuck under what the daily cycle expects next
