@@ -22,6 +22,7 @@ from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
+from .selectors import anomalies_explained_by
 from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -58,6 +59,16 @@ def _rules_clause(anomaly: Anomaly) -> str:
     return f"; rules: {', '.join(anomaly.rules_fired)}" if anomaly.rules_fired else ""
 
 
+def _incident_clause(anomaly: Anomaly) -> str:
+    """How many other anomalies put this one down as their likeliest cause: what a
+    playbook with `inhibit_effects` did not page on their own. The first page usually
+    comes before them; a reminder or an escalation tells the on-call the incident's size."""
+    effects = len(anomalies_explained_by(anomaly))
+    if not effects:
+        return ""
+    return f"; likeliest cause of {effects} other anomal{'y' if effects == 1 else 'ies'}"
+
+
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     series = anomaly.series
     status = "firing" if anomaly.ended_at is None else "resolved"
@@ -75,7 +86,9 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
             "summary": f"{series} is abnormal ({anomaly.severity})",
             "description": (
                 f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}; "
-                f"methods: {', '.join(anomaly.methods) or 'none'}" + _rules_clause(anomaly)
+                f"methods: {', '.join(anomaly.methods) or 'none'}"
+                + _rules_clause(anomaly)
+                + _incident_clause(anomaly)
             ),
             "peak_score": f"{anomaly.peak_score:.3f}",
         },
@@ -119,6 +132,8 @@ def slack_payload(anomaly: Anomaly) -> dict:
         head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"
         text = f"[{anomaly.severity}] {series} is abnormal: {values}"
         detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
+        if incident := _incident_clause(anomaly):
+            detail += f" · {incident.removeprefix('; ')}"
     else:
         head = f":white_check_mark: *resolved*: {series}"
         text = f"[resolved] {series} is back to normal"

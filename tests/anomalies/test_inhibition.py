@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from anomalies import services
 from anomalies.models import Anomaly, ResponseExecution, ResponsePlaybook, RootCauseCandidate
+from anomalies.responses import alertmanager_payload, slack_payload
 from anomalies.services.playbooks import queue_responses
 from telemetry.demo import DemoConfig, seed_demo
 from telemetry.models import DemoIncident
@@ -109,6 +110,18 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     listed = client_with_role("viewer").get("/admin/api/phase3/anomaly/anomalies").json()
     by_id = {a["id"]: a["explains"] for a in listed["results"]}
     assert by_id[effects[0].pk] == [errors.pk] and by_id[errors.pk] == []
+    # A reminder or an escalation of the cause's page says how large the incident is.
+    playbook = ResponsePlaybook.objects.get(name="pager")
+    note = alertmanager_payload(cause, playbook)["commonAnnotations"]["description"]
+    assert note.endswith("; likeliest cause of 3 other anomalies")
+    assert (
+        "likeliest cause of 1 other anomaly"
+        in slack_payload(effects[0])["blocks"][0]["text"]["text"]
+    )
+    assert (
+        "likeliest cause"
+        not in alertmanager_payload(errors, playbook)["commonAnnotations"]["description"]
+    )
     page = admin_client.get(f"/admin/anomalies/anomaly/{cause.pk}/change/").content.decode()
     assert "Likeliest cause of" in page and f"/admin/anomalies/anomaly/{effects[2].pk}/" in page
 
