@@ -49,8 +49,8 @@ def notify_resolved(execution_id: int) -> dict:
 
 
 @shared_task(name="anomalies.notify_reminder", **_OUTBOUND)
-def notify_reminder(execution_id: int) -> dict:
-    return services.response_notify_reminder(execution_id=execution_id)
+def notify_reminder(execution_id: int, queued: str | None = None, last: str | None = None) -> dict:
+    return services.response_notify_reminder(execution_id=execution_id, queued=queued, last=last)
 
 
 @shared_task(name="anomalies.notify_escalated", **_OUTBOUND)

@@ -19,6 +19,7 @@ from typing import NamedTuple
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
 from ..matching import series_matches
@@ -90,7 +91,8 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         "finished_at",
     ):
         existing[(playbook_id, anomaly_id)] = Sent(pk, *done)
-    new, repeated, unsent, reminders = [], [], [], []
+    new, repeated, unsent = [], [], []
+    reminders: dict[int, datetime | None] = {}  # execution -> when the receiver was last told
     escalated: dict[str, dict[int, str]] = {}
     inhibition = _Inhibition(anomalies, playbooks, existing)
     # Causes before their effects, so that an incident opening in one run pages once.
@@ -120,7 +122,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             elif _tell_again(p, a, sent.told):
                 escalated.setdefault(a.severity, {})[sent.pk] = sent.told
             elif _reminder_due(p, a, sent, now):
-                reminders.append(sent.pk)
+                reminders[sent.pk] = sent.notified_at or sent.finished_at
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
     created = ResponseExecution.objects.bulk_create(new)
@@ -246,13 +248,18 @@ def _reminder_due(p: ResponsePlaybook, a: Anomaly, sent: Sent, now: datetime) ->
     )
 
 
-def _queue_reminders(execution_ids: list[int], now: datetime) -> None:
+def _queue_reminders(last_told: dict[int, datetime | None], now: datetime) -> None:
     """Queue a reminder per execution, marked as sent when queued (as an escalation is),
-    so the runs while it is on its way do not queue another."""
+    so the runs while it is on its way do not queue another. Each carries when the
+    receiver was told before, put back if the reminder is held back at send time."""
     from ..tasks import notify_reminder
 
-    ResponseExecution.objects.filter(pk__in=execution_ids).update(notified_at=now)
-    transaction.on_commit(lambda: _enqueue_notices(notify_reminder, execution_ids, "reminder"))
+    ResponseExecution.objects.filter(pk__in=list(last_told)).update(notified_at=now)
+    calls = {
+        pk: {"queued": now.isoformat(), "last": last.isoformat() if last else None}
+        for pk, last in last_told.items()
+    }
+    transaction.on_commit(lambda: _enqueue_notices(notify_reminder, calls, "reminder"))
 
 
 def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
@@ -496,21 +503,29 @@ def response_notify_escalated(*, execution_id: int, told: str | None = None) -> 
     )
 
 
-def response_notify_reminder(*, execution_id: int) -> dict:
+def response_notify_reminder(
+    *, execution_id: int, queued: str | None = None, last: str | None = None
+) -> dict:
     """Send the page again: the anomaly goes on and nobody has acknowledged it.
 
     The same message as the page (Alertmanager re-sends a group unchanged): for a webhook
     the same fingerprint and group key, so PagerDuty or Opsgenie update the incident they
     have rather than open a second one. Checked at send time like the page: an anomaly
     acknowledged, ended or called a false positive, a silence, or a playbook disabled or
-    narrowed meanwhile, and nothing goes out (the next one is due an interval later).
+    narrowed meanwhile, and nothing goes out. The receiver was not told, so when it was
+    last told (`last`, carried from the queueing run) is put back, unless something else
+    told it since: the first run after a silence ends sends the reminder that fell in it,
+    rather than one a whole interval later.
     """
     execution = _notice_execution(execution_id)
     anomaly = execution.anomaly
     if anomaly.ended_at is not None or anomaly.status != Anomaly.Status.OPEN:
         return {"skipped": 1}
     if reason := _no_longer_applies(execution.playbook, anomaly, timezone.now()):
-        ResponseExecution.objects.filter(pk=execution.pk).update(error=f"reminder {reason}")
+        held = ResponseExecution.objects.filter(pk=execution.pk)
+        held.update(error=f"reminder {reason}")
+        if queued and last:
+            held.filter(notified_at=parse_datetime(queued)).update(notified_at=parse_datetime(last))
         return {"cancelled": 1}
     return _send_notice(execution, "reminder", send=perform_action, reminders=F("reminders") + 1)
 

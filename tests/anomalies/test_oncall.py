@@ -505,6 +505,40 @@ def test_a_reminder_is_checked_when_it_is_sent_not_only_when_it_is_queued(receiv
     assert ResponseExecution.objects.get().reminders == 0
 
 
+def test_a_reminder_held_back_by_a_silence_goes_out_when_the_silence_ends(receiver, eager_runs):
+    """Queued an hour on, and a silence began before the worker sent it: the receiver was
+    not told, so the first run after the silence sends it (it used to wait an interval)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.models import Anomaly
+    from anomalies.services.playbooks import queue_responses
+
+    anomaly = AnomalyFactory(series=series_ensure(name="svc.checkout.latency"))
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), repeat_interval_seconds=3600
+    )
+    runs, t0 = eager_runs(anomaly), timezone.now()
+    first = runs.at(t0)
+    with runs.capture(execute=False) as callbacks:
+        Anomaly.objects.filter(pk=anomaly.pk).update(last_seen_at=t0 + timedelta(minutes=61))
+        queue_responses({anomaly.pk}, now=t0 + timedelta(minutes=61))
+    assert callbacks
+    silence = services.silence_anomaly_series(
+        anomaly_id=anomaly.pk, minutes=60, comment="deploying the fix", by="ops"
+    )
+    before = len(receiver.seen)
+    for callback in callbacks:
+        callback()
+    assert len(receiver.seen) == before
+    execution = ResponseExecution.objects.get()
+    assert execution.reminders == 0 and f"silence {silence.pk}" in execution.error
+    services.silence_expire(silence_id=silence.pk)
+    assert runs.at(t0 + timedelta(minutes=63)) == [("/pager", "firing", first[0][2])]
+    assert ResponseExecution.objects.get().reminders == 1
+
+
 def test_an_escalation_restarts_the_repeat_interval(receiver, eager_runs):
     from datetime import timedelta
 
