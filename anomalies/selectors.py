@@ -103,7 +103,52 @@ def overview_section() -> dict:
         "responses_by_status": executions,
         "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
         "active_silences": Silence.objects.filter(silence_in_force(timezone.now())).count(),
+        "noisiest_series": noisiest_series(),
     }
+
+
+# The series an operator should look at first when alerts feel noisy: how many, over what.
+NOISY_DAYS = 7
+NOISY_TOP = 5
+
+
+def noisiest_series(*, now: datetime | None = None) -> list[dict]:
+    """The series that opened the most anomalies in the last week (at least two), with
+    how many were called false positives and the detection tuning they have now.
+
+    PagerDuty's "noisy services" and Datadog's monitor-noise reports answer the same
+    question: where to spend a tuning (`anomaly/tunings/preview` says what it would do)
+    or a rule. Counted from the database; none of it is stored.
+    """
+    from .tunings import tuning_of, usable_tunings  # tunings reads series through here
+
+    since = (now or timezone.now()) - timedelta(days=NOISY_DAYS)
+    rows = list(
+        Anomaly.objects.filter(started_at__gte=since)
+        .values("series_id")
+        .annotate(
+            opened=Count("id"),
+            false_positives=Count("id", filter=Q(status=Anomaly.Status.FALSE_POSITIVE)),
+        )
+        .filter(opened__gte=2)
+        .order_by("-opened", "-false_positives", "series_id")[:NOISY_TOP]
+    )
+    series = Series.objects.in_bulk([r["series_id"] for r in rows])
+    tunings = usable_tunings() if rows else []
+    out = []
+    for r in rows:
+        s = series[r["series_id"]]
+        tuning = tuning_of(s, tunings)
+        out.append(
+            {
+                "series_id": s.pk,
+                "series": str(s),
+                "anomalies": r["opened"],
+                "false_positives": r["false_positives"],
+                "tuning": tuning.name if tuning is not None else None,
+            }
+        )
+    return out
 
 
 def anomalies_open() -> list[Anomaly]:

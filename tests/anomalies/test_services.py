@@ -707,6 +707,43 @@ def test_overview_counts_follow_the_data(db):
     assert final["false_positive_rate"] == 1.0
 
 
+def test_the_overview_names_the_noisiest_series_and_their_false_positives(db):
+    from anomalies.models import DetectionTuning
+    from anomalies.selectors import noisiest_series
+
+    Anomaly.objects.all().delete()
+    now = timezone.now()
+    noisy, quiet, old = (series_ensure(name=f"svc.{n}") for n in ("noisy", "quiet", "old"))
+    for hours in (1, 20, 50, 100):
+        a = _anomaly(noisy, started_at=now - timedelta(hours=hours))
+        if hours < 30:
+            services.anomaly_mark_false_positive(anomaly_id=a.pk, by="ops")
+    for hours in (2, 3):
+        _anomaly(quiet, started_at=now - timedelta(hours=hours))
+    _anomaly(old, started_at=now - timedelta(days=9))
+    _anomaly(old, started_at=now - timedelta(days=10))  # both before the week
+    single = series_ensure(name="svc.single")
+    _anomaly(single, started_at=now - timedelta(hours=1))
+    DetectionTuning.objects.create(name="quieter", series_name="svc.noisy", sensitivity="low")
+    assert noisiest_series(now=now) == [
+        {
+            "series_id": noisy.pk,
+            "series": "svc.noisy",
+            "anomalies": 4,
+            "false_positives": 2,
+            "tuning": "quieter",
+        },
+        {
+            "series_id": quiet.pk,
+            "series": "svc.quiet",
+            "anomalies": 2,
+            "false_positives": 0,
+            "tuning": None,
+        },
+    ]
+    assert overview_section()["noisiest_series"][0]["series"] == "svc.noisy"
+
+
 def test_retrain_refits_the_shared_model(db):
     # Two series of a week each give the reservoir enough windows for a first fit.
     ids = []
