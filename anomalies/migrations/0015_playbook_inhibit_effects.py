@@ -10,8 +10,15 @@ class Migration(migrations.Migration):
         ('anomalies', '0014_detection_tuning'),
     ]
 
+    # Playbooks that exist already keep paging every anomaly, as they did when they were
+    # written (a receiver may open one ticket per anomaly); new ones inhibit by default.
     operations = [
         migrations.AddField(
+            model_name='responseplaybook',
+            name='inhibit_effects',
+            field=models.BooleanField(default=False),
+        ),
+        migrations.AlterField(
             model_name='responseplaybook',
             name='inhibit_effects',
             field=models.BooleanField(default=True, help_text="One page per incident: an anomaly whose most likely root cause is another ongoing anomaly this playbook has paged (and at least as severe) is not paged on its own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. Webhook, Slack and e-mail only: tasks run for every anomaly."),

@@ -235,3 +235,22 @@ def test_a_demo_incident_pages_the_on_call_once(
     )
     assert len(everything) >= 10 and len(pages) <= 2
     assert incident.cause_series.name in pages[0].subject
+
+
+@pytest.mark.django_db(transaction=True)
+def test_playbooks_written_before_inhibition_keep_paging_every_anomaly():
+    """A receiver may open one ticket per anomaly: an upgrade must not start inhibiting a
+    playbook its author wrote without the setting. New playbooks inhibit by default."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before = [("anomalies", "0014_detection_tuning")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old = executor.loader.project_state(before).apps.get_model("anomalies", "ResponsePlaybook")
+    old.objects.create(name="tickets", action="webhook", target="https://tickets.example/hook")
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    assert ResponsePlaybook.objects.get(name="tickets").inhibit_effects is False
+    new = ResponsePlaybook.objects.create(name="pager", action="email", target="a@example.com")
+    assert new.inhibit_effects is True
