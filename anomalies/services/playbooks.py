@@ -145,7 +145,8 @@ def _inhibited(p: ResponsePlaybook, a: Anomaly, cause: Anomaly) -> ResponseExecu
         status=INHIBITED,
         result={"inhibited_by": cause.pk, "cause_series": str(cause.series)},
         error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, "
-        "was paged and goes on; sent if this anomaly outlives it",
+        "goes on and its incident was paged by this playbook; sent if this anomaly "
+        "outlives it",
     )
 
 
