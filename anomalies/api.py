@@ -138,6 +138,19 @@ class DetectQuerySerializer(serializers.Serializer):
         return {**attrs, "since": since}
 
 
+class IncidentSerializer(serializers.Serializer):
+    cause = serializers.IntegerField(help_text="The anomaly it began with (first by onset).")
+    cause_series = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    ongoing = serializers.BooleanField(help_text="Some of its anomalies have not ended.")
+    severity = serializers.CharField(help_text="The highest of its anomalies.")
+    anomalies = serializers.IntegerField()
+    anomaly_ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text=f"By onset, the first {selectors.INCIDENT_MEMBERS}.",
+    )
+
+
 class DetectResponseSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField(allow_null=True)
@@ -147,6 +160,13 @@ class DetectResponseSerializer(serializers.Serializer):
     )
     by_severity = serializers.DictField(
         child=serializers.IntegerField(), help_text="Over every anomaly of the window."
+    )
+    incident_count = serializers.IntegerField(
+        help_text="Incidents in the window: anomalies joined by their likeliest causes, an "
+        "anomaly nothing else is put down to counting as one."
+    )
+    incidents = IncidentSerializer(
+        many=True, help_text="Those of two anomalies or more, newest first."
     )
     anomalies = AnomalySerializer(many=True, help_text="The newest `limit` of them.")
 
@@ -179,6 +199,7 @@ class AnomalyDetectView(APIView):
         by_severity = {
             s: sum(severity == s for severity, _ in summary) for s in Anomaly.Severity.values
         }
+        incident_count, incidents = selectors.incidents_in(matching)
         return Response(
             {
                 "since": since,
@@ -186,6 +207,8 @@ class AnomalyDetectView(APIView):
                 "count": len(summary),
                 "by_method": by_method,
                 "by_severity": by_severity,
+                "incident_count": incident_count,
+                "incidents": incidents,
                 "anomalies": AnomalySerializer(anomalies, many=True).data,
             }
         )

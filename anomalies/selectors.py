@@ -13,6 +13,7 @@ from telemetry.models import Series
 from telemetry.selectors import series_points, series_values, to_datetime
 
 from .engine import ThresholdRule
+from .engine.root_cause import group_incidents
 from .engine.rule_preview import RulePreview, preview_rule
 from .matching import series_matches
 from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
@@ -48,6 +49,55 @@ def anomalies_recent(
     if until is not None:
         qs = qs.filter(started_at__lt=until)
     return qs.order_by("-started_at")
+
+
+# Members listed per incident (all are counted).
+INCIDENT_MEMBERS = 100
+
+
+def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
+    """The anomalies grouped into incidents by their likeliest causes: (how many incidents,
+    those of two anomalies or more, newest first).
+
+    Twenty-five anomalies from one database outage are one thing to deal with, and an
+    on-call reads the window as incidents first (PagerDuty and Datadog group alerts the
+    same way). The groups follow each anomaly's rank-1 root-cause candidate among the
+    anomalies of the window (`engine.root_cause.group_incidents`); the first by onset
+    leads, which is the cause the incident was paged for when playbooks inhibit effects.
+    """
+    rows = list(
+        anomalies.order_by("started_at", "pk").values_list(
+            "pk", "series_id", "severity", "started_at", "ended_at"
+        )
+    )
+    by_id = {r[0]: r for r in rows}
+    blamed = list(
+        RootCauseCandidate.objects.filter(
+            anomaly_id__in=list(by_id), rank=1, cause_anomaly_id__in=list(by_id)
+        )
+        .exclude(cause_anomaly_id=F("anomaly_id"))
+        .values_list("anomaly_id", "cause_anomaly_id")
+    )
+    groups = group_incidents(list(by_id), blamed)
+    shared = [g for g in groups if len(g) > 1]
+    names = Series.objects.in_bulk([by_id[g[0]][1] for g in shared])
+    incidents = [
+        {
+            "cause": g[0],
+            "cause_series": str(names[by_id[g[0]][1]]),
+            "started_at": by_id[g[0]][3],
+            "ongoing": any(by_id[k][4] is None for k in g),
+            "severity": max((by_id[k][2] for k in g), key=lambda s: _SEVERITY_RANK[s]),
+            "anomalies": len(g),
+            "anomaly_ids": g[:INCIDENT_MEMBERS],
+        }
+        for g in shared
+    ]
+    incidents.sort(key=lambda i: i["started_at"], reverse=True)
+    return len(groups), incidents
+
+
+_SEVERITY_RANK = {s: i for i, s in enumerate(Anomaly.Severity.values)}
 
 
 def explained_rows() -> QuerySet[RootCauseCandidate]:

@@ -128,3 +128,32 @@ def rank_causes(
         )
         for i in order
     ]
+
+
+def group_incidents(keys: list[int], blamed: list[tuple[int, int]]) -> list[list[int]]:
+    """Incidents: the anomalies joined by "my likeliest cause is that one", each group
+    listed in the order of `keys` (pass them by onset: the first is where it began).
+
+    `blamed` pairs (effect, cause) from each anomaly's rank-1 candidates; a pair naming a
+    key not in `keys` is ignored (a cause outside the window read), and ties (two rank-1
+    causes) join both. Groups come in the order of their first member, singletons too:
+    an anomaly nothing else is put down to is an incident of its own.
+    """
+    position = {k: i for i, k in enumerate(keys)}
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for effect, cause in blamed:
+        if effect in position and cause in position:
+            a, b = root(position[effect]), root(position[cause])
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the earlier-listed member leads
+    groups: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(root(i), []).append(k)
+    return list(groups.values())

@@ -562,3 +562,17 @@ def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():
     new_method = Fingerprint(direction=1, peak_z=5.0, methods=frozenset({"statistical", "rules"}))
     assert is_dismissed(same, dismissed)
     assert not any(is_dismissed(c, dismissed) for c in (bigger, other_way, new_method))
+
+
+def test_incidents_join_anomalies_through_their_likeliest_causes():
+    from anomalies.engine.root_cause import group_incidents
+
+    # 1 caused 2 and 3; 4 put down to 3 (a chain); 5 tied between 1 and 6; 7 alone;
+    # 8 blames 99, outside the window: alone too.
+    keys = [1, 6, 2, 3, 4, 5, 7, 8]
+    blamed = [(2, 1), (3, 1), (4, 3), (5, 1), (5, 6), (8, 99)]
+    assert group_incidents(keys, blamed) == [[1, 6, 2, 3, 4, 5], [7], [8]]
+    assert group_incidents([], []) == []
+    # The order of the pairs does not matter, the order of the keys does.
+    assert group_incidents(keys, blamed[::-1]) == [[1, 6, 2, 3, 4, 5], [7], [8]]
+    assert group_incidents([3, 4, 1], [(4, 3)]) == [[3, 4], [1]]

@@ -122,6 +122,20 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
         "likeliest cause"
         not in alertmanager_payload(errors, playbook)["commonAnnotations"]["description"]
     )
+    # The detect view reads the window as one incident of five anomalies.
+    since = (t0 - timedelta(hours=1)).isoformat()
+    detect = (
+        client_with_role("viewer").get("/admin/api/phase3/anomaly/detect", {"since": since}).json()
+    )
+    assert detect["count"] == 5 and detect["incident_count"] == 1
+    (incident,) = detect["incidents"]
+    assert incident["cause"] == cause.pk and incident["cause_series"] == "db.connections.active"
+    assert incident["anomalies"] == 5 and incident["ongoing"] and incident["severity"] == "critical"
+    assert incident["anomaly_ids"][0] == cause.pk and set(incident["anomaly_ids"]) == {
+        cause.pk,
+        errors.pk,
+        *(e.pk for e in effects),
+    }
     page = admin_client.get(f"/admin/anomalies/anomaly/{cause.pk}/change/").content.decode()
     assert "Likeliest cause of" in page and f"/admin/anomalies/anomaly/{effects[2].pk}/" in page
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from django.utils import timezone
 
-from anomalies import services
+from anomalies import selectors, services
 from anomalies.engine import COLLAPSE, STALLED
 from anomalies.engine.severity import classify_severity
 from anomalies.models import (
@@ -70,6 +70,29 @@ def _assert_incidents_found_and_true_causes_first() -> None:
 
 def test_demo_incidents_are_found_and_the_true_cause_ranks_first(scored_demo):
     _assert_incidents_found_and_true_causes_first()
+
+
+def test_demo_incidents_read_as_incidents_led_by_their_causes(scored_demo):
+    """Each injected incident with several effects is one incident of the window, led by
+    its cause (or by the cause's twin signal, `db.connections.utilization`)."""
+    count, incidents = selectors.incidents_in(Anomaly.objects.all())
+    assert count < Anomaly.objects.count()
+    for inc in DemoIncident.objects.prefetch_related("effect_series"):
+        window = dict(started_at__gte=inc.start - timedelta(minutes=30), started_at__lte=inc.end)
+        found = set(Anomaly.objects.filter(**window).values_list("pk", flat=True))
+        effects = set(
+            Anomaly.objects.filter(series__in=inc.effect_series.all(), **window).values_list(
+                "pk", flat=True
+            )
+        )
+        if len(effects) < 2:
+            continue
+        (led,) = [i for i in incidents if effects <= set(i["anomaly_ids"])]
+        assert inc.cause_series.name.split(".")[:2] == led["cause_series"].split(".")[:2], (
+            inc.name,
+            led["cause_series"],
+        )
+        assert set(led["anomaly_ids"]) <= found | set(led["anomaly_ids"][:1])
 
 
 # The shared demo world ends "now", so the hour of day of its incidents changes from run to
