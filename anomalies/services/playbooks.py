@@ -154,7 +154,7 @@ class _Inhibition:
     """Which anomalies a playbook should not page because it has paged their cause.
 
     A database that runs out of connections makes every endpoint's latency and error
-    ratio abnormal within minutes: 25 critical anomalies, 25 pages at 3 a.m. for one
+    ratio abnormal within minutes: 24 critical anomalies, 24 pages at 3 a.m. for one
     incident. Alertmanager's inhibit rules mute the alerts a firing one explains; here the
     explanation is the root-cause ranking (causes.py): an anomaly whose rank-1 candidate is
     another ongoing anomaly, as severe or more, that the same playbook has paged (or
