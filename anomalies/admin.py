@@ -389,14 +389,7 @@ class DetectionTuningAdmin(PreviewPageMixin, admin.ModelAdmin):
         title = f"{tuning}: preview over the last {self.preview_days} days"
         if errors := tuning_errors(labels=tuning.labels):
             return self.skipped_page(title, "tuning", errors)
-        answer = tuning_preview(
-            series_name=tuning.series_name,
-            labels=tuning.labels,
-            sensitivity=tuning.sensitivity,
-            direction=tuning.direction,
-            name=tuning.name,
-            days=self.preview_days,
-        )
+        answer = tuning_preview(tuning, days=self.preview_days)
         rows: list[tuple[str, object]] = [
             self.window_row(answer),
             (

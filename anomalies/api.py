@@ -497,7 +497,7 @@ class DetectionTuningViewSet(viewsets.ModelViewSet):
             sensitivity=data.get("sensitivity", DetectionTuning.Sensitivity.MEDIUM),
             direction=data.get("direction", DetectionTuning.Direction.BOTH),
         )
-        return Response(_tuning_preview(unsaved, query.validated_data["days"]))
+        return Response(tunings.tuning_preview(unsaved, days=query.validated_data["days"]))
 
     @extend_schema(
         parameters=[TuningPreviewDaysSerializer], responses=TuningPreviewResultSerializer
@@ -511,18 +511,7 @@ class DetectionTuningViewSet(viewsets.ModelViewSet):
         # A row written from a shell may be one the job skips (tunings.usable_tunings).
         if errors := tuning_errors(labels=tuning.labels):
             return Response(errors, status=status.HTTP_400_BAD_REQUEST)
-        return Response(_tuning_preview(tuning, query.validated_data["days"]))
-
-
-def _tuning_preview(tuning: DetectionTuning, days: int) -> dict:
-    return tunings.tuning_preview(
-        series_name=tuning.series_name,
-        labels=tuning.labels,
-        sensitivity=tuning.sensitivity,
-        direction=tuning.direction,
-        name=tuning.name,
-        days=days,
-    )
+        return Response(tunings.tuning_preview(tuning, days=query.validated_data["days"]))
 
 
 class RulePreviewDaysSerializer(serializers.Serializer):

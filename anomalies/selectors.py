@@ -72,10 +72,8 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
     )
     by_id = {r[0]: r for r in rows}
     blamed = list(
-        RootCauseCandidate.objects.filter(
-            anomaly_id__in=list(by_id), rank=1, cause_anomaly_id__in=list(by_id)
-        )
-        .exclude(cause_anomaly_id=F("anomaly_id"))
+        likeliest_causes()
+        .filter(anomaly_id__in=list(by_id), cause_anomaly_id__in=list(by_id))
         .values_list("anomaly_id", "cause_anomaly_id")
     )
     groups = group_incidents(list(by_id), blamed)
@@ -100,13 +98,17 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
 _SEVERITY_RANK = {s: i for i, s in enumerate(Anomaly.Severity.values)}
 
 
-def explained_rows() -> QuerySet[RootCauseCandidate]:
-    """Root-cause rows that name an anomaly as another anomaly's likeliest cause."""
-    return (
-        RootCauseCandidate.objects.filter(rank=1)
-        .exclude(anomaly_id=F("cause_anomaly_id"))
-        .only("pk", "anomaly_id", "cause_anomaly_id")
+def likeliest_causes() -> QuerySet[RootCauseCandidate]:
+    """Root-cause rows naming another anomaly as an anomaly's likeliest cause (rank 1;
+    ties give several): what inhibition, `explains` and incidents all follow."""
+    return RootCauseCandidate.objects.filter(rank=1, cause_anomaly__isnull=False).exclude(
+        cause_anomaly_id=F("anomaly_id")
     )
+
+
+def explained_rows() -> QuerySet[RootCauseCandidate]:
+    """The same rows, light enough to prefetch for every anomaly of a list."""
+    return likeliest_causes().only("pk", "anomaly_id", "cause_anomaly_id")
 
 
 def anomalies_explained_by(anomaly: Anomaly) -> list[int]:

@@ -73,36 +73,24 @@ TUNING_PREVIEW_WARMUP = timedelta(days=7)
 
 
 def tuning_preview(
-    *,
-    series_name: str,
-    labels: dict,
-    sensitivity: str,
-    direction: str,
-    name: str = "",
-    days: int = 7,
-    now: datetime | None = None,
+    candidate: DetectionTuning, *, days: int = 7, now: datetime | None = None
 ) -> dict:
     """What a tuning would have changed over the last `days`, before it is saved.
 
-    It applies where the scoring job would apply it: to the series it matches on which no
-    more specific tuning wins (`tuning_of`, with this one in place of a saved tuning of the
-    same name). Each of them is replayed from a fresh detector under the tuning it has now,
+    `candidate` is the tuning as it would be saved (unsaved, or a saved row). It applies
+    where the scoring job would apply it: to the series it matches on which no more
+    specific tuning wins (`tuning_of`, with it in place of a saved tuning of the same
+    name). Each of them is replayed from a fresh detector under the tuning it has now,
     under this one, and under the three sensitivities in this direction
     (`engine.tuning_preview`), so the operator sees where this one sits among them.
     """
-    proposed = Tuning(sensitivity, direction)  # ValueError: a choice the engine lacks
+    proposed = engine_tuning(candidate)  # ValueError: a choice the engine lacks
+    name, direction = candidate.name, candidate.direction
     now = now or timezone.now()
     since = now - timedelta(days=days)
     usable = usable_tunings()
-    candidate = DetectionTuning(
-        name=name,
-        series_name=series_name,
-        labels=labels or {},
-        sensitivity=sensitivity,
-        direction=direction,
-    )
     others = [t for t in usable if t.name != name]
-    matched = series_matching(series_name, labels or {})
+    matched = series_matching(candidate.series_name, candidate.labels or {})
     applies = [s for s in matched if tuning_of(s, [*others, candidate]) is candidate]
     shown = applies[:TUNING_PREVIEW_MAX_SERIES]
     current = {s.pk: tuning_of(s, usable) for s in shown}
@@ -136,7 +124,7 @@ def tuning_preview(
         "since": since,
         "until": now,
         "days": days,
-        "sensitivity": sensitivity,
+        "sensitivity": candidate.sensitivity,
         "direction": direction,
         "series_matched": len(matched),
         "series_shadowed": len(matched) - len(applies),

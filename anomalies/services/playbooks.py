@@ -23,9 +23,9 @@ from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
 from ..matching import series_matches
-from ..models import Anomaly, ResponseExecution, ResponsePlaybook, RootCauseCandidate
+from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
-from ..selectors import silenced_by, silences_active, silences_overlapping
+from ..selectors import likeliest_causes, silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
 
@@ -177,11 +177,7 @@ class _Inhibition:
         if not self.on or not anomalies:
             return
         for c in (
-            RootCauseCandidate.objects.filter(
-                anomaly__in=anomalies, rank=1, cause_anomaly__isnull=False
-            )
-            .exclude(cause_anomaly_id=F("anomaly_id"))
-            .select_related("cause_anomaly__series")
+            likeliest_causes().filter(anomaly__in=anomalies).select_related("cause_anomaly__series")
         ):
             self.causes.setdefault(c.anomaly_id, []).append(c.cause_anomaly)
         cause_ids = {c.pk for cs in self.causes.values() for c in cs}
