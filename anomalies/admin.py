@@ -617,6 +617,7 @@ class ResponseExecutionAdmin(MaskedSecretsMixin, ReadOnlyAdmin):
         "attempts",
         "repeats",
         "reminders",
+        "notified_effects",
         "duration_ms",
         "created_at",
     ]

@@ -717,6 +717,7 @@ class ResponseExecutionSerializer(ModelSerializer):
             "notified_severity",
             "notified_at",
             "reminders",
+            "notified_effects",
         ]
         read_only_fields = fields
 

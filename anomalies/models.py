@@ -402,6 +402,11 @@ class ResponseExecution(models.Model):
     reminders = models.PositiveIntegerField(
         default=0, help_text="Reminders sent while the anomaly went on unacknowledged."
     )
+    notified_effects = models.PositiveIntegerField(
+        default=0,
+        help_text="How many ongoing anomalies put down to this one the receiver was last "
+        "told of: when more go on, a playbook that inhibits effects sends an update.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -22,7 +22,7 @@ from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
-from .selectors import anomalies_explained_by
+from .selectors import anomaly_effects
 from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -59,14 +59,27 @@ def _rules_clause(anomaly: Anomaly) -> str:
     return f"; rules: {', '.join(anomaly.rules_fired)}" if anomaly.rules_fired else ""
 
 
+# How many of an incident's other anomalies a notification names; the rest are counted.
+NAMED_EFFECTS = 5
+
+
 def _incident_clause(anomaly: Anomaly) -> str:
-    """How many other anomalies put this one down as their likeliest cause: what a
-    playbook with `inhibit_effects` did not page on their own. The first page usually
-    comes before them; a reminder or an escalation tells the on-call the incident's size."""
-    effects = len(anomalies_explained_by(anomaly))
+    """The other ongoing anomalies put down to this one (`anomaly_effects`): what a playbook with
+    `inhibit_effects` did not page on their own. The first page usually comes before
+    them; the incident update, a reminder or an escalation tells the on-call which
+    series the incident has reached, the first few by onset, since those name the
+    blast radius (every endpoint, or only checkout?). What has
+    recovered is no longer part of what the receiver has to deal with."""
+    effects = anomaly_effects(anomaly)
     if not effects:
         return ""
-    return f"; likeliest cause of {effects} other anomal{'y' if effects == 1 else 'ies'}"
+    names = ", ".join(str(e.series) for e in effects[:NAMED_EFFECTS])
+    more = len(effects) - NAMED_EFFECTS
+    return (
+        f"; likeliest root cause of {len(effects)} other anomal"
+        f"{'y' if len(effects) == 1 else 'ies'}: {names}"
+        + (f" and {more} more" if more > 0 else "")
+    )
 
 
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
@@ -225,8 +238,17 @@ def mail_timeout() -> float:
     return float(getattr(settings, "EMAIL_TIMEOUT", None) or EMAIL_TIMEOUT_SECONDS)
 
 
-def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
-    """Do what the playbook says; return what to record as the result."""
+# What an e-mail's subject starts with when it is not the first page: in an inbox a
+# reminder or an update that reads exactly like the page looks like a duplicate.
+EMAIL_SUBJECT_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
+
+
+def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = "page") -> dict:
+    """Do what the playbook says; return what to record as the result.
+
+    `kind` is what the message is to a receiver that already has the page ("reminder",
+    "update"); webhook and Slack receivers update the alert they have and need no label.
+    """
     if playbook.action in URL_ACTIONS:
         return post_notification(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
@@ -234,7 +256,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
         payload = alertmanager_payload(anomaly, playbook)
         try:
             sent = send_mail(
-                subject=payload["commonAnnotations"]["summary"],
+                subject=EMAIL_SUBJECT_PREFIX[kind] + payload["commonAnnotations"]["summary"],
                 message=(
                     f"{payload['commonAnnotations']['description']}\n\n"
                     f"{payload['alerts'][0]['generatorURL']}"

@@ -120,6 +120,52 @@ def anomalies_explained_by(anomaly: Anomaly) -> list[int]:
     return sorted({r.anomaly_id for r in rows})
 
 
+# How long before a cause's onset its effects' links are read from: an effect's onset can
+# precede its cause's by up to the root-cause window (30 minutes either way).
+CAUSE_LOOKBACK = timedelta(hours=1)
+
+
+def effects_of(causes: list[Anomaly], *, depth: int = 4) -> dict[int, list[int]]:
+    """For each cause, the ongoing anomalies put down to it, directly or through one
+    another (reached through ended ones too), by onset.
+
+    What a notification about a cause lists, and what its incident update counts: a
+    database outage's page should name the endpoints it took down, including the error
+    ratio whose likeliest cause is one of those endpoints' latency. One query for every
+    cause: the links are read from the earliest cause's onset (less the root-cause
+    window) on and followed `depth` deep in memory (incidents are shallow; ties at rank 1
+    can form cycles, which the visited set stops).
+    """
+    if not causes:
+        return {}
+    since = min(c.started_at for c in causes) - CAUSE_LOOKBACK
+    links: dict[int, list[tuple[datetime, int, bool]]] = {}
+    for cause, effect, started, ended in (
+        likeliest_causes()
+        .filter(anomaly__started_at__gte=since)
+        .values_list("cause_anomaly_id", "anomaly_id", "anomaly__started_at", "anomaly__ended_at")
+    ):
+        links.setdefault(cause, []).append((started, effect, ended is None))
+    out = {}
+    for c in causes:
+        seen, frontier, found = {c.pk}, [c.pk], []
+        for _ in range(depth):
+            step = [e for k in frontier for e in links.get(k, ()) if e[1] not in seen]
+            seen.update(e[1] for e in step)
+            found += step
+            frontier = [e[1] for e in step]
+        out[c.pk] = [pk for _, pk, ongoing in sorted(set(found)) if ongoing]
+    return out
+
+
+def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
+    """`effects_of` one anomaly, with their series, by onset."""
+    ids = effects_of([anomaly])[anomaly.pk]
+    return list(
+        Anomaly.objects.filter(pk__in=ids).select_related("series").order_by("started_at", "pk")
+    )
+
+
 def anomaly_state_q(state: str) -> Q:
     """`Anomaly.state` as a filter: the list, the admin and the overview ask the same."""
     if state == Anomaly.State.CLOSED:

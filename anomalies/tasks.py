@@ -56,3 +56,12 @@ def notify_reminder(execution_id: int, queued: str | None = None, last: str | No
 @shared_task(name="anomalies.notify_escalated", **_OUTBOUND)
 def notify_escalated(execution_id: int, told: str | None = None) -> dict:
     return services.response_notify_escalated(execution_id=execution_id, told=told)
+
+
+@shared_task(name="anomalies.notify_incident", **_OUTBOUND)
+def notify_incident(
+    execution_id: int, told: int = 0, queued: str | None = None, last: str | None = None
+) -> dict:
+    return services.response_notify_incident(
+        execution_id=execution_id, told=told, queued=queued, last=last
+    )

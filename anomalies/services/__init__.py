@@ -15,6 +15,7 @@ from .operators import (
 from .playbooks import (
     response_execute,
     response_notify_escalated,
+    response_notify_incident,
     response_notify_reminder,
     response_notify_resolved,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "learned_model_retrain",
     "response_execute",
     "response_notify_escalated",
+    "response_notify_incident",
     "response_notify_reminder",
     "response_notify_resolved",
     "silence_anomaly_series",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timedelta
+from functools import partial
 from typing import NamedTuple
 
 from django.db import transaction
@@ -25,7 +26,13 @@ from kombu.exceptions import KombuError
 from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
-from ..selectors import likeliest_causes, silenced_by, silences_active, silences_overlapping
+from ..selectors import (
+    effects_of,
+    likeliest_causes,
+    silenced_by,
+    silences_active,
+    silences_overlapping,
+)
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
 
@@ -135,6 +142,9 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         _queue_escalation_notices(escalated, now)
     if reminders:
         _queue_reminders(reminders, now)
+    if inhibition.on:
+        told_now = set(reminders).union(*(told for told in escalated.values()))
+        _queue_incident_updates(inhibition.on, told_now, now)
     return Queued(len(queued), silenced)
 
 
@@ -206,6 +216,70 @@ class _Inhibition:
             ),
             None,
         )
+
+
+# Alertmanager's default `group_interval`: the receiver of a cause's page hears that more
+# of its incident joined no sooner than this after it was last told anything.
+INCIDENT_UPDATE_INTERVAL = timedelta(minutes=5)
+
+
+def _queue_incident_updates(playbook_ids: set[int], told_now: set[int], now: datetime) -> None:
+    """Tell the receiver of a cause's page when its incident has grown.
+
+    Inhibition pages a database outage once, but that page goes out before the endpoints
+    it takes down have opened their anomalies: without an update the on-call would learn
+    the incident's reach only from the admin. As Alertmanager re-sends a group when alerts
+    join it, a page that has held effects back gets an update (the same alert, its
+    description naming the anomalies put down to it, `selectors.effects_of`) when more of
+    them go on than the receiver was last told of, once `INCIDENT_UPDATE_INTERVAL` has
+    passed since its last notice. A count that falls (effects recover) is recorded, so a
+    second wave is news again. Notices queued in this run (`told_now`: reminders and
+    escalations) carry the same description, so they count as told.
+    """
+    holding = set(
+        ResponseExecution.objects.filter(
+            playbook_id__in=playbook_ids, status=INHIBITED, anomaly__ended_at__isnull=True
+        ).values_list("playbook_id", "result__inhibited_by")
+    )
+    pages = list(
+        ResponseExecution.objects.filter(
+            Q(anomaly_id__in={a for _, a in holding if isinstance(a, int)})
+            | Q(notified_effects__gt=0),
+            playbook_id__in=playbook_ids,
+            status=ResponseExecution.Status.SUCCEEDED,
+            anomaly__ended_at__isnull=True,
+        )
+        .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
+        .select_related("anomaly")
+    )
+    if not pages:
+        return
+    effects = effects_of([e.anomaly for e in pages])
+    recount: dict[int, list[int]] = {}  # effects now -> executions to record it on
+    calls: dict[int, dict] = {}
+    for e in pages:
+        count, last = len(effects[e.anomaly_id]), e.notified_at or e.finished_at
+        if count == e.notified_effects:
+            continue
+        if count < e.notified_effects or e.pk in told_now:
+            recount.setdefault(count, []).append(e.pk)
+        elif (e.playbook_id, e.anomaly_id) not in holding:
+            continue  # nothing was held back: the receiver is paged for each anomaly
+        elif last is not None and now - last >= INCIDENT_UPDATE_INTERVAL:
+            recount.setdefault(count, []).append(e.pk)
+            calls[e.pk] = {
+                "told": e.notified_effects,
+                "queued": now.isoformat(),
+                "last": last.isoformat(),
+            }
+    for count, pks in recount.items():
+        ResponseExecution.objects.filter(pk__in=pks).update(notified_effects=count)
+    if calls:
+        # News, as an escalation is: the repeat interval counts from it.
+        ResponseExecution.objects.filter(pk__in=list(calls)).update(notified_at=now)
+        from ..tasks import notify_incident
+
+        transaction.on_commit(lambda: _enqueue_notices(notify_incident, calls, "incident update"))
 
 
 def _tells(status: str, attempts: int) -> bool:
@@ -524,7 +598,39 @@ def response_notify_reminder(
         if queued and last:
             held.filter(notified_at=parse_datetime(queued)).update(notified_at=parse_datetime(last))
         return {"cancelled": 1}
-    return _send_notice(execution, "reminder", send=perform_action, reminders=F("reminders") + 1)
+    return _send_notice(
+        execution,
+        "reminder",
+        send=partial(perform_action, kind="reminder"),
+        reminders=F("reminders") + 1,
+    )
+
+
+def response_notify_incident(
+    *, execution_id: int, told: int = 0, queued: str | None = None, last: str | None = None
+) -> dict:
+    """Tell the receiver of a cause's page that more of its incident was held back.
+
+    The cause's alert again, its description naming the anomalies put down to it
+    (`responses._incident_clause`); a webhook receiver updates the incident it has (same
+    fingerprint and group key), an e-mail says "Update:". Checked at send time like the
+    page: a silence, a disabled or narrowed playbook or a false positive holds it back,
+    and then what the receiver had been told (`told` effects, and when: `last`) is put
+    back, so the first run after, say, the silence ends sends it. Nothing is sent once
+    the cause has ended: its resolved notice closes the incident.
+    """
+    execution = _notice_execution(execution_id)
+    if execution.anomaly.ended_at is not None:
+        return {"skipped": 1}
+    if reason := _no_longer_applies(execution.playbook, execution.anomaly, timezone.now()):
+        held = ResponseExecution.objects.filter(pk=execution.pk)
+        held.update(error=f"incident update {reason}")
+        if queued and last:
+            held.filter(notified_at=parse_datetime(queued)).update(
+                notified_at=parse_datetime(last), notified_effects=told
+            )
+        return {"cancelled": 1}
+    return _send_notice(execution, "incident update", send=partial(perform_action, kind="update"))
 
 
 def _severity_below(severity: str) -> str:

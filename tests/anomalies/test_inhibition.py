@@ -113,9 +113,14 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     # A reminder or an escalation of the cause's page says how large the incident is.
     playbook = ResponsePlaybook.objects.get(name="pager")
     note = alertmanager_payload(cause, playbook)["commonAnnotations"]["description"]
-    assert note.endswith("; likeliest cause of 3 other anomalies")
+    # Through chains (the error ratio is put down to the feed's latency), by onset.
+    assert note.endswith(
+        "; likeliest root cause of 4 other anomalies: http.latency.p95{endpoint=/api/feed}, "
+        "http.latency.p95{endpoint=/api/search}, http.latency.p95{endpoint=/x}, "
+        "http.errors.ratio"
+    )
     assert (
-        "likeliest cause of 1 other anomaly"
+        "likeliest root cause of 1 other anomaly: http.errors.ratio"
         in slack_payload(effects[0])["blocks"][0]["text"]["text"]
     )
     assert (
@@ -138,6 +143,61 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     }
     page = admin_client.get(f"/admin/anomalies/anomaly/{cause.pk}/change/").content.decode()
     assert "Likeliest cause of" in page and f"/admin/anomalies/anomaly/{effects[2].pk}/" in page
+
+
+def test_the_receiver_of_a_cause_hears_when_its_incident_grows(eager, monkeypatch):
+    """Alertmanager's group_interval: effects held back since the last notice are told in
+    one update, no sooner than five minutes after it, naming them."""
+    from anomalies.responses import NAMED_EFFECTS
+
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=1))
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    eager([cause], t0)  # the page: sent now (the clock of `notified_at` is the real one)
+    page = ResponseExecution.objects.get(anomaly=cause)
+    first = [_anomaly("http.latency.p95", t0, endpoint=f"/e{i}") for i in range(3)]
+    for effect in first:
+        _blames(effect, cause)
+    eager([cause, *first], t0 + timedelta(minutes=2))
+    assert len(mail.outbox) == 1  # held back, and too soon after the page to tell
+    eager([cause, *first], t0 + timedelta(minutes=6))
+    update = mail.outbox[-1]
+    assert len(mail.outbox) == 2 and update.subject.startswith("Update: db.connections.active")
+    assert "likeliest root cause of 3 other anomalies: http.latency.p95{endpoint=/e0}" in (
+        update.body
+    )
+    page.refresh_from_db()
+    assert page.notified_effects == 3 and page.status == ResponseExecution.Status.SUCCEEDED
+    # Nothing new: nothing sent. More join: not before five minutes after the update.
+    eager([cause, *first], t0 + timedelta(minutes=8))
+    more = [
+        _anomaly("http.errors.ratio", t0 + timedelta(minutes=8), endpoint=f"/e{i}")
+        for i in range(5)
+    ]
+    for effect in more:
+        _blames(effect, first[0])  # through the latency: they count for the database
+    eager([cause, *more], t0 + timedelta(minutes=9))
+    assert len(mail.outbox) == 2
+    eager([cause], t0 + timedelta(minutes=12))
+    assert len(mail.outbox) == 3 and f"and {8 - NAMED_EFFECTS} more" in mail.outbox[-1].body
+    assert ResponseExecution.objects.get(pk=page.pk).notified_effects == 8
+    # Effects that end are no longer counted, so a second wave is news again.
+    Anomaly.objects.filter(pk__in=[a.pk for a in more]).update(ended_at=t0 + timedelta(minutes=13))
+    eager([cause], t0 + timedelta(minutes=14))
+    assert ResponseExecution.objects.get(pk=page.pk).notified_effects == 3
+    wave = _anomaly("http.latency.p95", t0 + timedelta(minutes=20), endpoint="/late")
+    _blames(wave, cause)
+    # A silence on the cause holds the update back, and it goes out once it ends.
+    silence = services.silence_anomaly_series(
+        anomaly_id=cause.pk, minutes=30, comment="deploy", by="ops"
+    )
+    eager([cause, wave], t0 + timedelta(minutes=20))
+    assert len(mail.outbox) == 3
+    held = ResponseExecution.objects.get(pk=page.pk)
+    assert held.notified_effects == 3 and "incident update not sent: held back" in held.error
+    services.silence_expire(silence_id=silence.pk)
+    eager([cause, wave], t0 + timedelta(minutes=21))
+    assert len(mail.outbox) == 4 and "4 other anomalies" in mail.outbox[-1].body
 
 
 def test_an_incident_that_opens_in_one_run_pages_once(eager):
@@ -217,10 +277,13 @@ def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks
 
 
 def test_a_demo_incident_pages_the_on_call_once(
-    empty_telemetry, eager, django_capture_on_commit_callbacks
+    empty_telemetry, eager, django_capture_on_commit_callbacks, monkeypatch
 ):
     """The job, run every five minutes through the demo's database incident: every
-    endpoint's latency, error ratio and database time goes critical within minutes."""
+    endpoint's latency, error ratio and database time goes critical within minutes.
+    The clock is the run's, so that what is sent is stamped in the incident's time."""
+    clock = [timezone.now()]
+    monkeypatch.setattr(timezone, "now", lambda: clock[0])
     seed_demo(DemoConfig(days=7, users=20, seed=1, end=1_795_000_200.0))
     incident = max(DemoIncident.objects.all(), key=lambda i: i.effect_series.count())
     for name, inhibit in (("pager", True), ("everything", False)):
@@ -234,9 +297,12 @@ def test_a_demo_incident_pages_the_on_call_once(
     start = incident.start.timestamp()
     services.anomalies_score_recent(now=to_datetime(start - 3600))
     for minutes in range(-55, 95, 5):
+        clock[0] = to_datetime(start + 60 * minutes)
         with django_capture_on_commit_callbacks(execute=True):
-            services.anomalies_score_recent(now=to_datetime(start + 60 * minutes))
-    pages = [m for m in mail.outbox if m.to == ["pager@example.com"]]
+            services.anomalies_score_recent(now=clock[0])
+    told = [m for m in mail.outbox if m.to == ["pager@example.com"]]
+    pages = [m for m in told if not m.subject.startswith("Update: ")]
+    updates = [m for m in told if m.subject.startswith("Update: ")]
     everything = [m for m in mail.outbox if m.to == ["everything@example.com"]]
     critical = Anomaly.objects.filter(
         severity="critical",
@@ -245,10 +311,16 @@ def test_a_demo_incident_pages_the_on_call_once(
     ).count()
     print(
         f"{incident.name}: {critical} critical anomalies, {len(everything)} pages without "
-        f"inhibition, {len(pages)} with"
+        f"inhibition, {len(pages)} with, and {len(updates)} updates naming the others"
     )
     assert len(everything) >= 10 and len(pages) <= 2
     assert incident.cause_series.name in pages[0].subject
+    # The page came before the endpoints' anomalies; one update names them. (Counting
+    # the anomalies this playbook held back instead, every effect that turned critical
+    # later sent another update naming the same 23.)
+    assert len(updates) == 1
+    assert all(incident.cause_series.name in m.subject for m in updates)
+    assert f"likeliest root cause of {critical - 1} other anomalies" in updates[0].body
 
 
 @pytest.mark.django_db(transaction=True)

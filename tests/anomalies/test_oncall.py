@@ -576,7 +576,8 @@ def test_an_email_playbook_reminds_by_email(eager_runs, settings):
     assert len(mail.outbox) == 1
     runs.at(t0 + timedelta(minutes=61))
     assert len(mail.outbox) == 2
-    assert mail.outbox[1].subject == mail.outbox[0].subject
+    # Says what it is: in an inbox, the same subject again reads as a duplicate.
+    assert mail.outbox[1].subject == "Reminder: " + mail.outbox[0].subject
     assert ResponseExecution.objects.get().reminders == 1
 
 
@@ -600,3 +601,44 @@ def test_a_repeat_interval_that_cannot_work_is_refused_naming_the_field(
     assert response.status_code == 400, response.content
     assert field in response.json()
     assert not ResponsePlaybook.objects.exists()
+
+
+def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receiver, eager_runs):
+    """The update is the cause's alert again (same fingerprint and group key, so PagerDuty
+    updates its incident rather than opening one), its description naming the effects."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.models import RootCauseCandidate
+    from anomalies.services.playbooks import queue_responses
+
+    t0 = timezone.now()
+    cause = AnomalyFactory(series=series_ensure(name="db.connections.active"), severity="critical")
+    ResponsePlaybook.objects.create(name="pager", action="webhook", target=receiver.url("/pager"))
+    runs = eager_runs(cause)
+    ((_, _, fingerprint),) = runs.at(t0)
+    effect = AnomalyFactory(
+        series=series_ensure(name="http.latency.p95", labels={"endpoint": "/api/feed"}),
+        severity="critical",
+        started_at=cause.started_at + timedelta(minutes=2),
+    )
+    RootCauseCandidate.objects.create(
+        anomaly=effect,
+        series=cause.series,
+        cause_anomaly=cause,
+        rank=1,
+        score=1.0,
+        lead_seconds=120,
+    )
+    with runs.capture(execute=True):
+        queue_responses({effect.pk}, now=t0 + timedelta(minutes=2))  # held back
+    assert runs.at(t0 + timedelta(minutes=3)) == []  # too soon after the page
+    ((path, status, again),) = runs.at(t0 + timedelta(minutes=6))
+    assert (path, status, again) == ("/pager", "firing", fingerprint)
+    body = receiver.seen[-1][2]
+    assert body["groupKey"] == receiver.seen[0][2]["groupKey"]
+    assert body["commonAnnotations"]["description"].endswith(
+        "; likeliest root cause of 1 other anomaly: http.latency.p95{endpoint=/api/feed}"
+    )
+    assert runs.at(t0 + timedelta(minutes=12)) == []  # told: nothing new
