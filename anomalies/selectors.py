@@ -17,6 +17,7 @@ from .engine.root_cause import group_incidents
 from .engine.rule_preview import RulePreview, preview_rule
 from .matching import series_matches
 from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
+from .validation import NOTIFY_ACTIONS
 
 
 def anomalies_recent(
@@ -202,7 +203,73 @@ def overview_section() -> dict:
         "response_success_rate": (executions.get("succeeded", 0) / finished if finished else None),
         "active_silences": Silence.objects.filter(silence_in_force(timezone.now())).count(),
         "noisiest_series": noisiest_series(),
+        "on_call": on_call_report(),
     }
+
+
+# The period the on-call figures cover: PagerDuty's and Opsgenie's reports default to a month.
+ON_CALL_DAYS = 30
+
+
+def on_call_report(*, now: datetime | None = None, days: int = ON_CALL_DAYS) -> dict:
+    """How the on-call has been doing over the last `days`: MTTA and MTTR, the figures an
+    incident review starts from (PagerDuty's analytics, Opsgenie's reports).
+
+    Over the anomalies that began in the period and paged-worthy (warning or critical):
+    how many, how many an operator acknowledged or resolved (`confirmed_at`) and the
+    median and 90th percentile of the time from detection to that; the same of the time
+    from onset to recovery for those that ended (false positives excluded: their end is a
+    dismissal, not a recovery). And what the playbooks did with them: pages sent, and
+    pages held back because their cause was paged (`inhibit_effects`), which is what one
+    page per incident spared the on-call. Seconds; None where there is nothing to measure.
+    """
+    until = now or timezone.now()
+    since = until - timedelta(days=days)
+    rows = list(
+        Anomaly.objects.filter(
+            started_at__gte=since,
+            started_at__lt=until,
+            severity__in=(Anomaly.Severity.WARNING, Anomaly.Severity.CRITICAL),
+        ).values_list("started_at", "detected_at", "confirmed_at", "ended_at", "status")
+    )
+    fp = Anomaly.Status.FALSE_POSITIVE
+    to_ack = [
+        max((confirmed - detected).total_seconds(), 0.0)
+        for _, detected, confirmed, _, status in rows
+        if confirmed is not None and status != fp
+    ]
+    to_recover = [
+        (ended - started).total_seconds()
+        for started, _, _, ended, status in rows
+        if ended is not None and status != fp
+    ]
+    pages = dict(
+        ResponseExecution.objects.filter(
+            anomaly__started_at__gte=since,
+            anomaly__started_at__lt=until,
+            playbook__action__in=NOTIFY_ACTIONS,
+            status__in=(ResponseExecution.Status.SUCCEEDED, ResponseExecution.Status.INHIBITED),
+        )
+        .values_list("status")
+        .annotate(n=Count("id"))
+    )
+    return {
+        "days": days,
+        "anomalies": len(rows),
+        "acknowledged": len(to_ack),
+        "false_positives": sum(1 for *_, status in rows if status == fp),
+        "time_to_acknowledge_seconds": _median_and_p90(to_ack),
+        "time_to_recover_seconds": _median_and_p90(to_recover),
+        "pages_sent": pages.get(ResponseExecution.Status.SUCCEEDED, 0),
+        "pages_held_back": pages.get(ResponseExecution.Status.INHIBITED, 0),
+    }
+
+
+def _median_and_p90(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"median": None, "p90": None}
+    median, p90 = np.percentile(seconds, [50, 90])
+    return {"median": round(float(median), 1), "p90": round(float(p90), 1)}
 
 
 # The series an operator should look at first when alerts feel noisy: how many, over what.

@@ -767,6 +767,52 @@ def test_the_overview_names_the_noisiest_series_and_their_false_positives(db):
     assert overview_section()["noisiest_series"][0]["series"] == "svc.noisy"
 
 
+def test_the_overview_reports_time_to_acknowledge_and_to_recover(db):
+    from anomalies.selectors import on_call_report
+
+    Anomaly.objects.all().delete()
+    now = timezone.now()
+    svc = series_ensure(name="svc.oncall")
+    minute = timedelta(minutes=1)
+    # Detected 2 minutes after onset; acknowledged 5, 10 and 30 minutes after detection,
+    # recovered 20, 40 and 60 minutes after onset.
+    for ack, recover in ((5, 20), (10, 40), (30, 60)):
+        started = now - timedelta(hours=5)
+        a = _anomaly(svc, started_at=started, detected_at=started + 2 * minute)
+        Anomaly.objects.filter(pk=a.pk).update(
+            confirmed_at=a.detected_at + ack * minute,
+            ended_at=started + recover * minute,
+            status=Anomaly.Status.RESOLVED,
+        )
+    # Not counted: still open (counts, but nothing to time), a false positive (its end is
+    # a dismissal), info, and one before the period.
+    _anomaly(svc, started_at=now - timedelta(hours=1))
+    dismissed = _anomaly(svc, started_at=now - timedelta(hours=2))
+    services.anomaly_mark_false_positive(anomaly_id=dismissed.pk, by="ops")
+    AnomalyFactory(series=svc, severity="info", started_at=now - timedelta(hours=1))
+    old = _anomaly(svc, started_at=now - timedelta(days=40))
+    Anomaly.objects.filter(pk=old.pk).update(confirmed_at=now, ended_at=now)
+    pager = ResponsePlaybook.objects.create(name="pager", action="email", target="a@b.example")
+    for a, status in zip(
+        Anomaly.objects.filter(started_at__gte=now - timedelta(days=1)),
+        ("succeeded", "inhibited", "inhibited", "failed"),
+        strict=False,
+    ):
+        ResponseExecution.objects.create(playbook=pager, anomaly=a, status=status)
+
+    report = on_call_report(now=now)
+    assert report["anomalies"] == 5 and report["acknowledged"] == 3
+    assert report["false_positives"] == 1
+    assert report["time_to_acknowledge_seconds"] == {"median": 600.0, "p90": 1560.0}
+    assert report["time_to_recover_seconds"] == {"median": 2400.0, "p90": 3360.0}
+    assert (report["pages_sent"], report["pages_held_back"]) == (1, 2)
+    assert overview_section()["on_call"]["acknowledged"] == 3
+    assert on_call_report(now=now - timedelta(days=60))["time_to_acknowledge_seconds"] == {
+        "median": None,
+        "p90": None,
+    }
+
+
 def test_retrain_refits_the_shared_model(db):
     # Two series of a week each give the reservoir enough windows for a first fit.
     ids = []
