@@ -72,6 +72,11 @@ def _isolated_cache(settings, tmp_path):
     if worker.startswith("gw") and default["BACKEND"].endswith("RedisCache"):
         location = _redis_database_of_this_worker(default["LOCATION"], worker)
         settings.CACHES = {**settings.CACHES, "default": {**default, "LOCATION": location}}
+    if worker.startswith("gw") and settings.REDIS_URL:
+        # The job locks too (phase3.locks): each worker's database numbers its rows from 1,
+        # so both workers' eager `execute_response(1)` took one lock, and one was skipped
+        # as "already running" (a page never sent, a test failing one run in two).
+        settings.REDIS_URL = _redis_database_of_this_worker(settings.REDIS_URL, worker)
     elif default["BACKEND"].endswith("FileBasedCache"):
         # The embedded default's file cache lives under var/, shared by both xdist workers
         # (and a running `make run`): one worker's config version and cached experiment

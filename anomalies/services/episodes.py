@@ -28,8 +28,23 @@ from ..engine.root_cause import estimate_onset
 from ..engine.severity import classify_severity
 from ..models import Anomaly, DetectorState, DismissedPattern
 
-# An anomaly is over after this many consecutive points without any method's vote.
+# An anomaly is over after this many consecutive points that are not abnormal any more.
 RECOVERY_POINTS = 3
+# How far a point must still be from normal, in scale widths, for a vote to keep its
+# anomaly going. The views that find sustained shifts (the short and medium averages, the
+# level-shift and variance statistics, the forest's windows) remember the incident after
+# the series is back: on the demo's hour-long database outage they voted for three more
+# hours with every value within one scale width of normal, so its 23 effects stayed
+# "ongoing", got paged when the cause ended, and MTTR read four hours. "Normal" is the
+# expected value now, or the one when the anomaly opened: the expected value follows an
+# outage that goes on (a level shift), and the outage must not end because it did.
+# Operator rules, a stalled series and a collapse are judged on the point and always count.
+EXTEND_Z = 2.0
+# ... and, measured from the expected value when it opened, this share of its peak: the
+# demo's database connections, back to normal after the outage, then rose with the
+# afternoon's traffic past two scale widths of the morning's expected value.
+PEAK_SHARE = 1 / 3
+_POINT_FAMILIES = ("rules", STALLED, COLLAPSE)
 # Points kept per anomaly for its chart.
 MAX_POINTS = 500
 # Residuals kept across runs for tracing an onset back (a drift that crept up for two
@@ -212,6 +227,26 @@ def track_episodes(
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (values - expected) / scale
     alert = result.scores[row, :n] >= cfg.alert_score
+    with np.errstate(invalid="ignore"):
+        off = ~(np.abs(z) < EXTEND_Z)  # NaN (a missing value) counts as off
+    on_point = np.logical_or.reduce([families[f] >= cfg.vote_surprisal for f in _POINT_FAMILIES])
+    base = _baseline(episode, current)
+
+    def abnormal(i: int) -> bool:
+        """Whether point i keeps the open anomaly going (`EXTEND_Z`)."""
+        if alert[i] or on_point[i] or (voting[i] and off[i]):
+            return True
+        if not voting[i]:
+            return False
+        if base is None:  # opened before the baseline was kept: any vote, as then
+            return True
+        # Still out the way it went, by a share of its peak: a seasonal series' own daily
+        # rise since the onset is not the incident going on.
+        out = (values[i] - base[0]) * current.direction
+        return out >= max(
+            EXTEND_Z * base[1], PEAK_SHARE * (current.observed - base[0]) * current.direction
+        )
+
     tail_ts, tail_z = _tail(episode)
     trace_ts, trace_z = np.concatenate([tail_ts, ts]), np.concatenate([tail_z, z])
     calm, recovered = _held(episode, current)
@@ -233,7 +268,7 @@ def track_episodes(
 
     for i in range(n):
         if current is not None:
-            if recovered is None and (voting[i] or alert[i]):
+            if recovered is None and abnormal(i):
                 calm = 0
                 _extend(
                     current, i, ts, values, expected, scale, result, row, families, total, z, floors
@@ -288,6 +323,9 @@ def track_episodes(
             observed=_finite(values[i]) or 0.0,
             expected=_finite(expected[i]) or 0.0,
         )
+        base = (
+            (float(expected[i]), float(scale[i])) if np.isfinite(expected[i] * scale[i]) else None
+        )
         if recurs:
             # Reported among the methods, so operators see why it opened under the alert level.
             current.votes = {RECURRENCE: round(float(total[i]), 3)}
@@ -305,10 +343,28 @@ def track_episodes(
         # yet), and when it recovered, if it is waiting out its quiet period.
         "anomaly": current.detected_at.timestamp() if current is not None else None,
         "recovered_at": recovered,
+        # What was expected when it opened, and the scale then: "back to normal" (EXTEND_Z).
+        "baseline": list(base) if current is not None and base is not None else None,
         "suppressing": suppressing,
         "tail_ts": trace_ts[-ONSET_TAIL:].tolist(),
         "tail_z": [_finite(round(float(v), 4)) for v in trace_z[-ONSET_TAIL:]],
     }
+
+
+def _baseline(episode: dict, current: Anomaly | None) -> tuple[float, float] | None:
+    """(expected value, scale) when the series' open anomaly opened, if kept for it."""
+    if current is None or _owner(episode, current) is None:
+        return None
+    kept = episode.get("baseline")
+    return (float(kept[0]), float(kept[1])) if kept else None
+
+
+def _owner(episode: dict, current: Anomaly) -> float | None:
+    """The episode's anomaly if it is `current` (its detection time), else None."""
+    owner = episode.get("anomaly", current.detected_at.timestamp())
+    if owner is None or abs(owner - current.detected_at.timestamp()) > 1e-3:
+        return None
+    return owner
 
 
 def _held(episode: dict, current: Anomaly | None) -> tuple[int, float | None]:
@@ -318,10 +374,7 @@ def _held(episode: dict, current: Anomaly | None) -> tuple[int, float | None]:
     on the clock while its series sent nothing) leaves counts that mean nothing for the
     next. Episodes written before the anomaly was recorded in them keep their calm count.
     """
-    if current is None:
-        return 0, None
-    owner = episode.get("anomaly", current.detected_at.timestamp())
-    if owner is None or abs(owner - current.detected_at.timestamp()) > 1e-3:
+    if current is None or _owner(episode, current) is None:
         return 0, None
     recovered = episode.get("recovered_at")
     return int(episode.get("calm", 0)), None if recovered is None else float(recovered)

@@ -119,7 +119,9 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             sent = existing[(p.pk, a.pk)]
             repeated.append(sent.pk)
             if sent.status == INHIBITED:
-                if cause is None:  # its cause ended, or is no longer its likeliest cause
+                # Its cause ended, or is no longer its likeliest cause: paged if it is still
+                # abnormal on its own, not as the incident's tail.
+                if cause is None and not inhibition.in_tail(p, a):
                     unsent.append(sent.pk)
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
@@ -217,6 +219,23 @@ class _Inhibition:
             None,
         )
 
+    def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
+        """An effect no longer inhibited is still part of its ended cause's incident: calm
+        again and waiting out its quiet period, or last abnormal less than `EFFECT_GRACE`
+        after that cause was. A cause called a false positive has no tail: the effect is
+        its own problem at once."""
+        if p.pk not in self.on:
+            return False
+        if a.recovered_at is not None:
+            return True
+        return any(
+            c.ended_at is not None
+            and c.status != Anomaly.Status.FALSE_POSITIVE
+            and (p.pk, c.pk) in self.told
+            and a.last_seen_at < c.last_seen_at + EFFECT_GRACE
+            for c in self.causes.get(a.pk, [])
+        )
+
 
 # Alertmanager's default `group_interval`: the receiver of a cause's page hears that more
 # of its incident joined no sooner than this after it was last told anything.
@@ -280,6 +299,13 @@ def _queue_incident_updates(playbook_ids: set[int], told_now: set[int], now: dat
         from ..tasks import notify_incident
 
         transaction.on_commit(lambda: _enqueue_notices(notify_incident, calls, "incident update"))
+
+
+# How long after its cause was last abnormal an inhibited effect may still be abnormal and
+# count as that incident's tail: endpoints recover minutes after the database they wait on
+# (the demo's take 10 to 20), and paging each of them "firing" as the cause resolves is
+# the page storm inhibition is there to prevent.
+EFFECT_GRACE = timedelta(minutes=30)
 
 
 def _tells(status: str, attempts: int) -> bool:

@@ -229,9 +229,22 @@ def test_an_effect_pages_when_it_is_worse_than_its_cause_or_outlives_it(eager):
         "http.errors.ratio": "succeeded",  # the receiver was told of a warning only
         "http.latency.p95": "inhibited",
     }
-    # The cause recovers and the latency stays abnormal: it is paged on its own now.
+    # The cause recovers. The latency, minutes behind it, is the incident's tail: not paged
+    # while it is abnormal within half an hour of the cause, nor once it is calm again.
     Anomaly.objects.filter(pk=cause.pk).update(ended_at=t0 + timedelta(minutes=5))
-    eager([same], t0 + timedelta(minutes=6))
+    # (The cause was last abnormal at t0 - 10 minutes.)
+    for seen, calm in ((6, None), (19, None), (21, 22)):
+        Anomaly.objects.filter(pk=same.pk).update(
+            last_seen_at=t0 + timedelta(minutes=seen),
+            recovered_at=calm and t0 + timedelta(minutes=calm),
+        )
+        eager([Anomaly.objects.get(pk=same.pk)], t0 + timedelta(minutes=seen + 2))
+        assert _statuses("pager")["http.latency.p95"] == "inhibited"
+    # Abnormal again past that: its own problem, paged on its own now.
+    Anomaly.objects.filter(pk=same.pk).update(
+        last_seen_at=t0 + timedelta(minutes=24), recovered_at=None
+    )
+    eager([same], t0 + timedelta(minutes=24))
     assert _statuses("pager")["http.latency.p95"] == "succeeded"
     assert "http.latency.p95" in mail.outbox[-1].subject and len(mail.outbox) == 3
 
@@ -279,8 +292,9 @@ def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks
 def test_a_demo_incident_pages_the_on_call_once(
     empty_telemetry, eager, django_capture_on_commit_callbacks, monkeypatch
 ):
-    """The job, run every five minutes through the demo's database incident: every
-    endpoint's latency, error ratio and database time goes critical within minutes.
+    """The job, run every five minutes through the demo's database incident and three
+    hours past its end: every endpoint's latency, error ratio and database time goes
+    critical within minutes, and recovers minutes after the database does.
     The clock is the run's, so that what is sent is stamped in the incident's time."""
     clock = [timezone.now()]
     monkeypatch.setattr(timezone, "now", lambda: clock[0])
@@ -296,7 +310,7 @@ def test_a_demo_incident_pages_the_on_call_once(
         )
     start = incident.start.timestamp()
     services.anomalies_score_recent(now=to_datetime(start - 3600))
-    for minutes in range(-55, 95, 5):
+    for minutes in range(-55, 240, 5):
         clock[0] = to_datetime(start + 60 * minutes)
         with django_capture_on_commit_callbacks(execute=True):
             services.anomalies_score_recent(now=clock[0])
@@ -320,7 +334,15 @@ def test_a_demo_incident_pages_the_on_call_once(
     # later sent another update naming the same 23.)
     assert len(updates) == 1
     assert all(incident.cause_series.name in m.subject for m in updates)
-    assert f"likeliest root cause of {critical - 1} other anomalies" in updates[0].body
+    members = Anomaly.objects.filter(
+        started_at__gte=incident.start - timedelta(minutes=30), started_at__lte=incident.end
+    )
+    assert f"likeliest root cause of {members.count() - 1} other anomalies" in updates[0].body
+    # Run past the incident's end: its effects recover within minutes of the cause (they
+    # used to stay "ongoing" for hours on the memory of the averages), so none is paged
+    # as the cause resolves, and the month's time to recover reads the incident's hour.
+    assert not members.filter(ended_at__isnull=True).exists()
+    assert all(a.ended_at - a.started_at < timedelta(hours=2) for a in members)
 
 
 @pytest.mark.django_db(transaction=True)
