@@ -85,19 +85,21 @@ def rank_causes(
     onset: float, candidates: list[CauseCandidate], step_seconds: float
 ) -> list[RankedCause]:
     """Material candidates first (MATERIAL_SHARE); then the earliest onset; among
-    simultaneous onsets, the largest deviation."""
+    simultaneous onsets, the largest deviation, and at equal surprisal the largest
+    standardised peak (each family's surprisal is capped, so the large deviations of an
+    incident often tie; they were left in the order the database returned them)."""
     if not candidates:
         return []
     step = max(step_seconds, 1.0)
     slots = _simultaneous_groups(np.array([c.onset for c in candidates]), step)
     deviation = np.array([max(c.deviation, 0.0) for c in candidates])
     material = deviation >= MATERIAL_SHARE * deviation.max()
-    order = np.lexsort((-deviation, slots, ~material))
+    peak_z = np.array([abs(c.peak_z) for c in candidates])
+    order = np.lexsort((-peak_z, -deviation, slots, ~material))
     # Candidates with the same onset and (within TIE_TOLERANCE) the same standardised peak
     # are the same signal seen twice, e.g. a pool's connection count and its utilisation
     # ratio: the data cannot tell them apart, so they share a rank instead of being ordered
     # by calibration noise.
-    peak_z = np.array([abs(c.peak_z) for c in candidates])
     ranks = np.empty(len(order), dtype=int)
     rank = 0
     for pos, i in enumerate(order):

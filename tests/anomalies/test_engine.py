@@ -490,6 +490,18 @@ def test_root_cause_ties_the_same_signal_seen_twice():
     assert [r.rank for r in ranked] == [1, 1]
 
 
+def test_root_cause_breaks_a_surprisal_tie_by_the_larger_peak_whatever_the_order():
+    # Each family's surprisal is capped, so an incident's large deviations tie; they were
+    # ranked in the order the database returned them.
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+
+    candidates = [CauseCandidate(k, -300.0, 100.0, 10.0 * k) for k in range(1, 6)]
+    for order in (candidates, candidates[::-1], candidates[2:] + candidates[:2]):
+        ranked = rank_causes(0.0, order, step_seconds=300.0)
+        assert [r.key for r in ranked] == [5, 4, 3, 2, 1]
+        assert [r.rank for r in ranked] == [1, 2, 3, 4, 5]
+
+
 def test_onset_is_the_interpolated_threshold_crossing():
     from anomalies.engine.root_cause import estimate_onset
 
