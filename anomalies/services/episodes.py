@@ -273,9 +273,12 @@ def track_episodes(
                 _extend(
                     current, i, ts, values, expected, scale, result, row, families, total, z, floors
                 )
-            elif recovered is not None and candidate_at(i) is not None:
+            elif recovered is not None and (abnormal(i) or candidate_at(i) is not None):
                 # A relapse within the quiet period: the same incident goes on, with no
-                # "resolved" and no new page between (it used to flap).
+                # "resolved" and no new page between (it used to flap). Any abnormal point
+                # counts, not only one that would open an anomaly: inside the alert pause
+                # a burst of variance at an unchanged mean scores under the alert level,
+                # and six hours of it were an anomaly of its first half hour.
                 calm, recovered = 0, None
                 _extend(
                     current, i, ts, values, expected, scale, result, row, families, total, z, floors

@@ -234,3 +234,32 @@ def test_an_anomaly_waiting_out_its_quiet_period_is_shown_as_recovering(
     assert shown()[0] == "closed" and Anomaly.objects.filter(series=series).count() == 1
     bad = viewer.get(base + "anomalies", {"state": "calm"})
     assert bad.status_code == 400 and "state" in bad.json()
+
+
+def test_a_burst_of_variance_is_one_anomaly_for_as_long_as_it_lasts(
+    pages, django_capture_on_commit_callbacks
+):
+    # Six hours of noise six times wider at an unchanged mean. After the first alert the
+    # pause keeps its points under the alert level, so only an abnormal point (a vote on
+    # a value still off) can carry the anomaly through its calm spells: before, it was an
+    # anomaly of its first half hour, "resolved" while the burst went on.
+    rng = np.random.default_rng(3)
+    n, start, length = 1200, 1100, 72
+    series = series_ensure(name="svc.queue.variance", unit="ms")
+    ts = END - STEP * np.arange(n)[::-1]
+    values = 100.0 + rng.normal(0, 1.0, n)
+    values[start : start + length] = 100.0 + rng.normal(0, 6.0, length)
+    insert_samples([series.pk] * start, ts[:start], values[:start])
+    _run(series, ts[start - 1])
+    for hour_end in range(start + 12, n + 1, 12):  # the job, run hourly
+        insert_samples(
+            [series.pk] * 12, ts[hour_end - 12 : hour_end], values[hour_end - 12 : hour_end]
+        )
+        with django_capture_on_commit_callbacks(execute=True):
+            _run(series, ts[hour_end - 1])
+    (anomaly,) = Anomaly.objects.filter(series=series)
+    assert anomaly.started_at <= to_datetime(ts[start + 1])
+    assert anomaly.last_seen_at >= to_datetime(ts[start + length * 3 // 4])
+    assert anomaly.ended_at is not None and anomaly.ended_at <= to_datetime(ts[start + length + 6])
+    ((only, statuses),) = _told(pages)
+    assert only == anomaly.pk and statuses[-1] == "resolved" and statuses.count("resolved") == 1
