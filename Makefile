@@ -48,7 +48,7 @@ bench-middleware: $(VENV)/.dev
 bench-anomalies: $(VENV)/.dev
 	$(PY) bench/anomalies.py
 bench-anomaly-job: $(VENV)/.dev
-	$(PY) bench/anomaly_job.py
+	$(PY) bench/anomaly_job.py $(BENCH_ARGS)
 bench-anomaly-tuning-preview: $(VENV)/.dev
 	$(PY) bench/anomaly_tuning_preview.py
 bench-forecasting: $(VENV)/.dev

@@ -10,7 +10,10 @@ What `anomalies.score_recent` costs each minute on PostgreSQL: `--series` series
    points) into the same run;
 3. a fleet-wide incident: every series jumps at once, then stays abnormal for three more
    runs (the root-cause step's worst case).
-The bench series are deleted at the end.
+With `--playbook`, an e-mail playbook matching the bench series (one page per incident,
+the default) is in place throughout, so the runs also queue the responses: the pages go
+to the broker (`REDIS_URL`, or the embedded one), and the incident's effects are held
+back behind its cause. The bench series and the playbook are deleted at the end.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--series", type=int, default=2000)
     parser.add_argument("--history", type=int, default=288)
+    parser.add_argument("--playbook", action="store_true", help="queue responses too")
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("bench/anomaly_job.py needs DATABASE_URL=postgres://...", file=sys.stderr)
@@ -48,6 +52,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
+    from anomalies.models import ResponsePlaybook
     from anomalies.services import anomalies_score_recent
     from telemetry.bulk import insert_samples
     from telemetry.models import Series
@@ -62,6 +67,10 @@ def main() -> int:
     series = [series_ensure(name=f"{prefix}.{k}", unit="ms") for k in range(args.series)]
     ids = [s.pk for s in series]
     level = rng.uniform(10, 1000, args.series)
+    if args.playbook:
+        ResponsePlaybook.objects.create(
+            name=prefix, series_name=f"{prefix}.*", action="email", target="oncall@example.com"
+        )
     try:
         values = level[:, None] * (1 + 0.02 * rng.standard_normal((args.series, ts.size)))
         insert_samples(np.repeat(ids, ts.size), np.tile(ts, args.series), values.ravel())
@@ -99,6 +108,7 @@ def main() -> int:
             minute(ts[-1] + k * STEP, jump=3.0)
     finally:
         Series.objects.filter(name__startswith=prefix).delete()
+        ResponsePlaybook.objects.filter(name=prefix).delete()
     return 0
 
 
