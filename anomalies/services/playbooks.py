@@ -498,6 +498,14 @@ def response_execute(*, execution_id: int) -> dict:
     # What is sent says "resolved" only if the anomaly had ended when it was built.
     sent_resolved = execution.anomaly.ended_at is not None
     sent_severity = execution.anomaly.severity
+    # The anomalies the message names as put down to this one (`_incident_clause`): an
+    # incident that opened in one run is in the page already, and its update would say
+    # the same again five minutes later.
+    sent_effects = (
+        len(effects_of([execution.anomaly])[execution.anomaly_id])
+        if execution.playbook.action in NOTIFY_ACTIONS
+        else 0
+    )
     try:
         result = perform_action(execution.anomaly, execution.playbook)
     except ResponseConfigError as exc:
@@ -518,6 +526,7 @@ def response_execute(*, execution_id: int) -> dict:
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
             execution.notified_severity = sent_severity
+            execution.notified_effects = sent_effects
             execution.notified_at = execution.finished_at
             if sent_resolved:
                 # What was sent already said "resolved" (the anomaly ended while retrying).

@@ -210,6 +210,10 @@ def test_an_incident_that_opens_in_one_run_pages_once(eager):
     eager([*reversed(effects), cause], t0)  # the order given does not matter
     assert len(mail.outbox) == 1 and "db.connections.active" in mail.outbox[0].subject
     assert sorted(_statuses("pager").values()) == ["inhibited", "inhibited", "succeeded"]
+    # The page named both effects: no update says it again (it did, five minutes later).
+    assert "likeliest root cause of 2 other anomalies" in mail.outbox[0].body
+    eager([cause, *effects], t0 + timedelta(minutes=6))
+    assert len(mail.outbox) == 1
 
 
 def test_an_effect_pages_when_it_is_worse_than_its_cause_or_outlives_it(eager):
