@@ -103,7 +103,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     escalated: dict[str, dict[int, str]] = {}
     inhibition = _Inhibition(anomalies, playbooks, existing)
     # Causes before their effects, so that an incident opening in one run pages once.
-    for a in sorted(anomalies, key=lambda a: (a.started_at, a.pk)):
+    for a in sorted(anomalies, key=inhibition.judging_order):
         for p in playbooks:
             if not _playbook_matches(p, a):
                 continue
@@ -200,6 +200,21 @@ class _Inhibition:
             if _tells(status, attempts):
                 told.add((p, a))
         self.told = told
+
+    def judging_order(self, a: Anomaly) -> tuple:
+        """Causes before their effects: by onset. Two anomalies that are each other's
+        likeliest cause (a tie: one signal seen twice, such as active users and request
+        rate) count from the earlier onset of the two, the more severe first: it is the
+        one paged, and the other is held back behind it. Judged by onset alone, the
+        first paged at info and the second, a warning, paged again as more severe than
+        its cause."""
+        mutual = [
+            c
+            for c in self.causes.get(a.pk, [])
+            if any(x.pk == a.pk for x in self.causes.get(c.pk, []))
+        ]
+        onset = min([a.started_at, *(c.started_at for c in mutual)])
+        return (onset, -SEVERITY_ORDER[a.severity], a.started_at, a.pk)
 
     def cause(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
         """The paged cause that inhibits this page, or None. The caller adds the pair to

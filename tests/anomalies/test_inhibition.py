@@ -366,3 +366,19 @@ def test_playbooks_written_before_inhibition_keep_paging_every_anomaly():
     assert ResponsePlaybook.objects.get(name="tickets").inhibit_effects is False
     new = ResponsePlaybook.objects.create(name="pager", action="email", target="a@example.com")
     assert new.inhibit_effects is True
+
+
+def test_two_anomalies_that_blame_each_other_page_once_at_the_higher_severity(eager):
+    # A tie at rank 1 (one signal seen twice): each is the other's likeliest cause. Judged
+    # by onset alone, the first paged at info and the second, a warning, paged again.
+    t0 = timezone.now()
+    users = _anomaly("users.active", t0, severity="info")
+    rate = _anomaly("http.requests.rate", t0 + timedelta(seconds=20), severity="warning")
+    _blames(users, rate)
+    _blames(rate, users)
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", min_severity="info"
+    )
+    eager([users, rate], t0 + timedelta(minutes=1))
+    assert _statuses("pager") == {"http.requests.rate": "succeeded", "users.active": "inhibited"}
+    assert len(mail.outbox) == 1 and "(warning)" in mail.outbox[0].subject
