@@ -664,6 +664,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "max_attempts",
             "repeat_interval_seconds",
             "inhibit_effects",
+            "update_interval_seconds",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:

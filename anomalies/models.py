@@ -13,9 +13,12 @@ from telemetry.models import Series, labels_key
 
 from .matching import series_matches
 from .validation import (
+    DEFAULT_UPDATE_SECONDS,
     MAX_ATTEMPTS,
     MAX_REPEAT_SECONDS,
+    MAX_UPDATE_SECONDS,
     MIN_REPEAT_SECONDS,
+    MIN_UPDATE_SECONDS,
     playbook_errors,
     rule_errors,
     silence_errors,
@@ -328,6 +331,18 @@ class ResponsePlaybook(models.Model):
         help_text="Send the page again this often while the anomaly goes on and nobody has "
         "acknowledged it (Alertmanager's repeat_interval; 14400 is 4 hours). Empty: once. "
         "Webhook, Slack and e-mail only.",
+    )
+    update_interval_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        default=DEFAULT_UPDATE_SECONDS,
+        validators=[
+            MinValueValidator(MIN_UPDATE_SECONDS),
+            MaxValueValidator(MAX_UPDATE_SECONDS),
+        ],
+        help_text="With inhibit_effects: when more of a paged incident goes on, send the "
+        "page again naming it, no sooner than this after the last message (Alertmanager's "
+        "group_interval; 300 is 5 minutes). Empty: never.",
     )
     inhibit_effects = models.BooleanField(
         default=True,

@@ -26,6 +26,11 @@ MAX_ATTEMPTS = 10
 # scoring job could notice, not so rarely that it is "once" under another name.
 MIN_REPEAT_SECONDS = 300
 MAX_REPEAT_SECONDS = 7 * 86400
+# A playbook's incident-update interval (Alertmanager's `group_interval`, 5 minutes by
+# default there and here): from a minute, the scoring job's period, to a day.
+DEFAULT_UPDATE_SECONDS = 300
+MIN_UPDATE_SECONDS = 60
+MAX_UPDATE_SECONDS = 86400
 # The actions that tell a person (and so may remind them); a task runs once per anomaly.
 NOTIFY_ACTIONS = ("webhook", "slack", "email")
 # Passed to a playbook's task when its signature accepts it (or **kwargs).

@@ -144,9 +144,14 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         _queue_escalation_notices(escalated, now)
     if reminders:
         _queue_reminders(reminders, now)
-    if inhibition.on:
+    intervals = {
+        p.pk: timedelta(seconds=p.update_interval_seconds)
+        for p in playbooks
+        if p.pk in inhibition.on and p.update_interval_seconds is not None
+    }
+    if intervals:
         told_now = set(reminders).union(*(told for told in escalated.values()))
-        _queue_incident_updates(inhibition.on, told_now, now)
+        _queue_incident_updates(intervals, told_now, now)
     return Queued(len(queued), silenced)
 
 
@@ -252,12 +257,9 @@ class _Inhibition:
         )
 
 
-# Alertmanager's default `group_interval`: the receiver of a cause's page hears that more
-# of its incident joined no sooner than this after it was last told anything.
-INCIDENT_UPDATE_INTERVAL = timedelta(minutes=5)
-
-
-def _queue_incident_updates(playbook_ids: set[int], told_now: set[int], now: datetime) -> None:
+def _queue_incident_updates(
+    intervals: dict[int, timedelta], told_now: set[int], now: datetime
+) -> None:
     """Tell the receiver of a cause's page when its incident has grown.
 
     Inhibition pages a database outage once, but that page goes out before the endpoints
@@ -265,21 +267,22 @@ def _queue_incident_updates(playbook_ids: set[int], told_now: set[int], now: dat
     the incident's reach only from the admin. As Alertmanager re-sends a group when alerts
     join it, a page that has held effects back gets an update (the same alert, its
     description naming the anomalies put down to it, `selectors.effects_of`) when more of
-    them go on than the receiver was last told of, once `INCIDENT_UPDATE_INTERVAL` has
-    passed since its last notice. A count that falls (effects recover) is recorded, so a
+    them go on than the receiver was last told of, once the playbook's
+    `update_interval_seconds` (`intervals`, Alertmanager's `group_interval`) has passed
+    since its last notice. A count that falls (effects recover) is recorded, so a
     second wave is news again. Notices queued in this run (`told_now`: reminders and
     escalations) carry the same description, so they count as told.
     """
     holding = set(
         ResponseExecution.objects.filter(
-            playbook_id__in=playbook_ids, status=INHIBITED, anomaly__ended_at__isnull=True
+            playbook_id__in=list(intervals), status=INHIBITED, anomaly__ended_at__isnull=True
         ).values_list("playbook_id", "result__inhibited_by")
     )
     pages = list(
         ResponseExecution.objects.filter(
             Q(anomaly_id__in={a for _, a in holding if isinstance(a, int)})
             | Q(notified_effects__gt=0),
-            playbook_id__in=playbook_ids,
+            playbook_id__in=list(intervals),
             status=ResponseExecution.Status.SUCCEEDED,
             anomaly__ended_at__isnull=True,
         )
@@ -299,7 +302,7 @@ def _queue_incident_updates(playbook_ids: set[int], told_now: set[int], now: dat
             recount.setdefault(count, []).append(e.pk)
         elif (e.playbook_id, e.anomaly_id) not in holding:
             continue  # nothing was held back: the receiver is paged for each anomaly
-        elif last is not None and now - last >= INCIDENT_UPDATE_INTERVAL:
+        elif last is not None and now - last >= intervals[e.playbook_id]:
             recount.setdefault(count, []).append(e.pk)
             calls[e.pk] = {
                 "told": e.notified_effects,

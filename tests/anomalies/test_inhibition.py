@@ -200,6 +200,23 @@ def test_the_receiver_of_a_cause_hears_when_its_incident_grows(eager, monkeypatc
     assert len(mail.outbox) == 4 and "4 other anomalies" in mail.outbox[-1].body
 
 
+@pytest.mark.parametrize(
+    ("interval", "sent_by_minute"), [(900, {6: 0, 14: 0, 16: 1}), (None, {6: 0, 60: 0})]
+)
+def test_a_playbook_sets_how_often_its_incident_updates_go_out(eager, interval, sent_by_minute):
+    t0 = timezone.now()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=1))
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", update_interval_seconds=interval
+    )
+    eager([cause], t0)
+    effect = _anomaly("http.latency.p95", t0)
+    _blames(effect, cause)
+    for minutes, updates in sent_by_minute.items():
+        eager([cause, effect], t0 + timedelta(minutes=minutes))
+        assert len(mail.outbox) - 1 == updates, minutes
+
+
 def test_an_incident_that_opens_in_one_run_pages_once(eager):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=2))

@@ -642,3 +642,20 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
         "; likeliest root cause of 1 other anomaly: http.latency.p95{endpoint=/api/feed}"
     )
     assert runs.at(t0 + timedelta(minutes=12)) == []  # told: nothing new
+
+
+@pytest.mark.parametrize("interval", [10, 2 * 86400, "soon"])
+def test_an_update_interval_out_of_range_is_refused_naming_the_field(client_with_role, interval):
+    response = client_with_role("admin").post(
+        "/admin/api/phase3/anomaly/playbooks",
+        {
+            "name": "p",
+            "action": "webhook",
+            "target": "https://hooks.example.com/x",
+            "update_interval_seconds": interval,
+        },
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert "update_interval_seconds" in response.json()
+    assert not ResponsePlaybook.objects.exists()

@@ -167,6 +167,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "series_name": "svc.latency",
         "enabled": True,
         "inhibit_effects": True,
+        "update_interval_seconds": 300,
     },
     "DetectionTuning": lambda w: {
         "name": _unique("tuning"),
