@@ -2,7 +2,8 @@
 
 `anomalies_score_recent` (scoring.py) is the scheduled job: telemetry -> engine ->
 anomalies in one transaction; episodes.py turns scores into anomalies, causes.py ranks
-their root causes, playbooks.py runs the responses, operators.py holds the operator
+their root causes, playbooks.py runs the responses (inhibition.py: one page per
+incident), operators.py holds the operator
 actions, silences.py ends maintenance windows early.
 """
 

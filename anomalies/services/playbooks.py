@@ -7,6 +7,8 @@ if it ended under the silence, none are ever sent. Executions run in the `anomal
 (retried with backoff), and webhook receivers that were told an alert fired are told
 when it resolves (`anomalies.notify_resolved`). A playbook with a repeat interval sends
 the page again while the anomaly goes on unacknowledged (`anomalies.notify_reminder`).
+Which pages are held back as the effects of a paged cause, and when its receiver hears
+that the incident grew (`anomalies.notify_incident`), is inhibition.py.
 """
 
 from __future__ import annotations
@@ -26,15 +28,18 @@ from kombu.exceptions import KombuError
 from ..matching import series_matches
 from ..models import Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
-from ..selectors import (
-    effects_of,
-    likeliest_causes,
-    silenced_by,
-    silences_active,
-    silences_overlapping,
-)
+from ..selectors import effects_of, silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .episodes import SEVERITY_ORDER
+from .inhibition import (
+    CANCELLED,
+    INHIBITED,
+    NOT_QUEUED,
+    Inhibition,
+    Sent,
+    incident_updates_due,
+    inhibited_execution,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +106,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     new, repeated, unsent = [], [], []
     reminders: dict[int, datetime | None] = {}  # execution -> when the receiver was last told
     escalated: dict[str, dict[int, str]] = {}
-    inhibition = _Inhibition(anomalies, playbooks, existing)
+    inhibition = Inhibition(anomalies, playbooks, existing)
     # Causes before their effects, so that an incident opening in one run pages once.
     for a in sorted(anomalies, key=inhibition.judging_order):
         for p in playbooks:
@@ -112,7 +117,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 new.append(
                     ResponseExecution(playbook=p, anomaly=a)
                     if cause is None
-                    else _inhibited(p, a, cause)
+                    else inhibited_execution(p, a, cause)
                 )
                 inhibition.told.add((p.pk, a.pk))
                 continue
@@ -151,198 +156,13 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     }
     if intervals:
         told_now = set(reminders).union(*(told for told in escalated.values()))
-        _queue_incident_updates(intervals, told_now, now)
+        if updates := incident_updates_due(intervals, told_now, now):
+            from ..tasks import notify_incident
+
+            transaction.on_commit(
+                lambda: _enqueue_notices(notify_incident, updates, "incident update")
+            )
     return Queued(len(queued), silenced)
-
-
-def _inhibited(p: ResponsePlaybook, a: Anomaly, cause: Anomaly) -> ResponseExecution:
-    return ResponseExecution(
-        playbook=p,
-        anomaly=a,
-        status=INHIBITED,
-        result={"inhibited_by": cause.pk, "cause_series": str(cause.series)},
-        error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, "
-        "goes on and its incident was paged by this playbook; sent if this anomaly "
-        "outlives it",
-    )
-
-
-class _Inhibition:
-    """Which anomalies a playbook should not page because it has paged their cause.
-
-    A database that runs out of connections makes every endpoint's latency and error
-    ratio abnormal within minutes: 24 critical anomalies, 24 pages at 3 a.m. for one
-    incident. Alertmanager's inhibit rules mute the alerts a firing one explains; here the
-    explanation is the root-cause ranking (causes.py): an anomaly whose rank-1 candidate is
-    another ongoing anomaly, as severe or more, that the same playbook has paged (or
-    inhibited in turn, so a chain pages once) is recorded as INHIBITED instead of sent.
-    Re-judged at every run that touches it: if the cause ends first, or the ranking later
-    names no other cause, it is paged then. Only notifications are inhibited; a task
-    playbook runs for every anomaly, as its task may act per series.
-    """
-
-    def __init__(
-        self,
-        anomalies: list[Anomaly],
-        playbooks: list[ResponsePlaybook],
-        existing: dict[tuple[int, int], Sent],
-    ) -> None:
-        self.on = {p.pk for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS}
-        self.causes: dict[int, list[Anomaly]] = {}
-        # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
-        self.told: set[tuple[int, int]] = set()
-        if not self.on or not anomalies:
-            return
-        for c in (
-            likeliest_causes().filter(anomaly__in=anomalies).select_related("cause_anomaly__series")
-        ):
-            self.causes.setdefault(c.anomaly_id, []).append(c.cause_anomaly)
-        cause_ids = {c.pk for cs in self.causes.values() for c in cs}
-        told = {(p, a) for (p, a), sent in existing.items() if _tells(sent.status, sent.attempts)}
-        for p, a, status, attempts in ResponseExecution.objects.filter(
-            anomaly_id__in=cause_ids - {a.pk for a in anomalies}, playbook_id__in=self.on
-        ).values_list("playbook_id", "anomaly_id", "status", "attempts"):
-            if _tells(status, attempts):
-                told.add((p, a))
-        self.told = told
-
-    def judging_order(self, a: Anomaly) -> tuple:
-        """Causes before their effects: by onset. Two anomalies that are each other's
-        likeliest cause (a tie: one signal seen twice, such as active users and request
-        rate) count from the earlier onset of the two, the more severe first: it is the
-        one paged, and the other is held back behind it. Judged by onset alone, the
-        first paged at info and the second, a warning, paged again as more severe than
-        its cause."""
-        mutual = [
-            c
-            for c in self.causes.get(a.pk, [])
-            if any(x.pk == a.pk for x in self.causes.get(c.pk, []))
-        ]
-        onset = min([a.started_at, *(c.started_at for c in mutual)])
-        return (onset, -SEVERITY_ORDER[a.severity], a.started_at, a.pk)
-
-    def cause(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
-        """The paged cause that inhibits this page, or None. The caller adds the pair to
-        `told` when it queues or inhibits the page, so the anomalies judged after it (its
-        effects) see it."""
-        if p.pk not in self.on:
-            return None
-        return next(
-            (
-                c
-                for c in self.causes.get(a.pk, [])
-                if c.ended_at is None
-                and c.status != Anomaly.Status.FALSE_POSITIVE
-                and SEVERITY_ORDER[a.severity] <= SEVERITY_ORDER[c.severity]
-                and (p.pk, c.pk) in self.told
-            ),
-            None,
-        )
-
-    def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
-        """An effect no longer inhibited is still part of its ended cause's incident: calm
-        again and waiting out its quiet period, or last abnormal less than `EFFECT_GRACE`
-        after that cause was. A cause called a false positive has no tail: the effect is
-        its own problem at once."""
-        if p.pk not in self.on:
-            return False
-        if a.recovered_at is not None:
-            return True
-        return any(
-            c.ended_at is not None
-            and c.status != Anomaly.Status.FALSE_POSITIVE
-            and (p.pk, c.pk) in self.told
-            and a.last_seen_at < c.last_seen_at + EFFECT_GRACE
-            for c in self.causes.get(a.pk, [])
-        )
-
-
-def _queue_incident_updates(
-    intervals: dict[int, timedelta], told_now: set[int], now: datetime
-) -> None:
-    """Tell the receiver of a cause's page when its incident has grown.
-
-    Inhibition pages a database outage once, but that page goes out before the endpoints
-    it takes down have opened their anomalies: without an update the on-call would learn
-    the incident's reach only from the admin. As Alertmanager re-sends a group when alerts
-    join it, a page that has held effects back gets an update (the same alert, its
-    description naming the anomalies put down to it, `selectors.effects_of`) when more of
-    them go on than the receiver was last told of, once the playbook's
-    `update_interval_seconds` (`intervals`, Alertmanager's `group_interval`) has passed
-    since its last notice. A count that falls (effects recover) is recorded, so a
-    second wave is news again. Notices queued in this run (`told_now`: reminders and
-    escalations) carry the same description, so they count as told.
-    """
-    holding = set(
-        ResponseExecution.objects.filter(
-            playbook_id__in=list(intervals), status=INHIBITED, anomaly__ended_at__isnull=True
-        ).values_list("playbook_id", "result__inhibited_by")
-    )
-    pages = list(
-        ResponseExecution.objects.filter(
-            Q(anomaly_id__in={a for _, a in holding if isinstance(a, int)})
-            | Q(notified_effects__gt=0),
-            playbook_id__in=list(intervals),
-            status=ResponseExecution.Status.SUCCEEDED,
-            anomaly__ended_at__isnull=True,
-        )
-        .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
-        .select_related("anomaly")
-    )
-    if not pages:
-        return
-    effects = effects_of([e.anomaly for e in pages])
-    recount: dict[int, list[int]] = {}  # effects now -> executions to record it on
-    calls: dict[int, dict] = {}
-    for e in pages:
-        count, last = len(effects[e.anomaly_id]), e.notified_at or e.finished_at
-        if count == e.notified_effects:
-            continue
-        if count < e.notified_effects or e.pk in told_now:
-            recount.setdefault(count, []).append(e.pk)
-        elif (e.playbook_id, e.anomaly_id) not in holding:
-            continue  # nothing was held back: the receiver is paged for each anomaly
-        elif last is not None and now - last >= intervals[e.playbook_id]:
-            recount.setdefault(count, []).append(e.pk)
-            calls[e.pk] = {
-                "told": e.notified_effects,
-                "queued": now.isoformat(),
-                "last": last.isoformat(),
-            }
-    for count, pks in recount.items():
-        ResponseExecution.objects.filter(pk__in=pks).update(notified_effects=count)
-    if calls:
-        # News, as an escalation is: the repeat interval counts from it.
-        ResponseExecution.objects.filter(pk__in=list(calls)).update(notified_at=now)
-        from ..tasks import notify_incident
-
-        transaction.on_commit(lambda: _enqueue_notices(notify_incident, calls, "incident update"))
-
-
-# How long after its cause was last abnormal an inhibited effect may still be abnormal and
-# count as that incident's tail: endpoints recover minutes after the database they wait on
-# (the demo's take 10 to 20), and paging each of them "firing" as the cause resolves is
-# the page storm inhibition is there to prevent.
-EFFECT_GRACE = timedelta(minutes=30)
-
-
-def _tells(status: str, attempts: int) -> bool:
-    """The receiver has been told of the anomaly, or will be (sent, on its way, inhibited
-    by a cause it was told of). Failed, cancelled or refused by the broker: not told."""
-    if status == NOT_QUEUED:
-        return attempts > 0
-    return status not in (ResponseExecution.Status.FAILED, CANCELLED)
-
-
-class Sent(NamedTuple):
-    """What an anomaly's execution of one playbook has done so far."""
-
-    pk: int
-    status: str
-    attempts: int
-    told: str
-    notified_at: datetime | None
-    finished_at: datetime | None
 
 
 def _reminder_due(p: ResponsePlaybook, a: Anomaly, sent: Sent, now: datetime) -> bool:
@@ -408,13 +228,6 @@ def _queue_escalation_notices(escalated: dict[str, dict[int, str]], now: datetim
     # applies again.
     calls = {pk: {"told": before} for told in escalated.values() for pk, before in told.items()}
     transaction.on_commit(lambda: _enqueue_notices(notify_escalated, calls, "escalation"))
-
-
-# An execution the broker refused is "retrying" with no attempt made; the next scoring run
-# that matches its anomaly queues it again.
-NOT_QUEUED = ResponseExecution.Status.RETRYING
-CANCELLED = ResponseExecution.Status.CANCELLED
-INHIBITED = ResponseExecution.Status.INHIBITED
 
 
 def enqueue_executions(task, execution_ids: list[int]) -> int:
