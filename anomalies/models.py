@@ -187,6 +187,11 @@ class RootCauseCandidate(models.Model):
         return f"{self.evidence.get('series', 'a series')} (deleted)"
 
 
+# Severities from mildest to worst: jobs compare them (a playbook's floor, inhibition,
+# escalation) and the API reports an incident's worst.
+SEVERITY_ORDER = {s: i for i, s in enumerate(Anomaly.Severity.values)}
+
+
 class DismissedPattern(models.Model):
     """The fingerprint of an anomaly an operator marked as a false positive."""
 

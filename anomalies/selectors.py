@@ -16,7 +16,7 @@ from .engine import ThresholdRule
 from .engine.root_cause import group_incidents
 from .engine.rule_preview import RulePreview, preview_rule
 from .matching import series_matches
-from .models import Anomaly, ResponseExecution, RootCauseCandidate, Silence
+from .models import SEVERITY_ORDER, Anomaly, ResponseExecution, RootCauseCandidate, Silence
 from .validation import NOTIFY_ACTIONS
 
 
@@ -86,7 +86,7 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
             "cause_series": str(names[by_id[g[0]][1]]),
             "started_at": by_id[g[0]][3],
             "ongoing": any(by_id[k][4] is None for k in g),
-            "severity": max((by_id[k][2] for k in g), key=lambda s: _SEVERITY_RANK[s]),
+            "severity": max((by_id[k][2] for k in g), key=SEVERITY_ORDER.__getitem__),
             "anomalies": len(g),
             "anomaly_ids": g[:INCIDENT_MEMBERS],
         }
@@ -94,9 +94,6 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
     ]
     incidents.sort(key=lambda i: i["started_at"], reverse=True)
     return len(groups), incidents
-
-
-_SEVERITY_RANK = {s: i for i, s in enumerate(Anomaly.Severity.values)}
 
 
 def likeliest_causes() -> QuerySet[RootCauseCandidate]:
@@ -160,11 +157,15 @@ def effects_of(causes: list[Anomaly], *, depth: int = 4) -> dict[int, list[int]]
 
 
 def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
-    """`effects_of` one anomaly, with their series, by onset."""
-    ids = effects_of([anomaly])[anomaly.pk]
-    return list(
-        Anomaly.objects.filter(pk__in=ids).select_related("series").order_by("started_at", "pk")
-    )
+    """`effects_of` one anomaly, with their series, by onset; read once per instance (a
+    page counts what its message names, and the message lists them)."""
+    cached = getattr(anomaly, "ongoing_effects", None)
+    if cached is None:
+        ids = effects_of([anomaly])[anomaly.pk]
+        cached = anomaly.ongoing_effects = list(
+            Anomaly.objects.filter(pk__in=ids).select_related("series").order_by("started_at", "pk")
+        )
+    return cached
 
 
 def anomaly_state_q(state: str) -> Q:

@@ -26,7 +26,7 @@ from ..engine.calibration import score_from_surprisal
 from ..engine.feedback import RECURRENCE, Fingerprint, is_dismissed, is_recurrence
 from ..engine.root_cause import estimate_onset
 from ..engine.severity import classify_severity
-from ..models import Anomaly, DetectorState, DismissedPattern
+from ..models import SEVERITY_ORDER, Anomaly, DetectorState, DismissedPattern
 
 # An anomaly is over after this many consecutive points that are not abnormal any more.
 RECOVERY_POINTS = 3
@@ -56,7 +56,6 @@ ONSET_TAIL = 24
 # hysteresis): this many of the series' steps, and at least `QUIET_MIN_SECONDS`.
 QUIET_STEPS = 3
 QUIET_MIN_SECONDS = 900.0
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
 # A point under the alert level opens an anomaly as the recurrence of a confirmed incident
 # when its evidence still ranks this high ("still abnormal?", 0.7 = the top 1.8 % of the
 # series' history) and it is nearly as large (engine.feedback). A repeated outage of an hour
@@ -278,7 +277,7 @@ def track_episodes(
                 # "resolved" and no new page between (it used to flap). Any abnormal point
                 # counts, not only one that would open an anomaly: inside the alert pause
                 # a burst of variance at an unchanged mean scores under the alert level,
-                # and six hours of it were an anomaly of its first half hour.
+                # and six hours of it were an anomaly of its first two.
                 calm, recovered = 0, None
                 _extend(
                     current, i, ts, values, expected, scale, result, row, families, total, z, floors
@@ -356,18 +355,16 @@ def track_episodes(
 
 def _baseline(episode: dict, current: Anomaly | None) -> tuple[float, float] | None:
     """(expected value, scale) when the series' open anomaly opened, if kept for it."""
-    if current is None or _owner(episode, current) is None:
+    if current is None or not _owns(episode, current):
         return None
     kept = episode.get("baseline")
     return (float(kept[0]), float(kept[1])) if kept else None
 
 
-def _owner(episode: dict, current: Anomaly) -> float | None:
-    """The episode's anomaly if it is `current` (its detection time), else None."""
+def _owns(episode: dict, current: Anomaly) -> bool:
+    """Whether the episode was counted for `current` (by its detection time)."""
     owner = episode.get("anomaly", current.detected_at.timestamp())
-    if owner is None or abs(owner - current.detected_at.timestamp()) > 1e-3:
-        return None
-    return owner
+    return owner is not None and abs(owner - current.detected_at.timestamp()) <= 1e-3
 
 
 def _held(episode: dict, current: Anomaly | None) -> tuple[int, float | None]:
@@ -377,7 +374,7 @@ def _held(episode: dict, current: Anomaly | None) -> tuple[int, float | None]:
     on the clock while its series sent nothing) leaves counts that mean nothing for the
     next. Episodes written before the anomaly was recorded in them keep their calm count.
     """
-    if current is None or _owner(episode, current) is None:
+    if current is None or not _owns(episode, current):
         return 0, None
     recovered = episode.get("recovered_at")
     return int(episode.get("calm", 0)), None if recovered is None else float(recovered)

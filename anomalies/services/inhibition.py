@@ -15,10 +15,9 @@ from typing import NamedTuple
 
 from django.db.models import Q
 
-from ..models import Anomaly, ResponseExecution, ResponsePlaybook
+from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
 from ..selectors import effects_of, likeliest_causes
 from ..validation import NOTIFY_ACTIONS
-from .episodes import SEVERITY_ORDER
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
 # that matches its anomaly queues it again.

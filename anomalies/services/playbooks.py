@@ -26,11 +26,10 @@ from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
 from ..matching import series_matches
-from ..models import Anomaly, ResponseExecution, ResponsePlaybook
+from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
-from ..selectors import effects_of, silenced_by, silences_active, silences_overlapping
+from ..selectors import anomaly_effects, silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
-from .episodes import SEVERITY_ORDER
 from .inhibition import (
     CANCELLED,
     INHIBITED,
@@ -333,7 +332,7 @@ def response_execute(*, execution_id: int) -> dict:
     # incident that opened in one run is in the page already, and its update would say
     # the same again five minutes later.
     sent_effects = (
-        len(effects_of([execution.anomaly])[execution.anomaly_id])
+        len(anomaly_effects(execution.anomaly))
         if execution.playbook.action in NOTIFY_ACTIONS
         else 0
     )
