@@ -42,6 +42,8 @@ class Sent(NamedTuple):
     told: str
     notified_at: datetime | None
     finished_at: datetime | None
+    # The cause an inhibited execution was held back behind (its `result`), else None.
+    inhibited_by: int | None = None
 
 
 def tells(status: str, attempts: int) -> bool:
@@ -52,8 +54,12 @@ def tells(status: str, attempts: int) -> bool:
     return status not in (ResponseExecution.Status.FAILED, CANCELLED)
 
 
-def inhibited_execution(p: ResponsePlaybook, a: Anomaly, cause: Anomaly) -> ResponseExecution:
+def inhibited_execution(
+    p: ResponsePlaybook, a: Anomaly, cause: Anomaly, *, pk: int | None = None
+) -> ResponseExecution:
+    """A page held back behind `cause` (`pk`: an execution held back before, rehomed)."""
     return ResponseExecution(
+        pk=pk,
         playbook=p,
         anomaly=a,
         status=INHIBITED,
@@ -96,12 +102,50 @@ class Inhibition:
             self.causes.setdefault(c.anomaly_id, []).append(c.cause_anomaly)
         cause_ids = {c.pk for cs in self.causes.values() for c in cs}
         told = {(p, a) for (p, a), sent in existing.items() if tells(sent.status, sent.attempts)}
-        for p, a, status, attempts in ResponseExecution.objects.filter(
+        held = {pa: sent.inhibited_by for pa, sent in existing.items() if sent.status == INHIBITED}
+        for p, a, status, attempts, by in ResponseExecution.objects.filter(
             anomaly_id__in=cause_ids - {a.pk for a in anomalies}, playbook_id__in=self.on
-        ).values_list("playbook_id", "anomaly_id", "status", "attempts"):
+        ).values_list("playbook_id", "anomaly_id", "status", "attempts", "result__inhibited_by"):
             if tells(status, attempts):
                 told.add((p, a))
+            if status == INHIBITED:
+                held[(p, a)] = by
         self.told = told
+        superseded = self._supersede({by for by in held.values() if isinstance(by, int)})
+        # Held back behind a cause that has been superseded: the receiver was told of an
+        # incident an operator since resolved, not of the one going on now.
+        self.told -= {pa for pa, by in held.items() if by in superseded}
+
+    def _supersede(self, inhibitors: set[int]) -> set[int]:
+        """Put a series' ongoing anomaly in the place of an ended one among the causes.
+
+        An operator who resolves the database's anomaly while it is still abnormal sees
+        it open again at the next run (as Datadog's monitors re-trigger). Its effects' root
+        causes still name the resolved anomaly: judged on it, they were paged as it ended
+        while the new one, blamed on a twin held back behind the resolved one, was not.
+        The new anomaly on the same series is the cause going on. Returns the inhibitors
+        (of `inhibitors`) that have been superseded.
+        """
+        ended = {
+            c.pk: c.series_id for cs in self.causes.values() for c in cs if c.ended_at is not None
+        }
+        ended.update(
+            Anomaly.objects.filter(
+                pk__in=inhibitors - set(ended), ended_at__isnull=False
+            ).values_list("pk", "series_id")
+        )
+        if not ended:
+            return set()
+        successor = {
+            n.series_id: n
+            for n in Anomaly.objects.filter(
+                series_id__in=set(ended.values()), ended_at__isnull=True
+            ).select_related("series")
+        }
+        for a, cs in self.causes.items():
+            mapped = [successor.get(c.series_id, c) if c.pk in ended else c for c in cs]
+            self.causes[a] = list({c.pk: c for c in mapped if c.pk != a}.values())
+        return {pk for pk, series in ended.items() if series in successor and pk in inhibitors}
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's

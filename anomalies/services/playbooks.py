@@ -100,9 +100,10 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         "notified_severity",
         "notified_at",
         "finished_at",
+        "result__inhibited_by",
     ):
         existing[(playbook_id, anomaly_id)] = Sent(pk, *done)
-    new, repeated, unsent = [], [], []
+    new, repeated, unsent, rehomed = [], [], [], []
     reminders: dict[int, datetime | None] = {}  # execution -> when the receiver was last told
     escalated: dict[str, dict[int, str]] = {}
     inhibition = Inhibition(anomalies, playbooks, existing)
@@ -127,6 +128,10 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 # abnormal on its own, not as the incident's tail.
                 if cause is None and not inhibition.in_tail(p, a):
                     unsent.append(sent.pk)
+                elif cause is not None and cause.pk != sent.inhibited_by:
+                    # Held back now behind another cause (a resolved one's successor).
+                    rehomed.append(inhibited_execution(p, a, cause, pk=sent.pk))
+                    inhibition.told.add((p.pk, a.pk))
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
                 inhibition.told.add((p.pk, a.pk))
@@ -138,6 +143,8 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 reminders[sent.pk] = sent.notified_at or sent.finished_at
     if repeated:
         ResponseExecution.objects.filter(pk__in=repeated).update(repeats=F("repeats") + 1)
+    if rehomed:
+        ResponseExecution.objects.bulk_update(rehomed, ["result", "error"])
     created = ResponseExecution.objects.bulk_create(new)
     queued = [e.pk for e in created if e.status != INHIBITED]
     if queued or unsent:

@@ -298,6 +298,44 @@ def test_only_a_cause_the_receiver_was_told_of_inhibits(eager):
     assert _statuses("pager")["cache.misses"] == "succeeded"
 
 
+def test_a_cause_resolved_while_still_abnormal_is_paged_again_and_keeps_holding(eager):
+    """An operator resolves the database's anomaly while its series is still abnormal: the
+    next run opens a new one there (a recurrence of a confirmed incident). It is the cause
+    going on: the receiver hears it is abnormal again, and its twin and the endpoints,
+    blamed on the resolved anomaly, stay held back behind it. Before, the new anomaly was
+    held back behind its twin (itself held back behind the resolved one), and half an hour
+    later the twin and the endpoint were paged as the resolved cause's tail ran out."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    active = _anomaly("db.connections.active", t0)
+    twin = _anomaly("db.connections.utilization", t0 + timedelta(microseconds=50))
+    endpoint = _anomaly("http.latency.p95", t0 + timedelta(minutes=10))
+    _blames(active, twin)
+    _blames(twin, active)
+    _blames(endpoint, active)
+    eager([active, twin, endpoint], t0 + timedelta(minutes=11))
+    assert len(mail.outbox) == 1
+    services.anomaly_resolve(anomaly_id=active.pk, by="ops")
+    Anomaly.objects.filter(pk=active.pk).update(
+        ended_at=t0 + timedelta(minutes=20), last_seen_at=t0 + timedelta(minutes=20)
+    )
+    # Reopened with the onset traced back as before; the ranking names the twin.
+    again = _anomaly("db.connections.active", t0 - timedelta(microseconds=50))
+    _blames(again, twin)
+    for minutes in (21, 40, 60, 90):
+        now = t0 + timedelta(minutes=minutes)
+        Anomaly.objects.filter(ended_at__isnull=True).update(last_seen_at=now)
+        eager(list(Anomaly.objects.filter(ended_at__isnull=True)), now)
+    assert [m.subject for m in mail.outbox] == ["db.connections.active is abnormal (critical)"] * 2
+    statuses = {
+        e.anomaly_id: (e.status, e.result.get("inhibited_by"))
+        for e in ResponseExecution.objects.all()
+    }
+    assert statuses[again.pk] == ("succeeded", None)
+    # Recorded behind the cause going on, which is what the admin shows.
+    assert statuses[twin.pk] == statuses[endpoint.pk] == ("inhibited", again.pk)
+
+
 def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
