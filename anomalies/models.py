@@ -364,6 +364,14 @@ class ResponsePlaybook(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.action})"
 
+    def matches(self, anomaly: Anomaly) -> bool:
+        """Whether this playbook responds to the anomaly: its series, labels and severity."""
+        series = anomaly.series
+        return (
+            series_matches(self.series_name, self.labels, series.name, series.labels)
+            and SEVERITY_ORDER[anomaly.severity] >= SEVERITY_ORDER[self.min_severity]
+        )
+
     def clean(self) -> None:
         errors = playbook_errors(
             action=self.action,

@@ -10,6 +10,7 @@ receiver when more of the incident goes on (`incident_updates_due`, as Alertmana
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -55,9 +56,15 @@ def tells(status: str, attempts: int) -> bool:
 
 
 def inhibited_execution(
-    p: ResponsePlaybook, a: Anomaly, cause: Anomaly, *, pk: int | None = None
+    p: ResponsePlaybook,
+    a: Anomaly,
+    cause: Anomaly,
+    *,
+    pk: int | None = None,
+    silenced: bool = False,
 ) -> ResponseExecution:
     """A page held back behind `cause` (`pk`: an execution held back before, rehomed)."""
+    why = "a silence mutes it" if silenced else "its incident was paged by this playbook"
     return ResponseExecution(
         pk=pk,
         playbook=p,
@@ -65,8 +72,7 @@ def inhibited_execution(
         status=INHIBITED,
         result={"inhibited_by": cause.pk, "cause_series": str(cause.series)},
         error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, "
-        "goes on and its incident was paged by this playbook; sent if this anomaly "
-        "outlives it",
+        f"goes on and {why}; sent if this anomaly outlives it",
     )
 
 
@@ -89,8 +95,12 @@ class Inhibition:
         anomalies: list[Anomaly],
         playbooks: list[ResponsePlaybook],
         existing: dict[tuple[int, int], Sent],
+        *,
+        silenced: Callable[[Anomaly], bool] | None = None,
     ) -> None:
-        self.on = {p.pk for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS}
+        inhibiting = [p for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS]
+        self.on = {p.pk for p in inhibiting}
+        self.silenced: set[int] = set()
         self.causes: dict[int, list[Anomaly]] = {}
         # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
         self.told: set[tuple[int, int]] = set()
@@ -112,6 +122,8 @@ class Inhibition:
                 held[(p, a)] = by
         self.told = told
         superseded = self._supersede({by for by in held.values() if isinstance(by, int)})
+        if silenced is not None:
+            self._count_silenced_causes(inhibiting, silenced)
         # Held back behind a cause that has been superseded: the receiver was told of an
         # incident an operator since resolved, not of the one going on now.
         self.told -= {pa for pa, by in held.items() if by in superseded}
@@ -146,6 +158,26 @@ class Inhibition:
             mapped = [successor.get(c.series_id, c) if c.pk in ended else c for c in cs]
             self.causes[a] = list({c.pk: c for c in mapped if c.pk != a}.values())
         return {pk for pk, series in ended.items() if series in successor and pk in inhibitors}
+
+    def _count_silenced_causes(
+        self, playbooks: list[ResponsePlaybook], silenced: Callable[[Anomaly], bool]
+    ) -> None:
+        """A cause under a silence inhibits its effects as if it had been paged.
+
+        An operator who silences `db.*` for the database's maintenance expects the
+        endpoints it slows down to stay quiet too: Alertmanager's inhibit rules take their
+        source from every firing alert, silenced or not. Before, the silenced database
+        paged nothing and each endpoint paged on its own (16 pages in the demo incident).
+        Counted for the playbooks that would have paged the cause.
+        """
+        for cause in {c.pk: c for cs in self.causes.values() for c in cs}.values():
+            if cause.status == Anomaly.Status.FALSE_POSITIVE or not silenced(cause):
+                continue
+            self.silenced.add(cause.pk)
+            self.told.update((p.pk, cause.pk) for p in playbooks if p.matches(cause))
+
+    def is_silenced(self, cause: Anomaly) -> bool:
+        return cause.pk in self.silenced
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's

@@ -25,7 +25,6 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
-from ..matching import series_matches
 from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
 from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
 from ..selectors import anomaly_effects, silenced_by, silences_active, silences_overlapping
@@ -88,6 +87,10 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
             silenced += 1
         else:
             anomalies.append(a)
+
+    def muted(a: Anomaly) -> bool:
+        return bool(silenced_by(a, silences, now))
+
     existing: dict[tuple[int, int], Sent] = {}
     for pk, playbook_id, anomaly_id, *done in ResponseExecution.objects.filter(
         anomaly__in=anomalies
@@ -106,18 +109,18 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     new, repeated, unsent, rehomed = [], [], [], []
     reminders: dict[int, datetime | None] = {}  # execution -> when the receiver was last told
     escalated: dict[str, dict[int, str]] = {}
-    inhibition = Inhibition(anomalies, playbooks, existing)
+    inhibition = Inhibition(anomalies, playbooks, existing, silenced=muted)
     # Causes before their effects, so that an incident opening in one run pages once.
     for a in sorted(anomalies, key=inhibition.judging_order):
         for p in playbooks:
-            if not _playbook_matches(p, a):
+            if not p.matches(a):
                 continue
             cause = inhibition.cause(p, a)
             if (p.pk, a.pk) not in existing:
                 new.append(
                     ResponseExecution(playbook=p, anomaly=a)
                     if cause is None
-                    else inhibited_execution(p, a, cause)
+                    else inhibited_execution(p, a, cause, silenced=inhibition.is_silenced(cause))
                 )
                 inhibition.told.add((p.pk, a.pk))
                 continue
@@ -130,7 +133,11 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                     unsent.append(sent.pk)
                 elif cause is not None and cause.pk != sent.inhibited_by:
                     # Held back now behind another cause (a resolved one's successor).
-                    rehomed.append(inhibited_execution(p, a, cause, pk=sent.pk))
+                    rehomed.append(
+                        inhibited_execution(
+                            p, a, cause, pk=sent.pk, silenced=inhibition.is_silenced(cause)
+                        )
+                    )
                     inhibition.told.add((p.pk, a.pk))
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
@@ -309,12 +316,6 @@ def _enqueue_notices(task, execution_ids: list[int] | dict[int, dict], what: str
         )
 
 
-def _playbook_matches(p: ResponsePlaybook, a: Anomaly) -> bool:
-    if not series_matches(p.series_name, p.labels, a.series.name, a.series.labels):
-        return False
-    return SEVERITY_ORDER[a.severity] >= SEVERITY_ORDER[p.min_severity]
-
-
 def response_execute(*, execution_id: int) -> dict:
     """Run one playbook action and record status, duration and result.
 
@@ -395,7 +396,7 @@ def _no_longer_applies(p: ResponsePlaybook, a: Anomaly, now: datetime) -> str:
         return "not sent: the playbook was disabled"
     if a.status == Anomaly.Status.FALSE_POSITIVE:
         return "not sent: the anomaly was marked a false positive"
-    if not _playbook_matches(p, a):
+    if not p.matches(a):
         return "not sent: the playbook no longer matches this anomaly (edited)"
     if muted := silenced_by(a, silences_active(a.ended_at or now), now):
         names = ", ".join(f"silence {pk}" for pk in muted)

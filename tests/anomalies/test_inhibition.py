@@ -14,7 +14,13 @@ from django.core import mail
 from django.utils import timezone
 
 from anomalies import services
-from anomalies.models import Anomaly, ResponseExecution, ResponsePlaybook, RootCauseCandidate
+from anomalies.models import (
+    Anomaly,
+    ResponseExecution,
+    ResponsePlaybook,
+    RootCauseCandidate,
+    Silence,
+)
 from anomalies.responses import alertmanager_payload, slack_payload
 from anomalies.services.playbooks import queue_responses
 from telemetry.demo import DemoConfig, seed_demo
@@ -334,6 +340,42 @@ def test_a_cause_resolved_while_still_abnormal_is_paged_again_and_keeps_holding(
     assert statuses[again.pk] == ("succeeded", None)
     # Recorded behind the cause going on, which is what the admin shows.
     assert statuses[twin.pk] == statuses[endpoint.pk] == ("inhibited", again.pk)
+
+
+def test_a_silenced_cause_holds_its_effects_back_until_the_silence_ends(eager):
+    """Maintenance on the database, silenced (`db.*`): the endpoints it slows down stay
+    quiet too, as under Alertmanager's inhibit rules, whose sources include silenced
+    alerts. Before, the database paged nothing and every endpoint paged on its own. If the
+    database is still abnormal when the silence ends, it is paged, and its effects stay
+    held back behind it."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    silence = Silence.objects.create(
+        series_pattern="db.*",
+        starts_at=t0 - timedelta(minutes=1),
+        ends_at=t0 + timedelta(hours=1),
+        comment="maintenance",
+    )
+    db = _anomaly("db.connections.active", t0)
+    endpoints = [_anomaly("http.latency.p95", t0, endpoint=e) for e in ("/a", "/b", "/c")]
+    worse = _anomaly("http.errors.ratio", t0)
+    db.severity = "warning"
+    db.save()
+    for e in endpoints:
+        e.severity = "warning"
+        e.save()
+        _blames(e, db)
+    _blames(worse, db)
+    eager([db, *endpoints, worse], t0)
+    # More severe than its cause: paged, as when the cause was paged at a lower severity.
+    assert [m.subject for m in mail.outbox] == ["http.errors.ratio is abnormal (critical)"]
+    held = ResponseExecution.objects.filter(status=INHIBITED)
+    assert held.count() == 3 and all("a silence mutes it" in e.error for e in held)
+    # (On the real clock: the page's task asks whether a silence mutes it when it runs.)
+    services.silence_expire(silence_id=silence.pk)
+    eager([db, *endpoints], timezone.now())
+    assert mail.outbox[-1].subject == "db.connections.active is abnormal (warning)"
+    assert len(mail.outbox) == 2 and held.count() == 3
 
 
 def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
