@@ -22,7 +22,7 @@ from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 
 from .models import Anomaly, ResponsePlaybook
-from .selectors import anomaly_effects
+from .selectors import anomaly_causes, anomaly_effects
 from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
 
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -63,6 +63,22 @@ def _rules_clause(anomaly: Anomaly) -> str:
 NAMED_EFFECTS = 5
 
 
+def _cause_clause(anomaly: Anomaly) -> str:
+    """What the anomaly is put down to. A team whose playbook matches its endpoints and not
+    the database hears of a database outage once, through its first endpoint (inhibition):
+    that page says which incident it is part of, and an effect paged on its own after its
+    cause ended says what it outlived."""
+    causes = anomaly_causes(anomaly)
+    if not causes:
+        return ""
+    named = " or ".join(
+        f"{c.series} (anomaly {c.pk}, {c.severity}, abnormal since {_utc(c.started_at)}"
+        + (")" if c.ended_at is None else f", ended {_utc(c.ended_at)})")
+        for c in causes[:2]
+    )
+    return f"; likeliest root cause: {named}"
+
+
 def _incident_clause(anomaly: Anomaly) -> str:
     """The other ongoing anomalies put down to this one (`anomaly_effects`): what a playbook with
     `inhibit_effects` did not page on their own. The first page usually comes before
@@ -101,6 +117,7 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
                 f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}; "
                 f"methods: {', '.join(anomaly.methods) or 'none'}"
                 + _rules_clause(anomaly)
+                + _cause_clause(anomaly)
                 + _incident_clause(anomaly)
             ),
             "peak_score": f"{anomaly.peak_score:.3f}",
@@ -145,8 +162,9 @@ def slack_payload(anomaly: Anomaly) -> dict:
         head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"
         text = f"[{anomaly.severity}] {series} is abnormal: {values}"
         detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
-        if incident := _incident_clause(anomaly):
-            detail += f" · {incident.removeprefix('; ')}"
+        for clause in (_cause_clause(anomaly), _incident_clause(anomaly)):
+            if clause:
+                detail += f" · {_slack_escape(clause.removeprefix('; '))}"
     else:
         head = f":white_check_mark: *resolved*: {series}"
         text = f"[resolved] {series} is back to normal"

@@ -168,6 +168,25 @@ def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
     return cached
 
 
+def anomaly_causes(anomaly: Anomaly) -> list[Anomaly]:
+    """The anomalies this one is put down to (its rank-1 candidates, ties included), with
+    their series, leaving out twins: two that are each other's likeliest cause are one
+    signal seen twice, and "caused by" its twin tells the receiver nothing."""
+    cached = getattr(anomaly, "likeliest_cause_anomalies", None)
+    if cached is None:
+        rows = likeliest_causes().filter(anomaly=anomaly).select_related("cause_anomaly__series")
+        causes = {r.cause_anomaly_id: r.cause_anomaly for r in rows}
+        twins = set(
+            likeliest_causes()
+            .filter(anomaly_id__in=list(causes), cause_anomaly=anomaly)
+            .values_list("anomaly_id", flat=True)
+        )
+        cached = anomaly.likeliest_cause_anomalies = sorted(
+            (c for pk, c in causes.items() if pk not in twins), key=lambda c: (c.started_at, c.pk)
+        )
+    return cached
+
+
 def anomaly_state_q(state: str) -> Q:
     """`Anomaly.state` as a filter: the list, the admin and the overview ask the same."""
     if state == Anomaly.State.CLOSED:

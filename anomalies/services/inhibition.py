@@ -61,10 +61,9 @@ def inhibited_execution(
     cause: Anomaly,
     *,
     pk: int | None = None,
-    silenced: bool = False,
+    why: str = "its incident was paged by this playbook",
 ) -> ResponseExecution:
     """A page held back behind `cause` (`pk`: an execution held back before, rehomed)."""
-    why = "a silence mutes it" if silenced else "its incident was paged by this playbook"
     return ResponseExecution(
         pk=pk,
         playbook=p,
@@ -101,6 +100,9 @@ class Inhibition:
         inhibiting = [p for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS]
         self.on = {p.pk for p in inhibiting}
         self.silenced: set[int] = set()
+        # Playbook -> cause -> the highest severity the playbook has told of the cause's
+        # effects (`tell`): how a receiver not paged for the cause hears of its incident.
+        self.via_effects: dict[int, dict[int, int]] = {}
         self.causes: dict[int, list[Anomaly]] = {}
         # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
         self.told: set[tuple[int, int]] = set()
@@ -122,11 +124,34 @@ class Inhibition:
                 held[(p, a)] = by
         self.told = told
         superseded = self._supersede({by for by in held.values() if isinstance(by, int)})
-        if silenced is not None:
-            self._count_silenced_causes(inhibiting, silenced)
         # Held back behind a cause that has been superseded: the receiver was told of an
         # incident an operator since resolved, not of the one going on now.
         self.told -= {pa for pa, by in held.items() if by in superseded}
+        if silenced is not None:
+            self._count_silenced_causes(inhibiting, silenced)
+        self._count_pages_of_effects(cause_ids)
+
+    def _count_pages_of_effects(self, cause_ids: set[int]) -> None:
+        """`via_effects` from the pages sent before this run."""
+        pages = (
+            ResponseExecution.objects.filter(
+                playbook_id__in=self.on,
+                anomaly__causes__rank=1,
+                anomaly__causes__cause_anomaly_id__in=cause_ids,
+            )
+            .exclude(status=INHIBITED)
+            .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
+        )
+        for p, c, status, attempts, told, severity in pages.values_list(
+            "playbook_id",
+            "anomaly__causes__cause_anomaly_id",
+            "status",
+            "attempts",
+            "notified_severity",
+            "anomaly__severity",
+        ):
+            if tells(status, attempts):
+                self._paged_via_effect(p, c, told or severity)
 
     def _supersede(self, inhibitors: set[int]) -> set[int]:
         """Put a series' ongoing anomaly in the place of an ended one among the causes.
@@ -176,8 +201,27 @@ class Inhibition:
             self.silenced.add(cause.pk)
             self.told.update((p.pk, cause.pk) for p in playbooks if p.matches(cause))
 
-    def is_silenced(self, cause: Anomaly) -> bool:
-        return cause.pk in self.silenced
+    def _paged_via_effect(self, playbook: int, cause: int, severity: str) -> None:
+        told = self.via_effects.setdefault(playbook, {})
+        told[cause] = max(told.get(cause, -1), SEVERITY_ORDER.get(severity, -1))
+
+    def tell(self, p: ResponsePlaybook, a: Anomaly, *, paged: bool) -> None:
+        """The playbook's receiver has been told of `a`: paged for it, or not (`paged`)
+        because it was told of its cause. A page also tells of the incident of `a`'s
+        likeliest causes; a page held back does not, so that an effect held back at a
+        warning that turns critical is paged, and holds its critical siblings back."""
+        self.told.add((p.pk, a.pk))
+        if paged:
+            for c in self.causes.get(a.pk, []):
+                self._paged_via_effect(p.pk, c.pk, a.severity)
+
+    def why(self, p: ResponsePlaybook, cause: Anomaly) -> str:
+        """What the held-back execution says of its cause."""
+        if (p.pk, cause.pk) in self.told:
+            if cause.pk in self.silenced:
+                return "a silence mutes it"
+            return "its incident was paged by this playbook"
+        return "this playbook paged its incident through another of its effects"
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's
@@ -195,19 +239,30 @@ class Inhibition:
         return (onset, -SEVERITY_ORDER[a.severity], a.started_at, a.pk)
 
     def cause(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
-        """The paged cause that inhibits this page, or None. The caller adds the pair to
-        `told` when it queues or inhibits the page, so the anomalies judged after it (its
-        effects) see it."""
+        """The ongoing cause the receiver was told of that inhibits this page, or None.
+
+        Told of it means paged for it, or, for a receiver whose playbook does not match
+        the cause (a team's playbook on `http.*` while the database's goes to its DBAs,
+        or one on critical anomalies whose cause is a warning), paged for another of its
+        effects at least as severe: that receiver hears of the incident once, through
+        its first effect, instead of once per endpoint. (A playbook that matches the cause
+        and has not been told of it, because its page failed, was cancelled or not yet
+        judged, pages the effects as before.) The caller `tell`s the pair when
+        it queues or inhibits the page, so the anomalies judged after it see it."""
         if p.pk not in self.on:
             return None
+        rank = SEVERITY_ORDER[a.severity]
+        via = self.via_effects.get(p.pk, {})
         return next(
             (
                 c
                 for c in self.causes.get(a.pk, [])
                 if c.ended_at is None
                 and c.status != Anomaly.Status.FALSE_POSITIVE
-                and SEVERITY_ORDER[a.severity] <= SEVERITY_ORDER[c.severity]
-                and (p.pk, c.pk) in self.told
+                and (
+                    ((p.pk, c.pk) in self.told and rank <= SEVERITY_ORDER[c.severity])
+                    or (rank <= via.get(c.pk, -1) and not p.matches(c))
+                )
             ),
             None,
         )
@@ -221,10 +276,11 @@ class Inhibition:
             return False
         if a.recovered_at is not None:
             return True
+        via = self.via_effects.get(p.pk, {})
         return any(
             c.ended_at is not None
             and c.status != Anomaly.Status.FALSE_POSITIVE
-            and (p.pk, c.pk) in self.told
+            and ((p.pk, c.pk) in self.told or (c.pk in via and not p.matches(c)))
             and a.last_seen_at < c.last_seen_at + EFFECT_GRACE
             for c in self.causes.get(a.pk, [])
         )

@@ -120,9 +120,9 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 new.append(
                     ResponseExecution(playbook=p, anomaly=a)
                     if cause is None
-                    else inhibited_execution(p, a, cause, silenced=inhibition.is_silenced(cause))
+                    else inhibited_execution(p, a, cause, why=inhibition.why(p, cause))
                 )
-                inhibition.told.add((p.pk, a.pk))
+                inhibition.tell(p, a, paged=cause is None)
                 continue
             sent = existing[(p.pk, a.pk)]
             repeated.append(sent.pk)
@@ -131,17 +131,16 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 # abnormal on its own, not as the incident's tail.
                 if cause is None and not inhibition.in_tail(p, a):
                     unsent.append(sent.pk)
+                    inhibition.tell(p, a, paged=True)
                 elif cause is not None and cause.pk != sent.inhibited_by:
                     # Held back now behind another cause (a resolved one's successor).
                     rehomed.append(
-                        inhibited_execution(
-                            p, a, cause, pk=sent.pk, silenced=inhibition.is_silenced(cause)
-                        )
+                        inhibited_execution(p, a, cause, pk=sent.pk, why=inhibition.why(p, cause))
                     )
-                    inhibition.told.add((p.pk, a.pk))
+                    inhibition.tell(p, a, paged=False)
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
-                inhibition.told.add((p.pk, a.pk))
+                inhibition.tell(p, a, paged=True)
             elif sent.status != ResponseExecution.Status.SUCCEEDED:
                 continue
             elif _tell_again(p, a, sent.told):

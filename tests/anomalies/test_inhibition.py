@@ -129,9 +129,16 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
         "likeliest root cause of 1 other anomaly: http.errors.ratio"
         in slack_payload(effects[0])["blocks"][0]["text"]["text"]
     )
+    note = alertmanager_payload(errors, playbook)["commonAnnotations"]["description"]
+    assert "other anomal" not in note
+    # An effect's notifications say what it is put down to.
+    assert note.endswith(
+        f"; likeliest root cause: http.latency.p95{{endpoint=/api/feed}} (anomaly "
+        f"{effects[0].pk}, critical, abnormal since {effects[0].started_at:%Y-%m-%d %H:%M} UTC)"
+    )
     assert (
-        "likeliest cause"
-        not in alertmanager_payload(errors, playbook)["commonAnnotations"]["description"]
+        "likeliest root cause:"
+        not in alertmanager_payload(cause, playbook)["commonAnnotations"]["description"]
     )
     # The detect view reads the window as one incident of five anomalies.
     since = (t0 - timedelta(hours=1)).isoformat()
@@ -378,6 +385,57 @@ def test_a_silenced_cause_holds_its_effects_back_until_the_silence_ends(eager):
     assert len(mail.outbox) == 2 and held.count() == 3
 
 
+def test_a_team_whose_playbook_does_not_match_the_cause_hears_of_its_incident_once(eager):
+    """The DBAs' playbook matches `db.*`, the API team's `http.*`. A database outage pages
+    the DBAs for the database and the API team for its first endpoint, not once per
+    endpoint: that page says what it is put down to, and the team's other endpoints are
+    held back behind it, unless one turns more severe than what the team was told."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="dba", action="email", target="dba@example.com", series_name="db.*"
+    )
+    ResponsePlaybook.objects.create(
+        name="api", action="email", target="api@example.com", series_name="http.*"
+    )
+    db = _anomaly("db.connections.active", t0)
+    first = _anomaly("http.latency.p95", t0 + timedelta(seconds=30), "warning", endpoint="/a")
+    others = [
+        _anomaly("http.latency.p95", t0 + timedelta(seconds=40), "warning", endpoint=e)
+        for e in ("/b", "/c")
+    ]
+    for e in (first, *others):
+        _blames(e, db)
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(seconds=50), "warning")
+    _blames(errors, first)
+    eager([db, first, *others, errors], t0 + timedelta(minutes=1))
+    assert [(m.to, m.subject) for m in mail.outbox] == [
+        (["dba@example.com"], "db.connections.active is abnormal (critical)"),
+        (["api@example.com"], "http.latency.p95{endpoint=/a} is abnormal (warning)"),
+    ]
+    assert (
+        f"likeliest root cause: db.connections.active (anomaly {db.pk}, critical, abnormal "
+        "since " in mail.outbox[1].body
+    )
+    held = ResponseExecution.objects.filter(playbook__name="api", status=INHIBITED)
+    assert {e.anomaly_id for e in held} == {o.pk for o in others} | {errors.pk}
+    assert all(
+        e.error.endswith(
+            "goes on and this playbook paged its incident through another of its effects; "
+            "sent if this anomaly outlives it"
+        )
+        for e in held
+        if e.anomaly_id != errors.pk
+    )
+    # Later runs send nothing more, until an endpoint turns worse than the team was told.
+    eager([db, first, *others, errors], t0 + timedelta(minutes=2))
+    assert len(mail.outbox) == 2
+    Anomaly.objects.filter(pk=others[1].pk).update(severity="critical")
+    eager([db, first, *others, errors], t0 + timedelta(minutes=3))
+    assert [m.subject for m in mail.outbox[2:]] == [
+        "http.latency.p95{endpoint=/c} is abnormal (critical)"
+    ]
+
+
 def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
@@ -479,3 +537,5 @@ def test_two_anomalies_that_blame_each_other_page_once_at_the_higher_severity(ea
     eager([users, rate], t0 + timedelta(minutes=1))
     assert _statuses("pager") == {"http.requests.rate": "succeeded", "users.active": "inhibited"}
     assert len(mail.outbox) == 1 and "(warning)" in mail.outbox[0].subject
+    # Each is the other's likeliest cause: one signal seen twice, so neither names the other.
+    assert "likeliest root cause:" not in mail.outbox[0].body
