@@ -58,7 +58,9 @@ def targets_sync() -> dict:
     """Create the default targets whose telemetry exists; never touch existing ones.
 
     A target an operator edited (threshold, switched off) or deleted and
-    recreated is theirs: only names that do not exist yet are added.
+    recreated is theirs: only names that do not exist yet are added. Two plans can run
+    this at once (the short and the long horizons' schedules both fire when the product
+    starts): `get_or_create` takes the other's row instead of failing on the name.
     """
     created = 0
     existing = set(ForecastTarget.objects.values_list("name", flat=True))
@@ -70,16 +72,18 @@ def targets_sync() -> dict:
             series = telemetry.series_get(spec.series_name, spec.series_labels)
             if series is None:
                 continue
-        ForecastTarget.objects.create(
+        _, made = ForecastTarget.objects.get_or_create(
             name=spec.name,
-            prediction_type=spec.prediction_type,
-            source=spec.source,
-            series=series,
-            event_metric=spec.event_metric,
-            threshold=spec.threshold,
-            threshold_direction=spec.threshold_direction,
+            defaults={
+                "prediction_type": spec.prediction_type,
+                "source": spec.source,
+                "series": series,
+                "event_metric": spec.event_metric,
+                "threshold": spec.threshold,
+                "threshold_direction": spec.threshold_direction,
+            },
         )
-        created += 1
+        created += made
     return {"created": created, "targets": ForecastTarget.objects.count()}
 
 

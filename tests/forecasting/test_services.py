@@ -294,6 +294,20 @@ def test_targets_sync_adds_missing_defaults_and_keeps_operator_edits():
     assert cpu.threshold == 0.5
 
 
+def test_targets_sync_takes_a_target_another_plan_created_meanwhile(monkeypatch):
+    """`make run` starts both plans' schedules at once; the second read no targets, then
+    failed on the first's rows (IntegrityError on the name) instead of planning."""
+    first = services.targets_sync()
+    assert first["created"] > 0
+    real = ForecastTarget.objects.values_list
+    monkeypatch.setattr(
+        ForecastTarget.objects,
+        "values_list",
+        lambda *a, **k: real(*a, **k).none() if a == ("name",) else real(*a, **k),
+    )
+    assert services.targets_sync() == {"created": 0, "targets": first["targets"]}
+
+
 def test_plan_filters_by_group_type_and_enabled():
     a = series_target(prediction_type="traffic")
     ForecastTargetFactory(series=a.series, prediction_type="traffic", enabled=False)
