@@ -87,6 +87,11 @@ class Inhibition:
     Re-judged at every run that touches it: if the cause ends first, or the ranking later
     names no other cause, it is paged then. Only notifications are inhibited; a task
     playbook runs for every anomaly, as its task may act per series.
+
+    What counts as told of the cause: its page (`told`); a silence on it
+    (`_count_silenced_causes`); for a playbook that does not match it, a page for another
+    of its effects (`via_effects`). A cause that ended while its series is abnormal again
+    is replaced by the series' new anomaly (`_supersede`).
     """
 
     def __init__(
@@ -130,28 +135,6 @@ class Inhibition:
         if silenced is not None:
             self._count_silenced_causes(inhibiting, silenced)
         self._count_pages_of_effects(cause_ids)
-
-    def _count_pages_of_effects(self, cause_ids: set[int]) -> None:
-        """`via_effects` from the pages sent before this run."""
-        pages = (
-            ResponseExecution.objects.filter(
-                playbook_id__in=self.on,
-                anomaly__causes__rank=1,
-                anomaly__causes__cause_anomaly_id__in=cause_ids,
-            )
-            .exclude(status=INHIBITED)
-            .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
-        )
-        for p, c, status, attempts, told, severity in pages.values_list(
-            "playbook_id",
-            "anomaly__causes__cause_anomaly_id",
-            "status",
-            "attempts",
-            "notified_severity",
-            "anomaly__severity",
-        ):
-            if tells(status, attempts):
-                self._paged_via_effect(p, c, told or severity)
 
     def _supersede(self, inhibitors: set[int]) -> set[int]:
         """Put a series' ongoing anomaly in the place of an ended one among the causes.
@@ -200,6 +183,28 @@ class Inhibition:
                 continue
             self.silenced.add(cause.pk)
             self.told.update((p.pk, cause.pk) for p in playbooks if p.matches(cause))
+
+    def _count_pages_of_effects(self, cause_ids: set[int]) -> None:
+        """`via_effects` from the pages sent before this run."""
+        pages = (
+            ResponseExecution.objects.filter(
+                playbook_id__in=self.on,
+                anomaly__causes__rank=1,
+                anomaly__causes__cause_anomaly_id__in=cause_ids,
+            )
+            .exclude(status=INHIBITED)
+            .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
+        )
+        for p, c, status, attempts, told, severity in pages.values_list(
+            "playbook_id",
+            "anomaly__causes__cause_anomaly_id",
+            "status",
+            "attempts",
+            "notified_severity",
+            "anomaly__severity",
+        ):
+            if tells(status, attempts):
+                self._paged_via_effect(p, c, told or severity)
 
     def _paged_via_effect(self, playbook: int, cause: int, severity: str) -> None:
         told = self.via_effects.setdefault(playbook, {})
