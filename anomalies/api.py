@@ -690,10 +690,30 @@ class ResponsePlaybookSerializer(ModelSerializer):
         return attrs
 
 
+class PlaybookTestResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="The receiver took it.")
+    error = serializers.CharField(required=False, help_text="Why not, as a page would fail.")
+    duration_ms = serializers.IntegerField()
+    http_status = serializers.IntegerField(required=False)
+    recipients = serializers.ListField(child=serializers.CharField(), required=False)
+    task = serializers.CharField(required=False, help_text="A task playbook: not started.")
+
+
 class ResponsePlaybookViewSet(viewsets.ModelViewSet):
     serializer_class = ResponsePlaybookSerializer
     queryset = ResponsePlaybook.objects.all()
-    action_roles = ADMIN_EDITS
+    action_roles = {**ADMIN_EDITS, "test": "admin"}
+
+    @extend_schema(request=None, responses=PlaybookTestResultSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request, pk=None):
+        """Send this playbook's receiver a test notification now (a task playbook is only
+        checked, not started); 200 with `ok: false` and the reason if the receiver
+        failed, as a page would have."""
+        playbook = self.get_object()
+        return Response(
+            services.playbook_send_test(playbook_id=playbook.pk, by=request_actor(request))
+        )
 
 
 class ResponseExecutionSerializer(ModelSerializer):

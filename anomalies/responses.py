@@ -20,10 +20,17 @@ from celery import current_app
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
 from django.urls import reverse
+from django.utils import timezone
 
 from .models import Anomaly, ResponsePlaybook
 from .selectors import anomaly_causes, anomaly_effects
-from .validation import URL_ACTIONS, PlaybookTaskError, email_recipients, task_call
+from .validation import (
+    ANOMALY_KWARG,
+    URL_ACTIONS,
+    PlaybookTaskError,
+    email_recipients,
+    task_call,
+)
 
 WEBHOOK_TIMEOUT_SECONDS = 10
 # The mail server's timeout when the deployment sets no EMAIL_TIMEOUT: without one Django's
@@ -261,6 +268,30 @@ def mail_timeout() -> float:
 EMAIL_SUBJECT_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
 
 
+def _send_email(playbook: ResponsePlaybook, subject: str, message: str) -> dict:
+    recipients = email_recipients(playbook.target)
+    try:
+        sent = send_mail(
+            subject=subject,
+            message=message,
+            from_email=None,
+            recipient_list=recipients,
+            connection=get_connection(timeout=mail_timeout()),
+        )
+    except Exception as exc:  # mail backends raise many types (SMTP, socket...)
+        raise ResponseActionError(f"e-mail failed: {exc}") from exc
+    return {"sent": sent, "recipients": recipients}
+
+
+def _task_call(playbook: ResponsePlaybook, anomaly_id: int):
+    """Checked when the playbook was saved, and again when it runs: a task can be renamed
+    or removed by a deploy, and a message the worker cannot run is not "succeeded"."""
+    try:
+        return task_call(playbook.target, playbook.arguments, anomaly_id)
+    except PlaybookTaskError as exc:
+        raise ResponseConfigError(f"{exc.field}: {exc}") from exc
+
+
 def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = "page") -> dict:
     """Do what the playbook says; return what to record as the result.
 
@@ -270,29 +301,15 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     if playbook.action in URL_ACTIONS:
         return post_notification(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
-        recipients = email_recipients(playbook.target)
         payload = alertmanager_payload(anomaly, playbook)
-        try:
-            sent = send_mail(
-                subject=EMAIL_SUBJECT_PREFIX[kind] + payload["commonAnnotations"]["summary"],
-                message=(
-                    f"{payload['commonAnnotations']['description']}\n\n"
-                    f"{payload['alerts'][0]['generatorURL']}"
-                ),
-                from_email=None,
-                recipient_list=recipients,
-                connection=get_connection(timeout=mail_timeout()),
-            )
-        except Exception as exc:  # mail backends raise many types (SMTP, socket...)
-            raise ResponseActionError(f"e-mail failed: {exc}") from exc
-        return {"sent": sent, "recipients": recipients}
+        return _send_email(
+            playbook,
+            EMAIL_SUBJECT_PREFIX[kind] + payload["commonAnnotations"]["summary"],
+            f"{payload['commonAnnotations']['description']}\n\n"
+            f"{payload['alerts'][0]['generatorURL']}",
+        )
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:
-        # Checked when the playbook was saved, and again here: a task can be renamed or
-        # removed by a deploy, and a message the worker cannot run is not "succeeded".
-        try:
-            task, kwargs = task_call(playbook.target, playbook.arguments, anomaly.pk)
-        except PlaybookTaskError as exc:
-            raise ResponseConfigError(f"{exc.field}: {exc}") from exc
+        task, kwargs = _task_call(playbook, anomaly.pk)
         try:
             result = current_app.send_task(task.name, kwargs=kwargs)
         except Exception as exc:  # broker down, unknown routing...
@@ -300,4 +317,91 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
         # Succeeded means the broker accepted the message; the task's own outcome is its
         # JobRun (Jobs page), found by this id.
         return {"task": task.name, "task_id": str(result.id), "kwargs": kwargs}
+    raise ResponseActionError(f"unknown action {playbook.action!r}")
+
+
+def _test_text(playbook: ResponsePlaybook, by: str) -> tuple[str, str]:
+    """Summary and description of a test notification."""
+    summary = f"Test notification from Phase 3 playbook {playbook.name}"
+    description = (
+        f"Sent by {by or 'an operator'} at {_utc(timezone.now())} to check that the playbook "
+        f"reaches this receiver. No anomaly is behind it; real ones come at "
+        f"{playbook.min_severity} and above"
+        + (f" on series matching {playbook.series_name}" if playbook.series_name else "")
+        + "."
+    )
+    return summary, description
+
+
+def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
+    """Send the playbook's receiver a notification that says it is a test.
+
+    Where an operator finds out that the Slack URL was pasted wrong or the mail server
+    refuses the address: before the first incident, not during it (Grafana's "Test"
+    contact point, Sentry's "Send Test Notification"). It goes through the same transport
+    as a page, so a redirect, a refusal or a timeout reads as it would then. A webhook gets
+    an Alertmanager payload whose alert is named `Phase3TestNotification`, so a receiver
+    can route or drop it. A task playbook is not started: the check is that its task
+    exists and takes its arguments, and the answer says what a page would send.
+    """
+    summary, description = _test_text(playbook, by)
+    link = _absolute(reverse("admin:anomalies_responseplaybook_change", args=[playbook.pk]))
+    if playbook.action == ResponsePlaybook.Action.SLACK:
+        body = {
+            "text": f"[test] {summary}",
+            "blocks": [
+                {
+                    "type": "section",
+                    "text": {
+                        "type": "mrkdwn",
+                        "text": f":test_tube: *{_slack_escape(summary)}*\n{_slack_escape(description)}",
+                    },
+                },
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": f"<{link}|Open the playbook>"}],
+                },
+            ],
+        }
+        return {"http_status": _post_json(playbook.target, body, "Slack")}
+    if playbook.action == ResponsePlaybook.Action.WEBHOOK:
+        labels = {
+            "alertname": "Phase3TestNotification",
+            "playbook": playbook.name,
+            "severity": playbook.min_severity,
+        }
+        annotations = {"summary": summary, "description": description}
+        alert = {
+            "status": "firing",
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": _iso(timezone.now()),
+            "endsAt": _iso(None),
+            "generatorURL": link,
+            "fingerprint": hashlib.sha1(f"test:{playbook.pk}".encode()).hexdigest()[:16],
+        }
+        body = {
+            "version": "4",
+            "groupKey": f'{{}}:{{alertname="Phase3TestNotification", playbook="{playbook.pk}"}}',
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": playbook.name,
+            "groupLabels": {"alertname": "Phase3TestNotification"},
+            "commonLabels": labels,
+            "commonAnnotations": annotations,
+            "externalURL": _absolute(reverse("admin:index")),
+            "alerts": [alert],
+        }
+        return {"http_status": _post_json(playbook.target, body, "webhook")}
+    if playbook.action == ResponsePlaybook.Action.EMAIL:
+        return _send_email(playbook, f"Test: {summary}", f"{description}\n\n{link}")
+    if playbook.action == ResponsePlaybook.Action.CELERY_TASK:
+        task, kwargs = _task_call(playbook, 0)
+        per_anomaly = kwargs.pop(ANOMALY_KWARG, None) is not None
+        return {
+            "task": task.name,
+            "kwargs": kwargs,
+            "adds_anomaly_id": per_anomaly,
+            "started": False,
+        }
     raise ResponseActionError(f"unknown action {playbook.action!r}")

@@ -14,6 +14,7 @@ from .operators import (
     anomaly_resolve,
 )
 from .playbooks import (
+    playbook_send_test,
     response_execute,
     response_notify_escalated,
     response_notify_incident,
@@ -37,6 +38,7 @@ __all__ = [
     "anomaly_mark_false_positive",
     "anomaly_resolve",
     "learned_model_retrain",
+    "playbook_send_test",
     "response_execute",
     "response_notify_escalated",
     "response_notify_incident",

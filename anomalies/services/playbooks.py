@@ -26,7 +26,13 @@ from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
 from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
-from ..responses import ResponseActionError, ResponseConfigError, perform_action, post_notification
+from ..responses import (
+    ResponseActionError,
+    ResponseConfigError,
+    perform_action,
+    post_notification,
+    send_test,
+)
 from ..selectors import anomaly_effects, silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .inhibition import (
@@ -313,6 +319,23 @@ def _enqueue_notices(task, execution_ids: list[int] | dict[int, dict], what: str
         ResponseExecution.objects.filter(pk=pk).update(
             error=f"{what} notice could not be queued ({exc})"
         )
+
+
+def playbook_send_test(*, playbook_id: int, by: str = "") -> dict:
+    """Send the playbook's receiver a test notification now, and say how it went.
+
+    Synchronous, as the operator waits on the answer, and not recorded as an execution
+    (there is no anomaly). A receiver that fails answers `ok: false` with the reason the
+    page would have failed with, not an error: the request was fine.
+    """
+    playbook = ResponsePlaybook.objects.get(pk=playbook_id)
+    started = time.monotonic()
+    try:
+        result = {"ok": True, **send_test(playbook, by=by)}
+    except ResponseActionError as exc:
+        result = {"ok": False, "error": str(exc)}
+    logger.info("test notification of playbook %s: %s", playbook.pk, result)
+    return {**result, "duration_ms": round(1000 * (time.monotonic() - started))}
 
 
 def response_execute(*, execution_id: int) -> dict:
