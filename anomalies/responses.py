@@ -79,11 +79,17 @@ def _cause_clause(anomaly: Anomaly) -> str:
     if not causes:
         return ""
     named = " or ".join(
-        f"{c.series} (anomaly {c.pk}, {c.severity}, abnormal since {_utc(c.started_at)}"
-        + (")" if c.ended_at is None else f", ended {_utc(c.ended_at)})")
-        for c in causes[:2]
+        f"{c.series} (anomaly {c.pk}, {c.severity}, {_state(c)})" for c in causes[:2]
     )
     return f"; likeliest root cause: {named}"
+
+
+def _state(cause: Anomaly) -> str:
+    if cause.status == Anomaly.Status.FALSE_POSITIVE:
+        return f"dismissed as a false positive, abnormal from {_utc(cause.started_at)}"
+    if cause.ended_at is None:
+        return f"abnormal since {_utc(cause.started_at)}"
+    return f"abnormal from {_utc(cause.started_at)} to {_utc(cause.ended_at)}"
 
 
 def _incident_clause(anomaly: Anomaly) -> str:

@@ -34,6 +34,11 @@ INHIBITED = ResponseExecution.Status.INHIBITED
 EFFECT_GRACE = timedelta(minutes=30)
 
 
+# What a held-back execution says (`Inhibition.why`).
+PAGED = "its incident was paged by this playbook"
+OUTLIVES = "sent if this anomaly outlives it"
+
+
 class Sent(NamedTuple):
     """What an anomaly's execution of one playbook has done so far."""
 
@@ -43,8 +48,9 @@ class Sent(NamedTuple):
     told: str
     notified_at: datetime | None
     finished_at: datetime | None
-    # The cause an inhibited execution was held back behind (its `result`), else None.
+    # The cause an inhibited execution was held back behind, and why (its `result`).
     inhibited_by: int | None = None
+    reason: str | None = None
 
 
 def tells(status: str, attempts: int) -> bool:
@@ -61,7 +67,7 @@ def inhibited_execution(
     cause: Anomaly,
     *,
     pk: int | None = None,
-    why: str = "its incident was paged by this playbook",
+    why: str = f"goes on and {PAGED}; {OUTLIVES}",
 ) -> ResponseExecution:
     """A page held back behind `cause` (`pk`: an execution held back before, rehomed)."""
     return ResponseExecution(
@@ -69,9 +75,8 @@ def inhibited_execution(
         playbook=p,
         anomaly=a,
         status=INHIBITED,
-        result={"inhibited_by": cause.pk, "cause_series": str(cause.series)},
-        error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, "
-        f"goes on and {why}; sent if this anomaly outlives it",
+        result={"inhibited_by": cause.pk, "cause_series": str(cause.series), "reason": why},
+        error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, {why}",
     )
 
 
@@ -108,6 +113,8 @@ class Inhibition:
         # Playbook -> cause -> the highest severity the playbook has told of the cause's
         # effects (`tell`): how a receiver not paged for the cause hears of its incident.
         self.via_effects: dict[int, dict[int, int]] = {}
+        # The same, counting only pages whose anomaly goes on: for dismissed causes.
+        self.via_ongoing: dict[int, dict[int, int]] = {}
         self.causes: dict[int, list[Anomaly]] = {}
         # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
         self.told: set[tuple[int, int]] = set()
@@ -195,20 +202,22 @@ class Inhibition:
             .exclude(status=INHIBITED)
             .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
         )
-        for p, c, status, attempts, told, severity in pages.values_list(
+        for p, c, status, attempts, told, severity, ended in pages.values_list(
             "playbook_id",
             "anomaly__causes__cause_anomaly_id",
             "status",
             "attempts",
             "notified_severity",
             "anomaly__severity",
+            "anomaly__ended_at",
         ):
             if tells(status, attempts):
-                self._paged_via_effect(p, c, told or severity)
+                self._paged_via_effect(p, c, told or severity, ongoing=ended is None)
 
-    def _paged_via_effect(self, playbook: int, cause: int, severity: str) -> None:
-        told = self.via_effects.setdefault(playbook, {})
-        told[cause] = max(told.get(cause, -1), SEVERITY_ORDER.get(severity, -1))
+    def _paged_via_effect(self, playbook: int, cause: int, severity: str, *, ongoing: bool) -> None:
+        for via in (self.via_effects, self.via_ongoing) if ongoing else (self.via_effects,):
+            told = via.setdefault(playbook, {})
+            told[cause] = max(told.get(cause, -1), SEVERITY_ORDER.get(severity, -1))
 
     def tell(self, p: ResponsePlaybook, a: Anomaly, *, paged: bool) -> None:
         """The playbook's receiver has been told of `a`: paged for it, or not (`paged`)
@@ -218,15 +227,19 @@ class Inhibition:
         self.told.add((p.pk, a.pk))
         if paged:
             for c in self.causes.get(a.pk, []):
-                self._paged_via_effect(p.pk, c.pk, a.severity)
+                self._paged_via_effect(p.pk, c.pk, a.severity, ongoing=True)
 
     def why(self, p: ResponsePlaybook, cause: Anomaly) -> str:
         """What the held-back execution says of its cause."""
+        if cause.status == Anomaly.Status.FALSE_POSITIVE:
+            return (
+                "was dismissed as a false positive, and this playbook paged the rest of its "
+                "incident through another of its effects, which goes on; sent if this "
+                "anomaly outlives that one"
+            )
         if (p.pk, cause.pk) in self.told:
-            if cause.pk in self.silenced:
-                return "a silence mutes it"
-            return "its incident was paged by this playbook"
-        return "this playbook paged its incident through another of its effects"
+            return f"goes on and {'a silence mutes it' if cause.pk in self.silenced else PAGED}; {OUTLIVES}"
+        return f"goes on and this playbook paged its incident through another of its effects; {OUTLIVES}"
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's
@@ -258,19 +271,19 @@ class Inhibition:
             return None
         rank = SEVERITY_ORDER[a.severity]
         via = self.via_effects.get(p.pk, {})
-        return next(
-            (
-                c
-                for c in self.causes.get(a.pk, [])
-                if c.ended_at is None
-                and c.status != Anomaly.Status.FALSE_POSITIVE
-                and (
-                    ((p.pk, c.pk) in self.told and rank <= SEVERITY_ORDER[c.severity])
-                    or (rank <= via.get(c.pk, -1) and not p.matches(c))
-                )
-            ),
-            None,
-        )
+        ongoing = self.via_ongoing.get(p.pk, {})
+        for c in self.causes.get(a.pk, []):
+            if c.status == Anomaly.Status.FALSE_POSITIVE:
+                # Its effects are released, as one group: the first is paged, the rest
+                # are held back while a page for one of them goes on.
+                if rank <= ongoing.get(c.pk, -1):
+                    return c
+            elif c.ended_at is None and (
+                ((p.pk, c.pk) in self.told and rank <= SEVERITY_ORDER[c.severity])
+                or (rank <= via.get(c.pk, -1) and not p.matches(c))
+            ):
+                return c
+        return None
 
     def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
         """An effect no longer inhibited is still part of its ended cause's incident: calm

@@ -110,6 +110,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         "notified_at",
         "finished_at",
         "result__inhibited_by",
+        "result__reason",
     ):
         existing[(playbook_id, anomaly_id)] = Sent(pk, *done)
     new, repeated, unsent, rehomed = [], [], [], []
@@ -138,8 +139,11 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 if cause is None and not inhibition.in_tail(p, a):
                     unsent.append(sent.pk)
                     inhibition.tell(p, a, paged=True)
-                elif cause is not None and cause.pk != sent.inhibited_by:
-                    # Held back now behind another cause (a resolved one's successor).
+                elif cause is not None and (
+                    cause.pk != sent.inhibited_by or inhibition.why(p, cause) != sent.reason
+                ):
+                    # Held back now behind another cause (a resolved one's successor), or
+                    # for another reason (its cause was dismissed, or its silence ended).
                     rehomed.append(
                         inhibited_execution(p, a, cause, pk=sent.pk, why=inhibition.why(p, cause))
                     )

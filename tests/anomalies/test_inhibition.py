@@ -436,6 +436,41 @@ def test_a_team_whose_playbook_does_not_match_the_cause_hears_of_its_incident_on
     ]
 
 
+def test_the_effects_of_a_dismissed_cause_are_paged_as_one_group(eager):
+    """The on-call dismisses the paged database anomaly as a false positive while the
+    endpoints it was blamed for are still abnormal: they are no longer explained, so they
+    are paged, but as one group, as Alertmanager groups the alerts of one incident: the
+    first now, the others held back while a page for one of them goes on. Before, every
+    endpoint was paged at once."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    db = _anomaly("db.connections.active", t0)
+    endpoints = [
+        _anomaly("http.latency.p95", t0 + timedelta(seconds=10 * i), endpoint=f"/{i}")
+        for i in range(1, 4)
+    ]
+    for e in endpoints:
+        _blames(e, db)
+    eager([db, *endpoints], t0 + timedelta(minutes=1))
+    assert len(mail.outbox) == 1
+    services.anomaly_mark_false_positive(anomaly_id=db.pk, by="ops")
+    eager(endpoints, t0 + timedelta(minutes=2))
+    assert [m.subject for m in mail.outbox[1:]] == [
+        "http.latency.p95{endpoint=/1} is abnormal (critical)"
+    ]
+    assert f"(anomaly {db.pk}, critical, dismissed as a false positive" in mail.outbox[1].body
+    held = ResponseExecution.objects.filter(status=INHIBITED).order_by("anomaly__started_at")
+    assert [e.anomaly_id for e in held] == [endpoints[1].pk, endpoints[2].pk]
+    assert all("was dismissed as a false positive" in e.error for e in held)
+    # The paged one recovers; the next still abnormal is paged, and holds the last back.
+    Anomaly.objects.filter(pk=endpoints[0].pk).update(ended_at=t0 + timedelta(minutes=3))
+    eager(endpoints[1:], t0 + timedelta(minutes=4))
+    assert [m.subject for m in mail.outbox[2:]] == [
+        "http.latency.p95{endpoint=/2} is abnormal (critical)"
+    ]
+    assert ResponseExecution.objects.filter(status=INHIBITED).count() == 1
+
+
 def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
