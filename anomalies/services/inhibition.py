@@ -113,7 +113,7 @@ class Inhibition:
         # Playbook -> cause -> the highest severity the playbook has told of the cause's
         # effects (`tell`): how a receiver not paged for the cause hears of its incident.
         self.via_effects: dict[int, dict[int, int]] = {}
-        # The same, counting only pages whose anomaly goes on: for dismissed causes.
+        # The same, counting only pages whose anomaly goes on: what holds an effect back.
         self.via_ongoing: dict[int, dict[int, int]] = {}
         self.causes: dict[int, list[Anomaly]] = {}
         # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
@@ -270,17 +270,18 @@ class Inhibition:
         if p.pk not in self.on:
             return None
         rank = SEVERITY_ORDER[a.severity]
-        via = self.via_effects.get(p.pk, {})
+        # Held back while a page for another of the cause's effects goes on: once that one
+        # has recovered (and its receiver was told so), the next still abnormal is paged,
+        # so the receiver always has a firing alert for an incident that goes on.
         ongoing = self.via_ongoing.get(p.pk, {})
         for c in self.causes.get(a.pk, []):
             if c.status == Anomaly.Status.FALSE_POSITIVE:
-                # Its effects are released, as one group: the first is paged, the rest
-                # are held back while a page for one of them goes on.
+                # Its effects are released, as one group.
                 if rank <= ongoing.get(c.pk, -1):
                     return c
             elif c.ended_at is None and (
                 ((p.pk, c.pk) in self.told and rank <= SEVERITY_ORDER[c.severity])
-                or (rank <= via.get(c.pk, -1) and not p.matches(c))
+                or (rank <= ongoing.get(c.pk, -1) and not p.matches(c))
             ):
                 return c
         return None

@@ -434,6 +434,15 @@ def test_a_team_whose_playbook_does_not_match_the_cause_hears_of_its_incident_on
     assert [m.subject for m in mail.outbox[2:]] == [
         "http.latency.p95{endpoint=/c} is abnormal (critical)"
     ]
+    # The endpoints paged recover while the database goes on: the team is paged for one
+    # still down (an alert that is still firing), not left with only resolved ones.
+    Anomaly.objects.filter(pk__in=[first.pk, others[1].pk]).update(
+        ended_at=t0 + timedelta(minutes=4)
+    )
+    eager([db, others[0]], t0 + timedelta(minutes=5))
+    assert [m.subject for m in mail.outbox[3:]] == [
+        "http.latency.p95{endpoint=/b} is abnormal (warning)"
+    ]
 
 
 def test_the_effects_of_a_dismissed_cause_are_paged_as_one_group(eager):
