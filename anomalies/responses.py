@@ -81,7 +81,11 @@ def _cause_clause(anomaly: Anomaly) -> str:
     named = " or ".join(
         f"{c.series} (anomaly {c.pk}, {c.severity}, {_state(c)})" for c in causes[:2]
     )
-    return f"; likeliest root cause: {named}"
+    # How large the incident is, this anomaly among it: what tells a team paged for one
+    # endpoint that every endpoint is down.
+    size = len(anomaly_effects(causes[0]))
+    reach = f", to which {size} ongoing anomalies are put down" if size > 1 else ""
+    return f"; likeliest root cause: {named}{reach}"
 
 
 def _state(cause: Anomaly) -> str:

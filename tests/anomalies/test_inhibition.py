@@ -416,6 +416,8 @@ def test_a_team_whose_playbook_does_not_match_the_cause_hears_of_its_incident_on
         f"likeliest root cause: db.connections.active (anomaly {db.pk}, critical, abnormal "
         "since " in mail.outbox[1].body
     )
+    # ... and how large its incident is: the team's three endpoints and the error ratio.
+    assert "), to which 4 ongoing anomalies are put down" in mail.outbox[1].body
     held = ResponseExecution.objects.filter(playbook__name="api", status=INHIBITED)
     assert {e.anomaly_id for e in held} == {o.pk for o in others} | {errors.pk}
     assert all(
