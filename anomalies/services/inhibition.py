@@ -5,7 +5,10 @@ A playbook with `inhibit_effects` pages the cause and holds back the anomalies w
 likeliest cause it is (`Inhibition`, as Alertmanager's inhibit rules), pages an effect
 that outlives its cause as its own problem (`EFFECT_GRACE`), and tells the cause's
 receiver when more of the incident goes on (`incident_updates_due`, as Alertmanager's
-`group_interval`). `playbooks.queue_responses` drives them.
+`group_interval`). A silenced cause inhibits as a paged one does; a team whose playbook
+does not match the cause, and the effects of a cause dismissed as a false positive, are
+paged once per incident, through its first effect. `playbooks.queue_responses` drives
+them.
 """
 
 from __future__ import annotations
@@ -237,9 +240,13 @@ class Inhibition:
                 "incident through another of its effects, which goes on; sent if this "
                 "anomaly outlives that one"
             )
-        if (p.pk, cause.pk) in self.told:
-            return f"goes on and {'a silence mutes it' if cause.pk in self.silenced else PAGED}; {OUTLIVES}"
-        return f"goes on and this playbook paged its incident through another of its effects; {OUTLIVES}"
+        if (p.pk, cause.pk) not in self.told:
+            told = "this playbook paged its incident through another of its effects"
+        elif cause.pk in self.silenced:
+            told = "a silence mutes it"
+        else:
+            told = PAGED
+        return f"goes on and {told}; {OUTLIVES}"
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's
