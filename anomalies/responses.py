@@ -11,6 +11,8 @@ sends a message of its own; Mattermost and Rocket.Chat take the same one.
 from __future__ import annotations
 
 import hashlib
+import json
+import uuid
 from contextlib import closing
 from datetime import UTC, datetime
 from urllib.parse import urljoin
@@ -18,6 +20,7 @@ from urllib.parse import urljoin
 import requests
 from celery import current_app
 from django.conf import settings
+from django.core.cache import cache
 from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 from django.utils import timezone
@@ -319,15 +322,45 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
             f"{payload['alerts'][0]['generatorURL']}",
         )
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:
-        task, kwargs = _task_call(playbook, anomaly.pk)
-        try:
-            result = current_app.send_task(task.name, kwargs=kwargs)
-        except Exception as exc:  # broker down, unknown routing...
-            raise ResponseActionError(f"task {playbook.target} not sent: {exc}") from exc
-        # Succeeded means the broker accepted the message; the task's own outcome is its
-        # JobRun (Jobs page), found by this id.
-        return {"task": task.name, "task_id": str(result.id), "kwargs": kwargs}
+        return _start_task(playbook, anomaly)
     raise ResponseActionError(f"unknown action {playbook.action!r}")
+
+
+# A task call that does not name its anomaly (`scaling.evaluate()`) is the same call for
+# every anomaly that matches: started once in this many seconds per playbook.
+SHARED_TASK_CALL_SECONDS = 60
+
+
+def _start_task(playbook: ResponsePlaybook, anomaly: Anomaly) -> dict:
+    """Send the playbook's task, once for the anomalies that would send the same call.
+
+    A database outage opens a dozen critical anomalies in one minute, and a playbook that
+    runs `scaling.evaluate` on critical anomalies sent it a dozen times: a dozen
+    evaluations of every resource for one incident (Alertmanager sends a group of alerts
+    to a receiver once). A call whose arguments do not carry the anomaly's id is started
+    for the first of them; the others record that call's id (`shared`). A task that takes
+    `anomaly_id` acts per anomaly and is started for each.
+    """
+    task, kwargs = _task_call(playbook, anomaly.pk)
+    task_id, shared = str(uuid.uuid4()), False
+    key = None
+    if ANOMALY_KWARG not in kwargs:
+        call = json.dumps(kwargs, sort_keys=True, default=str).encode()
+        key = f"anomalies:task-call:{playbook.pk}:{hashlib.sha1(call).hexdigest()}"
+        if not cache.add(key, task_id, SHARED_TASK_CALL_SECONDS):
+            started = cache.get(key)
+            if started is not None:
+                task_id, shared = started, True
+    if not shared:
+        try:
+            current_app.send_task(task.name, kwargs=kwargs, task_id=task_id)
+        except Exception as exc:  # broker down, unknown routing...
+            if key is not None:
+                cache.delete(key)
+            raise ResponseActionError(f"task {playbook.target} not sent: {exc}") from exc
+    # Succeeded means the broker accepted the message; the task's own outcome is its
+    # JobRun (Jobs page), found by this id.
+    return {"task": task.name, "task_id": task_id, "kwargs": kwargs, "shared": shared}
 
 
 def _test_text(playbook: ResponsePlaybook, by: str) -> tuple[str, str]:

@@ -526,7 +526,7 @@ def sent_tasks(monkeypatch):
 
     monkeypatch.setattr(
         "anomalies.responses.current_app.send_task",
-        lambda name, kwargs: calls.append((name, kwargs)) or Result(),
+        lambda name, kwargs, **options: calls.append((name, kwargs)) or Result(),
     )
     return calls
 
@@ -567,6 +567,67 @@ def test_celery_task_playbook_sends_only_the_arguments_the_task_takes(
         ("scaling.evaluate", {"resource_ids": [3]}),
         ("tests.anomaly_hook", {"anomaly_id": anomaly.pk}),
     ]
+
+
+def test_a_task_call_that_names_no_anomaly_is_started_once_for_an_incident(
+    db, sent_tasks, anomaly_hook_task
+):
+    """A dozen critical anomalies of one outage sent `scaling.evaluate` a dozen times: a
+    dozen evaluations of every resource. The same call is started once a minute per
+    playbook, and the other executions record its id; a task that takes the anomaly's id
+    still runs for each."""
+    scale = ResponsePlaybook.objects.create(
+        name="scale", action="celery_task", target="scaling.evaluate"
+    )
+    hook = ResponsePlaybook.objects.create(
+        name="hook", action="celery_task", target="tests.anomaly_hook"
+    )
+    anomalies = [_anomaly(series_ensure(name=f"http.latency.{i}")) for i in range(3)]
+    results = []
+    for playbook in (scale, hook):
+        for a in anomalies:
+            execution = ResponseExecution.objects.create(playbook=playbook, anomaly=a)
+            services.response_execute(execution_id=execution.pk)
+            execution.refresh_from_db()
+            assert execution.status == "succeeded"
+            results.append(execution.result)
+    assert [name for name, _ in sent_tasks] == ["scaling.evaluate"] + ["tests.anomaly_hook"] * 3
+    shared = results[:3]
+    assert [r["shared"] for r in shared] == [False, True, True]
+    assert len({r["task_id"] for r in shared}) == 1
+    assert len({r["task_id"] for r in results[3:]}) == 3
+    # Other arguments are another call.
+    ResponsePlaybook.objects.filter(pk=scale.pk).update(arguments={"resource_ids": [2]})
+    execution = ResponseExecution.objects.create(
+        playbook=scale, anomaly=_anomaly(series_ensure(name="http.latency.9"))
+    )
+    services.response_execute(execution_id=execution.pk)
+    assert sent_tasks[-1] == ("scaling.evaluate", {"resource_ids": [2]})
+
+
+def test_a_task_call_the_broker_refused_is_not_shared(db, monkeypatch):
+    calls = []
+
+    def flaky(name, kwargs, **options):
+        calls.append(name)
+        if len(calls) == 1:
+            raise ConnectionError("broker down")
+
+    monkeypatch.setattr("anomalies.responses.current_app.send_task", flaky)
+    scale = ResponsePlaybook.objects.create(
+        name="scale", action="celery_task", target="scaling.evaluate"
+    )
+    first, second = (
+        ResponseExecution.objects.create(
+            playbook=scale, anomaly=_anomaly(series_ensure(name=f"q.{i}"))
+        )
+        for i in range(2)
+    )
+    with pytest.raises(ResponseActionError):
+        services.response_execute(execution_id=first.pk)
+    services.response_execute(execution_id=second.pk)
+    second.refresh_from_db()
+    assert calls == ["scaling.evaluate"] * 2 and second.result["shared"] is False
 
 
 def test_playbook_whose_task_is_gone_fails_at_once_without_retrying(db, sent_tasks):
