@@ -240,8 +240,9 @@ def on_call_report(*, now: datetime | None = None, days: int = ON_CALL_DAYS) -> 
     median and 90th percentile of the time from detection to that; the same of the time
     from onset to recovery for those that ended (false positives excluded: their end is a
     dismissal, not a recovery). And what the playbooks did with them: pages sent, and
-    pages held back because their cause was paged (`inhibit_effects`), which is what one
-    page per incident spared the on-call. Seconds; None where there is nothing to measure.
+    pages held back by one page per incident (`inhibit_effects`: their cause was paged or
+    silenced, or another of its effects was paged), which is what that spared the
+    on-call. Seconds; None where there is nothing to measure.
     """
     until = now or timezone.now()
     since = until - timedelta(days=days)
