@@ -168,23 +168,50 @@ def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
     return cached
 
 
+def causes_of(anomalies: list[Anomaly]) -> dict[int, list[Anomaly]]:
+    """For each anomaly, the anomalies it is put down to (its rank-1 candidates, ties
+    included), with their series, by onset, leaving out twins: two that are each other's
+    likeliest cause are one signal seen twice, and "caused by" its twin tells the receiver
+    nothing. Two queries for any number of anomalies."""
+    out: dict[int, dict[int, Anomaly]] = {a.pk: {} for a in anomalies}
+    for r in (
+        likeliest_causes()
+        .filter(anomaly__in=[a.pk for a in anomalies])
+        .select_related("cause_anomaly__series")
+    ):
+        out[r.anomaly_id][r.cause_anomaly_id] = r.cause_anomaly
+    twins = set(
+        likeliest_causes()
+        .filter(
+            anomaly_id__in={c for causes in out.values() for c in causes},
+            cause_anomaly_id__in=list(out),
+        )
+        .values_list("anomaly_id", "cause_anomaly_id")
+    )
+    return {
+        a: sorted(
+            (c for pk, c in causes.items() if (pk, a) not in twins),
+            key=lambda c: (c.started_at, c.pk),
+        )
+        for a, causes in out.items()
+    }
+
+
 def anomaly_causes(anomaly: Anomaly) -> list[Anomaly]:
-    """The anomalies this one is put down to (its rank-1 candidates, ties included), with
-    their series, leaving out twins: two that are each other's likeliest cause are one
-    signal seen twice, and "caused by" its twin tells the receiver nothing."""
+    """`causes_of` one anomaly; read once per instance."""
     cached = getattr(anomaly, "likeliest_cause_anomalies", None)
     if cached is None:
-        rows = likeliest_causes().filter(anomaly=anomaly).select_related("cause_anomaly__series")
-        causes = {r.cause_anomaly_id: r.cause_anomaly for r in rows}
-        twins = set(
-            likeliest_causes()
-            .filter(anomaly_id__in=list(causes), cause_anomaly=anomaly)
-            .values_list("anomaly_id", flat=True)
-        )
-        cached = anomaly.likeliest_cause_anomalies = sorted(
-            (c for pk, c in causes.items() if pk not in twins), key=lambda c: (c.started_at, c.pk)
-        )
+        cached = anomaly.likeliest_cause_anomalies = causes_of([anomaly])[anomaly.pk]
     return cached
+
+
+def incident_size(anomaly: Anomaly) -> int:
+    """How many ongoing anomalies a notification about this one says its incident holds:
+    put down to its likeliest cause if it has one (`responses._cause_clause`), else to
+    itself (`_incident_clause`). What a page records as told, and what its incident
+    updates compare with."""
+    causes = anomaly_causes(anomaly)
+    return len(anomaly_effects(causes[0] if causes else anomaly))
 
 
 def anomaly_state_q(state: str) -> Q:

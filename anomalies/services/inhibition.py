@@ -20,7 +20,7 @@ from typing import NamedTuple
 from django.db.models import Q
 
 from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
-from ..selectors import effects_of, likeliest_causes
+from ..selectors import causes_of, effects_of, likeliest_causes
 from ..validation import NOTIFY_ACTIONS
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
@@ -336,29 +336,43 @@ def incident_updates_due(
             playbook_id__in=list(intervals), status=INHIBITED, anomaly__ended_at__isnull=True
         ).values_list("playbook_id", "result__inhibited_by")
     )
+    held_behind = {a for _, a in holding if isinstance(a, int)}
     pages = list(
         ResponseExecution.objects.filter(
-            Q(anomaly_id__in={a for _, a in holding if isinstance(a, int)})
-            | Q(notified_effects__gt=0),
+            Q(anomaly_id__in=held_behind)
+            | Q(notified_effects__gt=0)
+            # A team's page for the first effect of a cause it did not page.
+            | Q(anomaly__causes__rank=1, anomaly__causes__cause_anomaly_id__in=held_behind),
             playbook_id__in=list(intervals),
             status=ResponseExecution.Status.SUCCEEDED,
             anomaly__ended_at__isnull=True,
         )
         .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
         .select_related("anomaly")
+        .distinct()
     )
     if not pages:
         return {}
-    effects = effects_of([e.anomaly for e in pages])
+    # Each page names the incident of its likeliest cause, or its own (`incident_size`).
+    causes = causes_of([e.anomaly for e in pages])
+    roots = {e.pk: (causes[e.anomaly_id] or [e.anomaly])[0] for e in pages}
+    effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
+    paged = {(e.playbook_id, e.anomaly_id) for e in pages}
     recount: dict[int, list[int]] = {}  # effects now -> executions to record it on
     calls: dict[int, dict] = {}
     for e in pages:
-        count, last = len(effects[e.anomaly_id]), e.notified_at or e.finished_at
+        root = roots[e.pk].pk
+        count, last = len(effects[root]), e.notified_at or e.finished_at
+        holds = (e.playbook_id, e.anomaly_id) in holding or (
+            root != e.anomaly_id
+            and (e.playbook_id, root) in holding
+            and (e.playbook_id, root) not in paged
+        )
         if count == e.notified_effects:
             continue
         if count < e.notified_effects or e.pk in told_now:
             recount.setdefault(count, []).append(e.pk)
-        elif (e.playbook_id, e.anomaly_id) not in holding:
+        elif not holds:
             continue  # nothing was held back: the receiver is paged for each anomaly
         elif last is not None and now - last >= intervals[e.playbook_id]:
             recount.setdefault(count, []).append(e.pk)

@@ -33,7 +33,7 @@ from ..responses import (
     post_notification,
     send_test,
 )
-from ..selectors import anomaly_effects, silenced_by, silences_active, silences_overlapping
+from ..selectors import incident_size, silenced_by, silences_active, silences_overlapping
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .inhibition import (
     CANCELLED,
@@ -366,9 +366,7 @@ def response_execute(*, execution_id: int) -> dict:
     # incident that opened in one run is in the page already, and its update would say
     # the same again five minutes later.
     sent_effects = (
-        len(anomaly_effects(execution.anomaly))
-        if execution.playbook.action in NOTIFY_ACTIONS
-        else 0
+        incident_size(execution.anomaly) if execution.playbook.action in NOTIFY_ACTIONS else 0
     )
     try:
         result = perform_action(execution.anomaly, execution.playbook)

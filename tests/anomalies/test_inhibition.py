@@ -482,6 +482,40 @@ def test_the_effects_of_a_dismissed_cause_are_paged_as_one_group(eager):
     assert ResponseExecution.objects.filter(status=INHIBITED).count() == 1
 
 
+def test_a_team_paged_through_one_effect_hears_when_the_incident_grows(eager):
+    """The API team was paged for its first endpoint of a database outage: more of its
+    endpoints going down behind the database is news to it, told in one update no sooner
+    than five minutes after the page, as a cause's receiver hears of its effects."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="dba", action="email", target="dba@example.com", series_name="db.*"
+    )
+    ResponsePlaybook.objects.create(
+        name="api", action="email", target="api@example.com", series_name="http.*"
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=1))
+    first = _anomaly("http.latency.p95", t0, endpoint="/a")
+    _blames(first, db)
+    eager([db, first], t0)  # the pages: sent now (the clock of `notified_at` is the real one)
+    assert [m.to for m in mail.outbox] == [["dba@example.com"], ["api@example.com"]]
+    page = ResponseExecution.objects.get(playbook__name="api")
+    assert page.notified_effects == 1  # the incident its page named: this endpoint
+    more = [_anomaly("http.latency.p95", t0, endpoint=e) for e in ("/b", "/c")]
+    for effect in more:
+        _blames(effect, db)
+    eager([db, first, *more], t0 + timedelta(minutes=2))
+    assert len(mail.outbox) == 2  # held back, and too soon to tell
+    eager([db, first, *more], t0 + timedelta(minutes=6))
+    # (The DBAs' playbook held nothing back: the endpoints are not its to page.)
+    (api,) = mail.outbox[2:]
+    assert api.to == ["api@example.com"]
+    assert api.subject == "Update: http.latency.p95{endpoint=/a} is abnormal (critical)"
+    assert "to which 3 ongoing anomalies are put down" in api.body
+    # Nothing new: nothing more.
+    eager([db, first, *more], t0 + timedelta(minutes=12))
+    assert len(mail.outbox) == 3
+
+
 def test_task_playbooks_run_for_every_anomaly(django_capture_on_commit_callbacks):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
