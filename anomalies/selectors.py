@@ -144,9 +144,23 @@ def effects_of(causes: list[Anomaly], *, depth: int = 4) -> dict[int, list[int]]
         .values_list("cause_anomaly_id", "anomaly_id", "anomaly__started_at", "anomaly__ended_at")
     ):
         links.setdefault(cause, []).append((started, effect, ended is None))
+    # An anomaly an operator ended while its series was still abnormal (resolved too
+    # early, or dismissed) is continued by the one the job opened there next, whose onset
+    # is traced back into it: the effects put down to the first are the second's too
+    # (`Inhibition._supersede` holds them back behind it).
+    predecessors: dict[int, list[tuple[int, datetime]]] = {}
+    for pk, series, ended in Anomaly.objects.filter(
+        series_id__in={c.series_id for c in causes}, ended_at__gte=since
+    ).values_list("pk", "series_id", "ended_at"):
+        predecessors.setdefault(series, []).append((pk, ended))
     out = {}
     for c in causes:
-        seen, frontier, found = {c.pk}, [c.pk], []
+        before = [
+            pk
+            for pk, ended in predecessors.get(c.series_id, ())
+            if pk != c.pk and ended >= c.started_at
+        ]
+        seen, frontier, found = {c.pk, *before}, [c.pk, *before], []
         for _ in range(depth):
             step = [e for k in frontier for e in links.get(k, ()) if e[1] not in seen]
             seen.update(e[1] for e in step)
@@ -180,17 +194,17 @@ def causes_of(anomalies: list[Anomaly]) -> dict[int, list[Anomaly]]:
         .select_related("cause_anomaly__series")
     ):
         out[r.anomaly_id][r.cause_anomaly_id] = r.cause_anomaly
+    # Twins by series: a cause put down to this anomaly's series (to this anomaly, or to
+    # the one an operator resolved there before it reopened) is its twin.
     twins = set(
         likeliest_causes()
-        .filter(
-            anomaly_id__in={c for causes in out.values() for c in causes},
-            cause_anomaly_id__in=list(out),
-        )
-        .values_list("anomaly_id", "cause_anomaly_id")
+        .filter(anomaly_id__in={c for causes in out.values() for c in causes})
+        .values_list("anomaly_id", "cause_anomaly__series_id")
     )
+    series = {a.pk: a.series_id for a in anomalies}
     return {
         a: sorted(
-            (c for pk, c in causes.items() if (pk, a) not in twins),
+            (c for pk, c in causes.items() if (pk, series[a]) not in twins),
             key=lambda c: (c.started_at, c.pk),
         )
         for a, causes in out.items()

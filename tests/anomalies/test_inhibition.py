@@ -340,6 +340,12 @@ def test_a_cause_resolved_while_still_abnormal_is_paged_again_and_keeps_holding(
         Anomaly.objects.filter(ended_at__isnull=True).update(last_seen_at=now)
         eager(list(Anomaly.objects.filter(ended_at__isnull=True)), now)
     assert [m.subject for m in mail.outbox] == ["db.connections.active is abnormal (critical)"] * 2
+    # The new page names the incident the resolved anomaly had, and not its twin as its
+    # cause (the twin was put down to the resolved one).
+    assert mail.outbox[1].body.startswith(
+        "observed 10 vs expected 1; methods: statistical, pattern; likeliest root cause of "
+        "2 other anomalies: db.connections.utilization, http.latency.p95\n"
+    )
     statuses = {
         e.anomaly_id: (e.status, e.result.get("inhibited_by"))
         for e in ResponseExecution.objects.all()
