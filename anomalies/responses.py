@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Anomaly, ResponsePlaybook
-from .selectors import anomaly_causes, anomaly_effects
+from .selectors import anomaly_causes, anomaly_effects, incident_size
 from .validation import (
     ANOMALY_KWARG,
     URL_ACTIONS,
@@ -86,7 +86,7 @@ def _cause_clause(anomaly: Anomaly) -> str:
     )
     # How large the incident is, this anomaly among it: what tells a team paged for one
     # endpoint that every endpoint is down.
-    size = len(anomaly_effects(causes[0]))
+    size = incident_size(anomaly)
     reach = f", to which {size} ongoing anomalies are put down" if size > 1 else ""
     return f"; likeliest root cause: {named}{reach}"
 
@@ -145,16 +145,26 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
         "startsAt": _iso(anomaly.started_at),
         "endsAt": _iso(anomaly.ended_at),
         "generatorURL": _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk])),
-        "fingerprint": hashlib.sha1(key.encode()).hexdigest()[:16],
+        "fingerprint": _fingerprint(key),
     }
+    return _alertmanager_body(alert, playbook, f'anomaly="{anomaly.pk}"')
+
+
+def _fingerprint(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _alertmanager_body(alert: dict, playbook: ResponsePlaybook, group: str) -> dict:
+    """Alertmanager's webhook envelope around one alert; `group` completes its group key."""
+    name = alert["labels"]["alertname"]
     return {
         "version": "4",
-        "groupKey": f'{{}}:{{alertname="Phase3Anomaly", anomaly="{anomaly.pk}"}}',
+        "groupKey": f'{{}}:{{alertname="{name}", {group}}}',
         "truncatedAlerts": 0,
-        "status": status,
+        "status": alert["status"],
         "receiver": playbook.name,
-        "groupLabels": {"alertname": "Phase3Anomaly"},
-        "commonLabels": labels,
+        "groupLabels": {"alertname": name},
+        "commonLabels": alert["labels"],
         "commonAnnotations": alert["annotations"],
         "externalURL": _absolute(reverse("admin:index")),
         "alerts": [alert],
@@ -413,28 +423,16 @@ def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
             "playbook": playbook.name,
             "severity": playbook.min_severity,
         }
-        annotations = {"summary": summary, "description": description}
         alert = {
             "status": "firing",
             "labels": labels,
-            "annotations": annotations,
+            "annotations": {"summary": summary, "description": description},
             "startsAt": _iso(timezone.now()),
             "endsAt": _iso(None),
             "generatorURL": link,
-            "fingerprint": hashlib.sha1(f"test:{playbook.pk}".encode()).hexdigest()[:16],
+            "fingerprint": _fingerprint(f"test:{playbook.pk}"),
         }
-        body = {
-            "version": "4",
-            "groupKey": f'{{}}:{{alertname="Phase3TestNotification", playbook="{playbook.pk}"}}',
-            "truncatedAlerts": 0,
-            "status": "firing",
-            "receiver": playbook.name,
-            "groupLabels": {"alertname": "Phase3TestNotification"},
-            "commonLabels": labels,
-            "commonAnnotations": annotations,
-            "externalURL": _absolute(reverse("admin:index")),
-            "alerts": [alert],
-        }
+        body = _alertmanager_body(alert, playbook, f'playbook="{playbook.pk}"')
         return {"http_status": _post_json(playbook.target, body, "webhook")}
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         return _send_email(playbook, f"Test: {summary}", f"{description}\n\n{link}")
