@@ -665,6 +665,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "repeat_interval_seconds",
             "inhibit_effects",
             "update_interval_seconds",
+            "effect_grace_seconds",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:

@@ -13,8 +13,10 @@ from telemetry.models import Series, labels_key
 
 from .matching import series_matches
 from .validation import (
+    DEFAULT_EFFECT_GRACE_SECONDS,
     DEFAULT_UPDATE_SECONDS,
     MAX_ATTEMPTS,
+    MAX_EFFECT_GRACE_SECONDS,
     MAX_REPEAT_SECONDS,
     MAX_UPDATE_SECONDS,
     MIN_REPEAT_SECONDS,
@@ -355,6 +357,14 @@ class ResponsePlaybook(models.Model):
         "ongoing anomaly this playbook has paged (and at least as severe) is not paged on its "
         "own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. Webhook, "
         "Slack and e-mail only: tasks run for every anomaly.",
+    )
+    effect_grace_seconds = models.PositiveIntegerField(
+        default=DEFAULT_EFFECT_GRACE_SECONDS,
+        validators=[MaxValueValidator(MAX_EFFECT_GRACE_SECONDS)],
+        help_text="With inhibit_effects: how long after its cause was last abnormal an "
+        "effect may still be abnormal and stay part of that incident (1800 is 30 minutes). "
+        "Past it, the effect is paged as its own problem; 0 pages it as soon as its cause "
+        "recovers.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -31,6 +31,14 @@ MAX_REPEAT_SECONDS = 7 * 86400
 DEFAULT_UPDATE_SECONDS = 300
 MIN_UPDATE_SECONDS = 60
 MAX_UPDATE_SECONDS = 86400
+# How long after its cause was last abnormal an inhibited effect may still be abnormal and
+# count as that incident's tail (`services.inhibition`): endpoints recover minutes after
+# the database they wait on (the demo's take 10 to 20), and paging each of them "firing"
+# as the cause resolves is the page storm inhibition is there to prevent. A service that
+# warms its caches for an hour after an outage needs longer; 0 pages an effect still
+# abnormal as soon as its cause recovers.
+DEFAULT_EFFECT_GRACE_SECONDS = 1800
+MAX_EFFECT_GRACE_SECONDS = 86400
 # The actions that tell a person (and so may remind them); a task runs once per anomaly.
 NOTIFY_ACTIONS = ("webhook", "slack", "email")
 # Passed to a playbook's task when its signature accepts it (or **kwargs).

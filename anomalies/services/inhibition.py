@@ -3,7 +3,7 @@
 A database that runs out of connections makes every endpoint abnormal within minutes.
 A playbook with `inhibit_effects` pages the cause and holds back the anomalies whose
 likeliest cause it is (`Inhibition`, as Alertmanager's inhibit rules), pages an effect
-that outlives its cause as its own problem (`EFFECT_GRACE`), and tells the cause's
+that outlives its cause as its own problem (its `effect_grace_seconds`), and tells the cause's
 receiver when more of the incident goes on (`incident_updates_due`, as Alertmanager's
 `group_interval`). A silenced cause inhibits as a paged one does; a team whose playbook
 does not match the cause, and the effects of a cause dismissed as a false positive, are
@@ -28,13 +28,6 @@ from ..validation import NOTIFY_ACTIONS
 NOT_QUEUED = ResponseExecution.Status.RETRYING
 CANCELLED = ResponseExecution.Status.CANCELLED
 INHIBITED = ResponseExecution.Status.INHIBITED
-
-
-# How long after its cause was last abnormal an inhibited effect may still be abnormal and
-# count as that incident's tail: endpoints recover minutes after the database they wait on
-# (the demo's take 10 to 20), and paging each of them "firing" as the cause resolves is
-# the page storm inhibition is there to prevent.
-EFFECT_GRACE = timedelta(minutes=30)
 
 
 # What a held-back execution says (`Inhibition.why`).
@@ -295,25 +288,26 @@ class Inhibition:
 
     def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
         """An effect no longer inhibited is still part of its ended cause's incident: calm
-        again and waiting out its quiet period, or last abnormal less than `EFFECT_GRACE`
-        after that cause was. A cause called a false positive has no tail: the effect is
+        again and waiting out its quiet period, or last abnormal less than the playbook's
+        `effect_grace_seconds` after that cause was. A cause called a false positive has no tail: the effect is
         its own problem at once."""
         if p.pk not in self.on:
             return False
         if a.recovered_at is not None:
             return True
         via = self.via_effects.get(p.pk, {})
+        grace = timedelta(seconds=p.effect_grace_seconds)
         return any(
             c.ended_at is not None
             and c.status != Anomaly.Status.FALSE_POSITIVE
             and ((p.pk, c.pk) in self.told or (c.pk in via and not p.matches(c)))
-            and a.last_seen_at < c.last_seen_at + EFFECT_GRACE
+            and a.last_seen_at < c.last_seen_at + grace
             for c in self.causes.get(a.pk, [])
         )
 
 
 def incident_updates_due(
-    intervals: dict[int, timedelta], told_now: set[int], now: datetime
+    playbooks: list[ResponsePlaybook], told_now: set[int], now: datetime
 ) -> dict[int, dict]:
     """Tell the receiver of a cause's page when its incident has grown.
 
@@ -323,17 +317,22 @@ def incident_updates_due(
     join it, a page that has held effects back gets an update (the same alert, its
     description naming the anomalies put down to it, `selectors.effects_of`) when more of
     them go on than the receiver was last told of, once the playbook's
-    `update_interval_seconds` (`intervals`, Alertmanager's `group_interval`) has passed
-    since its last notice. A count that falls (effects recover) is recorded, so a
+    `update_interval_seconds` (Alertmanager's `group_interval`) has passed since its last
+    notice. So does the page of a playbook that matches none of them (the DBAs' playbook
+    on `db.*`, while the endpoints the database took down are the API team's): it is
+    paged for none of them, so their count is news to it as well. A playbook that
+    matches an effect and held none back (the effect was more severe than its cause, or
+    inhibition is off) pages each on its own, and gets no update. A count that falls (effects recover) is recorded, so a
     second wave is news again. Notices queued in this run (`told_now`: reminders and
     escalations) carry the same description, so they count as told.
 
     Records what each receiver is told (marked when queued, as an escalation is) and
     returns the notices to queue after commit: execution -> the task's keyword arguments.
     """
+    by_pk = {p.pk: p for p in playbooks}
     holding = set(
         ResponseExecution.objects.filter(
-            playbook_id__in=list(intervals), status=INHIBITED, anomaly__ended_at__isnull=True
+            playbook_id__in=list(by_pk), status=INHIBITED, anomaly__ended_at__isnull=True
         ).values_list("playbook_id", "result__inhibited_by")
     )
     held_behind = {a for _, a in holding if isinstance(a, int)}
@@ -342,8 +341,10 @@ def incident_updates_due(
             Q(anomaly_id__in=held_behind)
             | Q(notified_effects__gt=0)
             # A team's page for the first effect of a cause it did not page.
-            | Q(anomaly__causes__rank=1, anomaly__causes__cause_anomaly_id__in=held_behind),
-            playbook_id__in=list(intervals),
+            | Q(anomaly__causes__rank=1, anomaly__causes__cause_anomaly_id__in=held_behind)
+            # A cause with an ongoing effect, which its playbook may not match.
+            | Q(anomaly__explained__rank=1, anomaly__explained__anomaly__ended_at__isnull=True),
+            playbook_id__in=list(by_pk),
             status=ResponseExecution.Status.SUCCEEDED,
             anomaly__ended_at__isnull=True,
         )
@@ -358,23 +359,28 @@ def incident_updates_due(
     roots = {e.pk: (causes[e.anomaly_id] or [e.anomaly])[0] for e in pages}
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
     paged = {(e.playbook_id, e.anomaly_id) for e in pages}
+    # Whether a playbook matches any of an incident's effects, asked of the incidents whose
+    # page held nothing back (one query, and only then).
+    loose = [e for e in pages if not _holds(e, roots[e.pk].pk, holding, paged)]
+    effect_rows = Anomaly.objects.filter(
+        pk__in={x for e in loose for x in effects[roots[e.pk].pk]}
+    ).select_related("series")
+    by_effect = {x.pk: x for x in effect_rows} if loose else {}
     recount: dict[int, list[int]] = {}  # effects now -> executions to record it on
     calls: dict[int, dict] = {}
     for e in pages:
         root = roots[e.pk].pk
         count, last = len(effects[root]), e.notified_at or e.finished_at
-        holds = (e.playbook_id, e.anomaly_id) in holding or (
-            root != e.anomaly_id
-            and (e.playbook_id, root) in holding
-            and (e.playbook_id, root) not in paged
-        )
+        p = by_pk[e.playbook_id]
         if count == e.notified_effects:
             continue
         if count < e.notified_effects or e.pk in told_now:
             recount.setdefault(count, []).append(e.pk)
-        elif not holds:
+        elif not _holds(e, root, holding, paged) and any(
+            p.matches(by_effect[x]) for x in effects[root] if x in by_effect
+        ):
             continue  # nothing was held back: the receiver is paged for each anomaly
-        elif last is not None and now - last >= intervals[e.playbook_id]:
+        elif last is not None and now - last >= timedelta(seconds=p.update_interval_seconds):
             recount.setdefault(count, []).append(e.pk)
             calls[e.pk] = {
                 "told": e.notified_effects,
@@ -387,3 +393,15 @@ def incident_updates_due(
         # News, as an escalation is: the repeat interval counts from it.
         ResponseExecution.objects.filter(pk__in=list(calls)).update(notified_at=now)
     return calls
+
+
+def _holds(
+    page: ResponseExecution, root: int, holding: set[tuple[int, int]], paged: set[tuple[int, int]]
+) -> bool:
+    """The page's playbook holds back effects behind its anomaly, or, for a team's page
+    through an effect, behind the cause it did not page."""
+    return (page.playbook_id, page.anomaly_id) in holding or (
+        root != page.anomaly_id
+        and (page.playbook_id, root) in holding
+        and (page.playbook_id, root) not in paged
+    )

@@ -171,14 +171,12 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
         _queue_escalation_notices(escalated, now)
     if reminders:
         _queue_reminders(reminders, now)
-    intervals = {
-        p.pk: timedelta(seconds=p.update_interval_seconds)
-        for p in playbooks
-        if p.pk in inhibition.on and p.update_interval_seconds is not None
-    }
-    if intervals:
+    updating = [
+        p for p in playbooks if p.pk in inhibition.on and p.update_interval_seconds is not None
+    ]
+    if updating:
         told_now = set(reminders).union(*(told for told in escalated.values()))
-        if updates := incident_updates_due(intervals, told_now, now):
+        if updates := incident_updates_due(updating, told_now, now):
             from ..tasks import notify_incident
 
             transaction.on_commit(

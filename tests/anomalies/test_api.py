@@ -592,6 +592,7 @@ def _playbook_form(playbook: ResponsePlaybook, **changes) -> dict:
         "min_severity": playbook.min_severity,
         "action": playbook.action,
         "max_attempts": str(playbook.max_attempts),
+        "effect_grace_seconds": str(playbook.effect_grace_seconds),
         "created_at_0": f"{playbook.created_at:%Y-%m-%d}",
         "created_at_1": f"{playbook.created_at:%H:%M:%S}",
     }

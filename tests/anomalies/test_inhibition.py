@@ -283,6 +283,47 @@ def test_an_effect_pages_when_it_is_worse_than_its_cause_or_outlives_it(eager):
     assert "http.latency.p95" in mail.outbox[-1].subject and len(mail.outbox) == 3
 
 
+def test_how_long_an_effect_may_outlive_its_cause_is_the_playbooks_setting(eager, client_with_role):
+    """A service that warms its caches for an hour after the database is back: its team
+    keeps the endpoint's anomaly as the incident's tail for an hour, where the default
+    half hour pages it as its own problem."""
+    t0 = timezone.now()
+    admin = client_with_role("admin")
+    for name, grace in (("pager", None), ("patient", 3600), ("prompt", 0)):
+        body = {"name": name, "action": "email", "target": f"{name}@example.com"}
+        if grace is not None:
+            body["effect_grace_seconds"] = grace
+        created = admin.post("/admin/api/phase3/anomaly/playbooks", body, format="json")
+        assert created.status_code == 201, created.content
+        assert created.json()["effect_grace_seconds"] == (1800 if grace is None else grace)
+    too_long = {"name": "x", "action": "email", "target": "x@example.com"}
+    refused = admin.post(
+        "/admin/api/phase3/anomaly/playbooks",
+        {**too_long, "effect_grace_seconds": 86401},
+        format="json",
+    )
+    assert refused.status_code == 400 and "effect_grace_seconds" in refused.json()
+    cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
+    eager([cause], t0 - timedelta(minutes=9))
+    endpoint = _anomaly("http.latency.p95", t0)
+    _blames(endpoint, cause)
+    eager([endpoint], t0)
+    assert set(_statuses("pager").values()) == {"succeeded", "inhibited"}
+    last_seen = cause.last_seen_at
+    Anomaly.objects.filter(pk=cause.pk).update(ended_at=last_seen + timedelta(minutes=15))
+
+    def abnormal_at(minutes: int) -> dict[str, str]:
+        Anomaly.objects.filter(pk=endpoint.pk).update(
+            last_seen_at=last_seen + timedelta(minutes=minutes)
+        )
+        eager([endpoint], last_seen + timedelta(minutes=minutes + 1))
+        return {p: _statuses(p)["http.latency.p95"] for p in ("pager", "patient", "prompt")}
+
+    assert abnormal_at(20) == {"pager": "inhibited", "patient": "inhibited", "prompt": "succeeded"}
+    assert abnormal_at(40) == {"pager": "succeeded", "patient": "inhibited", "prompt": "succeeded"}
+    assert abnormal_at(61)["patient"] == "succeeded"
+
+
 def test_only_a_cause_the_receiver_was_told_of_inhibits(eager):
     t0 = timezone.now()
     ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
@@ -512,13 +553,36 @@ def test_a_team_paged_through_one_effect_hears_when_the_incident_grows(eager):
     eager([db, first, *more], t0 + timedelta(minutes=2))
     assert len(mail.outbox) == 2  # held back, and too soon to tell
     eager([db, first, *more], t0 + timedelta(minutes=6))
-    # (The DBAs' playbook held nothing back: the endpoints are not its to page.)
-    (api,) = mail.outbox[2:]
+    # The DBAs held nothing back, but the endpoints are not theirs to page: that the
+    # database now takes three of them down is news to them too.
+    api, dba = sorted(mail.outbox[2:], key=lambda m: m.to)
     assert api.to == ["api@example.com"]
     assert api.subject == "Update: http.latency.p95{endpoint=/a} is abnormal (critical)"
     assert "to which 3 ongoing anomalies are put down" in api.body
+    assert dba.to == ["dba@example.com"]
+    assert dba.subject == "Update: db.connections.active is abnormal (critical)"
+    assert all(f"endpoint={e}" in dba.body for e in ("/a", "/b", "/c"))
     # Nothing new: nothing more.
     eager([db, first, *more], t0 + timedelta(minutes=12))
+    assert len(mail.outbox) == 4
+
+
+def test_a_playbook_paged_for_each_effect_gets_no_incident_update(eager):
+    """A playbook that matches the effects and holds none back (they are more severe than
+    the warning it was paged for) pages each on its own: an update naming them would
+    tell the receiver what it was already paged for."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", min_severity="warning"
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=1), severity="warning")
+    eager([db], t0)
+    effects = [_anomaly("http.latency.p95", t0, endpoint=e) for e in ("/a", "/b")]
+    for effect in effects:
+        _blames(effect, db)
+    eager([db, *effects], t0 + timedelta(minutes=1))
+    assert len(mail.outbox) == 3 and set(_statuses("pager").values()) == {"succeeded"}
+    eager([db, *effects], t0 + timedelta(minutes=7))
     assert len(mail.outbox) == 3
 
 

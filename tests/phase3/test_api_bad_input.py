@@ -168,6 +168,7 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "enabled": True,
         "inhibit_effects": True,
         "update_interval_seconds": 300,
+        "effect_grace_seconds": 1800,
     },
     "DetectionTuning": lambda w: {
         "name": _unique("tuning"),
