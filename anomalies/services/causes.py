@@ -56,14 +56,22 @@ def causes_rank_around(opened_ids: set[int]) -> int:
     }
     peak_z = np.array([abs(a.peak_z) for a in pool])
     preselect = _Preselection(onsets, deviation, window, peak_z)
+    metrics = [(a.series.name, frozenset(a.series.labels.items())) for a in pool]
     for t_index in map(int, np.flatnonzero(near_opened)):
         target = pool[t_index]
         step = _grid_step(target)
         peers = preselect.peers(t_index, step)
+        parts = _parts(peers, metrics)
         ranked = rank_causes(
             onsets[t_index],
             [
-                CauseCandidate(int(i), onsets[i], pool[i].peak_surprisal, pool[i].peak_z)
+                CauseCandidate(
+                    int(i),
+                    onsets[i],
+                    pool[i].peak_surprisal,
+                    pool[i].peak_z,
+                    parts.get(int(i), frozenset()),
+                )
                 for i in peers
             ],
             step,
@@ -111,6 +119,23 @@ def _best_per_series(
             seen.add(series_id)
             kept.append(r)
     return kept
+
+
+def _parts(peers: np.ndarray, metrics: list[tuple[str, frozenset]]) -> dict[int, frozenset[int]]:
+    """For each peer that aggregates others, their keys: the same metric name over a strict
+    subset of its labels (`http.errors.ratio` over `http.errors.ratio{endpoint=...}`), as
+    Prometheus' `sum by` / `avg by` leave them. Grouped by name first: a fleet-wide
+    incident's peers rarely share one."""
+    by_name: dict[str, list[int]] = {}
+    for i in map(int, peers):
+        by_name.setdefault(metrics[i][0], []).append(i)
+    parts: dict[int, frozenset[int]] = {}
+    for group in by_name.values():
+        for i in group if len(group) > 1 else ():
+            found = frozenset(j for j in group if metrics[i][1] < metrics[j][1])
+            if found:
+                parts[i] = found
+    return parts
 
 
 def _distance_to_nearest(points: np.ndarray, others: list[float]) -> np.ndarray:

@@ -479,6 +479,45 @@ def test_a_series_barely_abnormal_before_the_incident_does_not_outrank_the_cause
     assert rank_causes(onset, [material, cause, itself], step_seconds=300.0)[0].key == 1
 
 
+def test_an_aggregate_ranks_after_the_part_that_drives_it():
+    """The demo world seeded at 06:30 (seed 8): the fleet-wide error ratio's onset was
+    estimated 134 s before that of the checkout endpoint's error ratio, which makes it,
+    and the aggregate was ranked the cause of its own part's burst."""
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+
+    onset = 10_000.0
+    checkout = CauseCandidate(2, onset, deviation=95.8, peak_z=104.6)
+    search = CauseCandidate(3, onset - 200.0, deviation=5.0, peak_z=3.0)  # barely moved
+
+    def order(fleet_lead: float, part_lead: float = 0.0, *parts: int) -> list[int]:
+        fleet = CauseCandidate(
+            1, onset - fleet_lead, deviation=39.1, peak_z=25.6, parts=frozenset(parts)
+        )
+        part = CauseCandidate(2, onset - part_lead, deviation=95.8, peak_z=104.6)
+        ranked = rank_causes(onset, [fleet, part, search], step_seconds=300.0)
+        return [r.key for r in ranked]
+
+    # Without the relation, precedence puts the fleet first; with it, its part leads.
+    assert order(134.0) == [1, 2, 3]
+    assert order(134.0, 0.0, 2, 3) == [2, 1, 3]
+    # Simultaneous, the part leads whatever the sizes say.
+    assert order(0.0, 0.0, 2)[0] == 2
+    ranked = rank_causes(
+        onset,
+        [CauseCandidate(1, onset, 300.0, 500.0, frozenset({2})), checkout],
+        step_seconds=300.0,
+    )
+    assert [r.key for r in ranked] == [2, 1] and ranked[1].lead_seconds == 0.0
+    # A part that moved more than a step after the aggregate did not move it...
+    assert order(400.0, 0.0, 2) == [1, 2, 3]
+    # ...and one that barely moved cannot have: only `search` is its part here.
+    assert order(134.0, 0.0, 3) == [1, 2, 3]
+    # The aggregate's lead is still reported as measured.
+    fleet = CauseCandidate(1, onset - 134.0, 39.1, 25.6, frozenset({2}))
+    ranked = rank_causes(onset, [fleet, checkout], step_seconds=300.0)
+    assert [(r.key, r.lead_seconds) for r in ranked] == [(2, 0.0), (1, 134.0)]
+
+
 def test_root_cause_ties_the_same_signal_seen_twice():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
