@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-tuning-preview bench-forecasting \
+.PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-tuning-preview bench-forecasting \
         bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
@@ -32,6 +32,20 @@ run: $(VENV)/.runtime
 PYTEST_ARGS ?= -n 2
 test: $(VENV)/.dev
 	PHASE3_TESTING=1 $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## test-clock-sweep: the tests that read the shared demo world (it ends when the session
+## starts) at eight times spread over a week; a failing time is printed to reproduce with
+## `PHASE3_TEST_CLOCK=<time> make test`
+CLOCK_SWEEP_TIMES ?= 2026-12-08T00:00 2026-12-08T10:40 2026-12-08T21:20 2026-12-09T08:00 \
+        2026-12-10T05:20 2026-12-11T02:41 2026-12-12T13:21 2026-12-13T18:07
+test-clock-sweep: $(VENV)/.dev
+	@failed=""; for at in $(CLOCK_SWEEP_TIMES); do \
+	  printf '%s: ' $$at; \
+	  out=$$(PHASE3_TESTING=1 PHASE3_TEST_CLOCK=$$at $(PY) -m pytest -q -p no:cacheprovider \
+	    $(PYTEST_ARGS) $$(grep -rl demo_world tests --include='test_*.py') 2>&1); rc=$$?; \
+	  echo "$$out" | grep -E '^(FAILED|ERROR) ' ; echo "$$out" | tail -1; \
+	  [ $$rc -eq 0 ] || failed="$$failed $$at"; \
+	done; [ -z "$$failed" ] || { echo "failed at:$$failed"; exit 1; }
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

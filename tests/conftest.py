@@ -16,6 +16,30 @@ import pytest
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 
+def pytest_configure(config) -> None:
+    """`PHASE3_TEST_CLOCK` (epoch seconds, or an ISO time, UTC if naive) runs the session
+    as if it had started then, the clock ticking on from there.
+
+    The shared demo world ends when the session starts, so what a test sees in it depends
+    on the hour: two tests failed in CI at hours they had never run at here. `make
+    test-clock-sweep` runs the demo-world tests at several times of the week; a failing
+    time is reproduced by setting the variable to it.
+    """
+    at = os.environ.get("PHASE3_TEST_CLOCK")
+    if not at:
+        return
+    from datetime import UTC, datetime
+
+    import time_machine
+
+    try:
+        moment = datetime.fromtimestamp(float(at), UTC)
+    except ValueError:
+        moment = datetime.fromisoformat(at)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    time_machine.travel(moment, tick=True).start()
+
+
 def _reachable(url: str, default_port: int) -> bool:
     parsed = urlparse(url)
     try:
