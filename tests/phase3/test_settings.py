@@ -37,7 +37,12 @@ def test_nothing_set_means_sqlite_and_the_filesystem_broker(tmp_path):
     )
     out = _run(["-c", code], {**CLEAN, "PHASE3_VAR_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["django.db.backends.sqlite3", "filesystem://", "False", "True"]
+    assert out.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "filesystem://localhost//",
+        "False",
+        "True",
+    ]
 
 
 def test_production_passes_check_deploy_without_warnings(tmp_path):
