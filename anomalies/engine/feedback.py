@@ -7,14 +7,13 @@ one (plus a margin), with no method the dismissed one did not have, is suppresse
 bigger or different excursion still alerts: dismissing a small wobble must not blind the
 detector to a real incident.
 
-The other way round: when an operator acknowledged or resolved an anomaly, or it was
-critical and nobody dismissed it (the caller decides, `services.scoring._feedback_for`),
-it was a real incident, and its recurrence must alert. The detector alone would not: it ranks evidence
+The other way round: when an operator acknowledged or resolved an anomaly, it was a real
+incident, and its recurrence must alert. The detector alone would not: it ranks evidence
 against the series' own history, and that history now holds the incident, so the same
 outage three days later ranks just under the alert level (an hour at 80 standard
 deviations peaked at 0.80 the second time). Ranking that way is what keeps a bursty
-series' routine spikes quiet, so the ranking stays; an operator's confirmation, or the
-severity nobody contradicted, is the information that tells the two apart. A candidate going the same way as a confirmed
+series' routine spikes quiet, so the ranking stays; an operator's confirmation is the
+information that tells the two apart. A candidate going the same way as a confirmed
 incident, at least `RECURRENCE_FRACTION` of its size, recurs (the caller also asks for
 near-alert evidence, so a confirmed incident does not turn every wobble into an alert).
 """

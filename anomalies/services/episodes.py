@@ -56,7 +56,7 @@ ONSET_TAIL = 24
 # hysteresis): this many of the series' steps, and at least `QUIET_MIN_SECONDS`.
 QUIET_STEPS = 3
 QUIET_MIN_SECONDS = 900.0
-# A point under the alert level opens an anomaly as the recurrence of an incident
+# A point under the alert level opens an anomaly as the recurrence of a confirmed incident
 # when its evidence still ranks this high ("still abnormal?", 0.7 = the top 1.8 % of the
 # series' history) and it is nearly as large (engine.feedback). A repeated outage of an hour
 # ranks at 0.74-0.83 the second time; routine points of a series are far below.
@@ -84,8 +84,7 @@ class Feedback:
 
     # Dismissed patterns (DismissedPattern id, fingerprint): a match is suppressed.
     dismissed: dict[int, list[tuple[int, Fingerprint]]] = field(default_factory=dict)
-    # Incidents' fingerprints (confirmed by an operator, or critical and not dismissed): a
-    # near-alert match opens an anomaly.
+    # Confirmed incidents' fingerprints: a near-alert match opens an anomaly.
     confirmed: dict[int, list[Fingerprint]] = field(default_factory=dict)
 
 

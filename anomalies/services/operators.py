@@ -1,8 +1,7 @@
 """Operator actions on an anomaly: acknowledge, resolve, mark as a false positive.
 
 Acknowledging or resolving confirms the anomaly as an incident (`confirmed_at`), so that
-its recurrence alerts (`engine.feedback.is_recurrence`; a critical anomaly counts without
-it); a false positive takes that back.
+its recurrence alerts (`engine.feedback.is_recurrence`); a false positive takes that back.
 """
 
 from __future__ import annotations

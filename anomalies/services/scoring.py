@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from phase3.bulk import bulk_update_rows
@@ -47,9 +46,9 @@ logger = logging.getLogger(__name__)
 
 # A new series is first scored over this much history.
 BACKFILL = timedelta(days=7)
-# How long an incident makes its recurrence alert (episodes.py): the evidence ranking
-# forgets over about four weeks of five-minute points, after which a recurrence alerts on
-# its own.
+# How long an incident an operator confirmed makes its recurrence alert (episodes.py): the
+# evidence ranking forgets over about four weeks of five-minute points, after which a
+# recurrence alerts on its own.
 CONFIRMED_MEMORY = timedelta(days=28)
 # Runs hold this PostgreSQL advisory lock for their transaction, so the beat job and
 # `manage.py score_anomalies` never score the same new points twice.
@@ -283,15 +282,7 @@ def _save_fleet(detector: StreamingDetector, fleet: LearnedModel | None) -> None
 
 
 def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
-    """The run's dismissed patterns, and its incidents of the last `CONFIRMED_MEMORY`.
-
-    An incident is an anomaly an operator acknowledged or resolved, or a critical one
-    nobody dismissed. Critical is what pages: a database outage at 03:00 that the on-call
-    slept through, or that ended before anyone looked, is still an outage, and its repeat
-    three days later must page again (the ranking alone puts it just under the alert
-    level, since its history now holds the first). Dismissing it as a false positive
-    takes that back, as it does for a confirmed one.
-    """
+    """The run's dismissed patterns, and its incidents confirmed within `CONFIRMED_MEMORY`."""
     dismissed: dict[int, list[tuple[int, Fingerprint]]] = {}
     for d in DismissedPattern.objects.filter(series_id__in=series_ids):
         fp = Fingerprint(direction=d.direction, peak_z=d.peak_z, methods=frozenset(d.methods))
@@ -299,8 +290,8 @@ def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
     confirmed: dict[int, list[Fingerprint]] = {}
     incidents = (
         Anomaly.objects.filter(
-            Q(confirmed_at__isnull=False) | Q(severity=Anomaly.Severity.CRITICAL),
             series_id__in=series_ids,
+            confirmed_at__isnull=False,
             started_at__gte=now - CONFIRMED_MEMORY,
         )
         .exclude(status=Anomaly.Status.FALSE_POSITIVE)

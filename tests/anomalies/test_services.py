@@ -200,27 +200,23 @@ def test_a_dismissed_bump_that_grows_into_an_outage_opens_an_anomaly(db):
     assert outage.peak_z > 40
 
 
-def test_an_incident_that_recurs_alerts_again(db):
-    # The same three-hour outage, 80 standard deviations high, three days apart, on four
-    # series with the same values. The evidence ranking holds the first outage, so on its
-    # own the repeat ranks under the alert level. What tells an incident from a routine
-    # burst is that someone confirmed it, or that it was critical and nobody dismissed it.
+def test_a_confirmed_incident_that_recurs_alerts_again(db):
+    # The same three-hour outage, 80 standard deviations high, three days apart. The
+    # evidence ranking holds the first outage, so on its own the repeat ranks under the
+    # alert level (the control series, same values, nobody acknowledged its first outage).
+    # Acknowledging the first says it was an incident: the repeat opens an anomaly.
     series, ts, values = _synthetic("svc.latency.recur", n=1728)
-    unanswered = series_ensure(name="svc.latency.recur-unanswered", unit="ms")
-    dismissed = series_ensure(name="svc.latency.recur-dismissed", unit="ms")
-    # On a series this unimportant the same outage is only a warning: nothing pages on it.
-    control = series_ensure(name="svc.latency.recur-control", unit="ms", importance=0.05)
-    every = (series, unanswered, dismissed, control)
+    control = series_ensure(name="svc.latency.recur-control", unit="ms")
     first, second, third = 576, 1440, 1650
     values[first : first + 36] += 80.0
     values[second : second + 36] += 80.0
     values[third : third + 6] += 400.0  # far larger: it alerts on its own
 
     def feed(a: int, b: int) -> None:
-        for s in every:
+        for s in (series, control):
             insert_samples([s.pk] * (b - a), ts[a:b], values[a:b])
         services.anomalies_score_recent(
-            now=to_datetime(ts[b - 1]), series_ids=[s.pk for s in every]
+            now=to_datetime(ts[b - 1]), series_ids=[series.pk, control.pk]
         )
 
     def around(s, i: int):
@@ -229,25 +225,18 @@ def test_an_incident_that_recurs_alerts_again(db):
 
     feed(0, first + 12)  # an hour into the first outage, the operator acknowledges it
     services.anomaly_acknowledge(anomaly_id=around(series, first).get().pk, by="ops")
-    feed(first + 12, first + 200)
-    services.anomaly_mark_false_positive(anomaly_id=around(dismissed, first).get().pk, by="ops")
-    feed(first + 200, 1728)
-    for s in every:
+    feed(first + 12, 1728)
+    for s in (series, control):
         assert around(s, first).count() == 1 and around(s, first).get().ended_at is not None
-    assert around(unanswered, first).get().severity == "critical"
-    assert around(unanswered, first).get().confirmed_at is None
-    assert around(control, first).get().severity == "warning"
     assert not around(control, second).exists()
-    assert not around(dismissed, second).exists()
-    for s in (series, unanswered):
-        repeat = around(s, second).get()
-        assert "recurrence" in repeat.methods and repeat.detected_at == to_datetime(ts[second])
-        assert repeat.ended_at is not None and repeat.severity == "critical"
-        # An anomaly the detector raises on its own is not called a recurrence.
-        assert "recurrence" not in around(s, third).get().methods
-        # ...and the incident made nothing else alert: the repeat is the only difference.
-        extra = Anomaly.objects.filter(series=s).count()
-        assert extra == Anomaly.objects.filter(series=control).count() + 1
+    repeat = around(series, second).get()
+    assert "recurrence" in repeat.methods and repeat.detected_at == to_datetime(ts[second])
+    assert repeat.ended_at is not None and repeat.severity == "critical"
+    # An anomaly the detector raises on its own is not called a recurrence.
+    assert "recurrence" not in around(series, third).get().methods
+    # ...and the confirmation made nothing else alert: the repeat is the only difference.
+    extra = Anomaly.objects.filter(series=series).count()
+    assert extra == Anomaly.objects.filter(series=control).count() + 1
 
 
 def test_a_state_from_an_older_detector_layout_is_rebuilt_without_reopening_history(db):
