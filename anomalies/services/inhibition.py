@@ -3,9 +3,9 @@
 A database that runs out of connections makes every endpoint abnormal within minutes.
 A playbook with `inhibit_effects` pages the cause and holds back the anomalies whose
 likeliest cause it is (`Inhibition`, as Alertmanager's inhibit rules), pages an effect
-that outlives its cause as its own problem (its `effect_grace_seconds`), and tells the cause's
-receiver when more of the incident goes on (`incident_updates_due`, as Alertmanager's
-`group_interval`). A silenced cause inhibits as a paged one does; a team whose playbook
+that outlives its cause as its own problem (its `effect_grace_seconds`), and tells the
+cause's receiver when more of the incident goes on (`incident_updates_due`, as
+Alertmanager's `group_interval`). A silenced cause inhibits as a paged one does; a team whose playbook
 does not match the cause, and the effects of a cause dismissed as a false positive, are
 paged once per incident, through its first effect. `playbooks.queue_responses` drives
 them.
@@ -289,8 +289,8 @@ class Inhibition:
     def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
         """An effect no longer inhibited is still part of its ended cause's incident: calm
         again and waiting out its quiet period, or last abnormal less than the playbook's
-        `effect_grace_seconds` after that cause was. A cause called a false positive has no tail: the effect is
-        its own problem at once."""
+        `effect_grace_seconds` after that cause was. A cause called a false positive has
+        no tail: the effect is its own problem at once."""
         if p.pk not in self.on:
             return False
         if a.recovered_at is not None:
@@ -322,8 +322,8 @@ def incident_updates_due(
     on `db.*`, while the endpoints the database took down are the API team's): it is
     paged for none of them, so their count is news to it as well. A playbook that
     matches an effect and held none back (the effect was more severe than its cause, or
-    inhibition is off) pages each on its own, and gets no update. A count that falls (effects recover) is recorded, so a
-    second wave is news again. Notices queued in this run (`told_now`: reminders and
+    inhibition is off) pages each on its own, and gets no update. A count that falls
+    (effects recover) is recorded, so a second wave is news again. Notices queued in this run (`told_now`: reminders and
     escalations) carry the same description, so they count as told.
 
     Records what each receiver is told (marked when queued, as an escalation is) and
@@ -359,9 +359,14 @@ def incident_updates_due(
     roots = {e.pk: (causes[e.anomaly_id] or [e.anomaly])[0] for e in pages}
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
     paged = {(e.playbook_id, e.anomaly_id) for e in pages}
-    # Whether a playbook matches any of an incident's effects, asked of the incidents whose
-    # page held nothing back (one query, and only then).
-    loose = [e for e in pages if not _holds(e, roots[e.pk].pk, holding, paged)]
+    # Whether a playbook matches any of an incident's effects, asked of the incidents that
+    # grew and whose page held nothing back (one query, and only then).
+    loose = [
+        e
+        for e in pages
+        if len(effects[roots[e.pk].pk]) > e.notified_effects
+        and not _holds(e, roots[e.pk].pk, holding, paged)
+    ]
     effect_rows = Anomaly.objects.filter(
         pk__in={x for e in loose for x in effects[roots[e.pk].pk]}
     ).select_related("series")
