@@ -56,7 +56,10 @@ def causes_rank_around(opened_ids: set[int]) -> int:
     }
     peak_z = np.array([abs(a.peak_z) for a in pool])
     preselect = _Preselection(onsets, deviation, window, peak_z)
-    metrics = [(a.series.name, frozenset(a.series.labels.items())) for a in pool]
+    # Labels as "key=value" texts: hashable whatever a series created in code was given.
+    metrics = [
+        (a.series.name, frozenset(f"{k}={v}" for k, v in a.series.labels.items())) for a in pool
+    ]
     for t_index in map(int, np.flatnonzero(near_opened)):
         target = pool[t_index]
         step = _grid_step(target)

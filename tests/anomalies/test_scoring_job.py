@@ -470,3 +470,25 @@ def test_peers_preselected_in_one_sort_are_those_of_sorting_each_window(spread):
         for step in (60.0, 300.0):
             expected = _peers_by_sorting_each_window(onsets, deviation, target, window, step)
             np.testing.assert_array_equal(preselect.peers(target, step), expected)
+
+
+def test_an_aggregate_is_told_from_its_parts_by_name_and_labels():
+    """The same metric over a strict subset of the labels is an aggregate; another metric,
+    or the same labels, is not."""
+    from anomalies.services.causes import _parts
+
+    metrics = [
+        ("http.errors.ratio", frozenset()),
+        ("http.errors.ratio", frozenset({"endpoint=/api/checkout"})),
+        ("http.errors.ratio", frozenset({"endpoint=/api/checkout", "region=eu"})),
+        ("http.latency.p95", frozenset({"endpoint=/api/checkout"})),
+        ("http.errors.ratio", frozenset({"endpoint=/api/checkout"})),  # a twin, not a part
+        ("queue.depth", frozenset()),
+    ]
+    assert _parts(np.arange(len(metrics)), metrics) == {
+        0: frozenset({1, 2, 4}),
+        1: frozenset({2}),
+        4: frozenset({2}),
+    }
+    # Only the peers asked about: the aggregate without its parts has none.
+    assert _parts(np.array([0, 3, 5]), metrics) == {}
