@@ -239,7 +239,7 @@ class Inhibition:
             told = "a silence mutes it"
         else:
             told = PAGED
-        return f"goes on and {told}; {OUTLIVES}"
+        return f"goes on and {told}; {outlives(p)}"
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's
@@ -410,3 +410,18 @@ def _holds(
         and (page.playbook_id, root) in holding
         and (page.playbook_id, root) not in paged
     )
+
+
+def outlives(p: ResponsePlaybook) -> str:
+    """When a held-back page goes out on its own, in the playbook's grace: the admin shows
+    it, so an operator who set an hour reads an hour."""
+    grace = p.effect_grace_seconds
+    if grace == 0:
+        return OUTLIVES
+    if grace % 3600 == 0:
+        span = f"{grace // 3600} h"
+    elif grace % 60 == 0:
+        span = f"{grace // 60} min"
+    else:
+        span = f"{grace} s"
+    return f"sent if this anomaly is still abnormal {span} after it recovers"

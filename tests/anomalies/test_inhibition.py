@@ -319,6 +319,13 @@ def test_how_long_an_effect_may_outlive_its_cause_is_the_playbooks_setting(eager
         eager([endpoint], last_seen + timedelta(minutes=minutes + 1))
         return {p: _statuses(p)["http.latency.p95"] for p in ("pager", "patient", "prompt")}
 
+    held = {
+        e.playbook.name: e.error
+        for e in ResponseExecution.objects.filter(status=INHIBITED).select_related("playbook")
+    }
+    assert held["pager"].endswith("still abnormal 30 min after it recovers")
+    assert held["patient"].endswith("still abnormal 1 h after it recovers")
+    assert held["prompt"].endswith("sent if this anomaly outlives it")
     assert abnormal_at(20) == {"pager": "inhibited", "patient": "inhibited", "prompt": "succeeded"}
     assert abnormal_at(40) == {"pager": "succeeded", "patient": "inhibited", "prompt": "succeeded"}
     assert abnormal_at(61)["patient"] == "succeeded"
@@ -470,7 +477,7 @@ def test_a_team_whose_playbook_does_not_match_the_cause_hears_of_its_incident_on
     assert all(
         e.error.endswith(
             "goes on and this playbook paged its incident through another of its effects; "
-            "sent if this anomaly outlives it"
+            "sent if this anomaly is still abnormal 30 min after it recovers"
         )
         for e in held
         if e.anomaly_id != errors.pk
