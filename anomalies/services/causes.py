@@ -127,14 +127,16 @@ def _best_per_series(
 def _parts(peers: np.ndarray, metrics: list[tuple[str, frozenset]]) -> dict[int, frozenset[int]]:
     """For each peer that aggregates others, their keys: the same metric name over a strict
     subset of its labels (`http.errors.ratio` over `http.errors.ratio{endpoint=...}`), as
-    Prometheus' `sum by` / `avg by` leave them. Grouped by name first: a fleet-wide
-    incident's peers rarely share one."""
+    Prometheus' `sum by` / `avg by` leave them. Grouped by name first, so only the series
+    of one metric are compared: at most PEERS_RANKED² label sets per anomaly ranked."""
     by_name: dict[str, list[int]] = {}
     for i in map(int, peers):
         by_name.setdefault(metrics[i][0], []).append(i)
     parts: dict[int, frozenset[int]] = {}
     for group in by_name.values():
-        for i in group if len(group) > 1 else ():
+        if len(group) < 2:
+            continue
+        for i in group:
             found = frozenset(j for j in group if metrics[i][1] < metrics[j][1])
             if found:
                 parts[i] = found
