@@ -5,10 +5,10 @@ A playbook with `inhibit_effects` pages the cause and holds back the anomalies w
 likeliest cause it is (`Inhibition`, as Alertmanager's inhibit rules), pages an effect
 that outlives its cause as its own problem (its `effect_grace_seconds`), and tells the
 cause's receiver when more of the incident goes on (`incident_updates_due`, as
-Alertmanager's `group_interval`). A silenced cause inhibits as a paged one does; a team whose playbook
-does not match the cause, and the effects of a cause dismissed as a false positive, are
-paged once per incident, through its first effect. `playbooks.queue_responses` drives
-them.
+Alertmanager's `group_interval`). A silenced cause inhibits as a paged one does; a team
+whose playbook does not match the cause, and the effects of a cause dismissed as a false
+positive, are paged once per incident, through its first effect.
+`playbooks.queue_responses` drives them.
 """
 
 from __future__ import annotations
@@ -62,10 +62,11 @@ def inhibited_execution(
     a: Anomaly,
     cause: Anomaly,
     *,
+    why: str,
     pk: int | None = None,
-    why: str = f"goes on and {PAGED}; {OUTLIVES}",
 ) -> ResponseExecution:
-    """A page held back behind `cause` (`pk`: an execution held back before, rehomed)."""
+    """A page held back behind `cause` (`pk`: an execution held back before, rehomed),
+    saying `why` (`Inhibition.why`)."""
     return ResponseExecution(
         pk=pk,
         playbook=p,
@@ -239,7 +240,7 @@ class Inhibition:
             told = "a silence mutes it"
         else:
             told = PAGED
-        return f"goes on and {told}; {outlives(p)}"
+        return f"goes on and {told}; {_outlives(p)}"
 
     def judging_order(self, a: Anomaly) -> tuple:
         """Causes before their effects: by onset. Two anomalies that are each other's
@@ -323,8 +324,9 @@ def incident_updates_due(
     paged for none of them, so their count is news to it as well. A playbook that
     matches an effect and held none back (the effect was more severe than its cause, or
     inhibition is off) pages each on its own, and gets no update. A count that falls
-    (effects recover) is recorded, so a second wave is news again. Notices queued in this run (`told_now`: reminders and
-    escalations) carry the same description, so they count as told.
+    (effects recover) is recorded, so a second wave is news again. Notices queued in this
+    run (`told_now`: reminders and escalations) carry the same description, so they count
+    as told.
 
     Records what each receiver is told (marked when queued, as an escalation is) and
     returns the notices to queue after commit: execution -> the task's keyword arguments.
@@ -412,7 +414,7 @@ def _holds(
     )
 
 
-def outlives(p: ResponsePlaybook) -> str:
+def _outlives(p: ResponsePlaybook) -> str:
     """When a held-back page goes out on its own, in the playbook's grace: the admin shows
     it, so an operator who set an hour reads an hour."""
     grace = p.effect_grace_seconds
