@@ -59,3 +59,48 @@ def is_recurrence(candidate: Fingerprint, confirmed: list[Fingerprint]) -> bool:
         and c.peak_z > 0
         for c in confirmed
     )
+
+
+# An incident nobody answered vouches for its recurrence only if it lasted this long: an
+# outage lasts, most bursts of a busy counter do not.
+UNANSWERED_MIN_SECONDS = 1800.0
+
+
+@dataclass(frozen=True)
+class PastAnomaly:
+    """What `unanswered_incident` reads of one of a series' recent anomalies."""
+
+    fingerprint: Fingerprint
+    lasted_seconds: float  # onset to the last abnormal point (so far, if it goes on)
+    critical: bool
+    confirmed: bool  # acknowledged or resolved by an operator
+    dismissed: bool  # marked a false positive by an operator
+    recurrence: bool  # opened as the recurrence of another incident
+
+
+def unanswered_incident(recent: list[PastAnomaly]) -> Fingerprint | None:
+    """The incident nobody acknowledged that vouches for one recurrence, or None.
+
+    Many receivers acknowledge in their pager, not here, so an outage that repeated three
+    days later on a young series was missed: the evidence ranking holds the first one
+    (docs/anomalies.md, known limits). Vouching for every critical anomaly nobody
+    answered multiplied a bursty counter's alerts (Twitter AAPL: 16 anomalies in 52 days
+    became 38 to 54), since each long burst vouched for the next. So the incident must be
+    the series' only anomaly of the memory (`recent`, false positives included: they say
+    the series has routine excursions), critical and at least half an hour long (an
+    outage lasts, a burst rarely does). Its recurrence makes two, so it vouches once; an
+    incident that keeps repeating needs an operator to say so. One still going on may
+    vouch: a run that reads an hour of points can see it end and repeat.
+    """
+    if len(recent) != 1:
+        return None
+    (incident,) = recent
+    if (
+        incident.confirmed
+        or incident.dismissed
+        or incident.recurrence
+        or not incident.critical
+        or incident.lasted_seconds < UNANSWERED_MIN_SECONDS
+    ):
+        return None
+    return incident.fingerprint

@@ -86,6 +86,9 @@ class Feedback:
     dismissed: dict[int, list[tuple[int, Fingerprint]]] = field(default_factory=dict)
     # Confirmed incidents' fingerprints: a near-alert match opens an anomaly.
     confirmed: dict[int, list[Fingerprint]] = field(default_factory=dict)
+    # A series' one unanswered incident (engine.feedback.unanswered_incident): the same,
+    # for the first anomaly the run opens on the series only.
+    unanswered: dict[int, Fingerprint] = field(default_factory=dict)
 
 
 @dataclass
@@ -251,6 +254,7 @@ def track_episodes(
     calm, recovered = _held(episode, current)
     suppressing = bool(episode.get("suppressing", False))
     confirmed = feedback.confirmed.get(s.pk, [])
+    vouched = [feedback.unanswered[s.pk]] if s.pk in feedback.unanswered else []
 
     def candidate_at(i: int) -> tuple[Fingerprint, bool] | None:
         """The point's fingerprint and whether it recurs, if it would open an anomaly."""
@@ -262,7 +266,7 @@ def track_episodes(
             direction=1 if finite_z >= 0 else -1, peak_z=abs(finite_z), methods=methods
         )
         # Only said of a point under the alert level: one above it opens anyway.
-        recurs = not alert[i] and is_recurrence(candidate, confirmed)
+        recurs = not alert[i] and is_recurrence(candidate, confirmed + vouched)
         return (candidate, recurs) if alert[i] or recurs else None
 
     for i in range(n):
@@ -334,6 +338,9 @@ def track_episodes(
         _extend(current, i, ts, values, expected, scale, result, row, families, total, z, floors)
         run.opened += 1
         calm = 0
+        # Spent by its recurrence, or no longer the series' one incident: either way the
+        # next anomaly of this run is judged as the next run would judge it.
+        vouched = []
     if current is not None:
         # Shown as "recovering" while it waits out its quiet period (the episode keeps the
         # same moment for the job; this is the copy operators can list and filter).

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from phase3.bulk import bulk_update_rows
@@ -24,7 +25,7 @@ from telemetry.models import Series
 from telemetry.selectors import series_values, series_values_since, to_datetime
 
 from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
-from ..engine.feedback import Fingerprint
+from ..engine.feedback import RECURRENCE, Fingerprint, PastAnomaly, unanswered_incident
 from ..matching import series_matches
 from ..models import Anomaly, DetectionRule, DetectorState, DismissedPattern, LearnedModel
 from ..tunings import engine_tuning, tuning_of, usable_tunings
@@ -282,25 +283,56 @@ def _save_fleet(detector: StreamingDetector, fleet: LearnedModel | None) -> None
 
 
 def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
-    """The run's dismissed patterns, and its incidents confirmed within `CONFIRMED_MEMORY`."""
+    """The run's dismissed patterns, and the incidents within `CONFIRMED_MEMORY` whose
+    recurrence alerts: those an operator confirmed, and a series' one unanswered incident
+    (`engine.feedback.unanswered_incident`)."""
     dismissed: dict[int, list[tuple[int, Fingerprint]]] = {}
     for d in DismissedPattern.objects.filter(series_id__in=series_ids):
         fp = Fingerprint(direction=d.direction, peak_z=d.peak_z, methods=frozenset(d.methods))
         dismissed.setdefault(d.series_id, []).append((d.pk, fp))
+    recent = Anomaly.objects.filter(
+        series_id__in=series_ids, started_at__gte=now - CONFIRMED_MEMORY
+    )
     confirmed: dict[int, list[Fingerprint]] = {}
-    incidents = (
-        Anomaly.objects.filter(
-            series_id__in=series_ids,
-            confirmed_at__isnull=False,
-            started_at__gte=now - CONFIRMED_MEMORY,
-        )
+    for series_id, direction, peak_z, methods in (
+        recent.filter(confirmed_at__isnull=False)
         .exclude(status=Anomaly.Status.FALSE_POSITIVE)
         .values_list("series_id", "direction", "peak_z", "methods")
-    )
-    for series_id, direction, peak_z, methods in incidents:
+    ):
         fp = Fingerprint(direction=direction, peak_z=peak_z, methods=frozenset(methods))
         confirmed.setdefault(series_id, []).append(fp)
-    return Feedback(dismissed=dismissed, confirmed=confirmed)
+    # Only a series with one anomaly in the memory can have an unanswered incident.
+    alone = (
+        recent.order_by()
+        .values("series_id")
+        .annotate(n=Count("pk"))
+        .filter(n=1)
+        .values("series_id")
+    )
+    unanswered: dict[int, Fingerprint] = {}
+    for a in recent.filter(series_id__in=alone).only(
+        "series_id",
+        "direction",
+        "peak_z",
+        "methods",
+        "severity",
+        "status",
+        "confirmed_at",
+        "started_at",
+        "last_seen_at",
+    ):
+        fp = Fingerprint(direction=a.direction, peak_z=a.peak_z, methods=frozenset(a.methods))
+        past = PastAnomaly(
+            fingerprint=fp,
+            lasted_seconds=(a.last_seen_at - a.started_at).total_seconds(),
+            critical=a.severity == Anomaly.Severity.CRITICAL,
+            confirmed=a.confirmed_at is not None,
+            dismissed=a.status == Anomaly.Status.FALSE_POSITIVE,
+            recurrence=RECURRENCE in a.methods,
+        )
+        if (vouched := unanswered_incident([past])) is not None:
+            unanswered[a.series_id] = vouched
+    return Feedback(dismissed=dismissed, confirmed=confirmed, unanswered=unanswered)
 
 
 def learned_model_retrain() -> dict:

@@ -603,6 +603,36 @@ def test_a_recurrence_goes_the_confirmed_way_and_is_nearly_as_large():
     assert not is_recurrence(candidate(-1, 0.5), stall)
 
 
+def test_only_a_series_one_unanswered_incident_vouches_for_its_recurrence():
+    from dataclasses import replace
+
+    from anomalies.engine.feedback import Fingerprint, PastAnomaly, unanswered_incident
+
+    outage_fp = Fingerprint(direction=1, peak_z=57.0, methods=frozenset({"statistical"}))
+    outage = PastAnomaly(
+        fingerprint=outage_fp,
+        lasted_seconds=3 * 3600.0,
+        critical=True,
+        confirmed=False,
+        dismissed=False,
+        recurrence=False,
+    )
+    burst = replace(outage, lasted_seconds=600.0, critical=False)
+
+    assert unanswered_incident([outage]) == outage_fp
+    assert unanswered_incident([outage, burst]) is None  # two: anomalies are routine there
+    assert unanswered_incident([outage, replace(outage, recurrence=True)]) is None  # spent
+    assert unanswered_incident([]) is None
+    assert unanswered_incident([replace(outage, recurrence=True)]) is None
+    assert unanswered_incident([replace(outage, critical=False)]) is None
+    assert unanswered_incident([replace(outage, lasted_seconds=1200.0)]) is None  # a burst
+    # An operator's confirmation says more: it vouches for every recurrence, elsewhere.
+    assert unanswered_incident([replace(outage, confirmed=True)]) is None
+    # A false positive vouches for nothing, and still says the series has excursions.
+    assert unanswered_incident([replace(outage, dismissed=True)]) is None
+    assert unanswered_incident([outage, replace(burst, dismissed=True)]) is None
+
+
 def test_dismissed_fingerprint_suppresses_only_no_worse_patterns():
     from anomalies.engine.feedback import Fingerprint, is_dismissed
 
