@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F, Max, Q
 from django.utils import timezone
 
 from phase3.bulk import bulk_update_rows
@@ -25,7 +25,13 @@ from telemetry.models import Series
 from telemetry.selectors import series_values, series_values_since, to_datetime
 
 from ..engine import DetectorConfig, StreamingDetector, ThresholdRule, is_current_state
-from ..engine.feedback import RECURRENCE, Fingerprint, PastAnomaly, unanswered_incident
+from ..engine.feedback import (
+    RECURRENCE,
+    UNANSWERED_MIN_SECONDS,
+    Fingerprint,
+    PastAnomaly,
+    unanswered_incident,
+)
 from ..matching import series_matches
 from ..models import Anomaly, DetectionRule, DetectorState, DismissedPattern, LearnedModel
 from ..tunings import engine_tuning, tuning_of, usable_tunings
@@ -301,16 +307,23 @@ def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
     ):
         fp = Fingerprint(direction=direction, peak_z=peak_z, methods=frozenset(methods))
         confirmed.setdefault(series_id, []).append(fp)
-    # Only a series with one anomaly in the memory can have an unanswered incident.
+    # Only a series with one anomaly in the memory can have an unanswered incident, and
+    # only a long critical one nobody answered vouches (`unanswered_incident` says so again;
+    # filtered here so that an incident across the fleet does not load every anomaly).
+    unanswered_now = (
+        Q(severity=Anomaly.Severity.CRITICAL, confirmed_at__isnull=True)
+        & Q(last_seen_at__gte=F("started_at") + timedelta(seconds=UNANSWERED_MIN_SECONDS))
+        & ~Q(status=Anomaly.Status.FALSE_POSITIVE)
+    )
     alone = (
         recent.order_by()
         .values("series_id")
-        .annotate(n=Count("pk"))
-        .filter(n=1)
-        .values("series_id")
+        .annotate(n=Count("pk"), open=Count("pk", filter=unanswered_now), last=Max("pk"))
+        .filter(n=1, open=1)
+        .values_list("last", flat=True)
     )
     unanswered: dict[int, Fingerprint] = {}
-    for a in recent.filter(series_id__in=alone).only(
+    for a in Anomaly.objects.filter(pk__in=list(alone)).only(
         "series_id",
         "direction",
         "peak_z",
