@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Q, QuerySet
 from django.utils import timezone
 
 from phase3.bulk import bulk_update_rows
@@ -307,9 +307,18 @@ def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
     ):
         fp = Fingerprint(direction=direction, peak_z=peak_z, methods=frozenset(methods))
         confirmed.setdefault(series_id, []).append(fp)
-    # Only a series with one anomaly in the memory can have an unanswered incident, and
-    # only a long critical one nobody answered vouches (`unanswered_incident` says so again;
-    # filtered here so that an incident across the fleet does not load every anomaly).
+    unanswered = _unanswered_incidents(recent)
+    return Feedback(dismissed=dismissed, confirmed=confirmed, unanswered=unanswered)
+
+
+def _unanswered_incidents(recent: QuerySet[Anomaly]) -> dict[int, Fingerprint]:
+    """Each series' one unanswered incident among `recent` (`unanswered_incident`).
+
+    Only a series with one anomaly in the memory can have one, and only a long critical
+    anomaly nobody answered vouches: the engine's rule, counted here in SQL first so that
+    an incident across the fleet does not load every series' anomaly each minute (a
+    subquery that did took 1.0-1.5 s of each of its runs at 2,000 series).
+    """
     unanswered_now = (
         Q(severity=Anomaly.Severity.CRITICAL, confirmed_at__isnull=True)
         & Q(last_seen_at__gte=F("started_at") + timedelta(seconds=UNANSWERED_MIN_SECONDS))
@@ -345,7 +354,7 @@ def _feedback_for(series_ids: list[int], now: datetime) -> Feedback:
         )
         if (vouched := unanswered_incident([past])) is not None:
             unanswered[a.series_id] = vouched
-    return Feedback(dismissed=dismissed, confirmed=confirmed, unanswered=unanswered)
+    return unanswered
 
 
 def learned_model_retrain() -> dict:
