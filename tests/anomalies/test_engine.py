@@ -518,6 +518,81 @@ def test_an_aggregate_ranks_after_the_part_that_drives_it():
     assert [(r.key, r.lead_seconds) for r in ranked] == [(2, 0.0), (1, 134.0)]
 
 
+@pytest.mark.parametrize(
+    ("name", "direction", "layer"),
+    [
+        ("http.requests.rate", 1, "DEMAND"),
+        ("users.active", 1, "DEMAND"),
+        ("http.server.active_requests", 1, "DEMAND"),
+        ("http.requests.rate", -1, "OUTCOME"),  # users leaving during an outage
+        ("system.cpu.utilization", 1, "RESOURCE"),
+        ("system.network.errors", 1, "RESOURCE"),  # a resource's errors (USE's E)
+        ("system.cpu.utilization", -1, "OUTCOME"),  # waiting on something else
+        ("db.connections.active", 1, "RESOURCE"),
+        ("db.connections.wait_time", 1, "RESOURCE"),
+        ("celery.queue.backlog", 1, "RESOURCE"),
+        ("api.ratelimit.utilization", 1, "RESOURCE"),
+        ("kafka_consumergroup_lag", 1, "RESOURCE"),
+        ("http.latency.p95", 1, "OUTCOME"),
+        ("http.server.request.duration", 1, "OUTCOME"),
+        ("http.errors.ratio", 1, "OUTCOME"),
+        ("db.time.ms", 1, "OUTCOME"),
+        ("db.queries.per_request", 1, "OUTCOME"),
+        ("requests.per_user", 1, "OUTCOME"),
+        ("checkout.orders", 1, "OUTCOME"),  # not recognised: no prior
+        ("", 1, "OUTCOME"),
+    ],
+)
+def test_signal_layer_reads_load_saturation_and_symptoms_from_the_name(name, direction, layer):
+    from anomalies.engine.signal_layers import Layer, signal_layer
+
+    assert signal_layer(name, direction) is Layer[layer]
+
+
+def test_a_resource_ranks_before_the_symptom_that_moved_in_the_same_step():
+    """The demo world of seed 1 scored an hour at a time: CPU saturation and the latency it
+    drives began 42 s apart on 300 s steps (simultaneous), and the latency's larger
+    deviation ranked it the cause of the CPU's own anomaly."""
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+    from anomalies.engine.signal_layers import Layer
+
+    onset = 10_000.0
+
+    def order(cpu_layer: int, latency_lead: float = 42.0, rate_layer: int = Layer.OUTCOME):
+        cpu = CauseCandidate(1, onset, deviation=24.0, peak_z=14.0, layer=cpu_layer)
+        latency = CauseCandidate(2, onset - latency_lead, deviation=61.0, peak_z=38.0)
+        rate = CauseCandidate(3, onset + 30.0, deviation=15.0, peak_z=6.0, layer=rate_layer)
+        ranked = rank_causes(onset, [cpu, latency, rate], step_seconds=300.0)
+        assert [r.rank for r in ranked] == [1, 2, 3]
+        assert ranked[0].score > ranked[1].score > ranked[2].score
+        return [r.key for r in ranked]
+
+    assert order(Layer.OUTCOME) == [2, 1, 3]  # no prior: the larger deviation leads
+    assert order(Layer.RESOURCE) == [1, 2, 3]
+    # More work arriving in the same step ranks before the resource it saturates...
+    assert order(Layer.RESOURCE, rate_layer=Layer.DEMAND) == [3, 1, 2]
+    # ...but a layer never outweighs a whole step of precedence, nor a material move.
+    assert order(Layer.RESOURCE, latency_lead=120.0) == [2, 1, 3]
+    blip = CauseCandidate(3, onset - 30.0, deviation=5.0, peak_z=3.0, layer=Layer.DEMAND)
+    latency = CauseCandidate(2, onset, deviation=61.0, peak_z=38.0)
+    assert [r.key for r in rank_causes(onset, [latency, blip], step_seconds=300.0)] == [2, 3]
+
+
+def test_candidates_in_different_layers_never_share_a_rank():
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+    from anomalies.engine.signal_layers import Layer
+
+    ranked = rank_causes(
+        0.0,
+        [
+            CauseCandidate(1, -300.0, 12.9, 29.11),
+            CauseCandidate(2, -300.0, 12.3, 29.12, layer=Layer.RESOURCE),
+        ],
+        step_seconds=300.0,
+    )
+    assert [(r.key, r.rank) for r in ranked] == [(2, 1), (1, 2)]
+
+
 def test_root_cause_ties_the_same_signal_seen_twice():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
 
@@ -546,9 +621,24 @@ def test_onset_is_the_interpolated_threshold_crossing():
 
     ts = np.arange(6) * 300.0
     jump = estimate_onset(ts, np.array([0.0, 0.0, 16.0, 20.0, 20.0, 20.0]), detected_at=4)
-    creep = estimate_onset(ts, np.array([0.0, 0.0, 0.0, 2.5, 20.0, 20.0]), detected_at=4)
+    creep = estimate_onset(ts, np.array([0.0, 0.0, 0.0, 3.5, 20.0, 20.0]), detected_at=4)
     assert 300.0 < jump < 600.0 and 600.0 < creep < 900.0
     assert jump < creep
+
+
+def test_a_noise_point_before_a_move_does_not_make_its_onset_a_step_early():
+    """Seed 1's demo world ending at 16:00, scored an hour at a time: the checkout p50
+    latency was beyond 2 (but under 3) scale units for two points before it moved, its
+    onset was walked back over them, and it was ranked ahead of the CPU that drove it."""
+    from anomalies.engine.root_cause import ONSET_Z, estimate_onset
+
+    ts = np.arange(8) * 300.0
+    noisy = np.array([0.4, -0.8, 0.3, 2.4, 2.7, 31.0, 56.0, 50.0])
+    onset = estimate_onset(ts, noisy, detected_at=6)
+    assert 1200.0 < onset < 1500.0  # between the last noise point and the move
+    # The walk back still crosses points beyond the threshold, however many.
+    ramp = np.array([0.0, 0.0, 0.5, ONSET_Z + 0.5, 8.0, 31.0, 56.0, 50.0])
+    assert 600.0 < estimate_onset(ts, ramp, detected_at=6) < 900.0
 
 
 def test_severity_grows_with_magnitude_duration_and_importance():

@@ -178,6 +178,35 @@ def test_a_neighbour_that_flapped_is_one_candidate_at_its_earlier_onset():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(("cpu_direction", "cause"), [(1, "cpu"), (-1, "latency")])
+def test_a_saturated_resource_leads_the_symptom_that_moved_in_the_same_step(cpu_direction, cause):
+    """Seed 1's demo world scored an hour at a time: the CPU and the latency it drives
+    began 42 s apart on five-minute data, and the latency's larger deviation made it the
+    cause of the CPU's own anomaly. A CPU that fell is waiting on something: no prior."""
+    now = to_datetime(END)
+    cpu = AnomalyFactory(
+        series=series_ensure(name="system.cpu.utilization"),
+        started_at=now,
+        peak_surprisal=24.0,
+        peak_z=14.0,
+        direction=cpu_direction,
+    )
+    latency = AnomalyFactory(
+        series=series_ensure(name="http.latency.p95"),
+        started_at=now - timedelta(seconds=42),
+        peak_surprisal=61.0,
+        peak_z=38.0,
+    )
+    causes_rank_around({cpu.pk, latency.pk})
+    expected = {"cpu": cpu, "latency": latency}[cause]
+    for anomaly in (cpu, latency):
+        top = RootCauseCandidate.objects.get(anomaly=anomaly, rank=1)
+        assert top.cause_anomaly_id == expected.pk
+    layer = RootCauseCandidate.objects.get(anomaly=latency, series=cpu.series).evidence["layer"]
+    assert layer == ("resource" if cpu_direction > 0 else "outcome")
+
+
+@pytest.mark.django_db
 def test_admin_anomaly_page_costs_the_same_queries_for_many_causes(admin_client):
     def page_queries(causes: int) -> int:
         target = AnomalyFactory(series=series_ensure(name=f"job.page.{causes}"))
@@ -443,12 +472,13 @@ def test_a_false_positive_marked_as_a_run_starts_does_not_open_a_fresh_anomaly(
     ]
 
 
-def _peers_by_sorting_each_window(onsets, deviation, target, window, step):
+def _peers_by_sorting_each_window(onsets, deviation, layers, target, window, step):
     """The preselection as first written: sort every target's window (quadratic)."""
     near = np.flatnonzero(np.abs(onsets - onsets[target]) <= window)
     if near.size <= 40:
         return near
-    order = np.lexsort((-deviation[near], np.floor(onsets[near] / (0.25 * max(step, 1.0)))))
+    buckets = np.floor(onsets[near] / (0.25 * max(step, 1.0)))
+    order = np.lexsort((-deviation[near], layers[near], buckets))
     chosen = near[order[:40]]
     return chosen if target in chosen else np.append(chosen, target)
 
@@ -460,15 +490,18 @@ def test_peers_preselected_in_one_sort_are_those_of_sorting_each_window(spread):
     assert PEERS_RANKED == 40
     rng = np.random.default_rng(int(spread))
     # Whole-step onsets (ties in a quarter step), a block of simultaneous ones (a fleet
-    # incident), and deviations with repeats.
+    # incident), deviations with repeats, and the three signal layers.
     onsets = END + np.round(rng.uniform(0, spread, 700) / 60) * 60
     onsets[:200] = END + 120.0
     deviation = rng.integers(0, 30, onsets.size).astype(float)
+    layers = rng.integers(0, 3, onsets.size).astype(float)
     window = 1800.0
-    preselect = _Preselection(onsets, deviation, window)
+    preselect = _Preselection(onsets, deviation, window, layers=layers)
     for target in range(0, onsets.size, 7):
         for step in (60.0, 300.0):
-            expected = _peers_by_sorting_each_window(onsets, deviation, target, window, step)
+            expected = _peers_by_sorting_each_window(
+                onsets, deviation, layers, target, window, step
+            )
             np.testing.assert_array_equal(preselect.peers(target, step), expected)
 
 
