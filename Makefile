@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
 .PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-tuning-preview bench-forecasting \
-        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-forecasting eval-forecasting-intervals \
+        bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-root-causes-hourly eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
 $(VENV)/.runtime: requirements.txt
@@ -92,6 +92,10 @@ eval-anomaly-sensitivity: $(VENV)/.runtime
 ## eval-root-causes: incidents found and true causes ranked first across 152 demo worlds
 eval-root-causes: $(VENV)/.dev
 	PHASE3_TESTING=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 tests/anomalies/eval_root_cause_grid.py
+
+## eval-root-causes-hourly: the same, with 48 demo worlds scored an hour at a time as the job runs
+eval-root-causes-hourly: $(VENV)/.dev
+	PHASE3_TESTING=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 tests/anomalies/eval_root_cause_hourly.py
 
 ## eval-anomalies-lookahead: NAB scores with the file-wide range NAB gives ARTime (an estimate, not a mode)
 eval-anomalies-lookahead: $(VENV)/.runtime

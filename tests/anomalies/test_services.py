@@ -109,6 +109,37 @@ def test_demo_incidents_hold_at_any_time_of_day(empty_telemetry, seed, hours):
     _assert_incidents_found_and_true_causes_first()
 
 
+def _score_hourly(until: float, start: float) -> None:
+    """The scheduled job as it runs: a backfill up to `start`, then one run an hour."""
+    t = to_datetime(start)
+    while t <= to_datetime(until):
+        services.anomalies_score_recent(now=t)
+        t += timedelta(hours=1)
+
+
+def test_hourly_runs_put_an_incident_down_to_its_cause_not_to_an_effect_with_a_noisy_onset(
+    empty_telemetry,
+):
+    """Seed 1's 21-day world ending at 16:00, scored an hour at a time: the checkout p50
+    latency was 2-3 scale units off for two points before the CPU moved it, its onset was
+    walked back over them to 127 s before the CPU's, and every anomaly of the CPU
+    saturation, the CPU's own included, was put down to that latency."""
+    end = 1_795_000_200.0 + (460 + 5 / 6) * 3600  # 2026-12-07 16:00 UTC
+    seed_demo(DemoConfig(days=21, users=20, seed=1, end=end))
+    incident = DemoIncident.objects.get(name="cpu-saturation")
+    # Runs on the hours the live job would have run, from a day before the incident.
+    backfill = end - np.floor((end - incident.start.timestamp() + 86400) / 3600) * 3600
+    _score_hourly(until=incident.end.timestamp() + 3 * 3600, start=backfill)
+    window = dict(
+        started_at__gte=incident.start - timedelta(minutes=30), started_at__lte=incident.end
+    )
+    opened = list(Anomaly.objects.filter(**window))
+    assert len(opened) >= 5  # the CPU and the latencies it drives
+    for anomaly in opened:
+        blamed = [c.series_id for c in anomaly.causes.filter(rank=1)]
+        assert blamed == [incident.cause_series_id], (str(anomaly.series), blamed)
+
+
 def test_a_second_run_scores_only_new_points(scored_demo):
     assert scored_demo["points"] > 0
     now = _latest_demo_time()
