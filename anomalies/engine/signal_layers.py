@@ -1,15 +1,15 @@
 """Where a metric sits in the chain load → saturation → symptoms, read from its name.
 
-At five-minute resolution a runaway job's CPU and the latency it causes often move in the
-same sampling step: in the demo world of seed 1, scored an hour at a time, their
-interpolated onsets were 42 s apart, under the quarter step that counts as simultaneous,
-and the latency's larger deviation ranked it the cause of the CPU's own anomaly. The
-data cannot order them; what operators know can. Brendan Gregg's USE method reads a
-resource's utilisation and saturation, Tom Wilkie's RED method a service's rate, errors
-and duration, and a saturated resource is what a service's latency and errors answer to,
-as more work arriving is what saturates a resource. Among candidates whose onsets are
-simultaneous, root-cause ranking therefore puts a rise in demand before a rise in a
-resource, and both before everything else; across sampling steps precedence still rules.
+At five-minute resolution a runaway job's CPU and the latency it causes can move in the
+same sampling step (the demo world's latency answers the CPU's level at once). Onsets
+less than a quarter step apart count as simultaneous, and the latency, which moves more,
+would be ranked the cause of the CPU's own anomaly. The data cannot order them; what
+operators know can. Brendan Gregg's USE method reads a resource's utilisation and
+saturation, Tom Wilkie's RED method a service's rate, errors and duration; a saturated
+resource is what a service's latency and errors answer to, as more work arriving is what
+saturates a resource. Among candidates whose onsets are simultaneous, root-cause ranking
+therefore puts a rise in demand before a rise in a resource, and both before everything
+else; across sampling steps precedence still rules.
 
 Only rises carry a layer: a falling request rate during an outage is users leaving, and a
 CPU that drops while latency climbs is waiting on something else; both are effects.
