@@ -26,7 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Anomaly, ResponsePlaybook
-from .selectors import anomaly_causes, anomaly_effects, incident_size
+from .selectors import anomaly_causes, anomaly_effects, held_back_effects, incident_size
 from .validation import (
     ANOMALY_KWARG,
     URL_ACTIONS,
@@ -118,56 +118,96 @@ def _incident_clause(anomaly: Anomaly) -> str:
     )
 
 
+# Alerts one notification carries at most (Alertmanager's `max_alerts`); the others are
+# counted in `truncatedAlerts`, and the description still counts the whole incident.
+MAX_GROUP_ALERTS = 50
+
+
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
+    """Alertmanager's webhook body for the anomaly's group: the anomaly, then, while it
+    fires, the effects this playbook held back behind it (`held_back_effects`).
+
+    A database outage paged once still has a dozen endpoints behind it. Alertmanager would
+    send them as one group, every alert with its own labels and fingerprint, so a receiver
+    that opens one ticket per group lists each affected service on it and routes by their
+    labels; a description naming them is only text. The group key stays the cause's, so
+    the page, its updates and its resolution are one incident to the receiver. A resolved
+    cause is sent alone: effects that outlive it are paged as their own problem.
+    """
+    alerts = [_paged_alert(anomaly)]
+    if anomaly.ended_at is None and playbook.inhibit_effects and playbook.pk is not None:
+        part_of = f"; held back, part of the incident of anomaly {anomaly.pk} on {anomaly.series}"
+        alerts += [
+            _alert(e, _description(e) + part_of) for e in held_back_effects(anomaly, playbook.pk)
+        ]
+    return _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"')
+
+
+def _paged_alert(anomaly: Anomaly) -> dict:
+    """The alert of the anomaly a notification is about, its description saying what it is
+    put down to and what is put down to it."""
+    return _alert(
+        anomaly, _description(anomaly) + _cause_clause(anomaly) + _incident_clause(anomaly)
+    )
+
+
+def _description(anomaly: Anomaly) -> str:
+    return (
+        f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}; "
+        f"methods: {', '.join(anomaly.methods) or 'none'}" + _rules_clause(anomaly)
+    )
+
+
+def _alert(anomaly: Anomaly, description: str) -> dict:
     series = anomaly.series
-    status = "firing" if anomaly.ended_at is None else "resolved"
     labels = {
         "alertname": "Phase3Anomaly",
         "series": series.name,
         "severity": anomaly.severity,
         **{str(k): str(v) for k, v in (series.labels or {}).items()},
     }
-    key = f"{series.pk}:{anomaly.pk}"
-    alert = {
-        "status": status,
+    return {
+        "status": "firing" if anomaly.ended_at is None else "resolved",
         "labels": labels,
         "annotations": {
             "summary": f"{series} is abnormal ({anomaly.severity})",
-            "description": (
-                f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}; "
-                f"methods: {', '.join(anomaly.methods) or 'none'}"
-                + _rules_clause(anomaly)
-                + _cause_clause(anomaly)
-                + _incident_clause(anomaly)
-            ),
+            "description": description,
             "peak_score": f"{anomaly.peak_score:.3f}",
         },
         "startsAt": _iso(anomaly.started_at),
         "endsAt": _iso(anomaly.ended_at),
         "generatorURL": _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk])),
-        "fingerprint": _fingerprint(key),
+        "fingerprint": _fingerprint(f"{series.pk}:{anomaly.pk}"),
     }
-    return _alertmanager_body(alert, playbook, f'anomaly="{anomaly.pk}"')
 
 
 def _fingerprint(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
-def _alertmanager_body(alert: dict, playbook: ResponsePlaybook, group: str) -> dict:
-    """Alertmanager's webhook envelope around one alert; `group` completes its group key."""
-    name = alert["labels"]["alertname"]
+def _common(mappings: list[dict]) -> dict:
+    """The key-value pairs every mapping holds (Alertmanager's commonLabels and
+    commonAnnotations): what a receiver's template can say of the whole group."""
+    first, *rest = mappings
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
+
+
+def _alertmanager_body(alerts: list[dict], playbook: ResponsePlaybook, group: str) -> dict:
+    """Alertmanager's webhook envelope around a group's alerts (the first names the group:
+    the anomaly paged); `group` completes its group key. The group fires while any of its
+    alerts does."""
+    name = alerts[0]["labels"]["alertname"]
     return {
         "version": "4",
         "groupKey": f'{{}}:{{alertname="{name}", {group}}}',
-        "truncatedAlerts": 0,
-        "status": alert["status"],
+        "truncatedAlerts": max(0, len(alerts) - MAX_GROUP_ALERTS),
+        "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
         "receiver": playbook.name,
         "groupLabels": {"alertname": name},
-        "commonLabels": alert["labels"],
-        "commonAnnotations": alert["annotations"],
+        "commonLabels": _common([a["labels"] for a in alerts]),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
         "externalURL": _absolute(reverse("admin:index")),
-        "alerts": [alert],
+        "alerts": alerts[:MAX_GROUP_ALERTS],
     }
 
 
@@ -324,12 +364,11 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     if playbook.action in URL_ACTIONS:
         return post_notification(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
-        payload = alertmanager_payload(anomaly, playbook)
+        alert = _paged_alert(anomaly)
         return _send_email(
             playbook,
-            EMAIL_SUBJECT_PREFIX[kind] + payload["commonAnnotations"]["summary"],
-            f"{payload['commonAnnotations']['description']}\n\n"
-            f"{payload['alerts'][0]['generatorURL']}",
+            EMAIL_SUBJECT_PREFIX[kind] + alert["annotations"]["summary"],
+            f"{alert['annotations']['description']}\n\n{alert['generatorURL']}",
         )
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:
         return _start_task(playbook, anomaly)
@@ -432,7 +471,7 @@ def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
             "generatorURL": link,
             "fingerprint": _fingerprint(f"test:{playbook.pk}"),
         }
-        body = _alertmanager_body(alert, playbook, f'playbook="{playbook.pk}"')
+        body = _alertmanager_body([alert], playbook, f'playbook="{playbook.pk}"')
         return {"http_status": _post_json(playbook.target, body, "webhook")}
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         return _send_email(playbook, f"Test: {summary}", f"{description}\n\n{link}")

@@ -182,6 +182,24 @@ def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
     return cached
 
 
+def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
+    """The ongoing effects of `anomaly` (`anomaly_effects`) that the playbook held back
+    behind it instead of paging them: the alerts of its incident that its notification
+    carries besides its own, as an Alertmanager group carries every alert it holds.
+    Effects the playbook does not match are another receiver's, and are left out."""
+    effects = anomaly_effects(anomaly)
+    if not effects:
+        return []
+    held = set(
+        ResponseExecution.objects.filter(
+            playbook_id=playbook_id,
+            status=ResponseExecution.Status.INHIBITED,
+            anomaly__in=[e.pk for e in effects],
+        ).values_list("anomaly_id", flat=True)
+    )
+    return [e for e in effects if e.pk in held]
+
+
 def causes_of(anomalies: list[Anomaly]) -> dict[int, list[Anomaly]]:
     """For each anomaly, the anomalies it is put down to (its rank-1 candidates, ties
     included), with their series, by onset, leaving out twins: two that are each other's

@@ -13,7 +13,7 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from anomalies import services
+from anomalies import responses, services
 from anomalies.models import (
     Anomaly,
     ResponseExecution,
@@ -76,7 +76,7 @@ def _statuses(playbook: str) -> dict[str, str]:
 
 
 def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
-    eager, client_with_role, admin_client
+    eager, client_with_role, admin_client, monkeypatch
 ):
     t0 = timezone.now()
     cause = _anomaly("db.connections.active", t0 - timedelta(minutes=10))
@@ -118,7 +118,8 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     assert by_id[effects[0].pk] == [errors.pk] and by_id[errors.pk] == []
     # A reminder or an escalation of the cause's page says how large the incident is.
     playbook = ResponsePlaybook.objects.get(name="pager")
-    note = alertmanager_payload(cause, playbook)["commonAnnotations"]["description"]
+    page = alertmanager_payload(cause, playbook)
+    note = page["alerts"][0]["annotations"]["description"]
     # Through chains (the error ratio is put down to the feed's latency), by onset.
     assert note.endswith(
         "; likeliest root cause of 4 other anomalies: http.latency.p95{endpoint=/api/feed}, "
@@ -129,7 +130,29 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
         "likeliest root cause of 1 other anomaly: http.errors.ratio"
         in slack_payload(effects[0])["blocks"][0]["text"]["text"]
     )
-    note = alertmanager_payload(errors, playbook)["commonAnnotations"]["description"]
+    # The page's group carries what the playbook held back as alerts of their own, by
+    # onset, each with its own labels and fingerprint (Alertmanager's group of alerts).
+    assert [(a["labels"]["series"], a["labels"].get("endpoint")) for a in page["alerts"]] == [
+        ("db.connections.active", None),
+        ("http.latency.p95", "/api/feed"),
+        ("http.latency.p95", "/api/search"),
+        ("http.latency.p95", "/x"),
+        ("http.errors.ratio", None),
+    ]
+    assert len({a["fingerprint"] for a in page["alerts"]}) == 5
+    assert page["commonLabels"] == {"alertname": "Phase3Anomaly", "severity": "critical"}
+    assert page["alerts"][1]["annotations"]["description"].endswith(
+        f"; held back, part of the incident of anomaly {cause.pk} on db.connections.active"
+    )
+    # A group larger than a notification holds is cut, and says how much was left out.
+    monkeypatch.setattr(responses, "MAX_GROUP_ALERTS", 3)
+    cut = alertmanager_payload(cause, playbook)
+    assert len(cut["alerts"]) == 3 and cut["truncatedAlerts"] == 2
+    assert cut["alerts"] == page["alerts"][:3]
+    # The playbook that pages every effect on its own sends the cause alone.
+    audit = ResponsePlaybook.objects.get(name="audit")
+    assert len(alertmanager_payload(cause, audit)["alerts"]) == 1
+    note = alertmanager_payload(errors, playbook)["alerts"][0]["annotations"]["description"]
     assert "other anomal" not in note
     # An effect's notifications say what it is put down to.
     assert note.endswith(
@@ -138,7 +161,7 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     )
     assert (
         "likeliest root cause:"
-        not in alertmanager_payload(cause, playbook)["commonAnnotations"]["description"]
+        not in alertmanager_payload(cause, playbook)["alerts"][0]["annotations"]["description"]
     )
     # The detect view reads the window as one incident of five anomalies.
     since = (t0 - timedelta(hours=1)).isoformat()

@@ -611,7 +611,7 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
     from django.utils import timezone
 
     from anomalies.models import RootCauseCandidate
-    from anomalies.services.playbooks import queue_responses
+    from anomalies.services.playbooks import queue_resolved_notices, queue_responses
 
     t0 = timezone.now()
     cause = AnomalyFactory(series=series_ensure(name="db.connections.active"), severity="critical")
@@ -638,10 +638,28 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
     assert (path, status, again) == ("/pager", "firing", fingerprint)
     body = receiver.seen[-1][2]
     assert body["groupKey"] == receiver.seen[0][2]["groupKey"]
-    assert body["commonAnnotations"]["description"].endswith(
+    assert body["alerts"][0]["annotations"]["description"].endswith(
         "; likeliest root cause of 1 other anomaly: http.latency.p95{endpoint=/api/feed}"
     )
+    # The held-back effect is in the group as an alert of its own, which a receiver can
+    # list on its incident and route by its labels.
+    assert [
+        (a["status"], a["labels"]["series"], a["labels"].get("endpoint")) for a in body["alerts"]
+    ] == [
+        ("firing", "db.connections.active", None),
+        ("firing", "http.latency.p95", "/api/feed"),
+    ]
+    assert body["commonLabels"] == {"alertname": "Phase3Anomaly", "severity": "critical"}
     assert runs.at(t0 + timedelta(minutes=12)) == []  # told: nothing new
+    # The cause recovers: its group resolves, and says so of the cause alone (an effect
+    # that outlives it is paged as its own problem).
+    cause.ended_at = t0 + timedelta(minutes=13)
+    cause.save(update_fields=["ended_at"])
+    with runs.capture(execute=True):
+        assert queue_resolved_notices({cause.pk}) == 1
+    resolved = receiver.seen[-1][2]
+    assert resolved["status"] == "resolved" and resolved["groupKey"] == body["groupKey"]
+    assert [a["labels"]["series"] for a in resolved["alerts"]] == ["db.connections.active"]
 
 
 @pytest.mark.parametrize("interval", [10, 2 * 86400, "soon"])
