@@ -125,7 +125,7 @@ MAX_GROUP_ALERTS = 50
 
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """Alertmanager's webhook body for the anomaly's group: the anomaly, then, while it
-    fires, the effects this playbook held back behind it (`held_back_effects`).
+    fires, the rest of its incident that this playbook held back (`held_back_effects`).
 
     A database outage paged once still has a dozen endpoints behind it. Alertmanager would
     send them as one group, every alert with its own labels and fingerprint, so a receiver
@@ -136,7 +136,9 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """
     alerts = [_paged_alert(anomaly)]
     if anomaly.ended_at is None and playbook.inhibit_effects and playbook.pk is not None:
-        part_of = f"; held back, part of the incident of anomaly {anomaly.pk} on {anomaly.series}"
+        part_of = (
+            f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
+        )
         alerts += [
             _alert(e, _description(e) + part_of) for e in held_back_effects(anomaly, playbook.pk)
         ]

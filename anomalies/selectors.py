@@ -183,11 +183,24 @@ def anomaly_effects(anomaly: Anomaly) -> list[Anomaly]:
 
 
 def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
-    """The ongoing effects of `anomaly` (`anomaly_effects`) that the playbook held back
-    behind it instead of paging them: the alerts of its incident that its notification
-    carries besides its own, as an Alertmanager group carries every alert it holds.
+    """The ongoing anomalies of `anomaly`'s incident that the playbook held back instead of
+    paging: the alerts its notification carries besides its own, as an Alertmanager group
+    carries every alert it holds.
+
+    The incident is the anomaly's effects (`anomaly_effects`), or, for a team paged through
+    this anomaly because its playbook does not cover the likeliest cause (the API team
+    hearing of a database outage through its first endpoint), the cause's other effects.
     Effects the playbook does not match are another receiver's, and are left out."""
-    effects = anomaly_effects(anomaly)
+    causes = anomaly_causes(anomaly)
+    root = anomaly
+    if (
+        causes
+        and not ResponseExecution.objects.filter(
+            playbook_id=playbook_id, anomaly=causes[0]
+        ).exists()
+    ):
+        root = causes[0]
+    effects = [e for e in anomaly_effects(root) if e.pk != anomaly.pk]
     if not effects:
         return []
     held = set(

@@ -142,7 +142,7 @@ def test_the_effects_of_a_paged_cause_are_inhibited_not_paged(
     assert len({a["fingerprint"] for a in page["alerts"]}) == 5
     assert page["commonLabels"] == {"alertname": "Phase3Anomaly", "severity": "critical"}
     assert page["alerts"][1]["annotations"]["description"].endswith(
-        f"; held back, part of the incident of anomaly {cause.pk} on db.connections.active"
+        f"; held back, part of the incident paged as anomaly {cause.pk} on db.connections.active"
     )
     # A group larger than a notification holds is cut, and says how much was left out.
     monkeypatch.setattr(responses, "MAX_GROUP_ALERTS", 3)
@@ -595,6 +595,12 @@ def test_a_team_paged_through_one_effect_hears_when_the_incident_grows(eager):
     # Nothing new: nothing more.
     eager([db, first, *more], t0 + timedelta(minutes=12))
     assert len(mail.outbox) == 4
+    # To a webhook, the API team's page is the group of its endpoints it held back behind
+    # the database; the DBAs' is the database alone (the endpoints are not theirs).
+    api, dba = (ResponsePlaybook.objects.get(name=n) for n in ("api", "dba"))
+    group = alertmanager_payload(first, api)["alerts"]
+    assert [a["labels"]["endpoint"] for a in group] == ["/a", "/b", "/c"]
+    assert len(alertmanager_payload(db, dba)["alerts"]) == 1
 
 
 def test_a_playbook_paged_for_each_effect_gets_no_incident_update(eager):
