@@ -23,6 +23,7 @@ from .models import (
     DetectionTuning,
     DetectorState,
     DismissedPattern,
+    InhibitionRule,
     LearnedModel,
     ResponseExecution,
     ResponsePlaybook,
@@ -362,6 +363,24 @@ class PreviewPageMixin(ChartAdminMixin):
             "window",
             f"{answer['since']:%Y-%m-%d %H:%M} to {answer['until']:%Y-%m-%d %H:%M} UTC",
         )
+
+
+@admin.register(InhibitionRule)
+class InhibitionRuleAdmin(admin.ModelAdmin):
+    """Declared dependencies: which series' pages a paged source holds back."""
+
+    list_display = [
+        "name",
+        "source_series",
+        "source_labels",
+        "target_series",
+        "target_labels",
+        "equal",
+        "enabled",
+    ]
+    list_filter = ["enabled"]
+    search_fields = ["name", "source_series", "target_series", "comment"]
+    readonly_fields = ["created_at"]
 
 
 @admin.register(DetectionTuning)

@@ -21,6 +21,7 @@ from .models import (
     Anomaly,
     DetectionRule,
     DetectionTuning,
+    InhibitionRule,
     ResponseExecution,
     ResponsePlaybook,
     RootCauseCandidate,
@@ -29,6 +30,7 @@ from .models import (
 from .secrets import mask_text, mask_url, mask_value, may_see_secrets
 from .validation import (
     URL_ACTIONS,
+    inhibition_rule_errors,
     playbook_errors,
     rule_errors,
     silence_errors,
@@ -715,6 +717,52 @@ class ResponsePlaybookViewSet(viewsets.ModelViewSet):
         return Response(
             services.playbook_send_test(playbook_id=playbook.pk, by=request_actor(request))
         )
+
+
+class InhibitionRuleSerializer(ModelSerializer):
+    equal = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Label names whose values must be the same on the source and the target "
+        '(`["env"]`); an absent label counts as empty.',
+    )
+
+    class Meta:
+        model = InhibitionRule
+        fields = [
+            "id",
+            "name",
+            "enabled",
+            "source_series",
+            "source_labels",
+            "target_series",
+            "target_labels",
+            "equal",
+            "comment",
+            "created_at",
+        ]
+        read_only_fields = ["created_at"]
+
+    def validate(self, attrs):
+        fields = {
+            "source_series": "",
+            "source_labels": {},
+            "target_series": "",
+            "target_labels": {},
+            "equal": [],
+        }
+        if errors := inhibition_rule_errors(**_merged(attrs, self.instance, fields)):
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class InhibitionRuleViewSet(viewsets.ModelViewSet):
+    """Declared dependencies (Alertmanager's inhibit rules): while a source series' anomaly
+    goes on and was paged, a playbook with `inhibit_effects` holds back its targets'."""
+
+    serializer_class = InhibitionRuleSerializer
+    queryset = InhibitionRule.objects.all()
+    action_roles = ADMIN_EDITS
 
 
 class ResponseExecutionSerializer(ModelSerializer):

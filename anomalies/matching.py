@@ -37,3 +37,10 @@ def series_matches(
     if exact_labels:
         return labels == labels_normalize(required_labels)
     return all(labels.get(k, "") == v for k, v in (required_labels or {}).items())
+
+
+def labels_equal(names: list[str], left: dict | None, right: dict | None) -> bool:
+    """Alertmanager's `equal` on an inhibit rule: each named label has the same value on
+    both series, an absent label counting as empty (so two series without `env` agree)."""
+    left, right = labels_normalize(left), labels_normalize(right)
+    return all(left.get(n, "") == right.get(n, "") for n in names)

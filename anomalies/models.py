@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from telemetry.models import Series, labels_key
 
-from .matching import series_matches
+from .matching import labels_equal, series_matches
 from .validation import (
     DEFAULT_EFFECT_GRACE_SECONDS,
     DEFAULT_UPDATE_SECONDS,
@@ -21,6 +21,7 @@ from .validation import (
     MAX_UPDATE_SECONDS,
     MIN_REPEAT_SECONDS,
     MIN_UPDATE_SECONDS,
+    inhibition_rule_errors,
     playbook_errors,
     rule_errors,
     silence_errors,
@@ -389,6 +390,78 @@ class ResponsePlaybook(models.Model):
             labels=self.labels,
             arguments=self.arguments,
             repeat_interval_seconds=self.repeat_interval_seconds,
+        )
+        if errors:
+            raise ValidationError(errors)
+
+
+class InhibitionRule(models.Model):
+    """A declared dependency: while an anomaly on a source series goes on, anomalies on
+    target series are part of its incident, whatever the root-cause ranking says.
+
+    Alertmanager's `inhibit_rules`. Inhibition otherwise follows the ranking's likeliest
+    cause (`services.inhibition`), which is learned from onsets and can put an endpoint's
+    latency down to a busy CPU rather than the database it waits on; an operator who
+    knows that every `http.*` series depends on `db.*` says so once, and a database
+    outage pages once even where the ranking is wrong. `equal` keeps it to the same
+    place: with `["env"]`, staging's database does not hold back production's pages.
+    Applied, like the ranking's inhibition, by playbooks with `inhibit_effects`, and only
+    behind a source the same playbook has paged (or a silence mutes), at least as severe
+    as the target.
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    enabled = models.BooleanField(default=True)
+    source_series = models.CharField(
+        max_length=600,
+        help_text="The cause: a series name or a shell-style pattern (`db.*`).",
+    )
+    source_labels = models.JSONField(
+        default=dict, blank=True, help_text="Labels the source series must carry."
+    )
+    target_series = models.CharField(
+        max_length=600,
+        help_text="What it takes down: a series name or a shell-style pattern (`http.*`).",
+    )
+    target_labels = models.JSONField(
+        default=dict, blank=True, help_text="Labels the target series must carry."
+    )
+    equal = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Label names whose values must be the same on the source and the target "
+        '(`["env"]`); an absent label counts as empty.',
+    )
+    comment = models.TextField(
+        blank=True, max_length=2000, help_text="Why the one depends on the other."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.source_series} holds back {self.target_series}"
+
+    def targets(self, series: Series) -> bool:
+        return series_matches(self.target_series, self.target_labels, series.name, series.labels)
+
+    def holds_back(self, source: Series, target: Series) -> bool:
+        """Whether an anomaly on `source` holds back one on `target` (never itself)."""
+        return (
+            source.pk != target.pk
+            and self.targets(target)
+            and series_matches(self.source_series, self.source_labels, source.name, source.labels)
+            and labels_equal(self.equal, source.labels, target.labels)
+        )
+
+    def clean(self) -> None:
+        errors = inhibition_rule_errors(
+            source_series=self.source_series,
+            source_labels=self.source_labels,
+            target_series=self.target_series,
+            target_labels=self.target_labels,
+            equal=self.equal,
         )
         if errors:
             raise ValidationError(errors)

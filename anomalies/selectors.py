@@ -190,7 +190,8 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
     The incident is the anomaly's effects (`anomaly_effects`), or, for a team paged through
     this anomaly because its playbook does not cover the likeliest cause (the API team
     hearing of a database outage through its first endpoint), the cause's other effects.
-    Effects the playbook does not match are another receiver's, and are left out."""
+    So are the targets an inhibition rule held back behind it. Effects the playbook does
+    not match are another receiver's, and are left out."""
     causes = anomaly_causes(anomaly)
     root = anomaly
     if (
@@ -200,17 +201,19 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
         ).exists()
     ):
         root = causes[0]
-    effects = [e for e in anomaly_effects(root) if e.pk != anomaly.pk]
-    if not effects:
-        return []
-    held = set(
-        ResponseExecution.objects.filter(
-            playbook_id=playbook_id,
-            status=ResponseExecution.Status.INHIBITED,
-            anomaly__in=[e.pk for e in effects],
-        ).values_list("anomaly_id", flat=True)
+    effects = [e.pk for e in anomaly_effects(root) if e.pk != anomaly.pk]
+    # An inhibition rule's targets are held back behind it without being its effects.
+    return list(
+        Anomaly.objects.filter(
+            Q(pk__in=effects) | Q(responses__result__inhibited_by=root.pk),
+            responses__playbook_id=playbook_id,
+            responses__status=ResponseExecution.Status.INHIBITED,
+            ended_at__isnull=True,
+        )
+        .exclude(pk=anomaly.pk)
+        .select_related("series")
+        .order_by("started_at", "pk")
     )
-    return [e for e in effects if e.pk in held]
 
 
 def causes_of(anomalies: list[Anomaly]) -> dict[int, list[Anomaly]]:

@@ -9,6 +9,7 @@ from .api import (
     AnomalyViewSet,
     DetectionRuleViewSet,
     DetectionTuningViewSet,
+    InhibitionRuleViewSet,
     ResponseExecutionViewSet,
     ResponsePlaybookViewSet,
     SilenceViewSet,
@@ -21,6 +22,9 @@ router.register("anomaly/tunings", DetectionTuningViewSet, basename="anomaly-tun
 router.register("anomaly/playbooks", ResponsePlaybookViewSet, basename="anomaly-playbook")
 router.register("anomaly/executions", ResponseExecutionViewSet, basename="anomaly-execution")
 router.register("anomaly/silences", SilenceViewSet, basename="anomaly-silence")
+router.register(
+    "anomaly/inhibition-rules", InhibitionRuleViewSet, basename="anomaly-inhibition-rule"
+)
 
 urlpatterns = [
     re_path(r"^anomaly/detect/?$", AnomalyDetectView.as_view(), name="anomaly-detect"),

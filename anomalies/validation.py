@@ -192,6 +192,24 @@ def silence_match_errors(*, series_pattern: Any, labels: Any) -> Errors:
     return errors
 
 
+def inhibition_rule_errors(
+    *, source_series: Any, source_labels: Any, target_series: Any, target_labels: Any, equal: Any
+) -> Errors:
+    """What makes an inhibition rule unusable, by field."""
+    errors: Errors = {}
+    for field, pattern in (("source_series", source_series), ("target_series", target_series)):
+        if not isinstance(pattern, str) or not pattern.strip():
+            _add(errors, field, "give a series name or pattern (`*` for every series)")
+    for field, labels in (("source_labels", source_labels), ("target_labels", target_labels)):
+        if (problem := label_problem(labels)) is not None:
+            _add(errors, field, problem)
+    if not isinstance(equal, list) or not all(isinstance(n, str) for n in equal):
+        _add(errors, "equal", 'give a list of label names, such as ["env"]')
+    elif (problem := label_problem(dict.fromkeys(equal, ""))) is not None:
+        _add(errors, "equal", problem.replace("key", "label name", 1))
+    return errors
+
+
 def silence_errors(
     *,
     series_pattern: Any,

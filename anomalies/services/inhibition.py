@@ -18,10 +18,17 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db.models import Q
+from django.utils import timezone
 
-from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
+from ..models import (
+    SEVERITY_ORDER,
+    Anomaly,
+    InhibitionRule,
+    ResponseExecution,
+    ResponsePlaybook,
+)
 from ..selectors import causes_of, effects_of, likeliest_causes
-from ..validation import NOTIFY_ACTIONS
+from ..validation import MAX_EFFECT_GRACE_SECONDS, NOTIFY_ACTIONS
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
 # that matches its anomaly queues it again.
@@ -64,16 +71,23 @@ def inhibited_execution(
     *,
     why: str,
     pk: int | None = None,
+    rule: str | None = None,
 ) -> ResponseExecution:
     """A page held back behind `cause` (`pk`: an execution held back before, rehomed),
-    saying `why` (`Inhibition.why`)."""
+    saying `why` (`Inhibition.why`), and the inhibition rule that put it there, if one
+    did rather than the root-cause ranking."""
+    result = {"inhibited_by": cause.pk, "cause_series": str(cause.series), "reason": why}
+    link = "its likeliest root cause"
+    if rule is not None:
+        result["rule"] = rule
+        link = f"its source by inhibition rule {rule!r}"
     return ResponseExecution(
         pk=pk,
         playbook=p,
         anomaly=a,
         status=INHIBITED,
-        result={"inhibited_by": cause.pk, "cause_series": str(cause.series), "reason": why},
-        error=f"not sent: its likeliest root cause, anomaly {cause.pk} on {cause.series}, {why}",
+        result=result,
+        error=f"not sent: {link}, anomaly {cause.pk} on {cause.series}, {why}",
     )
 
 
@@ -103,6 +117,8 @@ class Inhibition:
         existing: dict[tuple[int, int], Sent],
         *,
         silenced: Callable[[Anomaly], bool] | None = None,
+        rules: list[InhibitionRule] | None = None,
+        now: datetime | None = None,
     ) -> None:
         inhibiting = [p for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS]
         self.on = {p.pk for p in inhibiting}
@@ -113,6 +129,8 @@ class Inhibition:
         # The same, counting only pages whose anomaly goes on: what holds an effect back.
         self.via_ongoing: dict[int, dict[int, int]] = {}
         self.causes: dict[int, list[Anomaly]] = {}
+        # Anomaly -> the sources an inhibition rule puts it behind, with the rule's name.
+        self.declared: dict[int, list[tuple[Anomaly, str]]] = {}
         # (playbook, anomaly) pairs whose receiver was told of the anomaly, or will be.
         self.told: set[tuple[int, int]] = set()
         if not self.on or not anomalies:
@@ -121,7 +139,10 @@ class Inhibition:
             likeliest_causes().filter(anomaly__in=anomalies).select_related("cause_anomaly__series")
         ):
             self.causes.setdefault(c.anomaly_id, []).append(c.cause_anomaly)
+        if rules:
+            self._declare(anomalies, rules, now or timezone.now())
         cause_ids = {c.pk for cs in self.causes.values() for c in cs}
+        cause_ids |= {c.pk for cs in self.declared.values() for c, _ in cs}
         told = {(p, a) for (p, a), sent in existing.items() if tells(sent.status, sent.attempts)}
         held = {pa: sent.inhibited_by for pa, sent in existing.items() if sent.status == INHIBITED}
         for p, a, status, attempts, by in ResponseExecution.objects.filter(
@@ -139,6 +160,39 @@ class Inhibition:
         if silenced is not None:
             self._count_silenced_causes(inhibiting, silenced)
         self._count_pages_of_effects(cause_ids)
+
+    def _declare(
+        self, anomalies: list[Anomaly], rules: list[InhibitionRule], now: datetime
+    ) -> None:
+        """`declared` from the rules: for each anomaly a rule targets, the anomalies on its
+        source series that go on, or ended within the longest grace an effect may have
+        (what `in_tail` asks of an ended source). One query, and only when a rule targets
+        one of the anomalies."""
+        targeted = {a.pk: [r for r in rules if r.targets(a.series)] for a in anomalies}
+        if not any(targeted.values()):
+            return
+        sources = list(
+            Anomaly.objects.filter(
+                Q(ended_at__isnull=True)
+                | Q(ended_at__gte=now - timedelta(seconds=MAX_EFFECT_GRACE_SECONDS))
+            )
+            .exclude(status=Anomaly.Status.FALSE_POSITIVE)
+            .select_related("series")
+        )
+        for a in anomalies:
+            found = {}
+            for r in targeted[a.pk]:
+                for c in sources:
+                    if c.pk not in found and r.holds_back(c.series, a.series):
+                        found[c.pk] = (c, r.name)
+            if found:
+                self.declared[a.pk] = list(found.values())
+
+    def rule_of(self, a: Anomaly, cause: Anomaly) -> str | None:
+        """The inhibition rule that puts `a` behind `cause`, when the ranking does not."""
+        if any(c.pk == cause.pk for c in self.causes.get(a.pk, [])):
+            return None
+        return next((name for c, name in self.declared.get(a.pk, []) if c.pk == cause.pk), None)
 
     def _supersede(self, inhibitors: set[int]) -> set[int]:
         """Put a series' ongoing anomaly in the place of an ended one among the causes.
@@ -182,7 +236,9 @@ class Inhibition:
         paged nothing and each endpoint paged on its own (16 pages in the demo incident).
         Counted for the playbooks that would have paged the cause.
         """
-        for cause in {c.pk: c for cs in self.causes.values() for c in cs}.values():
+        causes = {c.pk: c for cs in self.causes.values() for c in cs}
+        causes.update((c.pk, c) for cs in self.declared.values() for c, _ in cs)
+        for cause in causes.values():
             if cause.status == Anomaly.Status.FALSE_POSITIVE or not silenced(cause):
                 continue
             self.silenced.add(cause.pk)
@@ -285,6 +341,16 @@ class Inhibition:
                 or (rank <= ongoing.get(c.pk, -1) and not p.matches(c))
             ):
                 return c
+        # A declared source holds back only the pages of a playbook that paged it (or
+        # whose page a silence mutes): a team that does not cover the database is paged
+        # for its endpoints as before.
+        for c, _ in self.declared.get(a.pk, []):
+            if (
+                c.ended_at is None
+                and (p.pk, c.pk) in self.told
+                and rank <= SEVERITY_ORDER[c.severity]
+            ):
+                return c
         return None
 
     def in_tail(self, p: ResponsePlaybook, a: Anomaly) -> bool:
@@ -304,6 +370,11 @@ class Inhibition:
             and ((p.pk, c.pk) in self.told or (c.pk in via and not p.matches(c)))
             and a.last_seen_at < c.last_seen_at + grace
             for c in self.causes.get(a.pk, [])
+        ) or any(
+            c.ended_at is not None
+            and (p.pk, c.pk) in self.told
+            and a.last_seen_at < c.last_seen_at + grace
+            for c, _ in self.declared.get(a.pk, [])
         )
 
 

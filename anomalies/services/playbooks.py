@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from kombu.exceptions import KombuError
 
-from ..models import SEVERITY_ORDER, Anomaly, ResponseExecution, ResponsePlaybook
+from ..models import SEVERITY_ORDER, Anomaly, InhibitionRule, ResponseExecution, ResponsePlaybook
 from ..responses import (
     ResponseActionError,
     ResponseConfigError,
@@ -34,7 +34,7 @@ from ..responses import (
     send_test,
 )
 from ..selectors import incident_size, silenced_by, silences_active, silences_overlapping
-from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
+from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, inhibition_rule_errors, playbook_errors
 from .inhibition import (
     CANCELLED,
     INHIBITED,
@@ -65,6 +65,27 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
     return usable
 
 
+def _usable_inhibition_rules(playbooks: list[ResponsePlaybook]) -> list[InhibitionRule]:
+    """The enabled inhibition rules, read only when a playbook inhibits; a row written from
+    a shell that the checks refuse is skipped, as a playbook is."""
+    if not any(p.inhibit_effects and p.action in NOTIFY_ACTIONS for p in playbooks):
+        return []
+    usable = []
+    for r in InhibitionRule.objects.filter(enabled=True):
+        errors = inhibition_rule_errors(
+            source_series=r.source_series,
+            source_labels=r.source_labels,
+            target_series=r.target_series,
+            target_labels=r.target_labels,
+            equal=r.equal,
+        )
+        if errors:
+            logger.warning("inhibition rule %r skipped: %s", r.name, errors)
+        else:
+            usable.append(r)
+    return usable
+
+
 class Queued(NamedTuple):
     """What one call did: executions created, and anomalies held back by a silence."""
 
@@ -75,8 +96,8 @@ class Queued(NamedTuple):
 def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     """One execution per (playbook, anomaly); later matches only bump `repeats`.
 
-    Four queries whatever the number of anomalies: during a fleet-wide incident every
-    series' anomaly matches on every run.
+    Four queries whatever the number of anomalies (two more when inhibition rules apply):
+    during a fleet-wide incident every series' anomaly matches on every run.
     """
     playbooks = _usable_playbooks()
     if not playbooks:
@@ -116,7 +137,14 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     new, repeated, unsent, rehomed = [], [], [], []
     reminders: dict[int, datetime | None] = {}  # execution -> when the receiver was last told
     escalated: dict[str, dict[int, str]] = {}
-    inhibition = Inhibition(anomalies, playbooks, existing, silenced=muted)
+    inhibition = Inhibition(
+        anomalies,
+        playbooks,
+        existing,
+        silenced=muted,
+        rules=_usable_inhibition_rules(playbooks),
+        now=now,
+    )
     # Causes before their effects, so that an incident opening in one run pages once.
     for a in sorted(anomalies, key=inhibition.judging_order):
         for p in playbooks:
@@ -127,7 +155,9 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 new.append(
                     ResponseExecution(playbook=p, anomaly=a)
                     if cause is None
-                    else inhibited_execution(p, a, cause, why=inhibition.why(p, cause))
+                    else inhibited_execution(
+                        p, a, cause, why=inhibition.why(p, cause), rule=inhibition.rule_of(a, cause)
+                    )
                 )
                 inhibition.tell(p, a, paged=cause is None)
                 continue
@@ -145,7 +175,14 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                     # Held back now behind another cause (a resolved one's successor), or
                     # for another reason (its cause was dismissed, or its silence ended).
                     rehomed.append(
-                        inhibited_execution(p, a, cause, pk=sent.pk, why=inhibition.why(p, cause))
+                        inhibited_execution(
+                            p,
+                            a,
+                            cause,
+                            pk=sent.pk,
+                            why=inhibition.why(p, cause),
+                            rule=inhibition.rule_of(a, cause),
+                        )
                     )
                     inhibition.tell(p, a, paged=False)
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:

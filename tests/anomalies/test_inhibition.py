@@ -34,21 +34,6 @@ pytestmark = pytest.mark.django_db
 INHIBITED = ResponseExecution.Status.INHIBITED
 
 
-@pytest.fixture
-def eager(monkeypatch, settings, django_capture_on_commit_callbacks):
-    """Queue responses at `now` and run what they queue, in-process."""
-    from celery import current_app
-
-    monkeypatch.setitem(current_app.conf, "task_always_eager", True)
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-
-    def run(anomalies: list[Anomaly], now) -> None:
-        with django_capture_on_commit_callbacks(execute=True):
-            queue_responses({a.pk for a in anomalies}, now=now)
-
-    return run
-
-
 def _anomaly(name: str, at, severity: str = "critical", **labels) -> Anomaly:
     return AnomalyFactory(
         series=series_ensure(name=name, labels=labels), started_at=at, severity=severity

@@ -1,0 +1,188 @@
+"""Inhibition rules: dependencies an operator declares, holding pages back where the
+root-cause ranking would not (Alertmanager's inhibit_rules)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from anomalies.models import Anomaly, InhibitionRule, ResponseExecution, ResponsePlaybook
+from anomalies.responses import alertmanager_payload
+from telemetry.models import Series
+from tests.anomalies.test_inhibition import _anomaly, _statuses
+
+pytestmark = pytest.mark.django_db
+
+INHIBITED = ResponseExecution.Status.INHIBITED
+SUCCEEDED = ResponseExecution.Status.SUCCEEDED
+
+
+def _rule(**fields) -> InhibitionRule:
+    return InhibitionRule.objects.create(
+        **{"name": "db takes http down", "source_series": "db.*", "target_series": "http.*"}
+        | fields
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "target", "held"),
+    [
+        (("db.connections.active", {"env": "prod"}), ("http.latency.p95", {"env": "prod"}), True),
+        # `equal`: staging's database does not hold back production's pages.
+        (
+            ("db.connections.active", {"env": "staging"}),
+            ("http.latency.p95", {"env": "prod"}),
+            False,
+        ),
+        # An absent label counts as empty on both sides.
+        (("db.connections.active", {}), ("http.latency.p95", {}), True),
+        (("db.connections.active", {}), ("http.latency.p95", {"env": "prod"}), False),
+        # Source and target the wrong way round.
+        (("http.latency.p95", {"env": "prod"}), ("db.connections.active", {"env": "prod"}), False),
+        (("cache.hits", {"env": "prod"}), ("http.latency.p95", {"env": "prod"}), False),
+    ],
+)
+def test_a_rule_holds_back_its_targets_behind_its_sources_with_equal_labels(source, target, held):
+    rule = InhibitionRule(source_series="db.*", target_series="http.*", equal=["env"])
+    a = Series(pk=1, name=source[0], labels=source[1])
+    b = Series(pk=2, name=target[0], labels=target[1])
+    assert rule.holds_back(a, b) is held
+
+
+def test_a_series_never_holds_itself_back():
+    rule = InhibitionRule(source_series="*", target_series="*")
+    series = Series(pk=1, name="http.latency.p95", labels={})
+    assert not rule.holds_back(series, series)
+    assert rule.holds_back(Series(pk=2, name="db.cpu", labels={}), series)
+
+
+def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_cause(eager):
+    """The ranking named no cause for the endpoints (an onset long after the database's is
+    outside its window), so the database outage paged once per endpoint; with a rule,
+    once."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=40))
+    eager([db], t0 - timedelta(minutes=40))
+    feed = _anomaly("http.latency.p95", t0, endpoint="/api/feed")
+    eager([db, feed], t0)
+    assert len(mail.outbox) == 2  # the ranking alone: the endpoint is its own page
+    assert _statuses("pager")["http.latency.p95{endpoint=/api/feed}"] == SUCCEEDED
+
+    rule = _rule(comment="every endpoint waits on the database")
+    search = _anomaly("http.latency.p95", t0 + timedelta(minutes=1), endpoint="/api/search")
+    eager([db, feed, search], t0 + timedelta(minutes=1))
+    assert len(mail.outbox) == 2
+    held = ResponseExecution.objects.get(anomaly=search)
+    assert held.status == INHIBITED
+    assert held.result["inhibited_by"] == db.pk and held.result["rule"] == rule.name
+    assert held.error.startswith(
+        f"not sent: its source by inhibition rule {rule.name!r}, anomaly {db.pk} on "
+        "db.connections.active, goes on and its incident was paged by this playbook"
+    )
+    # The database's group carries it, though the ranking does not call it an effect.
+    playbook = ResponsePlaybook.objects.get(name="pager")
+    group = alertmanager_payload(db, playbook)["alerts"]
+    assert [(a["labels"]["series"], a["labels"].get("endpoint")) for a in group] == [
+        ("db.connections.active", None),
+        ("http.latency.p95", "/api/search"),
+    ]
+    # Switched off, the next run pages it.
+    InhibitionRule.objects.update(enabled=False)
+    eager([db, feed, search], t0 + timedelta(minutes=2))
+    assert ResponseExecution.objects.get(anomaly=search).status == SUCCEEDED
+    assert len(mail.outbox) == 3
+
+
+def test_a_rule_holds_back_only_behind_a_source_the_playbook_paged_at_least_as_severe(eager):
+    t0 = timezone.now()
+    _rule()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    ResponsePlaybook.objects.create(
+        name="api", action="email", target="api@example.com", series_name="http.*"
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=5), severity="warning")
+    eager([db], t0 - timedelta(minutes=5))
+    warning = _anomaly("http.latency.p95", t0, severity="warning", endpoint="/a")
+    critical = _anomaly("http.latency.p95", t0, severity="critical", endpoint="/b")
+    eager([db, warning, critical], t0)
+    # A critical endpoint behind a warning database is worse than what was paged.
+    assert _statuses("pager") == {
+        "db.connections.active": SUCCEEDED,
+        "http.latency.p95{endpoint=/a}": INHIBITED,
+        "http.latency.p95{endpoint=/b}": SUCCEEDED,
+    }
+    # The API team was not paged for the database: a rule does not hide its endpoints.
+    assert set(_statuses("api").values()) == {SUCCEEDED}
+
+
+def test_a_target_that_outlives_its_source_past_the_grace_is_paged(eager):
+    t0 = timezone.now()
+    _rule()
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", effect_grace_seconds=600
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=5))
+    eager([db], t0 - timedelta(minutes=5))
+    feed = _anomaly("http.latency.p95", t0, endpoint="/api/feed")
+    eager([db, feed], t0)
+    assert _statuses("pager")["http.latency.p95{endpoint=/api/feed}"] == INHIBITED
+    # The database recovers at t0 + 1 min; the endpoint is still abnormal 5 min later: tail.
+    Anomaly.objects.filter(pk=db.pk).update(
+        ended_at=t0 + timedelta(minutes=1), last_seen_at=t0 + timedelta(minutes=1)
+    )
+    Anomaly.objects.filter(pk=feed.pk).update(last_seen_at=t0 + timedelta(minutes=6))
+    eager([feed], t0 + timedelta(minutes=6))
+    assert _statuses("pager")["http.latency.p95{endpoint=/api/feed}"] == INHIBITED
+    # Still abnormal 12 minutes after the database recovered: its own problem.
+    Anomaly.objects.filter(pk=feed.pk).update(last_seen_at=t0 + timedelta(minutes=13))
+    eager([feed], t0 + timedelta(minutes=13))
+    assert _statuses("pager")["http.latency.p95{endpoint=/api/feed}"] == SUCCEEDED
+    assert len(mail.outbox) == 2
+
+
+def test_an_admin_declares_a_rule_and_bad_input_is_refused_naming_the_field(client_with_role):
+    body = {
+        "name": "db takes http down",
+        "source_series": "db.*",
+        "source_labels": {"env": "prod"},
+        "target_series": "http.*",
+        "equal": ["region"],
+    }
+    url = "/admin/api/phase3/anomaly/inhibition-rules"
+    assert client_with_role("operator").post(url, body, format="json").status_code == 403
+    created = client_with_role("admin").post(url, body, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["equal"] == ["region"] and created.json()["enabled"] is True
+    listed = client_with_role("viewer").get(url).json()
+    assert [r["name"] for r in listed["results"]] == ["db takes http down"]
+    for field, value in [
+        ("source_series", ""),
+        ("target_series", "  "),
+        ("target_labels", {"env": 3}),
+        ("equal", "env"),
+        ("equal", ["not a label"]),
+    ]:
+        refused = client_with_role("admin").post(
+            url, {**body, "name": f"bad {field}", field: value}, format="json"
+        )
+        assert refused.status_code == 400, (field, value)
+        assert field in refused.json(), (field, refused.json())
+    assert InhibitionRule.objects.count() == 1
+    rule = InhibitionRule.objects.get()
+    patched = client_with_role("admin").patch(f"{url}/{rule.pk}", {"equal": [1]}, format="json")
+    assert patched.status_code == 400 and "equal" in patched.json()
+
+
+def test_a_rule_written_from_a_shell_that_the_checks_refuse_is_skipped(eager, caplog):
+    t0 = timezone.now()
+    InhibitionRule.objects.create(name="broken", source_series="", target_series="http.*")
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=5))
+    feed = _anomaly("http.latency.p95", t0)
+    eager([db, feed], t0)
+    assert set(_statuses("pager").values()) == {SUCCEEDED}
+    assert "inhibition rule 'broken' skipped" in caplog.text
