@@ -377,10 +377,18 @@ class InhibitionRuleAdmin(admin.ModelAdmin):
         "target_labels",
         "equal",
         "enabled",
+        "holding_back",
     ]
     list_filter = ["enabled"]
     search_fields = ["name", "source_series", "target_series", "comment"]
-    readonly_fields = ["created_at"]
+    readonly_fields = ["created_at", "holding_back"]
+
+    def get_queryset(self, request: HttpRequest):
+        return selectors.inhibition_rules_counted(super().get_queryset(request))
+
+    @admin.display(description="holding back now", ordering="holding")
+    def holding_back(self, rule: InhibitionRule) -> str:
+        return f"{rule.holding} ongoing anomal{'y' if rule.holding == 1 else 'ies'}"
 
 
 @admin.register(DetectionTuning)

@@ -727,6 +727,10 @@ class InhibitionRuleSerializer(ModelSerializer):
         '(`["env"]`); an absent label counts as empty.',
     )
 
+    holding_back = serializers.SerializerMethodField(
+        help_text="Ongoing anomalies whose pages this rule holds back now (ids)."
+    )
+
     class Meta:
         model = InhibitionRule
         fields = [
@@ -740,8 +744,15 @@ class InhibitionRuleSerializer(ModelSerializer):
             "equal",
             "comment",
             "created_at",
+            "holding_back",
         ]
         read_only_fields = ["created_at"]
+
+    def get_holding_back(self, rule: InhibitionRule) -> list[int]:
+        # Read once per response, for every rule of a list.
+        if "holds" not in self.context:
+            self.context["holds"] = selectors.inhibition_rule_holds()
+        return self.context["holds"].get(rule.name, [])
 
     def validate(self, attrs):
         fields = {

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import numpy as np
-from django.db.models import Count, F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from telemetry.conf import raw_retention_days
@@ -16,7 +18,14 @@ from .engine import ThresholdRule
 from .engine.root_cause import group_incidents
 from .engine.rule_preview import RulePreview, preview_rule
 from .matching import series_matches
-from .models import SEVERITY_ORDER, Anomaly, ResponseExecution, RootCauseCandidate, Silence
+from .models import (
+    SEVERITY_ORDER,
+    Anomaly,
+    InhibitionRule,
+    ResponseExecution,
+    RootCauseCandidate,
+    Silence,
+)
 from .validation import NOTIFY_ACTIONS
 
 
@@ -214,6 +223,37 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
         .select_related("series")
         .order_by("started_at", "pk")
     )
+
+
+def inhibition_rule_holds() -> dict[str, list[int]]:
+    """For each inhibition rule (by name), the ongoing anomalies whose pages it holds back
+    now, by id: what tells an operator that a rule does something, and a pattern typed
+    wrong that it does not. One query; held-back pages of ongoing anomalies are few."""
+    held: dict[str, set[int]] = {}
+    for rule, anomaly in ResponseExecution.objects.filter(
+        status=ResponseExecution.Status.INHIBITED,
+        anomaly__ended_at__isnull=True,
+        result__has_key="rule",
+    ).values_list("result__rule", "anomaly_id"):
+        held.setdefault(str(rule), set()).add(anomaly)
+    return {rule: sorted(ids) for rule, ids in held.items()}
+
+
+def inhibition_rules_counted(rules: QuerySet[InhibitionRule]) -> QuerySet[InhibitionRule]:
+    """The rules with `holding`: how many ongoing anomalies each holds back now (the
+    admin's list, in one query)."""
+    held = (
+        ResponseExecution.objects.filter(
+            status=ResponseExecution.Status.INHIBITED, anomaly__ended_at__isnull=True
+        )
+        .annotate(rule=KT("result__rule"))
+        .filter(rule=OuterRef("name"))
+        .order_by()
+        .values("rule")
+        .annotate(n=Count("anomaly", distinct=True))
+        .values("n")
+    )
+    return rules.annotate(holding=Coalesce(Subquery(held, output_field=IntegerField()), 0))
 
 
 def causes_of(anomalies: list[Anomaly]) -> dict[int, list[Anomaly]]:

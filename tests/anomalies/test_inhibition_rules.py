@@ -59,7 +59,9 @@ def test_a_series_never_holds_itself_back():
     assert rule.holds_back(Series(pk=2, name="db.cpu", labels={}), series)
 
 
-def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_cause(eager):
+def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_cause(
+    eager, client_with_role, admin_client
+):
     """The ranking named no cause for the endpoints (an onset long after the database's is
     outside its window), so the database outage paged once per endpoint; with a rule,
     once."""
@@ -83,6 +85,12 @@ def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_ca
         f"not sent: its source by inhibition rule {rule.name!r}, anomaly {db.pk} on "
         "db.connections.active, goes on and its incident was paged by this playbook"
     )
+    # The rule says what it holds back: the API and the admin's list.
+    url = "/admin/api/phase3/anomaly/inhibition-rules"
+    (listed,) = client_with_role("viewer").get(url).json()["results"]
+    assert listed["holding_back"] == [search.pk]
+    page = admin_client.get("/admin/anomalies/inhibitionrule/")
+    assert page.status_code == 200 and "1 ongoing anomaly" in page.content.decode()
     # The database's group carries it, though the ranking does not call it an effect.
     playbook = ResponsePlaybook.objects.get(name="pager")
     group = alertmanager_payload(db, playbook)["alerts"]
@@ -95,6 +103,11 @@ def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_ca
     eager([db, feed, search], t0 + timedelta(minutes=2))
     assert ResponseExecution.objects.get(anomaly=search).status == SUCCEEDED
     assert len(mail.outbox) == 3
+    assert client_with_role("viewer").get(url).json()["results"][0]["holding_back"] == []
+    assert (
+        "0 ongoing anomalies"
+        in admin_client.get("/admin/anomalies/inhibitionrule/").content.decode()
+    )
 
 
 def test_a_rule_holds_back_only_behind_a_source_the_playbook_paged_at_least_as_severe(eager):
