@@ -39,8 +39,9 @@ def series_matches(
     return all(labels.get(k, "") == v for k, v in (required_labels or {}).items())
 
 
-def labels_equal(names: list[str], left: dict | None, right: dict | None) -> bool:
-    """Alertmanager's `equal` on an inhibit rule: each named label has the same value on
-    both series, an absent label counting as empty (so two series without `env` agree)."""
-    left, right = labels_normalize(left), labels_normalize(right)
-    return all(left.get(n, "") == right.get(n, "") for n in names)
+def equal_key(names: list[str], labels: dict | None) -> tuple[str, ...]:
+    """The values of the named labels: two series agree on Alertmanager's `equal` when
+    their keys are the same, an absent label counting as empty (so two series without
+    `env` agree)."""
+    labels = labels_normalize(labels)
+    return tuple(labels.get(n, "") for n in names)

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from telemetry.models import Series, labels_key
 
-from .matching import labels_equal, series_matches
+from .matching import equal_key, series_matches
 from .validation import (
     DEFAULT_EFFECT_GRACE_SECONDS,
     DEFAULT_UPDATE_SECONDS,
@@ -446,13 +446,21 @@ class InhibitionRule(models.Model):
     def targets(self, series: Series) -> bool:
         return series_matches(self.target_series, self.target_labels, series.name, series.labels)
 
+    def is_source(self, series: Series) -> bool:
+        return series_matches(self.source_series, self.source_labels, series.name, series.labels)
+
+    def equal_key(self, series: Series) -> tuple[str, ...]:
+        """What a source and a target must share (`equal`): sources grouped by it are
+        looked up, not scanned, for each target."""
+        return equal_key(self.equal, series.labels)
+
     def holds_back(self, source: Series, target: Series) -> bool:
         """Whether an anomaly on `source` holds back one on `target` (never itself)."""
         return (
             source.pk != target.pk
             and self.targets(target)
-            and series_matches(self.source_series, self.source_labels, source.name, source.labels)
-            and labels_equal(self.equal, source.labels, target.labels)
+            and self.is_source(source)
+            and self.equal_key(source) == self.equal_key(target)
         )
 
     def clean(self) -> None:

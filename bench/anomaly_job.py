@@ -13,7 +13,10 @@ What `anomalies.score_recent` costs each minute on PostgreSQL: `--series` series
 With `--playbook`, an e-mail playbook matching the bench series (one page per incident,
 the default) is in place throughout, so the runs also queue the responses: the pages go
 to the broker (`REDIS_URL`, or the embedded one), and the incident's effects are held
-back behind its cause. The bench series and the playbook are deleted at the end.
+back behind its cause. With `--inhibition-rule` (and `--playbook`), an inhibition rule
+as wide as they come is in place too: every bench series is a source and a target of
+every other (the fleet-wide incident's worst case for `Inhibition._declare`). The bench
+series, the playbook and the rule are deleted at the end.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ def main() -> int:
     parser.add_argument("--series", type=int, default=2000)
     parser.add_argument("--history", type=int, default=288)
     parser.add_argument("--playbook", action="store_true", help="queue responses too")
+    parser.add_argument(
+        "--inhibition-rule",
+        action="store_true",
+        help="with --playbook: every series holds back every other",
+    )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         print("bench/anomaly_job.py needs DATABASE_URL=postgres://...", file=sys.stderr)
@@ -52,7 +60,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from anomalies.models import ResponsePlaybook
+    from anomalies.models import InhibitionRule, ResponsePlaybook
     from anomalies.services import anomalies_score_recent
     from telemetry.bulk import insert_samples
     from telemetry.models import Series
@@ -70,6 +78,10 @@ def main() -> int:
     if args.playbook:
         ResponsePlaybook.objects.create(
             name=prefix, series_name=f"{prefix}.*", action="email", target="oncall@example.com"
+        )
+    if args.inhibition_rule:
+        InhibitionRule.objects.create(
+            name=prefix, source_series=f"{prefix}.*", target_series=f"{prefix}.*"
         )
     try:
         values = level[:, None] * (1 + 0.02 * rng.standard_normal((args.series, ts.size)))
@@ -109,6 +121,7 @@ def main() -> int:
     finally:
         Series.objects.filter(name__startswith=prefix).delete()
         ResponsePlaybook.objects.filter(name=prefix).delete()
+        InhibitionRule.objects.filter(name=prefix).delete()
     return 0
 
 

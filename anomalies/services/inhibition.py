@@ -37,6 +37,10 @@ CANCELLED = ResponseExecution.Status.CANCELLED
 INHIBITED = ResponseExecution.Status.INHIBITED
 
 
+# Sources an inhibition rule keeps per target: the first that the playbook paged holds
+# the page back, so a few suffice.
+MAX_DECLARED_SOURCES = 20
+
 # What a held-back execution says (`Inhibition.why`).
 PAGED = "its incident was paged by this playbook"
 OUTLIVES = "sent if this anomaly outlives it"
@@ -167,26 +171,38 @@ class Inhibition:
         """`declared` from the rules: for each anomaly a rule targets, the anomalies on its
         source series that go on, or ended within the longest grace an effect may have
         (what `in_tail` asks of an ended source). One query, and only when a rule targets
-        one of the anomalies."""
+        one of the anomalies. Each rule's sources are matched once and grouped by what
+        `equal` compares, then each target looks its group up, keeping the first
+        `MAX_DECLARED_SOURCES` (ongoing, most severe, earliest first): a rule as wide as
+        `*` over `*` in a fleet-wide incident stays linear in the anomalies."""
         targeted = {a.pk: [r for r in rules if r.targets(a.series)] for a in anomalies}
-        if not any(targeted.values()):
+        used = {r.pk: r for rs in targeted.values() for r in rs}
+        if not used:
             return
-        sources = list(
+        sources = sorted(
             Anomaly.objects.filter(
                 Q(ended_at__isnull=True)
                 | Q(ended_at__gte=now - timedelta(seconds=MAX_EFFECT_GRACE_SECONDS))
             )
             .exclude(status=Anomaly.Status.FALSE_POSITIVE)
-            .select_related("series")
+            .select_related("series"),
+            key=lambda c: (c.ended_at is not None, -SEVERITY_ORDER[c.severity], c.started_at, c.pk),
         )
+        groups: dict[int, dict[tuple[str, ...], list[Anomaly]]] = {}
+        for r in used.values():
+            by_key = groups[r.pk] = {}
+            for c in sources:
+                if r.is_source(c.series):
+                    by_key.setdefault(r.equal_key(c.series), []).append(c)
         for a in anomalies:
-            found = {}
+            found: dict[int, tuple[Anomaly, str]] = {}
             for r in targeted[a.pk]:
-                for c in sources:
-                    if c.pk not in found and r.holds_back(c.series, a.series):
+                group = groups[r.pk].get(r.equal_key(a.series), [])
+                for c in group[: MAX_DECLARED_SOURCES + 1]:
+                    if c.series_id != a.series_id and c.pk not in found:
                         found[c.pk] = (c, r.name)
             if found:
-                self.declared[a.pk] = list(found.values())
+                self.declared[a.pk] = list(found.values())[:MAX_DECLARED_SOURCES]
 
     def rule_of(self, a: Anomaly, cause: Anomaly) -> str | None:
         """The inhibition rule that puts `a` behind `cause`, when the ranking does not."""

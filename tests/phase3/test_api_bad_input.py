@@ -188,6 +188,16 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "min_duration_seconds": 60,
         "enabled": True,
     },
+    "InhibitionRule": lambda w: {
+        "name": _unique("inhibition"),
+        "enabled": True,
+        "source_series": "db.*",
+        "source_labels": {"env": "prod"},
+        "target_series": "http.*",
+        "target_labels": {"tier": "web"},
+        "equal": ["region"],
+        "comment": "every endpoint waits on the database",
+    },
     "SilenceSeries": lambda w: {"minutes": 60, "comment": "fixing it"},
     "SilencePreview": lambda w: {"series_pattern": "svc.*", "labels": {"env": "prod"}},
     "Silence": lambda w: {
