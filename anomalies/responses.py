@@ -26,7 +26,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .models import Anomaly, ResponsePlaybook
-from .selectors import anomaly_causes, anomaly_effects, held_back_effects, incident_size
+from .selectors import (
+    anomaly_causes,
+    anomaly_effects,
+    held_back_effects,
+    held_by_rules,
+    incident_size,
+)
 from .validation import (
     ANOMALY_KWARG,
     URL_ACTIONS,
@@ -134,7 +140,7 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     the page, its updates and its resolution are one incident to the receiver. A resolved
     cause is sent alone: effects that outlive it are paged as their own problem.
     """
-    alerts = [_paged_alert(anomaly)]
+    alerts = [_paged_alert(anomaly, playbook)]
     if anomaly.ended_at is None and playbook.inhibit_effects and playbook.pk is not None:
         part_of = (
             f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
@@ -145,11 +151,33 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     return _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"')
 
 
-def _paged_alert(anomaly: Anomaly) -> dict:
+def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
     """The alert of the anomaly a notification is about, its description saying what it is
     put down to and what is put down to it."""
     return _alert(
-        anomaly, _description(anomaly) + _cause_clause(anomaly) + _incident_clause(anomaly)
+        anomaly,
+        _description(anomaly)
+        + _cause_clause(anomaly)
+        + _incident_clause(anomaly)
+        + _rules_held_clause(anomaly, playbook),
+    )
+
+
+def _rules_held_clause(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> str:
+    """What inhibition rules made the playbook hold back behind this anomaly, beyond the
+    effects the ranking names (`_incident_clause`): an e-mail or Slack receiver has only
+    the text to learn that the endpoints a rule ties to the database went down too."""
+    if playbook is None or playbook.pk is None or not playbook.inhibit_effects:
+        return ""
+    held = held_by_rules({anomaly.pk}, {playbook.pk}).get((playbook.pk, anomaly.pk), set())
+    held -= {e.pk for e in anomaly_effects(anomaly)}
+    if not held:
+        return ""
+    rows = Anomaly.objects.filter(pk__in=held).select_related("series").order_by("started_at", "pk")
+    names = [str(a.series) for a in rows[:NAMED_EFFECTS]]
+    more = len(held) - len(names)
+    return f"; holds back by inhibition rules: {', '.join(names)}" + (
+        f" and {more} more" if more > 0 else ""
     )
 
 
@@ -220,7 +248,7 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def slack_payload(anomaly: Anomaly) -> dict:
+def slack_payload(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
     """A Slack message: `text` is what a phone notification shows, `blocks` the message.
 
     Slack's mrkdwn reads `<`, `>` and `&` as markup, so a series label holding them is
@@ -234,7 +262,11 @@ def slack_payload(anomaly: Anomaly) -> dict:
         head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"
         text = f"[{anomaly.severity}] {series} is abnormal: {values}"
         detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
-        for clause in (_cause_clause(anomaly), _incident_clause(anomaly)):
+        for clause in (
+            _cause_clause(anomaly),
+            _incident_clause(anomaly),
+            _rules_held_clause(anomaly, playbook),
+        ):
             if clause:
                 detail += f" · {_slack_escape(clause.removeprefix('; '))}"
     else:
@@ -263,7 +295,7 @@ def _slack_escape(text: str) -> str:
 def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """POST the anomaly's current state (firing, or resolved once it has ended)."""
     if playbook.action == ResponsePlaybook.Action.SLACK:
-        body, what = slack_payload(anomaly), "Slack"
+        body, what = slack_payload(anomaly, playbook), "Slack"
     else:
         body, what = alertmanager_payload(anomaly, playbook), "webhook"
     return {"http_status": _post_json(playbook.target, body, what)}
@@ -366,7 +398,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     if playbook.action in URL_ACTIONS:
         return post_notification(anomaly, playbook)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
-        alert = _paged_alert(anomaly)
+        alert = _paged_alert(anomaly, playbook)
         return _send_email(
             playbook,
             EMAIL_SUBJECT_PREFIX[kind] + alert["annotations"]["summary"],

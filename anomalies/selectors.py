@@ -225,6 +225,24 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
     )
 
 
+def held_by_rules(roots: set[int], playbooks: set[int]) -> dict[tuple[int, int], set[int]]:
+    """(playbook, anomaly) -> the ongoing anomalies an inhibition rule made that playbook
+    hold back behind it: the part of an incident the ranking does not know of, which its
+    receiver hears of all the same (`incident_size`, `incident_updates_due`). One query."""
+    out: dict[tuple[int, int], set[int]] = {}
+    if not roots or not playbooks:
+        return out
+    for playbook, root, anomaly in ResponseExecution.objects.filter(
+        playbook_id__in=playbooks,
+        status=ResponseExecution.Status.INHIBITED,
+        anomaly__ended_at__isnull=True,
+        result__has_key="rule",
+    ).values_list("playbook_id", "result__inhibited_by", "anomaly_id"):
+        if root in roots:
+            out.setdefault((playbook, root), set()).add(anomaly)
+    return out
+
+
 def inhibition_rule_holds() -> dict[str, list[int]]:
     """For each inhibition rule (by name), the ongoing anomalies whose pages it holds back
     now, by id: what tells an operator that a rule does something, and a pattern typed
@@ -293,13 +311,18 @@ def anomaly_causes(anomaly: Anomaly) -> list[Anomaly]:
     return cached
 
 
-def incident_size(anomaly: Anomaly) -> int:
+def incident_size(anomaly: Anomaly, playbook_id: int | None = None) -> int:
     """How many ongoing anomalies a notification about this one says its incident holds:
     put down to its likeliest cause if it has one (`responses._cause_clause`), else to
-    itself (`_incident_clause`). What a page records as told, and what its incident
-    updates compare with."""
+    itself (`_incident_clause`), and, for a playbook, held back behind that one by an
+    inhibition rule. What a page records as told, and what its incident updates compare
+    with."""
     causes = anomaly_causes(anomaly)
-    return len(anomaly_effects(causes[0] if causes else anomaly))
+    root = causes[0] if causes else anomaly
+    effects = {e.pk for e in anomaly_effects(root)}
+    if playbook_id is not None:
+        effects |= held_by_rules({root.pk}, {playbook_id}).get((playbook_id, root.pk), set())
+    return len(effects)
 
 
 def anomaly_state_q(state: str) -> Q:

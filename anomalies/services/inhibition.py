@@ -27,7 +27,7 @@ from ..models import (
     ResponseExecution,
     ResponsePlaybook,
 )
-from ..selectors import causes_of, effects_of, likeliest_causes
+from ..selectors import causes_of, effects_of, held_by_rules, likeliest_causes
 from ..validation import MAX_EFFECT_GRACE_SECONDS, NOTIFY_ACTIONS
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
@@ -447,14 +447,21 @@ def incident_updates_due(
     causes = causes_of([e.anomaly for e in pages])
     roots = {e.pk: (causes[e.anomaly_id] or [e.anomaly])[0] for e in pages}
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
+    # What inhibition rules held back behind the roots, which the ranking does not count.
+    by_rule = held_by_rules({r.pk for r in roots.values()}, set(by_pk))
+    sizes = {
+        e.pk: len(
+            set(effects[roots[e.pk].pk]) | by_rule.get((e.playbook_id, roots[e.pk].pk), set())
+        )
+        for e in pages
+    }
     paged = {(e.playbook_id, e.anomaly_id) for e in pages}
     # Whether a playbook matches any of an incident's effects, asked of the incidents that
     # grew and whose page held nothing back (one query, and only then).
     loose = [
         e
         for e in pages
-        if len(effects[roots[e.pk].pk]) > e.notified_effects
-        and not _holds(e, roots[e.pk].pk, holding, paged)
+        if sizes[e.pk] > e.notified_effects and not _holds(e, roots[e.pk].pk, holding, paged)
     ]
     effect_rows = Anomaly.objects.filter(
         pk__in={x for e in loose for x in effects[roots[e.pk].pk]}
@@ -464,7 +471,7 @@ def incident_updates_due(
     calls: dict[int, dict] = {}
     for e in pages:
         root = roots[e.pk].pk
-        count, last = len(effects[root]), e.notified_at or e.finished_at
+        count, last = sizes[e.pk], e.notified_at or e.finished_at
         p = by_pk[e.playbook_id]
         if count == e.notified_effects:
             continue

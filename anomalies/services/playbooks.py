@@ -401,7 +401,9 @@ def response_execute(*, execution_id: int) -> dict:
     # incident that opened in one run is in the page already, and its update would say
     # the same again five minutes later.
     sent_effects = (
-        incident_size(execution.anomaly) if execution.playbook.action in NOTIFY_ACTIONS else 0
+        incident_size(execution.anomaly, execution.playbook_id)
+        if execution.playbook.action in NOTIFY_ACTIONS
+        else 0
     )
     try:
         result = perform_action(execution.anomaly, execution.playbook)

@@ -98,11 +98,19 @@ def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_ca
         ("db.connections.active", None),
         ("http.latency.p95", "/api/search"),
     ]
+    # The on-call hears of it: an incident update, as for the ranking's effects, once.
+    eager([db, feed, search], t0 + timedelta(minutes=6))
+    assert len(mail.outbox) == 3
+    update = mail.outbox[2]
+    assert update.subject == "Update: db.connections.active is abnormal (critical)"
+    assert "; holds back by inhibition rules: http.latency.p95{endpoint=/api/search}" in update.body
+    eager([db, feed, search], t0 + timedelta(minutes=12))
+    assert len(mail.outbox) == 3
     # Switched off, the next run pages it.
     InhibitionRule.objects.update(enabled=False)
-    eager([db, feed, search], t0 + timedelta(minutes=2))
+    eager([db, feed, search], t0 + timedelta(minutes=13))
     assert ResponseExecution.objects.get(anomaly=search).status == SUCCEEDED
-    assert len(mail.outbox) == 3
+    assert len(mail.outbox) == 4
     assert client_with_role("viewer").get(url).json()["results"][0]["holding_back"] == []
     assert (
         "0 ongoing anomalies"
