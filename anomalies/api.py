@@ -767,13 +767,51 @@ class InhibitionRuleSerializer(ModelSerializer):
         return attrs
 
 
+class InhibitionRulePreviewSerializer(InhibitionRuleSerializer):
+    """A rule's own fields and checks; the name may be an existing rule's (an edit)."""
+
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+class InhibitionRulePairSerializer(serializers.Serializer):
+    anomaly = serializers.IntegerField(help_text="An ongoing anomaly on a target series.")
+    held_back_behind = serializers.IntegerField(help_text="The ongoing source it would wait on.")
+
+
+class InhibitionRulePreviewResultSerializer(serializers.Serializer):
+    source_series = serializers.IntegerField(help_text="How many series the source names.")
+    source_names = serializers.ListField(child=serializers.CharField())
+    target_series = serializers.IntegerField(help_text="How many series the target names.")
+    target_names = serializers.ListField(child=serializers.CharField())
+    would_hold_back = serializers.IntegerField(
+        help_text="Ongoing anomalies it would hold back now, for a playbook that paged "
+        "their source."
+    )
+    pairs = InhibitionRulePairSerializer(
+        many=True, help_text=f"The first {selectors.PREVIEW_PAIRS}."
+    )
+
+
 class InhibitionRuleViewSet(viewsets.ModelViewSet):
     """Declared dependencies (Alertmanager's inhibit rules): while a source series' anomaly
     goes on and was paged, a playbook with `inhibit_effects` holds back its targets'."""
 
     serializer_class = InhibitionRuleSerializer
     queryset = InhibitionRule.objects.all()
-    action_roles = ADMIN_EDITS
+    # Previews read series names and open anomalies, as the silences' preview: operators.
+    action_roles = {**ADMIN_EDITS, "preview": "operator"}
+
+    @extend_schema(
+        request=InhibitionRulePreviewSerializer, responses=InhibitionRulePreviewResultSerializer
+    )
+    @action(detail=False, methods=["post"])
+    def preview(self, request):
+        """What a rule with these fields would tie, without making it: the series its
+        source and target name, and the ongoing anomalies it would hold back now."""
+        body = InhibitionRulePreviewSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        fields = {k: v for k, v in body.validated_data.items() if k != "name"}
+        return Response(selectors.inhibition_rule_preview(InhibitionRule(**fields)))
 
 
 class ResponseExecutionSerializer(ModelSerializer):

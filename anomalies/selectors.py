@@ -530,6 +530,43 @@ def silence_preview(*, series_pattern: str, labels: dict, exact_labels: bool = F
     }
 
 
+# Pairs an inhibition rule's preview lists at most; the count covers them all.
+PREVIEW_PAIRS = 100
+
+
+def inhibition_rule_preview(rule: InhibitionRule) -> dict:
+    """What a rule with these fields would tie, before it exists: the series its source
+    and its target name (a count and the first names: a typo shows as 0 at once), and
+    the ongoing anomalies it would hold back now, each with its source (for a playbook
+    that paged the source, at least as severe as the target)."""
+    sources = series_matching(rule.source_series, rule.source_labels)
+    targets = series_matching(rule.target_series, rule.target_labels)
+    ongoing = [a for a in anomalies_open() if a.ended_at is None]
+    by_key: dict[tuple[str, ...], list[Anomaly]] = {}
+    for a in ongoing:
+        if rule.is_source(a.series):
+            by_key.setdefault(rule.equal_key(a.series), []).append(a)
+    pairs = []
+    for a in ongoing:
+        if not rule.targets(a.series):
+            continue
+        for c in by_key.get(rule.equal_key(a.series), []):
+            if (
+                c.series_id != a.series_id
+                and SEVERITY_ORDER[a.severity] <= SEVERITY_ORDER[c.severity]
+            ):
+                pairs.append({"anomaly": a.pk, "held_back_behind": c.pk})
+                break
+    return {
+        "source_series": len(sources),
+        "source_names": [str(s) for s in sources[:PREVIEW_NAMES]],
+        "target_series": len(targets),
+        "target_names": [str(s) for s in targets[:PREVIEW_NAMES]],
+        "would_hold_back": len(pairs),
+        "pairs": pairs[:PREVIEW_PAIRS],
+    }
+
+
 def silence_in_force(at: datetime) -> Q:
     """The condition for a silence to be in force at `at`, for filter() or exclude()."""
     return Q(starts_at__lte=at, ends_at__gt=at)

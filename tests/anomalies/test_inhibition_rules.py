@@ -207,3 +207,33 @@ def test_a_rule_written_from_a_shell_that_the_checks_refuse_is_skipped(eager, ca
     eager([db, feed], t0)
     assert set(_statuses("pager").values()) == {SUCCEEDED}
     assert "inhibition rule 'broken' skipped" in caplog.text
+
+
+def test_a_preview_names_the_series_a_rule_ties_and_what_it_would_hold_back_now(
+    client_with_role,
+):
+    t0 = timezone.now()
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=5), env="prod")
+    feed = _anomaly("http.latency.p95", t0, env="prod", endpoint="/api/feed")
+    _anomaly("http.latency.p95", t0, env="staging", endpoint="/api/feed")
+    worse = _anomaly("http.errors.ratio", t0, severity="critical", env="prod")
+    Anomaly.objects.filter(pk=db.pk).update(severity="warning")
+    Anomaly.objects.filter(pk=feed.pk).update(severity="warning")
+    url = "/admin/api/phase3/anomaly/inhibition-rules/preview"
+    body = {"source_series": "db.*", "target_series": "http.*", "equal": ["env"]}
+    assert client_with_role("viewer").post(url, body, format="json").status_code == 403
+    answer = client_with_role("operator").post(url, body, format="json")
+    assert answer.status_code == 200, answer.content
+    preview = answer.json()
+    assert preview["source_series"] == 1 and preview["target_series"] == 3
+    assert preview["source_names"] == ["db.connections.active{env=prod}"]
+    # Staging's endpoint has no staging database; the errors are worse than the database.
+    assert preview["would_hold_back"] == 1
+    assert preview["pairs"] == [{"anomaly": feed.pk, "held_back_behind": db.pk}]
+    assert worse.pk not in {p["anomaly"] for p in preview["pairs"]}
+    # A typo names nothing, at once.
+    typo = client_with_role("operator").post(url, {**body, "source_series": "bd.*"}, format="json")
+    assert typo.json()["source_series"] == 0 and typo.json()["would_hold_back"] == 0
+    refused = client_with_role("operator").post(url, {**body, "equal": "env"}, format="json")
+    assert refused.status_code == 400 and "equal" in refused.json()
+    assert not InhibitionRule.objects.exists()

@@ -198,6 +198,13 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "equal": ["region"],
         "comment": "every endpoint waits on the database",
     },
+    "InhibitionRulePreview": lambda w: {
+        "source_series": "db.*",
+        "source_labels": {"env": "prod"},
+        "target_series": "http.*",
+        "target_labels": {"tier": "web"},
+        "equal": ["region"],
+    },
     "SilenceSeries": lambda w: {"minutes": 60, "comment": "fixing it"},
     "SilencePreview": lambda w: {"series_pattern": "svc.*", "labels": {"env": "prod"}},
     "Silence": lambda w: {
