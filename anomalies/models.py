@@ -463,15 +463,19 @@ class InhibitionRule(models.Model):
             and self.equal_key(source) == self.equal_key(target)
         )
 
-    def clean(self) -> None:
-        errors = inhibition_rule_errors(
+    def problems(self) -> dict[str, list[str]]:
+        """What the checks refuse in this row, by field: the admin's form says it, and the
+        scoring job skips a row written from a shell that has any."""
+        return inhibition_rule_errors(
             source_series=self.source_series,
             source_labels=self.source_labels,
             target_series=self.target_series,
             target_labels=self.target_labels,
             equal=self.equal,
         )
-        if errors:
+
+    def clean(self) -> None:
+        if errors := self.problems():
             raise ValidationError(errors)
 
 

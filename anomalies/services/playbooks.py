@@ -34,7 +34,7 @@ from ..responses import (
     send_test,
 )
 from ..selectors import incident_size, silenced_by, silences_active, silences_overlapping
-from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, inhibition_rule_errors, playbook_errors
+from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .inhibition import (
     CANCELLED,
     INHIBITED,
@@ -72,14 +72,7 @@ def _usable_inhibition_rules(playbooks: list[ResponsePlaybook]) -> list[Inhibiti
         return []
     usable = []
     for r in InhibitionRule.objects.filter(enabled=True):
-        errors = inhibition_rule_errors(
-            source_series=r.source_series,
-            source_labels=r.source_labels,
-            target_series=r.target_series,
-            target_labels=r.target_labels,
-            equal=r.equal,
-        )
-        if errors:
+        if errors := r.problems():
             logger.warning("inhibition rule %r skipped: %s", r.name, errors)
         else:
             usable.append(r)
