@@ -237,3 +237,23 @@ def test_a_preview_names_the_series_a_rule_ties_and_what_it_would_hold_back_now(
     refused = client_with_role("operator").post(url, {**body, "equal": "env"}, format="json")
     assert refused.status_code == 400 and "equal" in refused.json()
     assert not InhibitionRule.objects.exists()
+
+
+def test_the_admin_form_refuses_what_the_api_refuses(admin_client):
+    url = "/admin/anomalies/inhibitionrule/add/"
+    form = {
+        "name": "db takes http down",
+        "enabled": "on",
+        "source_series": "db.*",
+        "source_labels": "{}",
+        "target_series": "http.*",
+        "target_labels": "{}",
+        "equal": '"env"',
+        "comment": "",
+    }
+    refused = admin_client.post(url, form)
+    assert refused.status_code == 200 and "give a list of label names" in refused.content.decode()
+    assert not InhibitionRule.objects.exists()
+    saved = admin_client.post(url, {**form, "equal": '["env"]'})
+    assert saved.status_code == 302, saved.content.decode()[:2000]
+    assert InhibitionRule.objects.get().equal == ["env"]
