@@ -141,14 +141,16 @@ def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     cause is sent alone: effects that outlive it are paged as their own problem.
     """
     alerts = [_paged_alert(anomaly, playbook)]
+    left_out = 0
     if anomaly.ended_at is None and playbook.inhibit_effects and playbook.pk is not None:
         part_of = (
             f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
         )
-        alerts += [
-            _alert(e, _description(e) + part_of) for e in held_back_effects(anomaly, playbook.pk)
-        ]
-    return _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"')
+        held = held_back_effects(anomaly, playbook.pk)
+        # Built only for what is sent: a fleet-wide incident holds back thousands.
+        left_out = max(0, len(held) + 1 - MAX_GROUP_ALERTS)
+        alerts += [_alert(e, _description(e) + part_of) for e in held[: MAX_GROUP_ALERTS - 1]]
+    return _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"', truncated=left_out)
 
 
 def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
@@ -222,22 +224,24 @@ def _common(mappings: list[dict]) -> dict:
     return {k: v for k, v in first.items() if all(m.get(k) == v for m in rest)}
 
 
-def _alertmanager_body(alerts: list[dict], playbook: ResponsePlaybook, group: str) -> dict:
+def _alertmanager_body(
+    alerts: list[dict], playbook: ResponsePlaybook, group: str, *, truncated: int = 0
+) -> dict:
     """Alertmanager's webhook envelope around a group's alerts (the first names the group:
-    the anomaly paged); `group` completes its group key. The group fires while any of its
-    alerts does."""
+    the anomaly paged; `truncated` more were left out); `group` completes its group key.
+    The group fires while any of its alerts does."""
     name = alerts[0]["labels"]["alertname"]
     return {
         "version": "4",
         "groupKey": f'{{}}:{{alertname="{name}", {group}}}',
-        "truncatedAlerts": max(0, len(alerts) - MAX_GROUP_ALERTS),
+        "truncatedAlerts": truncated,
         "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
         "receiver": playbook.name,
         "groupLabels": {"alertname": name},
         "commonLabels": _common([a["labels"] for a in alerts]),
         "commonAnnotations": _common([a["annotations"] for a in alerts]),
         "externalURL": _absolute(reverse("admin:index")),
-        "alerts": alerts[:MAX_GROUP_ALERTS],
+        "alerts": alerts,
     }
 
 
