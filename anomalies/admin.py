@@ -381,10 +381,26 @@ class InhibitionRuleAdmin(admin.ModelAdmin):
     ]
     list_filter = ["enabled"]
     search_fields = ["name", "source_series", "target_series", "comment"]
-    readonly_fields = ["created_at", "holding_back"]
+    readonly_fields = ["created_at", "holding_back", "series_named"]
 
     def get_queryset(self, request: HttpRequest):
         return selectors.inhibition_rules_counted(super().get_queryset(request))
+
+    @admin.display(description="series named")
+    def series_named(self, rule: InhibitionRule) -> str:
+        """What the patterns name, on the rule's page: a typo shows as 0 series."""
+        if rule.pk is None or rule.problems():
+            return "-"
+        preview = selectors.inhibition_rule_preview(rule)
+        parts = []
+        for side in ("source", "target"):
+            names = preview[f"{side}_names"]
+            count = preview[f"{side}_series"]
+            more = f" and {count - len(names)} more" if count > len(names) else ""
+            parts.append(
+                f"{side}: {count} series" + (f" ({', '.join(names)}{more})" if names else "")
+            )
+        return "; ".join(parts) + f"; would hold back now: {preview['would_hold_back']}"
 
     @admin.display(description="holding back now", ordering="holding")
     def holding_back(self, rule: InhibitionRule) -> str:

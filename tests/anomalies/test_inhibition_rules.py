@@ -256,4 +256,9 @@ def test_the_admin_form_refuses_what_the_api_refuses(admin_client):
     assert not InhibitionRule.objects.exists()
     saved = admin_client.post(url, {**form, "equal": '["env"]'})
     assert saved.status_code == 302, saved.content.decode()[:2000]
-    assert InhibitionRule.objects.get().equal == ["env"]
+    rule = InhibitionRule.objects.get()
+    assert rule.equal == ["env"]
+    # Its page says what its patterns name.
+    _anomaly("db.connections.active", timezone.now())
+    page = admin_client.get(f"/admin/anomalies/inhibitionrule/{rule.pk}/change/").content.decode()
+    assert "source: 1 series (db.connections.active); target: 0 series" in page
