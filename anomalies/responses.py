@@ -29,6 +29,7 @@ from .models import Anomaly, ResponsePlaybook
 from .selectors import (
     anomaly_causes,
     anomaly_effects,
+    group_root,
     held_back_effects,
     held_by_rules,
     incident_size,
@@ -166,21 +167,27 @@ def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> 
 
 
 def _rules_held_clause(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> str:
-    """What inhibition rules made the playbook hold back behind this anomaly, beyond the
-    effects the ranking names (`_incident_clause`): an e-mail or Slack receiver has only
-    the text to learn that the endpoints a rule ties to the database went down too."""
+    """What inhibition rules made the playbook hold back in this page's incident, beyond
+    the effects the ranking names (`_incident_clause`): an e-mail or Slack receiver has
+    only the text to learn that the endpoints a rule ties to the database went down too.
+    A team paged through a rule's first target (`selectors.incident_of`) is told whose
+    incident the page stands for."""
     if playbook is None or playbook.pk is None or not playbook.inhibit_effects:
         return ""
-    held = held_by_rules({anomaly.pk}, {playbook.pk}).get((playbook.pk, anomaly.pk), set())
-    held -= {e.pk for e in anomaly_effects(anomaly)}
-    if not held:
-        return ""
+    root = group_root(anomaly, playbook.pk)
+    held = held_by_rules({root.pk}, {playbook.pk}).get((playbook.pk, root.pk), set())
+    held -= {e.pk for e in anomaly_effects(root)} | {anomaly.pk}
     rows = Anomaly.objects.filter(pk__in=held).select_related("series").order_by("started_at", "pk")
-    names = [str(a.series) for a in rows[:NAMED_EFFECTS]]
-    more = len(held) - len(names)
-    return f"; holds back by inhibition rules: {', '.join(names)}" + (
-        f" and {more} more" if more > 0 else ""
+    names = [str(a.series) for a in rows[:NAMED_EFFECTS]] if held else []
+    listed = ", ".join(names) + (
+        f" and {len(held) - len(names)} more" if len(held) > len(names) else ""
     )
+    if root.pk != anomaly.pk and not anomaly_causes(anomaly):
+        return (
+            f"; part of the incident of anomaly {root.pk} on {root.series} by an inhibition "
+            f"rule" + (f", which also holds back {listed}" if names else "")
+        )
+    return f"; holds back by inhibition rules: {listed}" if names else ""
 
 
 def _description(anomaly: Anomaly) -> str:

@@ -197,19 +197,11 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
     carries every alert it holds.
 
     The incident is the anomaly's effects (`anomaly_effects`), or, for a team paged through
-    this anomaly because its playbook does not cover the likeliest cause (the API team
-    hearing of a database outage through its first endpoint), the cause's other effects.
+    this anomaly because its playbook does not cover the cause (the API team hearing of a
+    database outage through its first endpoint), the cause's other effects (`group_root`).
     So are the targets an inhibition rule held back behind it. Effects the playbook does
     not match are another receiver's, and are left out."""
-    causes = anomaly_causes(anomaly)
-    root = anomaly
-    if (
-        causes
-        and not ResponseExecution.objects.filter(
-            playbook_id=playbook_id, anomaly=causes[0]
-        ).exists()
-    ):
-        root = causes[0]
+    root = group_root(anomaly, playbook_id)
     effects = [e.pk for e in anomaly_effects(root) if e.pk != anomaly.pk]
     # An inhibition rule's targets are held back behind it without being its effects.
     return list(
@@ -223,6 +215,32 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
         .select_related("series")
         .order_by("started_at", "pk")
     )
+
+
+def group_root(anomaly: Anomaly, playbook_id: int) -> Anomaly:
+    """The anomaly whose incident the playbook's page for `anomaly` stands for: its
+    likeliest cause when the playbook did not page that cause (a team's page through the
+    first effect), the source of an inhibition rule it was paged through
+    (`incident_of`), or itself."""
+    causes = anomaly_causes(anomaly)
+    if causes:
+        paged = ResponseExecution.objects.filter(playbook_id=playbook_id, anomaly=causes[0])
+        return anomaly if paged.exists() else causes[0]
+    return incident_of(anomaly, playbook_id) or anomaly
+
+
+def incident_of(anomaly: Anomaly, playbook_id: int) -> Anomaly | None:
+    """The source of an inhibition rule whose incident the playbook's page for `anomaly`
+    stands for (`result.incident_of`, set when the page was queued): a team that does not
+    cover the database hears of its outage once, through its first endpoint."""
+    source = (
+        ResponseExecution.objects.filter(playbook_id=playbook_id, anomaly=anomaly)
+        .values_list("result__incident_of", flat=True)
+        .first()
+    )
+    if not isinstance(source, int):
+        return None
+    return Anomaly.objects.select_related("series").filter(pk=source).first()
 
 
 def held_by_rules(roots: set[int], playbooks: set[int]) -> dict[tuple[int, int], set[int]]:
@@ -314,12 +332,17 @@ def anomaly_causes(anomaly: Anomaly) -> list[Anomaly]:
 def incident_size(anomaly: Anomaly, playbook_id: int | None = None) -> int:
     """How many ongoing anomalies a notification about this one says its incident holds:
     put down to its likeliest cause if it has one (`responses._cause_clause`), else to
-    itself (`_incident_clause`), and, for a playbook, held back behind that one by an
-    inhibition rule. What a page records as told, and what its incident updates compare
-    with."""
+    itself (`_incident_clause`) or, for a team's page through a rule's first target, to
+    the rule's source (`incident_of`), and, for a playbook, held back behind that one by
+    an inhibition rule. What a page records as told, and what its incident updates
+    compare with."""
     causes = anomaly_causes(anomaly)
     root = causes[0] if causes else anomaly
-    effects = {e.pk for e in anomaly_effects(root)}
+    effects = set()
+    if playbook_id is not None and not causes and (source := incident_of(anomaly, playbook_id)):
+        # The page is part of the incident it names, as an effect's is of its cause's.
+        root, effects = source, {anomaly.pk}
+    effects |= {e.pk for e in anomaly_effects(root)}
     if playbook_id is not None:
         effects |= held_by_rules({root.pk}, {playbook_id}).get((playbook_id, root.pk), set())
     return len(effects)

@@ -283,7 +283,8 @@ class Inhibition:
             self.told.update((p.pk, cause.pk) for p in playbooks if p.matches(cause))
 
     def _count_pages_of_effects(self, cause_ids: set[int]) -> None:
-        """`via_effects` from the pages sent before this run."""
+        """`via_effects` from the pages sent before this run: through a ranked cause's
+        effect, or through an inhibition rule's target (`stands_for`)."""
         pages = (
             ResponseExecution.objects.filter(
                 playbook_id__in=self.on,
@@ -293,15 +294,36 @@ class Inhibition:
             .exclude(status=INHIBITED)
             .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
         )
-        for p, c, status, attempts, told, severity, ended in pages.values_list(
-            "playbook_id",
-            "anomaly__causes__cause_anomaly_id",
-            "status",
-            "attempts",
-            "notified_severity",
-            "anomaly__severity",
-            "anomaly__ended_at",
-        ):
+        rows = list(
+            pages.values_list(
+                "playbook_id",
+                "anomaly__causes__cause_anomaly_id",
+                "status",
+                "attempts",
+                "notified_severity",
+                "anomaly__severity",
+                "anomaly__ended_at",
+            )
+        )
+        sources = {c.pk for cs in self.declared.values() for c, _ in cs}
+        if sources:
+            rows += (
+                ResponseExecution.objects.filter(
+                    playbook_id__in=self.on, result__incident_of__in=list(sources)
+                )
+                .exclude(status=INHIBITED)
+                .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
+                .values_list(
+                    "playbook_id",
+                    "result__incident_of",
+                    "status",
+                    "attempts",
+                    "notified_severity",
+                    "anomaly__severity",
+                    "anomaly__ended_at",
+                )
+            )
+        for p, c, status, attempts, told, severity, ended in rows:
             if tells(status, attempts):
                 self._paged_via_effect(p, c, told or severity, ongoing=ended is None)
 
@@ -319,6 +341,24 @@ class Inhibition:
         if paged:
             for c in self.causes.get(a.pk, []):
                 self._paged_via_effect(p.pk, c.pk, a.severity, ongoing=True)
+            for c, _ in self.declared.get(a.pk, []):
+                self._paged_via_effect(p.pk, c.pk, a.severity, ongoing=True)
+
+    def stands_for(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
+        """The inhibition rule's source whose incident a page for `a` tells the receiver
+        of, when its playbook does not cover that source and has not been told of it: the
+        page records it (`result.incident_of`), so later runs hold the source's other
+        targets back behind it and its incident updates count them, as a team's page
+        through the first effect of a ranked cause does."""
+        for c, _ in self.declared.get(a.pk, []):
+            if (
+                c.ended_at is None
+                and not p.matches(c)
+                and (p.pk, c.pk) not in self.told
+                and c.pk not in self.via_ongoing.get(p.pk, {})
+            ):
+                return c
+        return None
 
     def why(self, p: ResponsePlaybook, cause: Anomaly) -> str:
         """What the held-back execution says of its cause."""
@@ -379,14 +419,13 @@ class Inhibition:
                 or (rank <= ongoing.get(c.pk, -1) and not p.matches(c))
             ):
                 return c
-        # A declared source holds back only the pages of a playbook that paged it (or
-        # whose page a silence mutes): a team that does not cover the database is paged
-        # for its endpoints as before.
+        # A declared source holds back the pages of a playbook that paged it (or whose page
+        # a silence mutes), and, for a team that does not cover it, those after the first
+        # (`stands_for`), as a ranked cause does.
         for c, _ in self.declared.get(a.pk, []):
-            if (
-                c.ended_at is None
-                and (p.pk, c.pk) in self.told
-                and rank <= SEVERITY_ORDER[c.severity]
+            if c.ended_at is None and (
+                ((p.pk, c.pk) in self.told and rank <= SEVERITY_ORDER[c.severity])
+                or (rank <= ongoing.get(c.pk, -1) and not p.matches(c))
             ):
                 return c
         return None
@@ -410,7 +449,7 @@ class Inhibition:
             for c in self.causes.get(a.pk, [])
         ) or any(
             c.ended_at is not None
-            and (p.pk, c.pk) in self.told
+            and ((p.pk, c.pk) in self.told or (c.pk in via and not p.matches(c)))
             and a.last_seen_at < c.last_seen_at + grace
             for c, _ in self.declared.get(a.pk, [])
         )
@@ -453,6 +492,8 @@ def incident_updates_due(
             | Q(notified_effects__gt=0)
             # A team's page for the first effect of a cause it did not page.
             | Q(anomaly__causes__rank=1, anomaly__causes__cause_anomaly_id__in=held_behind)
+            # ... or for the first target of an inhibition rule's source it does not cover.
+            | Q(result__incident_of__in=list(held_behind))
             # A cause with an ongoing effect, which its playbook may not match.
             | Q(anomaly__explained__rank=1, anomaly__explained__anomaly__ended_at__isnull=True),
             playbook_id__in=list(by_pk),
@@ -467,13 +508,26 @@ def incident_updates_due(
         return {}
     # Each page names the incident of its likeliest cause, or its own (`incident_size`).
     causes = causes_of([e.anomaly for e in pages])
-    roots = {e.pk: (causes[e.anomaly_id] or [e.anomaly])[0] for e in pages}
+    # A team's page through an inhibition rule's target names the rule's source.
+    through = {
+        e.pk: e.result["incident_of"]
+        for e in pages
+        if not causes[e.anomaly_id] and isinstance((e.result or {}).get("incident_of"), int)
+    }
+    sources = Anomaly.objects.in_bulk(set(through.values())) if through else {}
+    roots = {
+        e.pk: sources.get(through.get(e.pk)) or (causes[e.anomaly_id] or [e.anomaly])[0]
+        for e in pages
+    }
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
-    # What inhibition rules held back behind the roots, which the ranking does not count.
+    # What inhibition rules held back behind the roots, which the ranking does not count;
+    # a page through a rule's target counts itself, as an effect's page is in its cause's.
     by_rule = held_by_rules({r.pk for r in roots.values()}, set(by_pk))
     sizes = {
         e.pk: len(
-            set(effects[roots[e.pk].pk]) | by_rule.get((e.playbook_id, roots[e.pk].pk), set())
+            set(effects[roots[e.pk].pk])
+            | by_rule.get((e.playbook_id, roots[e.pk].pk), set())
+            | ({e.anomaly_id} if roots[e.pk].pk == through.get(e.pk) else set())
         )
         for e in pages
     }

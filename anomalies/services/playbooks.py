@@ -145,8 +145,13 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 continue
             cause = inhibition.cause(p, a)
             if (p.pk, a.pk) not in existing:
+                source = inhibition.stands_for(p, a) if cause is None else None
                 new.append(
-                    ResponseExecution(playbook=p, anomaly=a)
+                    ResponseExecution(
+                        playbook=p,
+                        anomaly=a,
+                        result={"incident_of": source.pk} if source is not None else {},
+                    )
                     if cause is None
                     else inhibited_execution(
                         p, a, cause, why=inhibition.why(p, cause), rule=inhibition.rule_of(a, cause)
@@ -414,7 +419,9 @@ def response_execute(*, execution_id: int) -> dict:
         execution.attempts += 1
         execution.duration_ms = (time.perf_counter() - started) * 1000.0
         execution.finished_at = timezone.now()
-        execution.result, execution.error = result, error
+        # What the page stands for (`Inhibition.stands_for`) outlives its attempts.
+        kept = {k: execution.result[k] for k in ("incident_of",) if k in execution.result}
+        execution.result, execution.error = {**kept, **result}, error
         if not error:
             execution.status = ResponseExecution.Status.SUCCEEDED
             execution.notified_severity = sent_severity

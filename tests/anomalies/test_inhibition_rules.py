@@ -118,7 +118,7 @@ def test_a_declared_dependency_holds_back_what_the_ranking_did_not_tie_to_its_ca
     )
 
 
-def test_a_rule_holds_back_only_behind_a_source_the_playbook_paged_at_least_as_severe(eager):
+def test_a_rule_holds_back_behind_a_paged_source_at_least_as_severe(eager):
     t0 = timezone.now()
     _rule()
     ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
@@ -136,8 +136,12 @@ def test_a_rule_holds_back_only_behind_a_source_the_playbook_paged_at_least_as_s
         "http.latency.p95{endpoint=/a}": INHIBITED,
         "http.latency.p95{endpoint=/b}": SUCCEEDED,
     }
-    # The API team was not paged for the database: a rule does not hide its endpoints.
-    assert set(_statuses("api").values()) == {SUCCEEDED}
+    # The API team does not cover the database: it hears of the incident through its
+    # first endpoint (the most severe of those opening together), and no more pages.
+    assert _statuses("api") == {
+        "http.latency.p95{endpoint=/a}": INHIBITED,
+        "http.latency.p95{endpoint=/b}": SUCCEEDED,
+    }
 
 
 def test_a_target_that_outlives_its_source_past_the_grace_is_paged(eager):
@@ -262,3 +266,44 @@ def test_the_admin_form_refuses_what_the_api_refuses(admin_client):
     _anomaly("db.connections.active", timezone.now())
     page = admin_client.get(f"/admin/anomalies/inhibitionrule/{rule.pk}/change/").content.decode()
     assert "source: 1 series (db.connections.active); target: 0 series" in page
+
+
+def test_a_team_that_does_not_cover_the_source_is_paged_once_and_hears_the_incident_grow(
+    eager,
+):
+    """The API team's playbook covers `http.*`, not the database: a rule's database outage
+    pages it once, through its first endpoint, and later endpoints are held back behind
+    the database, across runs, and told in an update, as the ranking's effects are."""
+    t0 = timezone.now()
+    _rule()
+    ResponsePlaybook.objects.create(
+        name="dba", action="email", target="dba@example.com", series_name="db.*"
+    )
+    api = ResponsePlaybook.objects.create(
+        name="api", action="email", target="api@example.com", series_name="http.*"
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=1))
+    first = _anomaly("http.latency.p95", t0, endpoint="/a")
+    eager([db, first], t0)
+    assert sorted(m.to[0] for m in mail.outbox) == ["api@example.com", "dba@example.com"]
+    page = ResponseExecution.objects.get(playbook=api, anomaly=first)
+    assert page.result["incident_of"] == db.pk and page.notified_effects == 1
+    api_mail = next(m for m in mail.outbox if m.to == ["api@example.com"])
+    assert f"part of the incident of anomaly {db.pk} on db.connections.active" in api_mail.body
+    # A later run: more endpoints, held back behind the database (the page is news of it).
+    more = [_anomaly("http.latency.p95", t0, endpoint=e) for e in ("/b", "/c")]
+    eager([db, first, *more], t0 + timedelta(minutes=2))
+    assert len(mail.outbox) == 2
+    held = ResponseExecution.objects.get(playbook=api, anomaly=more[0])
+    assert held.status == INHIBITED and held.result["inhibited_by"] == db.pk
+    assert "through another of its effects" in held.error
+    # Five minutes on, one update tells the team that its incident grew.
+    eager([db, first, *more], t0 + timedelta(minutes=6))
+    (update,) = [m for m in mail.outbox[2:] if m.to == ["api@example.com"]]
+    assert update.subject == "Update: http.latency.p95{endpoint=/a} is abnormal (critical)"
+    assert "which also holds back http.latency.p95{endpoint=/b}, " in update.body
+    # Its webhook group would carry the endpoints it held back.
+    group = alertmanager_payload(first, api)["alerts"]
+    assert [a["labels"]["endpoint"] for a in group] == ["/a", "/b", "/c"]
+    eager([db, first, *more], t0 + timedelta(minutes=12))
+    assert [m.to for m in mail.outbox[2:]].count(["api@example.com"]) == 1
