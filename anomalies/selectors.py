@@ -72,8 +72,9 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
     Twenty-five anomalies from one database outage are one thing to deal with, and an
     on-call reads the window as incidents first (PagerDuty and Datadog group alerts the
     same way). The groups follow each anomaly's rank-1 root-cause candidate among the
-    anomalies of the window (`engine.root_cause.group_incidents`); the first by onset
-    leads, which is the cause the incident was paged for when playbooks inhibit effects.
+    anomalies of the window (`engine.root_cause.group_incidents`), and the inhibition
+    rules (`declared_links`); the first by onset leads, which is the cause the incident
+    was paged for when playbooks inhibit effects.
     """
     rows = list(
         anomalies.order_by("started_at", "pk").values_list(
@@ -86,6 +87,7 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
         .filter(anomaly_id__in=list(by_id), cause_anomaly_id__in=list(by_id))
         .values_list("anomaly_id", "cause_anomaly_id")
     )
+    blamed += declared_links(rows)
     groups = group_incidents(list(by_id), blamed)
     shared = [g for g in groups if len(g) > 1]
     names = Series.objects.in_bulk([by_id[g[0]][1] for g in shared])
@@ -103,6 +105,40 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
     ]
     incidents.sort(key=lambda i: i["started_at"], reverse=True)
     return len(groups), incidents
+
+
+def declared_links(rows: list[tuple]) -> list[tuple[int, int]]:
+    """(target, source) pairs among the window's anomalies (`incidents_in`'s rows: pk,
+    series, severity, started_at, ended_at) that an enabled inhibition rule ties: each
+    target to the first source (by onset) on a series the rule names, with the same
+    `equal` labels, abnormal at some time the target was. What the rules held back as one
+    incident reads as one here too; like the ranking's links, they only join groups.
+    Two queries (rules, then the series' names), the second only when a rule exists."""
+    rules = [r for r in InhibitionRule.objects.filter(enabled=True) if not r.problems()]
+    if not rules or len(rows) < 2:
+        return []
+    series = Series.objects.only("pk", "name", "labels").in_bulk({r[1] for r in rows})
+    links = []
+    for rule in rules:
+        sources: dict[tuple[str, ...], list[tuple]] = {}
+        for r in rows:
+            if rule.is_source(series[r[1]]):
+                sources.setdefault(rule.equal_key(series[r[1]]), []).append(r)
+        if not sources:
+            continue
+        for r in rows:
+            if not rule.targets(series[r[1]]):
+                continue
+            for c in sources.get(rule.equal_key(series[r[1]]), []):
+                if c[1] != r[1] and _overlap(c, r):
+                    links.append((r[0], c[0]))
+                    break
+    return links
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    """Two rows (…, started_at, ended_at) were abnormal at some common time."""
+    return (a[4] is None or a[4] >= b[3]) and (b[4] is None or b[4] >= a[3])
 
 
 def likeliest_causes() -> QuerySet[RootCauseCandidate]:

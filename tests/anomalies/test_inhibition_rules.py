@@ -307,3 +307,29 @@ def test_a_team_that_does_not_cover_the_source_is_paged_once_and_hears_the_incid
     assert [a["labels"]["endpoint"] for a in group] == ["/a", "/b", "/c"]
     eager([db, first, *more], t0 + timedelta(minutes=12))
     assert [m.to for m in mail.outbox[2:]].count(["api@example.com"]) == 1
+
+
+def test_the_detect_view_reads_a_rule_s_source_and_targets_as_one_incident(client_with_role):
+    t0 = timezone.now()
+    earlier = _anomaly("db.pool.wait", t0 - timedelta(hours=3))
+    Anomaly.objects.filter(pk=earlier.pk).update(ended_at=t0 - timedelta(hours=2))
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=5))
+    feed = _anomaly("http.latency.p95", t0, endpoint="/api/feed")
+    search = _anomaly("http.latency.p95", t0, endpoint="/api/search")
+    _anomaly("cache.hits", t0)
+
+    def detect() -> dict:
+        since = (t0 - timedelta(hours=4)).isoformat()
+        url = "/admin/api/phase3/anomaly/detect"
+        return client_with_role("viewer").get(url, {"since": since}).json()
+
+    # The ranking tied nothing: five incidents of one anomaly each.
+    assert detect()["incident_count"] == 5 and detect()["incidents"] == []
+    _rule()
+    answer = detect()
+    # The database's outage and its endpoints are one; the pool's wait, over before the
+    # endpoints went down, and the cache are not part of it.
+    assert answer["incident_count"] == 3
+    (incident,) = answer["incidents"]
+    assert incident["cause"] == db.pk and incident["anomalies"] == 3
+    assert set(incident["anomaly_ids"]) == {db.pk, feed.pk, search.pk}
