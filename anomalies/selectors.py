@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -27,6 +28,8 @@ from .models import (
     Silence,
 )
 from .validation import NOTIFY_ACTIONS
+
+logger = logging.getLogger(__name__)
 
 
 def anomalies_recent(
@@ -107,6 +110,18 @@ def incidents_in(anomalies: QuerySet[Anomaly]) -> tuple[int, list[dict]]:
     return len(groups), incidents
 
 
+def usable_inhibition_rules() -> list[InhibitionRule]:
+    """The enabled inhibition rules; a row written from a shell that the checks refuse is
+    skipped with a warning, as a playbook is."""
+    usable = []
+    for r in InhibitionRule.objects.filter(enabled=True):
+        if errors := r.problems():
+            logger.warning("inhibition rule %r skipped: %s", r.name, errors)
+        else:
+            usable.append(r)
+    return usable
+
+
 def declared_links(rows: list[tuple]) -> list[tuple[int, int]]:
     """(target, source) pairs among the window's anomalies (`incidents_in`'s rows: pk,
     series, severity, started_at, ended_at) that an enabled inhibition rule ties: each
@@ -114,16 +129,13 @@ def declared_links(rows: list[tuple]) -> list[tuple[int, int]]:
     `equal` labels, abnormal at some time the target was. What the rules held back as one
     incident reads as one here too; like the ranking's links, they only join groups.
     Two queries (rules, then the series' names), the second only when a rule exists."""
-    rules = [r for r in InhibitionRule.objects.filter(enabled=True) if not r.problems()]
+    rules = usable_inhibition_rules()
     if not rules or len(rows) < 2:
         return []
     series = Series.objects.only("pk", "name", "labels").in_bulk({r[1] for r in rows})
     links = []
     for rule in rules:
-        sources: dict[tuple[str, ...], list[tuple]] = {}
-        for r in rows:
-            if rule.is_source(series[r[1]]):
-                sources.setdefault(rule.equal_key(series[r[1]]), []).append(r)
+        sources = rule.group_sources(rows, lambda r: series[r[1]])
         if not sources:
             continue
         for r in rows:
@@ -258,11 +270,17 @@ def group_root(anomaly: Anomaly, playbook_id: int) -> Anomaly:
     likeliest cause when the playbook did not page that cause (a team's page through the
     first effect), the source of an inhibition rule it was paged through
     (`incident_of`), or itself."""
-    causes = anomaly_causes(anomaly)
-    if causes:
-        paged = ResponseExecution.objects.filter(playbook_id=playbook_id, anomaly=causes[0])
-        return anomaly if paged.exists() else causes[0]
-    return incident_of(anomaly, playbook_id) or anomaly
+    # Read once per instance and playbook: a notification's description and its group
+    # both ask.
+    cached = anomaly.__dict__.setdefault("group_roots", {})
+    if playbook_id not in cached:
+        causes = anomaly_causes(anomaly)
+        if causes:
+            paged = ResponseExecution.objects.filter(playbook_id=playbook_id, anomaly=causes[0])
+            cached[playbook_id] = anomaly if paged.exists() else causes[0]
+        else:
+            cached[playbook_id] = incident_of(anomaly, playbook_id) or anomaly
+    return cached[playbook_id]
 
 
 def incident_of(anomaly: Anomaly, playbook_id: int) -> Anomaly | None:
@@ -601,10 +619,7 @@ def inhibition_rule_preview(rule: InhibitionRule) -> dict:
     sources = series_matching(rule.source_series, rule.source_labels)
     targets = series_matching(rule.target_series, rule.target_labels)
     ongoing = [a for a in anomalies_open() if a.ended_at is None]
-    by_key: dict[tuple[str, ...], list[Anomaly]] = {}
-    for a in ongoing:
-        if rule.is_source(a.series):
-            by_key.setdefault(rule.equal_key(a.series), []).append(a)
+    by_key = rule.group_sources(ongoing, lambda a: a.series)
     pairs = []
     for a in ongoing:
         if not rule.targets(a.series):

@@ -210,12 +210,7 @@ class Inhibition:
             .only(*SOURCE_FIELDS),
             key=lambda c: (c.ended_at is not None, -SEVERITY_ORDER[c.severity], c.started_at, c.pk),
         )
-        groups: dict[int, dict[tuple[str, ...], list[Anomaly]]] = {}
-        for r in used.values():
-            by_key = groups[r.pk] = {}
-            for c in sources:
-                if r.is_source(c.series):
-                    by_key.setdefault(r.equal_key(c.series), []).append(c)
+        groups = {r.pk: r.group_sources(sources, lambda c: c.series) for r in used.values()}
         for a in anomalies:
             found: dict[int, tuple[Anomaly, str]] = {}
             for r in targeted[a.pk]:
@@ -286,46 +281,23 @@ class Inhibition:
         """`via_effects` from the pages sent before this run: through a ranked cause's
         effect, or through an inhibition rule's target (`stands_for`)."""
         pages = (
-            ResponseExecution.objects.filter(
-                playbook_id__in=self.on,
-                anomaly__causes__rank=1,
-                anomaly__causes__cause_anomaly_id__in=cause_ids,
-            )
+            ResponseExecution.objects.filter(playbook_id__in=self.on)
             .exclude(status=INHIBITED)
             .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
         )
+        told = ("status", "attempts", "notified_severity", "anomaly__severity", "anomaly__ended_at")
         rows = list(
-            pages.values_list(
-                "playbook_id",
-                "anomaly__causes__cause_anomaly_id",
-                "status",
-                "attempts",
-                "notified_severity",
-                "anomaly__severity",
-                "anomaly__ended_at",
-            )
+            pages.filter(
+                anomaly__causes__rank=1, anomaly__causes__cause_anomaly_id__in=cause_ids
+            ).values_list("playbook_id", "anomaly__causes__cause_anomaly_id", *told)
         )
-        sources = {c.pk for cs in self.declared.values() for c, _ in cs}
-        if sources:
-            rows += (
-                ResponseExecution.objects.filter(
-                    playbook_id__in=self.on, result__incident_of__in=list(sources)
-                )
-                .exclude(status=INHIBITED)
-                .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
-                .values_list(
-                    "playbook_id",
-                    "result__incident_of",
-                    "status",
-                    "attempts",
-                    "notified_severity",
-                    "anomaly__severity",
-                    "anomaly__ended_at",
-                )
+        if sources := {c.pk for cs in self.declared.values() for c, _ in cs}:
+            rows += pages.filter(result__incident_of__in=list(sources)).values_list(
+                "playbook_id", "result__incident_of", *told
             )
-        for p, c, status, attempts, told, severity, ended in rows:
+        for p, c, status, attempts, notified, severity, ended in rows:
             if tells(status, attempts):
-                self._paged_via_effect(p, c, told or severity, ongoing=ended is None)
+                self._paged_via_effect(p, c, notified or severity, ongoing=ended is None)
 
     def _paged_via_effect(self, playbook: int, cause: int, severity: str, *, ongoing: bool) -> None:
         for via in (self.via_effects, self.via_ongoing) if ongoing else (self.via_effects,):

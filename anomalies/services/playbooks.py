@@ -33,7 +33,13 @@ from ..responses import (
     post_notification,
     send_test,
 )
-from ..selectors import incident_size, silenced_by, silences_active, silences_overlapping
+from ..selectors import (
+    incident_size,
+    silenced_by,
+    silences_active,
+    silences_overlapping,
+    usable_inhibition_rules,
+)
 from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
 from .inhibition import (
     CANCELLED,
@@ -66,17 +72,10 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
 
 
 def _usable_inhibition_rules(playbooks: list[ResponsePlaybook]) -> list[InhibitionRule]:
-    """The enabled inhibition rules, read only when a playbook inhibits; a row written from
-    a shell that the checks refuse is skipped, as a playbook is."""
+    """The usable inhibition rules, read only when a playbook inhibits."""
     if not any(p.inhibit_effects and p.action in NOTIFY_ACTIONS for p in playbooks):
         return []
-    usable = []
-    for r in InhibitionRule.objects.filter(enabled=True):
-        if errors := r.problems():
-            logger.warning("inhibition rule %r skipped: %s", r.name, errors)
-        else:
-            usable.append(r)
-    return usable
+    return usable_inhibition_rules()
 
 
 class Queued(NamedTuple):
