@@ -27,8 +27,10 @@ from django.utils import timezone
 
 from .models import Anomaly, ResponsePlaybook
 from .selectors import (
+    GROUP_FIRING,
     anomaly_causes,
     anomaly_effects,
+    ended_since_sent,
     group_root,
     held_back_effects,
     held_by_rules,
@@ -132,26 +134,44 @@ MAX_GROUP_ALERTS = 50
 
 def alertmanager_payload(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
     """Alertmanager's webhook body for the anomaly's group: the anomaly, then, while it
-    fires, the rest of its incident that this playbook held back (`held_back_effects`).
+    fires, the rest of its incident that this playbook held back (`held_back_effects`),
+    then the held-back effects the receiver was last sent as firing that have ended since.
 
     A database outage paged once still has a dozen endpoints behind it. Alertmanager would
     send them as one group, every alert with its own labels and fingerprint, so a receiver
     that opens one ticket per group lists each affected service on it and routes by their
     labels; a description naming them is only text. The group key stays the cause's, so
     the page, its updates and its resolution are one incident to the receiver. A resolved
-    cause is sent alone: effects that outlive it are paged as their own problem.
+    cause is sent with the effects that ended with it: effects that outlive it are paged
+    as their own problem.
     """
+    return alertmanager_group(anomaly, playbook)[0]
+
+
+def alertmanager_group(anomaly: Anomaly, playbook: ResponsePlaybook) -> tuple[dict, list[int]]:
+    """The webhook body, and the held-back effects it sends as firing: what the service
+    records on the page (`result["group_firing"]`), so that the next notification sends
+    those that have ended as resolved, once, as Alertmanager's `send_resolved` does. A
+    receiver that lists each alert of a group (an Opsgenie alert per endpoint, a ticket's
+    checklist) otherwise kept an endpoint that had recovered open until the whole incident
+    resolved."""
     alerts = [_paged_alert(anomaly, playbook)]
-    left_out = 0
-    if anomaly.ended_at is None and playbook.inhibit_effects and playbook.pk is not None:
-        part_of = (
-            f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
-        )
-        held = held_back_effects(anomaly, playbook.pk)
-        # Built only for what is sent: a fleet-wide incident holds back thousands.
-        left_out = max(0, len(held) + 1 - MAX_GROUP_ALERTS)
-        alerts += [_alert(e, _description(e) + part_of) for e in held[: MAX_GROUP_ALERTS - 1]]
-    return _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"', truncated=left_out)
+    held: list[Anomaly] = []
+    ended: list[Anomaly] = []
+    if playbook.inhibit_effects and playbook.pk is not None:
+        if anomaly.ended_at is None:
+            held = held_back_effects(anomaly, playbook.pk)
+        ended = ended_since_sent(anomaly, playbook.pk)
+    part_of = f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
+    # Built only for what is sent: a fleet-wide incident holds back thousands. The ended
+    # have the first claim on the room: a resolution left out would never be sent, a
+    # firing alert left out is sent once the group shrinks.
+    left_out = max(0, 1 + len(held) + len(ended) - MAX_GROUP_ALERTS)
+    ended = ended[: MAX_GROUP_ALERTS - 1]
+    held = held[: MAX_GROUP_ALERTS - 1 - len(ended)]
+    alerts += [_alert(e, _description(e) + part_of) for e in held + ended]
+    body = _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"', truncated=left_out)
+    return body, [e.pk for e in held]
 
 
 def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
@@ -304,12 +324,16 @@ def _slack_escape(text: str) -> str:
 
 
 def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
-    """POST the anomaly's current state (firing, or resolved once it has ended)."""
+    """POST the anomaly's current state (firing, or resolved once it has ended); for a
+    webhook, the held-back effects the group sent as firing (`GROUP_FIRING`)."""
     if playbook.action == ResponsePlaybook.Action.SLACK:
-        body, what = slack_payload(anomaly, playbook), "Slack"
-    else:
-        body, what = alertmanager_payload(anomaly, playbook), "webhook"
-    return {"http_status": _post_json(playbook.target, body, what)}
+        return {
+            "http_status": _post_json(playbook.target, slack_payload(anomaly, playbook), "Slack")
+        }
+    body, firing = alertmanager_group(anomaly, playbook)
+    sent = {"http_status": _post_json(playbook.target, body, "webhook")}
+    # What the group's next notification resolves once they end (`ended_since_sent`).
+    return sent | ({GROUP_FIRING: firing} if firing else {})
 
 
 def _post_json(url: str, body: dict, what: str) -> int:

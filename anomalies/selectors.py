@@ -265,6 +265,50 @@ def held_back_effects(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
     )
 
 
+# The page's `result` key holding the held-back effects its receiver was last sent as
+# firing in the incident's group (`responses.alertmanager_group`).
+GROUP_FIRING = "group_firing"
+
+
+def ended_since_sent(anomaly: Anomaly, playbook_id: int) -> list[Anomaly]:
+    """The held-back effects the playbook's receiver was last sent as firing in
+    `anomaly`'s group that have ended since: its next notification sends them resolved,
+    once, as Alertmanager's `send_resolved` does."""
+    sent = (
+        ResponseExecution.objects.filter(playbook_id=playbook_id, anomaly=anomaly)
+        .values_list(f"result__{GROUP_FIRING}", flat=True)
+        .first()
+    )
+    if not isinstance(sent, list) or not sent:
+        return []
+    return list(
+        Anomaly.objects.filter(
+            pk__in=[pk for pk in sent if isinstance(pk, int)], ended_at__isnull=False
+        )
+        .select_related("series")
+        .order_by("ended_at", "pk")
+    )
+
+
+def sent_and_ended(pages: list[ResponseExecution]) -> dict[int, set[int]]:
+    """Page -> the effects its receiver was last sent as firing that have ended since
+    (`ended_since_sent`, for many pages in one query): news its group has to send."""
+    sent = {
+        page.pk: {pk for pk in (page.result or {}).get(GROUP_FIRING, []) if isinstance(pk, int)}
+        for page in pages
+    }
+    ended = (
+        set(
+            Anomaly.objects.filter(
+                pk__in=set().union(*sent.values()), ended_at__isnull=False
+            ).values_list("pk", flat=True)
+        )
+        if any(sent.values())
+        else set()
+    )
+    return {pk: pks & ended for pk, pks in sent.items() if pks & ended}
+
+
 def group_root(anomaly: Anomaly, playbook_id: int) -> Anomaly:
     """The anomaly whose incident the playbook's page for `anomaly` stands for: its
     likeliest cause when the playbook did not page that cause (a team's page through the

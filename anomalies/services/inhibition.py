@@ -28,7 +28,14 @@ from ..models import (
     ResponseExecution,
     ResponsePlaybook,
 )
-from ..selectors import causes_of, effects_of, held_by_rules, likeliest_causes
+from ..selectors import (
+    GROUP_FIRING,
+    causes_of,
+    effects_of,
+    held_by_rules,
+    likeliest_causes,
+    sent_and_ended,
+)
 from ..validation import MAX_EFFECT_GRACE_SECONDS, NOTIFY_ACTIONS
 
 # An execution the broker refused is "retrying" with no attempt made; the next scoring run
@@ -444,7 +451,9 @@ def incident_updates_due(
     paged for none of them, so their count is news to it as well. A playbook that
     matches an effect and held none back (the effect was more severe than its cause, or
     inhibition is off) pages each on its own, and gets no update. A count that falls
-    (effects recover) is recorded, so a second wave is news again. Notices queued in this
+    (effects recover) is recorded, so a second wave is news again; to a webhook whose
+    group carried an effect as firing, that effect's end is news too, sent in the group
+    as resolved on the same interval (Alertmanager's `send_resolved`). Notices queued in this
     run (`told_now`: reminders and escalations) carry the same description, so they count
     as told.
 
@@ -467,7 +476,9 @@ def incident_updates_due(
             # ... or for the first target of an inhibition rule's source it does not cover.
             | Q(result__incident_of__in=list(held_behind))
             # A cause with an ongoing effect, which its playbook may not match.
-            | Q(anomaly__explained__rank=1, anomaly__explained__anomaly__ended_at__isnull=True),
+            | Q(anomaly__explained__rank=1, anomaly__explained__anomaly__ended_at__isnull=True)
+            # A webhook's group with firing effects, which may have ended since.
+            | Q(result__has_key=GROUP_FIRING),
             playbook_id__in=list(by_pk),
             status=ResponseExecution.Status.SUCCEEDED,
             anomaly__ended_at__isnull=True,
@@ -504,6 +515,8 @@ def incident_updates_due(
         for e in pages
     }
     paged = {(e.playbook_id, e.anomaly_id) for e in pages}
+    # Effects a webhook's group sent as firing that have ended: the update resolves them.
+    resolved = sent_and_ended(pages)
     # Whether a playbook matches any of an incident's effects, asked of the incidents that
     # grew and whose page held nothing back (one query, and only then).
     loose = [
@@ -521,12 +534,15 @@ def incident_updates_due(
         root = roots[e.pk].pk
         count, last = sizes[e.pk], e.notified_at or e.finished_at
         p = by_pk[e.playbook_id]
-        if count == e.notified_effects:
+        news = e.pk in resolved
+        if count == e.notified_effects and not news:
             continue
-        if count < e.notified_effects or e.pk in told_now:
+        if e.pk in told_now or (count < e.notified_effects and not news):
             recount.setdefault(count, []).append(e.pk)
-        elif not _holds(e, root, holding, paged) and any(
-            p.matches(by_effect[x]) for x in effects[root] if x in by_effect
+        elif (
+            not news
+            and not _holds(e, root, holding, paged)
+            and any(p.matches(by_effect[x]) for x in effects[root] if x in by_effect)
         ):
             continue  # nothing was held back: the receiver is paged for each anomaly
         elif last is not None and now - last >= timedelta(seconds=p.update_interval_seconds):

@@ -34,6 +34,7 @@ from ..responses import (
     send_test,
 )
 from ..selectors import (
+    GROUP_FIRING,
     incident_size,
     silenced_by,
     silences_active,
@@ -607,11 +608,23 @@ def _send_notice(
     a refusal (ResponseConfigError: a 4xx, a redirect) is recorded and not asked again.
     """
     try:
-        send(execution.anomaly, execution.playbook)
+        sent = send(execution.anomaly, execution.playbook)
     except ResponseActionError as exc:
         ResponseExecution.objects.filter(pk=execution.pk).update(error=f"{what}: {exc}")
         if isinstance(exc, ResponseConfigError):
             return {"failed": 1}
         raise
+    if execution.playbook.action == ResponsePlaybook.Action.WEBHOOK:
+        # The group's firing effects as this notice sent them: those it sent resolved are
+        # not sent again. Under the lock, so as not to undo another notice's fields.
+        with transaction.atomic():
+            row = ResponseExecution.objects.select_for_update().only("result").get(pk=execution.pk)
+            result = {k: v for k, v in row.result.items() if k != GROUP_FIRING}
+            if GROUP_FIRING in (sent or {}):
+                result[GROUP_FIRING] = sent[GROUP_FIRING]
+            ResponseExecution.objects.filter(pk=execution.pk).update(
+                error="", result=result, **on_success
+            )
+        return {"notified": 1}
     ResponseExecution.objects.filter(pk=execution.pk).update(error="", **on_success)
     return {"notified": 1}

@@ -662,6 +662,72 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
     assert [a["labels"]["series"] for a in resolved["alerts"]] == ["db.connections.active"]
 
 
+def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(receiver, eager_runs):
+    """Alertmanager's `send_resolved` inside a group: an endpoint that recovers while the
+    database outage goes on is sent resolved in the group's next notification (on the
+    update interval, not at once), and not again; the group's resolution carries the
+    effects that ended with the cause."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.models import RootCauseCandidate
+    from anomalies.services.playbooks import queue_resolved_notices, queue_responses
+
+    t0 = timezone.now()
+    cause = AnomalyFactory(series=series_ensure(name="db.connections.active"), severity="critical")
+    ResponsePlaybook.objects.create(name="pager", action="webhook", target=receiver.url("/pager"))
+    runs = eager_runs(cause)
+    ((_, _, fingerprint),) = runs.at(t0)
+    effects = {}
+    for endpoint in ("/api/feed", "/api/cart"):
+        effects[endpoint] = AnomalyFactory(
+            series=series_ensure(name="http.latency.p95", labels={"endpoint": endpoint}),
+            severity="critical",
+            started_at=cause.started_at + timedelta(minutes=2),
+        )
+        RootCauseCandidate.objects.create(
+            anomaly=effects[endpoint],
+            series=cause.series,
+            cause_anomaly=cause,
+            rank=1,
+            score=1.0,
+            lead_seconds=120,
+        )
+    with runs.capture(execute=True):
+        queue_responses({e.pk for e in effects.values()}, now=t0 + timedelta(minutes=2))
+
+    def alerts(body):
+        return [(a["status"], a["labels"].get("endpoint")) for a in body["alerts"]]
+
+    assert runs.at(t0 + timedelta(minutes=6)) == [("/pager", "firing", fingerprint)]
+    grown = receiver.seen[-1][2]
+    assert alerts(grown) == [("firing", None), ("firing", "/api/feed"), ("firing", "/api/cart")]
+    feed = next(a for a in grown["alerts"] if a["labels"].get("endpoint") == "/api/feed")
+    # The feed endpoint recovers; the next notice waits for the update interval.
+    effects["/api/feed"].ended_at = t0 + timedelta(minutes=8)
+    effects["/api/feed"].save(update_fields=["ended_at"])
+    assert runs.at(t0 + timedelta(minutes=9)) == []
+    assert runs.at(t0 + timedelta(minutes=12)) == [("/pager", "firing", fingerprint)]
+    shrunk = receiver.seen[-1][2]
+    assert shrunk["status"] == "firing" and shrunk["groupKey"] == grown["groupKey"]
+    assert alerts(shrunk) == [("firing", None), ("firing", "/api/cart"), ("resolved", "/api/feed")]
+    resolved_feed = shrunk["alerts"][-1]
+    assert resolved_feed["fingerprint"] == feed["fingerprint"] and resolved_feed["endsAt"]
+    assert runs.at(t0 + timedelta(minutes=18)) == []  # told once
+    # The cart endpoint ends with the database, inside one interval: the group's
+    # resolution says so of both.
+    effects["/api/cart"].ended_at = t0 + timedelta(minutes=19)
+    effects["/api/cart"].save(update_fields=["ended_at"])
+    cause.ended_at = t0 + timedelta(minutes=19)
+    cause.save(update_fields=["ended_at"])
+    with runs.capture(execute=True):
+        assert queue_resolved_notices({cause.pk}) == 1
+    closed = receiver.seen[-1][2]
+    assert closed["status"] == "resolved"
+    assert alerts(closed) == [("resolved", None), ("resolved", "/api/cart")]
+
+
 @pytest.mark.parametrize("interval", [10, 2 * 86400, "soon"])
 def test_an_update_interval_out_of_range_is_refused_naming_the_field(client_with_role, interval):
     response = client_with_role("admin").post(
