@@ -8,7 +8,9 @@ paging playbook (`services.inhibition.Inhibition`, what every scoring run builds
 a rule, with a rule as narrow as they usually are (`db.*` over `http.*`: one source), and
 with the widest one (`*` over `*` with `equal: [env]`: every anomaly a source of every
 other). Prints the best of five builds each and its ratio to the build without a rule, in
-the same process. The bench rows are deleted at the end.
+the same process. Then the same for the root-cause ranking of those anomalies, all opened
+in one run (`services.causes.causes_rank_around`, best of three), where a rule is read as
+a declared dependency. The bench rows are deleted at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> int:
     from django.utils import timezone
 
     from anomalies.models import Anomaly, InhibitionRule, ResponsePlaybook
+    from anomalies.services.causes import causes_rank_around
     from anomalies.services.inhibition import Inhibition
     from telemetry.models import Series
     from telemetry.services import series_ensure
@@ -101,10 +104,30 @@ def main() -> int:
 
         base = best([])
         print(f"{len(anomalies)} ongoing anomalies, one paging playbook:")
-        print(f"  no rule            {base * 1000:7.1f} ms")
+        print(f"  no rule                {base * 1000:7.1f} ms")
         for label, rules in (("narrow (db over http)", [narrow]), ("widest (* over *)", [wide])):
             took = best(rules)
-            print(f"  {label:<18} {took * 1000:7.1f} ms  ({took / base:.1f}x)")
+            print(f"  {label:<22} {took * 1000:7.1f} ms  ({took / base:.1f}x)")
+
+        opened = {a.pk for a in anomalies}
+        rows = InhibitionRule.objects.filter(name__startswith=prefix)
+
+        def best_ranking(rules: list) -> float:
+            rows.update(enabled=False)
+            rows.filter(pk__in=[r.pk for r in rules]).update(enabled=True)
+            times = []
+            for _ in range(3):
+                began = time.perf_counter()
+                causes_rank_around(opened)
+                times.append(time.perf_counter() - began)
+            return min(times)
+
+        base = best_ranking([])
+        print("their root-cause ranking, all opened in one run:")
+        print(f"  no rule                {base * 1000:7.1f} ms")
+        for label, rules in (("narrow (db over http)", [narrow]), ("widest (* over *)", [wide])):
+            took = best_ranking(rules)
+            print(f"  {label:<22} {took * 1000:7.1f} ms  ({took / base:.2f}x)")
     finally:
         ResponsePlaybook.objects.filter(name=prefix).delete()
         InhibitionRule.objects.filter(name__startswith=prefix).delete()

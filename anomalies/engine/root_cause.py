@@ -24,6 +24,13 @@ onsets say within a step.
 Among simultaneous onsets, a rise in demand ranks before a rise in a resource and both
 before latency, errors and the rest (`signal_layers`), whatever their sizes: a CPU and the
 latency it drives often move in the same five-minute step, and the latency moves more.
+Before both comes a dependency an operator declared (`CauseCandidate.declared`: an
+inhibition rule naming the candidate's series as a source of the anomaly's): names say
+where a metric sits in general, a declared dependency says what waits on what here (the
+checkout endpoint on the orders database, not on a cache that spiked in the same step).
+Like a layer, it orders simultaneous onsets only: a series that moved a step earlier is
+still ranked first (it may be what slowed the database), and one that barely moved is not
+lifted above one that moved materially.
 """
 
 from __future__ import annotations
@@ -64,6 +71,8 @@ class CauseCandidate:
     parts: frozenset[int] = frozenset()
     # Its place in load → saturation → symptoms (`signal_layers.signal_layer`).
     layer: int = Layer.OUTCOME
+    # An operator declared the anomaly's series dependent on this one (an inhibition rule).
+    declared: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,8 @@ def rank_causes(
     onset: float, candidates: list[CauseCandidate], step_seconds: float
 ) -> list[RankedCause]:
     """Material candidates first (MATERIAL_SHARE); then the earliest onset; among
-    simultaneous onsets, the earliest layer (demand, resource, the rest), then the largest
+    simultaneous onsets, a declared dependency, then the earliest layer (demand, resource,
+    the rest), then the largest
     deviation, and at equal surprisal the largest standardised peak (each family's
     surprisal is capped, so the large deviations of an incident often tie; they were left
     in the order the database returned them).
@@ -147,9 +157,13 @@ def rank_causes(
     deviation = np.array([max(c.deviation, 0.0) for c in candidates])
     material = deviation >= MATERIAL_SHARE * deviation.max()
     onsets, echo = _after_parts(candidates, material, step)
-    # A layer orders candidates inside a group of simultaneous onsets, never across groups.
+    # A declared dependency, then a layer, order candidates inside a group of simultaneous
+    # onsets (a fraction under 1 added to the group's number), never across groups.
     layers = np.array([c.layer for c in candidates], dtype=float)
-    slots = _simultaneous_groups(onsets, step) + layers / len(Layer)
+    undeclared = np.array([not c.declared for c in candidates], dtype=float)
+    slots = _simultaneous_groups(onsets, step) + (undeclared * len(Layer) + layers) / (
+        2 * len(Layer)
+    )
     peak_z = np.array([abs(c.peak_z) for c in candidates])
     order = np.lexsort((-peak_z, -deviation, echo, slots, ~material))
     # Candidates with the same onset and (within TIE_TOLERANCE) the same standardised peak
@@ -172,9 +186,12 @@ def rank_causes(
     # A score for display: precedence (in groups of simultaneous onsets) dominates,
     # deviation breaks ties; a minor candidate earns nothing for precedence, so every
     # material candidate scores above it (0.3 * MATERIAL_SHARE at least).
-    earliest, latest = slots.min(), slots.max()
-    span = max(latest - earliest, 1.0)
-    precedence = np.where(material, 1.0 - (slots - earliest) / span, 0.0)
+    # Precedence counts the ranking's own steps (onset groups, and inside one a declared
+    # dependency, then a layer), so each weighs the same in the score.
+    steps = np.unique(slots[material])
+    precedence = np.where(
+        material, 1.0 - np.searchsorted(steps, slots) / max(steps.size - 1, 1), 0.0
+    )
     size = deviation / max(deviation.max(), 1e-9)
     score = 0.7 * precedence + 0.3 * size
     return [

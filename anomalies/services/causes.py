@@ -16,7 +16,8 @@ from phase3.bulk import insert_columns
 
 from ..engine.root_cause import CauseCandidate, RankedCause, rank_causes
 from ..engine.signal_layers import signal_layer
-from ..models import Anomaly, RootCauseCandidate
+from ..models import Anomaly, InhibitionRule, RootCauseCandidate
+from ..selectors import usable_inhibition_rules
 
 # Other series' anomalies this close to an onset are root-cause candidates.
 CAUSE_WINDOW = timedelta(minutes=30)
@@ -24,6 +25,8 @@ CAUSE_WINDOW = timedelta(minutes=30)
 MAX_CAUSES = 10
 # Candidates ranked per anomaly, a margin over MAX_CAUSES for same-signal ties.
 PEERS_RANKED = 4 * MAX_CAUSES
+# Declared sources (inhibition rules) ranked per anomaly beyond the preselected peers.
+DECLARED_RANKED = MAX_CAUSES
 
 
 def causes_rank_around(opened_ids: set[int]) -> int:
@@ -58,6 +61,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
     peak_z = np.array([abs(a.peak_z) for a in pool])
     layers = [signal_layer(a.series.name, a.direction) for a in pool]
     preselect = _Preselection(onsets, deviation, window, peak_z, np.array(layers, dtype=float))
+    declared = _DeclaredSources(pool, onsets, window, usable_inhibition_rules())
     # Labels as "key=value" texts: hashable whatever a series created in code was given.
     metrics = [
         (a.series.name, frozenset(f"{k}={v}" for k, v in a.series.labels.items())) for a in pool
@@ -66,6 +70,11 @@ def causes_rank_around(opened_ids: set[int]) -> int:
         target = pool[t_index]
         step = _grid_step(target)
         peers = preselect.peers(t_index, step)
+        declared_by = declared.of(t_index, peers)
+        if declared_by:
+            ranked_already = set(map(int, peers))
+            peers = np.append(peers, [i for i in declared_by if i not in ranked_already])
+            peers = peers.astype(int)
         parts = _parts(peers, metrics)
         ranked = rank_causes(
             onsets[t_index],
@@ -77,6 +86,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
                     pool[i].peak_z,
                     parts.get(int(i), frozenset()),
                     layers[i],
+                    int(i) in declared_by,
                 )
                 for i in peers
             ],
@@ -101,6 +111,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
                     "layer": layers[r.key].name.lower(),
                     "is_self": r.key == t_index,
                 }
+                | ({"declared_by": declared_by[r.key]} if r.key in declared_by else {})
             )
     RootCauseCandidate.objects.filter(anomaly__in=targets).delete()
     # Column-wise: a fleet-wide incident stores 20,000 candidates in one run.
@@ -205,6 +216,55 @@ class _Preselection:
             chunk *= 2
         picked = np.concatenate(chosen) if chosen else np.empty(0, dtype=int)
         return picked if target in picked else np.append(picked, target)
+
+
+class _DeclaredSources:
+    """For each target, the anomalies an operator declared it dependent on: an enabled
+    inhibition rule names their series as a source of its series, with the same `equal`
+    labels (`InhibitionRule.holds_back`). The ranking puts them first among simultaneous
+    onsets (`CauseCandidate.declared`).
+
+    A rule's sources are grouped once per ranking (`group_sources`), sorted by onset, so a
+    target looks its group up instead of scanning the pool; `*` over `*` in a fleet-wide
+    incident stays linear. A declared source outside the preselected peers (an incident
+    wider than PEERS_RANKED) joins them, the DECLARED_RANKED earliest in the window."""
+
+    def __init__(
+        self, pool: list[Anomaly], onsets: np.ndarray, window: float, rules: list[InhibitionRule]
+    ) -> None:
+        self.pool, self.onsets, self.window = pool, onsets, window
+        by_onset = [int(i) for i in np.argsort(onsets, kind="stable")]
+        self.rules = []
+        for rule in rules:
+            groups = rule.group_sources(by_onset, lambda i: pool[i].series)
+            if groups:
+                self.rules.append(
+                    (rule, {k: (ix, onsets[ix], frozenset(ix)) for k, ix in groups.items()})
+                )
+
+    def of(self, target: int, peers: np.ndarray) -> dict[int, str]:
+        """Declared source -> the rule's name, among `peers` and the window's first others."""
+        found: dict[int, str] = {}
+        series = self.pool[target].series
+        for rule, groups in self.rules:
+            group = groups.get(rule.equal_key(series)) if rule.targets(series) else None
+            if group is None:
+                continue
+            ix, times, members = group
+            for i in map(int, peers):
+                if i in members and self.pool[i].series_id != series.pk:
+                    found.setdefault(i, rule.name)
+            t = self.onsets[target]
+            lo = int(np.searchsorted(times, t - self.window, "left"))
+            hi = int(np.searchsorted(times, t + self.window, "right"))
+            extra = 0
+            for i in ix[lo:hi]:
+                if extra >= DECLARED_RANKED:
+                    break
+                if i not in found and self.pool[i].series_id != series.pk:
+                    found[i] = rule.name
+                    extra += 1
+        return found
 
 
 def _grid_step(a: Anomaly) -> float:

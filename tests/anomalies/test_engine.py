@@ -578,6 +578,31 @@ def test_a_resource_ranks_before_the_symptom_that_moved_in_the_same_step():
     assert [r.key for r in rank_causes(onset, [latency, blip], step_seconds=300.0)] == [2, 3]
 
 
+def test_a_declared_dependency_orders_simultaneous_onsets_before_layers():
+    """An operator declared the endpoint dependent on the database: in the step where a
+    cache (a resource, by its name) and the database's query latency both moved, the
+    database ranks first, as neither names nor sizes could tell. Only among simultaneous
+    onsets: a step of precedence, or a material move, still wins."""
+    from anomalies.engine.root_cause import CauseCandidate, rank_causes
+    from anomalies.engine.signal_layers import Layer
+
+    onset = 10_000.0
+
+    def order(declared: bool, db_lead: float = 0.0, db_size: float = 20.0) -> list[int]:
+        db = CauseCandidate(1, onset - db_lead, db_size, 9.0, declared=declared)
+        cache = CauseCandidate(2, onset - 30.0, 35.0, 15.0, layer=Layer.RESOURCE)
+        itself = CauseCandidate(3, onset, 61.0, 38.0)
+        ranked = rank_causes(onset, [db, cache, itself], step_seconds=300.0)
+        assert [r.rank for r in ranked] == [1, 2, 3]
+        assert ranked[0].score > ranked[1].score > ranked[2].score
+        return [r.key for r in ranked]
+
+    assert order(declared=False) == [2, 3, 1]  # layer, then size
+    assert order(declared=True) == [1, 2, 3]
+    assert order(declared=True, db_lead=-150.0) == [2, 3, 1]  # half a step later
+    assert order(declared=True, db_size=5.0) == [2, 3, 1]  # barely moved
+
+
 def test_candidates_in_different_layers_never_share_a_rank():
     from anomalies.engine.root_cause import CauseCandidate, rank_causes
     from anomalies.engine.signal_layers import Layer

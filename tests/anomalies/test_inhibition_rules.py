@@ -333,3 +333,46 @@ def test_the_detect_view_reads_a_rule_s_source_and_targets_as_one_incident(clien
     (incident,) = answer["incidents"]
     assert incident["cause"] == db.pk and incident["anomalies"] == 3
     assert set(incident["anomaly_ids"]) == {db.pk, feed.pk, search.pk}
+
+
+@pytest.mark.parametrize("db_env", ["prod", "staging"])
+def test_a_rule_ranks_its_source_first_among_simultaneous_onsets(db_env):
+    """The checkout latency and the orders database moved in the same step, the latency by
+    far the more: by sizes alone the endpoint is its own cause. An operator's rule says it
+    waits on the database, and the ranking (which inhibition, incidents and descriptions
+    read) follows it, with the rule named in the evidence; a database of another `env`
+    is not what it waits on."""
+    from anomalies.models import RootCauseCandidate
+    from anomalies.services.causes import causes_rank_around
+    from tests.anomalies.factories import AnomalyFactory
+    from telemetry.services import series_ensure
+
+    now = timezone.now()
+    db = AnomalyFactory(
+        series=series_ensure(name="db.query.latency", labels={"env": db_env}),
+        started_at=now - timedelta(seconds=20),
+        peak_surprisal=20.0,
+        peak_z=9.0,
+    )
+    checkout = AnomalyFactory(
+        series=series_ensure(
+            name="http.latency.p95", labels={"env": "prod", "endpoint": "/checkout"}
+        ),
+        started_at=now,
+        peak_surprisal=61.0,
+        peak_z=38.0,
+    )
+
+    def top() -> tuple[int, dict]:
+        causes_rank_around({db.pk, checkout.pk})
+        first = RootCauseCandidate.objects.get(anomaly=checkout, rank=1)
+        return first.cause_anomaly_id, first.evidence
+
+    assert top()[0] == checkout.pk
+    _rule(name="checkout waits on the database", equal=["env"])
+    cause, evidence = top()
+    assert cause == (db.pk if db_env == "prod" else checkout.pk)
+    if db_env == "prod":
+        assert evidence["declared_by"] == "checkout waits on the database"
+    InhibitionRule.objects.update(enabled=False)
+    assert top()[0] == checkout.pk
