@@ -344,8 +344,8 @@ def test_a_rule_ranks_its_source_first_among_simultaneous_onsets(db_env):
     is not what it waits on."""
     from anomalies.models import RootCauseCandidate
     from anomalies.services.causes import causes_rank_around
-    from tests.anomalies.factories import AnomalyFactory
     from telemetry.services import series_ensure
+    from tests.anomalies.factories import AnomalyFactory
 
     now = timezone.now()
     db = AnomalyFactory(
