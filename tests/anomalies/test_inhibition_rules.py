@@ -376,3 +376,35 @@ def test_a_rule_ranks_its_source_first_among_simultaneous_onsets(db_env):
         assert evidence["declared_by"] == "checkout waits on the database"
     InhibitionRule.objects.update(enabled=False)
     assert top()[0] == checkout.pk
+
+
+def test_a_rule_of_everything_over_everything_groups_pages_by_a_label(eager):
+    """Alertmanager's `group_by: [service]`, as far as a rule gives it: `*` over `*` with
+    `equal: [service]` pages a service's first anomaly, carries the service's later ones
+    in its group (whatever their series, related or not), and pages another service's on
+    their own; two that open in one run page once."""
+    t0 = timezone.now()
+    _rule(name="one page per service", source_series="*", target_series="*", equal=["service"])
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    cart = _anomaly("http.latency.p95", t0, service="checkout", endpoint="/cart")
+    eager([cart], t0)
+    at = t0 + timedelta(minutes=1)
+    errors = _anomaly("http.errors.ratio", at, service="checkout")
+    queue = _anomaly("queue.depth", at, service="search")
+    billing = [_anomaly(name, at, service="billing") for name in ("jobs.failed", "jobs.lag")]
+    eager([cart, errors, queue, *billing], at)
+    statuses = _statuses("pager")
+    assert statuses["http.errors.ratio{service=checkout}"] == INHIBITED
+    assert statuses["queue.depth{service=search}"] == SUCCEEDED
+    assert sorted(statuses[f"{a.series}"] for a in billing) == [INHIBITED, SUCCEEDED]
+    assert len(mail.outbox) == 3
+    eager([cart, errors, queue, *billing], t0 + timedelta(minutes=6))
+    updates = {m.subject: m.body for m in mail.outbox[3:]}
+    assert (
+        "; holds back by inhibition rules: http.errors.ratio{service=checkout}"
+        in (
+            updates[
+                "Update: http.latency.p95{endpoint=/cart,service=checkout} is abnormal (critical)"
+            ]
+        )
+    )
