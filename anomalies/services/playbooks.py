@@ -593,6 +593,21 @@ def response_notify_resolved(*, execution_id: int) -> dict:
     return _send_notice(execution, "resolved notice", resolved_notified_at=timezone.now())
 
 
+def _record_group_sent(execution: ResponseExecution, sent: dict, **fields) -> None:
+    """Record the held-back effects a webhook notice sent as firing in the group
+    (`GROUP_FIRING`, none if it sent none): those it sent resolved are not sent again.
+    Under the row's lock, so as not to undo what another notice wrote to the result."""
+    if execution.playbook.action != ResponsePlaybook.Action.WEBHOOK:
+        ResponseExecution.objects.filter(pk=execution.pk).update(**fields)
+        return
+    with transaction.atomic():
+        row = ResponseExecution.objects.select_for_update().only("result").get(pk=execution.pk)
+        result = {k: v for k, v in row.result.items() if k != GROUP_FIRING}
+        if GROUP_FIRING in sent:
+            result[GROUP_FIRING] = sent[GROUP_FIRING]
+        ResponseExecution.objects.filter(pk=execution.pk).update(result=result, **fields)
+
+
 def _notice_execution(execution_id: int) -> ResponseExecution:
     return ResponseExecution.objects.select_related("playbook", "anomaly", "anomaly__series").get(
         pk=execution_id
@@ -609,22 +624,13 @@ def _send_notice(
     """
     try:
         sent = send(execution.anomaly, execution.playbook)
+    except ResponseConfigError as exc:
+        # Not asked again: nor is the group's resolution of what it held (which would
+        # otherwise be news to every later run).
+        _record_group_sent(execution, {}, error=f"{what}: {exc}")
+        return {"failed": 1}
     except ResponseActionError as exc:
         ResponseExecution.objects.filter(pk=execution.pk).update(error=f"{what}: {exc}")
-        if isinstance(exc, ResponseConfigError):
-            return {"failed": 1}
         raise
-    if execution.playbook.action == ResponsePlaybook.Action.WEBHOOK:
-        # The group's firing effects as this notice sent them: those it sent resolved are
-        # not sent again. Under the lock, so as not to undo another notice's fields.
-        with transaction.atomic():
-            row = ResponseExecution.objects.select_for_update().only("result").get(pk=execution.pk)
-            result = {k: v for k, v in row.result.items() if k != GROUP_FIRING}
-            if GROUP_FIRING in (sent or {}):
-                result[GROUP_FIRING] = sent[GROUP_FIRING]
-            ResponseExecution.objects.filter(pk=execution.pk).update(
-                error="", result=result, **on_success
-            )
-        return {"notified": 1}
-    ResponseExecution.objects.filter(pk=execution.pk).update(error="", **on_success)
+    _record_group_sent(execution, sent or {}, error="", **on_success)
     return {"notified": 1}

@@ -662,11 +662,15 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
     assert [a["labels"]["series"] for a in resolved["alerts"]] == ["db.connections.active"]
 
 
-def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(receiver, eager_runs):
+@pytest.mark.parametrize("refused", [False, True])
+def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(
+    receiver, eager_runs, refused
+):
     """Alertmanager's `send_resolved` inside a group: an endpoint that recovers while the
     database outage goes on is sent resolved in the group's next notification (on the
     update interval, not at once), and not again; the group's resolution carries the
-    effects that ended with the cause."""
+    effects that ended with the cause. A receiver that refuses that notification (a 4xx)
+    is not asked again."""
     from datetime import timedelta
 
     from django.utils import timezone
@@ -708,6 +712,12 @@ def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(receive
     effects["/api/feed"].ended_at = t0 + timedelta(minutes=8)
     effects["/api/feed"].save(update_fields=["ended_at"])
     assert runs.at(t0 + timedelta(minutes=9)) == []
+    if refused:
+        ResponsePlaybook.objects.update(target=receiver.url("/status/404"))
+        assert runs.at(t0 + timedelta(minutes=12)) == [("/status/404", "firing", fingerprint)]
+        assert "integration key not found" in ResponseExecution.objects.get(anomaly=cause).error
+        assert runs.at(t0 + timedelta(minutes=18)) == []
+        return
     assert runs.at(t0 + timedelta(minutes=12)) == [("/pager", "firing", fingerprint)]
     shrunk = receiver.seen[-1][2]
     assert shrunk["status"] == "firing" and shrunk["groupKey"] == grown["groupKey"]
