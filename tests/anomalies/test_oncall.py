@@ -603,23 +603,15 @@ def test_a_repeat_interval_that_cannot_work_is_refused_naming_the_field(
     assert not ResponsePlaybook.objects.exists()
 
 
-def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receiver, eager_runs):
-    """The update is the cause's alert again (same fingerprint and group key, so PagerDuty
-    updates its incident rather than opening one), its description naming the effects."""
+def _endpoint_slowed_by(cause, endpoint: str):
+    """A critical latency anomaly on `endpoint`, two minutes after `cause`, which the
+    ranking puts down to it."""
     from datetime import timedelta
 
-    from django.utils import timezone
-
     from anomalies.models import RootCauseCandidate
-    from anomalies.services.playbooks import queue_resolved_notices, queue_responses
 
-    t0 = timezone.now()
-    cause = AnomalyFactory(series=series_ensure(name="db.connections.active"), severity="critical")
-    ResponsePlaybook.objects.create(name="pager", action="webhook", target=receiver.url("/pager"))
-    runs = eager_runs(cause)
-    ((_, _, fingerprint),) = runs.at(t0)
     effect = AnomalyFactory(
-        series=series_ensure(name="http.latency.p95", labels={"endpoint": "/api/feed"}),
+        series=series_ensure(name="http.latency.p95", labels={"endpoint": endpoint}),
         severity="critical",
         started_at=cause.started_at + timedelta(minutes=2),
     )
@@ -631,6 +623,24 @@ def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receive
         score=1.0,
         lead_seconds=120,
     )
+    return effect
+
+
+def test_a_webhook_receiver_gets_its_incident_update_on_the_alert_it_has(receiver, eager_runs):
+    """The update is the cause's alert again (same fingerprint and group key, so PagerDuty
+    updates its incident rather than opening one), its description naming the effects."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.services.playbooks import queue_resolved_notices, queue_responses
+
+    t0 = timezone.now()
+    cause = AnomalyFactory(series=series_ensure(name="db.connections.active"), severity="critical")
+    ResponsePlaybook.objects.create(name="pager", action="webhook", target=receiver.url("/pager"))
+    runs = eager_runs(cause)
+    ((_, _, fingerprint),) = runs.at(t0)
+    effect = _endpoint_slowed_by(cause, "/api/feed")
     with runs.capture(execute=True):
         queue_responses({effect.pk}, now=t0 + timedelta(minutes=2))  # held back
     assert runs.at(t0 + timedelta(minutes=3)) == []  # too soon after the page
@@ -675,7 +685,6 @@ def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(
 
     from django.utils import timezone
 
-    from anomalies.models import RootCauseCandidate
     from anomalies.services.playbooks import queue_resolved_notices, queue_responses
 
     t0 = timezone.now()
@@ -683,21 +692,7 @@ def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(
     ResponsePlaybook.objects.create(name="pager", action="webhook", target=receiver.url("/pager"))
     runs = eager_runs(cause)
     ((_, _, fingerprint),) = runs.at(t0)
-    effects = {}
-    for endpoint in ("/api/feed", "/api/cart"):
-        effects[endpoint] = AnomalyFactory(
-            series=series_ensure(name="http.latency.p95", labels={"endpoint": endpoint}),
-            severity="critical",
-            started_at=cause.started_at + timedelta(minutes=2),
-        )
-        RootCauseCandidate.objects.create(
-            anomaly=effects[endpoint],
-            series=cause.series,
-            cause_anomaly=cause,
-            rank=1,
-            score=1.0,
-            lead_seconds=120,
-        )
+    effects = {e: _endpoint_slowed_by(cause, e) for e in ("/api/feed", "/api/cart")}
     with runs.capture(execute=True):
         queue_responses({e.pk for e in effects.values()}, now=t0 + timedelta(minutes=2))
 
