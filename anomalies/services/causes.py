@@ -9,6 +9,7 @@ quadratic (500 series in one outage: 250,000 rows rewritten a minute, 23 s a run
 from __future__ import annotations
 
 from datetime import timedelta
+from itertools import islice
 
 import numpy as np
 
@@ -258,7 +259,7 @@ class _DeclaredSources:
             lo = int(np.searchsorted(times, t - self.window, "left"))
             hi = int(np.searchsorted(times, t + self.window, "right"))
             extra = 0
-            for i in ix[lo:hi]:
+            for i in islice(ix, lo, hi):
                 if extra >= DECLARED_RANKED:
                     break
                 if i not in found and self.pool[i].series_id != series.pk:
