@@ -19,6 +19,7 @@ from anomalies.engine import StreamingDetector, ThresholdRule
 from anomalies.engine.pattern import SILENT_STEPS
 from anomalies.engine.rule_preview import learned_step, learned_steps, preview_rule
 from anomalies.models import Anomaly, DetectionRule, DetectorState
+from anomalies.selectors import previews
 from telemetry.bulk import insert_samples
 from telemetry.models import RollupState
 from telemetry.selectors import to_datetime
@@ -336,7 +337,7 @@ def test_the_preview_matches_series_as_live_scoring_does_and_caps_them(
     assert names(series_name="disk.used.*", labels={"host": "a"}) == ["disk.used.sda{host=a}"]
     assert names(series_name="disk.used.*", labels={"host": ""}) == ["disk.used.sdc"]
     assert names(series_name="DISK.*") == []  # case-sensitive, as live scoring
-    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_SERIES", 2)
+    monkeypatch.setattr(previews, "RULE_PREVIEW_MAX_SERIES", 2)
     capped = client.post(BASE + "preview", {"series_name": "disk.*", "above": 1}, format="json")
     answer = capped.json()
     assert answer["capped"] and answer["series_matched"] == 4
@@ -344,8 +345,8 @@ def test_the_preview_matches_series_as_live_scoring_does_and_caps_them(
     assert "first 2" in answer["note"]
     # The points read are capped too: past the budget, no further series is read.
     _queue_history("disk.used.sdz", n=300)
-    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_SERIES", 50)
-    monkeypatch.setattr(selectors, "RULE_PREVIEW_MAX_POINTS", 100)
+    monkeypatch.setattr(previews, "RULE_PREVIEW_MAX_SERIES", 50)
+    monkeypatch.setattr(previews, "RULE_PREVIEW_MAX_POINTS", 100)
     answer = client.post(BASE + "preview", {"series_name": "disk.used.*", "above": 1}).json()
     # By name, the three empty series come first and cost nothing; the fourth has 300
     # points, after which the budget is spent (there is no fifth series here to skip).
