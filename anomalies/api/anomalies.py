@@ -1,0 +1,276 @@
+"""`anomaly/detect` and the anomalies: the read, and the operators' acknowledge,
+resolve, false-positive and silence actions."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from telemetry.actors import request_actor
+from telemetry.api import InstantField, resolve_window
+from telemetry.serializers import ChoiceField, ModelSerializer
+from telemetry.validation import MAX_ID
+
+from .. import selectors, services
+from ..engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
+from ..models import (
+    Anomaly,
+    RootCauseCandidate,
+)
+from .silences import SilenceSerializer
+
+
+class RootCauseSerializer(ModelSerializer):
+    series = serializers.CharField(source="series_label", read_only=True)
+
+    class Meta:
+        model = RootCauseCandidate
+        fields = ["rank", "series", "series_id", "score", "lead_seconds", "evidence"]
+
+
+@extend_schema_field({"type": "string", "enum": list(Anomaly.State.values)})
+class AnomalyStateField(ChoiceField):
+    """The anomaly states, inlined in the schema (one enum name per choice set)."""
+
+
+class AnomalySerializer(ModelSerializer):
+    series_name = serializers.CharField(source="series.__str__", read_only=True)
+    state = AnomalyStateField(
+        choices=Anomaly.State.choices,
+        read_only=True,
+        help_text="ongoing; recovering: calm again since `recovered_at`, waiting out the "
+        "quiet period (a relapse resumes it); closed: `ended_at` is set.",
+    )
+    root_causes = RootCauseSerializer(source="causes", many=True, read_only=True)
+    silenced_by = serializers.SerializerMethodField(
+        help_text="Active silences that hold this anomaly's responses back."
+    )
+    explains = serializers.SerializerMethodField(
+        help_text="Anomalies whose likeliest root cause is this one: the rest of its "
+        "incident, which playbooks with `inhibit_effects` did not page on their own."
+    )
+
+    class Meta:
+        model = Anomaly
+        fields = [
+            "id",
+            "series",
+            "series_name",
+            "started_at",
+            "detected_at",
+            "last_seen_at",
+            "ended_at",
+            "recovered_at",
+            "state",
+            "status",
+            "severity",
+            "peak_score",
+            "peak_surprisal",
+            "peak_z",
+            "direction",
+            "observed",
+            "expected",
+            "methods",
+            "rules_fired",
+            "votes",
+            "note",
+            "acknowledged_by",
+            "resolved_by",
+            "confirmed_at",
+            "root_causes",
+            "explains",
+            "silenced_by",
+        ]
+        read_only_fields = fields
+
+    def get_explains(self, anomaly: Anomaly) -> list[int]:
+        return selectors.anomalies_explained_by(anomaly)
+
+    def get_silenced_by(self, anomaly: Anomaly) -> list[int]:
+        # Looked up once per response (every row shares the root's context), not per row.
+        if "silences" not in self.context:
+            now = timezone.now()
+            self.context["silences"] = (now, selectors.silences_active(now))
+        now, silences = self.context["silences"]
+        return selectors.silenced_by(anomaly, silences, now)
+
+
+class OperatorNoteSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class SilenceSeriesSerializer(serializers.Serializer):
+    minutes = serializers.IntegerField(min_value=1, max_value=services.MAX_SILENCE_MINUTES)
+    comment = serializers.CharField(max_length=2000)
+
+
+class DetectQuerySerializer(serializers.Serializer):
+    series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
+    since = InstantField(
+        required=False, help_text="ISO 8601 or epoch seconds; default: a day before until."
+    )
+    until = InstantField(required=False, help_text="ISO 8601 or epoch seconds; default: now.")
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=100)
+
+    def validate(self, attrs):
+        # The window defaults to the day before `until` (or before now).
+        since, _ = resolve_window(attrs.get("since"), attrs.get("until"), names=("since", "until"))
+        return {**attrs, "since": since}
+
+
+class IncidentSerializer(serializers.Serializer):
+    cause = serializers.IntegerField(help_text="The anomaly it began with (first by onset).")
+    cause_series = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    ongoing = serializers.BooleanField(help_text="Some of its anomalies have not ended.")
+    severity = serializers.CharField(help_text="The highest of its anomalies.")
+    anomalies = serializers.IntegerField()
+    anomaly_ids = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text=f"By onset, the first {selectors.INCIDENT_MEMBERS}.",
+    )
+
+
+class DetectResponseSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField(allow_null=True)
+    count = serializers.IntegerField(help_text="Anomalies in the window (all, not only listed).")
+    by_method = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Over every anomaly of the window."
+    )
+    by_severity = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Over every anomaly of the window."
+    )
+    incident_count = serializers.IntegerField(
+        help_text="Incidents in the window: anomalies joined by their likeliest causes, an "
+        "anomaly nothing else is put down to counting as one."
+    )
+    incidents = IncidentSerializer(
+        many=True, help_text="Those of two anomalies or more, newest first."
+    )
+    anomalies = AnomalySerializer(many=True, help_text="The newest `limit` of them.")
+
+
+class AnomalyDetectView(APIView):
+    """Recent anomalies found by every method, with severity and root-cause candidates."""
+
+    serializer_class = DetectResponseSerializer
+
+    @extend_schema(parameters=[DetectQuerySerializer], responses=DetectResponseSerializer)
+    def get(self, request):
+        query = DetectQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        since = params["since"]
+        matching = selectors.anomalies_recent(
+            series_id=params.get("series"),
+            severity=params.get("severity"),
+            since=since,
+            until=params.get("until"),
+        )
+        anomalies = list(matching[: params["limit"]])
+        # The summary covers the whole window, not the page listed: counted over the first
+        # `limit` rows, a fleet-wide incident of 2,000 anomalies read as 100.
+        summary = list(matching.values_list("severity", "methods"))
+        by_method = {
+            f: sum(f in methods for _, methods in summary)
+            for f in (*FAMILIES, STALLED, COLLAPSE, RECURRENCE)
+        }
+        by_severity = {
+            s: sum(severity == s for severity, _ in summary) for s in Anomaly.Severity.values
+        }
+        incident_count, incidents = selectors.incidents_in(matching)
+        return Response(
+            {
+                "since": since,
+                "until": params.get("until"),
+                "count": len(summary),
+                "by_method": by_method,
+                "by_severity": by_severity,
+                "incident_count": incident_count,
+                "incidents": incidents,
+                "anomalies": AnomalySerializer(anomalies, many=True).data,
+            }
+        )
+
+
+class AnomalyFilterSerializer(serializers.Serializer):
+    status = ChoiceField(choices=Anomaly.Status.choices, required=False)
+    state = AnomalyStateField(choices=Anomaly.State.choices, required=False)
+    severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
+    series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+
+
+class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
+    """Anomalies; operators acknowledge, resolve or mark them as false positives."""
+
+    serializer_class = AnomalySerializer
+    action_roles = {
+        "acknowledge": "operator",
+        "resolve": "operator",
+        "false_positive": "operator",
+        "silence": "operator",
+    }
+
+    def get_queryset(self):
+        if self.action != "list":
+            return selectors.anomalies_recent()
+        query = AnomalyFilterSerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        p = query.validated_data
+        return selectors.anomalies_recent(
+            series_id=p.get("series"),
+            severity=p.get("severity"),
+            status=p.get("status"),
+            state=p.get("state"),
+        )
+
+    @extend_schema(parameters=[AnomalyFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def _act(self, request, pk, service):
+        anomaly = self.get_object()  # 404 for an unknown id
+        body = OperatorNoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            service(
+                anomaly_id=anomaly.pk,
+                by=request_actor(request),
+                note=body.validated_data.get("note", ""),
+            )
+        except services.AnomalyStateError as exc:
+            return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(AnomalySerializer(selectors.anomalies_recent().get(pk=anomaly.pk)).data)
+
+    @extend_schema(request=OperatorNoteSerializer, responses=AnomalySerializer)
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        return self._act(request, pk, services.anomaly_acknowledge)
+
+    @extend_schema(request=OperatorNoteSerializer, responses=AnomalySerializer)
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        return self._act(request, pk, services.anomaly_resolve)
+
+    @extend_schema(request=OperatorNoteSerializer, responses=AnomalySerializer)
+    @action(detail=True, methods=["post"], url_path="false-positive")
+    def false_positive(self, request, pk=None):
+        return self._act(request, pk, services.anomaly_mark_false_positive)
+
+    @extend_schema(request=SilenceSeriesSerializer, responses={201: SilenceSerializer})
+    @action(detail=True, methods=["post"])
+    def silence(self, request, pk=None):
+        """Hold back this series' responses for `minutes` (its exact name and labels)."""
+        anomaly = self.get_object()
+        body = SilenceSeriesSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        silence = services.silence_anomaly_series(
+            anomaly_id=anomaly.pk, by=request_actor(request), **body.validated_data
+        )
+        return Response(SilenceSerializer(silence).data, status=status.HTTP_201_CREATED)
