@@ -225,10 +225,18 @@ class _DeclaredSources:
     labels (`InhibitionRule.holds_back`). The ranking puts them first among simultaneous
     onsets (`CauseCandidate.declared`).
 
+    A declared source reaches further back than the window: one that began up to twice
+    the window before the target (the pool's reach) and was still abnormal at its onset
+    is a candidate too. The database whose outage began 40 minutes before an endpoint
+    slowed down is what the operator said it waits on, not a coincidence of the hour, and
+    the rule already pages them as one incident (`services.inhibition`); ranked, it leads
+    the endpoint's candidates by precedence, if it moved materially.
+
     A rule's sources are grouped once per ranking (`group_sources`), sorted by onset, so a
     target looks its group up instead of scanning the pool; `*` over `*` in a fleet-wide
     incident stays linear. A declared source outside the preselected peers (an incident
-    wider than PEERS_RANKED) joins them, the DECLARED_RANKED earliest in the window."""
+    wider than PEERS_RANKED, or an earlier onset) joins them, the DECLARED_RANKED earliest
+    for each rule."""
 
     def __init__(
         self, pool: list[Anomaly], onsets: np.ndarray, window: float, rules: list[InhibitionRule]
@@ -256,15 +264,19 @@ class _DeclaredSources:
                 if i in members and self.pool[i].series_id != series.pk:
                     found.setdefault(i, rule.name)
             t = self.onsets[target]
-            lo = int(np.searchsorted(times, t - self.window, "left"))
+            lo = int(np.searchsorted(times, t - 2 * self.window, "left"))
             hi = int(np.searchsorted(times, t + self.window, "right"))
             extra = 0
             for i in islice(ix, lo, hi):
                 if extra >= DECLARED_RANKED:
                     break
-                if i not in found and self.pool[i].series_id != series.pk:
-                    found[i] = rule.name
-                    extra += 1
+                if i in found or self.pool[i].series_id == series.pk:
+                    continue
+                ended = self.pool[i].ended_at
+                if self.onsets[i] < t - self.window and ended and ended.timestamp() < t:
+                    continue  # over before the target began
+                found[i] = rule.name
+                extra += 1
         return found
 
 

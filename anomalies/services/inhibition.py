@@ -229,9 +229,10 @@ class Inhibition:
                 self.declared[a.pk] = list(found.values())[:MAX_DECLARED_SOURCES]
 
     def rule_of(self, a: Anomaly, cause: Anomaly) -> str | None:
-        """The inhibition rule that puts `a` behind `cause`, when the ranking does not."""
-        if any(c.pk == cause.pk for c in self.causes.get(a.pk, [])):
-            return None
+        """The inhibition rule that declares `cause` a source of `a`, if one does: named
+        even where the ranking puts `a` down to `cause` too, since the ranking reads the
+        rules (`services.causes`) and the operator should see which declaration held the
+        page back."""
         return next((name for c, name in self.declared.get(a.pk, []) if c.pk == cause.pk), None)
 
     def _supersede(self, inhibitors: set[int]) -> set[int]:

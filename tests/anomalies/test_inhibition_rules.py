@@ -408,3 +408,58 @@ def test_a_rule_of_everything_over_everything_groups_pages_by_a_label(eager):
             ]
         )
     )
+
+
+@pytest.mark.parametrize("db_ended", [False, True])
+def test_a_rule_s_source_that_began_before_the_window_is_ranked_while_it_goes_on(db_ended):
+    """The database's outage began 40 minutes before the endpoint slowed down: outside the
+    30-minute window, so by onsets alone the endpoint is its own cause. Declared, and
+    still abnormal when the endpoint began, the database ranks first; over by then, it is
+    no candidate."""
+    from anomalies.models import RootCauseCandidate
+    from anomalies.services.causes import causes_rank_around
+    from telemetry.services import series_ensure
+    from tests.anomalies.factories import AnomalyFactory
+
+    now = timezone.now()
+    db = AnomalyFactory(
+        series=series_ensure(name="db.connections.active"),
+        started_at=now - timedelta(minutes=40),
+        ended_at=now - timedelta(minutes=10) if db_ended else None,
+        peak_surprisal=30.0,
+    )
+    feed = AnomalyFactory(
+        series=series_ensure(name="http.latency.p95", labels={"endpoint": "/api/feed"}),
+        started_at=now,
+        peak_surprisal=40.0,
+    )
+    _rule()
+    causes_rank_around({feed.pk})
+    ranked = list(RootCauseCandidate.objects.filter(anomaly=feed).order_by("rank"))
+    if db_ended:
+        assert [c.cause_anomaly_id for c in ranked] == [feed.pk]
+        return
+    assert [c.cause_anomaly_id for c in ranked] == [db.pk, feed.pk]
+    assert ranked[0].lead_seconds == pytest.approx(2400.0)
+    assert ranked[0].evidence["declared_by"] == "db takes http down"
+
+
+def test_a_page_held_back_behind_a_declared_source_names_the_rule_though_the_ranking_agrees(
+    eager,
+):
+    """The ranking reads the rules, so the database is the endpoint's likeliest cause too;
+    the held-back page still says which declaration held it, and the rule counts it."""
+    from anomalies.services.causes import causes_rank_around
+
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    rule = _rule()
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=40))
+    eager([db], t0 - timedelta(minutes=40))
+    feed = _anomaly("http.latency.p95", t0, endpoint="/api/feed")
+    causes_rank_around({feed.pk})
+    assert feed.causes.get(rank=1).cause_anomaly_id == db.pk
+    eager([db, feed], t0)
+    held = ResponseExecution.objects.get(anomaly=feed)
+    assert held.status == INHIBITED and held.result["rule"] == rule.name
+    assert held.error.startswith(f"not sent: its source by inhibition rule {rule.name!r}")
