@@ -29,13 +29,31 @@ from .shared import MaskedSecretsMixin, ReadOnlyAdmin, apply_each
 class RootCauseInline(admin.TabularInline):
     model = RootCauseCandidate
     fk_name = "anomaly"
-    fields = ["rank", "series", "score", "lead_seconds", "evidence"]
+    fields = ["rank", "series", "why", "score", "lead_seconds", "evidence"]
     readonly_fields = fields
     extra = 0
     can_delete = False
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    @admin.display(description="why ranked here")
+    def why(self, obj: RootCauseCandidate) -> str:
+        """The ranking's reasons in words (`engine.root_cause`: onset, then a declared
+        dependency, then the signal layer): an operator who doubts a rank-1 cause reads
+        why it leads without decoding the evidence."""
+        evidence = obj.evidence or {}
+        if evidence.get("is_self"):
+            reasons = ["the anomaly's own series"]
+        else:
+            minutes = abs(obj.lead_seconds) / 60
+            when = "before" if obj.lead_seconds >= 0 else "after"
+            reasons = [f"moved {minutes:.0f} min {when} it"]
+        if rule := evidence.get("declared_by"):
+            reasons.append(f"declared a source by inhibition rule {rule!r}")
+        if (layer := evidence.get("layer")) in ("demand", "resource"):
+            reasons.append(f"a {layer} signal")
+        return "; ".join(reasons)
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("series")

@@ -411,7 +411,9 @@ def test_a_rule_of_everything_over_everything_groups_pages_by_a_label(eager):
 
 
 @pytest.mark.parametrize("db_ended", [False, True])
-def test_a_rule_s_source_that_began_before_the_window_is_ranked_while_it_goes_on(db_ended):
+def test_a_rule_s_source_that_began_before_the_window_is_ranked_while_it_goes_on(
+    db_ended, admin_client
+):
     """The database's outage began 40 minutes before the endpoint slowed down: outside the
     30-minute window, so by onsets alone the endpoint is its own cause. Declared, and
     still abnormal when the endpoint began, the database ranks first; over by then, it is
@@ -442,6 +444,10 @@ def test_a_rule_s_source_that_began_before_the_window_is_ranked_while_it_goes_on
     assert [c.cause_anomaly_id for c in ranked] == [db.pk, feed.pk]
     assert ranked[0].lead_seconds == pytest.approx(2400.0)
     assert ranked[0].evidence["declared_by"] == "db takes http down"
+    # The anomaly's page says why the database leads, in words.
+    page = admin_client.get(f"/admin/anomalies/anomaly/{feed.pk}/change/").content.decode()
+    assert "moved 40 min before it; declared a source by inhibition rule" in page
+    assert "the anomaly&#x27;s own series" in page
 
 
 def test_a_page_held_back_behind_a_declared_source_names_the_rule_though_the_ranking_agrees(
