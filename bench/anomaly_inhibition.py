@@ -94,45 +94,51 @@ def main() -> int:
         )
         InhibitionRule.objects.bulk_create([narrow, wide])
 
-        def best(rules: list) -> float:
-            times = []
-            for _ in range(5):
-                began = time.perf_counter()
-                Inhibition(anomalies, [playbook], {}, rules=rules, now=now)
-                times.append(time.perf_counter() - began)
-            return min(times)
-
-        base = best([])
-        print(f"{len(anomalies)} ongoing anomalies, one paging playbook:")
-        print(f"  no rule                {base * 1000:7.1f} ms")
-        for label, rules in (("narrow (db over http)", [narrow]), ("widest (* over *)", [wide])):
-            took = best(rules)
-            print(f"  {label:<22} {took * 1000:7.1f} ms  ({took / base:.1f}x)")
+        def judge(rules: list) -> None:
+            Inhibition(anomalies, [playbook], {}, rules=rules, now=now)
 
         opened = {a.pk for a in anomalies}
         rows = InhibitionRule.objects.filter(name__startswith=prefix)
 
-        def best_ranking(rules: list) -> float:
+        def rank(rules: list) -> None:
+            causes_rank_around(opened)
+
+        def enable_only(rules: list) -> None:
             rows.update(enabled=False)
             rows.filter(pk__in=[r.pk for r in rules]).update(enabled=True)
-            times = []
-            for _ in range(3):
-                began = time.perf_counter()
-                causes_rank_around(opened)
-                times.append(time.perf_counter() - began)
-            return min(times)
 
-        base = best_ranking([])
+        cases = (
+            ("no rule", []),
+            ("narrow (db over http)", [narrow]),
+            ("widest (* over *)", [wide]),
+        )
+        print(f"{len(anomalies)} ongoing anomalies, one paging playbook:")
+        _table(cases, judge, repeats=5)
         print("their root-cause ranking, all opened in one run:")
-        print(f"  no rule                {base * 1000:7.1f} ms")
-        for label, rules in (("narrow (db over http)", [narrow]), ("widest (* over *)", [wide])):
-            took = best_ranking(rules)
-            print(f"  {label:<22} {took * 1000:7.1f} ms  ({took / base:.2f}x)")
+        _table(cases, rank, repeats=3, before=enable_only)
     finally:
         ResponsePlaybook.objects.filter(name=prefix).delete()
         InhibitionRule.objects.filter(name__startswith=prefix).delete()
         Series.objects.filter(name__startswith=prefix).delete()
     return 0
+
+
+def _table(cases, run, *, repeats: int, before=None) -> None:
+    """Print the best of `repeats` calls of `run(rules)` for each case, and its ratio to the
+    first case's (the baseline, in the same process)."""
+    base = None
+    for label, rules in cases:
+        if before is not None:
+            before(rules)
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            run(rules)
+            times.append(time.perf_counter() - began)
+        took = min(times)
+        base = base or took
+        ratio = "" if took is base else f"  ({took / base:.2f}x)"
+        print(f"  {label:<22} {took * 1000:7.1f} ms{ratio}")
 
 
 if __name__ == "__main__":
