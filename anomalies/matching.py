@@ -45,3 +45,8 @@ def equal_key(names: list[str], labels: dict | None) -> tuple[str, ...]:
     `env` agree)."""
     labels = labels_normalize(labels)
     return tuple(labels.get(n, "") for n in names)
+
+
+def labels_text(labels: dict[str, str]) -> str:
+    """Labels as Alertmanager writes a group's: `{service="checkout"}`."""
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"

@@ -23,6 +23,7 @@ from .validation import (
     MAX_UPDATE_SECONDS,
     MIN_REPEAT_SECONDS,
     MIN_UPDATE_SECONDS,
+    NOTIFY_ACTIONS,
     inhibition_rule_errors,
     playbook_errors,
     rule_errors,
@@ -371,6 +372,15 @@ class ResponsePlaybook(models.Model):
         "Past it, the effect is paged as its own problem; 0 pages it as soon as its cause "
         "recovers.",
     )
+    group_by = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Label names (`["service"]`): anomalies whose series share their values are '
+        "one notification group, as Alertmanager's group_by. The group's first anomaly is "
+        "paged; the others join its notifications on the update interval, and when it ends "
+        "the next still abnormal carries the group on under the same group key. Webhook, "
+        "Slack and e-mail only. Empty: each anomaly (or incident) is its own group.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -378,6 +388,19 @@ class ResponsePlaybook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.action})"
+
+    @property
+    def groups(self) -> bool:
+        """Whether it groups anomalies by labels (`group_by`): notifications only."""
+        return bool(self.group_by) and self.action in NOTIFY_ACTIONS
+
+    def group_of(self, series: Series) -> dict[str, str] | None:
+        """The notification group `series` belongs to under `group_by` (label -> value, an
+        absent label counting as empty, as Alertmanager's), or None when the playbook does
+        not group by labels."""
+        if not self.groups:
+            return None
+        return dict(zip(self.group_by, equal_key(self.group_by, series.labels), strict=True))
 
     def matches(self, anomaly: Anomaly) -> bool:
         """Whether this playbook responds to the anomaly: its series, labels and severity."""
@@ -394,6 +417,7 @@ class ResponsePlaybook(models.Model):
             labels=self.labels,
             arguments=self.arguments,
             repeat_interval_seconds=self.repeat_interval_seconds,
+            group_by=self.group_by,
         )
         if errors:
             raise ValidationError(errors)

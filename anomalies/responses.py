@@ -25,12 +25,14 @@ from django.core.mail import get_connection, send_mail
 from django.urls import reverse
 from django.utils import timezone
 
+from .matching import labels_text
 from .models import Anomaly, ResponsePlaybook
 from .selectors import (
     GROUP_FIRING,
     anomaly_causes,
     anomaly_effects,
     ended_since_sent,
+    group_members,
     group_root,
     held_back_effects,
     held_by_rules,
@@ -158,9 +160,13 @@ def alertmanager_group(anomaly: Anomaly, playbook: ResponsePlaybook) -> tuple[di
     alerts = [_paged_alert(anomaly, playbook)]
     held: list[Anomaly] = []
     ended: list[Anomaly] = []
-    if playbook.inhibit_effects and playbook.pk is not None:
-        if anomaly.ended_at is None:
+    if (playbook.inhibit_effects or playbook.groups) and playbook.pk is not None:
+        if anomaly.ended_at is None and playbook.inhibit_effects:
             held = held_back_effects(anomaly, playbook.pk)
+        # A group under `group_by` fires while any of its members does, whichever of them
+        # this notification is about: its first page's resolution included.
+        seen = {e.pk for e in held}
+        held += [m for m in group_members(anomaly, playbook) if m.pk not in seen]
         ended = ended_since_sent(anomaly, playbook.pk)
     part_of = f"; held back, part of the incident paged as anomaly {anomaly.pk} on {anomaly.series}"
     # Built only for what is sent: a fleet-wide incident holds back thousands. The ended
@@ -170,7 +176,16 @@ def alertmanager_group(anomaly: Anomaly, playbook: ResponsePlaybook) -> tuple[di
     ended = ended[: MAX_GROUP_ALERTS - 1]
     held = held[: MAX_GROUP_ALERTS - 1 - len(ended)]
     alerts += [_alert(e, _description(e) + part_of) for e in held + ended]
-    body = _alertmanager_body(alerts, playbook, f'anomaly="{anomaly.pk}"', truncated=left_out)
+    # The group's key: its labels under `group_by`, so that the next member paged after
+    # the first ended continues the receiver's incident; otherwise the anomaly's own.
+    grouped = playbook.group_of(anomaly.series)
+    body = _alertmanager_body(
+        alerts,
+        playbook,
+        grouped or {"anomaly": str(anomaly.pk)},
+        grouped_by=grouped,
+        truncated=left_out,
+    )
     return body, [e.pk for e in held]
 
 
@@ -182,7 +197,24 @@ def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> 
         _description(anomaly)
         + _cause_clause(anomaly)
         + _incident_clause(anomaly)
-        + _rules_held_clause(anomaly, playbook),
+        + _rules_held_clause(anomaly, playbook)
+        + _group_clause(anomaly, playbook),
+    )
+
+
+def _group_clause(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> str:
+    """The rest of the notification group under the playbook's `group_by`: an e-mail or
+    Slack receiver has only the text to learn what else in the service is abnormal."""
+    if playbook is None or not playbook.groups:
+        return ""
+    members = group_members(anomaly, playbook)
+    if not members:
+        return ""
+    names = ", ".join(f"{m.series} ({m.severity})" for m in members[:NAMED_EFFECTS])
+    more = len(members) - NAMED_EFFECTS
+    group = labels_text(playbook.group_of(anomaly.series) or {})
+    return f"; also abnormal in its group {group}: {names}" + (
+        f" and {more} more" if more > 0 else ""
     )
 
 
@@ -252,19 +284,25 @@ def _common(mappings: list[dict]) -> dict:
 
 
 def _alertmanager_body(
-    alerts: list[dict], playbook: ResponsePlaybook, group: str, *, truncated: int = 0
+    alerts: list[dict],
+    playbook: ResponsePlaybook,
+    key: dict[str, str],
+    *,
+    grouped_by: dict[str, str] | None = None,
+    truncated: int = 0,
 ) -> dict:
-    """Alertmanager's webhook envelope around a group's alerts (the first names the group:
-    the anomaly paged; `truncated` more were left out); `group` completes its group key.
+    """Alertmanager's webhook envelope around a group's alerts (the first is the anomaly
+    the notification is about; `truncated` more were left out). `key` completes the group
+    key; `grouped_by`, the labels of a playbook's `group_by` group, are its group labels.
     The group fires while any of its alerts does."""
     name = alerts[0]["labels"]["alertname"]
     return {
         "version": "4",
-        "groupKey": f'{{}}:{{alertname="{name}", {group}}}',
+        "groupKey": "{}:" + labels_text({"alertname": name, **key}),
         "truncatedAlerts": truncated,
         "status": "firing" if any(a["status"] == "firing" for a in alerts) else "resolved",
         "receiver": playbook.name,
-        "groupLabels": {"alertname": name},
+        "groupLabels": {"alertname": name, **(grouped_by or {})},
         "commonLabels": _common([a["labels"] for a in alerts]),
         "commonAnnotations": _common([a["annotations"] for a in alerts]),
         "externalURL": _absolute(reverse("admin:index")),
@@ -297,6 +335,7 @@ def slack_payload(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) ->
             _cause_clause(anomaly),
             _incident_clause(anomaly),
             _rules_held_clause(anomaly, playbook),
+            _group_clause(anomaly, playbook),
         ):
             if clause:
                 detail += f" · {_slack_escape(clause.removeprefix('; '))}"
@@ -540,7 +579,7 @@ def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
             "generatorURL": link,
             "fingerprint": _fingerprint(f"test:{playbook.pk}"),
         }
-        body = _alertmanager_body([alert], playbook, f'playbook="{playbook.pk}"')
+        body = _alertmanager_body([alert], playbook, {"playbook": str(playbook.pk)})
         return {"http_status": _post_json(playbook.target, body, "webhook")}
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         return _send_email(playbook, f"Test: {summary}", f"{description}\n\n{link}")

@@ -132,8 +132,19 @@ def task_call(name: str, arguments: Any, anomaly_id: int) -> tuple[Task, dict]:
     return task, kwargs
 
 
+# Labels a playbook may group by: Alertmanager's routes group by a handful (cluster,
+# service, alertname); a longer list is one group per series by another name.
+MAX_GROUP_BY = 10
+
+
 def playbook_errors(
-    *, action: Any, target: Any, labels: Any, arguments: Any, repeat_interval_seconds: Any = None
+    *,
+    action: Any,
+    target: Any,
+    labels: Any,
+    arguments: Any,
+    repeat_interval_seconds: Any = None,
+    group_by: Any = None,
 ) -> Errors:
     """What makes a response playbook unusable, by field (empty when it is fine).
 
@@ -176,7 +187,25 @@ def playbook_errors(
             "repeat_interval_seconds",
             "only notifications are repeated (webhook, Slack, e-mail): a task runs once",
         )
+    _group_by(errors, group_by, action)
     return errors
+
+
+def _group_by(errors: Errors, group_by: Any, action: Any) -> None:
+    if group_by is None or group_by == []:
+        return
+    if not isinstance(group_by, list) or not all(isinstance(n, str) for n in group_by):
+        _add(errors, "group_by", 'give a list of label names, such as ["service"]')
+    elif (problem := label_problem(dict.fromkeys(group_by, ""))) is not None:
+        _add(errors, "group_by", problem.replace("key", "label name", 1))
+    elif len(set(group_by)) != len(group_by):
+        _add(errors, "group_by", "names a label twice")
+    elif len(group_by) > MAX_GROUP_BY:
+        _add(errors, "group_by", f"at most {MAX_GROUP_BY} labels")
+    elif action in _ACTIONS and action not in NOTIFY_ACTIONS:
+        # A task acts per anomaly (a scaling evaluation of its series): grouping would
+        # leave all but the first without the action.
+        _add(errors, "group_by", "only notifications are grouped (webhook, Slack, e-mail)")
 
 
 def email_recipients(target: str) -> list[str]:

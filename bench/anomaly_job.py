@@ -15,7 +15,9 @@ the default) is in place throughout, so the runs also queue the responses: the p
 to the broker (`REDIS_URL`, or the embedded one), and the incident's effects are held
 back behind its cause. With `--inhibition-rule` (and `--playbook`), an inhibition rule
 as wide as they come is in place too: every bench series is a source and a target of
-every other (the fleet-wide incident's worst case for `Inhibition._declare`). The bench
+every other (the fleet-wide incident's worst case for `Inhibition._declare`). With
+`--group-by` (and `--playbook`), the playbook groups by `service`, a label that splits the
+bench series into 20 services (the fleet-wide incident then holds 20 groups). The bench
 series, the playbook and the rule are deleted at the end.
 """
 
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "phase3.settings")
 
 STEP = 300.0
+SERVICES = 20
 
 
 def main() -> int:
@@ -45,6 +48,11 @@ def main() -> int:
         "--inhibition-rule",
         action="store_true",
         help="with --playbook: every series holds back every other",
+    )
+    parser.add_argument(
+        "--group-by",
+        action="store_true",
+        help="with --playbook: the playbook groups by the series' service label",
     )
     args = parser.parse_args()
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
@@ -72,12 +80,19 @@ def main() -> int:
     rng = np.random.default_rng(0)
     end = np.floor(time.time() / STEP) * STEP - 3600.0
     ts = end - STEP * np.arange(args.history)[::-1]
-    series = [series_ensure(name=f"{prefix}.{k}", unit="ms") for k in range(args.series)]
+    series = [
+        series_ensure(name=f"{prefix}.{k}", unit="ms", labels={"service": f"s{k % SERVICES}"})
+        for k in range(args.series)
+    ]
     ids = [s.pk for s in series]
     level = rng.uniform(10, 1000, args.series)
     if args.playbook:
         ResponsePlaybook.objects.create(
-            name=prefix, series_name=f"{prefix}.*", action="email", target="oncall@example.com"
+            name=prefix,
+            series_name=f"{prefix}.*",
+            action="email",
+            target="oncall@example.com",
+            group_by=["service"] if args.group_by else [],
         )
     if args.inhibition_rule:
         InhibitionRule.objects.create(

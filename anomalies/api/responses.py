@@ -36,6 +36,14 @@ class MinSeverityField(ChoiceField):
 
 class ResponsePlaybookSerializer(ModelSerializer):
     min_severity = MinSeverityField(choices=Anomaly.Severity.choices, required=False)
+    group_by = serializers.ListField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text='Label names (`["service"]`): anomalies whose series share their values '
+        "are one notification group, as Alertmanager's `group_by`. Its first anomaly is "
+        "paged, the others join its notifications, and the group outlives its first anomaly "
+        "under one group key. Webhook, Slack and e-mail only; empty: no grouping by labels.",
+    )
 
     class Meta:
         model = ResponsePlaybook
@@ -54,6 +62,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "inhibit_effects",
             "update_interval_seconds",
             "effect_grace_seconds",
+            "group_by",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
@@ -73,6 +82,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "labels": {},
             "arguments": {},
             "repeat_interval_seconds": None,
+            "group_by": [],
         }
         if errors := playbook_errors(**merged_fields(attrs, self.instance, fields)):
             raise serializers.ValidationError(errors)

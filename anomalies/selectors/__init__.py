@@ -16,8 +16,10 @@ from .charts import (
     anomaly_context,
 )
 from .groups import (
+    BY_RULE_OR_GROUP,
     GROUP_FIRING,
     ended_since_sent,
+    group_members,
     group_root,
     held_back_effects,
     held_by_rules,
@@ -66,6 +68,7 @@ from .silences import (
 )
 
 __all__ = [
+    "BY_RULE_OR_GROUP",
     "CAUSE_LOOKBACK",
     "CHART_STEPS",
     "GROUP_FIRING",
@@ -94,6 +97,7 @@ __all__ = [
     "effects_of",
     "ended_since_sent",
     "explained_rows",
+    "group_members",
     "group_root",
     "held_back_effects",
     "held_by_rules",

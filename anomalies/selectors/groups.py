@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.fields.json import KT
+from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Coalesce
 
 from ..models import (
     Anomaly,
     InhibitionRule,
     ResponseExecution,
+    ResponsePlaybook,
 )
 from .causes import anomaly_causes, anomaly_effects
 
@@ -133,19 +134,35 @@ def incident_of(anomaly: Anomaly, playbook_id: int) -> Anomaly | None:
     return Anomaly.objects.select_related("series").filter(pk=source).first()
 
 
-def held_by_rules(roots: set[int], playbooks: set[int]) -> dict[tuple[int, int], set[int]]:
-    """(playbook, anomaly) -> the ongoing anomalies an inhibition rule made that playbook
-    hold back behind it: the part of an incident the ranking does not know of, which its
-    receiver hears of all the same (`incident_size`, `incident_updates_due`). One query."""
+# Why a page held back behind another is not among the ranking's effects: an inhibition
+# rule's name, or the playbook's notification group (`group_by`), in its `result`.
+BY_RULE = ("rule",)
+BY_RULE_OR_GROUP = ("rule", "group")
+
+
+def held_by_rules(
+    roots: set[int], playbooks: set[int], *, kinds: tuple[str, ...] = BY_RULE
+) -> dict[tuple[int, int], set[int]]:
+    """(playbook, anomaly) -> the ongoing anomalies an inhibition rule (or, with
+    `BY_RULE_OR_GROUP`, the playbook's `group_by`) made that playbook hold back behind it:
+    the part of an incident the ranking does not know of, which its receiver hears of all
+    the same (`incident_size`, `incident_updates_due`). One query."""
     out: dict[tuple[int, int], set[int]] = {}
     if not roots or not playbooks:
         return out
-    for playbook, root, anomaly in ResponseExecution.objects.filter(
-        playbook_id__in=playbooks,
-        status=ResponseExecution.Status.INHIBITED,
-        anomaly__ended_at__isnull=True,
-        result__has_key="rule",
-    ).values_list("playbook_id", "result__inhibited_by", "anomaly_id"):
+    keyed = Q()
+    for kind in kinds:
+        keyed |= Q(result__has_key=kind)
+    for playbook, root, anomaly in (
+        ResponseExecution.objects.filter(
+            keyed,
+            playbook_id__in=playbooks,
+            status=ResponseExecution.Status.INHIBITED,
+            anomaly__ended_at__isnull=True,
+        )
+        .values_list("playbook_id", "result__inhibited_by", "anomaly_id")
+        .distinct()
+    ):
         if root in roots:
             out.setdefault((playbook, root), set()).add(anomaly)
     return out
@@ -182,6 +199,34 @@ def inhibition_rules_counted(rules: QuerySet[InhibitionRule]) -> QuerySet[Inhibi
     return rules.annotate(holding=Coalesce(Subquery(held, output_field=IntegerField()), 0))
 
 
+def group_members(anomaly: Anomaly, playbook: ResponsePlaybook) -> list[Anomaly]:
+    """The other ongoing anomalies of `anomaly`'s notification group under the playbook's
+    `group_by` that its receiver has been told of, paged or held back: every alert the
+    group's notification carries, as Alertmanager's does. Whichever member a notification
+    is about (the first paged, the next one paged once the first ended, or the first's
+    resolution), it carries the rest, so the group fires while any of them does. Empty
+    for a playbook that does not group by labels."""
+    group = playbook.group_of(anomaly.series)
+    if group is None or playbook.pk is None:
+        return []
+    told = ResponseExecution.objects.filter(playbook_id=playbook.pk).exclude(
+        Q(status__in=(ResponseExecution.Status.FAILED, ResponseExecution.Status.CANCELLED))
+        | Q(status=ResponseExecution.Status.RETRYING, attempts=0)
+    )
+    members = Anomaly.objects.filter(
+        pk__in=told.values("anomaly_id"), ended_at__isnull=True
+    ).exclude(Q(pk=anomaly.pk) | Q(status=Anomaly.Status.FALSE_POSITIVE))
+    # Label keys may hold dots and dashes, which a lookup path cannot name: each value is
+    # read with a key transform of its own. An absent label counts as empty.
+    for i, (name, value) in enumerate(group.items()):
+        members = members.annotate(**{f"group_{i}": KeyTextTransform(name, "series__labels")})
+        same = Q(**{f"group_{i}": value})
+        if value == "":
+            same |= Q(**{f"group_{i}__isnull": True})
+        members = members.filter(same)
+    return list(members.select_related("series").order_by("started_at", "pk"))
+
+
 def incident_size(anomaly: Anomaly, playbook_id: int | None = None) -> int:
     """How many ongoing anomalies a notification about this one says its incident holds:
     put down to its likeliest cause if it has one (`responses._cause_clause`), else to
@@ -197,5 +242,6 @@ def incident_size(anomaly: Anomaly, playbook_id: int | None = None) -> int:
         root, effects = source, {anomaly.pk}
     effects |= {e.pk for e in anomaly_effects(root)}
     if playbook_id is not None:
-        effects |= held_by_rules({root.pk}, {playbook_id}).get((playbook_id, root.pk), set())
+        held = held_by_rules({root.pk}, {playbook_id}, kinds=BY_RULE_OR_GROUP)
+        effects |= held.get((playbook_id, root.pk), set())
     return len(effects)

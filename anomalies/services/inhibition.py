@@ -7,7 +7,9 @@ that outlives its cause as its own problem (its `effect_grace_seconds`), and tel
 cause's receiver when more of the incident goes on (`incident_updates_due`, as
 Alertmanager's `group_interval`). A silenced cause inhibits as a paged one does; a team
 whose playbook does not match the cause, and the effects of a cause dismissed as a false
-positive, are paged once per incident, through its first effect.
+positive, are paged once per incident, through its first effect. A playbook that groups by
+labels (`group_by`) holds back the later anomalies of a group behind its first page, and
+pages the next one when that ends, so the group lives until its last anomaly does.
 `playbooks.queue_responses` drives them.
 """
 
@@ -21,6 +23,7 @@ from typing import NamedTuple
 from django.db.models import Q
 from django.utils import timezone
 
+from ..matching import labels_text
 from ..models import (
     SEVERITY_ORDER,
     Anomaly,
@@ -29,6 +32,7 @@ from ..models import (
     ResponsePlaybook,
 )
 from ..selectors import (
+    BY_RULE_OR_GROUP,
     GROUP_FIRING,
     causes_of,
     effects_of,
@@ -65,6 +69,10 @@ SOURCE_FIELDS = (
 # What a held-back execution says (`Inhibition.why`).
 PAGED = "its incident was paged by this playbook"
 OUTLIVES = "sent if this anomaly outlives it"
+GROUPED = (
+    "goes on; this anomaly is sent in the group's notifications, and paged as the group's "
+    "next page if it outlives it"
+)
 
 
 class Sent(NamedTuple):
@@ -97,15 +105,20 @@ def inhibited_execution(
     why: str,
     pk: int | None = None,
     rule: str | None = None,
+    group: dict[str, str] | None = None,
 ) -> ResponseExecution:
     """A page held back behind `cause` (`pk`: an execution held back before, rehomed),
     saying `why` (`Inhibition.why`), and the inhibition rule that put it there, if one
-    did rather than the root-cause ranking."""
-    result = {"inhibited_by": cause.pk, "cause_series": str(cause.series), "reason": why}
+    did rather than the root-cause ranking, or the playbook's notification group
+    (`group_by`) that carries it."""
+    result: dict = {"inhibited_by": cause.pk, "cause_series": str(cause.series), "reason": why}
     link = "its likeliest root cause"
     if rule is not None:
         result["rule"] = rule
         link = f"its source by inhibition rule {rule!r}"
+    elif group is not None:
+        result["group"] = group
+        link = f"the first of its group {labels_text(group)} this playbook paged"
     return ResponseExecution(
         pk=pk,
         playbook=p,
@@ -146,7 +159,14 @@ class Inhibition:
         now: datetime | None = None,
     ) -> None:
         inhibiting = [p for p in playbooks if p.inhibit_effects and p.action in NOTIFY_ACTIONS]
-        self.on = {p.pk for p in inhibiting}
+        grouping = [p for p in playbooks if p.groups]
+        self.inhibits = {p.pk for p in inhibiting}
+        self.on = self.inhibits | {p.pk for p in grouping}
+        # Playbook -> group (its label values) -> the ongoing anomalies it paged in that
+        # group, by onset: the first holds the group's later anomalies back (`group_by`).
+        self.leaders: dict[int, dict[tuple[str, ...], list[Anomaly]]] = {}
+        # (playbook, anomaly) -> the group whose page holds the anomaly's page back now.
+        self.grouped: dict[tuple[int, int], dict[str, str]] = {}
         self.silenced: set[int] = set()
         # Playbook -> cause -> the highest severity the playbook has told of the cause's
         # effects (`tell`): how a receiver not paged for the cause hears of its incident.
@@ -160,6 +180,8 @@ class Inhibition:
         self.told: set[tuple[int, int]] = set()
         if not self.on or not anomalies:
             return
+        if grouping:
+            self._load_group_leaders(grouping, anomalies)
         for c in (
             likeliest_causes().filter(anomaly__in=anomalies).select_related("cause_anomaly__series")
         ):
@@ -227,6 +249,42 @@ class Inhibition:
                         found[c.pk] = (c, r.name)
             if found:
                 self.declared[a.pk] = list(found.values())[:MAX_DECLARED_SOURCES]
+
+    def _load_group_leaders(
+        self, grouping: list[ResponsePlaybook], anomalies: list[Anomaly]
+    ) -> None:
+        """`leaders`: for each grouping playbook, the ongoing anomalies it has paged (not
+        held back), in the groups this run's anomalies belong to. Only a page counts: one
+        held back in its group is carried by the group's page, and counting it too would
+        let two held-back members hold each other back, paging neither. Two queries."""
+        wanted = {
+            p.pk: {_key(p.group_of(a.series)) for a in anomalies if p.matches(a)} for p in grouping
+        }
+        rows = [
+            (playbook, anomaly)
+            for playbook, anomaly, status, attempts in ResponseExecution.objects.filter(
+                playbook_id__in=[p for p, keys in wanted.items() if keys],
+                anomaly__ended_at__isnull=True,
+            )
+            .exclude(status=INHIBITED)
+            .exclude(anomaly__status=Anomaly.Status.FALSE_POSITIVE)
+            .values_list("playbook_id", "anomaly_id", "status", "attempts")
+            if tells(status, attempts)
+        ]
+        if not rows:
+            return
+        paged = Anomaly.objects.select_related("series").only(*SOURCE_FIELDS, "recovered_at")
+        by_pk = paged.in_bulk({a for _, a in rows})
+        by_playbook = {p.pk: p for p in grouping}
+        for playbook, anomaly in sorted(rows, key=lambda r: (by_pk[r[1]].started_at, r[1])):
+            a = by_pk[anomaly]
+            key = _key(by_playbook[playbook].group_of(a.series))
+            if key in wanted[playbook]:
+                self.leaders.setdefault(playbook, {}).setdefault(key, []).append(a)
+
+    def group_of(self, p: ResponsePlaybook, a: Anomaly) -> dict[str, str] | None:
+        """The playbook's notification group whose page holds `a` back (set by `cause`)."""
+        return self.grouped.get((p.pk, a.pk))
 
     def rule_of(self, a: Anomaly, cause: Anomaly) -> str | None:
         """The inhibition rule that declares `cause` a source of `a`, if one does: named
@@ -318,6 +376,10 @@ class Inhibition:
         likeliest causes; a page held back does not, so that an effect held back at a
         warning that turns critical is paged, and holds its critical siblings back."""
         self.told.add((p.pk, a.pk))
+        if paged and (group := p.group_of(a.series)) is not None and p.pk in self.on:
+            members = self.leaders.setdefault(p.pk, {}).setdefault(_key(group), [])
+            if all(m.pk != a.pk for m in members):
+                members.append(a)
         if paged:
             for c in self.causes.get(a.pk, []):
                 self._paged_via_effect(p.pk, c.pk, a.severity, ongoing=True)
@@ -340,8 +402,10 @@ class Inhibition:
                 return c
         return None
 
-    def why(self, p: ResponsePlaybook, cause: Anomaly) -> str:
-        """What the held-back execution says of its cause."""
+    def why(self, p: ResponsePlaybook, cause: Anomaly, a: Anomaly | None = None) -> str:
+        """What the held-back execution (of `a`) says of its cause."""
+        if a is not None and (p.pk, a.pk) in self.grouped:
+            return GROUPED
         if cause.status == Anomaly.Status.FALSE_POSITIVE:
             return (
                 "was dismissed as a false positive, and this playbook paged the rest of its "
@@ -381,9 +445,27 @@ class Inhibition:
         its first effect, instead of once per endpoint. (A playbook that matches the cause
         and has not been told of it, because its page failed, was cancelled or not yet
         judged, pages the effects as before.) The caller `tell`s the pair when
-        it queues or inhibits the page, so the anomalies judged after it see it."""
+        it queues or inhibits the page, so the anomalies judged after it see it.
+
+        Failing all that, a playbook that groups by labels (`group_by`) holds the page back
+        behind the first anomaly it paged in the same group that goes on, whatever their
+        causes and severities, as Alertmanager sends a group's later alerts in its next
+        notification (`grouped`)."""
+        self.grouped.pop((p.pk, a.pk), None)
         if p.pk not in self.on:
             return None
+        if p.pk in self.inhibits and (cause := self._cause(p, a)) is not None:
+            return cause
+        if (group := p.group_of(a.series)) is None:
+            return None
+        for c in self.leaders.get(p.pk, {}).get(_key(group), []):
+            if c.pk != a.pk and c.ended_at is None:
+                self.grouped[(p.pk, a.pk)] = group
+                return c
+        return None
+
+    def _cause(self, p: ResponsePlaybook, a: Anomaly) -> Anomaly | None:
+        """`cause` for a playbook with `inhibit_effects`: a ranked or declared cause."""
         rank = SEVERITY_ORDER[a.severity]
         # Held back while a page for another of the cause's effects goes on: once that one
         # has recovered (and its receiver was told so), the next still abnormal is paged,
@@ -417,8 +499,10 @@ class Inhibition:
         no tail: the effect is its own problem at once."""
         if p.pk not in self.on:
             return False
-        if a.recovered_at is not None:
-            return True
+        if a.recovered_at is not None or p.pk not in self.inhibits:
+            # A page held back in its group only: calm again, it waits out its quiet
+            # period; still abnormal, it carries the group on.
+            return a.recovered_at is not None
         via = self.via_effects.get(p.pk, {})
         grace = timedelta(seconds=p.effect_grace_seconds)
         return any(
@@ -462,11 +546,15 @@ def incident_updates_due(
     returns the notices to queue after commit: execution -> the task's keyword arguments.
     """
     by_pk = {p.pk: p for p in playbooks}
-    holding = set(
-        ResponseExecution.objects.filter(
-            playbook_id__in=list(by_pk), status=INHIBITED, anomaly__ended_at__isnull=True
-        ).values_list("playbook_id", "result__inhibited_by")
-    )
+    holding: set[tuple[int, int]] = set()
+    # (playbook, page's anomaly) -> the highest severity held back in its `group_by` group.
+    group_top: dict[tuple[int, int], int] = {}
+    for p, by, severity, group in ResponseExecution.objects.filter(
+        playbook_id__in=list(by_pk), status=INHIBITED, anomaly__ended_at__isnull=True
+    ).values_list("playbook_id", "result__inhibited_by", "anomaly__severity", "result__group"):
+        holding.add((p, by))
+        if group is not None:
+            group_top[(p, by)] = max(group_top.get((p, by), -1), SEVERITY_ORDER[severity])
     held_behind = {a for _, a in holding if isinstance(a, int)}
     pages = list(
         ResponseExecution.objects.filter(
@@ -506,7 +594,7 @@ def incident_updates_due(
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
     # What inhibition rules held back behind the roots, which the ranking does not count;
     # a page through a rule's target counts itself, as an effect's page is in its cause's.
-    by_rule = held_by_rules({r.pk for r in roots.values()}, set(by_pk))
+    by_rule = held_by_rules({r.pk for r in roots.values()}, set(by_pk), kinds=BY_RULE_OR_GROUP)
     sizes = {
         e.pk: len(
             set(effects[roots[e.pk].pk])
@@ -531,11 +619,17 @@ def incident_updates_due(
     by_effect = {x.pk: x for x in effect_rows} if loose else {}
     recount: dict[int, list[int]] = {}  # effects now -> executions to record it on
     calls: dict[int, dict] = {}
+    worse: dict[str, list[int]] = {}  # severity -> group pages that now hold it back
     for e in pages:
         root = roots[e.pk].pk
         count, last = sizes[e.pk], e.notified_at or e.finished_at
         p = by_pk[e.playbook_id]
-        news = e.pk in resolved
+        # A group member more severe than the group's receiver was told (one that turned
+        # critical behind a warning's page) is news, as Alertmanager sends a changed
+        # alert in its group's next notification.
+        top = group_top.get((e.playbook_id, e.anomaly_id), -1)
+        escalated = top > SEVERITY_ORDER.get(e.notified_severity or e.anomaly.severity, -1)
+        news = e.pk in resolved or escalated
         if count == e.notified_effects and not news:
             continue
         if e.pk in told_now or (count < e.notified_effects and not news):
@@ -553,12 +647,21 @@ def incident_updates_due(
                 "queued": now.isoformat(),
                 "last": last.isoformat(),
             }
+            if escalated:
+                worse.setdefault(_severity_named(top), []).append(e.pk)
     for count, pks in recount.items():
         ResponseExecution.objects.filter(pk__in=pks).update(notified_effects=count)
+    for severity, pks in worse.items():
+        # The highest severity the receiver has been told of in this group.
+        ResponseExecution.objects.filter(pk__in=pks).update(notified_severity=severity)
     if calls:
         # News, as an escalation is: the repeat interval counts from it.
         ResponseExecution.objects.filter(pk__in=list(calls)).update(notified_at=now)
     return calls
+
+
+def _severity_named(rank: int) -> str:
+    return next(name for name, r in SEVERITY_ORDER.items() if r == rank)
 
 
 def _holds(
@@ -586,3 +689,7 @@ def _outlives(p: ResponsePlaybook) -> str:
     else:
         span = f"{grace} s"
     return f"sent if this anomaly is still abnormal {span} after it recovers"
+
+
+def _key(group: dict[str, str] | None) -> tuple[str, ...]:
+    return tuple((group or {}).values())

@@ -63,7 +63,11 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
     usable = []
     for p in ResponsePlaybook.objects.filter(enabled=True):
         errors = playbook_errors(
-            action=p.action, target=p.target, labels=p.labels, arguments=p.arguments
+            action=p.action,
+            target=p.target,
+            labels=p.labels,
+            arguments=p.arguments,
+            group_by=p.group_by,
         )
         if errors:
             logger.warning("response playbook %r skipped: %s", p.name, errors)
@@ -153,9 +157,7 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                         result={"incident_of": source.pk} if source is not None else {},
                     )
                     if cause is None
-                    else inhibited_execution(
-                        p, a, cause, why=inhibition.why(p, cause), rule=inhibition.rule_of(a, cause)
-                    )
+                    else _held_back(inhibition, p, a, cause)
                 )
                 inhibition.tell(p, a, paged=cause is None)
                 continue
@@ -168,20 +170,12 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                     unsent.append(sent.pk)
                     inhibition.tell(p, a, paged=True)
                 elif cause is not None and (
-                    cause.pk != sent.inhibited_by or inhibition.why(p, cause) != sent.reason
+                    cause.pk != sent.inhibited_by or inhibition.why(p, cause, a) != sent.reason
                 ):
-                    # Held back now behind another cause (a resolved one's successor), or
-                    # for another reason (its cause was dismissed, or its silence ended).
-                    rehomed.append(
-                        inhibited_execution(
-                            p,
-                            a,
-                            cause,
-                            pk=sent.pk,
-                            why=inhibition.why(p, cause),
-                            rule=inhibition.rule_of(a, cause),
-                        )
-                    )
+                    # Held back now behind another cause (a resolved one's successor, its
+                    # group's next page), or for another reason (its cause was dismissed,
+                    # or its silence ended).
+                    rehomed.append(_held_back(inhibition, p, a, cause, pk=sent.pk))
                     inhibition.tell(p, a, paged=False)
             elif (sent.status == NOT_QUEUED and sent.attempts == 0) or sent.status == CANCELLED:
                 unsent.append(sent.pk)
@@ -218,6 +212,28 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 lambda: _enqueue_notices(notify_incident, updates, "incident update")
             )
     return Queued(len(queued), silenced)
+
+
+def _held_back(
+    inhibition: Inhibition,
+    p: ResponsePlaybook,
+    a: Anomaly,
+    cause: Anomaly,
+    *,
+    pk: int | None = None,
+) -> ResponseExecution:
+    """The page of `a` held back behind `cause`, saying why: its group's page, a rule's
+    source, or its likeliest cause."""
+    group = inhibition.group_of(p, a)
+    return inhibited_execution(
+        p,
+        a,
+        cause,
+        pk=pk,
+        why=inhibition.why(p, cause, a),
+        rule=None if group is not None else inhibition.rule_of(a, cause),
+        group=group,
+    )
 
 
 def _reminder_due(p: ResponsePlaybook, a: Anomaly, sent: Sent, now: datetime) -> bool:

@@ -733,6 +733,76 @@ def test_an_effect_that_ends_inside_a_firing_group_is_sent_resolved_once(
     assert alerts(closed) == [("resolved", None), ("resolved", "/api/cart")]
 
 
+def test_a_group_by_group_keeps_one_group_key_and_fires_while_any_member_does(receiver, eager_runs):
+    """Under `group_by: [service]` the webhook's group is the service's: its key and group
+    labels name it, so the page, the update that adds a member, the first member's
+    resolution and the next member's page are one incident to a receiver that keys on the
+    group (PagerDuty's dedup key). The first member's resolution still carries the member
+    that goes on, firing, so the receiver does not close the incident in between."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from anomalies.services.playbooks import queue_resolved_notices, queue_responses
+
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="pager", action="webhook", target=receiver.url("/pager"), group_by=["service"]
+    )
+    cart = AnomalyFactory(
+        series=series_ensure(
+            name="http.latency.p95", labels={"service": "checkout", "endpoint": "/cart"}
+        ),
+        severity="critical",
+        started_at=t0,
+    )
+    runs = eager_runs(cart)
+    ((_, _, cart_fingerprint),) = runs.at(t0)
+    page = receiver.seen[-1][2]
+    key = '{}:{alertname="Phase3Anomaly", service="checkout"}'
+    assert page["groupKey"] == key
+    assert page["groupLabels"] == {"alertname": "Phase3Anomaly", "service": "checkout"}
+    errors = AnomalyFactory(
+        series=series_ensure(name="http.errors.ratio", labels={"service": "checkout"}),
+        severity="critical",
+        started_at=t0 + timedelta(minutes=1),
+    )
+    with runs.capture(execute=True):
+        queue_responses({errors.pk}, now=t0 + timedelta(minutes=1))
+    assert len(receiver.seen) == 1  # held back in the group
+
+    def alerts(body):
+        return [(a["status"], a["labels"]["series"]) for a in body["alerts"]]
+
+    assert runs.at(t0 + timedelta(minutes=6)) == [("/pager", "firing", cart_fingerprint)]
+    grown = receiver.seen[-1][2]
+    assert grown["groupKey"] == key
+    assert alerts(grown) == [("firing", "http.latency.p95"), ("firing", "http.errors.ratio")]
+    # The cart endpoint recovers while the error ratio goes on.
+    cart.ended_at = t0 + timedelta(minutes=9)
+    cart.save(update_fields=["ended_at"])
+    before = len(receiver.seen)
+    with runs.capture(execute=True):
+        assert queue_resolved_notices({cart.pk}) == 1
+        queue_responses({errors.pk}, now=t0 + timedelta(minutes=10))
+    sent = {body["alerts"][0]["labels"]["series"]: body for _, _, body in receiver.seen[before:]}
+    assert set(sent) == {"http.latency.p95", "http.errors.ratio"}
+    resolution, next_page = sent["http.latency.p95"], sent["http.errors.ratio"]
+    assert resolution["groupKey"] == next_page["groupKey"] == key
+    assert resolution["status"] == "firing"
+    assert alerts(resolution) == [("resolved", "http.latency.p95"), ("firing", "http.errors.ratio")]
+    assert next_page["status"] == "firing"
+    assert alerts(next_page) == [("firing", "http.errors.ratio")]
+    # The last member ends: the group resolves.
+    errors.ended_at = t0 + timedelta(minutes=12)
+    errors.save(update_fields=["ended_at"])
+    with runs.capture(execute=True):
+        assert queue_resolved_notices({errors.pk}) == 1
+    closed = receiver.seen[-1][2]
+    assert closed["groupKey"] == key and closed["status"] == "resolved"
+    assert alerts(closed) == [("resolved", "http.errors.ratio")]
+
+
 @pytest.mark.parametrize("interval", [10, 2 * 86400, "soon"])
 def test_an_update_interval_out_of_range_is_refused_naming_the_field(client_with_role, interval):
     response = client_with_role("admin").post(
