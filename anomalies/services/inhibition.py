@@ -391,7 +391,11 @@ class Inhibition:
         of, when its playbook does not cover that source and has not been told of it: the
         page records it (`result.incident_of`), so later runs hold the source's other
         targets back behind it and its incident updates count them, as a team's page
-        through the first effect of a ranked cause does."""
+        through the first effect of a ranked cause does. Only for a playbook with
+        `inhibit_effects`: one that only groups by labels holds nothing back behind a
+        source."""
+        if p.pk not in self.inhibits:
+            return None
         for c, _ in self.declared.get(a.pk, []):
             if (
                 c.ended_at is None
