@@ -206,3 +206,32 @@ def test_the_admin_form_refuses_a_grouped_task_and_shows_the_field(admin_client)
     assert "group_by" in refused.value.message_dict
     page = admin_client.get("/admin/anomalies/responseplaybook/add/")
     assert page.status_code == 200 and 'name="group_by"' in page.content.decode()
+
+
+@pytest.mark.parametrize("operator", ["acknowledge", "false_positive"])
+def test_an_operator_on_the_first_anomaly_decides_whether_the_group_moves_on(
+    eager, django_capture_on_commit_callbacks, operator
+):
+    """Acknowledged, the first anomaly still goes on and its page still stands for the
+    group: the others stay held back. Dismissed as a false positive, it no longer stands
+    for anything: the next member is paged at the next run, carrying the group."""
+    from anomalies import services
+
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="pager", action="email", target="oncall@example.com", group_by=["service"]
+    )
+    cart = _anomaly("http.latency.p95", t0, service="checkout")
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), service="checkout")
+    eager([cart], t0)
+    eager([cart, errors], t0 + timedelta(minutes=1))
+    assert len(mail.outbox) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        if operator == "acknowledge":
+            services.anomaly_acknowledge(anomaly_id=cart.pk, by="ops")
+        else:
+            services.anomaly_mark_false_positive(anomaly_id=cart.pk, by="ops")
+    eager([cart, errors], t0 + timedelta(minutes=2))
+    paged = _statuses("pager")[str(errors.series)] == SUCCEEDED
+    assert paged is (operator == "false_positive")
+    assert len(mail.outbox) == (2 if paged else 1)
