@@ -3,13 +3,20 @@ executions."""
 
 from __future__ import annotations
 
+import json
+from urllib.parse import urlencode
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 
 from phase3.admin_actions import ActionPermissionMixin
 
 from .. import selectors, services
+from ..engine.dependency_mining import MIN_INCIDENTS
 from ..models import (
     InhibitionRule,
     ResponseExecution,
@@ -40,6 +47,56 @@ class InhibitionRuleAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return selectors.inhibition_rules_counted(super().get_queryset(request))
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.suggestions_view)
+        return [
+            path("suggestions/", view, name="anomalies_inhibitionrule_suggestions"),
+            *super().get_urls(),
+        ]
+
+    def suggestions_view(self, request: HttpRequest) -> TemplateResponse:
+        """The rules incident history supports, each a link to the add form filled in: the
+        admin reads what it ties and saves it, or does not."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        answer = selectors.inhibition_rule_suggestions()
+        add = reverse("admin:anomalies_inhibitionrule_add")
+        may_add = self.has_add_permission(request)
+        rows = []
+        for s in answer["suggestions"]:
+            fields = {
+                "name": s["name"][:100],
+                "source_series": s["source_series"],
+                "target_series": s["target_series"],
+                "equal": json.dumps(s["equal"]),
+                "comment": f"Suggested by {s['incidents']} incidents in which the first was "
+                f"the likeliest root cause of the second (the other way round: {s['reverse']}).",
+            }
+            examples = [
+                (pk, reverse("admin:anomalies_anomaly_change", args=[pk])) for pk in s["examples"]
+            ]
+            rows.append((s, f"{add}?{urlencode(fields)}" if may_add else None, examples))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Inhibition rules suggested by incidents",
+            "opts": self.model._meta,
+            "answer": answer,
+            "rows": rows,
+            "min_incidents": MIN_INCIDENTS,
+        }
+        return TemplateResponse(request, "admin/anomalies/inhibitionrule/suggestions.html", context)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        """A suggestion's `equal` arrives as JSON in the query string; the form wants the
+        list, not the string."""
+        initial = super().get_changeform_initial_data(request)
+        if isinstance(initial.get("equal"), str):
+            try:
+                initial["equal"] = json.loads(initial["equal"])
+            except ValueError:
+                del initial["equal"]
+        return initial
 
     @admin.display(description="series named")
     def series_named(self, rule: InhibitionRule) -> str:

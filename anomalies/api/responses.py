@@ -14,6 +14,7 @@ from telemetry.serializers import ChoiceField, ModelSerializer
 from telemetry.validation import MAX_ID
 
 from .. import selectors, services
+from ..engine.dependency_mining import MIN_INCIDENTS
 from ..models import (
     Anomaly,
     InhibitionRule,
@@ -188,6 +189,56 @@ class InhibitionRulePreviewResultSerializer(serializers.Serializer):
     )
 
 
+class SuggestionQuerySerializer(serializers.Serializer):
+    days = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=selectors.MAX_SUGGESTION_DAYS,
+        default=selectors.SUGGESTION_DAYS,
+        help_text="How many days of incidents to read.",
+    )
+    min_incidents = serializers.IntegerField(
+        required=False,
+        min_value=2,
+        max_value=1000,
+        default=MIN_INCIDENTS,
+        help_text="Distinct incidents a pair needs (two can be one bad day's coincidence).",
+    )
+
+
+class SuggestionSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="A name for the rule.")
+    source_series = serializers.CharField(help_text="The cause's metric, a rule's source.")
+    target_series = serializers.CharField(help_text="The effect's metric, a rule's target.")
+    equal = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Labels both sides shared in every incident (`env`, `region`).",
+    )
+    incidents = serializers.IntegerField(
+        help_text="Distinct incidents in which the source's anomaly was the likeliest root "
+        "cause of the target's."
+    )
+    reverse = serializers.IntegerField(help_text="Incidents the other way round.")
+    confidence = serializers.FloatField(help_text="incidents / (incidents + reverse).")
+    effects = serializers.IntegerField(help_text="The target's anomalies it explained.")
+    coverage = serializers.FloatField(
+        help_text="Their share of the target's anomalies in the period."
+    )
+    median_lead_seconds = serializers.FloatField(help_text="How long before them it moved.")
+    examples = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The latest incidents' cause anomalies (ids)."
+    )
+
+
+class SuggestionsSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    links_read = serializers.IntegerField(
+        help_text="Anomalies read whose likeliest cause was another series' anomaly."
+    )
+    suggestions = SuggestionSerializer(many=True, help_text="Most incidents first.")
+
+
 class InhibitionRuleViewSet(viewsets.ModelViewSet):
     """Declared dependencies (Alertmanager's inhibit rules): while a source series' anomaly
     goes on and was paged, a playbook with `inhibit_effects` holds back its targets'."""
@@ -195,7 +246,21 @@ class InhibitionRuleViewSet(viewsets.ModelViewSet):
     serializer_class = InhibitionRuleSerializer
     queryset = InhibitionRule.objects.all()
     # Previews read series names and open anomalies, as the silences' preview: operators.
-    action_roles = {**ADMIN_EDITS, "preview": "operator"}
+    action_roles = {**ADMIN_EDITS, "preview": "operator", "suggestions": "viewer"}
+
+    @extend_schema(parameters=[SuggestionQuerySerializer], responses=SuggestionsSerializer)
+    @action(detail=False, methods=["get"])
+    def suggestions(self, request):
+        """Rules the incident history supports and no enabled rule declares yet: metric
+        pairs whose anomalies were the likeliest root cause of the other's in incident
+        after incident, one way. Each is a rule's fields, ready to POST here."""
+        query = SuggestionQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return Response(
+            SuggestionsSerializer(
+                selectors.inhibition_rule_suggestions(**query.validated_data)
+            ).data
+        )
 
     @extend_schema(
         request=InhibitionRulePreviewSerializer, responses=InhibitionRulePreviewResultSerializer

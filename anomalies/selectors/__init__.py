@@ -15,6 +15,11 @@ from .charts import (
     MAX_CHART_POINTS,
     anomaly_context,
 )
+from .dependencies import (
+    MAX_SUGGESTION_DAYS,
+    SUGGESTION_DAYS,
+    inhibition_rule_suggestions,
+)
 from .groups import (
     BY_RULE_OR_GROUP,
     GROUP_FIRING,
@@ -74,6 +79,7 @@ __all__ = [
     "GROUP_FIRING",
     "INCIDENT_MEMBERS",
     "MAX_CHART_POINTS",
+    "MAX_SUGGESTION_DAYS",
     "NOISY_DAYS",
     "NOISY_TOP",
     "ON_CALL_DAYS",
@@ -84,6 +90,7 @@ __all__ = [
     "RULE_PREVIEW_MAX_EPISODES",
     "RULE_PREVIEW_MAX_POINTS",
     "RULE_PREVIEW_MAX_SERIES",
+    "SUGGESTION_DAYS",
     "anomalies_explained_by",
     "anomalies_matching",
     "anomalies_open",
@@ -106,6 +113,7 @@ __all__ = [
     "incidents_in",
     "inhibition_rule_holds",
     "inhibition_rule_preview",
+    "inhibition_rule_suggestions",
     "inhibition_rules_counted",
     "likeliest_causes",
     "noisiest_series",
