@@ -50,3 +50,64 @@ def equal_key(names: list[str], labels: dict | None) -> tuple[str, ...]:
 def labels_text(labels: dict[str, str]) -> str:
     """Labels as Alertmanager writes a group's: `{service="checkout"}`."""
     return "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def pattern_regex(pattern: str) -> str:
+    """`series_matches`' shell-style pattern as an anchored regular expression that
+    PostgreSQL (`~`) and Python (SQLite's REGEXP) read alike, so a list can filter by
+    pattern in SQL and paginate: `*`, `?`, `[seq]` and `[!seq]`, every other character
+    literal. An empty pattern matches every name."""
+    out, i, n = ["^"], 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[" and (end := _class_end(pattern, i)) is not None:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            members = _class_members(body[1:] if negate else body)
+            if members:
+                out.append("[" + ("^" if negate else "") + members + "]")
+            else:  # only reversed ranges, which fnmatch drops: nothing, or any character
+                out.append("." if negate else "(?!x)x")
+            i = end
+        else:
+            out.append(c if c.isalnum() or c == "_" else "\\" + c)
+        i += 1
+    out.append("$")
+    return "".join(out)
+
+
+def _class_end(pattern: str, start: int) -> int | None:
+    """Where the `[` at `start` closes, as fnmatch reads it (a `]` right after `[` or `[!`
+    is a member), or None: an unclosed `[` is a literal."""
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "!":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 1
+    return j if j < len(pattern) else None
+
+
+def _class_members(body: str) -> str:
+    """A class's members for the regex: ranges kept (a reversed one dropped, as fnmatch
+    does), every other character escaped if it means something inside a class."""
+    out, k = [], 0
+    while k < len(body):
+        if k + 2 < len(body) and body[k + 1] == "-":
+            lo, hi = body[k], body[k + 2]
+            if lo <= hi:
+                out.append(_class_char(lo) + "-" + _class_char(hi))
+            k += 3
+        else:
+            out.append(_class_char(body[k]))
+            k += 1
+    return "".join(out)
+
+
+def _class_char(ch: str) -> str:
+    return "\\" + ch if ch in "\\^[]-" else ch

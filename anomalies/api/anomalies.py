@@ -3,8 +3,10 @@ resolve, false-positive and silence actions."""
 
 from __future__ import annotations
 
+from django.http import QueryDict
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -13,7 +15,7 @@ from rest_framework.views import APIView
 from telemetry.actors import request_actor
 from telemetry.api import InstantField, resolve_window
 from telemetry.serializers import ChoiceField, ModelSerializer
-from telemetry.validation import MAX_ID
+from telemetry.validation import MAX_ID, label_problem
 
 from .. import selectors, services
 from ..engine import COLLAPSE, FAMILIES, RECURRENCE, STALLED
@@ -108,8 +110,47 @@ class SilenceSeriesSerializer(serializers.Serializer):
     comment = serializers.CharField(max_length=2000)
 
 
+LABELS_PREFIX = "labels."
+# Label filters one request may give: a series rarely has more labels than this.
+MAX_LABEL_FILTERS = 10
+LABELS_PARAMETER = OpenApiParameter(
+    "labels.<key>",
+    OpenApiTypes.STR,
+    description="Only series carrying this label with this value, e.g. labels.service=checkout "
+    f"(an empty value: without the label); up to {MAX_LABEL_FILTERS}, all must match.",
+)
+
+
+def series_name_field() -> serializers.CharField:
+    return serializers.CharField(
+        required=False,
+        max_length=600,
+        help_text="Only series this name or shell-style pattern names (`http.*`), as "
+        "playbooks and silences name them.",
+    )
+
+
+def labels_query(query: QueryDict) -> dict[str, str]:
+    """The `labels.<key>=<value>` filters of a request; 400 naming the parameter."""
+    labels: dict[str, str] = {}
+    for name, values in query.lists():
+        if not name.startswith(LABELS_PREFIX):
+            continue
+        if len(values) > 1:
+            raise serializers.ValidationError({name: ["given more than once"]})
+        if (problem := label_problem({name[len(LABELS_PREFIX) :]: values[0]})) is not None:
+            raise serializers.ValidationError({name: [problem]})
+        labels[name[len(LABELS_PREFIX) :]] = values[0]
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise serializers.ValidationError(
+            {LABELS_PREFIX + "<key>": [f"at most {MAX_LABEL_FILTERS} label filters"]}
+        )
+    return labels
+
+
 class DetectQuerySerializer(serializers.Serializer):
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    series_name = series_name_field()
     severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
     since = InstantField(
         required=False, help_text="ISO 8601 or epoch seconds; default: a day before until."
@@ -161,7 +202,9 @@ class AnomalyDetectView(APIView):
 
     serializer_class = DetectResponseSerializer
 
-    @extend_schema(parameters=[DetectQuerySerializer], responses=DetectResponseSerializer)
+    @extend_schema(
+        parameters=[DetectQuerySerializer, LABELS_PARAMETER], responses=DetectResponseSerializer
+    )
     def get(self, request):
         query = DetectQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -172,6 +215,8 @@ class AnomalyDetectView(APIView):
             severity=params.get("severity"),
             since=since,
             until=params.get("until"),
+            series_pattern=params.get("series_name"),
+            labels=labels_query(request.query_params),
         )
         anomalies = list(matching[: params["limit"]])
         # The summary covers the whole window, not the page listed: counted over the first
@@ -204,6 +249,7 @@ class AnomalyFilterSerializer(serializers.Serializer):
     state = AnomalyStateField(choices=Anomaly.State.choices, required=False)
     severity = ChoiceField(choices=Anomaly.Severity.choices, required=False)
     series = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    series_name = series_name_field()
 
 
 class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
@@ -228,9 +274,11 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
             severity=p.get("severity"),
             status=p.get("status"),
             state=p.get("state"),
+            series_pattern=p.get("series_name"),
+            labels=labels_query(self.request.query_params),
         )
 
-    @extend_schema(parameters=[AnomalyFilterSerializer])
+    @extend_schema(parameters=[AnomalyFilterSerializer, LABELS_PARAMETER])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
-from django.db.models.fields.json import KT, KeyTextTransform
+from django.db.models.fields.json import KT
 from django.db.models.functions import Coalesce
 
 from ..models import (
@@ -16,6 +16,7 @@ from ..models import (
     ResponsePlaybook,
 )
 from .causes import anomaly_causes, anomaly_effects
+from .labels import with_labels
 
 logger = logging.getLogger(__name__)
 
@@ -216,14 +217,7 @@ def group_members(anomaly: Anomaly, playbook: ResponsePlaybook) -> list[Anomaly]
     members = Anomaly.objects.filter(
         pk__in=told.values("anomaly_id"), ended_at__isnull=True
     ).exclude(Q(pk=anomaly.pk) | Q(status=Anomaly.Status.FALSE_POSITIVE))
-    # Label keys may hold dots and dashes, which a lookup path cannot name: each value is
-    # read with a key transform of its own. An absent label counts as empty.
-    for i, (name, value) in enumerate(group.items()):
-        members = members.annotate(**{f"group_{i}": KeyTextTransform(name, "series__labels")})
-        same = Q(**{f"group_{i}": value})
-        if value == "":
-            same |= Q(**{f"group_{i}__isnull": True})
-        members = members.filter(same)
+    members = with_labels(members, group)
     return list(members.select_related("series").order_by("started_at", "pk"))
 
 

@@ -10,7 +10,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from telemetry.models import Series
 
 from ..engine.root_cause import group_incidents
-from ..matching import series_matches
+from ..matching import pattern_regex, series_matches
 from ..models import (
     SEVERITY_ORDER,
     Anomaly,
@@ -18,6 +18,7 @@ from ..models import (
 )
 from .causes import explained_rows, likeliest_causes
 from .groups import usable_inhibition_rules
+from .labels import with_labels
 
 
 def anomalies_recent(
@@ -28,8 +29,12 @@ def anomalies_recent(
     until: datetime | None = None,
     status: str | None = None,
     state: str | None = None,
+    series_pattern: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> QuerySet[Anomaly]:
-    """Anomalies overlapping [since, until), newest first, with causes prefetched."""
+    """Anomalies overlapping [since, until), newest first, with causes prefetched; on
+    series a name pattern and labels name, as playbooks and silences name them
+    (`matching.series_matches`), filtered in SQL so the list paginates."""
     qs = Anomaly.objects.select_related("series").prefetch_related(
         Prefetch(
             "causes",
@@ -39,6 +44,10 @@ def anomalies_recent(
     )
     if series_id is not None:
         qs = qs.filter(series_id=series_id)
+    if series_pattern:
+        qs = qs.filter(series__name__regex=pattern_regex(series_pattern))
+    if labels:
+        qs = with_labels(qs, labels)
     if severity:
         qs = qs.filter(severity=severity)
     if status:

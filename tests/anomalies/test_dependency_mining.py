@@ -185,3 +185,25 @@ def test_the_admin_lists_the_suggestions_and_fills_in_the_rule(admin_client):
     )
     assert 'value="db.connections.active takes http.latency.p95 down"' in form
     assert '["env"]</textarea>' in form
+
+
+@pytest.mark.django_db
+def test_the_suggestions_cost_the_same_queries_whatever_the_history(client_with_role):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    viewer = client_with_role("viewer")
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as read:
+            assert viewer.get(f"{URL}/suggestions").status_code == 200
+        return len(read)
+
+    queries()  # the key's first use of the minute is recorded: not the suggestions' cost
+    for d in (1, 3, 5):
+        _incident(now - timedelta(days=d), effect_names=("http.latency.p95", "http.errors.ratio"))
+    few = queries()
+    for d in (2, 4, 6, 8, 10):
+        _incident(now - timedelta(days=d), cause_name="cache.hits")
+    assert queries() == few

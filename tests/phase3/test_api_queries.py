@@ -38,6 +38,9 @@ NOT_MODEL_LISTS = {
     "": "the API root: links and the route list, no database",
     "analytics/predictions/": "forecast points computed on the fly, not model rows",
     "anomaly/detect/": "a report over anomalies; measured by the anomaly test below",
+    "anomaly/inhibition-rules/suggestions/": (
+        "a report over root-cause links; its queries are counted in test_dependency_mining"
+    ),
     "insights/status/": "a summary object of the insights system",
     "optimization/analyze/": "an analysis computed from request logs, not model rows",
     "overview/": "a summary object across the systems",
