@@ -14,6 +14,7 @@ from django.utils import timezone
 from telemetry.models import Series, labels_key
 
 from .matching import equal_key, series_matches
+from .time_windows import in_recurring_window
 from .validation import (
     DEFAULT_EFFECT_GRACE_SECONDS,
     DEFAULT_UPDATE_SECONDS,
@@ -607,6 +608,22 @@ class Silence(models.Model):
     )
     starts_at = models.DateTimeField(default=timezone.now)
     ends_at = models.DateTimeField(db_index=True)
+    weekdays = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Recurring: only on these days (["saturday", "sunday"]); empty: every day.',
+    )
+    daily_start = models.TimeField(
+        null=True, blank=True, help_text="Recurring: only from this time of day (with its end)."
+    )
+    daily_end = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="... to this one; at or before the start, the window runs past midnight.",
+    )
+    time_zone = models.CharField(
+        max_length=64, default="UTC", help_text="Where the days and times are read (IANA name)."
+    )
     comment = models.TextField(max_length=2000, help_text="Why: the next operator reads it.")
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -618,8 +635,22 @@ class Silence(models.Model):
         labels = labels_key(self.labels)
         return f"silence {self.series_pattern}{{{labels}}} until {self.ends_at:%Y-%m-%d %H:%M}"
 
+    @property
+    def recurs(self) -> bool:
+        """Whether it mutes only on some days or hours between its start and end."""
+        return bool(self.weekdays) or self.daily_start is not None
+
     def is_active(self, at: datetime) -> bool:
-        return self.starts_at <= at < self.ends_at
+        return self.starts_at <= at < self.ends_at and (
+            not self.recurs
+            or in_recurring_window(
+                at,
+                weekdays=self.weekdays,
+                start=self.daily_start,
+                end=self.daily_end,
+                time_zone=self.time_zone,
+            )
+        )
 
     def matches(self, name: str, labels: dict | None) -> bool:
         return series_matches(
@@ -634,6 +665,10 @@ class Silence(models.Model):
             ends_at=self.ends_at,
             comment=self.comment,
             now=timezone.now() if self._state.adding else None,
+            weekdays=self.weekdays,
+            daily_start=self.daily_start,
+            daily_end=self.daily_end,
+            time_zone=self.time_zone,
         )
         if errors:
             raise ValidationError(errors)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from celery import Task, current_app
 from django.core.exceptions import ValidationError
 from django.core.validators import EmailValidator, URLValidator
 
 from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
+
+from .time_windows import WEEKDAYS
 
 # The task retries a failed action until the playbook's `max_attempts`; with backoff
 # capped at 10 minutes, 10 attempts span about 40 minutes.
@@ -247,6 +250,10 @@ def silence_errors(
     ends_at: datetime | None,
     comment: Any,
     now: datetime | None,
+    weekdays: Any = (),
+    daily_start: time | None = None,
+    daily_end: time | None = None,
+    time_zone: Any = "UTC",
 ) -> Errors:
     """What makes a silence unusable, by field (empty when it is fine).
 
@@ -263,4 +270,24 @@ def silence_errors(
         _add(errors, "ends_at", "must be after `starts_at`")
     elif now is not None and ends_at is not None and ends_at <= now:
         _add(errors, "ends_at", "is in the past: the silence would mute nothing")
+    _recurrence(errors, weekdays, daily_start, daily_end, time_zone)
     return errors
+
+
+def _recurrence(
+    errors: Errors, weekdays: Any, start: time | None, end: time | None, time_zone: Any
+) -> None:
+    """A recurring silence's days, hours and time zone (`time_windows`)."""
+    if not isinstance(weekdays, list | tuple) or not all(d in WEEKDAYS for d in weekdays):
+        _add(errors, "weekdays", f"give a list of days among {', '.join(WEEKDAYS)}")
+    elif len(set(weekdays)) != len(weekdays):
+        _add(errors, "weekdays", "names a day twice")
+    if (start is None) != (end is None):
+        field = "daily_end" if end is None else "daily_start"
+        _add(errors, field, "give both the start and the end of the daily window, or neither")
+    elif start is not None and start == end:
+        _add(errors, "daily_end", "equals the start: the window would be empty")
+    try:
+        ZoneInfo(time_zone if isinstance(time_zone, str) and time_zone else "")
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # a directory, a NUL, too long
+        _add(errors, "time_zone", f"{time_zone!r} is not a time zone name (Europe/Paris, UTC)")

@@ -38,6 +38,7 @@ class SilenceAdmin(ActionPermissionMixin, admin.ModelAdmin):
         "exact_labels",
         "starts_at",
         "ends_at",
+        "window",
         "is_active_now",
         "comment",
         "created_by",
@@ -46,6 +47,20 @@ class SilenceAdmin(ActionPermissionMixin, admin.ModelAdmin):
     search_fields = ["series_pattern", "comment", "created_by"]
     readonly_fields = ["created_by", "created_at"]
     actions = ["expire"]
+
+    @admin.display(description="recurs")
+    def window(self, silence: Silence) -> str:
+        """When a recurring silence mutes, in words: "saturday, sunday 02:00-04:00
+        (Europe/Paris)"."""
+        if not silence.recurs:
+            return "-"
+        days = ", ".join(silence.weekdays) or "every day"
+        hours = (
+            f" {silence.daily_start:%H:%M}-{silence.daily_end:%H:%M}"
+            if silence.daily_start is not None and silence.daily_end is not None
+            else ""
+        )
+        return f"{days}{hours} ({silence.time_zone})"
 
     @admin.display(boolean=True, description="active")
     def is_active_now(self, silence: Silence) -> bool:

@@ -24,7 +24,14 @@ from .edits import merged_fields
 
 
 class SilenceSerializer(ModelSerializer):
-    active = serializers.SerializerMethodField()
+    active = serializers.SerializerMethodField(
+        help_text="Muting now: between its start and end, and, if it recurs, in its window."
+    )
+    weekdays = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text='Recurring: only on these days (["saturday", "sunday"]); empty: every day.',
+    )
     open_anomalies = serializers.SerializerMethodField(
         help_text="Open or acknowledged anomalies on series this silence matches: the "
         "check that a pattern names what its author meant."
@@ -39,6 +46,10 @@ class SilenceSerializer(ModelSerializer):
             "exact_labels",
             "starts_at",
             "ends_at",
+            "weekdays",
+            "daily_start",
+            "daily_end",
+            "time_zone",
             "comment",
             "created_by",
             "created_at",
@@ -66,7 +77,17 @@ class SilenceSerializer(ModelSerializer):
         values = merged_fields(
             attrs,
             self.instance,
-            {"series_pattern": "", "labels": {}, "starts_at": None, "ends_at": None, "comment": ""},
+            {
+                "series_pattern": "",
+                "labels": {},
+                "starts_at": None,
+                "ends_at": None,
+                "comment": "",
+                "weekdays": [],
+                "daily_start": None,
+                "daily_end": None,
+                "time_zone": "UTC",
+            },
         )
         if values["starts_at"] is None:
             values["starts_at"] = timezone.now()

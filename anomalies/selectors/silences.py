@@ -13,17 +13,22 @@ from ..models import (
 
 
 def silence_in_force(at: datetime) -> Q:
-    """The condition for a silence to be in force at `at`, for filter() or exclude()."""
-    return Q(starts_at__lte=at, ends_at__gt=at)
+    """The condition for a silence to be in force at `at`, for filter() or exclude().
+
+    A recurring silence is in force only in its window (`Silence.is_active`), which SQL
+    does not read: the silences between their start and end are judged in Python (few at
+    any time), one query."""
+    return Q(pk__in=[s.pk for s in silences_active(at)])
 
 
 def silences_active(at: datetime) -> list[Silence]:
     """The silences in force at `at`; few at any time, so callers match them in Python."""
-    return silences_overlapping(since=at, until=at)
+    return [s for s in silences_overlapping(since=at, until=at) if s.is_active(at)]
 
 
 def silences_overlapping(*, since: datetime, until: datetime) -> list[Silence]:
-    """The silences in force at some moment of [since, until]."""
+    """The silences between their start and end at some moment of [since, until]: those
+    that may mute something then (a recurring one, only in its window: `is_active`)."""
     return list(Silence.objects.filter(starts_at__lte=until, ends_at__gt=since))
 
 

@@ -228,6 +228,8 @@ def test_admin_expires_selected_silences_and_records_who_made_one(admin_client):
             "starts_at_1": "00:00:00",
             "ends_at_0": "2100-01-01",
             "ends_at_1": "00:00:00",
+            "weekdays": "[]",
+            "time_zone": "UTC",
             "comment": "database migration",
         },
     )
@@ -243,6 +245,8 @@ def test_admin_expires_selected_silences_and_records_who_made_one(admin_client):
             "starts_at_1": "00:00:00",
             "ends_at_0": "2020-01-02",
             "ends_at_1": "00:00:00",
+            "weekdays": "[]",
+            "time_zone": "UTC",
             "comment": "typo",
         },
     )
