@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-inhibition bench-anomaly-tuning-preview bench-forecasting \
+.PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-inhibition bench-anomaly-suggestions bench-anomaly-tuning-preview bench-forecasting \
         bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-root-causes-hourly eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
@@ -65,6 +65,8 @@ bench-anomaly-job: $(VENV)/.dev
 	$(PY) bench/anomaly_job.py $(BENCH_ARGS)
 bench-anomaly-inhibition: $(VENV)/.dev
 	$(PY) bench/anomaly_inhibition.py $(BENCH_ARGS)
+bench-anomaly-suggestions: $(VENV)/.dev
+	$(PY) bench/anomaly_suggestions.py $(BENCH_ARGS)
 bench-anomaly-tuning-preview: $(VENV)/.dev
 	$(PY) bench/anomaly_tuning_preview.py
 bench-forecasting: $(VENV)/.dev
