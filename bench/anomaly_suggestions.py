@@ -70,40 +70,13 @@ def main() -> int:
         ]
         # Each source metric takes down its own few targets, so the pairs repeat.
         causes = Anomaly.objects.bulk_create(
-            Anomaly(
-                series=sources[i % SOURCES],
-                started_at=at,
-                detected_at=at,
-                last_seen_at=at,
-                ended_at=at + timedelta(minutes=30),
-                severity="critical",
-                peak_score=0.9,
-                peak_surprisal=12.0,
-                peak_z=8.0,
-                direction=1,
-                observed=10.0,
-                expected=1.0,
-            )
-            for i, at in enumerate(onsets)
+            _closed(Anomaly, sources[i % SOURCES], at) for i, at in enumerate(onsets)
         )
         picks = [
             [targets[(c.series_id * 7 + j) % TARGETS] for j in range(args.effects)] for c in causes
         ]
         effects = Anomaly.objects.bulk_create(
-            Anomaly(
-                series=t,
-                started_at=c.started_at + timedelta(minutes=2),
-                detected_at=c.started_at + timedelta(minutes=2),
-                last_seen_at=c.started_at + timedelta(minutes=2),
-                ended_at=c.started_at + timedelta(minutes=30),
-                severity="critical",
-                peak_score=0.9,
-                peak_surprisal=12.0,
-                peak_z=8.0,
-                direction=1,
-                observed=10.0,
-                expected=1.0,
-            )
+            _closed(Anomaly, t, c.started_at + timedelta(minutes=2))
             for c, ts in zip(causes, picks, strict=True)
             for t in ts
         )
@@ -141,6 +114,24 @@ def main() -> int:
     finally:
         Series.objects.filter(name__startswith=prefix).delete()
     return 0
+
+
+def _closed(model, series, at):
+    """A critical anomaly on `series` from `at`, over 28 minutes later."""
+    return model(
+        series=series,
+        started_at=at,
+        detected_at=at,
+        last_seen_at=at,
+        ended_at=at + timedelta(minutes=28),
+        severity="critical",
+        peak_score=0.9,
+        peak_surprisal=12.0,
+        peak_z=8.0,
+        direction=1,
+        observed=10.0,
+        expected=1.0,
+    )
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ import pytest
 from django.utils import timezone
 
 from anomalies.engine.dependency_mining import Link, suggest_dependencies
-from anomalies.models import Anomaly, RootCauseCandidate
+from anomalies.models import Anomaly
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
+from tests.anomalies.test_inhibition import _blames
 
 
 def _link(
@@ -95,23 +96,8 @@ def _incident(
             series=series_ensure(name=name, labels={"env": "prod", "endpoint": "/a"}),
             started_at=at + timedelta(minutes=2),
         )
-        RootCauseCandidate.objects.create(
-            anomaly=effect,
-            series=cause.series,
-            cause_anomaly=cause,
-            rank=1,
-            score=1.0,
-            lead_seconds=120.0,
-        )
-        # The effect's own series ranks second: never a link.
-        RootCauseCandidate.objects.create(
-            anomaly=effect,
-            series=effect.series,
-            cause_anomaly=effect,
-            rank=2,
-            score=0.5,
-            lead_seconds=0.0,
-        )
+        _blames(effect, cause)
+        _blames(effect, effect, rank=2)  # the effect's own series second: never a link
     return cause
 
 
