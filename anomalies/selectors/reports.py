@@ -63,8 +63,8 @@ def on_call_report(*, now: datetime | None = None, days: int = ON_CALL_DAYS) -> 
     from onset to recovery for those that ended (false positives excluded: their end is a
     dismissal, not a recovery). And what the playbooks did with them: pages sent, and
     pages held back by one page per incident (`inhibit_effects`: their cause was paged or
-    silenced, or another of its effects was paged), which is what that spared the
-    on-call. Seconds; None where there is nothing to measure.
+    silenced, or another of its effects was paged) or carried in a `group_by` group's
+    notifications, which is what that spared the on-call. Seconds; None where there is nothing to measure.
     """
     until = now or timezone.now()
     since = until - timedelta(days=days)
