@@ -312,6 +312,7 @@ class ResponsePlaybook(models.Model):
     class Action(models.TextChoices):
         WEBHOOK = "webhook"
         SLACK = "slack", "Slack (incoming webhook)"
+        TEAMS = "teams", "Microsoft Teams (workflow webhook)"
         EMAIL = "email"
         CELERY_TASK = "celery_task"
 
@@ -329,7 +330,7 @@ class ResponsePlaybook(models.Model):
     action = models.CharField(max_length=20, choices=Action.choices)
     target = models.CharField(
         max_length=500,
-        help_text="Webhook or Slack URL, comma-separated e-mails or a Celery task name.",
+        help_text="Webhook, Slack or Teams URL, comma-separated e-mails or a Celery task name.",
     )
     arguments = models.JSONField(default=dict, blank=True, help_text="Task kwargs / extra payload.")
     max_attempts = models.PositiveSmallIntegerField(
@@ -344,7 +345,7 @@ class ResponsePlaybook(models.Model):
         ],
         help_text="Send the page again this often while the anomaly goes on and nobody has "
         "acknowledged it (Alertmanager's repeat_interval; 14400 is 4 hours). Empty: once. "
-        "Webhook, Slack and e-mail only.",
+        "Notifications only (webhook, Slack, Teams, e-mail).",
     )
     update_interval_seconds = models.PositiveIntegerField(
         null=True,
@@ -363,7 +364,7 @@ class ResponsePlaybook(models.Model):
         help_text="One page per incident: an anomaly whose most likely root cause is another "
         "ongoing anomaly this playbook has paged (and at least as severe) is not paged on its "
         "own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. Webhook, "
-        "Slack and e-mail only: tasks run for every anomaly.",
+        "Slack, Teams and e-mail only: tasks run for every anomaly.",
     )
     effect_grace_seconds = models.PositiveIntegerField(
         default=DEFAULT_EFFECT_GRACE_SECONDS,
@@ -380,7 +381,7 @@ class ResponsePlaybook(models.Model):
         "one notification group, as Alertmanager's group_by. The group's first anomaly is "
         "paged; the others join its notifications on the update interval, and when it ends "
         "the next still abnormal carries the group on under the same group key. Webhook, "
-        "Slack and e-mail only. Empty: each anomaly (or incident) is its own group.",
+        "Slack, Teams and e-mail only. Empty: each anomaly (or incident) is its own group.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -1,11 +1,13 @@
-"""Carrying out a response playbook's action: webhook, Slack, e-mail or another system's task.
+"""Carrying out a response playbook's action: webhook, Slack, Teams, e-mail or another
+system's task.
 
 These functions talk to the outside world and write nothing: the service records the
 outcome. A failure raises `ResponseActionError`, which the task retries with backoff.
 The webhook body follows Alertmanager's webhook format (version 4), so anything that
 already receives Alertmanager notifications (PagerDuty, Opsgenie) accepts it. Slack's
 incoming webhooks refuse that body (they need `text` or `blocks`), so the Slack action
-sends a message of its own; Mattermost and Rocket.Chat take the same one.
+sends a message of its own; Mattermost and Rocket.Chat take the same one. Microsoft Teams
+gets an Adaptive Card.
 """
 
 from __future__ import annotations
@@ -362,13 +364,87 @@ def _slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook) -> dict:
+# Teams' colour for a card's title by severity (Adaptive Cards' named colours).
+TEAMS_COLOR = {"info": "Accent", "warning": "Warning", "critical": "Attention"}
+TEAMS_TITLE_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
+
+
+def teams_payload(
+    anomaly: Anomaly, playbook: ResponsePlaybook | None = None, *, kind: str = "page"
+) -> dict:
+    """A Microsoft Teams message: an Adaptive Card, what a Teams workflow's "when a webhook
+    request is received" trigger (and the older incoming webhooks) posts to a channel.
+
+    Teams reads a TextBlock's text as Markdown, so `http_requests_total` would turn
+    italic; the lines holding series names are RichTextBlocks of TextRuns, which Teams
+    shows as written. A card in a channel cannot be edited by the next message, so a
+    reminder or an update says so in its title, as the e-mails do.
+    """
+    link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
+    values = f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}"
+    if anomaly.ended_at is None:
+        title = (
+            f"{TEAMS_TITLE_PREFIX.get(kind, '')}[{anomaly.severity}] {anomaly.series} is abnormal"
+        )
+        color = TEAMS_COLOR.get(anomaly.severity, "Default")
+        lines = [
+            f"{values}; methods: {', '.join(anomaly.methods) or 'none'}{_rules_clause(anomaly)}",
+            f"since {_utc(anomaly.started_at)}",
+        ]
+        for clause in (
+            _cause_clause(anomaly),
+            _incident_clause(anomaly),
+            _rules_held_clause(anomaly, playbook),
+            _group_clause(anomaly, playbook),
+        ):
+            if clause:
+                lines.append(clause.removeprefix("; "))
+    else:
+        title = f"[resolved] {anomaly.series} is back to normal"
+        color = "Good"
+        lines = [
+            f"abnormal from {_utc(anomaly.started_at)} to {_utc(anomaly.ended_at)} "
+            f"({anomaly.severity}; peak {values})"
+        ]
+    return _teams_card(title, color, lines, "Open in Phase 3", link)
+
+
+def _teams_card(title: str, color: str, lines: list[str], action: str, link: str) -> dict:
+    def plain(text: str, **style) -> dict:
+        return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": text, **style}]}
+
+    return {
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "msteams": {"width": "Full"},
+                    "body": [
+                        plain(title, weight="Bolder", size="Medium", color=color),
+                        *(plain(line) for line in lines),
+                    ],
+                    "actions": [{"type": "Action.OpenUrl", "title": action, "url": link}],
+                },
+            }
+        ],
+    }
+
+
+def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = "page") -> dict:
     """POST the anomaly's current state (firing, or resolved once it has ended); for a
     webhook, the held-back effects the group sent as firing (`GROUP_FIRING`)."""
     if playbook.action == ResponsePlaybook.Action.SLACK:
         return {
             "http_status": _post_json(playbook.target, slack_payload(anomaly, playbook), "Slack")
         }
+    if playbook.action == ResponsePlaybook.Action.TEAMS:
+        body = teams_payload(anomaly, playbook, kind=kind)
+        return {"http_status": _post_json(playbook.target, body, "Teams")}
     body, firing = alertmanager_group(anomaly, playbook)
     sent = {"http_status": _post_json(playbook.target, body, "webhook")}
     # What the group's next notification resolves once they end (`ended_since_sent`).
@@ -470,7 +546,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     "update"); webhook and Slack receivers update the alert they have and need no label.
     """
     if playbook.action in URL_ACTIONS:
-        return post_notification(anomaly, playbook)
+        return post_notification(anomaly, playbook, kind=kind)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         alert = _paged_alert(anomaly, playbook)
         return _send_email(
@@ -564,6 +640,9 @@ def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
             ],
         }
         return {"http_status": _post_json(playbook.target, body, "Slack")}
+    if playbook.action == ResponsePlaybook.Action.TEAMS:
+        body = _teams_card(f"[test] {summary}", "Accent", [description], "Open the playbook", link)
+        return {"http_status": _post_json(playbook.target, body, "Teams")}
     if playbook.action == ResponsePlaybook.Action.WEBHOOK:
         labels = {
             "alertname": "Phase3TestNotification",

@@ -43,12 +43,12 @@ MAX_UPDATE_SECONDS = 86400
 DEFAULT_EFFECT_GRACE_SECONDS = 1800
 MAX_EFFECT_GRACE_SECONDS = 86400
 # The actions that tell a person (and so may remind them); a task runs once per anomaly.
-NOTIFY_ACTIONS = ("webhook", "slack", "email")
+NOTIFY_ACTIONS = ("webhook", "slack", "teams", "email")
 # Passed to a playbook's task when its signature accepts it (or **kwargs).
 ANOMALY_KWARG = "anomaly_id"
-_ACTIONS = ("webhook", "slack", "email", "celery_task")
+_ACTIONS = ("webhook", "slack", "teams", "email", "celery_task")
 # Actions that POST to a URL, and are told when the alert resolves.
-URL_ACTIONS = ("webhook", "slack")
+URL_ACTIONS = ("webhook", "slack", "teams")
 _url = URLValidator(schemes=["http", "https"])
 _email = EmailValidator()
 
@@ -188,7 +188,7 @@ def playbook_errors(
         _add(
             errors,
             "repeat_interval_seconds",
-            "only notifications are repeated (webhook, Slack, e-mail): a task runs once",
+            "only notifications are repeated (webhook, Slack, Teams, e-mail): a task runs once",
         )
     _group_by(errors, group_by, action)
     return errors
@@ -208,7 +208,7 @@ def _group_by(errors: Errors, group_by: Any, action: Any) -> None:
     elif action in _ACTIONS and action not in NOTIFY_ACTIONS:
         # A task acts per anomaly (a scaling evaluation of its series): grouping would
         # leave all but the first without the action.
-        _add(errors, "group_by", "only notifications are grouped (webhook, Slack, e-mail)")
+        _add(errors, "group_by", "only notifications are grouped (webhook, Slack, Teams, e-mail)")
 
 
 def email_recipients(target: str) -> list[str]:

@@ -43,7 +43,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
         help_text='Label names (`["service"]`): anomalies whose series share their values '
         "are one notification group, as Alertmanager's `group_by`. Its first anomaly is "
         "paged, the others join its notifications, and the group outlives its first anomaly "
-        "under one group key. Webhook, Slack and e-mail only; empty: no grouping by labels.",
+        "under one group key. Notifications only (webhook, Slack, Teams, e-mail); empty: no grouping by labels.",
     )
 
     class Meta:
