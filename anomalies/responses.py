@@ -319,19 +319,30 @@ def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def slack_payload(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
+# What an e-mail's subject or a chat message starts with when it is not the first page:
+# an inbox or a channel gets a new message each time, and the same words again read as a
+# duplicate page.
+AGAIN_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
+
+
+def slack_payload(
+    anomaly: Anomaly, playbook: ResponsePlaybook | None = None, *, kind: str = "page"
+) -> dict:
     """A Slack message: `text` is what a phone notification shows, `blocks` the message.
 
     Slack's mrkdwn reads `<`, `>` and `&` as markup, so a series label holding them is
-    escaped as Slack documents; unescaped it could turn into a link or vanish.
+    escaped as Slack documents; unescaped it could turn into a link or vanish. An incoming
+    webhook posts a new message each time, so a reminder or an update says so, as the
+    e-mails do (the same words again read as a duplicate page in the channel).
     """
+    again = AGAIN_PREFIX.get(kind, "")
     series = _slack_escape(str(anomaly.series))
     link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
     methods = (", ".join(anomaly.methods) or "none") + _slack_escape(_rules_clause(anomaly))
     values = f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}"
     if anomaly.ended_at is None:
-        head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} *{anomaly.severity}*: {series}"
-        text = f"[{anomaly.severity}] {series} is abnormal: {values}"
+        head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} {again}*{anomaly.severity}*: {series}"
+        text = f"{again}[{anomaly.severity}] {series} is abnormal: {values}"
         detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
         for clause in (
             _cause_clause(anomaly),
@@ -366,7 +377,6 @@ def _slack_escape(text: str) -> str:
 
 # Teams' colour for a card's title by severity (Adaptive Cards' named colours).
 TEAMS_COLOR = {"info": "Accent", "warning": "Warning", "critical": "Attention"}
-TEAMS_TITLE_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
 
 
 def teams_payload(
@@ -383,9 +393,7 @@ def teams_payload(
     link = _absolute(reverse("admin:anomalies_anomaly_change", args=[anomaly.pk]))
     values = f"observed {anomaly.observed:.4g} vs expected {anomaly.expected:.4g}"
     if anomaly.ended_at is None:
-        title = (
-            f"{TEAMS_TITLE_PREFIX.get(kind, '')}[{anomaly.severity}] {anomaly.series} is abnormal"
-        )
+        title = f"{AGAIN_PREFIX.get(kind, '')}[{anomaly.severity}] {anomaly.series} is abnormal"
         color = TEAMS_COLOR.get(anomaly.severity, "Default")
         lines = [
             f"{values}; methods: {', '.join(anomaly.methods) or 'none'}{_rules_clause(anomaly)}",
@@ -439,9 +447,8 @@ def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str
     """POST the anomaly's current state (firing, or resolved once it has ended); for a
     webhook, the held-back effects the group sent as firing (`GROUP_FIRING`)."""
     if playbook.action == ResponsePlaybook.Action.SLACK:
-        return {
-            "http_status": _post_json(playbook.target, slack_payload(anomaly, playbook), "Slack")
-        }
+        body = slack_payload(anomaly, playbook, kind=kind)
+        return {"http_status": _post_json(playbook.target, body, "Slack")}
     if playbook.action == ResponsePlaybook.Action.TEAMS:
         body = teams_payload(anomaly, playbook, kind=kind)
         return {"http_status": _post_json(playbook.target, body, "Teams")}
@@ -510,11 +517,6 @@ def mail_timeout() -> float:
     return float(getattr(settings, "EMAIL_TIMEOUT", None) or EMAIL_TIMEOUT_SECONDS)
 
 
-# What an e-mail's subject starts with when it is not the first page: in an inbox a
-# reminder or an update that reads exactly like the page looks like a duplicate.
-EMAIL_SUBJECT_PREFIX = {"page": "", "reminder": "Reminder: ", "update": "Update: "}
-
-
 def _send_email(playbook: ResponsePlaybook, subject: str, message: str) -> dict:
     recipients = email_recipients(playbook.target)
     try:
@@ -543,7 +545,8 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     """Do what the playbook says; return what to record as the result.
 
     `kind` is what the message is to a receiver that already has the page ("reminder",
-    "update"); webhook and Slack receivers update the alert they have and need no label.
+    "update"); a webhook receiver updates the alert it has and needs no label, and e-mail,
+    Slack and Teams messages say "Reminder:" or "Update:".
     """
     if playbook.action in URL_ACTIONS:
         return post_notification(anomaly, playbook, kind=kind)
@@ -551,7 +554,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
         alert = _paged_alert(anomaly, playbook)
         return _send_email(
             playbook,
-            EMAIL_SUBJECT_PREFIX[kind] + alert["annotations"]["summary"],
+            AGAIN_PREFIX[kind] + alert["annotations"]["summary"],
             f"{alert['annotations']['description']}\n\n{alert['generatorURL']}",
         )
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:

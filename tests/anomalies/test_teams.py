@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from anomalies import services
 from anomalies.models import ResponseExecution, ResponsePlaybook
-from anomalies.responses import teams_payload
+from anomalies.responses import perform_action, teams_payload
 from telemetry.services import series_ensure
 from tests.anomalies.factories import AnomalyFactory
 from tests.anomalies.test_playbook_test import _test, posted  # noqa: F401 (a fixture)
@@ -103,3 +103,23 @@ def test_a_teams_playbook_needs_a_url_and_hides_it_from_operators(client_with_ro
     assert made.status_code == 201, made.content
     shown = client_with_role("operator").get(f"{base}/{made.json()['id']}").json()["target"]
     assert shown != URL and "abc" not in shown  # a workflow URL is a credential
+
+
+def test_a_chat_reminder_or_update_says_what_it_is(posted):  # noqa: F811
+    """Slack and Teams get a new message each time: a reminder or an incident update that
+    reads exactly like the page looked like a second incident in the channel."""
+    sent, _ = posted
+    anomaly = AnomalyFactory(
+        series=series_ensure(name="db.connections.active"), severity="critical"
+    )
+    for action, target in (("slack", "https://hooks.slack.example/T0/B0/x"), ("teams", URL)):
+        playbook = ResponsePlaybook.objects.create(name=action, action=action, target=target)
+        for kind in ("reminder", "update"):
+            perform_action(anomaly, playbook, kind=kind)
+    slack_texts = [body["text"] for _, body in sent[:2]]
+    assert slack_texts[0].startswith("Reminder: [critical] db.connections.active is abnormal")
+    assert slack_texts[1].startswith("Update: [critical] db.connections.active is abnormal")
+    assert [_texts(_card(body))[0] for _, body in sent[2:]] == [
+        "Reminder: [critical] db.connections.active is abnormal",
+        "Update: [critical] db.connections.active is abnormal",
+    ]
