@@ -236,6 +236,8 @@ def incident_size(anomaly: Anomaly, playbook_id: int | None = None) -> int:
         root, effects = source, {anomaly.pk}
     effects |= {e.pk for e in anomaly_effects(root)}
     if playbook_id is not None:
-        held = held_by_rules({root.pk}, {playbook_id}, kinds=BY_RULE_OR_GROUP)
+        # A `group_by` group's members are held back behind the page's own anomaly.
+        held = held_by_rules({root.pk, anomaly.pk}, {playbook_id}, kinds=BY_RULE_OR_GROUP)
         effects |= held.get((playbook_id, root.pk), set())
+        effects |= held.get((playbook_id, anomaly.pk), set())
     return len(effects)

@@ -598,11 +598,18 @@ def incident_updates_due(
     effects = effects_of(list({r.pk: r for r in roots.values()}.values()))
     # What inhibition rules held back behind the roots, which the ranking does not count;
     # a page through a rule's target counts itself, as an effect's page is in its cause's.
-    by_rule = held_by_rules({r.pk for r in roots.values()}, set(by_pk), kinds=BY_RULE_OR_GROUP)
+    # So do the members of a `group_by` group, held back behind the page's own anomaly
+    # even where its root is its cause.
+    by_rule = held_by_rules(
+        {r.pk for r in roots.values()} | {e.anomaly_id for e in pages},
+        set(by_pk),
+        kinds=BY_RULE_OR_GROUP,
+    )
     sizes = {
         e.pk: len(
             set(effects[roots[e.pk].pk])
             | by_rule.get((e.playbook_id, roots[e.pk].pk), set())
+            | by_rule.get((e.playbook_id, e.anomaly_id), set())
             | ({e.anomaly_id} if roots[e.pk].pk == through.get(e.pk) else set())
         )
         for e in pages

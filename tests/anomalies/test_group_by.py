@@ -235,3 +235,31 @@ def test_an_operator_on_the_first_anomaly_decides_whether_the_group_moves_on(
     paged = _statuses("pager")[str(errors.series)] == SUCCEEDED
     assert paged is (operator == "false_positive")
     assert len(mail.outbox) == (2 if paged else 1)
+
+
+def test_a_group_whose_first_page_has_a_cause_elsewhere_still_tells_of_its_members(eager):
+    """The API team's playbook covers `http.*` only. Its first checkout page is put down to
+    the database (which the DBAs page), so that page stands for the database's incident;
+    the error ratio that joins the checkout group later, with no cause of its own, is
+    still news for the group's update."""
+    from tests.anomalies.test_inhibition import _blames
+
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="api",
+        action="email",
+        target="api@example.com",
+        series_name="http.*",
+        group_by=["service"],
+    )
+    db = _anomaly("db.connections.active", t0 - timedelta(minutes=2))
+    cart = _anomaly("http.latency.p95", t0, service="checkout", endpoint="/cart")
+    _blames(cart, db)
+    eager([db, cart], t0)
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), service="checkout")
+    eager([db, cart, errors], t0 + timedelta(minutes=1))
+    assert _statuses("api")[str(errors.series)] == INHIBITED
+    eager([db, cart, errors], t0 + timedelta(minutes=6))
+    (update,) = _mail_to("api@example.com")[1:]
+    assert update.subject.startswith("Update: http.latency.p95")
+    assert "also abnormal in its group" in update.body and "http.errors.ratio" in update.body
