@@ -210,7 +210,16 @@ def group_members(anomaly: Anomaly, playbook: ResponsePlaybook) -> list[Anomaly]
     group = playbook.group_of(anomaly.series)
     if group is None or playbook.pk is None:
         return []
-    told = ResponseExecution.objects.filter(playbook_id=playbook.pk).exclude(
+    # Read once per instance and playbook: a notification's description and its alerts
+    # both ask.
+    cached = anomaly.__dict__.setdefault("group_members", {})
+    if playbook.pk not in cached:
+        cached[playbook.pk] = _group_members(anomaly, playbook.pk, group)
+    return cached[playbook.pk]
+
+
+def _group_members(anomaly: Anomaly, playbook_id: int, group: dict[str, str]) -> list[Anomaly]:
+    told = ResponseExecution.objects.filter(playbook_id=playbook_id).exclude(
         Q(status__in=(ResponseExecution.Status.FAILED, ResponseExecution.Status.CANCELLED))
         | Q(status=ResponseExecution.Status.RETRYING, attempts=0)
     )
