@@ -20,6 +20,7 @@ from .validation import (
     DEFAULT_UPDATE_SECONDS,
     MAX_ATTEMPTS,
     MAX_EFFECT_GRACE_SECONDS,
+    MAX_GROUP_WAIT_SECONDS,
     MAX_REPEAT_SECONDS,
     MAX_UPDATE_SECONDS,
     MIN_REPEAT_SECONDS,
@@ -383,6 +384,13 @@ class ResponsePlaybook(models.Model):
         "the next still abnormal carries the group on under the same group key. Webhook, "
         "Slack, Teams and e-mail only. Empty: each anomaly (or incident) is its own group.",
     )
+    group_wait_seconds = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(MAX_GROUP_WAIT_SECONDS)],
+        help_text="With group_by: how long a new group's first page waits for the rest of "
+        "the group, so that it names what the first minutes brought (Alertmanager's "
+        "group_wait). 0: paged at once.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -390,6 +398,16 @@ class ResponsePlaybook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.action})"
+
+    def waits_for_group(self, anomaly: Anomaly, now: datetime) -> bool:
+        """Whether the page that would open `anomaly`'s group waits for more of it: the
+        scoring run after `group_wait_seconds` pages the group's first anomaly (by onset)
+        with the others held back in it, instead of a page naming one series."""
+        return (
+            self.groups
+            and self.group_wait_seconds > 0
+            and (now - anomaly.detected_at).total_seconds() < self.group_wait_seconds
+        )
 
     @property
     def groups(self) -> bool:
@@ -420,6 +438,7 @@ class ResponsePlaybook(models.Model):
             arguments=self.arguments,
             repeat_interval_seconds=self.repeat_interval_seconds,
             group_by=self.group_by,
+            group_wait_seconds=self.group_wait_seconds,
         )
         if errors:
             raise ValidationError(errors)

@@ -32,6 +32,10 @@ MAX_REPEAT_SECONDS = 7 * 86400
 # A playbook's incident-update interval (Alertmanager's `group_interval`, 5 minutes by
 # default there and here): from a minute, the scoring job's period, to a day.
 DEFAULT_UPDATE_SECONDS = 300
+# How long a `group_by` group's first page may wait for the rest of the group (Alertmanager's
+# group_wait, 30 s by default there; the scoring job runs every minute). An hour is already
+# an incident nobody was told of.
+MAX_GROUP_WAIT_SECONDS = 3600
 MIN_UPDATE_SECONDS = 60
 MAX_UPDATE_SECONDS = 86400
 # How long after its cause was last abnormal an inhibited effect may still be abnormal and
@@ -148,6 +152,7 @@ def playbook_errors(
     arguments: Any,
     repeat_interval_seconds: Any = None,
     group_by: Any = None,
+    group_wait_seconds: Any = 0,
 ) -> Errors:
     """What makes a response playbook unusable, by field (empty when it is fine).
 
@@ -191,6 +196,9 @@ def playbook_errors(
             "only notifications are repeated (webhook, Slack, Teams, e-mail): a task runs once",
         )
     _group_by(errors, group_by, action)
+    if group_wait_seconds and not group_by:
+        # Without groups there is nothing to wait for: each anomaly is its own page.
+        _add(errors, "group_wait_seconds", "only with group_by: it is how long a group waits")
     return errors
 
 

@@ -64,6 +64,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "update_interval_seconds",
             "effect_grace_seconds",
             "group_by",
+            "group_wait_seconds",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
@@ -84,6 +85,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "arguments": {},
             "repeat_interval_seconds": None,
             "group_by": [],
+            "group_wait_seconds": 0,
         }
         if errors := playbook_errors(**merged_fields(attrs, self.instance, fields)):
             raise serializers.ValidationError(errors)

@@ -68,6 +68,7 @@ def _usable_playbooks() -> list[ResponsePlaybook]:
             labels=p.labels,
             arguments=p.arguments,
             group_by=p.group_by,
+            group_wait_seconds=p.group_wait_seconds,
         )
         if errors:
             logger.warning("response playbook %r skipped: %s", p.name, errors)
@@ -149,6 +150,8 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
                 continue
             cause = inhibition.cause(p, a)
             if (p.pk, a.pk) not in existing:
+                if cause is None and p.waits_for_group(a, now):
+                    continue  # the group's first page: judged again by the next run
                 source = inhibition.stands_for(p, a) if cause is None else None
                 new.append(
                     ResponseExecution(

@@ -263,3 +263,55 @@ def test_a_group_whose_first_page_has_a_cause_elsewhere_still_tells_of_its_membe
     (update,) = _mail_to("api@example.com")[1:]
     assert update.subject.startswith("Update: http.latency.p95")
     assert "also abnormal in its group" in update.body and "http.errors.ratio" in update.body
+
+
+def test_a_group_s_first_page_waits_for_the_rest_of_the_group(eager):
+    """Alertmanager's group_wait: a deploy that breaks checkout opens its anomalies over a
+    couple of scoring runs; with two minutes of wait, the first page names them all
+    instead of one series, and later members join the group as before."""
+    t0 = timezone.now()
+    ResponsePlaybook.objects.create(
+        name="pager",
+        action="email",
+        target="oncall@example.com",
+        group_by=["service"],
+        group_wait_seconds=120,
+    )
+    cart = _anomaly("http.latency.p95", t0, service="checkout", endpoint="/cart")
+    Anomaly.objects.filter(pk=cart.pk).update(detected_at=t0)
+    eager([cart], t0)
+    assert not ResponseExecution.objects.exists() and mail.outbox == []
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), service="checkout")
+    eager([cart, errors], t0 + timedelta(minutes=1))
+    assert not ResponseExecution.objects.exists()
+    eager([cart, errors], t0 + timedelta(minutes=2))
+    assert _statuses("pager") == {str(cart.series): SUCCEEDED, str(errors.series): INHIBITED}
+    (page,) = mail.outbox
+    assert (
+        page.subject == "http.latency.p95{endpoint=/cart,service=checkout} is abnormal (critical)"
+    )
+    assert 'also abnormal in its group {service="checkout"}: http.errors.ratio' in page.body
+    # A member after the page joins the group without waiting.
+    payments = _anomaly("payments.failed", t0 + timedelta(minutes=3), service="checkout")
+    eager([cart, errors, payments], t0 + timedelta(minutes=3))
+    assert _statuses("pager")[str(payments.series)] == INHIBITED
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"group_wait_seconds": 60}, "only with group_by"),
+        ({"group_by": ["service"], "group_wait_seconds": 3601}, "3600"),
+        ({"group_by": ["service"], "group_wait_seconds": -1}, "0"),
+    ],
+)
+def test_a_group_wait_that_cannot_work_is_refused_naming_the_field(
+    client_with_role, fields, problem
+):
+    response = client_with_role("admin").post(
+        "/admin/api/phase3/anomaly/playbooks",
+        {"name": "p", "action": "webhook", "target": "https://hooks.example.com/x"} | fields,
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert problem in " ".join(response.json()["group_wait_seconds"])
