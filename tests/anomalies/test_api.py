@@ -593,6 +593,9 @@ def _playbook_form(playbook: ResponsePlaybook, **changes) -> dict:
         "action": playbook.action,
         "max_attempts": str(playbook.max_attempts),
         "effect_grace_seconds": str(playbook.effect_grace_seconds),
+        # What the form shows them as, and a browser sends back.
+        "group_by": "[]",
+        "group_wait_seconds": str(playbook.group_wait_seconds),
         "created_at_0": f"{playbook.created_at:%Y-%m-%d}",
         "created_at_1": f"{playbook.created_at:%H:%M:%S}",
     }
