@@ -22,6 +22,19 @@ def _mail_to(address: str) -> list:
     return [m for m in mail.outbox if m.to == [address]]
 
 
+def _pager(**fields) -> ResponsePlaybook:
+    """The on-call's e-mail playbook, grouping by service."""
+    return ResponsePlaybook.objects.create(
+        **{
+            "name": "pager",
+            "action": "email",
+            "target": "oncall@example.com",
+            "group_by": ["service"],
+            **fields,
+        }
+    )
+
+
 @pytest.mark.parametrize("inhibit_effects", [True, False])
 def test_a_service_s_anomalies_are_one_group_that_outlives_its_first_page(eager, inhibit_effects):
     """The checkout service's first anomaly is paged; its later ones, on any series and
@@ -30,13 +43,7 @@ def test_a_service_s_anomalies_are_one_group_that_outlives_its_first_page(eager,
     ends, the next still abnormal is paged and carries the rest of the group on. Grouping
     does not need inhibition on."""
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="pager",
-        action="email",
-        target="oncall@example.com",
-        group_by=["service"],
-        inhibit_effects=inhibit_effects,
-    )
+    _pager(inhibit_effects=inhibit_effects)
     # The same playbook without grouping: every anomaly is its own page (nothing ties
     # them in the root-cause ranking).
     ResponsePlaybook.objects.create(name="audit", action="email", target="audit@example.com")
@@ -103,9 +110,7 @@ def test_a_group_member_that_turns_critical_is_news_for_the_group(eager):
     held back in the group is now critical (Alertmanager sends a changed alert in the
     group's next notification), once."""
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="pager", action="email", target="oncall@example.com", group_by=["service"]
-    )
+    _pager()
     cart = _anomaly("http.latency.p95", t0, "warning", service="checkout")
     errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), "warning", service="checkout")
     eager([cart], t0)
@@ -132,9 +137,7 @@ def test_a_group_member_calm_again_is_not_paged_when_the_first_ends(eager):
     """A held-back member waiting out its quiet period is part of the group's past, not a
     new page: it is paged only if it is abnormal again."""
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="pager", action="email", target="oncall@example.com", group_by=["service"]
-    )
+    _pager()
     cart = _anomaly("http.latency.p95", t0, service="checkout")
     errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), service="checkout")
     eager([cart, errors], t0 + timedelta(minutes=1))
@@ -218,9 +221,7 @@ def test_an_operator_on_the_first_anomaly_decides_whether_the_group_moves_on(
     from anomalies import services
 
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="pager", action="email", target="oncall@example.com", group_by=["service"]
-    )
+    _pager()
     cart = _anomaly("http.latency.p95", t0, service="checkout")
     errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), service="checkout")
     eager([cart], t0)
@@ -245,13 +246,7 @@ def test_a_group_whose_first_page_has_a_cause_elsewhere_still_tells_of_its_membe
     from tests.anomalies.test_inhibition import _blames
 
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="api",
-        action="email",
-        target="api@example.com",
-        series_name="http.*",
-        group_by=["service"],
-    )
+    _pager(name="api", target="api@example.com", series_name="http.*")
     db = _anomaly("db.connections.active", t0 - timedelta(minutes=2))
     cart = _anomaly("http.latency.p95", t0, service="checkout", endpoint="/cart")
     _blames(cart, db)
@@ -270,13 +265,7 @@ def test_a_group_s_first_page_waits_for_the_rest_of_the_group(eager):
     couple of scoring runs; with two minutes of wait, the first page names them all
     instead of one series, and later members join the group as before."""
     t0 = timezone.now()
-    ResponsePlaybook.objects.create(
-        name="pager",
-        action="email",
-        target="oncall@example.com",
-        group_by=["service"],
-        group_wait_seconds=120,
-    )
+    _pager(group_wait_seconds=120)
     cart = _anomaly("http.latency.p95", t0, service="checkout", endpoint="/cart")
     Anomaly.objects.filter(pk=cart.pk).update(detected_at=t0)
     eager([cart], t0)
