@@ -194,14 +194,20 @@ def alertmanager_group(anomaly: Anomaly, playbook: ResponsePlaybook) -> tuple[di
 def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> dict:
     """The alert of the anomaly a notification is about, its description saying what it is
     put down to and what is put down to it."""
-    return _alert(
-        anomaly,
-        _description(anomaly)
-        + _cause_clause(anomaly)
-        + _incident_clause(anomaly)
-        + _rules_held_clause(anomaly, playbook)
-        + _group_clause(anomaly, playbook),
+    return _alert(anomaly, _description(anomaly) + "".join(_context_clauses(anomaly, playbook)))
+
+
+def _context_clauses(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> list[str]:
+    """What a firing notification says beyond the anomaly itself, each clause starting
+    "; ": what it is put down to, what is put down to it, what inhibition rules and the
+    playbook's group hold back with it. Every transport says the same."""
+    clauses = (
+        _cause_clause(anomaly),
+        _incident_clause(anomaly),
+        _rules_held_clause(anomaly, playbook),
+        _group_clause(anomaly, playbook),
     )
+    return [c for c in clauses if c]
 
 
 def _group_clause(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> str:
@@ -344,14 +350,8 @@ def slack_payload(
         head = f"{SEVERITY_EMOJI.get(anomaly.severity, '')} {again}*{anomaly.severity}*: {series}"
         text = f"{again}[{anomaly.severity}] {series} is abnormal: {values}"
         detail = f"{values} · methods: {methods} · since {_utc(anomaly.started_at)}"
-        for clause in (
-            _cause_clause(anomaly),
-            _incident_clause(anomaly),
-            _rules_held_clause(anomaly, playbook),
-            _group_clause(anomaly, playbook),
-        ):
-            if clause:
-                detail += f" · {_slack_escape(clause.removeprefix('; '))}"
+        for clause in _context_clauses(anomaly, playbook):
+            detail += f" · {_slack_escape(clause.removeprefix('; '))}"
     else:
         head = f":white_check_mark: *resolved*: {series}"
         text = f"[resolved] {series} is back to normal"
@@ -399,14 +399,7 @@ def teams_payload(
             f"{values}; methods: {', '.join(anomaly.methods) or 'none'}{_rules_clause(anomaly)}",
             f"since {_utc(anomaly.started_at)}",
         ]
-        for clause in (
-            _cause_clause(anomaly),
-            _incident_clause(anomaly),
-            _rules_held_clause(anomaly, playbook),
-            _group_clause(anomaly, playbook),
-        ):
-            if clause:
-                lines.append(clause.removeprefix("; "))
+        lines += [clause.removeprefix("; ") for clause in _context_clauses(anomaly, playbook)]
     else:
         title = f"[resolved] {anomaly.series} is back to normal"
         color = "Good"

@@ -136,11 +136,12 @@ def labels_query(query: QueryDict) -> dict[str, str]:
     for name, values in query.lists():
         if not name.startswith(LABELS_PREFIX):
             continue
+        key = name.removeprefix(LABELS_PREFIX)
         if len(values) > 1:
             raise serializers.ValidationError({name: ["given more than once"]})
-        if (problem := label_problem({name[len(LABELS_PREFIX) :]: values[0]})) is not None:
+        if (problem := label_problem({key: values[0]})) is not None:
             raise serializers.ValidationError({name: [problem]})
-        labels[name[len(LABELS_PREFIX) :]] = values[0]
+        labels[key] = values[0]
     if len(labels) > MAX_LABEL_FILTERS:
         raise serializers.ValidationError(
             {LABELS_PREFIX + "<key>": [f"at most {MAX_LABEL_FILTERS} label filters"]}

@@ -503,10 +503,10 @@ class Inhibition:
         no tail: the effect is its own problem at once."""
         if p.pk not in self.on:
             return False
-        if a.recovered_at is not None or p.pk not in self.inhibits:
-            # A page held back in its group only: calm again, it waits out its quiet
-            # period; still abnormal, it carries the group on.
-            return a.recovered_at is not None
+        if a.recovered_at is not None:
+            return True
+        if p.pk not in self.inhibits:
+            return False  # held back in its group only: still abnormal, it carries it on
         via = self.via_effects.get(p.pk, {})
         grace = timedelta(seconds=p.effect_grace_seconds)
         return any(
