@@ -8,7 +8,9 @@ written before patterns existed keep matching what they matched.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from typing import Protocol, TypeVar
 
 from telemetry.labels import labels_normalize
 
@@ -37,6 +39,32 @@ def series_matches(
     if exact_labels:
         return labels == labels_normalize(required_labels)
     return all(labels.get(k, "") == v for k, v in (required_labels or {}).items())
+
+
+class SeriesSelector(Protocol):
+    """A row that names series: a tuning, a signal layer rule."""
+
+    name: str
+    series_name: str
+    labels: dict
+
+
+S = TypeVar("S", bound=SeriesSelector)
+
+
+def most_specific(rows: Iterable[S], name: str, labels: dict | None) -> S | None:
+    """The row matching series `name{labels}` that says the most about it: its own name
+    over a pattern over any series, then more labels over fewer, then the first row's
+    name in order. How a tuning or a layer rule applies where several match, so that a
+    fleet-wide default and a per-service exception can both be written. `*` is any
+    series, as an empty pattern is."""
+
+    def specificity(row: S) -> tuple[int, int, str]:
+        named = 2 if row.series_name == name else int(row.series_name not in ("", "*"))
+        return (-named, -len(row.labels or {}), row.name)
+
+    matching = [r for r in rows if series_matches(r.series_name, r.labels, name, labels)]
+    return min(matching, key=specificity, default=None)
 
 
 def equal_key(names: list[str], labels: dict | None) -> tuple[str, ...]:

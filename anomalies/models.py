@@ -27,6 +27,7 @@ from .validation import (
     MIN_UPDATE_SECONDS,
     NOTIFY_ACTIONS,
     inhibition_rule_errors,
+    layer_rule_errors,
     playbook_errors,
     rule_errors,
     silence_errors,
@@ -304,6 +305,45 @@ class DetectionTuning(models.Model):
 
     def clean(self) -> None:
         if errors := tuning_errors(labels=self.labels):
+            raise ValidationError(errors)
+
+
+class SignalLayerRule(models.Model):
+    """Where a metric sits in load → saturation → symptoms, when its name does not say.
+
+    Root-cause ranking orders simultaneous onsets by layer (`engine/signal_layers.py`),
+    read from words in metric names: `http.requests.rate` is demand, `db.connections` a
+    resource. `orders.created` or `queue.latency` say nothing it knows (or the wrong
+    thing), and an operator who knows declares them here. The most specific rule
+    matching a series applies, as for tunings; rankings made from the next run on read it.
+    """
+
+    class Layer(models.TextChoices):
+        DEMAND = "demand", "demand (work arriving: requests, users, orders)"
+        RESOURCE = "resource", "resource (utilisation and saturation: CPU, pools, queues)"
+        OUTCOME = "outcome", "outcome (a service's errors and duration)"
+
+    name = models.CharField(max_length=100, unique=True)
+    series_name = models.CharField(
+        max_length=200,
+        help_text="Series name or shell-style pattern (`orders.*`).",
+    )
+    labels = models.JSONField(default=dict, blank=True, help_text="Labels that must match.")
+    layer = models.CharField(max_length=10, choices=Layer.choices)
+    comment = models.TextField(
+        max_length=2000, blank=True, help_text="Why: the next operator reads it."
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.series_name} is {self.layer}"
+
+    def clean(self) -> None:
+        if errors := layer_rule_errors(series_name=self.series_name, labels=self.labels):
             raise ValidationError(errors)
 
 

@@ -14,7 +14,7 @@ from telemetry.selectors import series_points, to_datetime
 from .engine import Tuning
 from .engine.tuning import SENSITIVITIES
 from .engine.tuning_preview import TuningReplay, replay_tunings
-from .matching import series_matches
+from .matching import most_specific
 from .models import DetectionTuning
 from .selectors import series_matching
 from .validation import tuning_errors
@@ -40,19 +40,8 @@ def usable_tunings() -> list[DetectionTuning]:
 
 
 def tuning_of(series: Series, tunings: list[DetectionTuning]) -> DetectionTuning | None:
-    """The most specific tuning matching the series: its own name over a pattern over any
-    series, then more labels over fewer, then the first name in order."""
-    matching = [
-        t for t in tunings if series_matches(t.series_name, t.labels, series.name, series.labels)
-    ]
-    if not matching:
-        return None
-
-    def specificity(t: DetectionTuning) -> tuple[int, int]:
-        named = 2 if t.series_name == series.name else int(bool(t.series_name))
-        return (-named, -len(t.labels or {}))
-
-    return min(matching, key=lambda t: (*specificity(t), t.name))
+    """The most specific tuning matching the series (`matching.most_specific`)."""
+    return most_specific(tunings, series.name, series.labels)
 
 
 def engine_tuning(tuning: DetectionTuning | None) -> Tuning | None:

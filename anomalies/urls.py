@@ -12,6 +12,7 @@ from .api import (
     InhibitionRuleViewSet,
     ResponseExecutionViewSet,
     ResponsePlaybookViewSet,
+    SignalLayerRuleViewSet,
     SilenceViewSet,
 )
 
@@ -25,6 +26,7 @@ router.register("anomaly/silences", SilenceViewSet, basename="anomaly-silence")
 router.register(
     "anomaly/inhibition-rules", InhibitionRuleViewSet, basename="anomaly-inhibition-rule"
 )
+router.register("anomaly/layer-rules", SignalLayerRuleViewSet, basename="anomaly-layer-rule")
 
 urlpatterns = [
     re_path(r"^anomaly/detect/?$", AnomalyDetectView.as_view(), name="anomaly-detect"),

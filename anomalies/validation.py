@@ -75,6 +75,16 @@ def tuning_errors(*, labels: Any) -> Errors:
     return errors
 
 
+def layer_rule_errors(*, series_name: Any, labels: Any) -> Errors:
+    """What makes a signal layer rule unusable, by field (its layer is the model's choice)."""
+    errors: Errors = {}
+    if not isinstance(series_name, str) or not series_name.strip():
+        # Every series in one layer would order nothing: a name or a pattern is required.
+        _add(errors, "series_name", "name the series or a pattern (`orders.*`)")
+    _labels(errors, labels)
+    return errors
+
+
 def rule_errors(*, labels: Any, above: Any, below: Any) -> Errors:
     """What makes a threshold rule unusable, by field (empty when it is fine)."""
     errors: Errors = {}

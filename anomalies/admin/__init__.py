@@ -2,6 +2,6 @@
 
 Django's autodiscovery imports this package; each module registers its pages."""
 
-from . import anomalies, detection, responses, silences
+from . import anomalies, detection, layers, responses, silences
 
-__all__ = ["anomalies", "detection", "responses", "silences"]
+__all__ = ["anomalies", "detection", "layers", "responses", "silences"]

@@ -52,7 +52,8 @@ class RootCauseInline(admin.TabularInline):
         if rule := evidence.get("declared_by"):
             reasons.append(f"declared a source by inhibition rule {rule!r}")
         if (layer := evidence.get("layer")) in ("demand", "resource"):
-            reasons.append(f"a {layer} signal")
+            by = f" (signal layer rule {rule!r})" if (rule := evidence.get("layer_rule")) else ""
+            reasons.append(f"a {layer} signal{by}")
         return "; ".join(reasons)
 
     def get_queryset(self, request):

@@ -1,9 +1,10 @@
 """Anomaly API: the `anomaly/detect` read, and viewsets for anomalies, rules, tunings,
-playbooks, inhibition rules, executions and silences. Views validate and call services;
+playbooks, inhibition rules, signal layer rules, executions and silences. Views validate and call services;
 roles come from the project defaults."""
 
 from .anomalies import AnomalyDetectView, AnomalyViewSet
 from .detection import DetectionRuleViewSet, DetectionTuningViewSet
+from .layers import SignalLayerRuleViewSet
 from .responses import InhibitionRuleViewSet, ResponseExecutionViewSet, ResponsePlaybookViewSet
 from .silences import SilenceViewSet
 
@@ -15,5 +16,6 @@ __all__ = [
     "InhibitionRuleViewSet",
     "ResponseExecutionViewSet",
     "ResponsePlaybookViewSet",
+    "SignalLayerRuleViewSet",
     "SilenceViewSet",
 ]

@@ -14,7 +14,9 @@ else; across sampling steps precedence still rules.
 Only rises carry a layer: a falling request rate during an outage is users leaving, and a
 CPU that drops while latency climbs is waiting on something else; both are effects.
 Anything not recognised shares the last layer with latency and errors, so the prior only
-lifts what it knows.
+lifts what it knows. What the name does not say, an operator declares (`SignalLayerRule`:
+`orders.created` is demand, `queue.latency` saturation), and a declaration wins over the
+name; the direction still rules, since a declared resource that falls is an effect too.
 """
 
 from __future__ import annotations
@@ -96,17 +98,27 @@ DEMAND_WORDS = frozenset(
 )
 
 
+def signal_layer(name: str, direction: int = 1, declared: Layer | None = None) -> Layer:
+    """The layer of metric `name` for a deviation in `direction` (+1 above expected):
+    the `declared` one if an operator declared it, else the one its name says."""
+    if direction < 0:
+        return Layer.OUTCOME
+    if declared is not None:
+        return Layer(declared)
+    named = named_layer(name)
+    return Layer.OUTCOME if named is None else named
+
+
 @lru_cache(maxsize=8192)  # a fleet-wide incident ranks thousands of anomalies of few names
-def signal_layer(name: str, direction: int = 1) -> Layer:
-    """The layer of metric `name` for a deviation in `direction` (+1 above expected).
+def named_layer(name: str) -> Layer | None:
+    """The layer a rise of metric `name` has by its name alone; None if the name says
+    nothing this module knows (what an operator may want to declare).
 
     Words are the name's parts split at anything not a letter or digit, lower-cased.
     """
-    if direction < 0:
-        return Layer.OUTCOME
     words = [w for w in re.split(r"[^0-9a-z]+", name.lower()) if w]
     if not words:
-        return Layer.OUTCOME
+        return None
     if words[0] in RESOURCE_NAMESPACES:
         return Layer.RESOURCE
     found = set(words)
@@ -114,6 +126,6 @@ def signal_layer(name: str, direction: int = 1) -> Layer:
         return Layer.OUTCOME
     if found & RESOURCE_WORDS:
         return Layer.RESOURCE
-    if found & DEMAND_WORDS and not found & WEAK_OUTCOME_WORDS:
-        return Layer.DEMAND
-    return Layer.OUTCOME
+    if found & DEMAND_WORDS:
+        return Layer.OUTCOME if found & WEAK_OUTCOME_WORDS else Layer.DEMAND
+    return Layer.OUTCOME if found & WEAK_OUTCOME_WORDS else None

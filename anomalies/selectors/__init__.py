@@ -35,6 +35,12 @@ from .groups import (
     sent_and_ended,
     usable_inhibition_rules,
 )
+from .layers import (
+    MAX_COVERAGE_NAMES,
+    declared_layers,
+    layer_coverage,
+    usable_layer_rules,
+)
 from .previews import (
     PREVIEW_NAMES,
     PREVIEW_PAIRS,
@@ -79,6 +85,7 @@ __all__ = [
     "GROUP_FIRING",
     "INCIDENT_MEMBERS",
     "MAX_CHART_POINTS",
+    "MAX_COVERAGE_NAMES",
     "MAX_SUGGESTION_DAYS",
     "NOISY_DAYS",
     "NOISY_TOP",
@@ -100,6 +107,7 @@ __all__ = [
     "anomaly_effects",
     "anomaly_state_q",
     "causes_of",
+    "declared_layers",
     "declared_links",
     "effects_of",
     "ended_since_sent",
@@ -115,6 +123,7 @@ __all__ = [
     "inhibition_rule_preview",
     "inhibition_rule_suggestions",
     "inhibition_rules_counted",
+    "layer_coverage",
     "likeliest_causes",
     "noisiest_series",
     "on_call_report",
@@ -128,4 +137,5 @@ __all__ = [
     "silences_active",
     "silences_overlapping",
     "usable_inhibition_rules",
+    "usable_layer_rules",
 ]

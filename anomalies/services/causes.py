@@ -18,7 +18,7 @@ from phase3.bulk import insert_columns
 from ..engine.root_cause import CauseCandidate, RankedCause, rank_causes
 from ..engine.signal_layers import signal_layer
 from ..models import Anomaly, InhibitionRule, RootCauseCandidate
-from ..selectors import usable_inhibition_rules
+from ..selectors import declared_layers, usable_inhibition_rules
 
 # Other series' anomalies this close to an onset are root-cause candidates.
 CAUSE_WINDOW = timedelta(minutes=30)
@@ -60,7 +60,18 @@ def causes_rank_around(opened_ids: set[int]) -> int:
         )
     }
     peak_z = np.array([abs(a.peak_z) for a in pool])
-    layers = [signal_layer(a.series.name, a.direction) for a in pool]
+    declared_layer = declared_layers(a.series for a in pool)
+    # A layer an operator declared (`SignalLayerRule`) wins over the one a name gives, for
+    # a rise: the rule's name goes into the evidence.
+    layer_rules = {
+        i: rule
+        for i, a in enumerate(pool)
+        if a.direction >= 0 and (rule := declared_layer.get(a.series_id))
+    }
+    layers = [
+        signal_layer(a.series.name, a.direction, layer_rules[i][0] if i in layer_rules else None)
+        for i, a in enumerate(pool)
+    ]
     preselect = _Preselection(onsets, deviation, window, peak_z, np.array(layers, dtype=float))
     declared = _DeclaredSources(pool, onsets, window, usable_inhibition_rules())
     # Labels as "key=value" texts: hashable whatever a series created in code was given.
@@ -113,6 +124,7 @@ def causes_rank_around(opened_ids: set[int]) -> int:
                     "is_self": r.key == t_index,
                 }
                 | ({"declared_by": declared_by[r.key]} if r.key in declared_by else {})
+                | ({"layer_rule": layer_rules[r.key][1]} if r.key in layer_rules else {})
             )
     RootCauseCandidate.objects.filter(anomaly__in=targets).delete()
     # Column-wise: a fleet-wide incident stores 20,000 candidates in one run.
