@@ -636,8 +636,7 @@ def incident_updates_due(
         count, last = sizes[e.pk], e.notified_at or e.finished_at
         p = by_pk[e.playbook_id]
         # A group member more severe than the group's receiver was told (one that turned
-        # critical behind a warning's page) is news, as Alertmanager sends a changed
-        # alert in its group's next notification.
+        # critical behind a warning's page) is news, as the page's own escalation is.
         top = group_top.get((e.playbook_id, e.anomaly_id), -1)
         escalated = top > SEVERITY_ORDER.get(e.notified_severity or e.anomaly.severity, -1)
         news = e.pk in resolved or escalated
@@ -645,13 +644,19 @@ def incident_updates_due(
             continue
         if e.pk in told_now or (count < e.notified_effects and not news):
             recount.setdefault(count, []).append(e.pk)
+            if escalated and e.pk in told_now:  # the notice queued now names it
+                worse.setdefault(_severity_named(top), []).append(e.pk)
         elif (
             not news
             and not _holds(e, root, holding, paged)
             and any(p.matches(by_effect[x]) for x in effects[root] if x in by_effect)
         ):
             continue  # nothing was held back: the receiver is paged for each anomaly
-        elif last is not None and now - last >= timedelta(seconds=p.update_interval_seconds):
+        elif last is not None and (
+            # A member's escalation is sent now, as the page's own would be: a receiver
+            # paged for a warning must not wait an update interval to hear of a critical.
+            escalated or now - last >= timedelta(seconds=p.update_interval_seconds)
+        ):
             recount.setdefault(count, []).append(e.pk)
             calls[e.pk] = {
                 "told": e.notified_effects,

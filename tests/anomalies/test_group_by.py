@@ -71,11 +71,8 @@ def test_a_service_s_anomalies_are_one_group_that_outlives_its_first_page(eager,
         'not sent: the first of its group {service="checkout"} this playbook paged, '
         f"anomaly {cart.pk} on {cart.series}, goes on;"
     )
-    assert len(_mail_to("oncall@example.com")) == 3
-    # The group's update, on the update interval, names what joined it.
-    eager(every, t0 + timedelta(minutes=3))
-    assert len(_mail_to("oncall@example.com")) == 3
-    eager(every, t0 + timedelta(minutes=6))
+    # The group's update names what joined it, at once: critical members behind a
+    # warning's page are an escalation (warnings wait for the update interval, below).
     (update,) = _mail_to("oncall@example.com")[3:]
     assert update.subject == (
         "Update: http.latency.p95{endpoint=/cart,service=checkout} is abnormal (warning)"
@@ -85,6 +82,9 @@ def test_a_service_s_anomalies_are_one_group_that_outlives_its_first_page(eager,
         "http.errors.ratio{service=checkout} (critical), payments.failed{service=checkout} "
         "(critical)" in update.body
     )
+    eager(every, t0 + timedelta(minutes=3))
+    eager(every, t0 + timedelta(minutes=6))
+    assert len(_mail_to("oncall@example.com")) == 4
     # The first anomaly ends: the group goes on through the next one by onset, paged now,
     # and the rest of the group is held back behind it.
     Anomaly.objects.filter(pk=cart.pk).update(ended_at=t0 + timedelta(minutes=9))
@@ -106,9 +106,9 @@ def test_a_service_s_anomalies_are_one_group_that_outlives_its_first_page(eager,
 
 
 def test_a_group_member_that_turns_critical_is_news_for_the_group(eager):
-    """Paged for a warning, the receiver hears at the next update interval that a member
-    held back in the group is now critical (Alertmanager sends a changed alert in the
-    group's next notification), once."""
+    """Paged for a warning, the receiver hears at the next run that a member held back in
+    the group is now critical, without waiting for the update interval (as the page's own
+    escalation would not), once."""
     t0 = timezone.now()
     _pager()
     cart = _anomaly("http.latency.p95", t0, "warning", service="checkout")
@@ -121,16 +121,41 @@ def test_a_group_member_that_turns_critical_is_news_for_the_group(eager):
         "Update:",
     ]
     assert "http.errors.ratio{service=checkout} (warning)" in mail.outbox[1].body
-    eager([cart, errors], t0 + timedelta(minutes=12))
+    eager([cart, errors], t0 + timedelta(minutes=7))
     assert len(mail.outbox) == 2  # nothing new
     Anomaly.objects.filter(pk=errors.pk).update(severity="critical")
-    eager([cart, errors], t0 + timedelta(minutes=13))
+    # Two minutes after the last update, inside the five-minute update interval.
+    eager([cart, errors], t0 + timedelta(minutes=8))
     assert len(mail.outbox) == 3
+    assert mail.outbox[2].subject.startswith("Update:")
     assert "http.errors.ratio{service=checkout} (critical)" in mail.outbox[2].body
     page = ResponseExecution.objects.get(anomaly=cart)
     assert page.notified_severity == "critical"
+    eager([cart, errors], t0 + timedelta(minutes=9))
     eager([cart, errors], t0 + timedelta(minutes=20))
     assert len(mail.outbox) == 3  # told once
+
+
+def test_a_reminder_sent_when_a_member_turns_critical_tells_of_it_once(eager):
+    """The page's reminder is due in the run where a member turns critical: it names the
+    member with its new severity, so no update follows it."""
+    t0 = timezone.now()
+    _pager(repeat_interval_seconds=600, update_interval_seconds=3600)
+    cart = _anomaly("http.latency.p95", t0, "warning", service="checkout")
+    errors = _anomaly("http.errors.ratio", t0 + timedelta(minutes=1), "warning", service="checkout")
+    eager([cart], t0)
+    eager([cart, errors], t0 + timedelta(minutes=1))
+    assert len(mail.outbox) == 1
+    Anomaly.objects.filter(pk=errors.pk).update(severity="critical")
+    eager([cart, errors], t0 + timedelta(minutes=11))
+    assert [m.subject.split(" ")[0] for m in mail.outbox] == [
+        "http.latency.p95{service=checkout}",
+        "Reminder:",
+    ]
+    assert "http.errors.ratio{service=checkout} (critical)" in mail.outbox[1].body
+    assert ResponseExecution.objects.get(anomaly=cart).notified_severity == "critical"
+    eager([cart, errors], t0 + timedelta(minutes=12))
+    assert len(mail.outbox) == 2
 
 
 def test_a_group_member_calm_again_is_not_paged_when_the_first_ends(eager):
