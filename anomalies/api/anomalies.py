@@ -105,6 +105,24 @@ class OperatorNoteSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
 
 
+class BulkActionSerializer(OperatorNoteSerializer):
+    action = ChoiceField(
+        choices=sorted(services.BULK_ACTIONS),
+        help_text="`acknowledge`, `resolve` or `false_positive`, as the single actions.",
+    )
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        min_length=1,
+        max_length=services.MAX_BULK,
+        help_text="The anomalies (an incident's `anomaly_ids` from `anomaly/detect`).",
+    )
+
+
+class BulkResultSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    anomalies = AnomalySerializer(many=True, help_text="Each as it is now, in the order given.")
+
+
 class SilenceSeriesSerializer(serializers.Serializer):
     minutes = serializers.IntegerField(min_value=1, max_value=services.MAX_SILENCE_MINUTES)
     comment = serializers.CharField(max_length=2000)
@@ -262,6 +280,7 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
         "resolve": "operator",
         "false_positive": "operator",
         "silence": "operator",
+        "bulk": "operator",
     }
 
     def get_queryset(self):
@@ -311,6 +330,28 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"], url_path="false-positive")
     def false_positive(self, request, pk=None):
         return self._act(request, pk, services.anomaly_mark_false_positive)
+
+    @extend_schema(request=BulkActionSerializer, responses=BulkResultSerializer)
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """One action on many anomalies, all or none: an incident acknowledged in one call
+        (PagerDuty's and Sentry's bulk updates). An unknown id, or an anomaly the action
+        does not allow, is a 400 naming them, and nothing is changed."""
+        body = BulkActionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            ids = services.anomalies_act(
+                action=data["action"],
+                ids=data["ids"],
+                by=request_actor(request),
+                note=data.get("note", ""),
+            )
+        except services.AnomalyStateError as exc:
+            return Response({exc.field: [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
+        rows = selectors.anomalies_recent().in_bulk(ids)
+        answer = {"action": data["action"], "anomalies": [rows[pk] for pk in ids]}
+        return Response(BulkResultSerializer(answer).data)
 
     @extend_schema(request=SilenceSeriesSerializer, responses={201: SilenceSerializer})
     @action(detail=True, methods=["post"])

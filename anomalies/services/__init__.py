@@ -8,7 +8,10 @@ actions, silences.py ends maintenance windows early.
 """
 
 from .operators import (
+    BULK_ACTIONS,
+    MAX_BULK,
     AnomalyStateError,
+    anomalies_act,
     anomaly_acknowledge,
     anomaly_mark_false_positive,
     anomaly_resolve,
@@ -30,9 +33,12 @@ from .silences import (
 )
 
 __all__ = [
+    "BULK_ACTIONS",
+    "MAX_BULK",
     "MAX_SILENCE_MINUTES",
     "AnomalyStateError",
     "SilenceStateError",
+    "anomalies_act",
     "anomalies_score_recent",
     "anomaly_acknowledge",
     "anomaly_mark_false_positive",

@@ -91,3 +91,57 @@ def anomaly_mark_false_positive(*, anomaly_id: int, by: str = "", note: str = ""
             },
         )
         return a
+
+
+# Anomalies one bulk action may change: an incident of a few hundred series, not a purge.
+MAX_BULK = 500
+
+BULK_ACTIONS = {
+    "acknowledge": anomaly_acknowledge,
+    "resolve": anomaly_resolve,
+    "false_positive": anomaly_mark_false_positive,
+}
+
+
+class BulkActionError(AnomalyStateError):
+    """A bulk action refused as a whole, naming the anomalies that stopped it."""
+
+    field = "ids"
+
+
+def anomalies_act(*, action: str, ids: list[int], by: str = "", note: str = "") -> list[int]:
+    """One operator action on many anomalies (an incident's, from `anomaly/detect`), all
+    or none: a chat-ops "ack the incident" must not leave half of it open. Every row is
+    locked first, so a concurrent action cannot slip between the check and the change.
+    Returns the ids, in the order given."""
+    act = BULK_ACTIONS[action]
+    ids = list(dict.fromkeys(ids))
+    with transaction.atomic():
+        statuses = dict(
+            Anomaly.objects.select_for_update()
+            .filter(pk__in=ids)
+            .order_by("pk")  # one lock order: two bulk actions cannot deadlock
+            .values_list("pk", "status")
+        )
+        if missing := [pk for pk in ids if pk not in statuses]:
+            raise BulkActionError(f"no anomaly with id {_listed(missing)}; nothing was changed")
+        if action == "acknowledge":
+            closed = [
+                pk
+                for pk in ids
+                if statuses[pk] not in (Anomaly.Status.OPEN, Anomaly.Status.ACKNOWLEDGED)
+            ]
+            if closed:
+                raise BulkActionError(
+                    f"anomal{'y' if len(closed) == 1 else 'ies'} {_listed(closed)} "
+                    "no longer open: only open anomalies can be acknowledged; nothing was "
+                    "changed"
+                )
+        for pk in ids:
+            act(anomaly_id=pk, by=by, note=note)
+    return ids
+
+
+def _listed(ids: list[int], shown: int = 20) -> str:
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return ", ".join(map(str, ids[:shown])) + more
