@@ -431,6 +431,25 @@ class ResponsePlaybook(models.Model):
         "the group, so that it names what the first minutes brought (Alertmanager's "
         "group_wait). 0: paged at once.",
     )
+    active_weekdays = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Active only on these days (["monday", "tuesday", "wednesday", "thursday", '
+        '"friday"]); empty: every day. Outside its active time the playbook sends nothing '
+        "(Alertmanager's active_time_intervals): what still goes on when it begins is paged "
+        "then, and resolutions are always sent.",
+    )
+    active_start = models.TimeField(
+        null=True, blank=True, help_text="Active only from this time of day (with its end)."
+    )
+    active_end = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="... to this one; at or before the start, the window runs past midnight.",
+    )
+    active_time_zone = models.CharField(
+        max_length=64, default="UTC", help_text="Where the days and times are read (IANA name)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -438,6 +457,22 @@ class ResponsePlaybook(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.action})"
+
+    @property
+    def limited_hours(self) -> bool:
+        """Whether it is active only on some days or hours."""
+        return bool(self.active_weekdays) or self.active_start is not None
+
+    def active_at(self, at: datetime) -> bool:
+        """Whether it sends at `at`: a business-hours Slack channel is quiet at night, while
+        the pager's playbook, with no window, always sends."""
+        return not self.limited_hours or in_recurring_window(
+            at,
+            weekdays=self.active_weekdays,
+            start=self.active_start,
+            end=self.active_end,
+            time_zone=self.active_time_zone,
+        )
 
     def waits_for_group(self, anomaly: Anomaly, now: datetime) -> bool:
         """Whether the page that would open `anomaly`'s group waits for more of it: the
@@ -470,8 +505,10 @@ class ResponsePlaybook(models.Model):
             and SEVERITY_ORDER[anomaly.severity] >= SEVERITY_ORDER[self.min_severity]
         )
 
-    def clean(self) -> None:
-        errors = playbook_errors(
+    def problems(self) -> dict[str, list[str]]:
+        """What the checks refuse in this row, by field: the admin's form says it, and the
+        scoring job skips a row written from a shell that has any."""
+        return playbook_errors(
             action=self.action,
             target=self.target,
             labels=self.labels,
@@ -479,8 +516,14 @@ class ResponsePlaybook(models.Model):
             repeat_interval_seconds=self.repeat_interval_seconds,
             group_by=self.group_by,
             group_wait_seconds=self.group_wait_seconds,
+            active_weekdays=self.active_weekdays,
+            active_start=self.active_start,
+            active_end=self.active_end,
+            active_time_zone=self.active_time_zone,
         )
-        if errors:
+
+    def clean(self) -> None:
+        if errors := self.problems():
             raise ValidationError(errors)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +22,9 @@ from telemetry.validation import NUL_PROBLEM, has_nul, label_problem
 
 from .time_windows import WEEKDAYS
 
+# An anomaly last seen longer ago than this pages nobody: a new series' week of backfill
+# finds its old incidents, and they are history, not news.
+RESPONSE_MAX_AGE = timedelta(hours=1)
 # The task retries a failed action until the playbook's `max_attempts`; with backoff
 # capped at 10 minutes, 10 attempts span about 40 minutes.
 MAX_ATTEMPTS = 10
@@ -163,6 +166,10 @@ def playbook_errors(
     repeat_interval_seconds: Any = None,
     group_by: Any = None,
     group_wait_seconds: Any = 0,
+    active_weekdays: Any = (),
+    active_start: time | None = None,
+    active_end: time | None = None,
+    active_time_zone: Any = "UTC",
 ) -> Errors:
     """What makes a response playbook unusable, by field (empty when it is fine).
 
@@ -209,6 +216,7 @@ def playbook_errors(
     if group_wait_seconds and not group_by:
         # Without groups there is nothing to wait for: each anomaly is its own page.
         _add(errors, "group_wait_seconds", "only with group_by: it is how long a group waits")
+    _recurrence(errors, active_weekdays, active_start, active_end, active_time_zone, ACTIVE_WINDOW)
     return errors
 
 
@@ -292,20 +300,32 @@ def silence_errors(
     return errors
 
 
+# The fields of a recurring window: a silence's, and a playbook's active time.
+SILENCE_WINDOW = ("weekdays", "daily_start", "daily_end", "time_zone")
+ACTIVE_WINDOW = ("active_weekdays", "active_start", "active_end", "active_time_zone")
+
+
 def _recurrence(
-    errors: Errors, weekdays: Any, start: time | None, end: time | None, time_zone: Any
+    errors: Errors,
+    weekdays: Any,
+    start: time | None,
+    end: time | None,
+    time_zone: Any,
+    fields: tuple[str, str, str, str] = SILENCE_WINDOW,
 ) -> None:
-    """A recurring silence's days, hours and time zone (`time_windows`)."""
+    """A recurring window's days, hours and time zone (`time_windows`), checked under the
+    names its model gives them."""
+    days_field, start_field, end_field, zone_field = fields
     if not isinstance(weekdays, list | tuple) or not all(d in WEEKDAYS for d in weekdays):
-        _add(errors, "weekdays", f"give a list of days among {', '.join(WEEKDAYS)}")
+        _add(errors, days_field, f"give a list of days among {', '.join(WEEKDAYS)}")
     elif len(set(weekdays)) != len(weekdays):
-        _add(errors, "weekdays", "names a day twice")
+        _add(errors, days_field, "names a day twice")
     if (start is None) != (end is None):
-        field = "daily_end" if end is None else "daily_start"
+        field = end_field if end is None else start_field
         _add(errors, field, "give both the start and the end of the daily window, or neither")
     elif start is not None and start == end:
-        _add(errors, "daily_end", "equals the start: the window would be empty")
+        _add(errors, end_field, "equals the start: the window would be empty")
     try:
         ZoneInfo(time_zone if isinstance(time_zone, str) and time_zone else "")
     except (ZoneInfoNotFoundError, ValueError, OSError):  # a directory, a NUL, too long
-        _add(errors, "time_zone", f"{time_zone!r} is not a time zone name (Europe/Paris, UTC)")
+        _add(errors, zone_field, f"{time_zone!r} is not a time zone name (Europe/Paris, UTC)")

@@ -24,7 +24,7 @@ from ..models import (
 )
 from ..secrets import mask_text, mask_url, mask_value, may_see_secrets
 from ..validation import URL_ACTIONS
-from .shared import MaskedSecretsMixin, ReadOnlyAdmin
+from .shared import MaskedSecretsMixin, ReadOnlyAdmin, window_text
 
 
 @admin.register(InhibitionRule)
@@ -193,7 +193,15 @@ class WriteOnlySecretsForm(forms.ModelForm):
 
 @admin.register(ResponsePlaybook)
 class ResponsePlaybookAdmin(ActionPermissionMixin, MaskedSecretsMixin, admin.ModelAdmin):
-    list_display = ["name", "action", "target", "min_severity", "series_name", "enabled"]
+    list_display = [
+        "name",
+        "action",
+        "target",
+        "min_severity",
+        "series_name",
+        "active_hours",
+        "enabled",
+    ]
     list_filter = ["action", "min_severity", "enabled"]
     search_fields = ["name", "target", "series_name"]
     masked = {"target": "masked_target", "arguments": "masked_arguments"}
@@ -223,6 +231,17 @@ class ResponsePlaybookAdmin(ActionPermissionMixin, MaskedSecretsMixin, admin.Mod
             obj is not None
             and super()._masking(request, obj)
             and not self.has_change_permission(request, obj)
+        )
+
+    @admin.display(description="active")
+    def active_hours(self, playbook: ResponsePlaybook) -> str:
+        if not playbook.limited_hours:
+            return "always"
+        return window_text(
+            playbook.active_weekdays,
+            playbook.active_start,
+            playbook.active_end,
+            playbook.active_time_zone,
         )
 
     def get_form(self, request: HttpRequest, obj=None, change: bool = False, **kwargs):

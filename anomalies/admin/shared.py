@@ -129,3 +129,10 @@ def apply_each(request, queryset, call, refusal: type[Exception], done: str) -> 
         messages.success(request, done.format(count=count))
     for reason in refused:
         messages.warning(request, reason)
+
+
+def window_text(weekdays: list[str], start, end, time_zone: str) -> str:
+    """A recurring window in words: "saturday, sunday 02:00-04:00 (Europe/Paris)"."""
+    days = ", ".join(weekdays) or "every day"
+    hours = f" {start:%H:%M}-{end:%H:%M}" if start is not None and end is not None else ""
+    return f"{days}{hours} ({time_zone})"

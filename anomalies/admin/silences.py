@@ -11,7 +11,7 @@ from .. import selectors, services
 from ..models import (
     Silence,
 )
-from .shared import apply_each
+from .shared import apply_each, window_text
 
 
 class SilenceStateFilter(admin.SimpleListFilter):
@@ -54,13 +54,9 @@ class SilenceAdmin(ActionPermissionMixin, admin.ModelAdmin):
         (Europe/Paris)"."""
         if not silence.recurs:
             return "-"
-        days = ", ".join(silence.weekdays) or "every day"
-        hours = (
-            f" {silence.daily_start:%H:%M}-{silence.daily_end:%H:%M}"
-            if silence.daily_start is not None and silence.daily_end is not None
-            else ""
+        return window_text(
+            silence.weekdays, silence.daily_start, silence.daily_end, silence.time_zone
         )
-        return f"{days}{hours} ({silence.time_zone})"
 
     @admin.display(boolean=True, description="active")
     def is_active_now(self, silence: Silence) -> bool:

@@ -65,6 +65,10 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "effect_grace_seconds",
             "group_by",
             "group_wait_seconds",
+            "active_weekdays",
+            "active_start",
+            "active_end",
+            "active_time_zone",
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
@@ -86,6 +90,10 @@ class ResponsePlaybookSerializer(ModelSerializer):
             "repeat_interval_seconds": None,
             "group_by": [],
             "group_wait_seconds": 0,
+            "active_weekdays": [],
+            "active_start": None,
+            "active_end": None,
+            "active_time_zone": "UTC",
         }
         if errors := playbook_errors(**merged_fields(attrs, self.instance, fields)):
             raise serializers.ValidationError(errors)

@@ -41,7 +41,7 @@ from ..selectors import (
     silences_overlapping,
     usable_inhibition_rules,
 )
-from ..validation import NOTIFY_ACTIONS, URL_ACTIONS, playbook_errors
+from ..validation import NOTIFY_ACTIONS, RESPONSE_MAX_AGE, URL_ACTIONS
 from .inhibition import (
     CANCELLED,
     INHIBITED,
@@ -54,23 +54,11 @@ from .inhibition import (
 
 logger = logging.getLogger(__name__)
 
-# An anomaly last seen longer ago than this pages nobody: a new series' week of backfill
-# finds its old incidents, and they are history, not news.
-RESPONSE_MAX_AGE = timedelta(hours=1)
-
 
 def _usable_playbooks() -> list[ResponsePlaybook]:
     usable = []
     for p in ResponsePlaybook.objects.filter(enabled=True):
-        errors = playbook_errors(
-            action=p.action,
-            target=p.target,
-            labels=p.labels,
-            arguments=p.arguments,
-            group_by=p.group_by,
-            group_wait_seconds=p.group_wait_seconds,
-        )
-        if errors:
+        if errors := p.problems():
             logger.warning("response playbook %r skipped: %s", p.name, errors)
         else:
             usable.append(p)
@@ -97,7 +85,9 @@ def queue_responses(anomaly_ids: set[int], *, now: datetime) -> Queued:
     Four queries whatever the number of anomalies (two more when inhibition rules apply):
     during a fleet-wide incident every series' anomaly matches on every run.
     """
-    playbooks = _usable_playbooks()
+    # Outside its active time a playbook does nothing: no page, reminder, escalation or
+    # update (each is due again at its first run inside it); resolutions are sent anyway.
+    playbooks = [p for p in _usable_playbooks() if p.active_at(now)]
     if not playbooks:
         return Queued(0, 0)
     silences = silences_overlapping(since=now - RESPONSE_MAX_AGE, until=now)

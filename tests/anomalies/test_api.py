@@ -596,6 +596,8 @@ def _playbook_form(playbook: ResponsePlaybook, **changes) -> dict:
         # What the form shows them as, and a browser sends back.
         "group_by": "[]",
         "group_wait_seconds": str(playbook.group_wait_seconds),
+        "active_weekdays": "[]",
+        "active_time_zone": playbook.active_time_zone,
         "created_at_0": f"{playbook.created_at:%Y-%m-%d}",
         "created_at_1": f"{playbook.created_at:%H:%M:%S}",
     }
