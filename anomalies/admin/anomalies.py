@@ -122,7 +122,11 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     list_select_related = ["series"]
     # Status changes go through the actions, which also end the anomaly, record who acted
     # and learn the dismissed pattern; an edited status field would do none of that.
-    readonly_fields = [*(f.name for f in Anomaly._meta.fields if f.name != "note"), "explains"]
+    readonly_fields = [
+        *(f.name for f in Anomaly._meta.fields if f.name != "note"),
+        "explains",
+        "routing",
+    ]
     inlines = [RootCauseInline, ResponseExecutionInline]
     actions = ["acknowledge", "resolve", "false_positive", "silence_two_hours"]
     chart_url_name = "anomalies_anomaly_chart"
@@ -135,6 +139,19 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
         if anomaly.state == Anomaly.State.RECOVERING:
             return f"recovering since {anomaly.recovered_at:%Y-%m-%d %H:%M}"
         return anomaly.state
+
+    @admin.display(description="playbooks")
+    def routing(self, anomaly: Anomaly) -> str:
+        """Why each playbook did or did not respond (`selectors.anomaly_routing`): the
+        on-call who was not paged reads why on the anomaly's own page."""
+        rows = selectors.anomaly_routing(anomaly)
+        if not rows:
+            return "no playbook"
+        return format_html_join(
+            "",
+            "<div><strong>{}</strong> ({}): {}</div>",
+            ((r["name"], r["action"], _routing_text(r)) for r in rows),
+        )
 
     @admin.display(description="likeliest cause of")
     def explains(self, anomaly: Anomaly) -> str:
@@ -258,3 +275,12 @@ class DismissedPatternAdmin(admin.ModelAdmin):
     list_filter = ["direction", "created_at"]
     search_fields = ["series__name", "created_by"]
     readonly_fields = ["series", "anomaly", "suppressed_count", "created_at"]
+
+
+def _routing_text(row: dict) -> str:
+    if not row["matches"]:
+        return "does not match: " + "; ".join(row["not_matched"])
+    if (e := row["execution"]) is not None:
+        why = f": {e['error']}" if e["error"] else ""
+        return f"{e['status']}{why}"
+    return "; ".join(row["held_now"]) or "matches: the next scoring run responds"

@@ -123,6 +123,33 @@ class BulkResultSerializer(serializers.Serializer):
     anomalies = AnomalySerializer(many=True, help_text="Each as it is now, in the order given.")
 
 
+class RoutingExecutionSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    attempts = serializers.IntegerField()
+    repeats = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    error = serializers.CharField(help_text="Why it failed, or why it was held back.")
+
+
+class RoutingSerializer(serializers.Serializer):
+    playbook = serializers.IntegerField()
+    name = serializers.CharField()
+    action = serializers.CharField()
+    matches = serializers.BooleanField(help_text="Its series, labels and severity match.")
+    not_matched = serializers.ListField(
+        child=serializers.CharField(), help_text="Every reason it does not match."
+    )
+    execution = RoutingExecutionSerializer(
+        allow_null=True, help_text="What it did for this anomaly: sent, held back, failed."
+    )
+    held_now = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="For a match without an execution: what stops one at the next run "
+        "(empty: the next run responds).",
+    )
+
+
 class SilenceSeriesSerializer(serializers.Serializer):
     minutes = serializers.IntegerField(min_value=1, max_value=services.MAX_SILENCE_MINUTES)
     comment = serializers.CharField(max_length=2000)
@@ -330,6 +357,14 @@ class AnomalyViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"], url_path="false-positive")
     def false_positive(self, request, pk=None):
         return self._act(request, pk, services.anomaly_mark_false_positive)
+
+    @extend_schema(responses=RoutingSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def routing(self, request, pk=None):
+        """Why each playbook did or did not respond to this anomaly: "why was I not
+        paged?" answered with the scoring job's own checks."""
+        anomaly = self.get_object()
+        return Response(RoutingSerializer(selectors.anomaly_routing(anomaly), many=True).data)
 
     @extend_schema(request=BulkActionSerializer, responses=BulkResultSerializer)
     @action(detail=False, methods=["post"])

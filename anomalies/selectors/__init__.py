@@ -71,6 +71,7 @@ from .reports import (
     on_call_report,
     overview_section,
 )
+from .routing import anomaly_routing
 from .silences import (
     silence_in_force,
     silenced_by,
@@ -105,6 +106,7 @@ __all__ = [
     "anomaly_causes",
     "anomaly_context",
     "anomaly_effects",
+    "anomaly_routing",
     "anomaly_state_q",
     "causes_of",
     "declared_layers",
