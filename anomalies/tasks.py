@@ -22,6 +22,11 @@ def retrain() -> dict:
     return services.learned_model_retrain()
 
 
+@shared_task(name="anomalies.enforce_retention", soft_time_limit=600, time_limit=660)
+def enforce_retention(batch_size: int = 1_000, max_batches: int = 100) -> dict:
+    return services.anomalies_enforce_retention(batch_size=batch_size, max_batches=max_batches)
+
+
 # Sending to the outside world: retried with backoff on ResponseActionError. The service
 # stops raising at the playbook's own max_attempts (at most MAX_ATTEMPTS), recording the
 # execution as failed; max_retries only bounds the task itself.

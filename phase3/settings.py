@@ -290,6 +290,8 @@ STORAGES = {
 
 # --- Systems' knobs -------------------------------------------------------------------
 PHASE3_RAW_RETENTION_DAYS = int(os.environ.get("PHASE3_RAW_RETENTION_DAYS", 90))
+# Closed anomalies (not false positives) are deleted this long after they ended.
+PHASE3_ANOMALY_RETENTION_DAYS = int(os.environ.get("PHASE3_ANOMALY_RETENTION_DAYS", 400))
 PHASE3_INGEST_MAX_FUTURE_SECONDS = float(os.environ.get("PHASE3_INGEST_MAX_FUTURE_SECONDS", 300))
 PHASE3_INGEST_MAX_BODY_BYTES = int(os.environ.get("PHASE3_INGEST_MAX_BODY_BYTES", 64 * 1024 * 1024))
 # Where operators reach this deployment: links in alerts (webhook payloads, e-mails) are
