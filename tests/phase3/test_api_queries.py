@@ -41,6 +41,10 @@ NOT_MODEL_LISTS = {
     "anomaly/inhibition-rules/suggestions/": (
         "a report over root-cause links; its queries are counted in test_dependency_mining"
     ),
+    "anomaly/layer-rules/coverage/": (
+        "a report per metric name over series; its answer is one query of series and one "
+        "of rules (test_signal_layer_rules)"
+    ),
     "insights/status/": "a summary object of the insights system",
     "optimization/analyze/": "an analysis computed from request logs, not model rows",
     "overview/": "a summary object across the systems",
