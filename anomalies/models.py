@@ -354,6 +354,7 @@ class ResponsePlaybook(models.Model):
         WEBHOOK = "webhook"
         SLACK = "slack", "Slack (incoming webhook)"
         TEAMS = "teams", "Microsoft Teams (workflow webhook)"
+        PAGERDUTY = "pagerduty", "PagerDuty (Events API v2)"
         EMAIL = "email"
         CELERY_TASK = "celery_task"
 
@@ -371,7 +372,8 @@ class ResponsePlaybook(models.Model):
     action = models.CharField(max_length=20, choices=Action.choices)
     target = models.CharField(
         max_length=500,
-        help_text="Webhook, Slack or Teams URL, comma-separated e-mails or a Celery task name.",
+        help_text="Webhook, Slack or Teams URL, PagerDuty integration (routing) key, "
+        "comma-separated e-mails or a Celery task name.",
     )
     arguments = models.JSONField(default=dict, blank=True, help_text="Task kwargs / extra payload.")
     max_attempts = models.PositiveSmallIntegerField(
@@ -386,7 +388,7 @@ class ResponsePlaybook(models.Model):
         ],
         help_text="Send the page again this often while the anomaly goes on and nobody has "
         "acknowledged it (Alertmanager's repeat_interval; 14400 is 4 hours). Empty: once. "
-        "Notifications only (webhook, Slack, Teams, e-mail).",
+        "Notifications only (webhook, Slack, Teams, PagerDuty, e-mail).",
     )
     update_interval_seconds = models.PositiveIntegerField(
         null=True,
@@ -404,8 +406,8 @@ class ResponsePlaybook(models.Model):
         default=True,
         help_text="One page per incident: an anomaly whose most likely root cause is another "
         "ongoing anomaly this playbook has paged (and at least as severe) is not paged on its "
-        "own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. Webhook, "
-        "Slack, Teams and e-mail only: tasks run for every anomaly.",
+        "own, as Alertmanager's inhibit rules do; it pages if it outlives its cause. "
+        "Notifications only: tasks run for every anomaly.",
     )
     effect_grace_seconds = models.PositiveIntegerField(
         default=DEFAULT_EFFECT_GRACE_SECONDS,
@@ -421,8 +423,8 @@ class ResponsePlaybook(models.Model):
         help_text='Label names (`["service"]`): anomalies whose series share their values are '
         "one notification group, as Alertmanager's group_by. The group's first anomaly is "
         "paged; the others join its notifications on the update interval, and when it ends "
-        "the next still abnormal carries the group on under the same group key. Webhook, "
-        "Slack, Teams and e-mail only. Empty: each anomaly (or incident) is its own group.",
+        "the next still abnormal carries the group on under the same group key. "
+        "Notifications only. Empty: each anomaly (or incident) is its own group.",
     )
     group_wait_seconds = models.PositiveIntegerField(
         default=0,

@@ -1,5 +1,5 @@
-"""Carrying out a response playbook's action: webhook, Slack, Teams, e-mail or another
-system's task.
+"""Carrying out a response playbook's action: webhook, Slack, Teams, PagerDuty, e-mail or
+another system's task.
 
 These functions talk to the outside world and write nothing: the service records the
 outcome. A failure raises `ResponseActionError`, which the task retries with backoff.
@@ -7,7 +7,9 @@ The webhook body follows Alertmanager's webhook format (version 4), so anything 
 already receives Alertmanager notifications (PagerDuty, Opsgenie) accepts it. Slack's
 incoming webhooks refuse that body (they need `text` or `blocks`), so the Slack action
 sends a message of its own; Mattermost and Rocket.Chat take the same one. Microsoft Teams
-gets an Adaptive Card.
+gets an Adaptive Card, and PagerDuty an Events API v2 event (its Alertmanager-style
+integrations also take the webhook, but a service's own Events API v2 integration, the
+one PagerDuty sets up by default, takes only its events).
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from .selectors import (
     incident_size,
 )
 from .validation import (
+    ALERT_ACTIONS,
     ANOMALY_KWARG,
-    URL_ACTIONS,
     PlaybookTaskError,
     email_recipients,
     task_call,
@@ -436,9 +438,90 @@ def _teams_card(title: str, color: str, lines: list[str], action: str, link: str
     }
 
 
+PAGERDUTY_CLIENT = "Phase 3"
+# PagerDuty's limits on an event: a summary of 1,024 characters, a dedup key of 255.
+PAGERDUTY_SUMMARY_CHARS = 1024
+
+
+def pagerduty_events_url() -> str:
+    """Where events go: `settings.PHASE3_PAGERDUTY_EVENTS_URL`, PagerDuty's US endpoint by
+    default (`https://events.eu.pagerduty.com/v2/enqueue` for an EU account)."""
+    return getattr(
+        settings, "PHASE3_PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
+    )
+
+
+def pagerduty_dedup_key(group_key: str) -> str:
+    """The alert's key at PagerDuty: one per notification group (the webhook's group key),
+    so the page, its escalations and updates land on one alert, which the group's
+    resolution resolves; a `group_by` group keeps one alert until its last member ends."""
+    return "phase3-" + hashlib.sha1(group_key.encode()).hexdigest()
+
+
+def pagerduty_event(
+    anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = "page"
+) -> tuple[dict, list[int]]:
+    """A PagerDuty Events API v2 event for the anomaly's group, and the held-back members it
+    names as firing.
+
+    A group that still fires is a `trigger`: the first opens the alert, later ones (an
+    escalation, an update, a reminder) are deduplicated onto it by PagerDuty; the group's
+    end is a `resolve`. The group's other alerts go in `custom_details`, so the
+    responder's phone shows the incident's reach.
+    """
+    body, firing = alertmanager_group(anomaly, playbook)
+    key = {
+        "routing_key": playbook.target.strip(),
+        "dedup_key": pagerduty_dedup_key(body["groupKey"]),
+    }
+    if body["status"] == "resolved":
+        return {**key, "event_action": "resolve"}, firing
+    first, *others = body["alerts"]
+    series = anomaly.series
+    summary = AGAIN_PREFIX.get(kind, "") + first["annotations"]["summary"]
+    details = {
+        "description": first["annotations"]["description"],
+        "observed": anomaly.observed,
+        "expected": anomaly.expected,
+        "peak_score": round(anomaly.peak_score, 3),
+        "labels": first["labels"],
+        "started_at": first["startsAt"],
+    }
+    if others:
+        details["also in this group"] = [
+            f"{a['annotations']['summary']} ({a['status']})" for a in others
+        ]
+    if body["truncatedAlerts"]:
+        details["left out"] = body["truncatedAlerts"]
+    event = {
+        **key,
+        "event_action": "trigger",
+        "payload": {
+            "summary": summary[:PAGERDUTY_SUMMARY_CHARS],
+            "source": str(series)[:255],
+            "severity": anomaly.severity,  # PagerDuty's info, warning, critical
+            "timestamp": _iso(anomaly.started_at),
+            "component": series.name,
+            "group": labels_text(body["groupLabels"]),
+            "class": ", ".join(anomaly.methods) or "anomaly",
+            "custom_details": details,
+        },
+        "links": [{"href": first["generatorURL"], "text": "Open in Phase 3"}],
+        "client": PAGERDUTY_CLIENT,
+        "client_url": body["externalURL"],
+    }
+    return event, firing
+
+
 def post_notification(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = "page") -> dict:
     """POST the anomaly's current state (firing, or resolved once it has ended); for a
     webhook, the held-back effects the group sent as firing (`GROUP_FIRING`)."""
+    if playbook.action == ResponsePlaybook.Action.PAGERDUTY:
+        # One PagerDuty alert per group: its members have no resolutions of their own to
+        # send later (`GROUP_FIRING` is a webhook's).
+        event, _ = pagerduty_event(anomaly, playbook, kind=kind)
+        code = _post_json(pagerduty_events_url(), event, "PagerDuty")
+        return {"http_status": code, "dedup_key": event["dedup_key"]}
     if playbook.action == ResponsePlaybook.Action.SLACK:
         body = slack_payload(anomaly, playbook, kind=kind)
         return {"http_status": _post_json(playbook.target, body, "Slack")}
@@ -541,7 +624,7 @@ def perform_action(anomaly: Anomaly, playbook: ResponsePlaybook, *, kind: str = 
     "update"); a webhook receiver updates the alert it has and needs no label, and e-mail,
     Slack and Teams messages say "Reminder:" or "Update:".
     """
-    if playbook.action in URL_ACTIONS:
+    if playbook.action in ALERT_ACTIONS:
         return post_notification(anomaly, playbook, kind=kind)
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         alert = _paged_alert(anomaly, playbook)
@@ -656,6 +739,27 @@ def send_test(playbook: ResponsePlaybook, *, by: str = "") -> dict:
         }
         body = _alertmanager_body([alert], playbook, {"playbook": str(playbook.pk)})
         return {"http_status": _post_json(playbook.target, body, "webhook")}
+    if playbook.action == ResponsePlaybook.Action.PAGERDUTY:
+        # Opened and resolved at once: the key works, and no incident is left open.
+        key = {
+            "routing_key": playbook.target.strip(),
+            "dedup_key": f"phase3-test-{playbook.pk}-{uuid.uuid4().hex[:12]}",
+        }
+        trigger = {
+            **key,
+            "event_action": "trigger",
+            "payload": {
+                "summary": f"[test] {summary}",
+                "source": "phase3",
+                "severity": "info",
+                "custom_details": {"description": description},
+            },
+            "links": [{"href": link, "text": "Open the playbook"}],
+            "client": PAGERDUTY_CLIENT,
+        }
+        code = _post_json(pagerduty_events_url(), trigger, "PagerDuty")
+        _post_json(pagerduty_events_url(), {**key, "event_action": "resolve"}, "PagerDuty")
+        return {"http_status": code}
     if playbook.action == ResponsePlaybook.Action.EMAIL:
         return _send_email(playbook, f"Test: {summary}", f"{description}\n\n{link}")
     if playbook.action == ResponsePlaybook.Action.CELERY_TASK:

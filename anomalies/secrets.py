@@ -1,7 +1,7 @@
 """Playbook URLs are credentials: shown in full to admins only, masked for everyone else.
 
-A Slack incoming-webhook URL, a PagerDuty routing key in a query string or a webhook
-token in a path lets whoever reads it post to the on-call's channel. Viewers and
+A Slack incoming-webhook URL, a PagerDuty routing key (a target of its own, or in a query
+string) or a webhook token in a path lets whoever reads it post to the on-call's channel. Viewers and
 operators need to know *where* a page goes (the host), not how to send one there, so the
 API and the admin show them `https://hooks.slack.com/…`, in the playbook and in every
 execution's error or result that quotes it (`requests` errors repeat the path). E-mail
@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from phase3.models import Role
 from phase3.permissions import session_role
+
+from .validation import ALERT_ACTIONS, URL_ACTIONS
 
 MASK = "…"
 # What replaces a secret value; Sentry's word for it, so it reads as scrubbed, not empty.
@@ -78,6 +80,17 @@ def mask_url(url: str) -> str:
     if not parts.scheme or not host:
         return MASK
     return f"{parts.scheme}://{host}{f':{port}' if port else ''}/{MASK}"
+
+
+def mask_target(action: str, target: str) -> str:
+    """A playbook's target as shown below the admin role: a URL cut to its host, a routing
+    key to its last four characters (enough to tell two integrations apart); e-mail
+    addresses and task names as they are."""
+    if action in URL_ACTIONS:
+        return mask_url(target)
+    if action in ALERT_ACTIONS:
+        return f"{MASK}{target.strip()[-4:]}"
+    return target
 
 
 def mask_text(text: str, urls: Iterable[str] = ()) -> str:

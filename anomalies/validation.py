@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -50,12 +51,17 @@ MAX_UPDATE_SECONDS = 86400
 DEFAULT_EFFECT_GRACE_SECONDS = 1800
 MAX_EFFECT_GRACE_SECONDS = 86400
 # The actions that tell a person (and so may remind them); a task runs once per anomaly.
-NOTIFY_ACTIONS = ("webhook", "slack", "teams", "email")
+NOTIFY_ACTIONS = ("webhook", "slack", "teams", "pagerduty", "email")
 # Passed to a playbook's task when its signature accepts it (or **kwargs).
 ANOMALY_KWARG = "anomaly_id"
-_ACTIONS = ("webhook", "slack", "teams", "email", "celery_task")
-# Actions that POST to a URL, and are told when the alert resolves.
+_ACTIONS = ("webhook", "slack", "teams", "pagerduty", "email", "celery_task")
+# Actions whose target is a URL to POST to.
 URL_ACTIONS = ("webhook", "slack", "teams")
+# Receivers that hold an alert's state: told when it escalates and when it resolves. Their
+# targets are credentials (a URL that posts to the channel, a routing key), shown masked.
+ALERT_ACTIONS = (*URL_ACTIONS, "pagerduty")
+# A PagerDuty Events API v2 integration key ("routing key"): 32 letters and digits.
+_ROUTING_KEY = re.compile(r"[A-Za-z0-9]{32}")
 _url = URLValidator(schemes=["http", "https"])
 _email = EmailValidator()
 
@@ -190,6 +196,14 @@ def playbook_errors(
             _url(target)
         except ValidationError:
             _add(errors, "target", f"a {action} action needs an http(s) URL")
+    elif action == "pagerduty":
+        if not _ROUTING_KEY.fullmatch(target.strip()):
+            _add(
+                errors,
+                "target",
+                "a pagerduty action needs the 32-character integration key (routing key) of "
+                "an Events API v2 integration on the PagerDuty service",
+            )
     elif action == "email":
         recipients = email_recipients(target)
         if not recipients:
@@ -210,7 +224,7 @@ def playbook_errors(
         _add(
             errors,
             "repeat_interval_seconds",
-            "only notifications are repeated (webhook, Slack, Teams, e-mail): a task runs once",
+            "only notifications are repeated (webhook, Slack, Teams, PagerDuty, e-mail): a task runs once",
         )
     _group_by(errors, group_by, action)
     if group_wait_seconds and not group_by:
@@ -234,7 +248,11 @@ def _group_by(errors: Errors, group_by: Any, action: Any) -> None:
     elif action in _ACTIONS and action not in NOTIFY_ACTIONS:
         # A task acts per anomaly (a scaling evaluation of its series): grouping would
         # leave all but the first without the action.
-        _add(errors, "group_by", "only notifications are grouped (webhook, Slack, Teams, e-mail)")
+        _add(
+            errors,
+            "group_by",
+            "only notifications are grouped (webhook, Slack, Teams, PagerDuty, e-mail)",
+        )
 
 
 def email_recipients(target: str) -> list[str]:

@@ -297,6 +297,10 @@ PHASE3_INGEST_MAX_BODY_BYTES = int(os.environ.get("PHASE3_INGEST_MAX_BODY_BYTES"
 # Where operators reach this deployment: links in alerts (webhook payloads, e-mails) are
 # absolute, since they are opened from PagerDuty, Slack or a mail client.
 PHASE3_EXTERNAL_URL = os.environ.get("PHASE3_EXTERNAL_URL", "http://localhost:8000").rstrip("/")
+# PagerDuty's Events API v2 endpoint (an EU account: https://events.eu.pagerduty.com/v2/enqueue).
+PHASE3_PAGERDUTY_EVENTS_URL = os.environ.get(
+    "PHASE3_PAGERDUTY_EVENTS_URL", "https://events.pagerduty.com/v2/enqueue"
+)
 PHASE3_MAX_RAW_POINTS = int(os.environ.get("PHASE3_MAX_RAW_POINTS", 50_000))
 FORECASTING_USE_PROPHET = env_bool("PHASE3_FORECASTING_PROPHET", True)
 

@@ -22,8 +22,8 @@ from ..models import (
     ResponseExecution,
     ResponsePlaybook,
 )
-from ..secrets import mask_text, mask_url, mask_value, may_see_secrets
-from ..validation import URL_ACTIONS
+from ..secrets import mask_target, mask_text, mask_value, may_see_secrets
+from ..validation import ALERT_ACTIONS, URL_ACTIONS
 from .shared import MaskedSecretsMixin, ReadOnlyAdmin, window_text
 
 
@@ -141,7 +141,7 @@ class WriteOnlySecretsForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         stored = self.instance
         shown = {
-            "target": mask_url(stored.target) if stored.action in URL_ACTIONS else None,
+            "target": mask_target(stored.action, stored.target),
             "arguments": mask_value(stored.arguments),
         }
         # Only what masking changes is write-only: plain arguments stay editable as they are.
@@ -173,9 +173,11 @@ class WriteOnlySecretsForm(forms.ModelForm):
         cleaned = super().clean()
         stored = self.instance  # the form's values are put on it only after clean()
         action = cleaned.get("action", stored.action)
-        if "target" in self.kept and action not in URL_ACTIONS:
+        if "target" in self.kept and _secret_kind(action) != _secret_kind(stored.action):
             self.add_error(
-                "target", f"type the {action} target: the stored URL is not carried over to it"
+                "target",
+                f"type the {action} target: the stored {_secret_kind(stored.action)} is not "
+                "carried over to it",
             )
             # The model's own check runs after this one, and would quote the URL it was given.
             cleaned["target"] = ""
@@ -189,6 +191,13 @@ class WriteOnlySecretsForm(forms.ModelForm):
             )
             cleaned["arguments"] = self.write_only["arguments"]
         return cleaned
+
+
+def _secret_kind(action: str) -> str:
+    """What a write-only target holds: a kept one goes only where the same kind goes."""
+    if action in URL_ACTIONS:
+        return "URL"
+    return "routing key" if action in ALERT_ACTIONS else "target"
 
 
 @admin.register(ResponsePlaybook)

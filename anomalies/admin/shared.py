@@ -12,8 +12,7 @@ from django.utils.html import format_html
 
 from telemetry.admin_charts import ChartAdminMixin, ChartPage
 
-from ..secrets import mask_text, mask_url, mask_value, may_see_secrets
-from ..validation import URL_ACTIONS
+from ..secrets import mask_target, mask_text, mask_value, may_see_secrets
 
 
 class MaskedSecretsMixin:
@@ -51,7 +50,7 @@ class MaskedSecretsMixin:
 
     @admin.display(description="target")
     def masked_target(self, obj) -> str:
-        return mask_url(obj.target) if obj.action in URL_ACTIONS else obj.target
+        return mask_target(obj.action, obj.target)
 
     @admin.display(description="arguments")
     def masked_arguments(self, obj):

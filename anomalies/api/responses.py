@@ -21,9 +21,8 @@ from ..models import (
     ResponseExecution,
     ResponsePlaybook,
 )
-from ..secrets import mask_text, mask_url, mask_value, may_see_secrets
+from ..secrets import mask_target, mask_text, mask_value, may_see_secrets
 from ..validation import (
-    URL_ACTIONS,
     inhibition_rule_errors,
     playbook_errors,
 )
@@ -43,7 +42,7 @@ class ResponsePlaybookSerializer(ModelSerializer):
         help_text='Label names (`["service"]`): anomalies whose series share their values '
         "are one notification group, as Alertmanager's `group_by`. Its first anomaly is "
         "paged, the others join its notifications, and the group outlives its first anomaly "
-        "under one group key. Notifications only (webhook, Slack, Teams, e-mail); empty: no grouping by labels.",
+        "under one group key. Notifications only (webhook, Slack, Teams, PagerDuty, e-mail); empty: no grouping by labels.",
     )
 
     class Meta:
@@ -72,12 +71,11 @@ class ResponsePlaybookSerializer(ModelSerializer):
         ]
 
     def to_representation(self, instance: ResponsePlaybook) -> dict:
-        # A webhook or Slack URL is a credential, and so may be what a task's arguments
-        # carry (an API key, a DSN): admins only (secrets.py).
+        # A webhook or Slack URL and a PagerDuty routing key are credentials, and so may be
+        # what a task's arguments carry (an API key, a DSN): admins only (secrets.py).
         data = super().to_representation(instance)
         if not may_see_secrets(self.context.get("request")):
-            if instance.action in URL_ACTIONS:
-                data["target"] = mask_url(instance.target)
+            data["target"] = mask_target(instance.action, instance.target)
             data["arguments"] = mask_value(instance.arguments)
         return data
 

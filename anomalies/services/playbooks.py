@@ -41,7 +41,7 @@ from ..selectors import (
     silences_overlapping,
     usable_inhibition_rules,
 )
-from ..validation import NOTIFY_ACTIONS, RESPONSE_MAX_AGE, URL_ACTIONS
+from ..validation import ALERT_ACTIONS, NOTIFY_ACTIONS, RESPONSE_MAX_AGE
 from .inhibition import (
     CANCELLED,
     INHIBITED,
@@ -262,12 +262,13 @@ def _queue_reminders(last_told: dict[int, datetime | None], now: datetime) -> No
 
 
 def _tell_again(p: ResponsePlaybook, a: Anomaly, told: str) -> bool:
-    """A webhook or Slack receiver was told a lower severity of this ongoing anomaly.
+    """A webhook, chat or PagerDuty receiver was told a lower severity of this ongoing
+    anomaly.
 
     `told` is empty on executions sent before it was recorded: nothing is re-sent for them.
     """
     return (
-        p.action in URL_ACTIONS
+        p.action in ALERT_ACTIONS
         and a.ended_at is None
         and told in SEVERITY_ORDER
         and SEVERITY_ORDER[a.severity] > SEVERITY_ORDER[told]
@@ -337,7 +338,7 @@ def _delay_each(
 
 
 def queue_resolved_notices(anomaly_ids: set[int]) -> int:
-    """Tell webhook and Slack receivers that alerts they were sent have ended.
+    """Tell webhook, chat and PagerDuty receivers that alerts they were sent have ended.
 
     Alertmanager receivers (PagerDuty, Opsgenie) keep an incident open until they get the
     same alert with status "resolved"; without it every page would have to be closed by
@@ -348,7 +349,7 @@ def queue_resolved_notices(anomaly_ids: set[int]) -> int:
         ResponseExecution.objects.filter(
             anomaly_id__in=anomaly_ids,
             anomaly__ended_at__isnull=False,
-            playbook__action__in=URL_ACTIONS,
+            playbook__action__in=ALERT_ACTIONS,
             status=ResponseExecution.Status.SUCCEEDED,
             resolved_notified_at__isnull=True,
         ).values_list("pk", flat=True)

@@ -169,6 +169,10 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "inhibit_effects": True,
         "update_interval_seconds": 300,
         "effect_grace_seconds": 1800,
+        "active_weekdays": ["monday", "friday"],
+        "active_start": "09:00",
+        "active_end": "18:00",
+        "active_time_zone": "Europe/Paris",
     },
     "DetectionTuning": lambda w: {
         "name": _unique("tuning"),
@@ -197,6 +201,19 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "target_labels": {"tier": "web"},
         "equal": ["region"],
         "comment": "every endpoint waits on the database",
+    },
+    "SignalLayerRule": lambda w: {
+        "name": _unique("layer"),
+        "series_name": "orders.*",
+        "labels": {"env": "prod"},
+        "layer": "demand",
+        "comment": "orders arriving are load",
+        "enabled": True,
+    },
+    "BulkAction": lambda w: {
+        "action": "acknowledge",
+        "ids": [int(w.pk("anomaly/anomalies/"))],
+        "note": "one incident",
     },
     "InhibitionRulePreview": lambda w: {
         "source_series": "db.*",
