@@ -35,6 +35,8 @@ from .selectors import (
     GROUP_FIRING,
     anomaly_causes,
     anomaly_effects,
+    change_text,
+    changes_before,
     ended_since_sent,
     group_members,
     group_root,
@@ -202,14 +204,26 @@ def _paged_alert(anomaly: Anomaly, playbook: ResponsePlaybook | None = None) -> 
 def _context_clauses(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> list[str]:
     """What a firing notification says beyond the anomaly itself, each clause starting
     "; ": what it is put down to, what is put down to it, what inhibition rules and the
-    playbook's group hold back with it. Every transport says the same."""
+    playbook's group hold back with it, and what changed just before it. Every transport
+    says the same."""
     clauses = (
+        _changes_clause(anomaly),
         _cause_clause(anomaly),
         _incident_clause(anomaly),
         _rules_held_clause(anomaly, playbook),
         _group_clause(anomaly, playbook),
     )
     return [c for c in clauses if c]
+
+
+def _changes_clause(anomaly: Anomaly) -> str:
+    """The deploys and other changes just before the onset on the series' labels: the
+    responder's first question, answered in the page."""
+    changes = changes_before([anomaly])[anomaly.pk]
+    if not changes:
+        return ""
+    named = ", ".join(change_text(c, anomaly.started_at) for c in changes)
+    return f"; changed just before: {named}"
 
 
 def _group_clause(anomaly: Anomaly, playbook: ResponsePlaybook | None) -> str:

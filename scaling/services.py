@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from telemetry import selectors as telemetry
+from telemetry import services as telemetry_services
 
 from . import engine
 from .actuators import ActuationRequest, ActuatorError, actuator_for
@@ -587,8 +588,31 @@ def decision_execute(*, decision_id: int, now: datetime | None = None) -> Scalin
             actuator_detail=detail[:5000],
             outcome=ScalingDecision.Outcome.PENDING,
         )
+        if resource.actuator != ScalableResource.ActuatorKind.DRY_RUN:
+            _record_change(row, resource, locked.current_units, now=now or timezone.now())
     row.refresh_from_db()
     return row
+
+
+def _record_change(
+    row: ScalingDecision, resource: ScalableResource, applied: int, *, now: datetime
+) -> None:
+    """A size an actuator really applied is a change to the product: an anomaly that
+    follows a scale-down names it as a suspect (`telemetry.ChangeEvent`). A dry run changes
+    nothing and records nothing. The size was applied whatever happens here: a record the
+    checks refuse (labels written from a shell) is logged, never raised into the decision's
+    transaction."""
+    try:
+        telemetry_services.change_record(
+            title=f"{resource.name}: {row.current_units} -> {applied} units ({row.action})",
+            at=min(now, timezone.now()),
+            kind="scaling",
+            labels=resource.load_series_labels or {},
+            source="scaling",
+            created_by=f"scaling decision {row.pk}",
+        )
+    except telemetry_services.ChangeInvalid as exc:
+        logger.warning("scaling change of %s not recorded: %s", resource.name, exc.errors)
 
 
 def _stale_refusal(

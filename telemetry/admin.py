@@ -16,7 +16,16 @@ from phase3.admin_actions import ActionPermissionMixin
 from . import tasks
 from .admin_charts import ChartAdminMixin, ChartPage
 from .charts import timeseries_chart
-from .models import DemoIncident, DemoUser, Event, RollupState, Sample, SampleRollup, Series
+from .models import (
+    ChangeEvent,
+    DemoIncident,
+    DemoUser,
+    Event,
+    RollupState,
+    Sample,
+    SampleRollup,
+    Series,
+)
 from .selectors import horizon_of, series_points
 from .selectors import lag_hours as rollup_lag_hours
 
@@ -119,6 +128,22 @@ class EventAdmin(admin.ModelAdmin):
     list_filter = ["name", ("ts", admin.DateFieldListFilter)]
     search_fields = ["user_id", "session_id", "client_id"]
     show_full_result_count = False
+
+
+@admin.register(ChangeEvent)
+class ChangeEventAdmin(admin.ModelAdmin):
+    """Deploys and other changes; anomalies name the ones just before their onset."""
+
+    list_display = ["at", "kind", "title", "labels", "source", "created_by"]
+    list_filter = ["kind", "source", ("at", admin.DateFieldListFilter)]
+    search_fields = ["title", "source", "created_by"]
+    readonly_fields = ["created_by", "created_at"]
+    date_hierarchy = "at"
+
+    def save_model(self, request, obj: ChangeEvent, form, change: bool) -> None:
+        if not change:
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(DemoIncident)

@@ -16,25 +16,34 @@ from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
-from rest_framework import serializers, viewsets
+from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import conf
+from .actors import request_actor
 from .downsample import AGGREGATIONS, parse_step
-from .models import Series
+from .models import ChangeEvent, Series
 from .parsers import IngestParser
 from .routers import OptionalSlashRouter
 from .selectors import series_list_with_latest, series_points
 from .serializers import ChoiceField, ModelSerializer
-from .services import event_bounds, events_write_batch, ingest_bounds, samples_write_batch
+from .services import (
+    ChangeInvalid,
+    change_record,
+    event_bounds,
+    events_write_batch,
+    ingest_bounds,
+    samples_write_batch,
+)
 from .validation import (
     MAX_ROWS,
     NUL,
     NUL_PROBLEM,
     BatchInvalid,
+    change_errors,
     gc_paused,
     parse_instant,
     validate_events,
@@ -334,8 +343,99 @@ class SeriesViewSet(viewsets.ReadOnlyModelViewSet):
         )
 
 
+class ChangeEventSerializer(ModelSerializer):
+    at = InstantField(
+        required=False, help_text="When it took effect: ISO 8601 or epoch seconds; now if left out."
+    )
+
+    class Meta:
+        model = ChangeEvent
+        fields = [
+            "id",
+            "at",
+            "kind",
+            "title",
+            "labels",
+            "url",
+            "source",
+            "created_by",
+            "created_at",
+        ]
+        read_only_fields = ["created_by", "created_at"]
+
+    def validate(self, attrs):
+        errors = change_errors(
+            at=attrs.get("at"),
+            title=attrs.get("title", ""),
+            labels=attrs.get("labels", {}),
+            now=timezone.now(),
+            max_future_seconds=conf.max_future_seconds(),
+        )
+        if errors:
+            raise ValidationError(errors)
+        return attrs
+
+
+class ChangeFilterSerializer(serializers.Serializer):
+    since = InstantField(required=False, help_text="Changes at or after this moment.")
+    until = InstantField(required=False, help_text="Changes at or before this moment.")
+    kind = ChoiceField(choices=ChangeEvent.Kind.choices, required=False)
+
+
+class ChangeEventViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Deploys, configuration and flag changes, scaling actions: what changed, for "what
+    changed just before it?" on every anomaly. A CI pipeline posts its deploys with an
+    operator key; admins delete one posted by mistake."""
+
+    serializer_class = ChangeEventSerializer
+    queryset = ChangeEvent.objects.all()
+    lookup_value_regex = r"\d+"
+    action_roles = {"destroy": "admin"}
+
+    def get_queryset(self):
+        qs = ChangeEvent.objects.order_by("-at", "-pk")
+        if self.action != "list":
+            return qs
+        params = ChangeFilterSerializer(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        p = params.validated_data
+        if "since" in p:
+            qs = qs.filter(at__gte=p["since"])
+        if "until" in p:
+            qs = qs.filter(at__lte=p["until"])
+        if "kind" in p:
+            qs = qs.filter(kind=p["kind"])
+        return qs
+
+    @extend_schema(parameters=[ChangeFilterSerializer])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        try:
+            serializer.instance = change_record(
+                title=data["title"],
+                at=data.get("at"),
+                kind=data.get("kind", ChangeEvent.Kind.DEPLOY),
+                labels=data.get("labels", {}),
+                url=data.get("url", ""),
+                source=data.get("source", ""),
+                created_by=request_actor(self.request),
+            )
+        except ChangeInvalid as exc:
+            raise ValidationError(exc.errors) from exc
+
+
 router = OptionalSlashRouter()
 router.register("telemetry/series", SeriesViewSet, basename="series")
+router.register("telemetry/changes", ChangeEventViewSet, basename="change")
 
 urlpatterns = [
     re_path(r"^telemetry/samples/?$", SampleIngestView.as_view(), name="telemetry-samples"),

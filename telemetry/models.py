@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from . import conf
+
 # labels_key stays importable from here: other apps (anomalies) use it.
 from .labels import labels_key, labels_normalize
+from .validation import change_errors
 
 
 class Series(models.Model):
@@ -82,6 +86,66 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.name} @ {self.ts:%Y-%m-%d %H:%M}"
+
+
+class ChangeEvent(models.Model):
+    """Something someone changed in the running product: a deploy, a configuration or
+    feature-flag change, a scaling action, maintenance.
+
+    The first question of an incident is "what changed?" (Datadog's change tracking,
+    Sentry's releases, Grafana's annotations): a deploy four minutes before the latency
+    rose is the likeliest suspect. CI pipelines post their deploys here, the scaling
+    system records what its actuators applied, and the anomaly system names the changes
+    just before each anomaly's onset on the series they concern. `labels` say which
+    series: a change with `{"service": "checkout"}` concerns every series that carries
+    that label; one without labels concerns them all.
+    """
+
+    class Kind(models.TextChoices):
+        DEPLOY = "deploy"
+        CONFIG = "config"
+        FEATURE_FLAG = "feature_flag", "feature flag"
+        SCALING = "scaling"
+        MAINTENANCE = "maintenance"
+        OTHER = "other"
+
+    at = models.DateTimeField(db_index=True, help_text="When the change took effect.")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.DEPLOY)
+    title = models.CharField(max_length=200, help_text="What changed: `checkout 1.4.2`.")
+    labels = models.JSONField(
+        default=dict, blank=True, help_text="The series it concerns; none: every series."
+    )
+    url = models.URLField(max_length=500, blank=True, help_text="The pipeline run, the PR.")
+    source = models.CharField(max_length=100, blank=True, help_text="What recorded it.")
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.title} @ {self.at:%Y-%m-%d %H:%M}"
+
+    def save(self, *args, **kwargs):
+        self.labels = labels_normalize(self.labels)
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors = change_errors(
+            at=self.at,
+            title=self.title,
+            labels=self.labels,
+            now=timezone.now(),
+            max_future_seconds=conf.max_future_seconds(),
+        )
+        if errors:
+            raise ValidationError(errors)
+
+    def concerns(self, labels: dict | None) -> bool:
+        """Whether it concerns a series with these labels: every label it names is there
+        with the same value."""
+        have = labels_normalize(labels)
+        return all(have.get(k) == v for k, v in (self.labels or {}).items())
 
 
 class DemoIncident(models.Model):

@@ -18,6 +18,7 @@ from django.utils import timezone
 from . import conf
 from .downsample import AGGREGATIONS, Partials, finish, merge_partials, partials_from_samples
 from .models import (
+    ChangeEvent,
     Event,
     RollupState,
     Sample,
@@ -489,3 +490,9 @@ def rollup_status(*, now: datetime | None = None) -> dict:
 def overview_section() -> dict:
     """Telemetry's volume and freshness, and how far rollups have caught up."""
     return {**telemetry_summary(), "rollups": rollup_status()}
+
+
+def changes_between(start: datetime, end: datetime) -> list[ChangeEvent]:
+    """The change events in [start, end], latest first: few per hour, so callers match
+    their labels in Python (`ChangeEvent.concerns`)."""
+    return list(ChangeEvent.objects.filter(at__gte=start, at__lte=end).order_by("-at", "-pk"))

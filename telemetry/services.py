@@ -21,9 +21,24 @@ from django.utils import timezone
 
 from . import conf
 from .bulk import insert_event_columns, insert_samples_us
-from .models import RollupState, Sample, SampleRollup, Series, labels_key, labels_normalize
+from .models import (
+    ChangeEvent,
+    RollupState,
+    Sample,
+    SampleRollup,
+    Series,
+    labels_key,
+    labels_normalize,
+)
 from .selectors import raw_retention_cutoff
-from .validation import EventBatch, SampleBatch, TimeBounds, validate_events, validate_samples
+from .validation import (
+    EventBatch,
+    SampleBatch,
+    TimeBounds,
+    change_errors,
+    validate_events,
+    validate_samples,
+)
 
 HOUR = timedelta(hours=1)
 
@@ -387,3 +402,44 @@ def samples_enforce_retention(
                 break
         counts["series"] += touched
     return counts
+
+
+class ChangeInvalid(ValueError):
+    """A change event the checks refuse, with the reasons by field."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def change_record(
+    *,
+    title: str,
+    at: datetime | None = None,
+    kind: str = ChangeEvent.Kind.DEPLOY,
+    labels: dict | None = None,
+    url: str = "",
+    source: str = "",
+    created_by: str = "",
+) -> ChangeEvent:
+    """Record a change (a deploy, a scaling action): the one writer of change events, for
+    the API, the admin and the systems that act on the product."""
+    now = timezone.now()
+    at = at or now
+    labels = labels or {}
+    errors = change_errors(
+        at=at, title=title, labels=labels, now=now, max_future_seconds=conf.max_future_seconds()
+    )
+    if kind not in ChangeEvent.Kind.values:
+        errors["kind"] = [f"must be one of {', '.join(ChangeEvent.Kind.values)}"]
+    if errors:
+        raise ChangeInvalid(errors)
+    return ChangeEvent.objects.create(
+        at=at,
+        kind=kind,
+        title=title.strip()[:200],
+        labels=labels,
+        url=url,
+        source=source[:100],
+        created_by=created_by[:150],
+    )

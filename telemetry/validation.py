@@ -557,3 +557,21 @@ def _flag_duplicate_client_ids(clients: list[str], errors: _Errors) -> None:
         first = seen.setdefault(cid, i)
         if first != i:
             errors.add(i, "client_id", f"row {first} has the same client_id")
+
+
+def change_errors(
+    *, at: datetime | None, title: Any, labels: Any, now: datetime, max_future_seconds: float
+) -> dict:
+    """What makes a change event unusable, by field (empty when it is fine). A change in
+    the future beyond the clock's drift is a typed-wrong date: it would sit before every
+    onset of the coming days as a suspect."""
+    errors: dict[str, list[str]] = {}
+    if at is not None and (at - now).total_seconds() > max_future_seconds:
+        errors["at"] = ["is in the future: give when the change took effect"]
+    if not isinstance(title, str) or not title.strip():
+        errors["title"] = ["say what changed (`checkout 1.4.2`)"]
+    elif "\x00" in title:
+        errors["title"] = [NUL_PROBLEM]
+    if (problem := label_problem(labels)) is not None:
+        errors["labels"] = [problem]
+    return errors

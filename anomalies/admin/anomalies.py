@@ -125,6 +125,7 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
     readonly_fields = [
         *(f.name for f in Anomaly._meta.fields if f.name != "note"),
         "explains",
+        "changes",
         "routing",
     ]
     inlines = [RootCauseInline, ResponseExecutionInline]
@@ -139,6 +140,25 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
         if anomaly.state == Anomaly.State.RECOVERING:
             return f"recovering since {anomaly.recovered_at:%Y-%m-%d %H:%M}"
         return anomaly.state
+
+    @admin.display(description="changed just before")
+    def changes(self, anomaly: Anomaly) -> str:
+        """Deploys and other changes on its series' labels near its onset (`telemetry`'s
+        change events), each linked to its pipeline run when it has one."""
+        found = selectors.changes_before([anomaly])[anomaly.pk]
+        if not found:
+            return "no recorded change"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (
+                    c.url or reverse("admin:telemetry_changeevent_change", args=[c.pk]),
+                    selectors.change_text(c, anomaly.started_at),
+                )
+                for c in found
+            ),
+        )
 
     @admin.display(description="playbooks")
     def routing(self, anomaly: Anomaly) -> str:

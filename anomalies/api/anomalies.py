@@ -34,6 +34,25 @@ class RootCauseSerializer(ModelSerializer):
         fields = ["rank", "series", "series_id", "score", "lead_seconds", "evidence"]
 
 
+class AnomalyListSerializer(serializers.ListSerializer):
+    """A list of anomalies (a page, `detect`'s, a bulk action's answer) that reads the
+    changes near all of them in one query instead of one per row."""
+
+    def to_representation(self, data):
+        rows = list(data.all() if hasattr(data, "all") else data)
+        self.context.setdefault("changes", {}).update(selectors.changes_before(rows))
+        return super().to_representation(rows)
+
+
+class ChangeNearSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    title = serializers.CharField()
+    url = serializers.CharField()
+    seconds_before_onset = serializers.FloatField(help_text="Negative: after the onset.")
+
+
 @extend_schema_field({"type": "string", "enum": list(Anomaly.State.values)})
 class AnomalyStateField(ChoiceField):
     """The anomaly states, inlined in the schema (one enum name per choice set)."""
@@ -54,6 +73,10 @@ class AnomalySerializer(ModelSerializer):
     explains = serializers.SerializerMethodField(
         help_text="Anomalies whose likeliest root cause is this one: the rest of its "
         "incident, which playbooks with `inhibit_effects` did not page on their own."
+    )
+    changes = serializers.SerializerMethodField(
+        help_text="Changes (deploys, config, flags, scaling; `telemetry/changes`) concerning "
+        "its series from 30 minutes before its onset to 2 minutes after, the closest first."
     )
 
     class Meta:
@@ -86,11 +109,31 @@ class AnomalySerializer(ModelSerializer):
             "root_causes",
             "explains",
             "silenced_by",
+            "changes",
         ]
         read_only_fields = fields
+        list_serializer_class = AnomalyListSerializer
 
     def get_explains(self, anomaly: Anomaly) -> list[int]:
         return selectors.anomalies_explained_by(anomaly)
+
+    @extend_schema_field(ChangeNearSerializer(many=True))
+    def get_changes(self, anomaly: Anomaly) -> list[dict]:
+        # A list looks them up once for all its rows (`AnomalyListSerializer`).
+        found = self.context.setdefault("changes", {})
+        if anomaly.pk not in found:
+            found.update(selectors.changes_before([anomaly]))
+        return [
+            {
+                "id": c.pk,
+                "at": c.at,
+                "kind": c.kind,
+                "title": c.title,
+                "url": c.url,
+                "seconds_before_onset": (anomaly.started_at - c.at).total_seconds(),
+            }
+            for c in found[anomaly.pk]
+        ]
 
     def get_silenced_by(self, anomaly: Anomaly) -> list[int]:
         # Looked up once per response (every row shares the root's context), not per row.

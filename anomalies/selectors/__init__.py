@@ -10,6 +10,11 @@ from .causes import (
     explained_rows,
     likeliest_causes,
 )
+from .changes import (
+    CHANGE_LOOKBACK,
+    change_text,
+    changes_before,
+)
 from .charts import (
     CHART_STEPS,
     MAX_CHART_POINTS,
@@ -82,6 +87,7 @@ from .silences import (
 __all__ = [
     "BY_RULE_OR_GROUP",
     "CAUSE_LOOKBACK",
+    "CHANGE_LOOKBACK",
     "CHART_STEPS",
     "GROUP_FIRING",
     "INCIDENT_MEMBERS",
@@ -109,6 +115,8 @@ __all__ = [
     "anomaly_routing",
     "anomaly_state_q",
     "causes_of",
+    "change_text",
+    "changes_before",
     "declared_layers",
     "declared_links",
     "effects_of",

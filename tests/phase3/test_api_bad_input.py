@@ -202,6 +202,14 @@ VALID_BODIES: dict[str, Callable[[World], dict]] = {
         "equal": ["region"],
         "comment": "every endpoint waits on the database",
     },
+    "ChangeEvent": lambda w: {
+        "at": (timezone.now() - timedelta(minutes=5)).isoformat(),
+        "kind": "deploy",
+        "title": "checkout 1.4.2",
+        "labels": {"service": "checkout"},
+        "url": "https://ci.example/runs/812",
+        "source": "github-actions",
+    },
     "SignalLayerRule": lambda w: {
         "name": _unique("layer"),
         "series_name": "orders.*",

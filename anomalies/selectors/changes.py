@@ -1,0 +1,55 @@
+"""The changes just before each anomaly: the first suspects of "what changed?"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+
+from telemetry.models import ChangeEvent
+from telemetry.selectors import changes_between
+
+from ..models import Anomaly
+
+# How long before an onset a change is a suspect: a deploy's effect shows within minutes,
+# a config push's within the half hour the root-cause window also reads.
+CHANGE_LOOKBACK = timedelta(minutes=30)
+# After the onset: the onset is estimated within a sampling step, and a deploy recorded
+# when its pipeline finished can land a little after the traffic moved.
+CHANGE_LOOKAHEAD = timedelta(minutes=2)
+# Changes named per anomaly, the closest first.
+MAX_CHANGES = 5
+
+
+def changes_before(anomalies: Iterable[Anomaly]) -> dict[int, list[ChangeEvent]]:
+    """For each anomaly, the changes that concern its series (`ChangeEvent.concerns`) from
+    `CHANGE_LOOKBACK` before its onset to `CHANGE_LOOKAHEAD` after it, the closest to the
+    onset first. One query for any number of anomalies."""
+    anomalies = list(anomalies)
+    out: dict[int, list[ChangeEvent]] = {a.pk: [] for a in anomalies}
+    if not anomalies:
+        return out
+    onsets = [a.started_at for a in anomalies]
+    changes = changes_between(min(onsets) - CHANGE_LOOKBACK, max(onsets) + CHANGE_LOOKAHEAD)
+    if not changes:
+        return out
+    for a in anomalies:
+        near = [
+            c
+            for c in changes
+            if a.started_at - CHANGE_LOOKBACK <= c.at <= a.started_at + CHANGE_LOOKAHEAD
+            and c.concerns(a.series.labels)
+        ]
+        near.sort(key=lambda c: abs((a.started_at - c.at).total_seconds()))
+        out[a.pk] = near[:MAX_CHANGES]
+    return out
+
+
+def change_text(change: ChangeEvent, onset) -> str:
+    """`deploy checkout 1.4.2 (4 min before)`: how a page names a suspect."""
+    minutes = (onset - change.at).total_seconds() / 60
+    when = (
+        f"{minutes:.0f} min before"
+        if minutes >= 0.5
+        else ("at the onset" if minutes > -0.5 else f"{-minutes:.0f} min after")
+    )
+    return f"{change.get_kind_display().lower()} {change.title} ({when})"

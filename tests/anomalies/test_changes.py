@@ -1,0 +1,184 @@
+"""Change events (deploys, config, flags, scaling) and the anomalies that name the ones
+just before their onset: "what changed?" answered on the page."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from anomalies.models import ResponsePlaybook
+from scaling import services as scaling_services
+from scaling.models import ScalingDecision
+from telemetry.models import ChangeEvent
+from telemetry.services import change_record, series_ensure
+from tests.anomalies.factories import AnomalyFactory
+from tests.scaling.factories import resource
+from tests.scaling.test_concurrency import RecordingActuator
+
+pytestmark = pytest.mark.django_db
+
+CHANGES = "/admin/api/phase3/telemetry/changes"
+ANOMALIES = "/admin/api/phase3/anomaly/anomalies"
+
+
+def _checkout_anomaly(at=None):
+    return AnomalyFactory(
+        series=series_ensure(
+            name="http.latency.p95", labels={"service": "checkout", "endpoint": "/pay"}
+        ),
+        started_at=at or timezone.now() - timedelta(minutes=5),
+        severity="critical",
+    )
+
+
+def test_a_pipeline_posts_a_deploy_and_reads_it_back(client_with_role):
+    operator = client_with_role("operator")
+    at = timezone.now() - timedelta(minutes=3)
+    answer = operator.post(
+        CHANGES,
+        {
+            "at": at.isoformat(),
+            "kind": "deploy",
+            "title": "checkout 1.4.2",
+            "labels": {"service": "checkout"},
+            "url": "https://ci.example/runs/812",
+            "source": "github-actions",
+        },
+        format="json",
+    )
+    assert answer.status_code == 201, answer.content
+    change = ChangeEvent.objects.get()
+    assert change.created_by and change.labels == {"service": "checkout"}
+    listed = client_with_role("viewer").get(CHANGES, {"kind": "deploy"}).json()["results"]
+    assert [c["title"] for c in listed] == ["checkout 1.4.2"]
+    since = (at + timedelta(minutes=1)).isoformat()
+    assert client_with_role("viewer").get(CHANGES, {"since": since}).json()["results"] == []
+    # Now, when `at` is left out.
+    later = operator.post(CHANGES, {"title": "flag new-cart on", "kind": "feature_flag"})
+    assert later.status_code == 201
+    made = ChangeEvent.objects.get(title__startswith="flag").at
+    assert abs((made - timezone.now()).total_seconds()) < 60
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": ""}, "title"),
+        ({"title": "   "}, "title"),
+        ({"title": "x", "kind": "rollback"}, "kind"),
+        ({"title": "x", "labels": {"service": 3}}, "labels"),
+        ({"title": "x", "labels": ["checkout"]}, "labels"),
+        ({"title": "x", "at": "yesterday"}, "at"),
+        ({"title": "x", "at": "2999-01-01T00:00:00Z"}, "at"),
+        ({"title": "x", "url": "not a url"}, "url"),
+        ({"title": "x" * 201}, "title"),
+    ],
+)
+def test_a_change_that_cannot_work_is_refused_naming_the_field(client_with_role, body, field):
+    answer = client_with_role("operator").post(CHANGES, body, format="json")
+    assert answer.status_code == 400 and field in answer.json(), answer.content
+    assert not ChangeEvent.objects.exists()
+
+
+def test_viewers_read_operators_post_admins_delete(client_with_role):
+    viewer, operator = client_with_role("viewer"), client_with_role("operator")
+    assert viewer.post(CHANGES, {"title": "x"}).status_code == 403
+    made = operator.post(CHANGES, {"title": "x"}).json()["id"]
+    assert operator.delete(f"{CHANGES}/{made}").status_code == 403
+    assert client_with_role("admin").delete(f"{CHANGES}/{made}").status_code == 204
+
+
+def test_an_anomaly_names_the_changes_on_its_labels_just_before_its_onset(client_with_role):
+    anomaly = _checkout_anomaly()
+    onset = anomaly.started_at
+    deploy = change_record(
+        title="checkout 1.4.2", at=onset - timedelta(minutes=4), labels={"service": "checkout"}
+    )
+    flag = change_record(title="new-cart on", kind="feature_flag", at=onset - timedelta(minutes=20))
+    change_record(title="search 2.0", at=onset - timedelta(minutes=2), labels={"service": "search"})
+    change_record(
+        title="checkout 1.4.1", at=onset - timedelta(minutes=45), labels={"service": "checkout"}
+    )
+    change_record(
+        title="checkout 1.4.3", at=onset + timedelta(minutes=3), labels={"service": "checkout"}
+    )
+    answer = client_with_role("viewer").get(f"{ANOMALIES}/{anomaly.pk}").json()
+    assert [(c["id"], c["seconds_before_onset"]) for c in answer["changes"]] == [
+        (deploy.pk, 240.0),
+        (flag.pk, 1200.0),
+    ]
+    listed = client_with_role("viewer").get(ANOMALIES).json()["results"]
+    (row,) = [r for r in listed if r["id"] == anomaly.pk]
+    assert [c["title"] for c in row["changes"]] == ["checkout 1.4.2", "new-cart on"]
+
+
+def test_the_list_reads_the_changes_once_whatever_its_length(client_with_role):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    viewer = client_with_role("viewer")
+    change_record(title="checkout 1.4.2", at=timezone.now() - timedelta(minutes=10))
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert viewer.get(ANOMALIES, {"limit": 1000}).status_code == 200
+        return len(captured.captured_queries)
+
+    _checkout_anomaly()
+    queries()  # the key's first use of the minute is recorded
+    few = queries()
+    for _ in range(5):
+        _checkout_anomaly()
+    assert queries() == few
+
+
+def test_the_page_and_the_admin_say_what_changed_before_it(eager, admin_client):
+    ResponsePlaybook.objects.create(name="pager", action="email", target="oncall@example.com")
+    anomaly = _checkout_anomaly(at=timezone.now())
+    change_record(
+        title="checkout 1.4.2",
+        at=anomaly.started_at - timedelta(minutes=4),
+        labels={"service": "checkout"},
+        url="https://ci.example/runs/812",
+    )
+    eager([anomaly], timezone.now())
+    (page,) = mail.outbox
+    assert "; changed just before: deploy checkout 1.4.2 (4 min before)" in page.body
+    html = admin_client.get(f"/admin/anomalies/anomaly/{anomaly.pk}/change/").content.decode()
+    assert '<a href="https://ci.example/runs/812">deploy checkout 1.4.2 (4 min before)</a>' in html
+    assert admin_client.get("/admin/telemetry/changeevent/").status_code == 200
+
+
+def test_a_size_an_actuator_applied_is_recorded_as_a_change_and_a_dry_run_is_not(monkeypatch):
+    monkeypatch.setattr(scaling_services, "actuator_for", lambda kind: RecordingActuator())
+
+    def execute(actuator: str, name: str) -> None:
+        res = resource(name=name, actuator=actuator, load_series_labels={"service": "checkout"})
+        row = ScalingDecision.objects.create(
+            resource=res,
+            at=timezone.now(),
+            current_units=4,
+            desired_units=2,
+            recommendation=2,
+            action="scale_down",
+            status="proposed",
+        )
+        assert scaling_services.decision_execute(decision_id=row.pk).status == "executed"
+
+    execute("dry_run", "dry")
+    assert not ChangeEvent.objects.exists()
+    execute("webhook", "web")
+    change = ChangeEvent.objects.get()
+    assert (change.kind, change.source, change.labels) == (
+        "scaling",
+        "scaling",
+        {"service": "checkout"},
+    )
+    assert change.title == "web: 4 -> 2 units (scale_down)"
+    anomaly = _checkout_anomaly(at=timezone.now() + timedelta(minutes=1))
+    from anomalies.selectors import changes_before
+
+    assert changes_before([anomaly])[anomaly.pk] == [change]
