@@ -12,7 +12,7 @@ from django.db import transaction
 
 from .bulk import insert_events, insert_samples
 from .demo_world import build_metrics, build_world
-from .models import DemoIncident, DemoUser, Sample, Series, labels_key
+from .models import ChangeEvent, DemoIncident, DemoUser, Sample, Series, labels_key
 from .services import series_ensure
 
 Progress = Callable[[str, int], None]
@@ -87,6 +87,14 @@ def seed_demo(config: DemoConfig, progress: Progress | None = None) -> DemoResul
                 },
             )
             obj.effect_series.set([ids[(n, labels_key(lb))] for n, lb in inc.effects])
+            if inc.change is not None:
+                kind, title, labels, before = inc.change
+                ChangeEvent.objects.update_or_create(
+                    source="demo",
+                    title=title,
+                    at=_dt(inc.start - before),
+                    defaults={"kind": kind, "labels": labels, "created_by": "seed_demo"},
+                )
         ev = world.events
         batch = 20_000
         for i in range(0, len(ev.ts), batch):

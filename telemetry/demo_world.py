@@ -69,6 +69,9 @@ class Incident:
     start: float
     end: float
     description: str
+    # The change that set it off, recorded as a change event: (kind, title, labels, seconds
+    # before `start`). A deploy is what an on-call asks about first.
+    change: tuple[str, str, dict, float] | None = None
 
 
 @dataclass
@@ -272,6 +275,7 @@ def _plan_incidents(ts: np.ndarray, span: float, step: float) -> list[Incident]:
             recent_errors,
             recent_errors + 40 * 60,
             "A bad deploy of checkout returns 5xx to about one request in ten.",
+            change=("deploy", "checkout 2.3.1", {"endpoint": "/api/checkout"}, 180.0),
         ),
         Incident(
             "queue-backlog",

@@ -72,6 +72,21 @@ def test_demo_incidents_are_found_and_the_true_cause_ranks_first(scored_demo):
     _assert_incidents_found_and_true_causes_first()
 
 
+def test_the_demo_s_bad_deploy_is_named_by_the_anomalies_it_caused(scored_demo):
+    """The checkout error burst follows a deploy the demo records as a change event: the
+    anomaly on the checkout endpoint's error ratio names it, and unrelated ones do not."""
+    from telemetry.models import ChangeEvent
+
+    deploy = ChangeEvent.objects.get(source="demo", kind="deploy")
+    inc = DemoIncident.objects.get(name="checkout-error-burst")
+    window = dict(started_at__gte=inc.start - timedelta(minutes=30), started_at__lte=inc.end)
+    errors = Anomaly.objects.filter(series=inc.cause_series, **window).select_related("series")
+    found = selectors.changes_before(errors)
+    assert all(found[a.pk] == [deploy] for a in errors) and found
+    far = Anomaly.objects.filter(started_at__lt=deploy.at - timedelta(hours=1))
+    assert not any(selectors.changes_before(far.select_related("series")).values())
+
+
 def test_demo_incidents_read_as_incidents_led_by_their_causes(scored_demo):
     """Each injected incident with several effects is one incident of the window, led by
     its cause (or by the cause's twin signal, `db.connections.utilization`)."""
