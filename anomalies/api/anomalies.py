@@ -34,6 +34,17 @@ class RootCauseSerializer(ModelSerializer):
         fields = ["rank", "series", "series_id", "score", "lead_seconds", "evidence"]
 
 
+def _change_near(change, onset) -> dict:
+    return {
+        "id": change.pk,
+        "at": change.at,
+        "kind": change.kind,
+        "title": change.title,
+        "url": change.url,
+        "seconds_before_onset": (onset - change.at).total_seconds(),
+    }
+
+
 class AnomalyListSerializer(serializers.ListSerializer):
     """A list of anomalies (a page, `detect`'s, a bulk action's answer) that reads the
     changes near all of them in one query instead of one per row."""
@@ -123,17 +134,7 @@ class AnomalySerializer(ModelSerializer):
         found = self.context.setdefault("changes", {})
         if anomaly.pk not in found:
             found.update(selectors.changes_before([anomaly]))
-        return [
-            {
-                "id": c.pk,
-                "at": c.at,
-                "kind": c.kind,
-                "title": c.title,
-                "url": c.url,
-                "seconds_before_onset": (anomaly.started_at - c.at).total_seconds(),
-            }
-            for c in found[anomaly.pk]
-        ]
+        return [_change_near(c, anomaly.started_at) for c in found[anomaly.pk]]
 
     def get_silenced_by(self, anomaly: Anomaly) -> list[int]:
         # Looked up once per response (every row shares the root's context), not per row.
@@ -264,6 +265,11 @@ class IncidentSerializer(serializers.Serializer):
         child=serializers.IntegerField(),
         help_text=f"By onset, the first {selectors.INCIDENT_MEMBERS}.",
     )
+    changes = ChangeNearSerializer(
+        many=True,
+        help_text="Changes just before any of its listed members, the closest to its start "
+        "first; `seconds_before_onset` counts from the incident's start.",
+    )
 
 
 class DetectResponseSerializer(serializers.Serializer):
@@ -319,6 +325,11 @@ class AnomalyDetectView(APIView):
             s: sum(severity == s for severity, _ in summary) for s in Anomaly.Severity.values
         }
         incident_count, incidents = selectors.incidents_in(matching)
+        suspects = selectors.incident_changes(incidents)
+        for incident in incidents:
+            incident["changes"] = [
+                _change_near(c, incident["started_at"]) for c in suspects[incident["cause"]]
+            ]
         return Response(
             {
                 "since": since,

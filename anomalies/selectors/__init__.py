@@ -14,6 +14,7 @@ from .changes import (
     CHANGE_LOOKBACK,
     change_text,
     changes_before,
+    incident_changes,
 )
 from .charts import (
     CHART_STEPS,
@@ -126,6 +127,7 @@ __all__ = [
     "group_root",
     "held_back_effects",
     "held_by_rules",
+    "incident_changes",
     "incident_of",
     "incident_size",
     "incidents_in",

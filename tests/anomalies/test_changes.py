@@ -183,3 +183,24 @@ def test_a_size_an_actuator_applied_is_recorded_as_a_change_and_a_dry_run_is_not
     from anomalies.selectors import changes_before
 
     assert changes_before([anomaly])[anomaly.pk] == [change]
+
+
+def test_detect_names_an_incident_s_suspects_from_any_of_its_members(client_with_role):
+    """The deploy is labelled with the endpoint it broke; the incident is led by the
+    database the endpoint overloaded, whose series has no such label."""
+    from tests.anomalies.test_inhibition import _blames
+
+    onset = timezone.now() - timedelta(minutes=20)
+    db = AnomalyFactory(series=series_ensure(name="db.connections.active"), started_at=onset)
+    checkout = _checkout_anomaly(at=onset + timedelta(minutes=2))
+    _blames(checkout, db)
+    deploy = change_record(
+        title="checkout 1.4.2", at=onset - timedelta(minutes=3), labels={"service": "checkout"}
+    )
+    answer = client_with_role("viewer").get("/admin/api/phase3/anomaly/detect").json()
+    (incident,) = [i for i in answer["incidents"] if i["cause"] == db.pk]
+    assert [(c["id"], c["seconds_before_onset"]) for c in incident["changes"]] == [
+        (deploy.pk, 180.0)
+    ]
+    (row,) = [a for a in answer["anomalies"] if a["id"] == db.pk]
+    assert row["changes"] == []  # on its own, the database's series is not the deploy's
