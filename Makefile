@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-inhibition bench-anomaly-suggestions bench-anomaly-tuning-preview bench-forecasting \
+.PHONY: run test test-clock-sweep lint format bench bench-ingest bench-middleware bench-anomalies bench-anomaly-job bench-anomaly-inhibition bench-anomaly-suggestions bench-anomaly-retention bench-anomaly-tuning-preview bench-forecasting \
         bench-personalization bench-insights bench-scaling eval-anomalies eval-anomalies-archetypes eval-anomalies-lookahead eval-anomaly-sensitivity eval-root-causes eval-root-causes-hourly eval-forecasting eval-forecasting-intervals \
         eval-scaling eval-insights eval-personalization eval-optimization clean
 
@@ -67,6 +67,8 @@ bench-anomaly-inhibition: $(VENV)/.dev
 	$(PY) bench/anomaly_inhibition.py $(BENCH_ARGS)
 bench-anomaly-suggestions: $(VENV)/.dev
 	$(PY) bench/anomaly_suggestions.py $(BENCH_ARGS)
+bench-anomaly-retention: $(VENV)/.dev
+	$(PY) bench/anomaly_retention.py $(BENCH_ARGS)
 bench-anomaly-tuning-preview: $(VENV)/.dev
 	$(PY) bench/anomaly_tuning_preview.py
 bench-forecasting: $(VENV)/.dev
