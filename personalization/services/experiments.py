@@ -26,6 +26,7 @@ from ..engine.sequential import SequentialState
 from ..engine.stats import srm_check
 from ..models import Experiment, ExperimentResult, Exposure
 from ..validation import metric_name
+from .changes import experiment_change_record
 from .config import config_invalidate
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def experiment_start(*, experiment_id: int, now: datetime | None = None) -> Expe
         exp.starts_at = exp.starts_at or now
         exp.save(update_fields=["status", "starts_at", "updated_at"])
         config_invalidate()
+        experiment_change_record(exp, "started", now=now)
     return exp
 
 
@@ -109,6 +111,7 @@ def stop_locked(exp: Experiment, *, now: datetime) -> None:
     exp.ends_at = now if exp.ends_at is None or exp.ends_at > now else exp.ends_at
     exp.save(update_fields=["status", "ends_at", "updated_at"])
     config_invalidate()
+    experiment_change_record(exp, "stopped", now=now)
 
 
 def final_results_compute(*, experiment_id: int) -> None:

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from ..engine.rollout import FULL_ROLLOUT, ramp_errors, ramp_next_percent, rollout_percent_error
 from ..models import Experiment, ExperimentShipment
+from .changes import experiment_change_record
 from .config import config_invalidate
 from .experiments import ExperimentStateError, final_results_compute, stop_locked
 
@@ -116,6 +117,9 @@ def _rollout_change_locked(
     # explicit call keeps the rule "every ship write invalidates" visible here.
     exp.save(update_fields=["rollout_percent", "updated_at"])
     config_invalidate()
+    experiment_change_record(
+        exp, f'"{exp.shipped_variant}" at {rollout_percent:g} %', now=now, by=by
+    )
 
 
 def experiment_ship(
@@ -193,6 +197,7 @@ def experiment_ship(
         _shipped_save(exp, variant=variant, at=now, by=by, percent=percent)
         _schedule_save(exp, step=ramp_step_percent, hours=ramp_every_hours, now=now)
         config_invalidate()
+        experiment_change_record(exp, f'"{variant}" shipped to {percent:g} %', now=now, by=by)
     if stopped_here:
         final_results_compute(experiment_id=exp.pk)
     return exp
@@ -211,11 +216,13 @@ def experiment_unship(
             raise ExperimentStateError(
                 "no variant of this experiment is shipped", field="shipped_variant"
             )
+        shipped = exp.shipped_variant
         _close_live_shipment(exp, by=by, now=now)
         # Back to 100 %: the default meaning for the next ship.
         _shipped_save(exp, variant="", at=None, by="", percent=FULL_ROLLOUT)
         _schedule_save(exp, step=None, hours=None, now=now)
         config_invalidate()
+        experiment_change_record(exp, f'"{shipped}" rolled back', now=now, by=by)
     return exp
 
 

@@ -204,3 +204,37 @@ def test_detect_names_an_incident_s_suspects_from_any_of_its_members(client_with
     ]
     (row,) = [a for a in answer["anomalies"] if a["id"] == db.pk]
     assert row["changes"] == []  # on its own, the database's series is not the deploy's
+
+
+def test_an_experiment_s_lifecycle_is_recorded_as_feature_flag_changes():
+    """Starting, stopping, shipping, ramping and rolling back an experiment change what
+    users see: each is a change event, and an anomaly soon after names it."""
+    from personalization.models import Experiment
+    from personalization.services.experiments import experiment_start
+    from personalization.services.shipping import (
+        experiment_rollout_set,
+        experiment_ship,
+        experiment_unship,
+    )
+    from tests.personalization.factories import ExperimentFactory
+
+    exp = ExperimentFactory(status=Experiment.Status.DRAFT, starts_at=None)
+    experiment_start(experiment_id=exp.pk)
+    experiment_ship(experiment_id=exp.pk, variant="treatment", rollout_percent=10, by="ana")
+    experiment_rollout_set(experiment_id=exp.pk, rollout_percent=50, by="ana")
+    experiment_unship(experiment_id=exp.pk, by="ana")
+    recorded = ChangeEvent.objects.filter(source="personalization").order_by("pk")
+    assert [c.title for c in recorded] == [
+        f"experiment {exp.key}: started",
+        f"experiment {exp.key}: stopped",
+        f'experiment {exp.key}: "treatment" shipped to 10 %',
+        f'experiment {exp.key}: "treatment" at 50 %',
+        f'experiment {exp.key}: "treatment" rolled back',
+    ]
+    assert all((c.kind, c.labels) == ("feature_flag", {}) for c in recorded)
+    assert recorded.last().created_by == "ana"
+    anomaly = _checkout_anomaly(at=timezone.now() + timedelta(minutes=1))
+    from anomalies.selectors import changes_before
+
+    named = changes_before([anomaly])[anomaly.pk]
+    assert {c.source for c in named} == {"personalization"} and len(named) == 5
