@@ -50,11 +50,15 @@ class ScalableResource(models.Model):
     )
     min_units = models.PositiveIntegerField(default=1)
     max_units = models.PositiveIntegerField(default=10)
+    # Upper bounds keep every product finite: a capacity or a cost of 1e308 times a few
+    # units is infinity, which no JSON answer can carry (GET scaling/status was a 500).
     unit_capacity = models.FloatField(
-        validators=[MinValueValidator(1e-9)],
+        validators=[MinValueValidator(1e-9), MaxValueValidator(1e12)],
         help_text="Work one unit handles at 100% (in the load series' unit).",
     )
-    cost_per_unit_hour = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
+    cost_per_unit_hour = models.FloatField(
+        default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1e9)]
+    )
     target_utilization = models.FloatField(
         default=0.7, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
     )

@@ -113,6 +113,21 @@ def test_resource_bounds_are_validated(client_with_role):
     assert response.status_code == 400 and "current_units" in response.json()
 
 
+@pytest.mark.parametrize("field", ["unit_capacity", "cost_per_unit_hour"])
+def test_a_capacity_or_cost_too_large_to_multiply_is_refused(client_with_role, field):
+    """1e308 per unit times five units is infinity: saved, it made every GET
+    scaling/status a 500 (no JSON carries infinity)."""
+    admin = client_with_role("admin")
+    body = {"name": "quota", "unit_capacity": 1.0, "cost_per_unit_hour": 0.1, "current_units": 5}
+    refused = admin.post(f"{API}/resources", {**body, field: 1e308}, format="json")
+    assert refused.status_code == 400 and field in refused.json()
+    made = admin.post(f"{API}/resources", body, format="json")
+    assert made.status_code == 201
+    patched = admin.patch(f"{API}/resources/{made.json()['id']}", {field: 1e308}, format="json")
+    assert patched.status_code == 400 and field in patched.json()
+    assert client_with_role("viewer").get(f"{API}/status").status_code == 200
+
+
 def test_a_bad_actuator_config_is_a_400_naming_it(client_with_role):
     res = resource(actuator="webhook", actuator_config={"url": "http://127.0.0.1:9/"})
     admin = client_with_role("admin")
