@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -61,7 +62,10 @@ def resource_utilization(resource: ScalableResource, *, now: float | None = None
     series = load_series(resource)
     latest = telemetry.series_latest(series.pk) if series else None
     if latest is not None and now - latest[0] <= STALE_READING_SECONDS and resource.capacity > 0:
-        return latest[1] / resource.capacity
+        ratio = latest[1] / resource.capacity
+        # A load of 1e308 over a capacity below 1 is infinity: no utilisation to report
+        # (and none that a JSON answer could carry).
+        return ratio if math.isfinite(ratio) else None
     rule = resource.rules.filter(enabled=True, kind=ScalingRule.Kind.TARGET_TRACKING).first()
     if rule is None:
         return None

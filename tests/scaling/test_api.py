@@ -128,6 +128,17 @@ def test_a_capacity_or_cost_too_large_to_multiply_is_refused(client_with_role, f
     assert client_with_role("viewer").get(f"{API}/status").status_code == 200
 
 
+def test_a_load_too_large_for_the_capacity_reports_no_utilisation(client_with_role):
+    from tests.scaling.factories import resource, samples
+
+    resource(name="tiny", unit_capacity=1e-9, current_units=1, load_series_name="tiny.load")
+    samples("tiny.load", [1e300])
+    answer = client_with_role("viewer").get(f"{API}/status")
+    assert answer.status_code == 200
+    (tiny,) = [r for r in answer.json()["resources"] if r["name"] == "tiny"]
+    assert tiny["utilization"] is None
+
+
 def test_a_bad_actuator_config_is_a_400_naming_it(client_with_role):
     res = resource(actuator="webhook", actuator_config={"url": "http://127.0.0.1:9/"})
     admin = client_with_role("admin")
