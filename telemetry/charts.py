@@ -25,13 +25,16 @@ def timeseries_chart(
     lines: Sequence[dict] = (),
     bands: Sequence[dict] = (),
     marks: Sequence[dict] = (),
+    events: Sequence[dict] = (),
     y_title: str = "",
     height: int = 360,
 ) -> str:
     """Return an HTML div. ``x`` values may be datetimes or epoch seconds.
 
     lines: ``{"name", "x", "y"}``; bands: ``{"name", "x", "lower", "upper"}`` (shaded);
-    marks: ``{"name", "x", "y"}`` drawn as markers (anomalies, decisions, deployments).
+    marks: ``{"name", "x", "y"}`` drawn as markers (anomalies, decisions, deployments);
+    events: ``{"x", "text"}`` drawn as dotted vertical lines labelled at the top (a
+    deploy before the anomaly, as Grafana draws annotations).
     """
     import plotly.graph_objects as go
 
@@ -82,6 +85,21 @@ def timeseries_chart(
                     "symbol": mark.get("symbol", "circle"),
                 },
             )
+        )
+    for event in events:
+        (x,) = _x([event["x"]])
+        # A shape and an annotation, not add_vline: its annotation cannot take a datetime.
+        fig.add_shape(
+            type="line",
+            x0=x,
+            x1=x,
+            yref="paper",
+            y0=0,
+            y1=1,
+            line={"dash": "dot", "width": 1, "color": event.get("color", "darkorange")},
+        )
+        fig.add_annotation(
+            x=x, yref="paper", y=1, text=event["text"], showarrow=False, yanchor="bottom"
         )
     fig.update_layout(
         title=title,

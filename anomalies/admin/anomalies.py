@@ -260,6 +260,10 @@ class AnomalyAdmin(ActionPermissionMixin, ChartAdminMixin, admin.ModelAdmin):
                 }
             ],
             marks=[{"name": "abnormal points", "x": ctx["point_ts"], "y": ctx["point_values"]}],
+            events=[
+                {"x": c.at, "text": f"{c.get_kind_display().lower()} {c.title}"}
+                for c in ctx["changes"]
+            ],
             y_title=anomaly.series.unit,
         )
         rows = [

@@ -9,7 +9,7 @@ import numpy as np
 from django.utils import timezone
 
 from telemetry.conf import raw_retention_days
-from telemetry.selectors import series_points, series_values
+from telemetry.selectors import changes_between, series_points, series_values
 
 from ..models import (
     Anomaly,
@@ -48,7 +48,11 @@ def anomaly_context(
             " (hourly rollups)" if "rollup" in read.source else ""
         )
     pts = np.asarray(anomaly.points, dtype=float).reshape(-1, 5)
+    labels = anomaly.series.labels
     return {
+        # What changed in the window, on the series' labels: drawn as markers on the time
+        # axis, as Grafana draws annotations.
+        "changes": [c for c in changes_between(start, end) if c.concerns(labels)],
         "ts": ts,
         "values": values,
         "source": source,

@@ -96,3 +96,22 @@ def test_the_chart_page_says_which_tuning_applies_to_the_series_now(admin_client
     )
     page = admin_client.get(url).content.decode()
     assert "good news: sensitivity medium, direction above" in page
+
+
+def test_the_chart_marks_the_changes_on_the_series_around_the_anomaly(admin_client):
+    from telemetry.services import change_record
+
+    series = series_ensure(name="svc.marked.latency", labels={"service": "checkout"})
+    end = timezone.now().timestamp() // 60 * 60
+    ts = end - 60.0 * np.arange(120)[::-1]
+    insert_samples([series.pk] * ts.size, ts, np.full(ts.size, 10.0))
+    anomaly = _anomaly_over(series, ts, slice(100, 110))
+    onset = anomaly.started_at
+    change_record(
+        title="checkout 9.9.9", at=onset - timedelta(minutes=4), labels={"service": "checkout"}
+    )
+    change_record(title="search 1.0", at=onset - timedelta(minutes=3), labels={"service": "search"})
+    ctx = anomaly_context(anomaly)
+    assert [c.title for c in ctx["changes"]] == ["checkout 9.9.9"]
+    page = admin_client.get(f"/admin/anomalies/anomaly/{anomaly.pk}/chart/").content.decode()
+    assert "deploy checkout 9.9.9" in page and "search 1.0" not in page
