@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from telemetry import selectors as telemetry
+from telemetry import services as telemetry_services
 from telemetry.models import Series
 
 from ..engine.baselines import hour_of_week_baseline
@@ -175,7 +176,29 @@ def recommendation_mark_applied(
     rec.state, rec.applied_at, rec.state_changed_at = State.CLAIMED, applied_at, now
     rec.claimed_by = rec.claimed_by or actor[:150]
     rec.save()
+    _change_record(rec, "applied", at=applied_at, actor=actor)
     return rec
+
+
+def _change_record(rec: Recommendation, what: str, *, at: datetime, actor: str) -> None:
+    """An applied (or reverted) recommendation is a change to the product: an anomaly on
+    its endpoint soon after names it among the changes just before its onset
+    (`telemetry.ChangeEvent`). Logged, never raised, if the checks refuse it: the state
+    change stands."""
+    labels = (rec.metric_series.labels or {}) if rec.metric_series else {}
+    if not labels and rec.endpoint:
+        labels = {"endpoint": rec.endpoint}
+    try:
+        telemetry_services.change_record(
+            title=f"optimization {what}: {rec.title}"[:200],
+            at=at,
+            kind="config",
+            labels=labels,
+            source="optimization",
+            created_by=actor,
+        )
+    except telemetry_services.ChangeInvalid as exc:
+        logger.warning("change of recommendation %s not recorded: %s", rec.pk, exc.errors)
 
 
 @transaction.atomic
@@ -214,6 +237,7 @@ def recommendation_rollback(
     rec.state, rec.rolled_back_at, rec.state_changed_at = State.FAILED, now, now
     rec.note = f"rolled back by {actor}: {reason}".strip(": ")
     rec.save()
+    _change_record(rec, "rolled back", at=now, actor=actor)
     return rec
 
 

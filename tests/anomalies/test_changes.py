@@ -238,3 +238,45 @@ def test_an_experiment_s_lifecycle_is_recorded_as_feature_flag_changes():
 
     named = changes_before([anomaly])[anomaly.pk]
     assert {c.source for c in named} == {"personalization"} and len(named) == 5
+
+
+def test_an_applied_recommendation_is_a_change_on_its_endpoint():
+    from optimization import services as optimization
+    from optimization.models import Recommendation
+
+    series = series_ensure(name="db.time.ms", labels={"endpoint": "/api/checkout"})
+    rec = Recommendation.objects.create(
+        dedup_key="k",
+        category="n_plus_one",
+        title="Batch the order lines query",
+        endpoint="/api/checkout",
+        confidence=0.8,
+        confidence_explanation="e",
+        predicted_ms_saved_per_day=1e6,
+        predicted_db_ms_saved_per_day=1e6,
+        complexity="low",
+        risk="low",
+        rollback_plan="r",
+        metric_series=series,
+        first_seen_at=timezone.now() - timedelta(days=7),
+    )
+    applied = timezone.now() - timedelta(minutes=10)
+    optimization.recommendation_mark_applied(
+        recommendation_id=rec.pk, actor="ana", applied_at=applied
+    )
+    optimization.recommendation_rollback(recommendation_id=rec.pk, actor="ana", reason="slower")
+    recorded = list(ChangeEvent.objects.filter(source="optimization").order_by("pk"))
+    assert [(c.title, c.kind, c.labels, c.created_by) for c in recorded] == [
+        ("optimization applied: Batch the order lines query", "config",
+         {"endpoint": "/api/checkout"}, "ana"),
+        ("optimization rolled back: Batch the order lines query", "config",
+         {"endpoint": "/api/checkout"}, "ana"),
+    ]  # fmt: skip
+    assert recorded[0].at == applied
+    slower = AnomalyFactory(
+        series=series_ensure(name="http.latency.p95", labels={"endpoint": "/api/checkout"}),
+        started_at=applied + timedelta(minutes=5),
+    )
+    from anomalies.selectors import changes_before
+
+    assert changes_before([slower])[slower.pk][0] == recorded[0]
