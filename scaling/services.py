@@ -599,20 +599,15 @@ def _record_change(
 ) -> None:
     """A size an actuator really applied is a change to the product: an anomaly that
     follows a scale-down names it as a suspect (`telemetry.ChangeEvent`). A dry run changes
-    nothing and records nothing. The size was applied whatever happens here: a record the
-    checks refuse (labels written from a shell) is logged, never raised into the decision's
-    transaction."""
-    try:
-        telemetry_services.change_record(
-            title=f"{resource.name}: {row.current_units} -> {applied} units ({row.action})",
-            at=min(now, timezone.now()),
-            kind="scaling",
-            labels=resource.load_series_labels or {},
-            source="scaling",
-            created_by=f"scaling decision {row.pk}",
-        )
-    except telemetry_services.ChangeInvalid as exc:
-        logger.warning("scaling change of %s not recorded: %s", resource.name, exc.errors)
+    nothing and records nothing."""
+    telemetry_services.change_record_quietly(
+        title=f"{resource.name}: {row.current_units} -> {applied} units ({row.action})",
+        at=min(now, timezone.now()),
+        kind="scaling",
+        labels=resource.load_series_labels or {},
+        source="scaling",
+        created_by=f"scaling decision {row.pk}",
+    )
 
 
 def _stale_refusal(

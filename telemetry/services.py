@@ -7,6 +7,7 @@ views, tasks and commands validate their input and call these.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from .validation import (
     validate_events,
     validate_samples,
 )
+
+logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 
@@ -443,3 +446,14 @@ def change_record(
         source=source[:100],
         created_by=created_by[:150],
     )
+
+
+def change_record_quietly(**fields) -> ChangeEvent | None:
+    """`change_record` for a system recording its own action (a scaling change, a ship):
+    the action stands whatever happens to its record, so a record the checks refuse is
+    logged, never raised into the action's transaction."""
+    try:
+        return change_record(**fields)
+    except ChangeInvalid as exc:
+        logger.warning("change %r not recorded: %s", fields.get("title"), exc.errors)
+        return None

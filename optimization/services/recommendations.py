@@ -183,22 +183,18 @@ def recommendation_mark_applied(
 def _change_record(rec: Recommendation, what: str, *, at: datetime, actor: str) -> None:
     """An applied (or reverted) recommendation is a change to the product: an anomaly on
     its endpoint soon after names it among the changes just before its onset
-    (`telemetry.ChangeEvent`). Logged, never raised, if the checks refuse it: the state
-    change stands."""
+    (`telemetry.ChangeEvent`)."""
     labels = (rec.metric_series.labels or {}) if rec.metric_series else {}
     if not labels and rec.endpoint:
         labels = {"endpoint": rec.endpoint}
-    try:
-        telemetry_services.change_record(
-            title=f"optimization {what}: {rec.title}"[:200],
-            at=at,
-            kind="config",
-            labels=labels,
-            source="optimization",
-            created_by=actor,
-        )
-    except telemetry_services.ChangeInvalid as exc:
-        logger.warning("change of recommendation %s not recorded: %s", rec.pk, exc.errors)
+    telemetry_services.change_record_quietly(
+        title=f"optimization {what}: {rec.title}"[:200],
+        at=at,
+        kind="config",
+        labels=labels,
+        source="optimization",
+        created_by=actor,
+    )
 
 
 @transaction.atomic

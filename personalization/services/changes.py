@@ -9,28 +9,22 @@ every series, as a flag flip does in Datadog's change tracking.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 from django.utils import timezone
 
-from telemetry.services import ChangeInvalid, change_record
+from telemetry.services import change_record_quietly
 
 from ..models import Experiment
 
-logger = logging.getLogger(__name__)
-
 
 def experiment_change_record(exp: Experiment, what: str, *, now: datetime, by: str = "") -> None:
-    """Record `experiment <key>: <what>`. The lifecycle move happens whatever happens here:
-    a record the checks refuse is logged, never raised into the move's transaction."""
-    try:
-        change_record(
-            title=f"experiment {exp.key}: {what}",
-            at=min(now, timezone.now()),  # a replayed `now` ahead of the clock is not news
-            kind="feature_flag",
-            source="personalization",
-            created_by=by,
-        )
-    except ChangeInvalid as exc:
-        logger.warning("change of experiment %s not recorded: %s", exp.key, exc.errors)
+    """Record `experiment <key>: <what>`; the lifecycle move stands whatever happens to the
+    record (`change_record_quietly`)."""
+    change_record_quietly(
+        title=f"experiment {exp.key}: {what}",
+        at=min(now, timezone.now()),  # a replayed `now` ahead of the clock is not news
+        kind="feature_flag",
+        source="personalization",
+        created_by=by,
+    )

@@ -280,3 +280,22 @@ def test_an_applied_recommendation_is_a_change_on_its_endpoint():
     from anomalies.selectors import changes_before
 
     assert changes_before([slower])[slower.pk][0] == recorded[0]
+
+
+def test_an_action_stands_when_its_change_record_is_refused(monkeypatch, caplog):
+    """Labels written from a shell that the checks refuse: the scaling change is applied
+    and recorded as executed, and only the change event is left out, with a warning."""
+    monkeypatch.setattr(scaling_services, "actuator_for", lambda kind: RecordingActuator())
+    res = resource(name="odd", actuator="webhook", load_series_labels={"service": 3})
+    row = ScalingDecision.objects.create(
+        resource=res,
+        at=timezone.now(),
+        current_units=4,
+        desired_units=6,
+        recommendation=6,
+        action="scale_up",
+        status="proposed",
+    )
+    assert scaling_services.decision_execute(decision_id=row.pk).status == "executed"
+    assert not ChangeEvent.objects.filter(source="scaling").exists()
+    assert "odd: 4 -> 6 units (scale_up)" in caplog.text and "not recorded" in caplog.text
