@@ -487,9 +487,24 @@ def rollup_status(*, now: datetime | None = None) -> dict:
     }
 
 
+# Changes the overview lists: what an on-call reads before anything else.
+OVERVIEW_CHANGES = 5
+
+
 def overview_section() -> dict:
-    """Telemetry's volume and freshness, and how far rollups have caught up."""
-    return {**telemetry_summary(), "rollups": rollup_status()}
+    """Telemetry's volume and freshness, how far rollups have caught up, and what changed
+    in the last day (the latest few, and how many)."""
+    since = timezone.now() - timedelta(days=1)
+    recent = ChangeEvent.objects.filter(at__gte=since).order_by("-at", "-pk")
+    return {
+        **telemetry_summary(),
+        "rollups": rollup_status(),
+        "changes_24h": recent.count(),
+        "latest_changes": [
+            {"at": c.at, "kind": c.kind, "title": c.title, "labels": c.labels, "source": c.source}
+            for c in recent[:OVERVIEW_CHANGES]
+        ],
+    }
 
 
 def changes_between(start: datetime, end: datetime) -> list[ChangeEvent]:

@@ -219,6 +219,15 @@ def test_overview_section_reports_rollup_lag(now):
     assert selectors.overview_section()["rollups"]["lag_hours"] == 0
 
 
+def test_overview_section_says_what_changed_in_the_last_day(now):
+    before = selectors.overview_section()["changes_24h"]
+    services.change_record(title="checkout 1.4.2", at=timezone.now() - timedelta(hours=2))
+    services.change_record(title="old", at=timezone.now() - timedelta(days=2))
+    section = selectors.overview_section()
+    assert section["changes_24h"] == before + 1
+    assert section["latest_changes"][0]["title"] == "checkout 1.4.2"
+
+
 def test_demo_world_in_the_database(demo_world):
     """The seeded demo holds ground truth the systems are measured against."""
     kinds = set(DemoUser.objects.values_list("kind", flat=True))
