@@ -32,6 +32,15 @@ MAX_INTEGER = 2**53
 Scalar = str | int | float | bool
 
 
+# A lone surrogate (`"\ud800"` in JSON) is no character: JSON parsers accept it, but no
+# UTF-8 text can hold it, so the answer that echoes it could not be written (a 500).
+SURROGATE_PROBLEM = "{what} holds a lone surrogate (\\ud800-\\udfff), which is no character"
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
 def key_problem(key: Any) -> str | None:
     """Why ``key`` cannot name an attribute (None when it can).
 
@@ -45,6 +54,8 @@ def key_problem(key: Any) -> str | None:
         return f"an attribute name is at most {MAX_KEY_LENGTH} characters"
     if any(unicodedata.category(c) == "Cc" for c in key):
         return "an attribute name holds no control character (NUL, newline...)"
+    if _has_surrogate(key):
+        return SURROGATE_PROBLEM.format(what="an attribute name")
     return None
 
 
@@ -57,6 +68,8 @@ def value_problem(value: Any) -> str | None:
             return f"a value is at most {MAX_VALUE_LENGTH} characters"
         if "\x00" in value:
             return "a value holds no NUL character"
+        if _has_surrogate(value):
+            return SURROGATE_PROBLEM.format(what="a value")
         return None
     if isinstance(value, int):
         if abs(value) > MAX_INTEGER:

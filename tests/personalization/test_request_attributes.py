@@ -181,6 +181,9 @@ class TestConfigEndpoint:
             ({"attributes": '{"c": null}'}, "attributes.c"),
             ({"attributes": '{"c": "F\\u0000R"}'}, "attributes.c"),
             ({"attributes": '{"c\\u0000": "FR"}'}, "attributes"),
+            # A lone surrogate is no character: the answer echoing it could not be written.
+            ({"attributes": '{"a": "\\ud800"}'}, "attributes.a"),
+            ({"attributes": '{"\\ud800": 1}'}, "attributes"),
             ({"attributes": json.dumps({"k" * (MAX_KEY_LENGTH + 1): 1})}, "attributes"),
             ({"attributes": json.dumps({"c": "x" * (MAX_VALUE_LENGTH + 1)})}, "attributes.c"),
             (
