@@ -59,6 +59,12 @@ def variants_errors(value: Any) -> list[str]:
     return errors
 
 
+# A metric's name (`metric_name`: kind, event and property) keys its result rows, a
+# 200-character column: these bounds keep the longest inside it.
+MAX_EVENT_NAME = 100
+MAX_PROPERTY_NAME = 80
+
+
 def metric_errors(value: Any) -> list[str]:
     if not isinstance(value, dict):
         return ['must be an object like {"kind": "conversion", "event": "purchase"}']
@@ -67,10 +73,17 @@ def metric_errors(value: Any) -> list[str]:
     errors = []
     if value.get("kind") not in METRIC_KINDS:
         errors.append(f"kind must be one of {list(METRIC_KINDS)}")
-    if not str(value.get("event", "")).strip():
+    event = value.get("event", "")
+    if not str(event).strip():
         errors.append("event (the event name to measure) is required")
+    elif len(str(event)) > MAX_EVENT_NAME:
+        # No stored event has a longer name (telemetry's Event.name), and the metric's
+        # name, the key of its result history, must fit its column.
+        errors.append(f"event is at most {MAX_EVENT_NAME} characters, as event names are")
     if "property" in value and not isinstance(value["property"], str):
         errors.append("property must be a string (a numeric event property to sum)")
+    elif len(value.get("property") or "") > MAX_PROPERTY_NAME:
+        errors.append(f"property is at most {MAX_PROPERTY_NAME} characters")
     return errors
 
 

@@ -204,6 +204,12 @@ class TestExperimentsApi:
             ({"primary_metric": {"kind": "median", "event": "x"}}, "primary_metric"),
             ({"primary_metric": {"kind": "conversion"}}, "primary_metric"),
             ({"guardrail_metrics": [{"kind": "mean"}]}, "guardrail_metrics"),
+            # Longer than any event name; its result key overflowed a column (a 500).
+            ({"primary_metric": {"kind": "conversion", "event": "x" * 101}}, "primary_metric"),
+            (
+                {"guardrail_metrics": [{"kind": "mean", "event": "e", "property": "p" * 81}]},
+                "guardrail_metrics",
+            ),
             ({"targeting": {"persona": "wizard"}}, "targeting"),
             ({"targeting": {"segment": [{"a": 1}]}}, "targeting"),
             ({"coverage": 1.5}, "coverage"),
@@ -295,3 +301,20 @@ def test_overview_gains_the_personalization_section(client_with_role):
 def test_a_bad_persona_filter_is_400_listing_the_personas_and_none(client_with_role):
     response = client_with_role("viewer").get(f"{API}/profiles", {"persona": "wizard"})
     assert_names_valid_choices(response, "persona", "wizard", [*Persona.values, ""])
+
+
+def test_the_longest_metric_a_check_lets_through_fits_its_result_column():
+    from personalization.models import ExperimentResult
+    from personalization.validation import (
+        MAX_EVENT_NAME,
+        MAX_PROPERTY_NAME,
+        METRIC_KINDS,
+        metric_errors,
+        metric_name,
+    )
+
+    column = ExperimentResult._meta.get_field("metric").max_length
+    for kind in METRIC_KINDS:
+        longest = {"kind": kind, "event": "e" * MAX_EVENT_NAME, "property": "p" * MAX_PROPERTY_NAME}
+        assert metric_errors(longest) == []
+        assert len(metric_name(longest)) <= column
