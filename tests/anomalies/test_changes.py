@@ -153,25 +153,27 @@ def test_the_page_and_the_admin_say_what_changed_before_it(eager, admin_client):
     assert admin_client.get("/admin/telemetry/changeevent/").status_code == 200
 
 
-def test_a_size_an_actuator_applied_is_recorded_as_a_change_and_a_dry_run_is_not(monkeypatch):
+def _scale(monkeypatch, desired: int, **resource_fields) -> None:
+    """A proposed change of a resource from 4 units to `desired`, executed by a recording
+    actuator, whatever the resource's actuator kind says."""
     monkeypatch.setattr(scaling_services, "actuator_for", lambda kind: RecordingActuator())
+    row = ScalingDecision.objects.create(
+        resource=resource(**resource_fields),
+        at=timezone.now(),
+        current_units=4,
+        desired_units=desired,
+        recommendation=desired,
+        action="scale_up" if desired > 4 else "scale_down",
+        status="proposed",
+    )
+    assert scaling_services.decision_execute(decision_id=row.pk).status == "executed"
 
-    def execute(actuator: str, name: str) -> None:
-        res = resource(name=name, actuator=actuator, load_series_labels={"service": "checkout"})
-        row = ScalingDecision.objects.create(
-            resource=res,
-            at=timezone.now(),
-            current_units=4,
-            desired_units=2,
-            recommendation=2,
-            action="scale_down",
-            status="proposed",
-        )
-        assert scaling_services.decision_execute(decision_id=row.pk).status == "executed"
 
-    execute("dry_run", "dry")
+def test_a_size_an_actuator_applied_is_recorded_as_a_change_and_a_dry_run_is_not(monkeypatch):
+    labels = {"service": "checkout"}
+    _scale(monkeypatch, 2, name="dry", actuator="dry_run", load_series_labels=labels)
     assert not ChangeEvent.objects.filter(source="scaling").exists()
-    execute("webhook", "web")
+    _scale(monkeypatch, 2, name="web", actuator="webhook", load_series_labels=labels)
     change = ChangeEvent.objects.get(source="scaling")
     assert (change.kind, change.source, change.labels) == (
         "scaling",
@@ -285,17 +287,6 @@ def test_an_applied_recommendation_is_a_change_on_its_endpoint():
 def test_an_action_stands_when_its_change_record_is_refused(monkeypatch, caplog):
     """Labels written from a shell that the checks refuse: the scaling change is applied
     and recorded as executed, and only the change event is left out, with a warning."""
-    monkeypatch.setattr(scaling_services, "actuator_for", lambda kind: RecordingActuator())
-    res = resource(name="odd", actuator="webhook", load_series_labels={"service": 3})
-    row = ScalingDecision.objects.create(
-        resource=res,
-        at=timezone.now(),
-        current_units=4,
-        desired_units=6,
-        recommendation=6,
-        action="scale_up",
-        status="proposed",
-    )
-    assert scaling_services.decision_execute(decision_id=row.pk).status == "executed"
+    _scale(monkeypatch, 6, name="odd", actuator="webhook", load_series_labels={"service": 3})
     assert not ChangeEvent.objects.filter(source="scaling").exists()
     assert "odd: 4 -> 6 units (scale_up)" in caplog.text and "not recorded" in caplog.text
